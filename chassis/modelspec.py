@@ -1,0 +1,155 @@
+"""The model-spec contract: how a user plugs their own model into Chassis.
+
+A spec is any importable object reachable as `package.module:attribute` that provides:
+
+- `name`: the registered-model name in MLflow (letters, digits, `-`, `_`, `.`);
+- `load_data()`: returns a `Dataset` (train/validation/test frames, feature columns, label);
+- `build_model(n_features, n_classes)`: returns the `torch.nn.Module` to train;
+- optionally `build_student(n_features, n_classes)`: a smaller module for distillation;
+- optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
+- optionally `expectation_suite`: a suite file in `expectations/` (or an absolute path).
+
+The usual way is to build a `ModelSpec`; a module, class or mapping with the same parts is
+accepted too, so a spec never has to import anything heavy at module level.
+"""
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from chassis.errors import SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyperparameters of the baseline training. Seeds are fixed: a run is reproducible."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if problems:
+            raise SpecError("invalid training config: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What a spec's `load_data()` returns: three splits sharing one schema."""
+
+    train: "pd.DataFrame"
+    validation: "pd.DataFrame"
+    test: "pd.DataFrame"
+    feature_columns: tuple[str, ...]
+    label_column: str
+
+    def splits(self) -> dict[str, "pd.DataFrame"]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+ModelBuilder = Callable[[int, int], "torch.nn.Module"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model Chassis can train, compress, validate, register, roll out and watch."""
+
+    name: str
+    load_data: Callable[[], Dataset]
+    build_model: ModelBuilder
+    build_student: ModelBuilder | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    expectation_suite: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not MODEL_NAME_PATTERN.match(self.name):
+            raise SpecError(
+                f"spec name {self.name!r} is not a valid registered-model name "
+                "(letters, digits, '-', '_', '.'; at most 128 characters)"
+            )
+        for part in ("load_data", "build_model"):
+            if not callable(getattr(self, part)):
+                raise SpecError(f"spec {self.name!r}: {part} must be callable")
+        if self.build_student is not None and not callable(self.build_student):
+            raise SpecError(f"spec {self.name!r}: build_student must be callable or None")
+        if not isinstance(self.training, TrainingConfig):
+            raise SpecError(f"spec {self.name!r}: training must be a chassis TrainingConfig")
+
+
+REQUIRED_PARTS: Mapping[str, str] = {
+    "name": "the registered-model name (str)",
+    "load_data": "a callable () -> chassis.modelspec.Dataset",
+    "build_model": "a callable (n_features, n_classes) -> torch.nn.Module",
+}
+OPTIONAL_PARTS = ("build_student", "training", "expectation_suite", "description")
+
+
+def load_spec(reference: str) -> ModelSpec:
+    """Import `package.module:attribute` (attribute defaults to `spec`) and check the contract."""
+    module_name, _, attribute = reference.strip().partition(":")
+    attribute = attribute or "spec"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise SpecError(
+            f"spec reference {reference!r} is not of the form package.module:attribute"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise SpecError(
+                f"spec {reference!r} does not import: no module named {error.name!r} "
+                "(is the package installed, or on PYTHONPATH?)"
+            ) from error
+        raise SpecError(f"spec {reference!r} does not import: {error}") from error
+    except Exception as error:
+        raise SpecError(
+            f"spec {reference!r} does not import: {type(error).__name__}: {error}"
+        ) from error
+    if not hasattr(module, attribute):
+        raise SpecError(f"spec {reference!r}: module {module_name!r} has no attribute {attribute!r}")
+    return coerce_spec(getattr(module, attribute), reference)
+
+
+def coerce_spec(candidate: Any, reference: str) -> ModelSpec:
+    """Accept a ModelSpec, or any object or mapping with the required parts."""
+    if isinstance(candidate, ModelSpec):
+        return candidate
+
+    def part(name: str) -> Any:
+        if isinstance(candidate, Mapping):
+            return candidate.get(name)
+        return getattr(candidate, name, None)
+
+    missing = [f"{name} ({meaning})" for name, meaning in REQUIRED_PARTS.items() if part(name) is None]
+    if missing:
+        raise SpecError(f"spec {reference!r} is missing required part(s): " + ", ".join(missing))
+    optional = {name: part(name) for name in OPTIONAL_PARTS if part(name) is not None}
+    try:
+        return ModelSpec(
+            name=part("name"),
+            load_data=part("load_data"),
+            build_model=part("build_model"),
+            **optional,
+        )
+    except TypeError as error:
+        raise SpecError(f"spec {reference!r} is not a valid spec: {error}") from error

@@ -1,0 +1,43 @@
+"""The one module that drives ONNX Runtime: sessions with fixed threads, batched inference."""
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+
+def create_session(
+    model: bytes | Path, intra_op_threads: int = 1
+) -> "onnxruntime.InferenceSession":
+    # Must be set before onnxruntime is first imported, or it tries the network.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_batches(
+    session: "onnxruntime.InferenceSession", x: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """Run the session's first input/output over `x` in batches."""
+    input_name = session.get_inputs()[0].name
+    outputs = [
+        session.run(None, {input_name: x[start : start + batch_size]})[0]
+        for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outputs)
+
+
+def onnxruntime_version() -> str:
+    from importlib.metadata import version
+
+    return version("onnxruntime")

@@ -1,0 +1,103 @@
+"""Typed settings, read from `CHASSIS_*` environment variables (and a `.env` file).
+
+Build one `ChassisSettings()` at an entry point and pass it down; nothing here runs on import.
+The embedded default keeps all state under `./.chassis/`: MLflow on SQLite with a local
+artifact folder, and Prefect's home (its SQLite database), so `make ui` shows exactly what
+`make release` did.
+"""
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository root of an editable install: expectations/ lives beside chassis/.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = "chassis.specs.digits:spec"
+
+
+class ChassisSettings(BaseSettings):
+    """Every knob of Chassis, each overridable as `CHASSIS_<NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHASSIS_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    home: Path = Field(
+        default=Path(".chassis"),
+        description="Folder for local state: MLflow database and artifacts, Prefect home.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Default: SQLite at <home>/mlflow.db. "
+        "Set it to http://host:port to use an `mlflow server`.",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="MLflow registry URI. Default: the tracking URI."
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where new MLflow experiments store artifacts. Default: <home>/artifacts. "
+        "Ignored for experiments that already exist.",
+    )
+    experiment_name: str | None = Field(
+        default=None,
+        description="MLflow experiment for runs. Default: the spec's registered-model name.",
+    )
+    default_spec: str = Field(
+        default=DEFAULT_SPEC, description="Spec used when none is given (package.module:attr)."
+    )
+    parity_tolerance: float = Field(
+        default=1e-4,
+        gt=0,
+        le=1,
+        description="Largest allowed absolute difference between torch and ONNX Runtime outputs.",
+    )
+    expectations_dir: Path = Field(
+        default=PROJECT_ROOT / "expectations",
+        description="Folder of Great Expectations suites (JSON), one file per suite.",
+    )
+
+    ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
+    mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
+    prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
+
+    @field_validator("home", "expectations_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Absolute paths so that URIs built from them survive a change of working directory.
+        return value.expanduser().resolve()
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow.db"
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.mlflow_db}"
+
+    def resolved_registry_uri(self) -> str:
+        return self.registry_uri or self.resolved_tracking_uri()
+
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or (self.home / "artifacts").as_uri()
+
+    def mlflow_ui_url(self) -> str:
+        """Where a person looks at runs and versions: the tracking server itself if remote."""
+        uri = self.resolved_tracking_uri()
+        if uri.startswith(("http://", "https://")):
+            return uri.rstrip("/")
+        return f"http://{self.ui_host}:{self.mlflow_ui_port}"
+
+    def prefect_ui_url(self) -> str:
+        return f"http://{self.ui_host}:{self.prefect_ui_port}"
+
+    def ensure_local_state(self) -> None:
+        """Create the local folders the embedded default needs (only what is local)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        if self.artifact_root is None:
+            (self.home / "artifacts").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,34 @@
+"""Deterministic stratified train/validation/test splits for bundled datasets."""
+
+import pandas as pd
+
+from chassis.modelspec import Dataset
+
+
+def stratified_splits(
+    frame: pd.DataFrame,
+    label_column: str,
+    *,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(
+        frame, test_size=test_fraction, stratify=frame[label_column], random_state=seed
+    )
+    train, validation = train_test_split(
+        rest,
+        test_size=validation_fraction / (1 - test_fraction),
+        stratify=rest[label_column],
+        random_state=seed,
+    )
+    features = tuple(c for c in frame.columns if c != label_column)
+    return Dataset(
+        train=train.reset_index(drop=True),
+        validation=validation.reset_index(drop=True),
+        test=test.reset_index(drop=True),
+        feature_columns=features,
+        label_column=label_column,
+    )

@@ -1,0 +1,70 @@
+"""Drafts a training-data expectation suite from a dataset, for a user to review and commit.
+
+The draft pins what the training split looks like today: the columns, numeric dtypes, value
+ranges, no nulls, the label set, and a row-count floor at half of today's rows. Edit it to
+encode what the data *should* look like; Chassis only ever reads the committed file.
+"""
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chassis.modelspec import Dataset
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def scaffold_training_suite(dataset: Dataset, name: str) -> dict[str, Any]:
+    frame: pd.DataFrame = dataset.train
+    expectations: list[dict[str, Any]] = [
+        {
+            "type": "expect_table_row_count_to_be_between",
+            "kwargs": {"min_value": max(1, len(frame) // 2)},
+            "meta": {"why": "column checks pass on an empty batch; this floor does not"},
+        },
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {
+                "column_set": [*dataset.feature_columns, dataset.label_column],
+                "exact_match": False,
+            },
+        },
+    ]
+    for column in dataset.feature_columns:
+        values = frame[column]
+        expectations += [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}},
+            {
+                "type": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": column, "type_list": NUMERIC_TYPES},
+            },
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": column,
+                    "min_value": _plain(values.min()),
+                    "max_value": _plain(values.max()),
+                },
+            },
+        ]
+    label = dataset.label_column
+    expectations += [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label}},
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {
+                "column": label,
+                "value_set": sorted(_plain(v) for v in frame[label].unique()),
+            },
+        },
+    ]
+    return {
+        "name": name,
+        "meta": {"generated_by": "chassis scaffold-suite", "split": "train"},
+        "expectations": expectations,
+    }

@@ -1,0 +1,138 @@
+"""The one module that writes MLflow runs: experiments, params, metrics, datasets, models.
+
+The model registry (versions, aliases) is `chassis.registry`'s alone.
+"""
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chassis.errors import RegistryError
+from chassis.onnx_export import sha256_file
+from chassis.settings import ChassisSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    model_id: str | None
+    stored_onnx_sha256: str
+
+
+def connect(settings: ChassisSettings) -> None:
+    """Point MLflow at the configured stores. Called at entry points, never on import."""
+    import mlflow
+
+    settings.ensure_local_state()
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
+    mlflow.set_registry_uri(settings.resolved_registry_uri())
+
+
+def ensure_experiment(name: str, settings: ChassisSettings) -> str:
+    """The experiment's id, creating it with Chassis's artifact root when it is new."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise RegistryError(
+                f"MLflow experiment {name!r} is deleted; restore it in the MLflow UI or set "
+                "CHASSIS_EXPERIMENT_NAME to another name"
+            )
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=settings.resolved_artifact_root()
+                                            .rstrip("/") + f"/{name}"))
+    except Exception:
+        # Another process created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def onnx_pip_requirements() -> list[str]:
+    """Explicit requirements: MLflow's inference of them costs ~7 s per logged model."""
+    from importlib.metadata import version
+
+    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
+
+
+def log_training_run(
+    *,
+    experiment_id: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    onnx_path: Path,
+    example_inputs: np.ndarray,
+    example_outputs: np.ndarray,
+    datasets: dict[str, "pd.DataFrame"],
+    label_column: str,
+    text_artifacts: dict[str, str],
+    history: list[dict[str, float]] | None = None,
+) -> LoggedRun:
+    """One MLflow run holding everything needed to reproduce and trust the model."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example_inputs, example_outputs)
+    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        # MLflow hints at every integer column of every logged dataset; pixel counts and
+        # class labels are integers on purpose.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for row in history or []:
+            mlflow.log_metrics(
+                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+            )
+        for split, frame in datasets.items():
+            mlflow.log_input(
+                mlflow.data.from_pandas(frame, name=f"{run_name}-{split}", targets=label_column),
+                context=split,
+            )
+        for name, text in text_artifacts.items():
+            mlflow.log_text(text, name)
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            signature=signature,
+            pip_requirements=onnx_pip_requirements(),
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+        )
+        stored_sha256 = stored_artifact_sha256(info.model_id)
+        mlflow.log_param("onnx_sha256", stored_sha256)
+    return LoggedRun(
+        run_id=run.info.run_id,
+        experiment_id=experiment_id,
+        model_uri=info.model_uri,
+        model_id=getattr(info, "model_id", None),
+        stored_onnx_sha256=stored_sha256,
+    )
+
+
+def stored_artifact_sha256(model_id: str) -> str:
+    """Digest of the ONNX bytes as the artifact store holds them: what loads will verify."""
+    import mlflow
+
+    location = mlflow.get_logged_model(model_id).artifact_location.rstrip("/")
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location}/model.onnx", dst_path=folder
+        )
+        return sha256_file(Path(local))

@@ -1,0 +1,1 @@
+"""Prefect flows: thin recipes of task calls and decisions."""

@@ -1,0 +1,167 @@
+"""The training slice: validated data -> baseline -> ONNX (parity checked) -> MLflow version."""
+
+import shutil
+import uuid
+from typing import Annotated
+
+from prefect import flow
+from prefect.artifacts import create_link_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from chassis import data as core_data
+from chassis import registry, tracking
+from chassis.lineage import git_commit
+from chassis.settings import DEFAULT_SPEC, ChassisSettings
+from tasks.artifacts import artifact_key, publish_markdown, publish_table
+from tasks.training import (
+    evaluate,
+    export_onnx,
+    load_dataset,
+    log_to_mlflow,
+    register_version,
+    resolve_spec,
+    train_baseline,
+    validate_training_data,
+)
+
+SpecParameter = Annotated[
+    str,
+    Field(
+        description="Model spec as package.module:attribute, e.g. chassis.specs.digits:spec "
+        "or chassis.specs.wine:spec, or your own.",
+        min_length=1,
+    ),
+]
+EpochsParameter = Annotated[
+    int | None,
+    Field(ge=1, le=10_000, description="Training epochs; empty uses the spec's own setting."),
+]
+SeedParameter = Annotated[
+    int, Field(ge=0, description="Seed for weight init and batch order: same seed, same model.")
+]
+ToleranceParameter = Annotated[
+    float | None,
+    Field(
+        gt=0, le=1,
+        description="Largest allowed |torch - ONNX Runtime| on the test split; empty uses "
+        "CHASSIS_PARITY_TOLERANCE (default 1e-4).",
+    ),
+]
+
+
+class TrainingOutcome(BaseModel):
+    """What the training slice registered, and where to look at it."""
+
+    model_name: str
+    version: int
+    run_id: str
+    experiment_id: str
+    onnx_sha256: str
+    dataset_fingerprint: str
+    metrics: dict[str, float]
+    mlflow_version_url: str
+    mlflow_run_url: str
+
+
+@flow(name="train", log_prints=True)
+def train(
+    spec: SpecParameter = DEFAULT_SPEC,
+    epochs: EpochsParameter = None,
+    seed: SeedParameter = 0,
+    parity_tolerance: ToleranceParameter = None,
+) -> TrainingOutcome:
+    """Train a spec's baseline and register it in MLflow with its ONNX model and lineage.
+
+    Steps: import the spec; check the dataset's structure; run the Great Expectations suite
+    on the train split; train with fixed seeds; evaluate on the test split; export ONNX and
+    check parity with torch; log everything to MLflow; register a version tagged with the
+    spec, dataset fingerprint, run id, git commit and the ONNX file's sha256. Any failure
+    stops the run before registration, so nothing half-made reaches the registry.
+    """
+    settings = ChassisSettings()
+    tolerance = parity_tolerance or settings.parity_tolerance
+    tracking.connect(settings)
+
+    model_spec = resolve_spec(spec)
+    dataset = load_dataset(model_spec)
+    suite_result = validate_training_data(model_spec, dataset, settings)
+    trained = train_baseline(model_spec, dataset, epochs, seed)
+    report = evaluate(trained, dataset)
+
+    workdir = settings.home / "work" / uuid.uuid4().hex
+    try:
+        exported = export_onnx(trained, dataset, workdir, tolerance)
+        fingerprint = core_data.fingerprint(dataset)
+        lineage = {
+            registry.TAG_SPEC: spec,
+            registry.TAG_DATASET_FINGERPRINT: fingerprint,
+            registry.TAG_FLOW_RUN_ID: str(flow_run.id or ""),
+        }
+        commit = git_commit()
+        if commit:
+            lineage[registry.TAG_GIT_COMMIT] = commit
+        logged = log_to_mlflow(
+            spec_reference=spec, spec=model_spec, dataset=dataset, trained=trained,
+            report=report, exported=exported, suite_result=suite_result,
+            fingerprint=fingerprint, settings=settings, lineage_tags=lineage, seed=seed,
+            epochs=epochs or model_spec.training.epochs,
+        )
+        registered = register_version(model_spec, logged, lineage)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ui = settings.mlflow_ui_url()
+    outcome = TrainingOutcome(
+        model_name=registered.name,
+        version=registered.version,
+        run_id=logged.run_id,
+        experiment_id=logged.experiment_id,
+        onnx_sha256=logged.stored_onnx_sha256,
+        dataset_fingerprint=fingerprint,
+        metrics={**report.as_metrics("test_"), "parity_max_abs_diff": exported.parity_max_abs_diff},
+        mlflow_version_url=f"{ui}/#/models/{registered.name}/versions/{registered.version}",
+        mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
+    )
+    publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered.tags)
+    return outcome
+
+
+def publish_training_artifacts(
+    outcome: TrainingOutcome, best_epoch: int, onnx_bytes: int, tags: dict[str, str]
+) -> None:
+    metrics = outcome.metrics
+    publish_table(
+        [{"metric": name, "value": round(value, 6)} for name, value in metrics.items()],
+        outcome.model_name, "training-metrics",
+        description=f"Test-split metrics of {outcome.model_name} v{outcome.version}",
+    )
+    lineage_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(tags.items()))
+    publish_markdown(
+        f"""# {outcome.model_name} version {outcome.version} registered
+
+| | |
+|---|---|
+| test accuracy | {metrics['test_accuracy']:.4f} |
+| test macro-F1 | {metrics['test_macro_f1']:.4f} |
+| ONNX parity max abs diff | {metrics['parity_max_abs_diff']:.2e} |
+| ONNX size | {onnx_bytes:,} bytes |
+| best epoch | {best_epoch} |
+| MLflow run | [{outcome.run_id}]({outcome.mlflow_run_url}) |
+| MLflow version | [{outcome.model_name} v{outcome.version}]({outcome.mlflow_version_url}) |
+
+## Lineage tags on the version
+
+| tag | value |
+|---|---|
+{lineage_rows}
+""",
+        outcome.model_name, "training-summary",
+        description=f"Training summary of {outcome.model_name} v{outcome.version}",
+    )
+    create_link_artifact(
+        link=outcome.mlflow_version_url,
+        link_text=f"{outcome.model_name} v{outcome.version} in MLflow",
+        key=artifact_key(outcome.model_name, "mlflow-version"),
+        description="The registered version in the MLflow UI",
+    )

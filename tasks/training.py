@@ -1,0 +1,186 @@
+"""Tasks of the training slice: spec, data checks, training, evaluation, ONNX, MLflow."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from chassis import data as core_data
+from chassis import expectations, onnx_export, registry, tracking
+from chassis.evaluation import ClassificationReport, classification_report
+from chassis.modelspec import Dataset, ModelSpec, load_spec
+from chassis.settings import ChassisSettings
+from chassis.suite_scaffold import scaffold_training_suite
+from chassis.training import TrainedModel, predict_logits, train_classifier
+from tasks.artifacts import publish_markdown
+
+# Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
+# here recomputes from its inputs.
+NO_CACHE_TASK: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="resolve-spec", **NO_CACHE_TASK)
+def resolve_spec(reference: str) -> ModelSpec:
+    spec = load_spec(reference)
+    get_run_logger().info("spec %s -> registered model %r", reference, spec.name)
+    return spec
+
+
+@task(name="load-dataset", **NO_CACHE_TASK)
+def load_dataset(spec: ModelSpec) -> Dataset:
+    dataset = core_data.load_dataset(spec.load_data, spec.name)
+    get_run_logger().info(
+        "dataset: %d train / %d validation / %d test rows, %d features, label %r",
+        len(dataset.train), len(dataset.validation), len(dataset.test),
+        len(dataset.feature_columns), dataset.label_column,
+    )
+    return dataset
+
+
+@task(name="validate-training-data", **NO_CACHE_TASK)
+def validate_training_data(
+    spec: ModelSpec, dataset: Dataset, settings: ChassisSettings
+) -> expectations.SuiteResult:
+    """Run the spec's Great Expectations suite on the train split; fail naming every miss."""
+    if spec.expectation_suite:
+        path = expectations.resolve_suite_path(spec.expectation_suite, settings.expectations_dir)
+        suite = expectations.load_suite(path)
+    else:
+        # No suite committed: check the structural draft so the data is at least well-formed.
+        document = scaffold_training_suite(dataset, f"{spec.name}.training (draft)")
+        document["expectations"] = [
+            e for e in document["expectations"] if e["type"] != "expect_column_values_to_be_between"
+        ]
+        suite = expectations.build_suite(document, "generated draft")
+    result = expectations.validate_frame(dataset.train, suite)
+    publish_markdown(
+        result.to_markdown(f"Training data of {spec.name}: {result.suite_name}"),
+        spec.name, "training-data-validation",
+        description="Great Expectations results on the training split",
+    )
+    expectations.raise_for_failures(result, f"training data of {spec.name}")
+    get_run_logger().info("suite %s: %d expectations passed", result.suite_name, len(result.results))
+    return result
+
+
+@task(name="train-baseline", **NO_CACHE_TASK)
+def train_baseline(spec: ModelSpec, dataset: Dataset, epochs: int | None, seed: int) -> TrainedModel:
+    logger = get_run_logger()
+    config = spec.training
+    overrides: dict[str, int] = {"seed": seed}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    config = type(config)(**{**config.__dict__, **overrides})
+
+    def report(epoch: int, loss: float, val_accuracy: float) -> None:
+        if epoch == 1 or epoch % 10 == 0 or epoch == config.epochs:
+            logger.info("epoch %d/%d loss %.4f val_accuracy %.4f", epoch, config.epochs, loss, val_accuracy)
+
+    trained = train_classifier(spec.build_model, dataset, config, on_epoch=report)
+    logger.info("best epoch %d, validation accuracy %.4f", trained.best_epoch, trained.best_validation_accuracy)
+    return trained
+
+
+@task(name="evaluate-test-split", **NO_CACHE_TASK)
+def evaluate(trained: TrainedModel, dataset: Dataset) -> ClassificationReport:
+    x = core_data.features(dataset.test, dataset)
+    y = core_data.labels(dataset.test, dataset)
+    report = classification_report(y, predict_logits(trained.module, x).argmax(axis=1), trained.n_classes)
+    get_run_logger().info("test accuracy %.4f, macro-F1 %.4f", report.accuracy, report.macro_f1)
+    return report
+
+
+@task(name="export-onnx", **NO_CACHE_TASK)
+def export_onnx(
+    trained: TrainedModel, dataset: Dataset, workdir: Path, tolerance: float
+) -> onnx_export.ExportedModel:
+    parity_inputs = core_data.features(dataset.test, dataset)
+    exported = onnx_export.export_and_verify(
+        trained.module, trained.n_features, parity_inputs, workdir / "model.onnx", tolerance
+    )
+    get_run_logger().info(
+        "ONNX %d bytes, sha256 %s, parity max |diff| %.2e (tolerance %.0e)",
+        exported.size_bytes, exported.sha256[:12], exported.parity_max_abs_diff, tolerance,
+    )
+    return exported
+
+
+@task(name="log-to-mlflow", **NO_CACHE_TASK)
+def log_to_mlflow(
+    *,
+    spec_reference: str,
+    spec: ModelSpec,
+    dataset: Dataset,
+    trained: TrainedModel,
+    report: ClassificationReport,
+    exported: onnx_export.ExportedModel,
+    suite_result: expectations.SuiteResult,
+    fingerprint: str,
+    settings: ChassisSettings,
+    lineage_tags: dict[str, str],
+    seed: int,
+    epochs: int,
+) -> tracking.LoggedRun:
+    experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name, settings)
+    sample = core_data.features(dataset.test.head(5), dataset)
+    logged = tracking.log_training_run(
+        experiment_id=experiment_id,
+        run_name=f"{spec.name}-train",
+        params={
+            "spec": spec_reference,
+            "epochs": epochs,
+            "batch_size": spec.training.batch_size,
+            "learning_rate": spec.training.learning_rate,
+            "weight_decay": spec.training.weight_decay,
+            "seed": seed,
+            "n_features": trained.n_features,
+            "n_classes": trained.n_classes,
+            "parameter_count": trained.parameter_count,
+            "onnx_opset": exported.opset,
+            "parity_tolerance": settings.parity_tolerance,
+            "dataset_fingerprint": fingerprint,
+        },
+        metrics={
+            **report.as_metrics("test_"),
+            "best_val_accuracy": trained.best_validation_accuracy,
+            "best_epoch": float(trained.best_epoch),
+            "parity_max_abs_diff": exported.parity_max_abs_diff,
+            "onnx_size_bytes": float(exported.size_bytes),
+        },
+        tags={**lineage_tags, "chassis.stage": "train"},
+        onnx_path=exported.path,
+        example_inputs=sample,
+        example_outputs=predict_logits(trained.module, sample).astype(np.float32),
+        datasets=dataset.splits(),
+        label_column=dataset.label_column,
+        text_artifacts={
+            "validation/training_data_suite.json": json.dumps(suite_result.to_dict(), indent=2),
+            "validation/training_data_suite.md": suite_result.to_markdown("Training data"),
+        },
+        history=trained.history,
+    )
+    if logged.stored_onnx_sha256 != exported.sha256:
+        get_run_logger().warning(
+            "artifact store re-serialized the ONNX file; recording the stored digest %s",
+            logged.stored_onnx_sha256[:12],
+        )
+    return logged
+
+
+@task(name="register-version", **NO_CACHE_TASK)
+def register_version(
+    spec: ModelSpec, logged: tracking.LoggedRun, tags: dict[str, str]
+) -> registry.RegisteredVersion:
+    registered = registry.register_version(
+        name=spec.name,
+        model_uri=logged.model_uri,
+        run_id=logged.run_id,
+        tags={**tags, registry.TAG_ONNX_SHA256: logged.stored_onnx_sha256,
+              registry.TAG_RUN_ID: logged.run_id},
+        description=spec.description,
+    )
+    get_run_logger().info("registered %s version %d", registered.name, registered.version)
+    return registered
