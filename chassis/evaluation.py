@@ -15,7 +15,10 @@ class ClassificationReport:
     def as_metrics(self, prefix: str = "test_") -> dict[str, float]:
         metrics = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1}
         metrics.update(
-            {f"{prefix}recall_class_{label}": value for label, value in self.per_class_recall.items()}
+            {
+                f"{prefix}recall_class_{label}": value
+                for label, value in self.per_class_recall.items()
+            }
         )
         return metrics
 
@@ -29,7 +32,9 @@ def classification_report(
     recalls = recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0.0)
     return ClassificationReport(
         accuracy=float(accuracy_score(y_true, y_pred)),
-        macro_f1=float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0.0)),
+        macro_f1=float(
+            f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0.0)
+        ),
         per_class_recall={label: float(r) for label, r in zip(classes, recalls, strict=True)},
         rows=len(y_true),
     )

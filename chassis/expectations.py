@@ -77,7 +77,9 @@ def read_suite_file(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ExpectationSuiteError(f"expectation suite {path} is not readable JSON: {error}") from error
+        raise ExpectationSuiteError(
+            f"expectation suite {path} is not readable JSON: {error}"
+        ) from error
     if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
         raise ExpectationSuiteError(f"expectation suite {path} has no 'expectations' list")
     return document
@@ -112,7 +114,6 @@ def load_suite(path: Path) -> "gx.ExpectationSuite":
 
 def validate_frame(frame: "pd.DataFrame", suite: "gx.ExpectationSuite") -> SuiteResult:
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # GX logs at INFO each temporary docs folder it creates for an ephemeral context.

@@ -6,10 +6,15 @@ from pathlib import Path
 
 def git_commit(directory: Path | None = None) -> str | None:
     """`<sha>` or `<sha>-dirty` for the repository containing `directory`; None outside git."""
+
     def git(*args: str) -> str | None:
         try:
             completed = subprocess.run(
-                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10,
+                ["git", *args],
+                cwd=directory,
+                capture_output=True,
+                text=True,
+                timeout=10,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired):

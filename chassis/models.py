@@ -1,6 +1,7 @@
 """Building blocks for bundled specs and for users who want a plain MLP classifier."""
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [n_features, *hidden]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(sizes[-1], n_classes)
 

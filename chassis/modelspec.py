@@ -109,9 +109,7 @@ def load_spec(reference: str) -> ModelSpec:
     module_name, _, attribute = reference.strip().partition(":")
     attribute = attribute or "spec"
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
-        raise SpecError(
-            f"spec reference {reference!r} is not of the form package.module:attribute"
-        )
+        raise SpecError(f"spec reference {reference!r} is not of the form package.module:attribute")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -126,7 +124,9 @@ def load_spec(reference: str) -> ModelSpec:
             f"spec {reference!r} does not import: {type(error).__name__}: {error}"
         ) from error
     if not hasattr(module, attribute):
-        raise SpecError(f"spec {reference!r}: module {module_name!r} has no attribute {attribute!r}")
+        raise SpecError(
+            f"spec {reference!r}: module {module_name!r} has no attribute {attribute!r}"
+        )
     return coerce_spec(getattr(module, attribute), reference)
 
 
@@ -140,7 +140,9 @@ def coerce_spec(candidate: Any, reference: str) -> ModelSpec:
             return candidate.get(name)
         return getattr(candidate, name, None)
 
-    missing = [f"{name} ({meaning})" for name, meaning in REQUIRED_PARTS.items() if part(name) is None]
+    missing = [
+        f"{name} ({meaning})" for name, meaning in REQUIRED_PARTS.items() if part(name) is None
+    ]
     if missing:
         raise SpecError(f"spec {reference!r} is missing required part(s): " + ", ".join(missing))
     optional = {name: part(name) for name in OPTIONAL_PARTS if part(name) is not None}

@@ -70,9 +70,7 @@ def export_onnx(module: nn.Module, n_features: int, destination: Path) -> Path:
     return destination
 
 
-def check_parity(
-    module: nn.Module, onnx_path: Path, x: np.ndarray, tolerance: float
-) -> float:
+def check_parity(module: nn.Module, onnx_path: Path, x: np.ndarray, tolerance: float) -> float:
     """Max absolute difference of torch vs ONNX Runtime outputs on `x`; raises above tolerance."""
     expected = predict_logits(module, x)
     actual = run_batches(create_session(onnx_path), x)
@@ -90,7 +88,10 @@ def check_parity(
 
 
 def export_and_verify(
-    module: nn.Module, n_features: int, parity_inputs: np.ndarray, destination: Path,
+    module: nn.Module,
+    n_features: int,
+    parity_inputs: np.ndarray,
+    destination: Path,
     tolerance: float,
 ) -> ExportedModel:
     path = export_onnx(module, n_features, destination)
@@ -98,8 +99,11 @@ def export_and_verify(
     import onnx
 
     opset = next(
-        (o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-         if o.domain in ("", "ai.onnx")),
+        (
+            o.version
+            for o in onnx.load(str(path), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        ),
         0,
     )
     return ExportedModel(path, sha256_file(path), path.stat().st_size, diff, opset)

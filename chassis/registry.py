@@ -74,3 +74,40 @@ def list_versions(name: str) -> list[int]:
     client = mlflow.MlflowClient()
     found = client.search_model_versions(f"name = '{name}'")
     return sorted(int(v.version) for v in found)
+
+
+def describe_versions(name: str) -> list[dict[str, object]]:
+    """Every version of `name`, newest first, with aliases and tags (for people to read)."""
+    import datetime
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    described = []
+    for number in reversed(list_versions(name)):
+        # search_model_versions returns empty aliases; get_model_version has them.
+        version = client.get_model_version(name, str(number))
+        created = datetime.datetime.fromtimestamp(
+            version.creation_timestamp / 1000, tz=datetime.UTC
+        )
+        described.append(
+            {
+                "version": number,
+                "created": created.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "aliases": list(version.aliases),
+                "run_id": version.run_id or "",
+                "tags": dict(version.tags),
+            }
+        )
+    return described
+
+
+def version_artifact_uri(name: str, version: int) -> str:
+    """Where the version's model files live in the artifact store (file://, s3://, ...)."""
+    import mlflow
+
+    return str(mlflow.MlflowClient().get_model_version_download_uri(name, str(version)))

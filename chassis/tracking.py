@@ -3,6 +3,7 @@
 The model registry (versions, aliases) is `chassis.registry`'s alone.
 """
 
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ def connect(settings: ChassisSettings) -> None:
     """Point MLflow at the configured stores. Called at entry points, never on import."""
     import mlflow
 
+    # Creating or migrating the SQLite schema is routine; MLflow announces it at INFO.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings.ensure_local_state()
     mlflow.set_tracking_uri(settings.resolved_tracking_uri())
     mlflow.set_registry_uri(settings.resolved_registry_uri())
@@ -51,8 +55,11 @@ def ensure_experiment(name: str, settings: ChassisSettings) -> str:
             )
         return str(experiment.experiment_id)
     try:
-        return str(client.create_experiment(name, artifact_location=settings.resolved_artifact_root()
-                                            .rstrip("/") + f"/{name}"))
+        return str(
+            client.create_experiment(
+                name, artifact_location=settings.resolved_artifact_root().rstrip("/") + f"/{name}"
+            )
+        )
     except Exception:
         # Another process created it between our lookup and create.
         experiment = client.get_experiment_by_name(name)
@@ -90,7 +97,10 @@ def log_training_run(
     from mlflow.models import infer_signature
 
     signature = infer_signature(example_inputs, example_outputs)
-    with warnings.catch_warnings(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with (
+        warnings.catch_warnings(),
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
+    ):
         # MLflow hints at every integer column of every logged dataset; pixel counts and
         # class labels are integers on purpose.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)

@@ -37,17 +37,25 @@ def release(
     training = train(spec=spec, epochs=epochs, seed=seed, parity_tolerance=parity_tolerance)
     settings = ChassisSettings()
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+    metrics = training.metrics
+    version_link = f"[{training.model_name} v{training.version}]({training.mlflow_version_url})"
+    rows = [
+        ("training data suite", "passed"),
+        (
+            "baseline",
+            f"test accuracy {metrics['test_accuracy']:.4f}, "
+            f"macro-F1 {metrics['test_macro_f1']:.4f}",
+        ),
+        ("ONNX parity", f"max abs diff {metrics['parity_max_abs_diff']:.2e}"),
+        ("registry", f"{version_link}, sha256 `{training.onnx_sha256[:16]}...`"),
+    ]
     publish_markdown(
-        f"""# Release of {training.model_name}
-
-| stage | result |
-|---|---|
-| training data suite | passed |
-| baseline | test accuracy {training.metrics['test_accuracy']:.4f}, macro-F1 {training.metrics['test_macro_f1']:.4f} |
-| ONNX parity | max abs diff {training.metrics['parity_max_abs_diff']:.2e} |
-| registry | [{training.model_name} v{training.version}]({training.mlflow_version_url}), sha256 `{training.onnx_sha256[:16]}...` |
-""",
-        training.model_name, "release-summary",
+        "\n".join(
+            [f"# Release of {training.model_name}", "", "| stage | result |", "|---|---|"]
+            + [f"| {stage} | {result} |" for stage, result in rows]
+        ),
+        training.model_name,
+        "release-summary",
         description=f"Release of {training.model_name} v{training.version}",
     )
     return ReleaseOutcome(training=training, prefect_flow_run_url=run_url)

@@ -43,7 +43,8 @@ SeedParameter = Annotated[
 ToleranceParameter = Annotated[
     float | None,
     Field(
-        gt=0, le=1,
+        gt=0,
+        le=1,
         description="Largest allowed |torch - ONNX Runtime| on the test split; empty uses "
         "CHASSIS_PARITY_TOLERANCE (default 1e-4).",
     ),
@@ -102,9 +103,17 @@ def train(
         if commit:
             lineage[registry.TAG_GIT_COMMIT] = commit
         logged = log_to_mlflow(
-            spec_reference=spec, spec=model_spec, dataset=dataset, trained=trained,
-            report=report, exported=exported, suite_result=suite_result,
-            fingerprint=fingerprint, settings=settings, lineage_tags=lineage, seed=seed,
+            spec_reference=spec,
+            spec=model_spec,
+            dataset=dataset,
+            trained=trained,
+            report=report,
+            exported=exported,
+            suite_result=suite_result,
+            fingerprint=fingerprint,
+            settings=settings,
+            lineage_tags=lineage,
+            seed=seed,
             epochs=epochs or model_spec.training.epochs,
         )
         registered = register_version(model_spec, logged, lineage)
@@ -133,7 +142,8 @@ def publish_training_artifacts(
     metrics = outcome.metrics
     publish_table(
         [{"metric": name, "value": round(value, 6)} for name, value in metrics.items()],
-        outcome.model_name, "training-metrics",
+        outcome.model_name,
+        "training-metrics",
         description=f"Test-split metrics of {outcome.model_name} v{outcome.version}",
     )
     lineage_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(tags.items()))
@@ -142,9 +152,9 @@ def publish_training_artifacts(
 
 | | |
 |---|---|
-| test accuracy | {metrics['test_accuracy']:.4f} |
-| test macro-F1 | {metrics['test_macro_f1']:.4f} |
-| ONNX parity max abs diff | {metrics['parity_max_abs_diff']:.2e} |
+| test accuracy | {metrics["test_accuracy"]:.4f} |
+| test macro-F1 | {metrics["test_macro_f1"]:.4f} |
+| ONNX parity max abs diff | {metrics["parity_max_abs_diff"]:.2e} |
 | ONNX size | {onnx_bytes:,} bytes |
 | best epoch | {best_epoch} |
 | MLflow run | [{outcome.run_id}]({outcome.mlflow_run_url}) |
@@ -156,7 +166,8 @@ def publish_training_artifacts(
 |---|---|
 {lineage_rows}
 """,
-        outcome.model_name, "training-summary",
+        outcome.model_name,
+        "training-summary",
         description=f"Training summary of {outcome.model_name} v{outcome.version}",
     )
     create_link_artifact(

@@ -34,8 +34,11 @@ def load_dataset(spec: ModelSpec) -> Dataset:
     dataset = core_data.load_dataset(spec.load_data, spec.name)
     get_run_logger().info(
         "dataset: %d train / %d validation / %d test rows, %d features, label %r",
-        len(dataset.train), len(dataset.validation), len(dataset.test),
-        len(dataset.feature_columns), dataset.label_column,
+        len(dataset.train),
+        len(dataset.validation),
+        len(dataset.test),
+        len(dataset.feature_columns),
+        dataset.label_column,
     )
     return dataset
 
@@ -58,16 +61,21 @@ def validate_training_data(
     result = expectations.validate_frame(dataset.train, suite)
     publish_markdown(
         result.to_markdown(f"Training data of {spec.name}: {result.suite_name}"),
-        spec.name, "training-data-validation",
+        spec.name,
+        "training-data-validation",
         description="Great Expectations results on the training split",
     )
     expectations.raise_for_failures(result, f"training data of {spec.name}")
-    get_run_logger().info("suite %s: %d expectations passed", result.suite_name, len(result.results))
+    get_run_logger().info(
+        "suite %s: %d expectations passed", result.suite_name, len(result.results)
+    )
     return result
 
 
 @task(name="train-baseline", **NO_CACHE_TASK)
-def train_baseline(spec: ModelSpec, dataset: Dataset, epochs: int | None, seed: int) -> TrainedModel:
+def train_baseline(
+    spec: ModelSpec, dataset: Dataset, epochs: int | None, seed: int
+) -> TrainedModel:
     logger = get_run_logger()
     config = spec.training
     overrides: dict[str, int] = {"seed": seed}
@@ -77,10 +85,16 @@ def train_baseline(spec: ModelSpec, dataset: Dataset, epochs: int | None, seed: 
 
     def report(epoch: int, loss: float, val_accuracy: float) -> None:
         if epoch == 1 or epoch % 10 == 0 or epoch == config.epochs:
-            logger.info("epoch %d/%d loss %.4f val_accuracy %.4f", epoch, config.epochs, loss, val_accuracy)
+            logger.info(
+                "epoch %d/%d loss %.4f val_accuracy %.4f", epoch, config.epochs, loss, val_accuracy
+            )
 
     trained = train_classifier(spec.build_model, dataset, config, on_epoch=report)
-    logger.info("best epoch %d, validation accuracy %.4f", trained.best_epoch, trained.best_validation_accuracy)
+    logger.info(
+        "best epoch %d, validation accuracy %.4f",
+        trained.best_epoch,
+        trained.best_validation_accuracy,
+    )
     return trained
 
 
@@ -88,7 +102,9 @@ def train_baseline(spec: ModelSpec, dataset: Dataset, epochs: int | None, seed: 
 def evaluate(trained: TrainedModel, dataset: Dataset) -> ClassificationReport:
     x = core_data.features(dataset.test, dataset)
     y = core_data.labels(dataset.test, dataset)
-    report = classification_report(y, predict_logits(trained.module, x).argmax(axis=1), trained.n_classes)
+    report = classification_report(
+        y, predict_logits(trained.module, x).argmax(axis=1), trained.n_classes
+    )
     get_run_logger().info("test accuracy %.4f, macro-F1 %.4f", report.accuracy, report.macro_f1)
     return report
 
@@ -103,7 +119,10 @@ def export_onnx(
     )
     get_run_logger().info(
         "ONNX %d bytes, sha256 %s, parity max |diff| %.2e (tolerance %.0e)",
-        exported.size_bytes, exported.sha256[:12], exported.parity_max_abs_diff, tolerance,
+        exported.size_bytes,
+        exported.sha256[:12],
+        exported.parity_max_abs_diff,
+        tolerance,
     )
     return exported
 
@@ -178,8 +197,11 @@ def register_version(
         name=spec.name,
         model_uri=logged.model_uri,
         run_id=logged.run_id,
-        tags={**tags, registry.TAG_ONNX_SHA256: logged.stored_onnx_sha256,
-              registry.TAG_RUN_ID: logged.run_id},
+        tags={
+            **tags,
+            registry.TAG_ONNX_SHA256: logged.stored_onnx_sha256,
+            registry.TAG_RUN_ID: logged.run_id,
+        },
         description=spec.description,
     )
     get_run_logger().info("registered %s version %d", registered.name, registered.version)

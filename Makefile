@@ -1,0 +1,46 @@
+# Chassis: `make help` lists the targets. Everything runs from the project's own .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.chassis-installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install release test test-fast lint format ui clean-state
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Chassis needs Python 3.11+; set PYTHON=python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv (if missing) and install Chassis with its dev tools
+
+release: $(STAMP) ## Run the release loop on the embedded default (digits) and print where to look
+	$(BIN)/chassis release
+
+test: $(STAMP) ## Run the whole test suite (unit and integration)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Run the unit tests only (seconds, no servers)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: $(STAMP) ## Serve the Prefect UI (:4200) and the MLflow UI (:5000) over ./.chassis
+	$(BIN)/chassis ui
+
+clean-state: ## Delete local state (./.chassis: MLflow runs and registry, Prefect database)
+	rm -rf .chassis

@@ -1,0 +1,93 @@
+"""Terminal output: a live status line during long flows and a short summary after."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from chassis.settings import ChassisSettings
+
+console = Console(stderr=True)
+out = Console()
+
+
+class StepStatus(logging.Handler):
+    """Shows the task Prefect is running (and its latest log line) on the status line."""
+
+    def __init__(self, update: Any) -> None:
+        super().__init__(logging.INFO)
+        self.update = update
+
+    def emit(self, record: logging.LogRecord) -> None:
+        step = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
+        if step:
+            message = record.getMessage().splitlines()[0][:70]
+            self.update(f"[bold cyan]{step}[/] {message}")
+
+
+@contextmanager
+def progress(flow_name: str) -> Iterator[None]:
+    """A spinner with the current step while a flow runs (plain logs when not a terminal)."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(f"[bold cyan]{flow_name}[/] starting Prefect ...") as status:
+        handler = StepStatus(lambda text: status.update(text))
+        logger = logging.getLogger("prefect")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+
+def print_training(outcome: Any, settings: "ChassisSettings") -> None:
+    metrics = outcome.metrics
+    table = Table(
+        title=f"{outcome.model_name} version {outcome.version} registered", show_header=False
+    )
+    table.add_row("test accuracy", f"{metrics['test_accuracy']:.4f}")
+    table.add_row("test macro-F1", f"{metrics['test_macro_f1']:.4f}")
+    table.add_row("ONNX parity max |diff|", f"{metrics['parity_max_abs_diff']:.2e}")
+    table.add_row("ONNX sha256", outcome.onnx_sha256)
+    table.add_row("MLflow run", outcome.run_id)
+    out.print(table)
+    print_where_to_look(outcome.mlflow_version_url, None, settings)
+
+
+def print_release(outcome: Any, settings: "ChassisSettings") -> None:
+    print_training(outcome.training, settings)
+    print_where_to_look(None, outcome.prefect_flow_run_url, settings)
+
+
+def print_where_to_look(
+    mlflow_url: str | None, prefect_url: str | None, settings: "ChassisSettings"
+) -> None:
+    if mlflow_url:
+        out.print(f"MLflow version: {mlflow_url}")
+    if prefect_url:
+        out.print(f"Prefect flow run: {prefect_url}")
+        out.print(f"Start both UIs with `make ui` (or `chassis ui`); state is in {settings.home}")
+
+
+def print_versions(model: str, versions: list[dict[str, Any]]) -> None:
+    if not versions:
+        out.print(f"{model}: no versions registered")
+        return
+    table = Table(title=f"{model} versions")
+    for column in ("version", "created", "aliases", "run id", "onnx sha256", "spec"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(
+            str(v["version"]),
+            v["created"],
+            ", ".join(v["aliases"]) or "-",
+            v["run_id"],
+            v["tags"].get("chassis.onnx_sha256", "-")[:16],
+            v["tags"].get("chassis.spec", "-"),
+        )
+    out.print(table)

@@ -1,0 +1,287 @@
+"""`chassis`: run the release loop and its parts from a terminal."""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from chassis import __version__
+from chassis.errors import ChassisError
+
+if TYPE_CHECKING:
+    from chassis.settings import ChassisSettings
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spec",
+        help="model spec as package.module:attribute (default: CHASSIS_DEFAULT_SPEC, "
+        "chassis.specs.digits:spec)",
+    )
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the spec's)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="training seed (default 0)"
+    )
+    parser.add_argument(
+        "--parity-tolerance",
+        type=tolerance,
+        help="max |torch - ONNX Runtime| allowed (default: CHASSIS_PARITY_TOLERANCE, 1e-4)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chassis",
+        description="Take a trained PyTorch model to production safely: validated data, "
+        "ONNX export with parity checks, MLflow registration with lineage, as Prefect flows.",
+        epilog="Settings come from CHASSIS_* environment variables; state lives in ./.chassis "
+        "by default. Run `chassis COMMAND --help` for each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"chassis {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    release = commands.add_parser(
+        "release",
+        help="run the release loop (the main job) on a spec",
+        description="Run the release flow: data suite, training, evaluation, ONNX export with "
+        "parity check, MLflow logging and registration of a new version.",
+    )
+    add_training_options(release)
+    release.set_defaults(handler=run_release)
+
+    train = commands.add_parser(
+        "train",
+        help="run only the training slice and register a version",
+        description="Run the train flow alone (what release does first).",
+    )
+    add_training_options(train)
+    train.set_defaults(handler=run_train)
+
+    specs = commands.add_parser(
+        "specs",
+        help="list the bundled model specs",
+        description="List the specs that ship with Chassis and work offline.",
+    )
+    specs.set_defaults(handler=run_specs)
+
+    versions = commands.add_parser(
+        "versions",
+        help="list registered versions of a model with their lineage tags",
+        description="List a registered model's versions from the MLflow registry.",
+    )
+    versions.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
+    versions.set_defaults(handler=run_versions)
+
+    scaffold = commands.add_parser(
+        "scaffold-suite",
+        help="draft a Great Expectations suite from a spec's training data",
+        description="Write a draft training-data suite (columns, dtypes, ranges, nulls, label "
+        "set, row-count floor) for review; commit it under expectations/.",
+    )
+    scaffold.add_argument("--spec", required=True, help="model spec as package.module:attribute")
+    scaffold.add_argument("--output", help="file to write (default: print to stdout)")
+    scaffold.set_defaults(handler=run_scaffold)
+
+    ui = commands.add_parser(
+        "ui",
+        help="start the Prefect UI and the MLflow UI on loopback",
+        description="Serve the Prefect UI and the MLflow UI over Chassis's local state until "
+        "Ctrl-C, so the runs and versions `chassis release` made are visible.",
+    )
+    ui.set_defaults(handler=run_ui)
+    return parser
+
+
+def prepare(settings: "ChassisSettings") -> None:
+    """Quiet, offline environment and local state folders, before heavy imports."""
+    from chassis.quiet import apply_quiet_environment
+
+    settings.ensure_local_state()
+    apply_quiet_environment(settings.prefect_home)
+    use_running_prefect_server(settings)
+
+
+def use_running_prefect_server(settings: "ChassisSettings") -> None:
+    """If `chassis ui` is serving Prefect, report runs to it so they appear live."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import urllib.request
+
+    url = f"{settings.prefect_ui_url()}/api"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as response:
+            if response.status == 200:
+                os.environ["PREFECT_API_URL"] = url
+    except OSError:
+        pass  # no server: Prefect starts its own temporary one on the same database
+
+
+def load_settings() -> "ChassisSettings":
+    from pydantic import ValidationError
+
+    from chassis.errors import SettingsError
+    from chassis.settings import ChassisSettings
+
+    try:
+        return ChassisSettings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"CHASSIS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") -> dict[str, object]:
+    from chassis.modelspec import load_spec
+
+    spec = args.spec or settings.default_spec
+    load_spec(spec)  # fail in a second on a bad spec, before Prefect starts its server
+    return {
+        "spec": spec,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "parity_tolerance": args.parity_tolerance,
+    }
+
+
+def run_release(args: argparse.Namespace) -> int:
+    from chassis_cli.display import print_release, progress
+
+    settings = load_settings()
+    prepare(settings)
+    arguments = training_arguments(args, settings)
+    with progress("release"):
+        from flows.release import release
+
+        outcome = release(**arguments)
+    print_release(outcome, settings)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from chassis_cli.display import print_training, progress
+
+    settings = load_settings()
+    prepare(settings)
+    arguments = training_arguments(args, settings)
+    with progress("train"):
+        from flows.training import train
+
+        outcome = train(**arguments)
+    print_training(outcome, settings)
+    return 0
+
+
+def run_specs(args: argparse.Namespace) -> int:
+    from chassis.specs import BUNDLED_SPECS
+
+    for key, reference in BUNDLED_SPECS.items():
+        print(f"{key:10} {reference}")
+    return 0
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    from chassis_cli.display import print_versions
+
+    settings = load_settings()
+    prepare(settings)
+    from chassis import registry, tracking
+
+    tracking.connect(settings)
+    print_versions(args.model, registry.describe_versions(args.model))
+    return 0
+
+
+def run_scaffold(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from chassis.data import load_dataset
+    from chassis.modelspec import load_spec
+    from chassis.suite_scaffold import scaffold_training_suite
+
+    spec = load_spec(args.spec)
+    document = scaffold_training_suite(
+        load_dataset(spec.load_data, spec.name), f"{spec.name}.training"
+    )
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output:
+        output = Path(args.output)
+        if output.exists():
+            raise ChassisError(f"{output} exists; remove it or choose another --output")
+        output.write_text(text)
+        print(f"wrote {len(document['expectations'])} expectations to {output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    from chassis_cli.ui import serve_uis
+
+    settings = load_settings()
+    prepare(settings)
+    return serve_uis(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ChassisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything else is a Chassis bug; still one line, still non-zero
+        cause = parameter_error(error) or f"unexpected {type(error).__name__}: {error}"
+        print(f"error: {cause}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def parameter_error(error: Exception) -> str | None:
+    """Prefect's parameter validation errors, as one line."""
+    if type(error).__name__ == "ParameterTypeError":
+        return "invalid flow parameter: " + " ".join(str(error).split())
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

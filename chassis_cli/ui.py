@@ -1,0 +1,104 @@
+"""`chassis ui`: the Prefect UI and the MLflow UI over the same local state, until Ctrl-C."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from chassis.errors import ChassisError
+from chassis.settings import ChassisSettings
+
+
+def executable(name: str) -> str:
+    beside_python = Path(sys.executable).with_name(name)
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if not found:
+        raise ChassisError(f"{name!r} is not installed in this environment")
+    return found
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def serve_uis(settings: ChassisSettings) -> int:
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)  # this process *is* the server
+    host = settings.ui_host
+    commands: dict[str, tuple[list[str], str]] = {
+        "Prefect UI": (
+            [
+                executable("prefect"),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(settings.prefect_ui_port),
+            ],
+            f"{settings.prefect_ui_url()}/api/health",
+        ),
+    }
+    tracking_uri = settings.resolved_tracking_uri()
+    if not tracking_uri.startswith(("http://", "https://")):
+        commands["MLflow UI"] = (
+            [
+                executable("mlflow"),
+                "server",
+                "--backend-store-uri",
+                tracking_uri,
+                "--registry-store-uri",
+                settings.resolved_registry_uri(),
+                "--default-artifact-root",
+                settings.resolved_artifact_root(),
+                "--host",
+                host,
+                "--port",
+                str(settings.mlflow_ui_port),
+                "--workers",
+                "1",
+            ],
+            f"{settings.mlflow_ui_url()}/health",
+        )
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, (command, _) in commands.items():
+            processes[name] = subprocess.Popen(command, env=env)
+        for name, (_, health) in commands.items():
+            if not wait_healthy(health, processes[name], seconds=120):
+                raise ChassisError(f"{name} did not become healthy at {health}")
+        print(f"Prefect UI: {settings.prefect_ui_url()}", flush=True)
+        if "MLflow UI" in processes:
+            print(f"MLflow UI:  {settings.mlflow_ui_url()}", flush=True)
+        else:
+            print(f"MLflow UI:  {settings.mlflow_ui_url()} (remote tracking server)", flush=True)
+        print("Ctrl-C stops both.", flush=True)
+        while all(p.poll() is None for p in processes.values()):
+            time.sleep(1)
+        stopped = [n for n, p in processes.items() if p.poll() is not None]
+        raise ChassisError(f"{', '.join(stopped)} stopped unexpectedly")
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,45 @@
+"""Hermetic test environment: temporary HOME and state, telemetry off, no network.
+
+This runs before any test module imports Prefect, MLflow, onnxruntime or Great Expectations,
+so the environment below is what those libraries see when they first read it.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="chassis-tests-"))
+for _name in ("home", "prefect", "xdg-cache", "xdg-config", "xdg-data"):
+    (_SESSION_ROOT / _name).mkdir()
+
+os.environ.update(
+    {
+        "HOME": str(_SESSION_ROOT / "home"),
+        "XDG_CACHE_HOME": str(_SESSION_ROOT / "xdg-cache"),
+        "XDG_CONFIG_HOME": str(_SESSION_ROOT / "xdg-config"),
+        "XDG_DATA_HOME": str(_SESSION_ROOT / "xdg-data"),
+        "PREFECT_HOME": str(_SESSION_ROOT / "prefect"),
+        "CHASSIS_HOME": str(_SESSION_ROOT / "chassis"),
+    }
+)
+for _name in list(os.environ):
+    # A developer's own settings must not leak into the tests.
+    if _name.startswith("CHASSIS_") and _name != "CHASSIS_HOME":
+        del os.environ[_name]
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+from chassis.quiet import apply_quiet_environment  # noqa: E402
+
+apply_quiet_environment()
+
+
+@pytest.fixture
+def chassis_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh CHASSIS_HOME per test: its own MLflow database, artifacts and registry."""
+    home = tmp_path / "chassis"
+    monkeypatch.setenv("CHASSIS_HOME", str(home))
+    yield home

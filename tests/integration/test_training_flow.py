@@ -1,0 +1,125 @@
+"""The training slice and release flow, run in process against a real Prefect API and a
+real MLflow store (SQLite and a local artifact folder, fresh for each test)."""
+
+import hashlib
+from pathlib import Path
+
+import mlflow
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from chassis import registry
+from chassis.errors import ChassisError, DatasetError, DataValidationError, SpecError
+from chassis.settings import ChassisSettings
+from flows.release import release
+from flows.training import train
+
+
+def stored_model_bytes(name: str, version: int) -> bytes:
+    location = registry.version_artifact_uri(name, version)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/model.onnx")
+    return Path(local).read_bytes()
+
+
+def latest_artifact(key: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no Prefect artifact with key {key}"
+    return found[-1]
+
+
+def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
+    outcome = release(epochs=4)
+    training = outcome.training
+    assert training.model_name == "digits-mlp" and training.version == 1
+    assert training.metrics["test_accuracy"] > 0.85
+    assert training.metrics["parity_max_abs_diff"] < 1e-4
+
+    tags = registry.version_tags("digits-mlp", 1)
+    assert tags["chassis.spec"] == "chassis.specs.digits:spec"
+    assert tags["chassis.run_id"] == training.run_id
+    assert len(tags["chassis.dataset_fingerprint"]) == 64
+    assert tags["chassis.flow_run_id"]
+    # The recorded digest is the digest of the bytes the artifact store really holds.
+    assert (
+        tags["chassis.onnx_sha256"]
+        == hashlib.sha256(stored_model_bytes("digits-mlp", 1)).hexdigest()
+    )
+
+    run = mlflow.get_run(training.run_id)
+    assert run.data.params["dataset_fingerprint"] == tags["chassis.dataset_fingerprint"]
+    assert {"test_accuracy", "test_macro_f1", "test_recall_class_9"} <= set(run.data.metrics)
+    assert run.info.artifact_uri.startswith((chassis_home / "artifacts").as_uri())
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"digits-mlp-train-train"}
+
+    summary = latest_artifact("digits-mlp-training-summary")
+    assert "digits-mlp version 1 registered" in summary.data
+    metrics_table = latest_artifact("digits-mlp-training-metrics")
+    assert "test_accuracy" in str(metrics_table.data)
+    assert "release" in latest_artifact("digits-mlp-release-summary").data.lower()
+    assert outcome.prefect_flow_run_url.startswith(ChassisSettings().prefect_ui_url())
+
+
+def test_same_seed_same_model_and_second_bundled_spec(chassis_home):
+    first = train(spec="tests.fixtures.specs:good", seed=3)
+    second = train(spec="tests.fixtures.specs:good", seed=3)
+    assert (first.version, second.version) == (1, 2)
+    assert first.dataset_fingerprint == second.dataset_fingerprint
+    assert first.metrics == second.metrics
+    wine = train(spec="chassis.specs.wine:spec", epochs=30)
+    assert wine.model_name == "wine-mlp" and wine.metrics["test_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "message"),
+    [
+        ("tests.fixtures.specs:missing_label", DatasetError, "label column 'label' is missing"),
+        ("tests.fixtures.specs:empty", DatasetError, "no rows"),
+        ("tests.fixtures.specs:nan_features", DatasetError, "NaN or infinite"),
+        ("tests.fixtures.specs:inf_features", DatasetError, "NaN or infinite"),
+        ("tests.fixtures.specs:string_features", DatasetError, "non-numeric dtype"),
+        ("tests.fixtures.specs:missing_builder", SpecError, "missing required part"),
+        ("no_such_package.spec:spec", SpecError, "does not import"),
+    ],
+    ids=["missing-label", "empty", "nan", "inf", "wrong-dtype", "missing-part", "no-import"],
+)
+def test_bad_input_fails_the_flow_and_registers_nothing(chassis_home, spec, error, message):
+    with pytest.raises(error, match=message):
+        train(spec=spec)
+    tracking = ChassisSettings().resolved_tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_failing_expectation_suite_stops_before_registration(chassis_home, tmp_path):
+    import json
+
+    from chassis.suite_scaffold import scaffold_training_suite
+    from tests.fixtures import specs
+
+    document = scaffold_training_suite(specs.blob_dataset(), "strict")
+    for expectation in document["expectations"]:
+        if expectation["type"] == "expect_column_values_to_be_between":
+            expectation["kwargs"]["max_value"] = 0  # blobs have positive values
+    suite = tmp_path / "strict.json"
+    suite.write_text(json.dumps(document))
+    module = tmp_path / "strict_spec.py"
+    module.write_text(
+        "from tests.fixtures.specs import blob_dataset, make_spec\n"
+        f"spec = make_spec('test-strict', blob_dataset, expectation_suite={str(suite)!r})\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(DataValidationError, match="expect_column_values_to_be_between"):
+            train(spec="strict_spec:spec")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert mlflow.MlflowClient().search_registered_models() == []
+    report = latest_artifact("test-strict-training-data-validation")
+    assert "FAILED" in report.data
+    assert issubclass(DataValidationError, ChassisError)

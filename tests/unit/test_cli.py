@@ -1,0 +1,118 @@
+"""The `chassis` command as a user runs it: a subprocess, its exit code and its output."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def chassis(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chassis_cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def test_help_is_fast_and_lists_every_command():
+    started = time.perf_counter()
+    result = chassis("--help")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0
+    for command in ("release", "train", "specs", "versions", "scaffold-suite", "ui"):
+        assert command in result.stdout
+    # Not a speed target, a guard against importing torch/Prefect/MLflow for --help.
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize(
+    "command", ["release", "train", "versions", "scaffold-suite", "ui", "specs"]
+)
+def test_every_command_has_help(command):
+    result = chassis(command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: chassis {command}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["release", "--epochs", "0"], "--epochs: must be at least 1"),
+        (["release", "--epochs", "ten"], "expected a whole number, got 'ten'"),
+        (["release", "--parity-tolerance", "5"], "must be in (0, 1]"),
+        (["release", "--seed", "-3"], "must be 0 or more"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["versions"], "the following arguments are required: --model"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args, message):
+    result = chassis(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_package.spec:spec", "no module named 'no_such_package'"),
+        ("tests.fixtures.specs:missing_builder", "missing required part(s): build_model"),
+        ("tests.fixtures.broken_import:spec", "RuntimeError: database credentials missing"),
+    ],
+)
+def test_bad_spec_fails_fast_with_one_line(spec, message):
+    result = chassis("release", "--spec", spec, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: spec ")
+    assert message in lines[0]
+
+
+def test_specs_lists_bundled_specs():
+    result = chassis("specs")
+    assert result.returncode == 0
+    assert "chassis.specs.digits:spec" in result.stdout
+    assert "chassis.specs.wine:spec" in result.stdout
+
+
+def test_versions_of_unknown_model(tmp_path):
+    env = {**os.environ, "CHASSIS_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "chassis_cli.main", "versions", "--model", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no registered model named 'nope'"
+
+
+def test_invalid_setting_is_named(tmp_path):
+    env = {**os.environ, "CHASSIS_HOME": str(tmp_path), "CHASSIS_PARITY_TOLERANCE": "abc"}
+    result = subprocess.run(
+        [sys.executable, "-m", "chassis_cli.main", "versions", "--model", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "CHASSIS_PARITY_TOLERANCE" in result.stderr
+
+
+def test_scaffold_suite_writes_a_loadable_suite(tmp_path):
+    output = tmp_path / "suite.json"
+    result = chassis("scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    from chassis.expectations import load_suite
+
+    assert len(load_suite(output).expectations) == 2 + 3 * 13 + 2
+    again = chassis("scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output))
+    assert again.returncode == 1 and "exists" in again.stderr

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from chassis.errors import DataValidationError, ExpectationSuiteError
+from chassis.expectations import (
+    build_suite,
+    check_frame,
+    load_suite,
+    resolve_suite_path,
+    validate_frame,
+)
+from chassis.settings import PROJECT_ROOT
+from chassis.suite_scaffold import scaffold_training_suite
+from tests.fixtures import specs
+
+
+def suite_for_blobs():
+    return build_suite(scaffold_training_suite(specs.blob_dataset(), "blobs"), "test")
+
+
+@pytest.mark.parametrize("name", ["digits.training.json", "wine.training.json"])
+def test_committed_suites_load_completely(name):
+    path = PROJECT_ROOT / "expectations" / name
+    declared = len(json.loads(path.read_text())["expectations"])
+    assert len(load_suite(path).expectations) == declared
+    assert any(
+        e["type"] == "expect_table_row_count_to_be_between"
+        for e in json.loads(path.read_text())["expectations"]
+    )
+
+
+def test_unknown_expectation_type_is_refused_not_dropped():
+    document = {
+        "name": "s",
+        "expectations": [
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+            {"type": "expect_column_to_be_awesome", "kwargs": {"column": "a"}},
+        ],
+    }
+    with pytest.raises(ExpectationSuiteError, match=r"loaded 1 of 2.*expect_column_to_be_awesome"):
+        build_suite(document, "inline")
+
+
+def test_unreadable_suite_file(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ExpectationSuiteError, match="not readable JSON"):
+        load_suite(tmp_path / "bad.json")
+    with pytest.raises(ExpectationSuiteError, match="not found"):
+        resolve_suite_path("missing.json", tmp_path)
+
+
+def test_passing_frame():
+    result = check_frame(specs.blob_dataset().train, suite_for_blobs(), "blobs")
+    assert result.success
+    assert len(result.results) == 2 + 3 * 4 + 2
+
+
+def test_failures_name_every_expectation_and_observed_value():
+    frame = specs.blob_dataset().train.copy()
+    frame.loc[0, "f0"] = 1e6
+    frame.loc[1, "label"] = 7
+    with pytest.raises(DataValidationError) as raised:
+        check_frame(frame, suite_for_blobs(), "blobs")
+    message = str(raised.value)
+    assert "2 of 16 expectations" in message
+    assert "expect_column_values_to_be_between(f0)" in message and "1000000.0" in message
+    assert "expect_column_values_to_be_in_set(label)" in message and "[7]" in message
+
+
+def test_row_count_floor_catches_an_empty_batch():
+    result = validate_frame(specs.blob_dataset().train.iloc[0:0], suite_for_blobs())
+    failing = {r.expectation for r in result.failures}
+    assert failing == {"expect_table_row_count_to_be_between"}
+    assert "FAIL" in result.to_markdown("t")
