@@ -28,7 +28,14 @@ class RegisteredVersion:
 
 
 def register_version(
-    *, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str
+    *,
+    name: str,
+    model_uri: str,
+    model_id: str | None,
+    run_id: str,
+    tags: dict[str, str],
+    description: str,
+    version_description: str = "",
 ) -> RegisteredVersion:
     """Create a new version of `name` from a logged model, with its lineage tags."""
     import mlflow
@@ -46,7 +53,14 @@ def register_version(
             client.get_registered_model(name)  # created concurrently: fine if it exists now
     created = None
     try:
-        created = mlflow.register_model(model_uri, name, tags=tags, await_registration_for=60)
+        created = client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags=tags,
+            model_id=model_id,
+            await_creation_for=60,
+        )
         stored = client.get_model_version(name, created.version)
         absent = [t for t in tags if stored.tags.get(t) != tags[t]]
         if absent:

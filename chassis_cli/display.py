@@ -68,9 +68,9 @@ def print_where_to_look(
     mlflow_url: str | None, prefect_url: str | None, settings: "ChassisSettings"
 ) -> None:
     if mlflow_url:
-        out.print(f"MLflow version: {mlflow_url}")
+        out.print(f"MLflow version: {mlflow_url}", soft_wrap=True)
     if prefect_url:
-        out.print(f"Prefect flow run: {prefect_url}")
+        out.print(f"Prefect flow run: {prefect_url}", soft_wrap=True)
         out.print(f"Start both UIs with `make ui` (or `chassis ui`); state is in {settings.home}")
 
 

@@ -116,7 +116,7 @@ def train(
             seed=seed,
             epochs=epochs or model_spec.training.epochs,
         )
-        registered = register_version(model_spec, logged, lineage)
+        registered = register_version(spec, model_spec, logged, report, lineage)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
