@@ -39,3 +39,7 @@ class RegistryError(ChassisError):
 
 class SettingsError(ChassisError):
     """A setting has an unusable value."""
+
+
+class IntegrityError(ChassisError):
+    """A stored artifact's sha256 differs from the digest recorded at registration."""

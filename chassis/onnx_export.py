@@ -4,7 +4,6 @@ The graph takes `features` (float32, [batch, n_features]) and returns `logits`
 (float32, [batch, n_classes]); the batch axis is dynamic.
 """
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chassis.digests import sha256_file
 from chassis.errors import ExportError, ParityError
 from chassis.runtime import create_session, run_batches
 from chassis.training import predict_logits
@@ -29,14 +29,6 @@ class ExportedModel:
     size_bytes: int
     parity_max_abs_diff: float
     opset: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_onnx(module: nn.Module, n_features: int, destination: Path) -> Path:

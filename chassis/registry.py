@@ -6,8 +6,10 @@ after the version was created, the version is deleted again: no half-registered 
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from chassis.errors import RegistryError
+from chassis.digests import sha256_file
+from chassis.errors import IntegrityError, RegistryError
 
 # Lineage and integrity tags every Chassis version carries.
 TAG_SPEC = "chassis.spec"
@@ -16,6 +18,11 @@ TAG_RUN_ID = "chassis.run_id"
 TAG_GIT_COMMIT = "chassis.git_commit"
 TAG_ONNX_SHA256 = "chassis.onnx_sha256"
 TAG_FLOW_RUN_ID = "chassis.flow_run_id"
+TAG_WEIGHTS_SHA256 = "chassis.weights_sha256"
+TAG_N_FEATURES = "chassis.n_features"
+TAG_N_CLASSES = "chassis.n_classes"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "extra_files/model.safetensors"
 REQUIRED_VERSION_TAGS = (TAG_SPEC, TAG_DATASET_FINGERPRINT, TAG_RUN_ID, TAG_ONNX_SHA256)
 
 
@@ -125,3 +132,58 @@ def version_artifact_uri(name: str, version: int) -> str:
     import mlflow
 
     return str(mlflow.MlflowClient().get_model_version_download_uri(name, str(version)))
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """A version's files, downloaded and verified against the digests recorded with it."""
+
+    name: str
+    version: int
+    onnx_path: Path
+    weights_path: Path | None
+    tags: dict[str, str]
+
+
+def fetch_version(name: str, version: int, destination: Path) -> VersionFiles:
+    """Download a version's ONNX model (and torch weights if recorded) and verify sha256.
+
+    A file whose digest differs from the one recorded at registration is refused with both
+    digests named; nothing unverified is returned.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        model_version = client.get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"{name!r} has no version {version}") from None
+    tags = dict(model_version.tags)
+    if TAG_ONNX_SHA256 not in tags:
+        raise IntegrityError(
+            f"{name} v{version} has no {TAG_ONNX_SHA256} tag: it was not registered by Chassis "
+            "and cannot be verified"
+        )
+    location = version_artifact_uri(name, version).rstrip("/")
+    destination.mkdir(parents=True, exist_ok=True)
+
+    def verified(relative: str, expected: str) -> Path:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/{relative}", dst_path=str(destination)
+            )
+        )
+        actual = sha256_file(local)
+        if actual != expected:
+            local.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{name} v{version}: {relative} does not match its recorded digest "
+                f"(expected sha256 {expected}, actual {actual}); refusing to load it"
+            )
+        return local
+
+    onnx_path = verified(ONNX_FILE, tags[TAG_ONNX_SHA256])
+    weights_path = (
+        verified(WEIGHTS_FILE, tags[TAG_WEIGHTS_SHA256]) if TAG_WEIGHTS_SHA256 in tags else None
+    )
+    return VersionFiles(name, version, onnx_path, weights_path, tags)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chassis.digests import sha256_file
 from chassis.errors import RegistryError
-from chassis.onnx_export import sha256_file
 from chassis.settings import ChassisSettings
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class LoggedRun:
     model_uri: str
     model_id: str | None
     stored_onnx_sha256: str
+    stored_weights_sha256: str | None
 
 
 def connect(settings: ChassisSettings) -> None:
@@ -89,6 +90,7 @@ def log_training_run(
     label_column: str,
     text_artifacts: dict[str, str],
     history: list[dict[str, float]] | None = None,
+    model_files: list[Path] | None = None,
 ) -> LoggedRun:
     """One MLflow run holding everything needed to reproduce and trust the model."""
     import mlflow
@@ -124,25 +126,31 @@ def log_training_run(
             pip_requirements=onnx_pip_requirements(),
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,
+            # Stored inside the model's folder, so a version's download URI holds them too.
+            extra_files=[str(p) for p in model_files or []] or None,
         )
-        stored_sha256 = stored_artifact_sha256(info.model_id)
+        stored_sha256 = stored_artifact_sha256(info.model_id, "model.onnx")
         mlflow.log_param("onnx_sha256", stored_sha256)
+        weights_sha256 = None
+        if any(p.name == "model.safetensors" for p in model_files or []):
+            weights_sha256 = stored_artifact_sha256(info.model_id, "extra_files/model.safetensors")
     return LoggedRun(
         run_id=run.info.run_id,
         experiment_id=experiment_id,
         model_uri=info.model_uri,
         model_id=getattr(info, "model_id", None),
         stored_onnx_sha256=stored_sha256,
+        stored_weights_sha256=weights_sha256,
     )
 
 
-def stored_artifact_sha256(model_id: str) -> str:
-    """Digest of the ONNX bytes as the artifact store holds them: what loads will verify."""
+def stored_artifact_sha256(model_id: str, relative_path: str) -> str:
+    """Digest of a model file as the artifact store holds it: what loads will verify."""
     import mlflow
 
     location = mlflow.get_logged_model(model_id).artifact_location.rstrip("/")
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location}/model.onnx", dst_path=folder
+            artifact_uri=f"{location}/{relative_path}", dst_path=folder
         )
         return sha256_file(Path(local))

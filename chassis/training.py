@@ -106,3 +106,19 @@ def train_classifier(
     module.load_state_dict(best_state)
     module.eval()
     return TrainedModel(module, n_features, n_classes, best_epoch, best_accuracy, history)
+
+
+def rebuild_classifier(
+    builder: ModelBuilder, n_features: int, n_classes: int, state: dict[str, torch.Tensor]
+) -> nn.Module:
+    """The trained module again, from its builder and its saved state (scaler included)."""
+    base = build_module(builder, n_features, n_classes, "build_model")
+    module = Standardized(base, torch.zeros(n_features), torch.ones(n_features))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise SpecError(
+            f"saved weights do not fit build_model({n_features}, {n_classes}): "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    return module.eval()

@@ -98,6 +98,8 @@ def train(
             registry.TAG_SPEC: spec,
             registry.TAG_DATASET_FINGERPRINT: fingerprint,
             registry.TAG_FLOW_RUN_ID: str(flow_run.id or ""),
+            registry.TAG_N_FEATURES: str(trained.n_features),
+            registry.TAG_N_CLASSES: str(trained.n_classes),
         }
         commit = git_commit()
         if commit:

@@ -15,6 +15,7 @@ from chassis.modelspec import Dataset, ModelSpec, load_spec
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.training import TrainedModel, predict_logits, train_classifier
+from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
 
 # Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
@@ -144,6 +145,9 @@ def log_to_mlflow(
     epochs: int,
 ) -> tracking.LoggedRun:
     experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name, settings)
+    # Torch weights travel with the ONNX model so compression can rebuild the module later.
+    weights_path = exported.path.with_name("model.safetensors")
+    save_weights(trained.module, weights_path)
     sample = core_data.features(dataset.test.head(5), dataset)
     logged = tracking.log_training_run(
         experiment_id=experiment_id,
@@ -180,6 +184,7 @@ def log_to_mlflow(
             "validation/training_data_suite.md": suite_result.to_markdown("Training data"),
         },
         history=trained.history,
+        model_files=[weights_path],
     )
     if logged.stored_onnx_sha256 != exported.sha256:
         get_run_logger().warning(
@@ -206,6 +211,11 @@ def register_version(
             **tags,
             registry.TAG_ONNX_SHA256: logged.stored_onnx_sha256,
             registry.TAG_RUN_ID: logged.run_id,
+            **(
+                {registry.TAG_WEIGHTS_SHA256: logged.stored_weights_sha256}
+                if logged.stored_weights_sha256
+                else {}
+            ),
         },
         description=spec.description,
         version_description=f"Trained by Chassis from {spec_reference}; test accuracy "

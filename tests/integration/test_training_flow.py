@@ -123,3 +123,34 @@ def test_failing_expectation_suite_stops_before_registration(chassis_home, tmp_p
     report = latest_artifact("test-strict-training-data-validation")
     assert "FAILED" in report.data
     assert issubclass(DataValidationError, ChassisError)
+
+
+def test_registered_version_can_be_fetched_verified_and_rebuilt(chassis_home, tmp_path):
+    import numpy as np
+
+    from chassis.errors import IntegrityError
+    from chassis.runtime import create_session, run_batches
+    from chassis.training import predict_logits, rebuild_classifier
+    from chassis.weights import load_weights
+    from tests.fixtures import specs
+
+    outcome = train(spec="tests.fixtures.specs:good")
+    files = registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "a")
+    assert files.weights_path is not None
+    module = rebuild_classifier(
+        specs.small_mlp,
+        int(files.tags["chassis.n_features"]),
+        int(files.tags["chassis.n_classes"]),
+        load_weights(files.weights_path),
+    )
+    x = np.random.default_rng(1).normal(size=(9, 4)).astype(np.float32)
+    onnx_logits = run_batches(create_session(files.onnx_path), x)
+    assert np.abs(predict_logits(module, x) - onnx_logits).max() < 1e-4
+
+    # Truncate the stored ONNX file: the next load must refuse it and name both digests.
+    stored = Path(registry.version_artifact_uri(outcome.model_name, outcome.version)[7:])
+    onnx_file = stored / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:100])
+    with pytest.raises(IntegrityError, match=r"expected sha256 [0-9a-f]{64}, actual [0-9a-f]{64}"):
+        registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "b")
+    assert not (tmp_path / "b" / "model.onnx").exists()

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from chassis.digests import sha256_file
 from chassis.errors import ExportError, ParityError
 from chassis.models import MLP
-from chassis.onnx_export import check_parity, export_and_verify, export_onnx, sha256_file
+from chassis.onnx_export import check_parity, export_and_verify, export_onnx
 from chassis.runtime import create_session, run_batches
 
 
