@@ -187,3 +187,295 @@ def fetch_version(name: str, version: int, destination: Path) -> VersionFiles:
         verified(WEIGHTS_FILE, tags[TAG_WEIGHTS_SHA256]) if TAG_WEIGHTS_SHA256 in tags else None
     )
     return VersionFiles(name, version, onnx_path, weights_path, tags)
+
+
+# --------------------------------------------------------------------------------------
+# Aliases: the only place they move. Every move is compare-and-set under a registry lock,
+# is undone if anything fails midway, and leaves an audit record on the registered model.
+# --------------------------------------------------------------------------------------
+
+TAG_GATES = "chassis.gates"  # "passed" or "failed", set with the gate report
+TAG_GATE_REPORT = "chassis.gate_report"  # where the report is stored
+AUDIT_TAG_PREFIX = "chassis.audit."
+LOCK_SUFFIX = ".chassis-lock"
+LOCK_TTL_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    sequence: int
+    at: str
+    actor: str
+    action: str
+    moves: list[dict[str, int | None]]
+    reason: str
+    evidence: dict[str, str]
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(
+            {
+                "at": self.at,
+                "actor": self.actor,
+                "action": self.action,
+                "moves": self.moves,
+                "reason": self.reason,
+                "evidence": self.evidence,
+            },
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """The outcome of an alias operation: what moved (nothing, for a repeated promotion)."""
+
+    name: str
+    action: str
+    noop: bool
+    aliases_before: dict[str, int]
+    aliases_after: dict[str, int]
+    audit: AuditRecord | None
+
+
+def current_aliases(name: str) -> dict[str, int]:
+    import mlflow
+
+    from chassis.aliases import ALIASES
+
+    try:
+        model = mlflow.MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    return {alias: int(v) for alias, v in model.aliases.items() if alias in ALIASES}
+
+
+def history(name: str) -> list[AuditRecord]:
+    """Every alias move of `name`, oldest first, read from the registered model's tags."""
+    import json
+
+    import mlflow
+
+    try:
+        model = mlflow.MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    records = []
+    for key, value in model.tags.items():
+        if key.startswith(AUDIT_TAG_PREFIX):
+            data = json.loads(value)
+            records.append(AuditRecord(sequence=int(key[len(AUDIT_TAG_PREFIX) :]), **data))
+    return sorted(records, key=lambda r: r.sequence)
+
+
+class RegistryLock:
+    """A cross-process, cross-host mutex per model, made of the registry's own guarantee
+    that registered-model names are unique: creating `<name>.chassis-lock` succeeds for
+    exactly one caller. Works the same on SQLite and behind an `mlflow server`. A lock
+    left by a crashed holder expires after LOCK_TTL_SECONDS."""
+
+    def __init__(self, name: str, wait_seconds: float = 60.0) -> None:
+        self.lock_name = f"{name}{LOCK_SUFFIX}"
+        self.wait_seconds = wait_seconds
+        self.token = ""
+
+    def __enter__(self) -> "RegistryLock":
+        import random
+        import time
+        import uuid
+
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        self.token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                client.create_registered_model(
+                    self.lock_name,
+                    tags={
+                        "chassis.lock_owner": self.token,
+                        "chassis.lock_expires": str(time.time() + LOCK_TTL_SECONDS),
+                    },
+                    description="Held by Chassis while it moves aliases; removed when done.",
+                )
+                return self
+            except mlflow.exceptions.MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(
+                    error
+                ):
+                    raise
+            self._break_if_expired(client)
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"timed out after {self.wait_seconds:.0f} s waiting for {self.lock_name!r}; "
+                    "another alias change is in progress"
+                )
+            time.sleep(0.05 + random.random() * 0.15)  # jitter, not crypto
+
+    def _break_if_expired(self, client: "object") -> None:
+        import time
+
+        import mlflow
+
+        try:
+            held = client.get_registered_model(self.lock_name)  # type: ignore[attr-defined]
+            if float(held.tags.get("chassis.lock_expires", "inf")) < time.time():
+                client.delete_registered_model(self.lock_name)  # type: ignore[attr-defined]
+        except mlflow.exceptions.MlflowException:
+            pass  # released meanwhile
+
+    def __exit__(self, *exc: object) -> None:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            held = client.get_registered_model(self.lock_name)
+            if held.tags.get("chassis.lock_owner") == self.token:
+                client.delete_registered_model(self.lock_name)
+        except mlflow.exceptions.MlflowException:
+            pass
+
+
+def require_passed_gates(name: str, version: int) -> dict[str, str]:
+    """A version may take traffic only with a stored gate report that passed."""
+    import mlflow
+
+    try:
+        tags = dict(mlflow.MlflowClient().get_model_version(name, str(version)).tags)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"{name!r} has no version {version}; nothing was changed") from None
+    verdict = tags.get(TAG_GATES)
+    if verdict is None:
+        raise RegistryError(
+            f"{name} v{version} has no gate report; run `chassis gates --model {name} "
+            f"--version {version}` first; nothing was changed"
+        )
+    if verdict != "passed":
+        raise RegistryError(
+            f"{name} v{version} failed its gates (report: {tags.get(TAG_GATE_REPORT, '?')}); "
+            "it cannot be promoted; nothing was changed"
+        )
+    return tags
+
+
+def _apply(
+    name: str, plan: "object", actor: str, reason: str, evidence: dict[str, str]
+) -> AliasChange:
+    """Apply a plan's moves and its audit record; undo every move if any step fails."""
+    import datetime
+
+    import mlflow
+
+    from chassis.aliases import Plan
+
+    assert isinstance(plan, Plan)
+    client = mlflow.MlflowClient()
+    before = current_aliases(name)
+    if plan.is_noop:
+        return AliasChange(name, plan.action, True, before, before, None)
+    done: list = []
+    try:
+        for move in plan.moves:
+            if move.after is None:
+                client.delete_registered_model_alias(name, move.alias)
+            else:
+                client.set_registered_model_alias(name, move.alias, str(move.after))
+            done.append(move)
+        sequence = max((r.sequence for r in history(name)), default=0) + 1
+        record = AuditRecord(
+            sequence=sequence,
+            at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            actor=actor,
+            action=plan.action,
+            moves=[m.to_dict() for m in plan.moves],
+            reason=reason[:500],
+            evidence=evidence,
+        )
+        client.set_registered_model_tag(name, f"{AUDIT_TAG_PREFIX}{sequence:06d}", record.to_json())
+    except Exception as error:
+        for move in reversed(done):
+            if move.before is None:
+                client.delete_registered_model_alias(name, move.alias)
+            else:
+                client.set_registered_model_alias(name, move.alias, str(move.before))
+        if isinstance(error, RegistryError):
+            raise
+        raise RegistryError(
+            f"{plan.action} of {name!r} failed midway ({type(error).__name__}: {error}); "
+            "aliases were restored"
+        ) from error
+    return AliasChange(name, plan.action, False, before, current_aliases(name), record)
+
+
+def promote(
+    name: str,
+    version: int,
+    *,
+    expected_champion: int | None,
+    actor: str,
+    reason: str,
+    evidence: dict[str, str] | None = None,
+) -> AliasChange:
+    """Make `version` the champion if the champion is still `expected_champion`."""
+    from chassis.aliases import plan_promotion
+
+    require_passed_gates(name, version)
+    with RegistryLock(name):
+        plan = plan_promotion(current_aliases(name), version, expected_champion)
+        return _apply(name, plan, actor, reason, evidence or {})
+
+
+def set_challenger(
+    name: str, version: int, *, actor: str, reason: str, evidence: dict[str, str] | None = None
+) -> AliasChange:
+    from chassis.aliases import plan_challenger
+
+    require_passed_gates(name, version)
+    with RegistryLock(name):
+        plan = plan_challenger(current_aliases(name), version)
+        return _apply(name, plan, actor, reason, evidence or {})
+
+
+def retire_challenger(
+    name: str,
+    version: int | None,
+    *,
+    actor: str,
+    reason: str,
+    evidence: dict[str, str] | None = None,
+) -> AliasChange:
+    from chassis.aliases import plan_retire_challenger
+
+    with RegistryLock(name):
+        plan = plan_retire_challenger(current_aliases(name), version)
+        return _apply(name, plan, actor, reason, evidence or {})
+
+
+def rollback(
+    name: str, *, actor: str, reason: str, evidence: dict[str, str] | None = None
+) -> AliasChange:
+    """champion <- previous, in one step; previous <- the champion before that one."""
+    from chassis.aliases import CHAMPION, plan_rollback
+
+    with RegistryLock(name):
+        current = current_aliases(name)
+        target = current.get("previous")
+        # The audit trail knows which champion `previous` replaced when it was promoted.
+        before_previous = None
+        for record in reversed(history(name)):
+            moved = {m["alias"]: m for m in record.moves}
+            if CHAMPION in moved and moved[CHAMPION]["to"] == target:
+                before_previous = moved[CHAMPION]["from"]
+                break
+        plan = plan_rollback(current, before_previous)
+        return _apply(name, plan, actor, reason, evidence or {})
+
+
+def record_gate_report(name: str, version: int, passed: bool, report_uri: str) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, str(version), TAG_GATE_REPORT, report_uri)
+    client.set_model_version_tag(name, str(version), TAG_GATES, "passed" if passed else "failed")

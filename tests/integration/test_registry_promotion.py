@@ -1,0 +1,144 @@
+"""Alias moves against a real MLflow registry (SQLite), including real multi-process races."""
+
+import multiprocessing
+import os
+
+import mlflow
+import pytest
+
+from chassis import registry
+from chassis.aliases import PromotionConflict
+from chassis.errors import RegistryError
+from chassis.settings import ChassisSettings
+from chassis.tracking import connect
+
+MODEL = "race-model"
+
+
+def make_versions(count: int, gates: tuple[str, ...] = ()) -> None:
+    """Versions with a passed gate report unless listed in `gates` as failed/missing."""
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL)
+    for number in range(1, count + 1):
+        client.create_model_version(MODEL, source=f"file:///nowhere/{number}")
+        verdict = gates[number - 1] if number <= len(gates) else "passed"
+        if verdict != "missing":
+            registry.record_gate_report(MODEL, number, verdict == "passed", f"report-{number}")
+
+
+@pytest.fixture
+def store(chassis_home):
+    connect(ChassisSettings())
+    return chassis_home
+
+
+def promote(version, expected, reason="test"):
+    return registry.promote(
+        MODEL,
+        version,
+        expected_champion=expected,
+        actor="user:test",
+        reason=reason,
+        evidence={"gate_report": f"report-{version}"},
+    )
+
+
+def test_promote_rollback_and_history(store):
+    make_versions(3)
+    promote(1, None)
+    promote(2, 1)
+    change = promote(3, 2, reason="better accuracy")
+    assert change.aliases_after == {"champion": 3, "previous": 2}
+    assert not change.noop
+
+    again = promote(3, 2)
+    assert again.noop and again.audit is None  # repeating a completed promotion
+
+    rolled = registry.rollback(MODEL, actor="user:test", reason="bad canary")
+    assert rolled.aliases_after == {"champion": 2, "previous": 1}
+    records = registry.history(MODEL)
+    assert [r.action for r in records] == ["promote", "promote", "promote", "rollback"]
+    assert [r.sequence for r in records] == [1, 2, 3, 4]
+    third = records[2]
+    assert third.reason == "better accuracy" and third.actor == "user:test"
+    assert {"alias": "champion", "from": 2, "to": 3} in third.moves
+    assert third.evidence == {"gate_report": "report-3"}
+    assert third.at.endswith("+00:00")
+
+
+def test_refusals_change_nothing(store):
+    make_versions(4, gates=("passed", "passed", "failed", "missing"))
+    promote(1, None)
+    before = registry.current_aliases(MODEL)
+    with pytest.raises(RegistryError, match="has no version 9"):
+        promote(9, 1)
+    with pytest.raises(RegistryError, match="failed its gates"):
+        promote(3, 1)
+    with pytest.raises(RegistryError, match="has no gate report"):
+        promote(4, 1)
+    with pytest.raises(RegistryError, match="no `previous` version"):
+        registry.rollback(MODEL, actor="t", reason="r")
+    with pytest.raises(PromotionConflict, match="expected v7 but found v1"):
+        promote(2, 7)
+    assert registry.current_aliases(MODEL) == before
+    assert len(registry.history(MODEL)) == 1
+
+
+def test_failure_midway_restores_aliases(store, monkeypatch):
+    make_versions(2)
+    promote(1, None)
+
+    def broken_audit(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    # Fault injection: the audit write (the last step) fails after the aliases moved.
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_tag", broken_audit)
+    with pytest.raises(RegistryError, match="failed midway.*disk full.*aliases were restored"):
+        promote(2, 1)
+    monkeypatch.undo()
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert len(registry.history(MODEL)) == 1
+    assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [MODEL]
+
+
+def _race(home: str, version: int, ready, start, results) -> None:
+    os.environ["CHASSIS_HOME"] = home
+    connect(ChassisSettings())
+    registry.current_aliases(MODEL)  # warm up imports and the database connection
+    ready.put(version)
+    start.wait()
+    try:
+        registry.promote(
+            MODEL, version, expected_champion=1, actor=f"proc-{version}", reason="race"
+        )
+        results.put((version, "won"))
+    except PromotionConflict:
+        results.put((version, "conflict"))
+    except Exception as error:  # reported to the test, which fails on it
+        results.put((version, f"error: {type(error).__name__}: {error}"))
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_processes_racing_exactly_one_wins(store, round_):
+    make_versions(3)
+    promote(1, None)
+    context = multiprocessing.get_context("spawn")
+    ready, start, results = context.Queue(), context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_race, args=(str(store), version, ready, start, results))
+        for version in (2, 3)
+    ]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=120)  # both are connected and waiting: release them together
+    start.set()
+    for worker in workers:
+        worker.join(timeout=120)
+    outcomes = dict(results.get(timeout=5) for _ in workers)
+    assert sorted(outcomes.values()) == ["conflict", "won"], outcomes
+    winner = next(v for v, o in outcomes.items() if o == "won")
+    assert registry.current_aliases(MODEL) == {"champion": winner, "previous": 1}
+    assert [r.actor for r in registry.history(MODEL)] == ["user:test", f"proc-{winner}"]
+    # The lock is gone: only the model itself is registered.
+    assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [MODEL]
