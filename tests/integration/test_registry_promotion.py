@@ -93,7 +93,7 @@ def test_failure_midway_restores_aliases(store, monkeypatch):
 
     # Fault injection: the audit write (the last step) fails after the aliases moved.
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_tag", broken_audit)
-    with pytest.raises(RegistryError, match="failed midway.*disk full.*aliases were restored"):
+    with pytest.raises(RegistryError, match=r"failed midway.*disk full.*aliases were restored"):
         promote(2, 1)
     monkeypatch.undo()
     assert registry.current_aliases(MODEL) == {"champion": 1}
