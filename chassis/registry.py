@@ -479,3 +479,15 @@ def record_gate_report(name: str, version: int, passed: bool, report_uri: str) -
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, str(version), TAG_GATE_REPORT, report_uri)
     client.set_model_version_tag(name, str(version), TAG_GATES, "passed" if passed else "failed")
+
+
+def version_run_id(name: str, version: int) -> str:
+    import mlflow
+
+    try:
+        run_id = mlflow.MlflowClient().get_model_version(name, str(version)).run_id
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"{name!r} has no version {version}") from None
+    if not run_id:
+        raise RegistryError(f"{name} v{version} has no MLflow run to store reports in")
+    return str(run_id)

@@ -41,3 +41,30 @@ def onnxruntime_version() -> str:
     from importlib.metadata import version
 
     return version("onnxruntime")
+
+
+def measure_latency_ms(
+    session: "onnxruntime.InferenceSession",
+    batch: np.ndarray,
+    *,
+    warmup: int = 20,
+    repeats: int = 200,
+) -> dict[str, float]:
+    """p50/p99/mean wall time of one `session.run` on `batch`, after warm-up runs."""
+    import time
+
+    input_name = session.get_inputs()[0].name
+    feeds = {input_name: batch}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    timings = np.empty(repeats)
+    for i in range(repeats):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        timings[i] = time.perf_counter() - started
+    timings *= 1000.0
+    return {
+        "p50": float(np.percentile(timings, 50)),
+        "p99": float(np.percentile(timings, 99)),
+        "mean": float(timings.mean()),
+    }

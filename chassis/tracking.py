@@ -154,3 +154,12 @@ def stored_artifact_sha256(model_id: str, relative_path: str) -> str:
             artifact_uri=f"{location}/{relative_path}", dst_path=folder
         )
         return sha256_file(Path(local))
+
+
+def log_text_to_run(run_id: str, text: str, artifact_file: str) -> str:
+    """Attach a text artifact to an existing run; returns its artifact URI."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.log_text(run_id, text, artifact_file)
+    return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_file}"

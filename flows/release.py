@@ -1,10 +1,18 @@
-"""The release loop, the main job. It grows stage by stage; today: train and register."""
+"""The release loop, the main job: train, gate, and hand the version its alias.
+
+Stages today: data suite -> training -> ONNX with parity -> registration -> gates (vs
+baseline and champion) -> alias (the first version becomes champion; later ones become the
+challenger that a rollout promotes). Compression and the staged rollout join as stages.
+"""
 
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from chassis import registry, tracking
+from chassis.aliases import CHAMPION
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
+from flows.promotion import AliasOutcome, GateSettings, GatesOutcome, alias_outcome, gates
 from flows.training import (
     EpochsParameter,
     SeedParameter,
@@ -14,10 +22,13 @@ from flows.training import (
     train,
 )
 from tasks.artifacts import publish_markdown
+from tasks.promotion import promote_champion, set_challenger
 
 
 class ReleaseOutcome(BaseModel):
     training: TrainingOutcome
+    gates: GatesOutcome
+    alias: AliasOutcome
     prefect_flow_run_url: str
 
 
@@ -27,18 +38,50 @@ def release(
     epochs: EpochsParameter = None,
     seed: SeedParameter = 0,
     parity_tolerance: ToleranceParameter = None,
+    thresholds: GateSettings | None = None,
 ) -> ReleaseOutcome:
-    """Take a spec from data to a registered, verified MLflow model version.
+    """Take a spec from data to a registered, gated MLflow version with an alias.
 
-    Stages so far: validate the training data (Great Expectations), train the baseline,
-    evaluate it, export ONNX with a parity check, log to MLflow and register a version with
-    lineage and sha256 tags. Compression, gates, promotion and rollout join as later stages.
+    Validates the training data (Great Expectations), trains and evaluates the baseline,
+    exports ONNX with a parity check, registers a version with lineage and sha256 tags,
+    runs the model gates (stored with the version; a failure stops the release), then makes
+    the version the champion if there is none yet, or the challenger otherwise.
     """
-    training = train(spec=spec, epochs=epochs, seed=seed, parity_tolerance=parity_tolerance)
     settings = ChassisSettings()
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+    training = train(spec=spec, epochs=epochs, seed=seed, parity_tolerance=parity_tolerance)
+    gate_outcome = gates(
+        model_name=training.model_name, version=training.version, thresholds=thresholds
+    )
+    tracking.connect(settings)
+    champion = registry.current_aliases(training.model_name).get(CHAMPION)
+    evidence = {"gate_report": gate_outcome.report_uri, "flow_run": run_url}
+    if champion is None:
+        change = promote_champion(
+            training.model_name,
+            training.version,
+            None,
+            "first version to pass its gates: no champion to compare with",
+            evidence,
+        )
+    else:
+        change = set_challenger(
+            training.model_name,
+            training.version,
+            f"passed its gates against champion v{champion}; awaiting rollout",
+            evidence,
+        )
+    alias = alias_outcome(change)
+    publish_release_summary(training, alias)
+    return ReleaseOutcome(
+        training=training, gates=gate_outcome, alias=alias, prefect_flow_run_url=run_url
+    )
+
+
+def publish_release_summary(training: TrainingOutcome, alias: AliasOutcome) -> None:
     metrics = training.metrics
     version_link = f"[{training.model_name} v{training.version}]({training.mlflow_version_url})"
+    given = [a for a, v in alias.aliases_after.items() if v == training.version]
     rows = [
         ("training data suite", "passed"),
         (
@@ -48,6 +91,8 @@ def release(
         ),
         ("ONNX parity", f"max abs diff {metrics['parity_max_abs_diff']:.2e}"),
         ("registry", f"{version_link}, sha256 `{training.onnx_sha256[:16]}...`"),
+        ("gates", "passed"),
+        ("alias", f"@{', @'.join(given) or 'none'} (aliases now {alias.aliases_after})"),
     ]
     publish_markdown(
         "\n".join(
@@ -58,4 +103,3 @@ def release(
         "release-summary",
         description=f"Release of {training.model_name} v{training.version}",
     )
-    return ReleaseOutcome(training=training, prefect_flow_run_url=run_url)

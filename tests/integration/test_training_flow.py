@@ -28,7 +28,7 @@ def latest_artifact(key: str):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
         )
     assert found, f"no Prefect artifact with key {key}"
-    return found[-1]
+    return max(found, key=lambda artifact: artifact.created)
 
 
 def test_release_registers_digits_with_sha256_and_lineage(chassis_home):

@@ -1,0 +1,251 @@
+"""Model quality gates: pure comparisons of measured numbers against thresholds.
+
+Quality changes use the semantics of MLflow's `MetricThreshold`: a candidate passes when
+its metric is at least `threshold`, at least `reference + min_absolute_change`, and at least
+`reference * (1 + min_relative_change)` (mirrored when lower is better). Chassis extends it
+in one way: a negative change is allowed and means "may regress by at most this much",
+which is how a compressed model is judged against its uncompressed baseline.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chassis.errors import ChassisError
+
+
+class GateConfigError(ChassisError):
+    """A gate threshold is outside its meaningful range."""
+
+
+@dataclass(frozen=True)
+class MetricThreshold:
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_relative_change is not None and not -1 < self.min_relative_change < 10:
+            raise GateConfigError(
+                f"min_relative_change must be in (-1, 10), got {self.min_relative_change}"
+            )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What a version must satisfy to take traffic. Defaults suit a small classifier."""
+
+    quality_metric: str = "accuracy"
+    vs_baseline: MetricThreshold = field(
+        default_factory=lambda: MetricThreshold(min_relative_change=-0.01)
+    )
+    vs_champion: MetricThreshold = field(
+        default_factory=lambda: MetricThreshold(min_absolute_change=-0.01)
+    )
+    quality_floor: float | None = None
+    parity_tolerance: float = 1e-4
+    latency_p99_ms_budget: float | None = 50.0
+    size_bytes_budget: int | None = 200 * 1024 * 1024
+    per_class_recall_floor: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.parity_tolerance > 0:
+            problems.append(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
+        if self.latency_p99_ms_budget is not None and not self.latency_p99_ms_budget > 0:
+            problems.append(f"latency budget must be > 0 ms, got {self.latency_p99_ms_budget}")
+        if self.size_bytes_budget is not None and self.size_bytes_budget <= 0:
+            problems.append(f"size budget must be > 0 bytes, got {self.size_bytes_budget}")
+        floor = self.per_class_recall_floor
+        if floor is not None and not 0 <= floor <= 1:
+            problems.append(f"per-class recall floor must be in [0, 1], got {floor}")
+        if problems:
+            raise GateConfigError("invalid gate config: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Numbers measured on one version's ONNX file, all on the same test split."""
+
+    version: int
+    metrics: dict[str, float]
+    per_class_recall: dict[int, float]
+    latency_p99_ms: float
+    size_bytes: int
+    parity_max_abs_diff: float | None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool
+    observed: str
+    threshold: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class GateReport:
+    model: str
+    version: int
+    baseline_version: int | None
+    champion_version: int | None
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> tuple[GateResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "baseline_version": self.baseline_version,
+            "champion_version": self.champion_version,
+            "passed": self.passed,
+            "gates": [asdict(r) for r in self.results],
+        }
+
+    def to_markdown(self) -> str:
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failures)} gate(s))"
+        lines = [
+            f"# Gates for {self.model} v{self.version}: {verdict}",
+            "",
+            f"Baseline: {_v(self.baseline_version)}; champion: {_v(self.champion_version)}.",
+            "",
+            "| gate | result | observed | threshold |",
+            "|---|---|---|---|",
+        ]
+        for r in self.results:
+            result = "skipped" if r.skipped else ("pass" if r.passed else "FAIL")
+            lines.append(f"| {r.gate} | {result} | {r.observed} | {r.threshold} |")
+        return "\n".join(lines)
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def compare_metric(
+    gate: str, value: float, reference: float | None, rule: MetricThreshold
+) -> list[GateResult]:
+    """One result per bound that `rule` sets; a missing reference skips relative bounds."""
+    sign = 1.0 if rule.greater_is_better else -1.0
+    results = []
+    if rule.threshold is not None:
+        ok = sign * (value - rule.threshold) >= 0
+        op = ">=" if rule.greater_is_better else "<="
+        results.append(
+            GateResult(f"{gate} threshold", ok, f"{value:.4f}", f"{op} {rule.threshold}")
+        )
+    for kind, change in (
+        ("absolute", rule.min_absolute_change),
+        ("relative", rule.min_relative_change),
+    ):
+        if change is None:
+            continue
+        if reference is None:
+            results.append(
+                GateResult(f"{gate} {kind} change", True, f"{value:.4f}", "no reference", True)
+            )
+            continue
+        delta = sign * (value - reference)
+        if kind == "relative":
+            delta = delta / abs(reference) if reference else math.inf * (1 if delta >= 0 else -1)
+        # A hair of slack so that an identical model passes a zero-change rule despite rounding.
+        ok = delta >= change - 1e-12
+        shown = (
+            f"{value:.4f} vs {reference:.4f} ({delta:+.4f}{'' if kind == 'absolute' else ' rel'})"
+        )
+        results.append(GateResult(f"{gate} {kind} change", ok, shown, f">= {change:+g}"))
+    return results
+
+
+def evaluate_gates(
+    model: str,
+    candidate: Measurements,
+    baseline: Measurements | None,
+    champion: Measurements | None,
+    config: GateConfig,
+) -> GateReport:
+    metric = config.quality_metric
+    if metric not in candidate.metrics:
+        raise GateConfigError(
+            f"unknown quality metric {metric!r}; measured: {', '.join(sorted(candidate.metrics))}"
+        )
+    value = candidate.metrics[metric]
+    results: list[GateResult] = []
+    if config.quality_floor is not None:
+        results += compare_metric(
+            metric, value, None, MetricThreshold(threshold=config.quality_floor)
+        )
+    if baseline is not None and baseline.version != candidate.version:
+        results += compare_metric(
+            f"{metric} vs baseline v{baseline.version}",
+            value,
+            baseline.metrics[metric],
+            config.vs_baseline,
+        )
+    else:
+        results.append(
+            GateResult(f"{metric} vs baseline", True, "candidate is the baseline", "-", True)
+        )
+    if champion is not None and champion.version != candidate.version:
+        results += compare_metric(
+            f"{metric} vs champion v{champion.version}",
+            value,
+            champion.metrics[metric],
+            config.vs_champion,
+        )
+    else:
+        results.append(GateResult(f"{metric} vs champion", True, "no other champion", "-", True))
+    if candidate.parity_max_abs_diff is None:
+        results.append(GateResult("ONNX parity", True, "not recorded (quantized graph)", "-", True))
+    else:
+        diff = candidate.parity_max_abs_diff
+        results.append(
+            GateResult(
+                "ONNX parity",
+                diff <= config.parity_tolerance,
+                f"{diff:.2e}",
+                f"<= {config.parity_tolerance:g}",
+            )
+        )
+    if config.latency_p99_ms_budget is not None:
+        p99 = candidate.latency_p99_ms
+        results.append(
+            GateResult(
+                "latency p99 @ batch 1",
+                p99 <= config.latency_p99_ms_budget,
+                f"{p99:.3f} ms",
+                f"<= {config.latency_p99_ms_budget:g} ms",
+            )
+        )
+    if config.size_bytes_budget is not None:
+        size = candidate.size_bytes
+        results.append(
+            GateResult(
+                "ONNX size",
+                size <= config.size_bytes_budget,
+                f"{size:,} B",
+                f"<= {config.size_bytes_budget:,} B",
+            )
+        )
+    if config.per_class_recall_floor is not None and candidate.per_class_recall:
+        worst_class, worst = min(candidate.per_class_recall.items(), key=lambda kv: kv[1])
+        results.append(
+            GateResult(
+                "per-class recall floor",
+                worst >= config.per_class_recall_floor,
+                f"min {worst:.4f} (class {worst_class})",
+                f">= {config.per_class_recall_floor:g}",
+            )
+        )
+    champion_version = champion.version if champion is not None else None
+    baseline_version = baseline.version if baseline is not None else None
+    return GateReport(model, candidate.version, baseline_version, champion_version, tuple(results))

@@ -1,0 +1,169 @@
+"""Gates, promotion and rollback: the flows that decide which version takes traffic."""
+
+import shutil
+import uuid
+from typing import Annotated, Literal
+
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from chassis import registry, tracking
+from chassis.aliases import CHAMPION
+from chassis.gates import GateConfig, MetricThreshold
+from chassis.settings import ChassisSettings
+from tasks.promotion import (
+    judge_gates,
+    measure_versions,
+    promote_champion,
+    raise_if_failed,
+    rollback_champion,
+    set_challenger,
+    verify_version,
+)
+
+ModelParameter = Annotated[
+    str, Field(min_length=1, description="Registered-model name, e.g. digits-mlp.")
+]
+VersionParameter = Annotated[int, Field(ge=1, description="Model version number.")]
+
+
+class GateSettings(BaseModel):
+    """Thresholds of the model gates; each is a flow parameter with this default."""
+
+    quality_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    max_relative_drop_vs_baseline: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    min_absolute_change_vs_champion: Annotated[float, Field(gt=-1, lt=1)] = -0.01
+    min_relative_change_vs_champion: Annotated[float | None, Field(gt=-1, lt=10)] = None
+    quality_floor: Annotated[float | None, Field(ge=0, le=1)] = None
+    parity_tolerance: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    latency_p99_ms_budget: Annotated[float | None, Field(gt=0)] = 50.0
+    size_mb_budget: Annotated[float | None, Field(gt=0)] = 200.0
+    per_class_recall_floor: Annotated[float | None, Field(ge=0, le=1)] = 0.5
+
+    def to_config(self) -> GateConfig:
+        return GateConfig(
+            quality_metric=self.quality_metric,
+            vs_baseline=MetricThreshold(min_relative_change=-self.max_relative_drop_vs_baseline),
+            vs_champion=MetricThreshold(
+                min_absolute_change=self.min_absolute_change_vs_champion,
+                min_relative_change=self.min_relative_change_vs_champion,
+            ),
+            quality_floor=self.quality_floor,
+            parity_tolerance=self.parity_tolerance,
+            latency_p99_ms_budget=self.latency_p99_ms_budget,
+            size_bytes_budget=(
+                int(self.size_mb_budget * 1024 * 1024) if self.size_mb_budget else None
+            ),
+            per_class_recall_floor=self.per_class_recall_floor,
+        )
+
+
+class GatesOutcome(BaseModel):
+    model_name: str
+    version: int
+    passed: bool
+    report: dict[str, object]
+    report_uri: str
+
+
+class AliasOutcome(BaseModel):
+    model_name: str
+    action: str
+    noop: bool
+    aliases_before: dict[str, int]
+    aliases_after: dict[str, int]
+    audit_sequence: int | None
+
+
+def run_url(settings: ChassisSettings) -> str:
+    return f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+
+
+def alias_outcome(change: registry.AliasChange) -> AliasOutcome:
+    return AliasOutcome(
+        model_name=change.name,
+        action=change.action,
+        noop=change.noop,
+        aliases_before=change.aliases_before,
+        aliases_after=change.aliases_after,
+        audit_sequence=change.audit.sequence if change.audit else None,
+    )
+
+
+@flow(name="gates", log_prints=True)
+def gates(
+    model_name: ModelParameter,
+    version: VersionParameter,
+    thresholds: GateSettings | None = None,
+) -> GatesOutcome:
+    """Measure a version's ONNX file (verified by sha256) on its spec's test split, compare it
+    with its baseline and the current champion, store the gate report with the version, and
+    fail the run if any gate fails. Thresholds: see GateSettings (quality change semantics of
+    MLflow's MetricThreshold; negative changes allow a bounded regression)."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    config = (thresholds or GateSettings()).to_config()
+    workdir = settings.home / "work" / uuid.uuid4().hex
+    try:
+        measured = measure_versions(model_name, version, workdir)
+        report = judge_gates(model_name, measured, config)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    raise_if_failed(report)
+    return GatesOutcome(
+        model_name=model_name,
+        version=version,
+        passed=report.passed,
+        report=report.to_dict(),
+        report_uri=registry.version_tags(model_name, version)[registry.TAG_GATE_REPORT],
+    )
+
+
+@flow(name="promote", log_prints=True)
+def promote(
+    model_name: ModelParameter,
+    version: VersionParameter,
+    to: Annotated[
+        Literal["champion", "challenger"],
+        Field(description="Alias to give the version: champion, or challenger for a rollout."),
+    ] = "champion",
+    expected_champion: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            description="Compare-and-set: the champion this promotion replaces. Empty: the "
+            "champion when this run starts. 0: expect no champion yet.",
+        ),
+    ] = None,
+    reason: Annotated[str, Field(max_length=500)] = "promoted by hand",
+) -> AliasOutcome:
+    """Verify a version's bytes (sha256) and move an alias to it. Refused unless its gate
+    report passed; refused with a conflict if another promotion moved the champion first."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    current = registry.current_aliases(model_name)
+    workdir = settings.home / "work" / uuid.uuid4().hex
+    try:
+        tags = verify_version(model_name, version, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    evidence = {
+        "gate_report": tags.get(registry.TAG_GATE_REPORT, "none"),
+        "flow_run": run_url(settings),
+    }
+    if to == "challenger":
+        return alias_outcome(set_challenger(model_name, version, reason, evidence))
+    expected = current.get(CHAMPION) if expected_champion is None else (expected_champion or None)
+    return alias_outcome(promote_champion(model_name, version, expected, reason, evidence))
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(
+    model_name: ModelParameter,
+    reason: Annotated[str, Field(max_length=500)] = "rolled back by hand",
+) -> AliasOutcome:
+    """Make `previous` the champion again, in one step, with an audit record."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    return alias_outcome(rollback_champion(model_name, reason))

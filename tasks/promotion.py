@@ -1,0 +1,185 @@
+"""Tasks of gates and promotion: measure versions, judge them, move aliases, record why."""
+
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from chassis import registry, tracking
+from chassis.aliases import CHAMPION
+from chassis.data import load_dataset
+from chassis.errors import ChassisError
+from chassis.gates import GateConfig, GateReport, Measurements, evaluate_gates
+from chassis.version_loader import load_version
+from chassis.version_measure import measure_classifier
+from tasks.artifacts import publish_markdown, publish_table
+from tasks.training import NO_CACHE_TASK
+
+TAG_PARENT_VERSION = "chassis.compression.parent_version"
+
+
+class GatesFailed(ChassisError):  # noqa: N818 (reads as what happened)
+    """A version failed at least one gate; the report names each."""
+
+
+def actor() -> str:
+    """Who moved an alias: the OS user, and the Prefect flow run when there is one."""
+    user = getpass.getuser()
+    run = flow_run.name
+    return f"{user} via flow run {run} ({flow_run.id})" if run else user
+
+
+@task(name="measure-versions", **NO_CACHE_TASK)
+def measure_versions(
+    model_name: str, version: int, workdir: Path
+) -> tuple[Measurements, Measurements | None, Measurements | None]:
+    """Candidate, its baseline (if compressed from one) and the champion, on one test split."""
+    logger = get_run_logger()
+    candidate = load_version(model_name, version, workdir)
+    dataset = load_dataset(candidate.spec.load_data, candidate.spec.name)
+
+    def measure(number: int) -> Measurements:
+        loaded = candidate if number == version else load_version(model_name, number, workdir)
+        measured = measure_classifier(
+            number, loaded.files.onnx_path, dataset, loaded.module, candidate.n_classes
+        )
+        logger.info(
+            "v%d: accuracy %.4f, p99 %.3f ms, %d bytes",
+            number,
+            measured.metrics["accuracy"],
+            measured.latency_p99_ms,
+            measured.size_bytes,
+        )
+        return measured
+
+    parent = candidate.files.tags.get(TAG_PARENT_VERSION)
+    champion_version = registry.current_aliases(model_name).get(CHAMPION)
+    return (
+        measure(version),
+        measure(int(parent)) if parent else None,
+        measure(champion_version) if champion_version not in (None, version) else None,
+    )
+
+
+@task(name="judge-gates", **NO_CACHE_TASK)
+def judge_gates(
+    model_name: str,
+    measured: tuple[Measurements, Measurements | None, Measurements | None],
+    config: GateConfig,
+) -> GateReport:
+    """Evaluate, store the report with the version (MLflow) and show it (Prefect)."""
+    candidate, baseline, champion = measured
+    report = evaluate_gates(model_name, candidate, baseline, champion, config)
+    run_id = registry.version_run_id(model_name, candidate.version)
+    uri = tracking.log_text_to_run(
+        run_id, json.dumps(report.to_dict(), indent=2), f"gates/v{candidate.version}.json"
+    )
+    tracking.log_text_to_run(run_id, report.to_markdown(), f"gates/v{candidate.version}.md")
+    registry.record_gate_report(model_name, candidate.version, report.passed, uri)
+    publish_markdown(
+        report.to_markdown(),
+        model_name,
+        f"v{candidate.version}",
+        "gates",
+        description=f"Gate report of {model_name} v{candidate.version}",
+    )
+    get_run_logger().info(
+        "gates %s; report stored at %s", "passed" if report.passed else "FAILED", uri
+    )
+    return report
+
+
+def raise_if_failed(report: GateReport) -> None:
+    if not report.passed:
+        failing = "; ".join(
+            f"{r.gate}: observed {r.observed}, needs {r.threshold}" for r in report.failures
+        )
+        raise GatesFailed(
+            f"{report.model} v{report.version} failed {len(report.failures)} gate(s): {failing}"
+        )
+
+
+@task(name="verify-version", **NO_CACHE_TASK)
+def verify_version(model_name: str, version: int, workdir: Path) -> dict[str, str]:
+    """Download and check the sha256 of what is about to take traffic."""
+    files = registry.fetch_version(model_name, version, workdir / f"v{version}")
+    get_run_logger().info(
+        "v%d verified: sha256 %s", version, files.tags[registry.TAG_ONNX_SHA256][:16]
+    )
+    return files.tags
+
+
+def publish_alias_change(change: registry.AliasChange) -> None:
+    record = change.audit
+    if record is None:
+        publish_markdown(
+            f"# {change.name}: {change.action} was already done\n\nAliases: {change.aliases_after}",
+            change.name,
+            "alias-change",
+            description="No alias moved (repeated request)",
+        )
+        return
+    rows: list[dict[str, Any]] = [
+        {"alias": m["alias"], "from": m["from"], "to": m["to"]} for m in record.moves
+    ]
+    publish_table(
+        rows, change.name, "alias-moves", description=f"{change.action} by {record.actor}"
+    )
+    evidence = "\n".join(f"- {k}: {v}" for k, v in record.evidence.items()) or "- none"
+    publish_markdown(
+        f"# {change.name}: {change.action} (audit #{record.sequence})\n\n"
+        f"- when: {record.at}\n- who: {record.actor}\n- why: {record.reason}\n\n"
+        f"## Evidence\n{evidence}\n\n## Aliases\n- before: {change.aliases_before}\n"
+        f"- after: {change.aliases_after}\n",
+        change.name,
+        "alias-change",
+        description=f"Audit record #{record.sequence}",
+    )
+
+
+def _finish(change: registry.AliasChange) -> registry.AliasChange:
+    publish_alias_change(change)
+    get_run_logger().info(
+        "%s %s: %s -> %s", change.action, change.name, change.aliases_before, change.aliases_after
+    )
+    return change
+
+
+# Each alias task is a thin call into chassis.registry, the only code that moves aliases.
+@task(name="promote-champion", **NO_CACHE_TASK)
+def promote_champion(
+    model_name: str,
+    version: int,
+    expected_champion: int | None,
+    reason: str,
+    evidence: dict[str, str],
+) -> registry.AliasChange:
+    return _finish(
+        registry.promote(
+            model_name,
+            version,
+            expected_champion=expected_champion,
+            actor=actor(),
+            reason=reason,
+            evidence=evidence,
+        )
+    )
+
+
+@task(name="set-challenger", **NO_CACHE_TASK)
+def set_challenger(
+    model_name: str, version: int, reason: str, evidence: dict[str, str]
+) -> registry.AliasChange:
+    return _finish(
+        registry.set_challenger(
+            model_name, version, actor=actor(), reason=reason, evidence=evidence
+        )
+    )
+
+
+@task(name="rollback-champion", **NO_CACHE_TASK)
+def rollback_champion(model_name: str, reason: str) -> registry.AliasChange:
+    return _finish(registry.rollback(model_name, actor=actor(), reason=reason))

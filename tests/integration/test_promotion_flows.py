@@ -1,0 +1,72 @@
+"""Gates, promotion and rollback flows end to end: real Prefect API, real MLflow store."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from chassis import registry
+from chassis.errors import IntegrityError, RegistryError
+from flows.promotion import GateSettings, gates, promote, rollback
+from flows.release import release
+from tasks.promotion import GatesFailed
+from tests.integration.test_training_flow import latest_artifact
+
+SPEC = "tests.fixtures.specs:good"
+MODEL = "test-blobs"
+
+
+def test_release_gates_promote_rollback_round_trip(chassis_home):
+    first = release(spec=SPEC)
+    assert first.alias.aliases_after == {"champion": 1}
+    assert first.gates.passed
+    second = release(spec=SPEC, seed=1)
+    assert second.alias.aliases_after == {"champion": 1, "challenger": 2}
+
+    tags = registry.version_tags(MODEL, 2)
+    assert tags["chassis.gates"] == "passed"
+    report = Path(mlflow.artifacts.download_artifacts(artifact_uri=tags["chassis.gate_report"]))
+    assert '"champion_version": 1' in report.read_text()
+    assert "Gates for test-blobs v2: PASSED" in latest_artifact("test-blobs-v2-gates").data
+
+    promoted = promote(model_name=MODEL, version=2, reason="canary was clean")
+    assert promoted.aliases_after == {"champion": 2, "previous": 1}
+    assert promote(model_name=MODEL, version=2, expected_champion=1).noop
+
+    rolled = rollback(model_name=MODEL, reason="latency regression")
+    assert rolled.aliases_after == {"champion": 1}
+    actions = [(r.action, r.reason) for r in registry.history(MODEL)]
+    assert actions == [
+        ("promote", "first version to pass its gates: no champion to compare with"),
+        ("set-challenger", "passed its gates against champion v1; awaiting rollout"),
+        ("promote", "canary was clean"),
+        ("rollback", "latency regression"),
+    ]
+    audit = registry.history(MODEL)[2]
+    assert audit.evidence["gate_report"] == tags["chassis.gate_report"]
+    assert "/runs/flow-run/" in audit.evidence["flow_run"]
+    assert "via flow run" in audit.actor
+    assert "audit #4" in latest_artifact("test-blobs-alias-change").data
+    with pytest.raises(RegistryError, match="no `previous` version"):
+        rollback(model_name=MODEL)
+
+
+def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
+    release(spec=SPEC)
+    release(spec=SPEC, seed=2)
+    strict = GateSettings(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
+    with pytest.raises(GatesFailed, match="failed 2 gate"):
+        gates(model_name=MODEL, version=2, thresholds=strict)
+    assert registry.version_tags(MODEL, 2)["chassis.gates"] == "failed"
+    with pytest.raises(RegistryError, match="failed its gates"):
+        promote(model_name=MODEL, version=2)
+    with pytest.raises(RegistryError, match="has no version 7"):
+        promote(model_name=MODEL, version=7)
+
+    # Re-gate v2 with default thresholds, then corrupt its stored ONNX file.
+    gates(model_name=MODEL, version=2)
+    stored = Path(registry.version_artifact_uri(MODEL, 2)[len("file://") :]) / "model.onnx"
+    stored.write_bytes(stored.read_bytes() + b"\x00")
+    with pytest.raises(IntegrityError, match="does not match its recorded digest"):
+        promote(model_name=MODEL, version=2)
+    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
