@@ -50,6 +50,8 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
     table = Table(
         title=f"{outcome.model_name} version {outcome.version} registered", show_header=False
     )
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("test accuracy", f"{metrics['test_accuracy']:.4f}")
     table.add_row("test macro-F1", f"{metrics['test_macro_f1']:.4f}")
     table.add_row("ONNX parity max |diff|", f"{metrics['parity_max_abs_diff']:.2e}")
@@ -61,6 +63,12 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
 
 def print_release(outcome: Any, settings: "ChassisSettings") -> None:
     print_training(outcome.training, settings)
+    failed = [g for g in outcome.gates.report["gates"] if not g["passed"]]
+    out.print(
+        f"Gates: {'passed' if outcome.gates.passed else 'FAILED'} "
+        f"({len(outcome.gates.report['gates']) - len(failed)}/{len(outcome.gates.report['gates'])})"
+    )
+    print_alias_outcome(outcome.alias)
     print_where_to_look(None, outcome.prefect_flow_run_url, settings)
 
 
@@ -91,3 +99,45 @@ def print_versions(model: str, versions: list[dict[str, Any]]) -> None:
             v["tags"].get("chassis.spec", "-"),
         )
     out.print(table)
+
+
+def print_gates(outcome: Any) -> None:
+    report = outcome.report
+    table = Table(
+        title=f"Gates for {outcome.model_name} v{outcome.version}: "
+        + ("PASSED" if outcome.passed else "FAILED")
+    )
+    for column in ("gate", "result", "observed", "threshold"):
+        table.add_column(column, overflow="fold")
+    for gate in report["gates"]:
+        result = "skipped" if gate["skipped"] else ("pass" if gate["passed"] else "FAIL")
+        table.add_row(gate["gate"], result, gate["observed"], gate["threshold"])
+    out.print(table)
+    out.print(f"Report stored at {outcome.report_uri}", soft_wrap=True)
+
+
+def print_alias_outcome(outcome: Any) -> None:
+    if outcome.noop:
+        out.print(f"{outcome.model_name}: nothing to do, already {outcome.aliases_after}")
+        return
+    out.print(
+        f"{outcome.model_name}: {outcome.action} recorded as audit #{outcome.audit_sequence}; "
+        f"aliases {outcome.aliases_before} -> {outcome.aliases_after}"
+    )
+
+
+def print_history(model: str, records: list[Any], aliases: dict[str, int]) -> None:
+    """One block per alias move, newest last, like `git log` reads."""
+    now = ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "no aliases"
+    out.print(f"[bold]{model}[/]: {len(records)} alias move(s); now {now}")
+    for r in records:
+        moves = ", ".join(f"{m['alias']} {_v(m['from'])} -> {_v(m['to'])}" for m in r.moves)
+        out.print(f"\n[bold]#{r.sequence}[/] {r.at}  [cyan]{r.action}[/]  {moves}")
+        out.print(f"    who: {r.actor}", soft_wrap=True)
+        out.print(f"    why: {r.reason}", soft_wrap=True)
+        for key, value in r.evidence.items():
+            out.print(f"    {key}: {value}", soft_wrap=True)
+
+
+def _v(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     scaffold.add_argument("--output", help="file to write (default: print to stdout)")
     scaffold.set_defaults(handler=run_scaffold)
 
+    from chassis_cli.registry_commands import add_registry_parsers
+
+    add_registry_parsers(commands, run_flow)
+
     ui = commands.add_parser(
         "ui",
         help="start the Prefect UI and the MLflow UI on loopback",
@@ -204,6 +208,27 @@ def run_train(args: argparse.Namespace) -> int:
         outcome = train(**arguments)
     print_training(outcome, settings)
     return 0
+
+
+FLOWS = {
+    "gates": "flows.promotion:gates",
+    "promote": "flows.promotion:promote",
+    "rollback": "flows.promotion:rollback",
+}
+
+
+def run_flow(name: str, parameters: dict[str, object]) -> object:
+    """Prepare the environment, then run a flow by name with a progress display."""
+    import importlib
+
+    from chassis_cli.display import progress
+
+    settings = load_settings()
+    prepare(settings)
+    module, _, attribute = FLOWS[name].partition(":")
+    with progress(name):
+        flow = getattr(importlib.import_module(module), attribute)
+        return flow(**parameters)
 
 
 def run_specs(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def actor() -> str:
     """Who moved an alias: the OS user, and the Prefect flow run when there is one."""
     user = getpass.getuser()
     run = flow_run.name
-    return f"{user} via flow run {run} ({flow_run.id})" if run else user
+    return f"{user} via flow run {run}" if run else user
 
 
 @task(name="measure-versions", **NO_CACHE_TASK)

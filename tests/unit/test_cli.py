@@ -116,3 +116,37 @@ def test_scaffold_suite_writes_a_loadable_suite(tmp_path):
     assert len(load_suite(output).expectations) == 2 + 3 * 13 + 2
     again = chassis("scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output))
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["promote", "--model", "m", "--version", "0"], "versions start at 1"),
+        (["promote", "--model", "m", "--version", "1", "--to", "prod"], "invalid choice: 'prod'"),
+        (
+            ["promote", "--model", "m", "--version", "1", "--expect-champion", "x"],
+            "expected a version",
+        ),
+        (["gates", "--model", "m", "--version", "1", "--recall-floor", "2"], "must be in [0, 1]"),
+        (["gates", "--model", "m", "--version", "1", "--latency-budget-ms", "0"], "must be > 0"),
+        (["rollback"], "the following arguments are required: --model"),
+    ],
+)
+def test_registry_commands_refuse_bad_arguments(args, message):
+    result = chassis(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_history_of_unknown_model(tmp_path):
+    env = {**os.environ, "CHASSIS_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "chassis_cli.main", "history", "--model", "ghost"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no registered model named 'ghost'"

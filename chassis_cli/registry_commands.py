@@ -1,0 +1,187 @@
+"""`chassis gates | promote | rollback | history`: the registry side of the command line."""
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
+
+ALIAS_TARGETS = ("champion", "challenger")
+
+
+def version_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a version number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"versions start at 1, got {value}")
+    return value
+
+
+def expected_champion(text: str) -> int:
+    if text.lower() == "none":
+        return 0
+    return version_number(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
+    """Register the commands; `run(flow_name, parameters)` runs a flow with Chassis's setup."""
+    gates = commands.add_parser(
+        "gates",
+        help="measure a version and store its gate report",
+        description="Measure a version's ONNX file on its spec's test split, compare it with "
+        "its baseline and the current champion, and store the gate report with the version. "
+        "Exit 1 if any gate fails.",
+    )
+    gates.add_argument("--model", required=True, help="registered-model name")
+    gates.add_argument("--version", required=True, type=version_number, help="version number")
+    gates.add_argument("--quality-metric", choices=("accuracy", "macro_f1"), default="accuracy")
+    gates.add_argument("--quality-floor", type=fraction, help="absolute minimum of the metric")
+    gates.add_argument(
+        "--max-drop-vs-baseline",
+        type=fraction,
+        default=0.01,
+        help="largest relative drop allowed vs the uncompressed baseline (default 0.01)",
+    )
+    gates.add_argument(
+        "--min-change-vs-champion",
+        type=float,
+        default=-0.01,
+        help="MLflow min_absolute_change vs the champion; negative allows that much regression "
+        "(default -0.01)",
+    )
+    gates.add_argument(
+        "--latency-budget-ms",
+        type=positive_float,
+        default=50.0,
+        help="p99 latency budget at batch 1 (default 50 ms)",
+    )
+    gates.add_argument(
+        "--size-budget-mb",
+        type=positive_float,
+        default=200.0,
+        help="ONNX size budget (default 200 MB)",
+    )
+    gates.add_argument(
+        "--recall-floor",
+        type=fraction,
+        default=0.5,
+        help="minimum recall of every class (default 0.5)",
+    )
+    gates.set_defaults(handler=lambda args: _gates(args, run))
+
+    promote = commands.add_parser(
+        "promote",
+        help="give a version the champion (or challenger) alias",
+        description="Verify the version's sha256 and move the alias. Refused unless its gate "
+        "report passed. Compare-and-set: fails with a conflict if the champion changed since "
+        "it was read (or is not the one given with --expect-champion).",
+    )
+    promote.add_argument("--model", required=True, help="registered-model name")
+    promote.add_argument("--version", required=True, type=version_number, help="version number")
+    promote.add_argument(
+        "--to", choices=ALIAS_TARGETS, default="champion", help="alias to move (default champion)"
+    )
+    promote.add_argument(
+        "--expect-champion",
+        type=expected_champion,
+        metavar="N|none",
+        help="the champion this promotion replaces (default: the current one)",
+    )
+    promote.add_argument("--reason", default="promoted by hand", help="recorded in the audit trail")
+    promote.set_defaults(handler=lambda args: _promote(args, run))
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="make the previous champion the champion again",
+        description="Move champion back to the `previous` version in one step, with an audit "
+        "record. Refused if there is no previous version.",
+    )
+    rollback.add_argument("--model", required=True, help="registered-model name")
+    rollback.add_argument(
+        "--reason", default="rolled back by hand", help="recorded in the audit trail"
+    )
+    rollback.set_defaults(handler=lambda args: _rollback(args, run))
+
+    history = commands.add_parser(
+        "history",
+        help="print every alias move of a model (the audit trail)",
+        description="Who moved which alias, when, from which version to which, why, and the "
+        "evidence, read from the MLflow registry.",
+    )
+    history.add_argument("--model", required=True, help="registered-model name")
+    history.set_defaults(handler=_history)
+
+
+def _gates(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    from flows.promotion import GateSettings
+
+    thresholds = GateSettings(
+        quality_metric=args.quality_metric,
+        quality_floor=args.quality_floor,
+        max_relative_drop_vs_baseline=args.max_drop_vs_baseline,
+        min_absolute_change_vs_champion=args.min_change_vs_champion,
+        latency_p99_ms_budget=args.latency_budget_ms,
+        size_mb_budget=args.size_budget_mb,
+        per_class_recall_floor=args.recall_floor,
+    )
+    outcome = run(
+        "gates", {"model_name": args.model, "version": args.version, "thresholds": thresholds}
+    )
+    print_gates(outcome)
+    return 0
+
+
+def _promote(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    outcome = run(
+        "promote",
+        {
+            "model_name": args.model,
+            "version": args.version,
+            "to": args.to,
+            "expected_champion": args.expect_champion,
+            "reason": args.reason,
+        },
+    )
+    print_alias_outcome(outcome)
+    return 0
+
+
+def _rollback(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    print_alias_outcome(run("rollback", {"model_name": args.model, "reason": args.reason}))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from chassis import registry, tracking
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    prepare(settings)
+    tracking.connect(settings)
+    records = registry.history(args.model)
+    print_history(args.model, records, registry.current_aliases(args.model))
+    if not records:
+        out.print("no alias has moved yet")
+    return 0
