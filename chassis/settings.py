@@ -58,6 +58,14 @@ class ChassisSettings(BaseSettings):
         description="Folder of Great Expectations suites (JSON), one file per suite.",
     )
 
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint override (MinIO, a local S3 server); empty for AWS itself. "
+        "Credentials come from the usual AWS variables or profile, never from Chassis settings.",
+    )
+    s3_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="boto3 attempts per S3 call (standard retry mode)."
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
@@ -82,14 +90,24 @@ class ChassisSettings(BaseSettings):
     def resolved_registry_uri(self) -> str:
         return self.registry_uri or self.resolved_tracking_uri()
 
-    def resolved_artifact_root(self) -> str:
-        return self.artifact_root or (self.home / "artifacts").as_uri()
+    def resolved_artifact_root(self) -> str | None:
+        """None means: let the tracking server choose (it proxies artifacts itself)."""
+        if self.artifact_root:
+            return self.artifact_root
+        if self.tracking_is_remote():
+            return None
+        return (self.home / "artifacts").as_uri()
+
+    def tracking_is_remote(self) -> bool:
+        return self.resolved_tracking_uri().startswith(("http://", "https://"))
+
+    def uses_s3(self) -> bool:
+        return (self.artifact_root or "").startswith("s3://") or self.s3_endpoint_url is not None
 
     def mlflow_ui_url(self) -> str:
         """Where a person looks at runs and versions: the tracking server itself if remote."""
-        uri = self.resolved_tracking_uri()
-        if uri.startswith(("http://", "https://")):
-            return uri.rstrip("/")
+        if self.tracking_is_remote():
+            return self.resolved_tracking_uri().rstrip("/")
         return f"http://{self.ui_host}:{self.mlflow_ui_port}"
 
     def prefect_ui_url(self) -> str:
@@ -99,5 +117,5 @@ class ChassisSettings(BaseSettings):
         """Create the local folders the embedded default needs (only what is local)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.prefect_home.mkdir(parents=True, exist_ok=True)
-        if self.artifact_root is None:
+        if self.artifact_root is None and not self.tracking_is_remote():
             (self.home / "artifacts").mkdir(parents=True, exist_ok=True)

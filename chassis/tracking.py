@@ -38,8 +38,21 @@ def connect(settings: ChassisSettings) -> None:
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
     settings.ensure_local_state()
+    if settings.uses_s3():
+        configure_s3_environment(settings)
+        if (settings.artifact_root or "").startswith("s3://"):
+            from chassis.storage import check_bucket
+
+            check_bucket(settings, settings.artifact_root or "")
     mlflow.set_tracking_uri(settings.resolved_tracking_uri())
     mlflow.set_registry_uri(settings.resolved_registry_uri())
+
+
+def configure_s3_environment(settings: ChassisSettings) -> None:
+    """MLflow's S3 artifact repository builds its own boto3 client from the environment."""
+    from chassis.storage import apply_s3_environment
+
+    apply_s3_environment(settings)
 
 
 def ensure_experiment(name: str, settings: ChassisSettings) -> str:
@@ -55,12 +68,10 @@ def ensure_experiment(name: str, settings: ChassisSettings) -> str:
                 "CHASSIS_EXPERIMENT_NAME to another name"
             )
         return str(experiment.experiment_id)
+    root = settings.resolved_artifact_root()
+    location = f"{root.rstrip('/')}/{name}" if root else None
     try:
-        return str(
-            client.create_experiment(
-                name, artifact_location=settings.resolved_artifact_root().rstrip("/") + f"/{name}"
-            )
-        )
+        return str(client.create_experiment(name, artifact_location=location))
     except Exception:
         # Another process created it between our lookup and create.
         experiment = client.get_experiment_by_name(name)

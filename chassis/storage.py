@@ -1,0 +1,65 @@
+"""The one module that builds boto3 clients: endpoint override and standard retries.
+
+MLflow's own S3 artifact repository reads the same settings from the environment, which
+`apply_s3_environment` sets (without overriding what the user exported).
+"""
+
+import os
+from typing import Any
+
+from chassis.errors import ChassisError
+from chassis.settings import ChassisSettings
+
+
+class StorageError(ChassisError):
+    """The artifact store (S3) is unreachable or refuses an operation."""
+
+
+def apply_s3_environment(settings: ChassisSettings) -> None:
+    if settings.s3_endpoint_url:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", settings.s3_endpoint_url)
+    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(settings.s3_max_attempts))
+
+
+def s3_client(settings: ChassisSettings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": settings.s3_max_attempts})
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def check_bucket(settings: ChassisSettings, uri: str) -> None:
+    """Fail early, with the bucket named, instead of deep inside an MLflow upload."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _ = split_s3_uri(uri)
+    try:
+        s3_client(settings).head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "?")
+        raise StorageError(f"S3 bucket {bucket!r} is not usable ({code}): {error}") from error
+    except BotoCoreError as error:
+        raise StorageError(f"S3 endpoint for bucket {bucket!r} unreachable: {error}") from error
+
+
+def list_keys(settings: ChassisSettings, uri: str) -> list[str]:
+    bucket, prefix = split_s3_uri(uri)
+    paginator = s3_client(settings).get_paginator("list_objects_v2")
+    keys: list[str] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def object_body(settings: ChassisSettings, bucket: str, key: str) -> Any:
+    return s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()

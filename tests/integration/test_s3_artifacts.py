@@ -1,0 +1,168 @@
+"""Artifacts on S3: a local S3 server (moto, over HTTP on loopback) stands in for AWS, which
+cannot be reached from here. Two modes: MLflow on SQLite writing straight to the bucket, and
+a real `mlflow server` process proxying artifacts to the bucket."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from chassis import registry
+from chassis.errors import IntegrityError
+from chassis.settings import ChassisSettings
+from chassis.storage import StorageError, list_keys
+from chassis.tracking import connect
+from flows.training import train
+
+BUCKET = "chassis-artifacts"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+@pytest.fixture
+def s3_env(monkeypatch, s3_endpoint, chassis_home):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CHASSIS_S3_ENDPOINT_URL", s3_endpoint)
+    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    return s3_endpoint
+
+
+def corrupt_and_expect_refusal(
+    settings: ChassisSettings, model: str, version: int, tmp: Path
+) -> None:
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **_boto_credentials())
+    key = next(
+        k
+        for k in list_keys(settings, f"s3://{BUCKET}/")
+        if k.endswith("model.onnx") and version_model_id(model, version) in k
+    )
+    body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=key, Body=body[:-10] + b"0123456789")
+    with pytest.raises(IntegrityError, match="does not match its recorded digest"):
+        registry.fetch_version(model, version, tmp)
+
+
+def version_model_id(model: str, version: int) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient().get_model_version(model, str(version)).source.rsplit("/", 1)[-1]
+
+
+def test_local_tracking_with_s3_artifacts(s3_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHASSIS_ARTIFACT_ROOT", f"s3://{BUCKET}/local")
+    outcome = train(spec="tests.fixtures.specs:good")
+    settings = ChassisSettings()
+    keys = list_keys(settings, f"s3://{BUCKET}/local/")
+    assert any(k.endswith("model.onnx") for k in keys)
+    assert any(k.endswith("extra_files/model.safetensors") for k in keys)
+    assert not (settings.home / "artifacts").exists()
+    files = registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "ok")
+    assert files.onnx_path.stat().st_size > 0
+    corrupt_and_expect_refusal(settings, outcome.model_name, outcome.version, tmp_path / "bad")
+
+
+def test_missing_bucket_is_named(s3_env, monkeypatch):
+    monkeypatch.setenv("CHASSIS_ARTIFACT_ROOT", "s3://no-such-bucket/x")
+    with pytest.raises(StorageError, match="S3 bucket 'no-such-bucket' is not usable"):
+        connect(ChassisSettings())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(s3_env, tmp_path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_env}
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    process = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            f"s3://{BUCKET}/remote",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(
+                    "mlflow server exited: " + (tmp_path / "server.log").read_text()[-2000:]
+                )
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not become healthy in 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_remote_mlflow_server_with_s3_artifacts(mlflow_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHASSIS_TRACKING_URI", mlflow_server)
+    outcome = train(spec="tests.fixtures.specs:good")
+    settings = ChassisSettings()
+    assert outcome.mlflow_version_url.startswith(mlflow_server)
+    keys = list_keys(settings, f"s3://{BUCKET}/remote/")
+    assert any(k.endswith("model.onnx") for k in keys), keys
+    # Alias moves work through the server too (the lock is a registry object).
+    registry.record_gate_report(outcome.model_name, outcome.version, True, "s3-test")
+    change = registry.promote(
+        outcome.model_name, outcome.version, expected_champion=None, actor="test", reason="s3"
+    )
+    assert change.aliases_after == {"champion": outcome.version}
+    corrupt_and_expect_refusal(settings, outcome.model_name, outcome.version, tmp_path / "bad")
+    assert registry.current_aliases(outcome.model_name) == {"champion": outcome.version}
