@@ -7,7 +7,8 @@ A spec is any importable object reachable as `package.module:attribute` that pro
 - `build_model(n_features, n_classes)`: returns the `torch.nn.Module` to train;
 - optionally `build_student(n_features, n_classes)`: a smaller module for distillation;
 - optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
-- optionally `expectation_suite`: a suite file in `expectations/` (or an absolute path).
+- optionally `expectation_suite`: a suite file in `expectations/` (or an absolute path)
+  for the train split, and `serving_suite`: one for batches the gateway serves.
 
 The usual way is to build a `ModelSpec`; a module, class or mapping with the same parts is
 accepted too, so a spec never has to import anything heavy at module level.
@@ -79,6 +80,7 @@ class ModelSpec:
     build_student: ModelBuilder | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
     expectation_suite: str | None = None
+    serving_suite: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -101,7 +103,7 @@ REQUIRED_PARTS: Mapping[str, str] = {
     "load_data": "a callable () -> chassis.modelspec.Dataset",
     "build_model": "a callable (n_features, n_classes) -> torch.nn.Module",
 }
-OPTIONAL_PARTS = ("build_student", "training", "expectation_suite", "description")
+OPTIONAL_PARTS = ("build_student", "training", "expectation_suite", "serving_suite", "description")
 
 
 def load_spec(reference: str) -> ModelSpec:

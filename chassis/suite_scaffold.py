@@ -68,3 +68,53 @@ def scaffold_training_suite(dataset: Dataset, name: str) -> dict[str, Any]:
         "meta": {"generated_by": "chassis scaffold-suite", "split": "train"},
         "expectations": expectations,
     }
+
+
+def scaffold_serving_suite(
+    dataset: Dataset, name: str, mostly: float = 0.99, range_margin: float = 0.25
+) -> dict[str, Any]:
+    """A suite for batches the gateway serves: features only, tolerant by `mostly`.
+
+    A serving batch may be a single row, so the floor is one row; nulls and out-of-range
+    values are tolerated up to 1 % of a batch, which catches a broken upstream feed without
+    failing on one odd request. Ranges are the training range widened by `range_margin` of
+    its width on each side: a small train split rarely spans what real traffic sends.
+    """
+    frame: pd.DataFrame = dataset.train
+    expectations: list[dict[str, Any]] = [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": list(dataset.feature_columns), "exact_match": False},
+        },
+    ]
+    for column in dataset.feature_columns:
+        values = frame[column]
+        expectations += [
+            {
+                "type": "expect_column_values_to_not_be_null",
+                "kwargs": {"column": column, "mostly": mostly},
+            },
+            {
+                "type": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": column, "type_list": NUMERIC_TYPES},
+            },
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": column,
+                    "min_value": _plain(
+                        values.min() - range_margin * (values.max() - values.min())
+                    ),
+                    "max_value": _plain(
+                        values.max() + range_margin * (values.max() - values.min())
+                    ),
+                    "mostly": mostly,
+                },
+            },
+        ]
+    return {
+        "name": name,
+        "meta": {"generated_by": "chassis scaffold-suite --kind serving", "split": "train"},
+        "expectations": expectations,
+    }

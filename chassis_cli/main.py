@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scaffold.add_argument("--spec", required=True, help="model spec as package.module:attribute")
     scaffold.add_argument("--output", help="file to write (default: print to stdout)")
+    scaffold.add_argument(
+        "--kind",
+        choices=("training", "serving"),
+        default="training",
+        help="training: the train split with labels; serving: feature batches (default training)",
+    )
     scaffold.set_defaults(handler=run_scaffold)
 
     from chassis_cli.registry_commands import add_registry_parsers
@@ -257,12 +263,11 @@ def run_scaffold(args: argparse.Namespace) -> int:
 
     from chassis.data import load_dataset
     from chassis.modelspec import load_spec
-    from chassis.suite_scaffold import scaffold_training_suite
+    from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
 
     spec = load_spec(args.spec)
-    document = scaffold_training_suite(
-        load_dataset(spec.load_data, spec.name), f"{spec.name}.training"
-    )
+    scaffold = scaffold_training_suite if args.kind == "training" else scaffold_serving_suite
+    document = scaffold(load_dataset(spec.load_data, spec.name), f"{spec.name}.{args.kind}")
     text = json.dumps(document, indent=2) + "\n"
     if args.output:
         output = Path(args.output)

@@ -31,4 +31,5 @@ spec = ModelSpec(
     build_student=build_digits_student,
     training=TrainingConfig(epochs=40, batch_size=64, learning_rate=1e-3, seed=0),
     expectation_suite="digits.training.json",
+    serving_suite="digits.serving.json",
 )

@@ -32,4 +32,5 @@ spec = ModelSpec(
     build_student=build_wine_student,
     training=TrainingConfig(epochs=60, batch_size=16, learning_rate=3e-3, seed=0),
     expectation_suite="wine.training.json",
+    serving_suite="wine.serving.json",
 )

@@ -19,7 +19,10 @@ def suite_for_blobs():
     return build_suite(scaffold_training_suite(specs.blob_dataset(), "blobs"), "test")
 
 
-@pytest.mark.parametrize("name", ["digits.training.json", "wine.training.json"])
+@pytest.mark.parametrize(
+    "name",
+    ["digits.training.json", "wine.training.json", "digits.serving.json", "wine.serving.json"],
+)
 def test_committed_suites_load_completely(name):
     path = PROJECT_ROOT / "expectations" / name
     declared = len(json.loads(path.read_text())["expectations"])
@@ -73,3 +76,25 @@ def test_row_count_floor_catches_an_empty_batch():
     failing = {r.expectation for r in result.failures}
     assert failing == {"expect_table_row_count_to_be_between"}
     assert "FAIL" in result.to_markdown("t")
+
+
+@pytest.mark.parametrize("key", ["digits", "wine"])
+def test_serving_suites_accept_served_features_and_catch_broken_batches(key):
+    import numpy as np
+
+    from chassis.modelspec import load_spec
+
+    spec = load_spec(f"chassis.specs.{key}:spec")
+    dataset = spec.load_data()
+    suite = load_suite(PROJECT_ROOT / "expectations" / spec.serving_suite)
+    batch = dataset.test[list(dataset.feature_columns)]
+    assert validate_frame(batch, suite).success
+    assert validate_frame(batch.head(1), suite).success  # a single request is a batch too
+
+    spiked = batch.copy()
+    spiked.iloc[: len(spiked) // 5, 0] = np.nan  # a 20 % null spike in one column
+    failing = {(r.expectation, r.column) for r in validate_frame(spiked, suite).failures}
+    assert ("expect_column_values_to_not_be_null", dataset.feature_columns[0]) in failing
+
+    empty = validate_frame(batch.iloc[0:0], suite)
+    assert {r.expectation for r in empty.failures} == {"expect_table_row_count_to_be_between"}
