@@ -491,3 +491,10 @@ def version_run_id(name: str, version: int) -> str:
     if not run_id:
         raise RegistryError(f"{name} v{version} has no MLflow run to store reports in")
     return str(run_id)
+
+
+def version_for_alias(name: str, alias: str) -> int | None:
+    """The version an alias points to (None if unset); refuses aliases Chassis does not manage."""
+    from chassis.aliases import check_alias
+
+    return current_aliases(name).get(check_alias(alias))

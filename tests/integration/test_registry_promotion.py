@@ -80,6 +80,10 @@ def test_refusals_change_nothing(store):
         registry.rollback(MODEL, actor="t", reason="r")
     with pytest.raises(PromotionConflict, match="expected v7 but found v1"):
         promote(2, 7)
+    with pytest.raises(RegistryError, match="unknown alias 'production'"):
+        registry.version_for_alias(MODEL, "production")
+    assert registry.version_for_alias(MODEL, "champion") == 1
+    assert registry.version_for_alias(MODEL, "challenger") is None
     assert registry.current_aliases(MODEL) == before
     assert len(registry.history(MODEL)) == 1
 
