@@ -8,7 +8,7 @@ artifact folder, and Prefect's home (its SQLite database), so `make ui` shows ex
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root of an editable install: expectations/ lives beside chassis/.
@@ -66,6 +66,25 @@ class ChassisSettings(BaseSettings):
     s3_max_attempts: int = Field(
         default=5, ge=1, le=20, description="boto3 attempts per S3 call (standard retry mode)."
     )
+    gateway_host: str = Field(default="127.0.0.1", description="Host `chassis serve` binds.")
+    gateway_port: int = Field(default=8000, ge=1, le=65535, description="Gateway port.")
+    gateway_url: str | None = Field(
+        default=None, description="Where flows reach the gateway. Default: http://host:port."
+    )
+    gateway_admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin API. Default: generated once and kept in "
+        "<home>/gateway/admin-token (mode 0600).",
+    )
+    gateway_max_batch: int = Field(default=64, ge=1, le=4096, description="Rows per ORT call.")
+    gateway_max_wait_ms: float = Field(
+        default=1.0, ge=0, le=100, description="How long a batch waits to fill."
+    )
+    gateway_max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Body limit.")
+    gateway_max_rows: int = Field(default=1024, ge=1, description="Rows per request limit.")
+    gateway_keep_warm_seconds: float = Field(
+        default=300, ge=0, description="Blue-green: how long the old color stays loaded."
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
@@ -112,6 +131,26 @@ class ChassisSettings(BaseSettings):
 
     def prefect_ui_url(self) -> str:
         return f"http://{self.ui_host}:{self.prefect_ui_port}"
+
+    @property
+    def gateway_dir(self) -> Path:
+        return self.home / "gateway"
+
+    def resolved_gateway_url(self) -> str:
+        return (self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    def admin_token(self) -> str:
+        """The configured token, or the one generated for this home on first use."""
+        if self.gateway_admin_token is not None:
+            return self.gateway_admin_token.get_secret_value()
+        import secrets
+
+        path = self.gateway_dir / "admin-token"
+        if not path.exists():
+            self.gateway_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def ensure_local_state(self) -> None:
         """Create the local folders the embedded default needs (only what is local)."""

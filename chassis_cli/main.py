@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registry_parsers(commands, run_flow)
 
+    from chassis_cli.serve import add_serve_parser
+
+    add_serve_parser(commands)
+
     ui = commands.add_parser(
         "ui",
         help="start the Prefect UI and the MLflow UI on loopback",

@@ -1,0 +1,311 @@
+"""The gateway's behaviour, independent of HTTP: which versions are loaded, who answers,
+what is measured, and the admin operations of a rollout. `asgi.py` puts HTTP around it."""
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chassis import registry
+from chassis.errors import ChassisError
+from chassis.runtime import create_session
+from chassis.serving.batching import MicroBatcher
+from chassis.serving.metrics import GatewayMetrics
+from chassis.serving.routing import choose_version, shadow_version
+from chassis.serving.state import RolloutState, StateError, load_state, save_state
+from chassis.serving.stats import VersionStats
+from chassis.serving.validation import Limits, RequestError
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    state_dir: Path
+    cache_dir: Path
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+    limits: Limits = field(default_factory=Limits)
+    intra_op_threads: int = 1
+    keep_warm_seconds: float = 300.0
+
+
+@dataclass
+class ServedVersion:
+    version: int
+    n_features: int
+    sha256: str
+    batcher: MicroBatcher
+    stats: VersionStats = field(default_factory=VersionStats)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    state: RolloutState
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return self.versions[self.state.stable_version].n_features
+
+
+@dataclass(frozen=True)
+class Prediction:
+    version: int
+    predictions: list[int]
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, model_names: list[str]) -> None:
+        self.config = config
+        self.model_names = model_names
+        self.models: dict[str, ServedModel] = {}
+        self.metrics = GatewayMetrics()
+        self.ready = False
+        self.load_error: str | None = None
+        self.rng = random.Random()  # traffic splitting, not security
+        self.background: set[asyncio.Task[None]] = set()
+
+    # ---- loading ---------------------------------------------------------------------
+
+    def load_version(self, name: str, version: int) -> ServedVersion:
+        """Download, verify sha256, open an ONNX Runtime session. Raises on any mismatch."""
+        files = registry.fetch_version(name, version, self.config.cache_dir / name)
+        session = create_session(files.onnx_path, self.config.intra_op_threads)
+        input_name = session.get_inputs()[0].name
+        n_features = int(session.get_inputs()[0].shape[1])
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: rows})[0]
+
+        return ServedVersion(
+            version=version,
+            n_features=n_features,
+            sha256=files.tags[registry.TAG_ONNX_SHA256],
+            batcher=MicroBatcher(run, self.config.max_batch, self.config.max_wait_ms),
+        )
+
+    def start(self) -> None:
+        """Load every model at its last committed state, or at its champion."""
+        try:
+            loaded = {name: self._restore(name) for name in self.model_names}
+        except Exception as error:
+            self.load_error = f"{type(error).__name__}: {error}"
+            raise
+        self.models = loaded
+        self.ready = True
+
+    def _restore(self, name: str) -> ServedModel:
+        state = load_state(self.config.state_dir, name)
+        if state is None:
+            champion = registry.version_for_alias(name, "champion")
+            if champion is None:
+                raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
+            state = RolloutState(model=name, stable_version=champion)
+        model = ServedModel(name, state)
+        model.versions[state.stable_version] = self.load_version(name, state.stable_version)
+        if state.candidate_version is not None:
+            try:
+                registry.require_passed_gates(name, state.candidate_version)
+                model.versions[state.candidate_version] = self.load_version(
+                    name, state.candidate_version
+                )
+            except ChassisError:
+                # Never come back to an unvalidated candidate: serve the stable version only.
+                model.state = RolloutState(model=name, stable_version=state.stable_version)
+                save_state(self.config.state_dir, model.state)
+        return model
+
+    def model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise RequestError(404, f"no model named {name!r} is served here") from None
+
+    # ---- serving -----------------------------------------------------------------------
+
+    async def predict(self, name: str, rows: np.ndarray, key: str | None) -> Prediction:
+        model = self.model(name)
+        state = model.state
+        version = choose_version(state, key, self.rng)
+        served = model.versions[version]
+        labels = await self._run(
+            model, served, rows, "stable" if version == state.stable_version else "candidate"
+        )
+        shadow = shadow_version(state)
+        if shadow is not None and shadow in model.versions:
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(model, model.versions[shadow], rows, labels)
+            )
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        return Prediction(version, labels.tolist())
+
+    async def predict_preview(self, name: str, rows: np.ndarray) -> Prediction:
+        """Blue-green: the idle color answers, for checks before the switch."""
+        model = self.model(name)
+        if model.state.mode != "blue-green" or model.state.candidate_version is None:
+            raise RequestError(
+                409, f"{name!r} has no idle color to preview (mode {model.state.mode})"
+            )
+        served = model.versions[model.state.candidate_version]
+        labels = await self._run(model, served, rows, "preview")
+        return Prediction(served.version, labels.tolist())
+
+    async def _run(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> np.ndarray:
+        if rows.shape[1] != served.n_features:
+            raise RequestError(
+                422, f"rows must have {served.n_features} features, got {rows.shape[1]}"
+            )
+        started = time.perf_counter()
+        version_label = str(served.version)
+        try:
+            logits = await served.batcher.predict(rows)
+        except Exception:
+            served.stats.requests += 1
+            served.stats.errors += 1
+            self.metrics.errors.labels(model.name, version_label, "500").inc()
+            raise
+        elapsed = time.perf_counter() - started
+        labels = logits.argmax(axis=1)
+        served.stats.requests += 1
+        served.stats.latencies_ms.append(elapsed * 1000)
+        self.metrics.requests.labels(model.name, version_label, role).inc()
+        self.metrics.latency.labels(model.name, version_label).observe(elapsed)
+        for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+            self.metrics.predicted.labels(model.name, version_label, str(label)).inc(int(count))
+        return labels
+
+    async def _shadow(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, answered: np.ndarray
+    ) -> None:
+        try:
+            labels = await self._run(model, served, rows, "shadow")
+        except Exception:
+            return  # counted as an error of the shadow version; the caller already has its answer
+        agreed = int((labels == answered).sum())
+        served.stats.shadow_compared += len(labels)
+        served.stats.shadow_agreed += agreed
+        self.metrics.shadow_agreement.labels(model.name, str(served.version), "yes").inc(agreed)
+        self.metrics.shadow_agreement.labels(model.name, str(served.version), "no").inc(
+            len(labels) - agreed
+        )
+
+    # ---- admin -------------------------------------------------------------------------
+
+    def status(self, name: str) -> dict[str, object]:
+        model = self.model(name)
+        self._expire_warm(model)
+        return {
+            "model": name,
+            "state": {k: v for k, v in model.state.__dict__.items() if k != "history"},
+            "loaded_versions": sorted(model.versions),
+            "stats": {str(v): s.stats.summary() for v, s in model.versions.items()},
+            "sha256": {str(v): s.sha256 for v, s in model.versions.items()},
+        }
+
+    def set_rollout(
+        self, name: str, mode: str, candidate: int | None, percent: float
+    ) -> dict[str, object]:
+        """Commit a split. The candidate must have passed its gates and verify by sha256."""
+        model = self.model(name)
+        new_state = RolloutState(
+            model=name,
+            stable_version=model.state.stable_version,
+            candidate_version=candidate,
+            mode=mode,
+            candidate_percent=percent if mode == "canary" else 0.0,  # type: ignore[arg-type]
+            warm_version=model.state.warm_version,
+            warm_until=model.state.warm_until,
+        )
+        try:
+            new_state.validate()
+        except StateError as error:
+            raise RequestError(422, str(error)) from None
+        if candidate is not None and candidate not in model.versions:
+            try:
+                registry.require_passed_gates(name, candidate)
+                model.versions[candidate] = self.load_version(name, candidate)
+            except ChassisError as error:
+                raise RequestError(409, str(error)) from None
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state
+        self._unload_unused(model)
+        return self.status(name)
+
+    def switch(self, name: str) -> dict[str, object]:
+        """Blue-green: the idle color becomes live in one assignment; the old stays warm."""
+        model = self.model(name)
+        state = model.state
+        if state.mode != "blue-green" or state.candidate_version is None:
+            raise RequestError(409, f"{name!r} is not in blue-green mode; nothing to switch to")
+        new_state = RolloutState(
+            model=name,
+            stable_version=state.candidate_version,
+            mode="stable",
+            warm_version=state.stable_version,
+            warm_until=time.time() + self.config.keep_warm_seconds,
+        )
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state  # one reference swap: a request sees the old or the new state
+        return self.status(name)
+
+    def rollback(self, name: str) -> dict[str, object]:
+        """Candidate traffic to 0 at once; after a switch, back to the warm color."""
+        model = self.model(name)
+        state = model.state
+        if state.mode == "stable" and state.warm_version in model.versions:
+            new_state = RolloutState(model=name, stable_version=state.warm_version)  # type: ignore[arg-type]
+        else:
+            new_state = RolloutState(model=name, stable_version=state.stable_version)
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state
+        self._unload_unused(model)
+        return self.status(name)
+
+    def promote_candidate(self, name: str) -> dict[str, object]:
+        """After a successful canary: the candidate becomes the stable version."""
+        model = self.model(name)
+        state = model.state
+        if state.candidate_version is None:
+            raise RequestError(409, f"{name!r} has no candidate to promote")
+        new_state = RolloutState(model=name, stable_version=state.candidate_version)
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state
+        self._unload_unused(model)
+        return self.status(name)
+
+    def reset_stats(self, name: str) -> None:
+        for served in self.model(name).versions.values():
+            served.stats = VersionStats()
+
+    def _expire_warm(self, model: ServedModel) -> None:
+        if model.state.warm_version is not None and time.time() > model.state.warm_until:
+            model.state.warm_version = None
+            self._unload_unused(model)
+
+    def _unload_unused(self, model: ServedModel) -> None:
+        keep = {model.state.stable_version, model.state.candidate_version, model.state.warm_version}
+        for version in list(model.versions):
+            if version not in keep:
+                served = model.versions.pop(version)
+                task = (
+                    asyncio.get_event_loop().create_task(served.batcher.close())
+                    if _loop_running()
+                    else None
+                )
+                if task is not None:
+                    self.background.add(task)
+                    task.add_done_callback(self.background.discard)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,78 @@
+"""Rollout state of one model on a gateway, persisted so a restart comes back safely.
+
+Only a *committed* split survives a restart. A split is committed when the admin API sets it
+(the rollout flow commits each step it has decided on); anything else, including a
+candidate whose files fail verification on reload, falls back to the stable version alone.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from chassis.errors import ChassisError
+
+Mode = Literal["stable", "canary", "shadow", "blue-green"]
+MODES: tuple[str, ...] = ("stable", "canary", "shadow", "blue-green")
+
+
+class StateError(ChassisError):
+    """A rollout state change is invalid (unknown mode, weight out of range, ...)."""
+
+
+@dataclass
+class RolloutState:
+    model: str
+    stable_version: int
+    candidate_version: int | None = None
+    mode: Mode = "stable"
+    # Share of live traffic the candidate answers (canary) in percent, 0..100.
+    candidate_percent: float = 0.0
+    # Blue-green: the previous stable version kept warm after a switch, until this time.
+    warm_version: int | None = None
+    warm_until: float = 0.0
+    history: list[dict[str, object]] = field(default_factory=list)
+
+    def validate(self) -> "RolloutState":
+        if self.mode not in MODES:
+            raise StateError(f"unknown mode {self.mode!r}; one of {', '.join(MODES)}")
+        if not 0 <= self.candidate_percent <= 100:
+            raise StateError(f"candidate percent must be in [0, 100], got {self.candidate_percent}")
+        if self.mode != "stable" and self.candidate_version is None:
+            raise StateError(f"mode {self.mode!r} needs a candidate version")
+        if self.candidate_version == self.stable_version:
+            raise StateError(f"v{self.stable_version} is already the stable version")
+        return self
+
+
+def state_path(directory: Path, model: str) -> Path:
+    return directory / f"{model}.rollout.json"
+
+
+def save_state(directory: Path, state: RolloutState) -> None:
+    """Write atomically: a crash mid-write leaves the previous state, never half a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(asdict(state.validate()), indent=2).encode()
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".state-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        Path(temporary).replace(state_path(directory, state.model))
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_state(directory: Path, model: str) -> RolloutState | None:
+    path = state_path(directory, model)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return RolloutState(**data).validate()
+    except (ValueError, TypeError, StateError):
+        return None  # unreadable state is no state: serve the stable version

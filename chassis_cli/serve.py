@@ -1,0 +1,58 @@
+"""`chassis serve`: the gateway on uvicorn, for the models named."""
+
+import argparse
+from typing import Any
+
+
+def add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve registered models over HTTP (the gateway)",
+        description="Start the gateway: each model's champion (or its last committed rollout "
+        "split) is downloaded, verified by sha256 and served with ONNX Runtime. Admin API "
+        "under /admin needs the bearer token (CHASSIS_GATEWAY_ADMIN_TOKEN or "
+        "<home>/gateway/admin-token).",
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        dest="models",
+        help="registered-model name; repeat to serve several",
+    )
+    serve.add_argument("--host", help="bind address (default CHASSIS_GATEWAY_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default CHASSIS_GATEWAY_PORT, 8000)")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    prepare(settings)
+    import uvicorn
+
+    from chassis import tracking
+    from chassis.serving.asgi import GatewayApp
+    from chassis.serving.gateway import Gateway, GatewayConfig
+    from chassis.serving.validation import Limits
+
+    tracking.connect(settings)
+    config = GatewayConfig(
+        state_dir=settings.gateway_dir / "state",
+        cache_dir=settings.gateway_dir / "cache",
+        max_batch=settings.gateway_max_batch,
+        max_wait_ms=settings.gateway_max_wait_ms,
+        limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),
+        keep_warm_seconds=settings.gateway_keep_warm_seconds,
+    )
+    app = GatewayApp(Gateway(config, args.models), settings.admin_token())
+    uvicorn.run(
+        app,
+        host=args.host or settings.gateway_host,
+        port=args.port or settings.gateway_port,
+        log_level="warning",
+        access_log=False,  # Prometheus counts requests; a log line each costs throughput
+        lifespan="on",
+    )
+    return 0
