@@ -1,0 +1,67 @@
+"""A typed client of the gateway's admin API, for the rollout flow and the CLI."""
+
+from typing import Any
+
+import httpx
+
+from chassis.errors import ChassisError
+
+
+class GatewayError(ChassisError):
+    """The gateway refused an admin call or is unreachable."""
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def _call(self, method: str, path: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self.client.request(method, path, json=json)
+        except httpx.HTTPError as error:
+            raise GatewayError(f"gateway at {self.base_url} unreachable: {error}") from error
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("error", response.text)
+            except ValueError:
+                detail = response.text
+            raise GatewayError(
+                f"gateway refused {method} {path} ({response.status_code}): {detail}"
+            )
+        return dict(response.json())
+
+    def ready(self) -> bool:
+        try:
+            return self.client.get("/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self, model: str) -> dict[str, Any]:
+        return self._call("GET", f"/admin/models/{model}")
+
+    def set_rollout(
+        self, model: str, mode: str, candidate: int | None, percent: float = 0.0
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"/admin/models/{model}/rollout",
+            {"mode": mode, "candidate_version": candidate, "percent": percent},
+        )
+
+    def reset_stats(self, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/admin/models/{model}/reset-stats")
+
+    def switch(self, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/admin/models/{model}/switch")
+
+    def rollback(self, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/admin/models/{model}/rollback")
+
+    def promote(self, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/admin/models/{model}/promote")
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,77 @@
+"""Replays rows against the gateway: bounded in request count and in time, always.
+
+Used by `chassis traffic` and by the release flow to give a canary real requests on the
+embedded default. Loopback only by design: the URL comes from Chassis's own settings.
+"""
+
+import itertools
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+
+@dataclass
+class TrafficReport:
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    versions: Counter[int] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 200)
+
+
+def replay(
+    url: str,
+    model: str,
+    rows: np.ndarray,
+    *,
+    max_requests: int,
+    max_seconds: float,
+    concurrency: int = 4,
+    stop: threading.Event | None = None,
+    sticky_keys: int = 0,
+) -> TrafficReport:
+    """Send one row per request, cycling through `rows`, until a bound or `stop` is hit."""
+    report = TrafficReport()
+    lock = threading.Lock()
+    counter = itertools.count()
+    deadline = time.monotonic() + max_seconds
+    stop = stop or threading.Event()
+    endpoint = f"{url.rstrip('/')}/v1/models/{model}/predict"
+    payloads = [{"instances": [row]} for row in rows.astype(float).tolist()]
+
+    def worker() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set() and time.monotonic() < deadline:
+                index = next(counter)
+                if index >= max_requests:
+                    return
+                headers = {"x-request-key": f"user-{index % sticky_keys}"} if sticky_keys else {}
+                try:
+                    response = client.post(
+                        endpoint, json=payloads[index % len(payloads)], headers=headers
+                    )
+                    status = response.status_code
+                    version = int(response.headers.get("x-model-version", 0))
+                except httpx.HTTPError:
+                    status, version = 0, 0  # connection failure: counted, never raised
+                with lock:
+                    report.sent += 1
+                    report.statuses[status] += 1
+                    if version:
+                        report.versions[version] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max_seconds + 15)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,142 @@
+"""Rollout flows against a real gateway process over HTTP and a real MLflow registry."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from chassis import registry
+from chassis.serving.client import GatewayClient
+from chassis.settings import ChassisSettings
+from chassis.tracking import connect
+from flows.release import release
+from flows.rollout import RolloutFailed, RolloutSettings, rollout
+from tasks.promotion import GatesFailed
+from tests.integration.test_gateway import MODEL, GatewayProcess
+from tests.integration.test_training_flow import latest_artifact
+
+FAST = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=15, max_extensions=1)
+
+
+@pytest.fixture
+def two_versions(chassis_home):
+    release(spec="tests.fixtures.specs:good", seed=0)  # v1 champion
+    release(spec="tests.fixtures.specs:good", seed=1)  # v2 challenger
+    return chassis_home
+
+
+def test_good_canary_is_promoted(two_versions):
+    outcome = rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic=True)
+    assert outcome.promoted
+    assert [r["step"] for r in outcome.steps if r["check"] == "error rate"] == [
+        "shadow",
+        "canary 50%",
+        "canary 100%",
+    ]
+    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    last = registry.history(MODEL)[-1]
+    assert last.action == "promote" and "canary rollout passed 3 step(s)" in last.reason
+    assert set(outcome.traffic) == {"200"}
+    assert "PROMOTED" in latest_artifact("test-blobs-v2-rollout-decision").data
+
+
+def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
+    release(spec="tests.fixtures.specs:good", seed=0)
+    with pytest.raises(GatesFailed):
+        release(spec="tests.fixtures.specs:sloppy")  # v2: registered, gates failed
+    # Suppose it had slipped past the offline gates: the live analysis must still stop it.
+    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    gateway = GatewayProcess(chassis_home)
+    gateway.start()
+    try:
+        with pytest.raises(RolloutFailed, match="failed at shadow: agreement with champion"):
+            rollout(
+                model_name=MODEL,
+                version=2,
+                policy=FAST,
+                drive_traffic=True,
+                gateway_url=gateway.url,
+            )
+        status = GatewayClient(gateway.url, ChassisSettings().admin_token()).status(MODEL)
+        assert status["state"]["mode"] == "stable" and status["state"]["candidate_version"] is None
+        assert status["stats"]["1"]["errors"] == 0
+    finally:
+        gateway.stop()
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+    retired = registry.history(MODEL)[-1]
+    assert retired.action == "retire-challenger" and "agreement with champion" in retired.reason
+    assert "ROLLED BACK" in latest_artifact("test-blobs-v2-rollout-decision").data
+
+
+def test_slow_candidate_fails_its_latency_budget(two_versions):
+    slow = RolloutSettings(
+        steps=[100], shadow_first=False, min_requests=30, step_seconds=15, p99_budget_ms=0.001
+    )
+    with pytest.raises(RolloutFailed, match="canary 100%: p99 latency"):
+        rollout(model_name=MODEL, version=2, policy=slow, drive_traffic=True)
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+def test_too_few_requests_is_inconclusive_never_promoted(two_versions):
+    quiet = RolloutSettings(
+        steps=[100], shadow_first=False, min_requests=50, step_seconds=1, max_extensions=1
+    )
+    with pytest.raises(RolloutFailed, match="inconclusive after 2 windows"):
+        rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic=False)
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+def test_blue_green_switches_and_promotes(two_versions):
+    outcome = rollout(
+        model_name=MODEL, version=2, strategy="blue-green", policy=FAST, drive_traffic=True
+    )
+    assert outcome.promoted
+    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+
+
+def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
+    gateway = GatewayProcess(two_versions)
+    gateway.start()
+    slow_steps = RolloutSettings(
+        steps=[50, 100], shadow_first=False, min_requests=150, step_seconds=40, max_extensions=0
+    )
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["outcome"] = rollout(
+                model_name=MODEL,
+                version=2,
+                policy=slow_steps,
+                drive_traffic=True,
+                gateway_url=gateway.url,
+            )
+        except Exception as error:  # reported by the assertions below
+            result["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    client = GatewayClient(gateway.url, ChassisSettings().admin_token())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait for the first committed canary step
+        try:
+            if client.status(MODEL)["state"]["mode"] == "canary":
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    gateway.stop()
+    state_file = two_versions / "gateway" / "state" / f"{MODEL}.rollout.json"
+    assert '"candidate_version": 2' in state_file.read_text()
+    gateway.start()  # comes back at the committed split, and the flow keeps watching
+    thread.join(timeout=180)
+    try:
+        assert "error" not in result, result.get("error")
+        assert result["outcome"].promoted
+        assert client.status(MODEL)["state"]["stable_version"] == 2
+    finally:
+        gateway.stop()
+    connect(ChassisSettings(home=two_versions))
+    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    assert os.environ["CHASSIS_HOME"] == str(two_versions)
