@@ -5,14 +5,17 @@ baseline and champion) -> alias (the first version becomes champion; later ones 
 challenger that a rollout promotes). Compression and the staged rollout join as stages.
 """
 
+from typing import Annotated, Literal
+
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from flows.promotion import AliasOutcome, GateSettings, GatesOutcome, alias_outcome, gates
+from flows.rollout import RolloutOutcome, RolloutSettings, rollout
 from flows.training import (
     EpochsParameter,
     SeedParameter,
@@ -29,6 +32,7 @@ class ReleaseOutcome(BaseModel):
     training: TrainingOutcome
     gates: GatesOutcome
     alias: AliasOutcome
+    rollout: RolloutOutcome | None
     prefect_flow_run_url: str
 
 
@@ -39,13 +43,20 @@ def release(
     seed: SeedParameter = 0,
     parity_tolerance: ToleranceParameter = None,
     thresholds: GateSettings | None = None,
+    rollout_strategy: Annotated[
+        Literal["canary", "blue-green", "none"],
+        Field(description="How a challenger reaches traffic; none leaves it as challenger."),
+    ] = "canary",
+    rollout_policy: RolloutSettings | None = None,
 ) -> ReleaseOutcome:
     """Take a spec from data to a registered, gated MLflow version with an alias.
 
     Validates the training data (Great Expectations), trains and evaluates the baseline,
     exports ONNX with a parity check, registers a version with lineage and sha256 tags,
     runs the model gates (stored with the version; a failure stops the release), then makes
-    the version the champion if there is none yet, or the challenger otherwise.
+    the version the champion if there is none yet; otherwise it becomes the challenger and
+    is rolled out through the gateway (canary or blue-green) with automatic analysis:
+    promoted on success, rolled back (and this run failed) otherwise.
     """
     settings = ChassisSettings()
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
@@ -72,13 +83,27 @@ def release(
             evidence,
         )
     alias = alias_outcome(change)
-    publish_release_summary(training, alias)
+    staged = None
+    if champion is not None and rollout_strategy != "none":
+        staged = rollout(
+            model_name=training.model_name,
+            version=training.version,
+            strategy=rollout_strategy,
+            policy=rollout_policy,
+        )
+    publish_release_summary(training, alias, staged)
     return ReleaseOutcome(
-        training=training, gates=gate_outcome, alias=alias, prefect_flow_run_url=run_url
+        training=training,
+        gates=gate_outcome,
+        alias=alias,
+        rollout=staged,
+        prefect_flow_run_url=run_url,
     )
 
 
-def publish_release_summary(training: TrainingOutcome, alias: AliasOutcome) -> None:
+def publish_release_summary(
+    training: TrainingOutcome, alias: AliasOutcome, staged: RolloutOutcome | None
+) -> None:
     metrics = training.metrics
     version_link = f"[{training.model_name} v{training.version}]({training.mlflow_version_url})"
     given = [a for a, v in alias.aliases_after.items() if v == training.version]
@@ -94,6 +119,11 @@ def publish_release_summary(training: TrainingOutcome, alias: AliasOutcome) -> N
         ("gates", "passed"),
         ("alias", f"@{', @'.join(given) or 'none'} (aliases now {alias.aliases_after})"),
     ]
+    if staged is not None:
+        steps = sorted({row["step"] for row in staged.steps})
+        rows.append(
+            ("rollout", f"{staged.strategy}: promoted to champion after {', '.join(steps)}")
+        )
     publish_markdown(
         "\n".join(
             [f"# Release of {training.model_name}", "", "| stage | result |", "|---|---|"]

@@ -5,7 +5,7 @@ import contextlib
 from typing import Annotated, Literal
 
 import numpy as np
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
@@ -79,12 +79,12 @@ def rollout(
     ] = "canary",
     policy: RolloutSettings | None = None,
     drive_traffic: Annotated[
-        bool,
+        Literal["auto", "always", "never"],
         Field(
-            description="Replay the spec's test rows against the gateway meanwhile "
-            "(the embedded default has no real users)."
+            description="Replay the spec's test rows against the gateway meanwhile. auto: "
+            "only when this run started its own gateway (the embedded default has no users)."
         ),
-    ] = False,
+    ] = "auto",
     gateway_url: Annotated[
         str | None,
         Field(
@@ -115,11 +115,22 @@ def rollout(
     rows = test_rows(model_name, version)
     analyses: list[StepAnalysis] = []
     with contextlib.ExitStack() as stack:
-        url = gateway_url or stack.enter_context(running_gateway(settings, [model_name]))
+        if gateway_url:
+            url, embedded = gateway_url, False
+        else:
+            gateway = stack.enter_context(running_gateway(settings, [model_name]))
+            url, embedded = gateway.url, gateway.embedded
         client = GatewayClient(url, settings.admin_token())
         stack.callback(client.close)
         driver = None
-        if drive_traffic:
+        drive = drive_traffic == "always" or (drive_traffic == "auto" and embedded)
+        get_run_logger().info(
+            "gateway %s (%s); replaying test rows: %s",
+            url,
+            "started for this run" if embedded else "already running",
+            "yes" if drive else "no",
+        )
+        if drive:
             budget = (
                 rollout_policy.step_seconds
                 * (rollout_policy.max_extensions + 1)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from chassis.errors import ChassisError
@@ -26,12 +27,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class RunningGateway:
+    url: str
+    embedded: bool  # started for this run: nobody else sends it traffic
+
+
 @contextmanager
-def running_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[str]:
-    """Yield the URL of a ready gateway: the configured one if it answers, else a new one."""
+def running_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[RunningGateway]:
+    """A ready gateway: the configured one if it answers, else one started for this run."""
     configured = settings.resolved_gateway_url()
     if GatewayClient(configured, settings.admin_token()).ready():
-        yield configured
+        yield RunningGateway(configured, embedded=False)
         return
     port = free_port()
     log_path = settings.gateway_dir / f"embedded-{port}.log"
@@ -51,7 +58,7 @@ def running_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[st
                 tail = Path(log_path).read_text()[-1500:]
                 raise ChassisError(f"embedded gateway did not become ready; its log ends:\n{tail}")
             time.sleep(0.2)
-        yield url
+        yield RunningGateway(url, embedded=True)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -89,7 +89,7 @@ def served(tmp_path_factory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
     os.environ["CHASSIS_HOME"] = str(home)
     try:
         release(spec="tests.fixtures.specs:good", seed=0)
-        release(spec="tests.fixtures.specs:good", seed=1)
+        release(spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none")
         token = ChassisSettings().admin_token()
     finally:
         if previous is not None:

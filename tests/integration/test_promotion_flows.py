@@ -20,7 +20,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     first = release(spec=SPEC)
     assert first.alias.aliases_after == {"champion": 1}
     assert first.gates.passed
-    second = release(spec=SPEC, seed=1)
+    second = release(spec=SPEC, seed=1, rollout_strategy="none")
     assert second.alias.aliases_after == {"champion": 1, "challenger": 2}
 
     tags = registry.version_tags(MODEL, 2)
@@ -53,7 +53,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
 
 def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
     release(spec=SPEC)
-    release(spec=SPEC, seed=2)
+    release(spec=SPEC, seed=2, rollout_strategy="none")
     strict = GateSettings(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
     with pytest.raises(GatesFailed, match="failed 2 gate"):
         gates(model_name=MODEL, version=2, thresholds=strict)

@@ -22,12 +22,12 @@ FAST = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=15, max_ex
 @pytest.fixture
 def two_versions(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0)  # v1 champion
-    release(spec="tests.fixtures.specs:good", seed=1)  # v2 challenger
+    release(spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none")  # v2
     return chassis_home
 
 
 def test_good_canary_is_promoted(two_versions):
-    outcome = rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic=True)
+    outcome = rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic="always")
     assert outcome.promoted
     assert [r["step"] for r in outcome.steps if r["check"] == "error rate"] == [
         "shadow",
@@ -44,7 +44,9 @@ def test_good_canary_is_promoted(two_versions):
 def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0)
     with pytest.raises(GatesFailed):
-        release(spec="tests.fixtures.specs:sloppy")  # v2: registered, gates failed
+        release(
+            spec="tests.fixtures.specs:sloppy", rollout_strategy="none"
+        )  # v2: registered, gates failed
     # Suppose it had slipped past the offline gates: the live analysis must still stop it.
     registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     gateway = GatewayProcess(chassis_home)
@@ -55,7 +57,7 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
                 model_name=MODEL,
                 version=2,
                 policy=FAST,
-                drive_traffic=True,
+                drive_traffic="always",
                 gateway_url=gateway.url,
             )
         status = GatewayClient(gateway.url, ChassisSettings().admin_token()).status(MODEL)
@@ -74,7 +76,7 @@ def test_slow_candidate_fails_its_latency_budget(two_versions):
         steps=[100], shadow_first=False, min_requests=30, step_seconds=15, p99_budget_ms=0.001
     )
     with pytest.raises(RolloutFailed, match="canary 100%: p99 latency"):
-        rollout(model_name=MODEL, version=2, policy=slow, drive_traffic=True)
+        rollout(model_name=MODEL, version=2, policy=slow, drive_traffic="always")
     assert registry.current_aliases(MODEL) == {"champion": 1}
 
 
@@ -83,13 +85,13 @@ def test_too_few_requests_is_inconclusive_never_promoted(two_versions):
         steps=[100], shadow_first=False, min_requests=50, step_seconds=1, max_extensions=1
     )
     with pytest.raises(RolloutFailed, match="inconclusive after 2 windows"):
-        rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic=False)
+        rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic="never")
     assert registry.current_aliases(MODEL) == {"champion": 1}
 
 
 def test_blue_green_switches_and_promotes(two_versions):
     outcome = rollout(
-        model_name=MODEL, version=2, strategy="blue-green", policy=FAST, drive_traffic=True
+        model_name=MODEL, version=2, strategy="blue-green", policy=FAST, drive_traffic="always"
     )
     assert outcome.promoted
     assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
@@ -109,7 +111,7 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
                 model_name=MODEL,
                 version=2,
                 policy=slow_steps,
-                drive_traffic=True,
+                drive_traffic="always",
                 gateway_url=gateway.url,
             )
         except Exception as error:  # reported by the assertions below
@@ -140,3 +142,13 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
     connect(ChassisSettings(home=two_versions))
     assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
     assert os.environ["CHASSIS_HOME"] == str(two_versions)
+
+
+def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
+    first = release(spec="tests.fixtures.specs:good", seed=0)
+    assert first.rollout is None  # the first version has no champion to be compared with
+    second = release(spec="tests.fixtures.specs:good", seed=1, rollout_policy=FAST)
+    assert second.rollout is not None and second.rollout.promoted
+    assert set(second.rollout.traffic) == {"200"}  # driven through a gateway of its own
+    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    assert "promoted to champion" in latest_artifact("test-blobs-release-summary").data
