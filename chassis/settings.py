@@ -85,6 +85,12 @@ class ChassisSettings(BaseSettings):
     gateway_keep_warm_seconds: float = Field(
         default=300, ge=0, description="Blue-green: how long the old color stays loaded."
     )
+    gateway_follow_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the gateway checks the champion alias "
+        "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts.",
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")

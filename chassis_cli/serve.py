@@ -46,7 +46,9 @@ def run_serve(args: argparse.Namespace) -> int:
         limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),
         keep_warm_seconds=settings.gateway_keep_warm_seconds,
     )
-    app = GatewayApp(Gateway(config, args.models), settings.admin_token())
+    app = GatewayApp(
+        Gateway(config, args.models), settings.admin_token(), settings.gateway_follow_seconds
+    )
     uvicorn.run(
         app,
         host=args.host or settings.gateway_host,

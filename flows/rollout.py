@@ -153,8 +153,26 @@ def rollout(
                 failure = analysis
                 client.rollback(model_name)  # candidate traffic to 0 before anything else
                 break
-        if failure is None and strategy == "canary":
-            client.promote(model_name)
+        if failure is None:
+            # Registry first (compare-and-set), then the gateway: a gateway following the
+            # champion alias never sees a promoted version it is not already serving.
+            try:
+                registry.promote(
+                    model_name,
+                    version,
+                    expected_champion=champion,
+                    actor=actor(),
+                    reason=f"{strategy} rollout passed {len(analyses)} step(s)",
+                    evidence={
+                        "flow_run": run_url,
+                        "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
+                    },
+                )
+            except ChassisError:
+                client.rollback(model_name)  # e.g. a conflict: serve what the registry says
+                raise
+            if strategy == "canary":
+                client.promote(model_name)
 
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
@@ -178,14 +196,6 @@ def rollout(
         publish_decision(model_name, version, strategy, False, reason, analyses)
         raise RolloutFailed(f"{model_name} v{version}: {reason}; traffic is back on v{champion}")
     reason = f"{strategy} rollout passed {len(analyses)} step(s)"
-    registry.promote(
-        model_name,
-        version,
-        expected_champion=champion,
-        actor=actor(),
-        reason=reason,
-        evidence=evidence,
-    )
     publish_decision(model_name, version, strategy, True, reason, analyses)
     return RolloutOutcome(
         model_name=model_name,

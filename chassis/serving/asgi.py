@@ -6,6 +6,7 @@ dictionary lookup and bodies are parsed once with orjson.
 """
 
 import asyncio
+import contextlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -67,9 +68,11 @@ def error_body(status: int, message: str) -> bytes:
 class GatewayApp:
     """ASGI application: predict, preview, admin, metrics, health and OpenAPI routes."""
 
-    def __init__(self, gateway: Gateway, admin_token: str) -> None:
+    def __init__(self, gateway: Gateway, admin_token: str, follow_seconds: float = 0.0) -> None:
         self.gateway = gateway
         self.admin_token = admin_token.encode()
+        self.follow_seconds = follow_seconds
+        self.follower: asyncio.Task[None] | None = None
         self.loading: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,10 +96,22 @@ class GatewayApp:
                 # /readyz says 503 until every model is loaded.
                 loop = asyncio.get_running_loop()
                 self.loading = loop.run_in_executor(None, self.gateway.start)
+                if self.follow_seconds > 0:
+                    self.follower = loop.create_task(self.follow_champions())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def follow_champions(self) -> None:
+        """Poll the registry so the gateway follows a champion moved outside a rollout."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.follow_seconds)
+            if self.gateway.ready:
+                # Failures (registry down) must not stop the loop or the serving.
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(None, self.gateway.follow_champions)
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
@@ -193,6 +208,9 @@ class GatewayApp:
             result = gateway.rollback(name)
         elif method == "POST" and action == "promote":
             result = gateway.promote_candidate(name)
+        elif method == "POST" and action == "follow-champion":
+            gateway.follow_champion(name)
+            result = gateway.status(name)
         elif method == "POST" and action == "reset-stats":
             gateway.reset_stats(name)
             result = gateway.status(name)

@@ -2,6 +2,7 @@
 what is measured, and the admin operations of a rollout. `asgi.py` puts HTTP around it."""
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from chassis.serving.routing import choose_version, shadow_version
 from chassis.serving.state import RolloutState, StateError, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits, RequestError
+
+logger = logging.getLogger("chassis.gateway")
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,38 @@ class Gateway:
         model.state = new_state
         self._unload_unused(model)
         return self.status(name)
+
+    def follow_champion(self, name: str) -> bool:
+        """Serve the registry's champion if it moved (by hand, or by `chassis rollback`).
+
+        Only between rollouts: during a rollout, and while a switched-out color is kept
+        warm, the rollout flow owns the split. Returns whether the stable version changed.
+        """
+        model = self.model(name)
+        self._expire_warm(model)
+        if model.state.mode != "stable" or model.state.warm_version is not None:
+            return False  # a rollout (or a blue-green switch's warm window) is in flight
+        champion = registry.version_for_alias(name, "champion")
+        if champion is None or champion == model.state.stable_version:
+            return False
+        served = model.versions.get(champion) or self.load_version(name, champion)
+        model.versions[champion] = served
+        new_state = RolloutState(model=name, stable_version=champion)
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state
+        return True
+
+    def follow_champions(self) -> list[str]:
+        """One pass over every served model; failures keep the current version serving."""
+        moved = []
+        for name in list(self.models):
+            try:
+                if self.follow_champion(name):
+                    moved.append(name)
+            except ChassisError as error:
+                # e.g. a tampered champion: keep serving what was verified, and say why.
+                logger.warning("not following the champion of %s: %s", name, error)
+        return moved
 
     def reset_stats(self, name: str) -> None:
         for served in self.model(name).versions.values():

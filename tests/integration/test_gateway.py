@@ -41,6 +41,7 @@ class GatewayProcess:
             **os.environ,
             "CHASSIS_HOME": str(self.home),
             "CHASSIS_GATEWAY_KEEP_WARM_SECONDS": "60",
+            "CHASSIS_GATEWAY_FOLLOW_SECONDS": "1",
         }
         log = (self.home / f"gateway-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
@@ -346,3 +347,23 @@ def test_restart_restores_the_committed_split_but_never_an_unvalidated_candidate
     )
     assert {predict(gateway.url, [ROW], key=f"k{i}").json()["version"] for i in range(40)} == {1}
     registry.record_gate_report(MODEL, 2, True, "test: restored")
+
+
+def test_follows_a_champion_moved_by_hand_or_by_rollback(served):
+    gateway, _auth = served
+    connect(ChassisSettings(home=gateway.home))
+    registry.promote(MODEL, 2, expected_champion=1, actor="test", reason="by hand in MLflow")
+
+    def served_version() -> int:
+        return predict(gateway.url, [ROW]).json()["version"]
+
+    deadline = time.monotonic() + 30
+    while served_version() != 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=_auth).json()["state"]
+    assert served_version() == 2, (status, registry.current_aliases(MODEL))
+    registry.rollback(MODEL, actor="test", reason="back")
+    deadline = time.monotonic() + 30
+    while served_version() != 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert served_version() == 1
