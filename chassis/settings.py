@@ -78,7 +78,11 @@ class ChassisSettings(BaseSettings):
     )
     gateway_max_batch: int = Field(default=64, ge=1, le=4096, description="Rows per ORT call.")
     gateway_max_wait_ms: float = Field(
-        default=1.0, ge=0, le=100, description="How long a batch waits to fill."
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a batch may wait for requests already on their way (0: greedy, "
+        "batches form from whatever queued while the model was busy).",
     )
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Body limit.")
     gateway_max_rows: int = Field(default=1024, ge=1, description="Rows per request limit.")

@@ -1,66 +1,95 @@
 """Micro-batching: concurrent requests for one version share one ONNX Runtime call.
 
-The first waiting request opens a batch; it closes when `max_batch` rows are queued or
-`max_wait_ms` has passed. With one request in flight and `max_wait_ms=0`, a request runs
-alone at once, so batching costs nothing at low load.
+Greedy by default: whatever is queued when the model becomes free forms the next batch (up
+to `max_batch` rows), so a lone request never waits for company and load alone decides the
+batch size. `max_wait_ms` > 0 additionally holds a batch open briefly while other requests
+are known to be on their way (parsed, not yet queued).
+
+Small, fast models run on the event loop itself: a thread hop costs more than the model.
+Slow ones (by a moving average of their run time) run in a worker thread, and ONNX Runtime
+releases the GIL there, so the loop keeps accepting requests.
 """
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 Runner = Callable[[np.ndarray], np.ndarray]
+INLINE_BUDGET_SECONDS = 0.0002
 
 
 class MicroBatcher:
-    def __init__(self, run: Runner, max_batch: int = 64, max_wait_ms: float = 1.0) -> None:
+    def __init__(self, run: Runner, max_batch: int = 64, max_wait_ms: float = 0.0) -> None:
         self.run = run
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        self.in_flight = 0
+        self.run_seconds = 0.0  # moving average of one model call
         self.batches = 0
         self.rows = 0
 
     async def predict(self, rows: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
         if self.worker is None:
-            self.worker = asyncio.get_running_loop().create_task(self._work())
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self.queue.put((rows, future))
-        return await future
+            self.worker = loop.create_task(self._work())
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self.in_flight += 1
+        try:
+            await self.queue.put((rows, future))
+            return await future
+        finally:
+            self.in_flight -= 1
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        loop = asyncio.get_running_loop()
+        pending = [await self.queue.get()]
+        size = len(pending[0][0])
+        deadline = loop.time() + self.max_wait
+        while size < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                others_coming = self.in_flight > len(pending)
+                remaining = deadline - loop.time()
+                if not others_coming or remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            pending.append(item)
+            size += len(item[0])
+        return pending
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self.queue.get()
-            pending = [first]
-            size = len(first[0])
-            deadline = loop.time() + self.max_wait
-            while size < self.max_batch:
-                timeout = deadline - loop.time()
-                try:
-                    item = (
-                        self.queue.get_nowait()
-                        if timeout <= 0
-                        else await asyncio.wait_for(self.queue.get(), timeout)
-                    )
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-                pending.append(item)
-                size += len(item[0])
-            inputs = np.concatenate([rows for rows, _ in pending]) if len(pending) > 1 else first[0]
+            pending = await self._collect()
+            inputs = (
+                np.concatenate([rows for rows, _ in pending]) if len(pending) > 1 else pending[0][0]
+            )
+            started = time.perf_counter()
             try:
-                # ONNX Runtime releases the GIL: the event loop keeps accepting requests.
-                outputs = await loop.run_in_executor(None, self.run, inputs)
+                if self.run_seconds < INLINE_BUDGET_SECONDS:
+                    outputs = self.run(inputs)
+                else:
+                    outputs = await loop.run_in_executor(None, self.run, inputs)
             except Exception as error:
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            elapsed = time.perf_counter() - started
+            self.run_seconds = (
+                elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
+            )
             self.batches += 1
-            self.rows += size
+            self.rows += len(inputs)
             start = 0
             for rows, future in pending:
                 if not future.done():

@@ -28,7 +28,7 @@ class GatewayConfig:
     state_dir: Path
     cache_dir: Path
     max_batch: int = 64
-    max_wait_ms: float = 1.0
+    max_wait_ms: float = 0.0
     limits: Limits = field(default_factory=Limits)
     intra_op_threads: int = 1
     keep_warm_seconds: float = 300.0
