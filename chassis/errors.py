@@ -43,3 +43,15 @@ class SettingsError(ChassisError):
 
 class IntegrityError(ChassisError):
     """A stored artifact's sha256 differs from the digest recorded at registration."""
+
+
+class CompressionError(ChassisError):
+    """A compression candidate could not be built, or its options are unusable."""
+
+
+class CalibrationDataError(CompressionError):
+    """Calibration data for static quantization is empty, misshapen or not finite."""
+
+
+class SelectionPolicyError(CompressionError):
+    """A selection tolerance, tolerance mode or objective is outside what Chassis accepts."""

@@ -174,3 +174,85 @@ def log_text_to_run(run_id: str, text: str, artifact_file: str) -> str:
     client = mlflow.MlflowClient()
     client.log_text(run_id, text, artifact_file)
     return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_file}"
+
+
+@dataclass(frozen=True)
+class CandidateRun:
+    """One compression candidate to log as a child run."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    onnx_path: Path
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    name: str
+    run_id: str
+    model_uri: str | None  # set for the candidate logged as an MLflow model (to register)
+    model_id: str | None
+    stored_onnx_sha256: str | None
+
+
+@dataclass(frozen=True)
+class LoggedCompression:
+    parent_run_id: str
+    experiment_id: str
+    candidates: dict[str, LoggedCandidate]
+
+
+def log_compression_runs(
+    *,
+    experiment_id: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    text_artifacts: dict[str, str],
+    candidates: list[CandidateRun],
+    model_candidate: str | None,
+) -> LoggedCompression:
+    """A parent run for the compression stage with one nested run per candidate.
+
+    Every child holds its metrics and its ONNX file (under `onnx/`). `model_candidate` is
+    also logged as an MLflow model so it can be registered; its digest is read back from the
+    store, as for training runs.
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    logged: dict[str, LoggedCandidate] = {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as parent:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for name, text in text_artifacts.items():
+            mlflow.log_text(text, name)
+        for candidate in candidates:
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=f"{run_name}-{candidate.name}",
+                nested=True,
+                tags={**candidate.tags, "chassis.compression.candidate": candidate.name},
+            ) as child:
+                mlflow.log_params(candidate.params)
+                mlflow.log_metrics(candidate.metrics)
+                mlflow.log_artifact(str(candidate.onnx_path), artifact_path="onnx")
+                model_uri = model_id = stored = None
+                if candidate.name == model_candidate:
+                    info = mlflow.onnx.log_model(
+                        onnx.load(str(candidate.onnx_path)),
+                        name="model",
+                        pip_requirements=onnx_pip_requirements(),
+                        onnx_execution_providers=["CPUExecutionProvider"],
+                        save_as_external_data=False,
+                    )
+                    model_uri, model_id = info.model_uri, info.model_id
+                    stored = stored_artifact_sha256(info.model_id, "model.onnx")
+                    mlflow.log_param("onnx_sha256", stored)
+            logged[candidate.name] = LoggedCandidate(
+                candidate.name, child.info.run_id, model_uri, model_id, stored
+            )
+    return LoggedCompression(parent.info.run_id, experiment_id, logged)

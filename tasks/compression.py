@@ -1,0 +1,246 @@
+"""Tasks of the compression stage: load the parent version, build, measure, select, record."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from chassis import data as core_data
+from chassis import registry, tracking
+from chassis.compression.candidates import BASELINE
+from chassis.compression.classification import (
+    BuildResult,
+    ClassifierSetup,
+    CompressionOptions,
+    build_classifier_candidates,
+)
+from chassis.compression.measure import (
+    Measurement,
+    MeasureSettings,
+    QualityTask,
+    classification_task,
+    measure_all,
+)
+from chassis.compression.select import Selection, SelectionPolicy, select_candidate
+from chassis.errors import CompressionError
+from chassis.modelspec import Dataset
+from chassis.settings import ChassisSettings
+from chassis.version_loader import LoadedVersion, load_version
+from tasks.training import NO_CACHE_TASK
+
+TAG_RECIPE = "chassis.compression.recipe"
+TAG_PARENT_VERSION = "chassis.compression.parent_version"
+TAG_CANDIDATE = "chassis.compression.candidate"
+INHERITED_TAGS = (
+    registry.TAG_SPEC,
+    registry.TAG_DATASET_FINGERPRINT,
+    registry.TAG_N_FEATURES,
+    registry.TAG_N_CLASSES,
+    registry.TAG_GIT_COMMIT,
+)
+
+
+@task(name="load-parent-version", **NO_CACHE_TASK)
+def load_parent(model_name: str, version: int, workdir: Path) -> tuple[LoadedVersion, Dataset]:
+    """The registered version (sha256 verified), its torch twin, and its spec's dataset."""
+    loaded = load_version(model_name, version, workdir)
+    if loaded.module is None or loaded.n_classes is None:
+        raise CompressionError(
+            f"{model_name} v{version} carries no torch weights (was it compressed already?); "
+            "compress a version registered by the train flow"
+        )
+    dataset = core_data.load_dataset(loaded.spec.load_data, loaded.spec.name)
+    get_run_logger().info(
+        "parent %s v%d (%s), sha256 verified", model_name, version, loaded.spec_reference
+    )
+    return loaded, dataset
+
+
+def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup:
+    assert loaded.module is not None and loaded.n_classes is not None
+    return ClassifierSetup(
+        baseline=loaded.module,
+        baseline_onnx=loaded.files.onnx_path,
+        n_features=len(dataset.feature_columns),
+        n_classes=loaded.n_classes,
+        x_train=core_data.features(dataset.train, dataset),
+        y_train=core_data.labels(dataset.train, dataset),
+        x_val=core_data.features(dataset.validation, dataset),
+        y_val=core_data.labels(dataset.validation, dataset),
+        build_student=loaded.spec.build_student,
+    )
+
+
+@task(name="build-candidates", **NO_CACHE_TASK)
+def build_candidates(
+    setup: ClassifierSetup, options: CompressionOptions, workdir: Path
+) -> BuildResult:
+    logger = get_run_logger()
+    built = build_classifier_candidates(setup, options, workdir)
+    for candidate in built.candidates:
+        logger.info("candidate %s: %s", candidate.name, json.dumps(candidate.recipe))
+    for name, reason in built.skipped.items():
+        logger.warning("candidate %s skipped: %s", name, reason)
+    return built
+
+
+@task(name="measure-candidates", **NO_CACHE_TASK)
+def measure_candidates(
+    built: BuildResult, dataset: Dataset, n_classes: int, settings: MeasureSettings
+) -> tuple[list[Measurement], QualityTask]:
+    """Every candidate on the test split through ONNX Runtime, with identical settings."""
+    quality = classification_task(core_data.labels(dataset.test, dataset), n_classes)
+    feeds = {"features": core_data.features(dataset.test, dataset)}
+    measured = measure_all(built.candidates, feeds, quality, settings, BASELINE)
+    logger = get_run_logger()
+    for m in measured:
+        logger.info(
+            "%s: accuracy %.4f, agreement %.4f, b1 p50 %.3f ms, %d bytes",
+            m.name,
+            m.quality["accuracy"],
+            m.quality["agreement"],
+            m.latency_ms.get("b1_p50", float("nan")),
+            m.size_bytes,
+        )
+    return measured, quality
+
+
+@task(name="select-candidate", **NO_CACHE_TASK)
+def select(measured: list[Measurement], primary_metric: str, policy: SelectionPolicy) -> Selection:
+    selection = select_candidate(measured, BASELINE, primary_metric, policy)
+    get_run_logger().info(selection.explanation)
+    return selection
+
+
+def table_rows(measured: list[Measurement], selection: Selection) -> list[dict[str, Any]]:
+    verdicts = {v.name: v for v in selection.verdicts}
+    rows = []
+    for m in measured:
+        verdict = verdicts[m.name]
+        row: dict[str, Any] = {
+            "candidate": m.name,
+            "selected": "yes" if m.name == selection.selected else "",
+            "passed": "yes" if verdict.passed else "no",
+        }
+        row.update({k: round(v, 6) for k, v in m.quality.items()})
+        row.update({f"{k}_ms": round(v, 4) for k, v in m.latency_ms.items()})
+        row.update(
+            {
+                "size_bytes": m.size_bytes,
+                "parameters": m.parameter_count,
+                "score": round(verdict.score, 4),
+                "reason": verdict.reason,
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+@task(name="log-compression-runs", **NO_CACHE_TASK)
+def log_compression(
+    *,
+    loaded: LoadedVersion,
+    measured: list[Measurement],
+    selection: Selection,
+    policy: SelectionPolicy,
+    options: CompressionOptions,
+    settings: ChassisSettings,
+    flow_run_id: str,
+    skipped: dict[str, str],
+) -> tracking.LoggedCompression:
+    experiment_id = tracking.ensure_experiment(
+        settings.experiment_name or loaded.spec.name, settings
+    )
+    lineage = {
+        registry.TAG_SPEC: loaded.spec_reference,
+        registry.TAG_FLOW_RUN_ID: flow_run_id,
+        TAG_PARENT_VERSION: str(loaded.files.version),
+        "chassis.stage": "compress",
+    }
+    verdicts = {v.name: v for v in selection.verdicts}
+    children = [
+        tracking.CandidateRun(
+            name=m.name,
+            params={"recipe": json.dumps(m.recipe, sort_keys=True), "candidate": m.name},
+            metrics={**m.metrics(), "passed": float(verdicts[m.name].passed)},
+            tags={**lineage, "chassis.compression.selected": str(m.name == selection.selected)},
+            onnx_path=m.onnx_path,
+        )
+        for m in measured
+    ]
+    logged = tracking.log_compression_runs(
+        experiment_id=experiment_id,
+        run_name=f"{loaded.spec.name}-v{loaded.files.version}-compress",
+        params={
+            "parent_version": loaded.files.version,
+            "tolerance": policy.tolerance,
+            "tolerance_mode": policy.mode,
+            "objective": policy.objective,
+            "candidates": ",".join(options.wanted()),
+            "per_channel": options.per_channel,
+            "calibration_method": options.calibration_method,
+            "prune_fraction": options.prune_fraction,
+            "temperature": options.temperature,
+            "alpha": options.alpha,
+            "selected": selection.selected,
+        },
+        metrics={"candidates_passed": float(sum(v.passed for v in selection.verdicts))},
+        tags=lineage,
+        text_artifacts={
+            "compression/selection.md": selection.explanation,
+            "compression/skipped.json": json.dumps(skipped, indent=2),
+        },
+        candidates=children,
+        model_candidate=None if selection.selected == BASELINE else selection.selected,
+    )
+    get_run_logger().info(
+        "logged parent run %s with %d candidate runs", logged.parent_run_id, len(children)
+    )
+    return logged
+
+
+@task(name="register-compressed-version", **NO_CACHE_TASK)
+def register_selected(
+    loaded: LoadedVersion,
+    measured: list[Measurement],
+    selection: Selection,
+    logged: tracking.LoggedCompression,
+    flow_run_id: str,
+) -> registry.RegisteredVersion:
+    """Register the winner as a new version whose tags say how it was made and from what."""
+    chosen = next(m for m in measured if m.name == selection.selected)
+    run = logged.candidates[chosen.name]
+    if run.model_uri is None or run.stored_onnx_sha256 is None:
+        raise CompressionError(f"candidate {chosen.name!r} was not logged as a model")
+    parent_tags = loaded.files.tags
+    tags = {t: parent_tags[t] for t in INHERITED_TAGS if parent_tags.get(t)}
+    tags.update(
+        {
+            registry.TAG_RUN_ID: run.run_id,
+            registry.TAG_ONNX_SHA256: run.stored_onnx_sha256,
+            registry.TAG_FLOW_RUN_ID: flow_run_id,
+            TAG_PARENT_VERSION: str(loaded.files.version),
+            TAG_CANDIDATE: chosen.name,
+            TAG_RECIPE: json.dumps(chosen.recipe, sort_keys=True),
+        }
+    )
+    quality = ", ".join(f"{k} {v:.4f}" for k, v in chosen.quality.items())
+    registered = registry.register_version(
+        name=loaded.files.name,
+        model_uri=run.model_uri,
+        model_id=run.model_id,
+        run_id=run.run_id,
+        tags=tags,
+        description=loaded.spec.description,
+        version_description=f"Compressed by Chassis from v{loaded.files.version} "
+        f"({chosen.name}); {quality}.",
+    )
+    get_run_logger().info(
+        "registered %s version %d (%s of v%d)",
+        registered.name,
+        registered.version,
+        chosen.name,
+        loaded.files.version,
+    )
+    return registered
