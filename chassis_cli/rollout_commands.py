@@ -1,0 +1,158 @@
+"""`chassis rollout | traffic`: stage a version through the gateway, or send it requests."""
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from chassis_cli.display import out
+from chassis_cli.registry_commands import positive_float, version_number
+
+
+def percent_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected percentages like 10,25,50,100, got {text!r}"
+        ) from None
+    if (
+        not values
+        or any(not 0 < v <= 100 for v in values)
+        or values != sorted(values)
+        or values[-1] != 100
+    ):
+        raise argparse.ArgumentTypeError(
+            f"steps must increase within (0, 100] and end at 100, got {text!r}"
+        )
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
+    rollout = commands.add_parser(
+        "rollout",
+        help="roll a gated version out through the gateway (canary or blue-green)",
+        description="Stage a version: canary (shadow first, then growing traffic shares) or "
+        "blue-green (preview, atomic switch, old color kept warm). Each step is analysed; "
+        "success promotes it to champion, failure sets its traffic to 0 and exits 1.",
+    )
+    rollout.add_argument("--model", required=True, help="registered-model name")
+    rollout.add_argument("--version", required=True, type=version_number, help="version number")
+    rollout.add_argument("--strategy", choices=("canary", "blue-green"), default="canary")
+    rollout.add_argument(
+        "--steps",
+        type=percent_list,
+        default=[10.0, 25.0, 50.0, 100.0],
+        help="canary traffic shares in percent (default 10,25,50,100)",
+    )
+    rollout.add_argument("--no-shadow", action="store_true", help="skip the shadow step")
+    rollout.add_argument(
+        "--min-requests",
+        type=positive_int,
+        default=100,
+        help="candidate requests a step needs to be judged (default 100)",
+    )
+    rollout.add_argument(
+        "--step-seconds",
+        type=positive_float,
+        default=30.0,
+        help="how long a step waits for them (default 30)",
+    )
+    rollout.add_argument("--p99-budget-ms", type=positive_float, default=50.0)
+    rollout.add_argument(
+        "--traffic",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="replay test rows meanwhile (auto: only into a gateway started for this run)",
+    )
+    rollout.add_argument("--gateway-url", help="gateway to drive (default CHASSIS_GATEWAY_URL)")
+    rollout.set_defaults(handler=lambda args: _rollout(args, run))
+
+    traffic = commands.add_parser(
+        "traffic",
+        help="replay a model's test-split rows against the gateway",
+        description="Send one row per request, cycling through the test split of the "
+        "version's spec, until --requests or --seconds is reached. Loopback gateway only.",
+    )
+    traffic.add_argument("--model", required=True, help="registered-model name")
+    traffic.add_argument("--requests", type=positive_int, default=1000, help="at most this many")
+    traffic.add_argument(
+        "--seconds", type=positive_float, default=30.0, help="for at most this long"
+    )
+    traffic.add_argument("--concurrency", type=positive_int, default=4)
+    traffic.add_argument("--gateway-url", help="gateway (default CHASSIS_GATEWAY_URL)")
+    traffic.set_defaults(handler=_traffic)
+
+
+def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    from flows.rollout import RolloutSettings
+
+    policy = RolloutSettings(
+        steps=args.steps,
+        shadow_first=not args.no_shadow,
+        min_requests=args.min_requests,
+        step_seconds=args.step_seconds,
+        p99_budget_ms=args.p99_budget_ms,
+    )
+    outcome = run(
+        "rollout",
+        {
+            "model_name": args.model,
+            "version": args.version,
+            "strategy": args.strategy,
+            "policy": policy,
+            "drive_traffic": args.traffic,
+            "gateway_url": args.gateway_url,
+        },
+    )
+    out.print(
+        f"{outcome.model_name} v{outcome.version}: {outcome.strategy} rollout passed; "
+        "promoted to champion"
+    )
+    return 0
+
+
+def _traffic(args: argparse.Namespace) -> int:
+    from chassis import registry, tracking
+    from chassis.traffic import replay
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    prepare(settings)
+    tracking.connect(settings)
+    from flows.rollout import test_rows
+
+    champion = registry.version_for_alias(args.model, "champion")
+    if champion is None:
+        from chassis.errors import ChassisError
+
+        raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
+    rows = test_rows(args.model, champion)
+    url = args.gateway_url or settings.resolved_gateway_url()
+    report = replay(
+        url,
+        args.model,
+        rows,
+        max_requests=args.requests,
+        max_seconds=args.seconds,
+        concurrency=args.concurrency,
+    )
+    by_status = ", ".join(
+        f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items())
+    )
+    by_version = ", ".join(f"v{v}: {n}" for v, n in sorted(report.versions.items())) or "-"
+    rate = report.sent / report.seconds if report.seconds else 0.0
+    out.print(
+        f"sent {report.sent} requests in {report.seconds:.1f} s ({rate:.0f}/s); "
+        f"status {by_status}; answered by {by_version}"
+    )
+    return 0 if report.failed == 0 else 1
