@@ -103,12 +103,18 @@ def in_process(model_path: Path, row: list[float]) -> float:
 
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    env = {**os.environ, "CHASSIS_HOME": str(home), "CHASSIS_GATEWAY_FOLLOW_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "CHASSIS_HOME": str(home),
+        "CHASSIS_GATEWAY_FOLLOW_SECONDS": "0",
+        # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.setdefault("ORT_DISABLE_TELEMETRY", "1")
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "1")
     subprocess.run(
-        [str(BIN / "chassis"), "release", "--epochs", "10"],
+        [str(BIN / "chassis"), "release", "--epochs", "10", "--compression", "off"],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,

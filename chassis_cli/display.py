@@ -63,12 +63,26 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
 
 def print_release(outcome: Any, settings: "ChassisSettings") -> None:
     print_training(outcome.training, settings)
+    if outcome.compression is not None:
+        compressed = outcome.compression
+        out.print(
+            f"Compression: selected {compressed.selected} -> "
+            f"{outcome.training.model_name} v{outcome.candidate_version}",
+            soft_wrap=True,
+        )
     failed = [g for g in outcome.gates.report["gates"] if not g["passed"]]
     out.print(
         f"Gates: {'passed' if outcome.gates.passed else 'FAILED'} "
         f"({len(outcome.gates.report['gates']) - len(failed)}/{len(outcome.gates.report['gates'])})"
     )
     print_alias_outcome(outcome.alias)
+    if outcome.rollout is not None:
+        steps = list(dict.fromkeys(row["step"] for row in outcome.rollout.steps))
+        out.print(
+            f"Rollout ({outcome.rollout.strategy}): {' -> '.join(steps)}; "
+            f"v{outcome.rollout.version} promoted to champion",
+            soft_wrap=True,
+        )
     print_where_to_look(None, outcome.prefect_flow_run_url, settings)
 
 

@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         "parity check, MLflow logging and registration of a new version.",
     )
     add_training_options(release)
+    release.add_argument(
+        "--compression",
+        choices=("on", "off"),
+        default="on",
+        help="on: release the best compressed candidate within tolerance (default); "
+        "off: release the trained baseline",
+    )
+    release.add_argument(
+        "--rollout",
+        choices=("canary", "blue-green", "none"),
+        default="canary",
+        help="how a challenger reaches traffic when a champion exists (default canary)",
+    )
     release.set_defaults(handler=run_release)
 
     train = commands.add_parser(
@@ -205,7 +218,11 @@ def run_release(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     prepare(settings)
-    arguments = training_arguments(args, settings)
+    arguments = {
+        **training_arguments(args, settings),
+        "compression": args.compression,
+        "rollout_strategy": args.rollout,
+    }
     with progress("release"):
         from flows.release import release
 

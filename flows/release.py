@@ -14,6 +14,12 @@ from pydantic import BaseModel, Field
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
+from flows.compression import (
+    CompressionOutcome,
+    CompressionToleranceParameter,
+    ObjectiveParameter,
+    compress,
+)
 from flows.promotion import AliasOutcome, GateSettings, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, RolloutSettings, rollout
 from flows.training import (
@@ -30,6 +36,8 @@ from tasks.promotion import promote_champion, set_challenger
 
 class ReleaseOutcome(BaseModel):
     training: TrainingOutcome
+    compression: CompressionOutcome | None
+    candidate_version: int
     gates: GatesOutcome
     alias: AliasOutcome
     rollout: RolloutOutcome | None
@@ -48,6 +56,15 @@ def release(
         Field(description="How a challenger reaches traffic; none leaves it as challenger."),
     ] = "canary",
     rollout_policy: RolloutSettings | None = None,
+    compression: Annotated[
+        Literal["on", "off"],
+        Field(
+            description="on: build int8, pruned and distilled candidates and release the "
+            "best one within tolerance; off: release the trained baseline itself."
+        ),
+    ] = "on",
+    compression_tolerance: CompressionToleranceParameter = 0.01,
+    compression_objective: ObjectiveParameter = "balanced",
 ) -> ReleaseOutcome:
     """Take a spec from data to a registered, gated MLflow version with an alias.
 
@@ -61,24 +78,45 @@ def release(
     settings = ChassisSettings()
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
     training = train(spec=spec, epochs=epochs, seed=seed, parity_tolerance=parity_tolerance)
-    gate_outcome = gates(
-        model_name=training.model_name, version=training.version, thresholds=thresholds
-    )
+    model = training.model_name
+    candidate = training.version
+    compressed = None
+    if compression == "on":
+        compressed = compress(
+            model_name=model,
+            version=training.version,
+            tolerance=compression_tolerance,
+            objective=compression_objective,
+        )
+        candidate = compressed.version
     tracking.connect(settings)
-    champion = registry.current_aliases(training.model_name).get(CHAMPION)
+    champion = registry.current_aliases(model).get(CHAMPION)
+    if champion is None and candidate != training.version:
+        # First release: the uncompressed baseline becomes the champion, so the compressed
+        # candidate is rolled out against something real instead of skipping the rollout.
+        baseline_gates = gates(model_name=model, version=training.version, thresholds=thresholds)
+        promote_champion(
+            model,
+            training.version,
+            None,
+            "first release: the uncompressed baseline becomes the champion",
+            {"gate_report": baseline_gates.report_uri, "flow_run": run_url},
+        )
+        champion = training.version
+    gate_outcome = gates(model_name=model, version=candidate, thresholds=thresholds)
     evidence = {"gate_report": gate_outcome.report_uri, "flow_run": run_url}
     if champion is None:
         change = promote_champion(
-            training.model_name,
-            training.version,
+            model,
+            candidate,
             None,
             "first version to pass its gates: no champion to compare with",
             evidence,
         )
     else:
         change = set_challenger(
-            training.model_name,
-            training.version,
+            model,
+            candidate,
             f"passed its gates against champion v{champion}; awaiting rollout",
             evidence,
         )
@@ -86,14 +124,13 @@ def release(
     staged = None
     if champion is not None and rollout_strategy != "none":
         staged = rollout(
-            model_name=training.model_name,
-            version=training.version,
-            strategy=rollout_strategy,
-            policy=rollout_policy,
+            model_name=model, version=candidate, strategy=rollout_strategy, policy=rollout_policy
         )
-    publish_release_summary(training, alias, staged)
+    publish_release_summary(training, compressed, candidate, alias, staged)
     return ReleaseOutcome(
         training=training,
+        compression=compressed,
+        candidate_version=candidate,
         gates=gate_outcome,
         alias=alias,
         rollout=staged,
@@ -102,11 +139,15 @@ def release(
 
 
 def publish_release_summary(
-    training: TrainingOutcome, alias: AliasOutcome, staged: RolloutOutcome | None
+    training: TrainingOutcome,
+    compressed: CompressionOutcome | None,
+    candidate: int,
+    alias: AliasOutcome,
+    staged: RolloutOutcome | None,
 ) -> None:
     metrics = training.metrics
     version_link = f"[{training.model_name} v{training.version}]({training.mlflow_version_url})"
-    given = [a for a, v in alias.aliases_after.items() if v == training.version]
+    given = [a for a, v in alias.aliases_after.items() if v == candidate]
     rows = [
         ("training data suite", "passed"),
         (
@@ -116,7 +157,13 @@ def publish_release_summary(
         ),
         ("ONNX parity", f"max abs diff {metrics['parity_max_abs_diff']:.2e}"),
         ("registry", f"{version_link}, sha256 `{training.onnx_sha256[:16]}...`"),
-        ("gates", "passed"),
+        (
+            "compression",
+            "off"
+            if compressed is None
+            else f"selected {compressed.selected} -> v{candidate}: {compressed.explanation}",
+        ),
+        (f"gates of v{candidate}", "passed"),
         ("alias", f"@{', @'.join(given) or 'none'} (aliases now {alias.aliases_after})"),
     ]
     if staged is not None:

@@ -89,8 +89,10 @@ def served(tmp_path_factory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
     previous = os.environ.get("CHASSIS_HOME")
     os.environ["CHASSIS_HOME"] = str(home)
     try:
-        release(spec="tests.fixtures.specs:good", seed=0)
-        release(spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none")
+        release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+        release(
+            spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none", compression="off"
+        )
         token = ChassisSettings().admin_token()
     finally:
         if previous is not None:

@@ -17,10 +17,10 @@ MODEL = "test-blobs"
 
 
 def test_release_gates_promote_rollback_round_trip(chassis_home):
-    first = release(spec=SPEC)
+    first = release(spec=SPEC, compression="off")
     assert first.alias.aliases_after == {"champion": 1}
     assert first.gates.passed
-    second = release(spec=SPEC, seed=1, rollout_strategy="none")
+    second = release(spec=SPEC, seed=1, rollout_strategy="none", compression="off")
     assert second.alias.aliases_after == {"champion": 1, "challenger": 2}
 
     tags = registry.version_tags(MODEL, 2)
@@ -52,8 +52,8 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
 
 
 def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
-    release(spec=SPEC)
-    release(spec=SPEC, seed=2, rollout_strategy="none")
+    release(spec=SPEC, compression="off")
+    release(spec=SPEC, seed=2, rollout_strategy="none", compression="off")
     strict = GateSettings(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
     with pytest.raises(GatesFailed, match="failed 2 gate"):
         gates(model_name=MODEL, version=2, thresholds=strict)

@@ -21,8 +21,10 @@ FAST = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=15, max_ex
 
 @pytest.fixture
 def two_versions(chassis_home):
-    release(spec="tests.fixtures.specs:good", seed=0)  # v1 champion
-    release(spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none")  # v2
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")  # v1 champion
+    release(
+        spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none", compression="off"
+    )  # v2
     return chassis_home
 
 
@@ -42,11 +44,10 @@ def test_good_canary_is_promoted(two_versions):
 
 
 def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
-    release(spec="tests.fixtures.specs:good", seed=0)
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
     with pytest.raises(GatesFailed):
-        release(
-            spec="tests.fixtures.specs:sloppy", rollout_strategy="none"
-        )  # v2: registered, gates failed
+        # v2: registered, gates failed
+        release(spec="tests.fixtures.specs:sloppy", rollout_strategy="none", compression="off")
     # Suppose it had slipped past the offline gates: the live analysis must still stop it.
     registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     gateway = GatewayProcess(chassis_home)
@@ -145,9 +146,11 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
 
 
 def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
-    first = release(spec="tests.fixtures.specs:good", seed=0)
+    first = release(spec="tests.fixtures.specs:good", seed=0, compression="off")
     assert first.rollout is None  # the first version has no champion to be compared with
-    second = release(spec="tests.fixtures.specs:good", seed=1, rollout_policy=FAST)
+    second = release(
+        spec="tests.fixtures.specs:good", seed=1, rollout_policy=FAST, compression="off"
+    )
     assert second.rollout is not None and second.rollout.promoted
     assert set(second.rollout.traffic) == {"200"}  # driven through a gateway of its own
     assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}

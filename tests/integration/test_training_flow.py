@@ -32,7 +32,10 @@ def latest_artifact(key: str):
 
 
 def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
-    outcome = release(epochs=4)
+    from flows.rollout import RolloutSettings
+
+    fast = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=20)
+    outcome = release(epochs=4, rollout_policy=fast)
     training = outcome.training
     assert training.model_name == "digits-mlp" and training.version == 1
     assert training.metrics["test_accuracy"] > 0.85
@@ -60,6 +63,18 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
     metrics_table = latest_artifact("digits-mlp-training-metrics")
     assert "test_accuracy" in str(metrics_table.data)
     assert "release" in latest_artifact("digits-mlp-release-summary").data.lower()
+
+    # The whole loop on the embedded default: compression picked a candidate; if it is not
+    # the baseline, the baseline became champion and the candidate was rolled out against it.
+    compressed = outcome.compression
+    assert compressed is not None and outcome.candidate_version == compressed.version
+    if compressed.registered:
+        assert outcome.candidate_version == 2
+        assert outcome.rollout is not None and outcome.rollout.promoted
+        assert registry.current_aliases("digits-mlp") == {"champion": 2, "previous": 1}
+        assert registry.version_tags("digits-mlp", 2)["chassis.compression.parent_version"] == "1"
+    else:
+        assert registry.current_aliases("digits-mlp") == {"champion": 1}
     assert outcome.prefect_flow_run_url.startswith(ChassisSettings().prefect_ui_url())
 
 
