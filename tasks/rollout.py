@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 
 from chassis.rollout.analysis import RolloutPolicy, StepAnalysis, analyze_step
 from chassis.serving.client import GatewayClient, GatewayError
+from tasks.artifacts import publish_table
 from tasks.training import NO_CACHE_TASK
 
 
@@ -56,13 +57,23 @@ def run_step(
         analysis = analyze_step(label, candidate, stable, policy, shadow=mode == "shadow")
         logger.info("%s (window %d): %s, %s", label, attempt + 1, analysis.verdict, analysis.reason)
         if analysis.verdict != "inconclusive":
-            return analysis
-    return StepAnalysis(
+            break
+    else:
+        analysis = StepAnalysis(
+            label,
+            "fail",
+            analysis.checks,
+            f"inconclusive after {policy.max_extensions + 1} windows: {analysis.reason}",
+        )
+    publish_table(
+        analysis.rows(),
+        model,
+        f"v{version}",
+        "rollout-step",
         label,
-        "fail",
-        analysis.checks,
-        f"inconclusive after {policy.max_extensions + 1} windows: {analysis.reason}",
+        description=f"{label} of {model} v{version}: {analysis.verdict} ({analysis.reason})",
     )
+    return analysis
 
 
 class TrafficDriver:
