@@ -132,6 +132,10 @@ def detect_drift(
     if reference is None or len(reference) == 0:
         raise DriftInputError("the reference snapshot is empty; cannot judge drift")
     check_schema(reference, features)
+    if len(current) == 0:  # an empty log has no columns either: report it as what it is
+        return DriftResult(
+            "data-quality-failure", 0, len(reference), quality_problems=("the window has no rows",)
+        )
     check_schema(current, features)
     problems = quality_problems(current, features, config)
     if problems:

@@ -21,6 +21,8 @@ TAG_FLOW_RUN_ID = "chassis.flow_run_id"
 TAG_WEIGHTS_SHA256 = "chassis.weights_sha256"
 TAG_N_FEATURES = "chassis.n_features"
 TAG_N_CLASSES = "chassis.n_classes"
+TAG_FEATURE_COLUMNS = "chassis.feature_columns"  # JSON list, the model's input order
+REFERENCE_FILE = "extra_files/reference.parquet"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "extra_files/model.safetensors"
 REQUIRED_VERSION_TAGS = (TAG_SPEC, TAG_DATASET_FINGERPRINT, TAG_RUN_ID, TAG_ONNX_SHA256)
@@ -498,3 +500,43 @@ def version_for_alias(name: str, alias: str) -> int | None:
     from chassis.aliases import check_alias
 
     return current_aliases(name).get(check_alias(alias))
+
+
+def fetch_reference(name: str, version: int, destination: Path) -> Path:
+    """The version's reference snapshot (a sample of its training data)."""
+    import mlflow
+
+    location = version_artifact_uri(name, version).rstrip("/")
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/{REFERENCE_FILE}", dst_path=str(destination)
+            )
+        )
+    except Exception as error:
+        raise RegistryError(
+            f"{name} v{version} has no reference snapshot ({REFERENCE_FILE}); it was registered "
+            "before Chassis recorded one, or by another tool. Retrain or register it again."
+        ) from error
+
+
+TAG_PARENT_VERSION = "chassis.compression.parent_version"
+
+
+def lineage_root(name: str, version: int) -> tuple[int, dict[str, str]]:
+    """The version that was trained (following compression parents) and its tags."""
+    seen = set()
+    tags = version_tags(name, version)
+    while TAG_PARENT_VERSION in tags and version not in seen:
+        seen.add(version)
+        version = int(tags[TAG_PARENT_VERSION])
+        tags = version_tags(name, version)
+    return version, tags
+
+
+def feature_columns(name: str, version: int) -> list[str] | None:
+    import json
+
+    _, tags = lineage_root(name, version)
+    raw = tags.get(TAG_FEATURE_COLUMNS)
+    return list(json.loads(raw)) if raw else None

@@ -95,6 +95,17 @@ class ChassisSettings(BaseSettings):
         description="How often the gateway checks the champion alias "
         "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts.",
     )
+    prediction_log_root: str | None = Field(
+        default=None,
+        description="Where the gateway writes its prediction log (Parquet): a folder or "
+        "s3://bucket/prefix. Default: <home>/predictions.",
+    )
+    prediction_log_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of served requests written to the log."
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=5.0, gt=0, description="How often buffered predictions become a file."
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
@@ -141,6 +152,9 @@ class ChassisSettings(BaseSettings):
 
     def prefect_ui_url(self) -> str:
         return f"http://{self.ui_host}:{self.prefect_ui_port}"
+
+    def resolved_prediction_log_root(self) -> str:
+        return self.prediction_log_root or str(self.home / "predictions")
 
     @property
     def gateway_dir(self) -> Path:

@@ -63,3 +63,52 @@ def list_keys(settings: ChassisSettings, uri: str) -> list[str]:
 
 def object_body(settings: ChassisSettings, bucket: str, key: str) -> Any:
     return s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+class BlobStore:
+    """Write and list small files under a root that is a local folder or an s3:// prefix."""
+
+    def __init__(self, settings: ChassisSettings, root: str) -> None:
+        self.settings = settings
+        self.root = root.rstrip("/")
+        self.is_s3 = root.startswith("s3://")
+
+    def write(self, relative: str, payload: bytes) -> None:
+        if self.is_s3:
+            bucket, prefix = split_s3_uri(f"{self.root}/{relative}")
+            s3_client(self.settings).put_object(Bucket=bucket, Key=prefix, Body=payload)
+            return
+        from pathlib import Path
+
+        path = Path(self.root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_bytes(payload)
+        temporary.replace(path)  # readers never see half a file
+
+    def list(self, relative_prefix: str) -> list[str]:
+        """Relative paths of files under `relative_prefix`, sorted."""
+        if self.is_s3:
+            bucket, prefix = split_s3_uri(f"{self.root}/{relative_prefix}")
+            root_key = split_s3_uri(self.root + "/")[1]
+            keys = list_keys(self.settings, f"s3://{bucket}/{prefix}")
+            return sorted(k[len(root_key) :] for k in keys)
+        from pathlib import Path
+
+        base = Path(self.root)
+        folder = base / relative_prefix
+        if not folder.exists():
+            return []
+        return sorted(
+            str(p.relative_to(base))
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix != ".tmp"
+        )
+
+    def read(self, relative: str) -> bytes:
+        if self.is_s3:
+            bucket, key = split_s3_uri(f"{self.root}/{relative}")
+            return bytes(object_body(self.settings, bucket, key))
+        from pathlib import Path
+
+        return (Path(self.root) / relative).read_bytes()

@@ -256,3 +256,22 @@ def log_compression_runs(
                 candidate.name, child.info.run_id, model_uri, model_id, stored
             )
     return LoggedCompression(parent.info.run_id, experiment_id, logged)
+
+
+def log_monitoring_run(
+    model: str,
+    settings: ChassisSettings,
+    *,
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    html: Path,
+) -> str:
+    """One run per drift check in `<model>-monitoring`; returns the report's artifact URI."""
+    import mlflow
+
+    experiment_id = ensure_experiment(f"{model}-monitoring", settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{model}") as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(html), "drift")
+    return f"{run.info.artifact_uri.rstrip('/')}/drift/{html.name}"

@@ -75,3 +75,34 @@ def replay(
         thread.join(max_seconds + 15)
     report.seconds = time.monotonic() - started
     return report
+
+
+DRIFT_SCENARIOS = ("shift", "scale", "noise", "missing")
+
+
+def apply_drift(rows: np.ndarray, scenario: str, seed: int = 0) -> np.ndarray:
+    """Rows as a broken or changing upstream would send them, for demos and tests.
+
+    shift: half of the features move by one standard deviation; scale: every feature is
+    1.5x larger (a unit change); noise: Gaussian noise of half a standard deviation;
+    missing: a third of the values of half the features arrive as 0 (an imputation bug:
+    NaN itself is refused by the gateway and never reaches the model).
+    """
+    if scenario not in DRIFT_SCENARIOS:
+        raise ValueError(
+            f"unknown drift scenario {scenario!r}; one of {', '.join(DRIFT_SCENARIOS)}"
+        )
+    rng = np.random.default_rng(seed)
+    drifted = rows.astype(np.float64).copy()
+    std = drifted.std(axis=0) + 1e-9
+    half = np.arange(drifted.shape[1]) < max(1, drifted.shape[1] // 2)
+    if scenario == "shift":
+        drifted[:, half] += std[half]
+    elif scenario == "scale":
+        drifted *= 1.5
+    elif scenario == "noise":
+        drifted += rng.normal(size=drifted.shape) * std * 0.5
+    else:
+        mask = (rng.random(drifted.shape) < 1 / 3) & half
+        drifted[mask] = 0.0
+    return drifted.astype(np.float32)

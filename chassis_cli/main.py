@@ -250,6 +250,7 @@ FLOWS = {
     "promote": "flows.promotion:promote",
     "rollback": "flows.promotion:rollback",
     "rollout": "flows.rollout:rollout",
+    "drift_check": "flows.monitoring:drift_check",
 }
 
 

@@ -90,7 +90,31 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
     )
     traffic.add_argument("--concurrency", type=positive_int, default=4)
     traffic.add_argument("--gateway-url", help="gateway (default CHASSIS_GATEWAY_URL)")
+    traffic.add_argument(
+        "--drift",
+        choices=("shift", "scale", "noise", "missing"),
+        help="send drifted rows: shift (half the features +1 std), scale (x1.5), noise "
+        "(+0.5 std), missing (a third of half the features arrive as 0)",
+    )
     traffic.set_defaults(handler=_traffic)
+
+    drift = commands.add_parser(
+        "drift-check",
+        help="compare served traffic with the champion's training data",
+        description="Run the drift_check flow: the prediction log of the last --window-minutes "
+        "against the champion's reference snapshot (Evidently). Exit 1 on a data-quality "
+        "failure; on drift the retraining event is emitted.",
+    )
+    drift.add_argument("--model", required=True, help="registered-model name")
+    drift.add_argument("--window-minutes", type=positive_int, default=60)
+    drift.add_argument(
+        "--drift-share",
+        type=positive_float,
+        default=0.5,
+        help="share of drifted columns that makes the dataset drifted",
+    )
+    drift.add_argument("--no-event", action="store_true", help="do not emit the drift event")
+    drift.set_defaults(handler=lambda args: _drift_check(args, run))
 
 
 def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
@@ -137,6 +161,10 @@ def _traffic(args: argparse.Namespace) -> int:
 
         raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
     rows = test_rows(args.model, champion)
+    if args.drift:
+        from chassis.traffic import apply_drift
+
+        rows = apply_drift(rows, args.drift)
     url = args.gateway_url or settings.resolved_gateway_url()
     report = replay(
         url,
@@ -156,3 +184,27 @@ def _traffic(args: argparse.Namespace) -> int:
         f"status {by_status}; answered by {by_version}"
     )
     return 0 if report.failed == 0 else 1
+
+
+def _drift_check(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    if not 0 < args.drift_share <= 1:
+        raise SystemExit("chassis drift-check: error: --drift-share must be in (0, 1]")
+    outcome = run(
+        "drift_check",
+        {
+            "model_name": args.model,
+            "window_minutes": args.window_minutes,
+            "drift_share": args.drift_share,
+            "emit": not args.no_event,
+        },
+    )
+    columns = ", ".join(outcome.drifted_columns[:10]) or "none"
+    out.print(
+        f"{outcome.model_name} v{outcome.champion_version}: {outcome.verdict} "
+        f"({outcome.drifted_share:.0%} of columns drifted: {columns}) over {outcome.served_rows} "
+        f"served rows" + ("; retraining event emitted" if outcome.event_emitted else ""),
+        soft_wrap=True,
+    )
+    if outcome.report_uri:
+        out.print(f"Evidently report: {outcome.report_uri}", soft_wrap=True)
+    return 0

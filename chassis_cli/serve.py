@@ -1,7 +1,11 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chassis.settings import ChassisSettings
 
 
 def add_serve_parser(commands: Any) -> None:
@@ -45,6 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_wait_ms=settings.gateway_max_wait_ms,
         limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),
         keep_warm_seconds=settings.gateway_keep_warm_seconds,
+        prediction_log=prediction_log_factory(settings),
     )
     app = GatewayApp(
         Gateway(config, args.models), settings.admin_token(), settings.gateway_follow_seconds
@@ -58,3 +63,21 @@ def run_serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     return 0
+
+
+def prediction_log_factory(settings: "ChassisSettings") -> "Callable[[str, list[str]], Any]":
+    from chassis.serving.prediction_log import PredictionLogger
+    from chassis.storage import BlobStore
+
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+
+    def build(model: str, feature_names: list[str]) -> PredictionLogger:
+        return PredictionLogger(
+            model,
+            feature_names,
+            store.write,
+            settings.prediction_log_sample_rate,
+            settings.prediction_log_flush_seconds,
+        ).start()
+
+    return build

@@ -1,5 +1,6 @@
 """The training slice: validated data -> baseline -> ONNX (parity checked) -> MLflow version."""
 
+import json
 import shutil
 import uuid
 from typing import Annotated
@@ -100,6 +101,7 @@ def train(
             registry.TAG_FLOW_RUN_ID: str(flow_run.id or ""),
             registry.TAG_N_FEATURES: str(trained.n_features),
             registry.TAG_N_CLASSES: str(trained.n_classes),
+            registry.TAG_FEATURE_COLUMNS: json.dumps(list(dataset.feature_columns)),
         }
         commit = git_commit()
         if commit:

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -17,6 +17,9 @@ from chassis.suite_scaffold import scaffold_training_suite
 from chassis.training import TrainedModel, predict_logits, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
 # here recomputes from its inputs.
@@ -148,6 +151,9 @@ def log_to_mlflow(
     # Torch weights travel with the ONNX model so compression can rebuild the module later.
     weights_path = exported.path.with_name("model.safetensors")
     save_weights(trained.module, weights_path)
+    # The drift check compares served traffic with this sample of the training data.
+    reference_path = exported.path.with_name("reference.parquet")
+    reference_sample(dataset).to_parquet(reference_path, index=False)
     sample = core_data.features(dataset.test.head(5), dataset)
     logged = tracking.log_training_run(
         experiment_id=experiment_id,
@@ -184,7 +190,7 @@ def log_to_mlflow(
             "validation/training_data_suite.md": suite_result.to_markdown("Training data"),
         },
         history=trained.history,
-        model_files=[weights_path],
+        model_files=[weights_path, reference_path],
     )
     if logged.stored_onnx_sha256 != exported.sha256:
         get_run_logger().warning(
@@ -192,6 +198,15 @@ def log_to_mlflow(
             logged.stored_onnx_sha256[:12],
         )
     return logged
+
+
+REFERENCE_ROWS = 5000
+
+
+def reference_sample(dataset: Dataset) -> "pd.DataFrame":
+    columns = [*dataset.feature_columns, dataset.label_column]
+    train = dataset.train[columns]
+    return train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0)
 
 
 @task(name="register-version", **NO_CACHE_TASK)

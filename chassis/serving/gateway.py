@@ -5,6 +5,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from chassis.errors import ChassisError
 from chassis.runtime import create_session
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics
+from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.routing import choose_version, shadow_version
 from chassis.serving.state import RolloutState, StateError, load_state, save_state
 from chassis.serving.stats import VersionStats
@@ -32,6 +34,8 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     intra_op_threads: int = 1
     keep_warm_seconds: float = 300.0
+    # Builds the prediction log of a model from its feature names; None: no logging.
+    prediction_log: Callable[[str, list[str]], PredictionLogger] | None = None
 
 
 @dataclass
@@ -40,6 +44,7 @@ class ServedVersion:
     n_features: int
     sha256: str
     batcher: MicroBatcher
+    feature_names: list[str]
     stats: VersionStats = field(default_factory=VersionStats)
 
 
@@ -70,6 +75,7 @@ class Gateway:
         self.load_error: str | None = None
         self.rng = random.Random()  # traffic splitting, not security
         self.background: set[asyncio.Task[None]] = set()
+        self.logs: dict[str, PredictionLogger] = {}
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -83,11 +89,16 @@ class Gateway:
         def run(rows: np.ndarray) -> np.ndarray:
             return session.run(None, {input_name: rows})[0]
 
+        # A compressed version inherits the column names of the version it was made from.
+        names = registry.feature_columns(name, version) or [
+            f"feature_{i}" for i in range(n_features)
+        ]
         return ServedVersion(
             version=version,
             n_features=n_features,
             sha256=files.tags[registry.TAG_ONNX_SHA256],
             batcher=MicroBatcher(run, self.config.max_batch, self.config.max_wait_ms),
+            feature_names=names,
         )
 
     def start(self) -> None:
@@ -98,6 +109,13 @@ class Gateway:
             self.load_error = f"{type(error).__name__}: {error}"
             raise
         self.models = loaded
+        if self.config.prediction_log is not None:
+            self.logs = {
+                name: self.config.prediction_log(
+                    name, model.versions[model.state.stable_version].feature_names
+                )
+                for name, model in loaded.items()
+            }
         self.ready = True
 
     def _restore(self, name: str) -> ServedModel:
@@ -137,6 +155,9 @@ class Gateway:
         labels = await self._run(
             model, served, rows, "stable" if version == state.stable_version else "candidate"
         )
+        log = self.logs.get(name)
+        if log is not None:
+            log.record(version, rows, labels)
         shadow = shadow_version(state)
         if shadow is not None and shadow in model.versions:
             task = asyncio.get_running_loop().create_task(

@@ -1,0 +1,102 @@
+"""Tasks of the drift check: load the window and the reference, judge, report, signal."""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.events import emit_event
+
+from chassis import registry
+from chassis.drift import DriftConfig, DriftInputError, DriftResult, detect_drift
+from chassis.serving.prediction_log import read_window
+from chassis.settings import ChassisSettings
+from chassis.storage import BlobStore
+from tasks.artifacts import publish_markdown, publish_table
+from tasks.training import NO_CACHE_TASK
+
+DRIFT_EVENT = "chassis.model.drift-detected"
+
+
+def model_resource(model: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"chassis.model.{model}", "prefect.resource.name": model}
+
+
+@task(name="load-reference", **NO_CACHE_TASK)
+def load_reference(model: str, version: int, workdir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The reference snapshot of the version that was trained (compressed ones inherit it)."""
+    root, _ = registry.lineage_root(model, version)
+    try:
+        path = registry.fetch_reference(model, root, workdir)
+    except registry.RegistryError as error:
+        raise DriftInputError(str(error)) from error
+    features = registry.feature_columns(model, version)
+    if not features:
+        raise DriftInputError(f"{model} v{version} records no feature columns")
+    return pd.read_parquet(path), features
+
+
+@task(name="load-window", **NO_CACHE_TASK)
+def load_window(
+    settings: ChassisSettings, model: str, start: datetime, end: datetime
+) -> pd.DataFrame:
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    frame = read_window(store, model, start, end)
+    get_run_logger().info("window %s .. %s: %d served rows", start, end, len(frame))
+    return frame
+
+
+@task(name="judge-drift", **NO_CACHE_TASK)
+def judge_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    config: DriftConfig,
+    html_path: Path,
+) -> DriftResult:
+    return detect_drift(reference, current, features, config, html_path)
+
+
+def publish_drift(model: str, version: int, result: DriftResult, report_uri: str | None) -> None:
+    if result.columns:
+        publish_table(
+            result.summary_rows(),
+            model,
+            "drift-columns",
+            description=f"Per-column drift of {model} v{version}: {result.verdict}",
+        )
+    problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
+    link = f"[Evidently report]({report_uri})" if report_uri else "no report (data quality first)"
+    publish_markdown(
+        f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
+        f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
+        f"| reference rows | {result.reference_rows} |\n"
+        f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n\n"
+        f"## Data quality\n{problems}\n\n{link}\n",
+        model,
+        "drift-summary",
+        description=f"Drift verdict for {model}: {result.verdict}",
+    )
+
+
+def signal_drift(model: str, version: int, result: DriftResult, extra: dict[str, Any]) -> None:
+    """The event a deployment trigger listens for; its payload becomes retrain parameters."""
+    emit_event(
+        event=DRIFT_EVENT,
+        resource=model_resource(model),
+        payload={
+            "model_name": model,
+            "champion_version": version,
+            "drifted_share": result.drifted_share,
+            "drifted_columns": [c.column for c in result.columns if c.drifted],
+            **extra,
+        },
+    )
+    get_run_logger().warning(
+        "drift on %s v%d (%.0f%% of columns): emitted %s",
+        model,
+        version,
+        result.drifted_share * 100,
+        DRIFT_EVENT,
+    )
