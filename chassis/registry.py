@@ -540,3 +540,48 @@ def feature_columns(name: str, version: int) -> list[str] | None:
     _, tags = lineage_root(name, version)
     raw = tags.get(TAG_FEATURE_COLUMNS)
     return list(json.loads(raw)) if raw else None
+
+
+TAG_LAST_RETRAIN = "chassis.last_retrain_at"
+
+
+def claim_retrain(name: str, cooldown_seconds: float, actor: str) -> tuple[bool, str]:
+    """At most one retraining per model per cooldown: compare-and-set on a model tag.
+
+    Returns (claimed, why). Under the registry lock, so two drift events arriving together
+    start one retraining, not two.
+    """
+    import time
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    with RegistryLock(name):
+        tags = client.get_registered_model(name).tags
+        last = float(tags.get(TAG_LAST_RETRAIN, "0") or 0)
+        waited = time.time() - last
+        if waited < cooldown_seconds:
+            return False, (
+                f"{name} was retrained {waited:.0f} s ago; cooldown is {cooldown_seconds:.0f} s"
+            )
+        client.set_registered_model_tag(name, TAG_LAST_RETRAIN, f"{time.time():.3f}")
+        client.set_registered_model_tag(name, "chassis.last_retrain_by", actor[:250])
+    return True, "claimed"
+
+
+def unaudited_challenger(name: str) -> int | None:
+    """A challenger alias set outside Chassis (e.g. by hand in the MLflow UI), if any.
+
+    Chassis records every alias it moves; a challenger whose latest audited move does not
+    point at it was set by someone else and has not been rolled out yet.
+    """
+    from chassis.aliases import CHALLENGER
+
+    challenger = current_aliases(name).get(CHALLENGER)
+    if challenger is None:
+        return None
+    for record in reversed(history(name)):
+        for move in record.moves:
+            if move["alias"] == CHALLENGER:
+                return None if move["to"] == challenger else challenger
+    return challenger

@@ -1,0 +1,80 @@
+"""Closing the loop: retraining on a drift event, and rollouts of challengers set by hand."""
+
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from chassis import registry, tracking
+from chassis.settings import ChassisSettings
+from flows.promotion import ModelParameter, gates
+from flows.release import release
+from flows.rollout import rollout
+from tasks.promotion import actor
+
+
+class RetrainOutcome(BaseModel):
+    model_name: str
+    retrained: bool
+    reason: str
+    released_version: int | None = None
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(
+    model_name: ModelParameter,
+    champion_version: Annotated[
+        int | None, Field(description="The champion that drifted (from the drift event).")
+    ] = None,
+    drifted_share: Annotated[float | None, Field(ge=0, le=1)] = None,
+    cooldown_minutes: Annotated[
+        float, Field(ge=0, description="No second retraining of a model within this time.")
+    ] = 60,
+) -> RetrainOutcome:
+    """Retrain the model's spec on the data its loader returns now, compress, gate,
+    register a challenger and roll it out by canary: the release loop, started by a drift
+    event. Within the cooldown (or while another retraining holds it) nothing happens and
+    the run says why."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    logger = get_run_logger()
+    claimed, why = registry.claim_retrain(model_name, cooldown_minutes * 60, actor())
+    if not claimed:
+        logger.info("not retraining: %s", why)
+        return RetrainOutcome(model_name=model_name, retrained=False, reason=why)
+    champion = champion_version or registry.version_for_alias(model_name, "champion")
+    if champion is None:
+        return RetrainOutcome(model_name=model_name, retrained=False, reason="no champion")
+    _, tags = registry.lineage_root(model_name, champion)
+    spec = tags[registry.TAG_SPEC]
+    logger.info("retraining %s from %s (drifted share %s)", model_name, spec, drifted_share)
+    outcome = release(spec=spec, compression="on", rollout_strategy="canary")
+    return RetrainOutcome(
+        model_name=model_name,
+        retrained=True,
+        reason=f"drift on v{champion}"
+        + (f" ({drifted_share:.0%} of columns)" if drifted_share else ""),
+        released_version=outcome.candidate_version,
+    )
+
+
+@flow(name="registry_watch", log_prints=True)
+def registry_watch(
+    model_names: Annotated[list[str], Field(min_length=1, description="Models to watch.")],
+) -> dict[str, int]:
+    """Honour promotions made by hand in the MLflow registry: a `challenger` alias set
+    outside Chassis starts a canary rollout of that version. Runs on a schedule (MLflow
+    webhooks are not available on the SQLite/file backends)."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    started: dict[str, int] = {}
+    for name in model_names:
+        version = registry.unaudited_challenger(name)
+        if version is None:
+            continue
+        get_run_logger().info("%s: challenger v%d was set by hand; rolling it out", name, version)
+        if registry.TAG_GATES not in registry.version_tags(name, version):
+            gates(model_name=name, version=version)  # fails the run if the version fails them
+        rollout(model_name=name, version=version, strategy="canary")
+        started[name] = version
+    return started
