@@ -43,18 +43,18 @@ def onnxruntime_version() -> str:
     return version("onnxruntime")
 
 
-def measure_latency_ms(
+def time_runs_ms(
     session: "onnxruntime.InferenceSession",
-    batch: np.ndarray,
+    feeds: dict[str, np.ndarray],
     *,
     warmup: int = 20,
     repeats: int = 200,
 ) -> dict[str, float]:
-    """p50/p99/mean wall time of one `session.run` on `batch`, after warm-up runs."""
+    """p50/p99/mean of one `session.run`, after `warmup` untimed runs (allocations, caches)."""
     import time
 
-    input_name = session.get_inputs()[0].name
-    feeds = {input_name: batch}
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(warmup):
         session.run(None, feeds)
     timings = np.empty(repeats)
@@ -68,3 +68,15 @@ def measure_latency_ms(
         "p99": float(np.percentile(timings, 99)),
         "mean": float(timings.mean()),
     }
+
+
+def measure_latency_ms(
+    session: "onnxruntime.InferenceSession",
+    batch: np.ndarray,
+    *,
+    warmup: int = 20,
+    repeats: int = 200,
+) -> dict[str, float]:
+    """Latency of the session's first input fed with `batch`."""
+    feeds = {session.get_inputs()[0].name: batch}
+    return time_runs_ms(session, feeds, warmup=warmup, repeats=repeats)

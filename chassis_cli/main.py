@@ -8,42 +8,13 @@ from typing import TYPE_CHECKING
 
 from chassis import __version__
 from chassis.errors import ChassisError
+from chassis_cli.argtypes import non_negative_int, positive_int, tolerance
 
 if TYPE_CHECKING:
     from chassis.settings import ChassisSettings
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:

@@ -4,45 +4,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from chassis_cli.argtypes import expected_champion, fraction, positive_float, version_number
 from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
 
 ALIAS_TARGETS = ("champion", "challenger")
-
-
-def version_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a version number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"versions start at 1, got {value}")
-    return value
-
-
-def expected_champion(text: str) -> int:
-    if text.lower() == "none":
-        return 0
-    return version_number(text)
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:

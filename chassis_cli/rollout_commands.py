@@ -4,8 +4,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from chassis_cli.argtypes import positive_float, positive_int, version_number
 from chassis_cli.display import out
-from chassis_cli.registry_commands import positive_float, version_number
 
 
 def percent_list(text: str) -> list[float]:
@@ -25,16 +25,6 @@ def percent_list(text: str) -> list[float]:
             f"steps must increase within (0, 100] and end at 100, got {text!r}"
         )
     return values
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
