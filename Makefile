@@ -60,3 +60,7 @@ deploy: $(STAMP) ## Apply deployments/prefect.yaml to the Prefect server at PREF
 bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server under wrk (see BENCHMARKS.md)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py
+
+.PHONY: bench-drift
+bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
+	$(BIN)/python benchmarks/drift.py

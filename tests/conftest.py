@@ -43,3 +43,10 @@ def chassis_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "chassis"
     monkeypatch.setenv("CHASSIS_HOME", str(home))
     yield home
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's temporary HOME and state go away with it."""
+    import shutil
+
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
