@@ -30,10 +30,15 @@ class MicroBatcher:
         self.worker: asyncio.Task[None] | None = None
         self.in_flight = 0
         self.run_seconds = 0.0  # moving average of one model call
+        self.busy = False
         self.batches = 0
         self.rows = 0
 
     async def predict(self, rows: np.ndarray) -> np.ndarray:
+        # Fast path: nothing queued or running and a fast model: answer right here, with
+        # no queue hop and no future (at low load this is every request).
+        if not self.busy and self.queue.empty() and self.run_seconds < INLINE_BUDGET_SECONDS:
+            return self._timed(rows)
         loop = asyncio.get_running_loop()
         if self.worker is None:
             self.worker = loop.create_task(self._work())
@@ -73,28 +78,34 @@ class MicroBatcher:
             inputs = (
                 np.concatenate([rows for rows, _ in pending]) if len(pending) > 1 else pending[0][0]
             )
-            started = time.perf_counter()
+            self.busy = True
             try:
                 if self.run_seconds < INLINE_BUDGET_SECONDS:
-                    outputs = self.run(inputs)
+                    outputs = self._timed(inputs)
                 else:
-                    outputs = await loop.run_in_executor(None, self.run, inputs)
+                    outputs = await loop.run_in_executor(None, self._timed, inputs)
             except Exception as error:
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            elapsed = time.perf_counter() - started
-            self.run_seconds = (
-                elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
-            )
-            self.batches += 1
-            self.rows += len(inputs)
+            finally:
+                self.busy = False
             start = 0
             for rows, future in pending:
                 if not future.done():
                     future.set_result(outputs[start : start + len(rows)])
                 start += len(rows)
+
+    def _timed(self, inputs: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        outputs = self.run(inputs)
+        elapsed = time.perf_counter() - started
+        # A moving average decides inline vs worker thread for the next calls.
+        self.run_seconds = elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
+        self.batches += 1
+        self.rows += len(inputs)
+        return outputs
 
     async def close(self) -> None:
         if self.worker is not None:

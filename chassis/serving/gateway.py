@@ -198,10 +198,7 @@ class Gateway:
         labels = logits.argmax(axis=1)
         served.stats.requests += 1
         served.stats.latencies_ms.append(elapsed * 1000)
-        self.metrics.requests.labels(model.name, version_label, role).inc()
-        self.metrics.latency.labels(model.name, version_label).observe(elapsed)
-        for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-            self.metrics.predicted.labels(model.name, version_label, str(label)).inc(int(count))
+        self.metrics.observe(model.name, version_label, role, elapsed, labels)
         return labels
 
     async def _shadow(

@@ -61,9 +61,11 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
         raise RequestError(
             422, "every feature value must be a number (no strings, booleans, nulls or lists)"
         )
-    if not np.isfinite(array).all():
-        bad_row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
-        raise RequestError(422, f"row {bad_row} contains NaN or infinity")
-    if np.abs(array).max() > np.finfo(np.float32).max:
-        raise RequestError(422, "a feature value overflows float32")
-    return array.astype(np.float32)
+    # float32 is what the model takes; a value beyond its range becomes inf here and is
+    # refused with the NaN/inf check, in one pass.
+    values = array.astype(np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad_row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise RequestError(422, f"row {bad_row} contains NaN, infinity or a value beyond float32")
+    return values

@@ -1,4 +1,5 @@
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows_back():
     calls: list[int] = []
 
     def slow_double(rows: np.ndarray) -> np.ndarray:
+        # Slow enough to run in a worker thread, where queued requests form batches.
+        time.sleep(0.002)
         calls.append(len(rows))
         return rows * 2
 
@@ -28,6 +31,7 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows_back():
     assert [float(r[0, 0]) for r in results] == [2.0 * i for i in range(40)]
     assert sum(calls) == 40
     assert len(calls) < 40 and max(calls) <= 16  # batched, and never above max_batch
+    assert max(calls) > 1
 
 
 def test_a_lone_request_does_not_wait_for_company():
@@ -54,3 +58,14 @@ def test_a_failing_model_fails_only_its_batch():
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_a_fast_model_answers_inline_without_the_queue():
+    async def scenario() -> MicroBatcher:
+        batcher = MicroBatcher(double)
+        for _ in range(5):
+            await batcher.predict(np.ones((1, 2), dtype=np.float32))
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert batcher.worker is None and batcher.batches == 5
