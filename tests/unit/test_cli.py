@@ -1,22 +1,10 @@
 """The `chassis` command as a user runs it: a subprocess, its exit code and its output."""
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-
-def chassis(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ),
-        check=False,
-    )
+from tests.fixtures.cli import chassis
 
 
 def test_help_is_fast_and_lists_every_command():
@@ -80,29 +68,14 @@ def test_specs_lists_bundled_specs():
 
 
 def test_versions_of_unknown_model(tmp_path):
-    env = {**os.environ, "CHASSIS_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", "versions", "--model", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    result = chassis("versions", "--model", "nope", env={"CHASSIS_HOME": str(tmp_path)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'nope'"
 
 
 def test_invalid_setting_is_named(tmp_path):
-    env = {**os.environ, "CHASSIS_HOME": str(tmp_path), "CHASSIS_PARITY_TOLERANCE": "abc"}
-    result = subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", "versions", "--model", "x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    env = {"CHASSIS_HOME": str(tmp_path), "CHASSIS_PARITY_TOLERANCE": "abc"}
+    result = chassis("versions", "--model", "x", env=env)
     assert result.returncode == 1
     assert "CHASSIS_PARITY_TOLERANCE" in result.stderr
 
@@ -139,14 +112,6 @@ def test_registry_commands_refuse_bad_arguments(args, message):
 
 
 def test_history_of_unknown_model(tmp_path):
-    env = {**os.environ, "CHASSIS_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", "history", "--model", "ghost"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    result = chassis("history", "--model", "ghost", env={"CHASSIS_HOME": str(tmp_path)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'ghost'"

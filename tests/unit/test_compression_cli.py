@@ -1,21 +1,8 @@
 """`chassis compress` as a user runs it: help, argument checks (exit 2), clear errors."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-
-def chassis(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ),
-        check=False,
-    )
+from tests.fixtures.cli import chassis
 
 
 def test_compress_help_names_every_option():
@@ -52,14 +39,14 @@ def test_missing_version_exits_2():
 
 @pytest.mark.slow
 def test_unknown_model_is_a_one_line_error_with_exit_1(tmp_path):
-    env = {**os.environ, "CHASSIS_HOME": str(tmp_path / "home")}
-    result = subprocess.run(
-        [sys.executable, "-m", "chassis_cli.main", "compress", "--model", "nope", "--version", "3"],
-        capture_output=True,
-        text=True,
+    result = chassis(
+        "compress",
+        "--model",
+        "nope",
+        "--version",
+        "3",
         timeout=300,
-        env=env,
-        check=False,
+        env={"CHASSIS_HOME": str(tmp_path / "home")},
     )
     assert result.returncode == 1
     assert "error: 'nope' has no version 3" in result.stderr
