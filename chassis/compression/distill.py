@@ -2,7 +2,8 @@
 
 Classifiers: loss = alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE(labels).
 The T^2 factor keeps the soft-target gradients on the scale of the hard-label ones.
-Embedding models: loss = 1 - cosine(student, teacher) + MSE, on unlabelled text.
+Embedding models: loss = 1 - cosine(student, teacher) + MSE of the embeddings, optionally
+plus the MSE of every token's hidden state, on unlabelled text.
 """
 
 import copy
@@ -87,6 +88,22 @@ def distill_classifier(
 EmbeddingBatch = dict[str, torch.Tensor]
 
 
+TokenStates = Callable[[nn.Module, EmbeddingBatch], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _warmup_then_linear_decay(steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    # A short warm-up keeps Adam's first, badly estimated updates from wrecking the
+    # teacher-initialized weights; the decay to zero settles the student at the end.
+    warmup = max(1, int(steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return factor
+
+
 def distill_embeddings(
     teacher: nn.Module,
     student: nn.Module,
@@ -95,30 +112,65 @@ def distill_embeddings(
     steps: int,
     learning_rate: float = 5e-5,
     mse_weight: float = 1.0,
+    token_states: TokenStates | None = None,
+    token_weight: float = 1.0,
+    mask_key: str = "attention_mask",
+    warmup_fraction: float = 0.0,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
     """Fit `student(**batch)` to `teacher(**batch)`'s embeddings on unlabelled batches.
 
-    Teacher embeddings are computed once up front: each step then costs one student pass.
+    Loss: 1 - cosine of the embeddings, plus `mse_weight` x their squared error. With
+    `token_states` (module, batch -> (embeddings, [batch, tokens, width] hidden states
+    before pooling), both from one pass), also `token_weight` x the squared error of every
+    real token's state (tokens where `batch[mask_key]` is 0 are ignored), relative to the
+    teacher's mean square: one pooled vector per sentence is a weak signal, the states of
+    all its tokens a much richer one.
+    The learning rate warms up over `warmup_fraction` of the steps, then decays linearly to
+    zero (`warmup_fraction=0`: constant rate).
+
+    Without `token_states`, teacher embeddings are computed once up front and each step costs
+    one student pass; with it, the teacher runs each step (storing every token's state for
+    every batch would take gigabytes).
     """
     if not batches:
         raise CompressionError("embedding distillation needs at least one batch of inputs")
     torch.manual_seed(seed)
-    with torch.no_grad():
-        teacher.eval()
-        targets = [teacher(**batch).detach().clone() for batch in batches]
+    teacher.eval()
+    targets: list[torch.Tensor] = []
+    if token_states is None:
+        with torch.no_grad():
+            targets = [teacher(**batch).detach().clone() for batch in batches]
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate)
+    schedule = None
+    if warmup_fraction > 0:
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _warmup_then_linear_decay(steps, warmup_fraction)
+        )
     student.train()
     for step in range(steps):
-        index = step % len(batches)
+        batch = batches[step % len(batches)]
         optimizer.zero_grad()
-        predicted = student(**batches[index])
-        target = targets[index]
+        if token_states is None:
+            predicted, target = student(**batch), targets[step % len(batches)]
+            token_loss = None
+        else:
+            with torch.no_grad():
+                target, teacher_tokens = token_states(teacher, batch)
+            predicted, student_tokens = token_states(student, batch)
+            mask = batch[mask_key].unsqueeze(-1).to(student_tokens.dtype)
+            squared = ((student_tokens - teacher_tokens) ** 2 * mask).sum()
+            token_loss = squared / (mask.sum() * student_tokens.shape[-1])
+            token_loss = token_loss / teacher_tokens.pow(2).mean().clamp(min=1e-12)
         loss = (1.0 - functional.cosine_similarity(predicted, target, dim=1)).mean()
         loss = loss + mse_weight * functional.mse_loss(predicted, target) * predicted.shape[1]
+        if token_loss is not None:
+            loss = loss + token_weight * token_loss
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if on_step is not None:
             on_step(step, float(loss.item()))
     return student.eval()

@@ -1,9 +1,11 @@
 """MiniLM: the corpus always; int8 and a distilled student only with the `minilm` extra."""
 
-import numpy as np
 import pytest
 
 from chassis.specs import minilm
+
+STUDENT_STEPS = 60
+DISTILLED_FLOOR = 0.85
 
 
 def test_stdlib_corpus_is_deterministic_and_held_out_is_disjoint():
@@ -26,16 +28,20 @@ def test_int8_and_distilled_student_both_work(tmp_path):
     corpus = minilm.stdlib_corpus(limit_files=60)
     tokenizer = minilm.load_tokenizer()
     teacher = minilm.load_teacher()
+    sentences = minilm.training_sentences(corpus)
+    assert not set(sentences) & set(corpus.held_out)
     batches = [
-        minilm.tokenize(tokenizer, corpus.train[i : i + 8], length=None) for i in range(0, 80, 8)
+        minilm.tokenize(tokenizer, sentences[i : i + 8], length=None) for i in range(0, 480, 8)
     ]
     built = build_embedding_candidates(
         teacher=teacher,
-        make_student=lambda t: minilm.build_student(t, keep_layers=(0, 2, 4)),
+        make_student=minilm.build_student,
         export=minilm.export_embedder,
         training_batches=batches,
-        recipe=EmbeddingRecipe(student_steps=20, batch_size=8),
+        recipe=EmbeddingRecipe(student_steps=STUDENT_STEPS, batch_size=8),
         workdir=tmp_path,
+        token_states=minilm.token_states,
+        keep_float=minilm.int8_keep_float,
     )
     feeds = minilm.tokenize(tokenizer, corpus.held_out[:24])
     assert feeds["input_ids"].shape == (24, minilm.SEQUENCE_LENGTH)
@@ -46,13 +52,18 @@ def test_int8_and_distilled_student_both_work(tmp_path):
     assert set(measured) == {"baseline", "dynamic-int8", "distilled", "distilled+int8"}
     assert measured["baseline"].quality["cosine_min"] == pytest.approx(1.0, abs=1e-5)
     int8 = measured["dynamic-int8"]
-    # The issue targets >= 0.99; measured 0.963 so far (BENCHMARKS.md). Guard against breakage.
-    assert int8.quality["cosine_mean"] > 0.9
-    assert int8.size_bytes * 3 < measured["baseline"].size_bytes
+    # Target: mean cosine >= 0.99 at >= 3.5x smaller. The full benchmark (256 sentences)
+    # measures about 0.994 / min 0.988 at 3.61x; these are that with a small margin.
+    assert int8.quality["cosine_mean"] >= 0.99
+    assert int8.quality["cosine_min"] >= 0.975
+    assert int8.size_bytes * 3.5 < measured["baseline"].size_bytes
+    assert int8.recipe["kept_float"]  # the one MatMul int8 leaves in float
     distilled = measured["distilled"]
     assert distilled.parameter_count < measured["baseline"].parameter_count
-    assert distilled.quality["cosine_mean"] > 0.4
-    assert np.isfinite(measured["distilled+int8"].quality["cosine_min"])
+    # A short run (the benchmark trains 600 steps): teacher-initialized layers (0, 4, 5)
+    # start at about 0.74 and reach about 0.88 after these 60 steps; 0.85 leaves a margin.
+    assert distilled.quality["cosine_mean"] >= DISTILLED_FLOOR
+    assert measured["distilled+int8"].quality["cosine_mean"] >= DISTILLED_FLOOR - 0.02
     # The selection works on embedding quality as it does on accuracy.
     selection = select_candidate(
         list(measured.values()),
