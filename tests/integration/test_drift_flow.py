@@ -9,7 +9,7 @@ from chassis.traffic import apply_drift, replay
 from flows.monitoring import DataQualityFailure, drift_check
 from flows.release import release
 from tests.fixtures import specs
-from tests.integration.test_gateway import MODEL, GatewayProcess
+from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.integration.test_training_flow import latest_artifact
 
 
@@ -23,13 +23,6 @@ def logging_gateway(chassis_home, monkeypatch):
     gateway.stop()
 
 
-def served_rows(seed: int) -> np.ndarray:
-    frame = specs.blobs(rows=300, seed=0)  # same clusters as training ...
-    rng = np.random.default_rng(seed)  # ... different draws
-    values = frame.drop(columns=["label"]).to_numpy() + rng.normal(scale=0.05, size=(300, 4))
-    return values.astype(np.float32)
-
-
 def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
     report = replay(gateway.url, MODEL, rows, max_requests=len(rows), max_seconds=60, concurrency=4)
     assert report.failed == 0 and report.sent == len(rows)
@@ -37,12 +30,12 @@ def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
 
 
 def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway):
-    send(logging_gateway, served_rows(1))
+    send(logging_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift" and not calm.event_emitted
     assert calm.served_rows == 300
 
-    send(logging_gateway, apply_drift(served_rows(2), "shift"))
+    send(logging_gateway, apply_drift(specs.blob_traffic(2), "shift"))
     drifted = drift_check(model_name=MODEL, window_minutes=10)
     assert drifted.verdict == "drift" and drifted.event_emitted
     assert {"f0", "f1"} <= set(drifted.drifted_columns)

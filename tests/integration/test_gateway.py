@@ -2,13 +2,8 @@
 
 import concurrent.futures
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,68 +13,9 @@ from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from flows.release import release
 from tests.fixtures import specs
+from tests.fixtures.gateway import MODEL, GatewayProcess
 
-MODEL = "test-blobs"
 ROW = [0.5, -1.0, 2.0, 0.0]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class GatewayProcess:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "CHASSIS_HOME": str(self.home),
-            "CHASSIS_GATEWAY_KEEP_WARM_SECONDS": "60",
-            "CHASSIS_GATEWAY_FOLLOW_SECONDS": "1",
-        }
-        log = (self.home / f"gateway-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chassis_cli.main",
-                "serve",
-                "--model",
-                MODEL,
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "gateway exited while starting"
-            time.sleep(0.2)
-        raise AssertionError("gateway did not become ready in 90 s")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(
-            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-        )
 
 
 @pytest.fixture(scope="module")

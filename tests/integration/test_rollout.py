@@ -13,7 +13,7 @@ from chassis.tracking import connect
 from flows.release import release
 from flows.rollout import RolloutFailed, RolloutSettings, rollout
 from tasks.promotion import GatesFailed
-from tests.integration.test_gateway import MODEL, GatewayProcess
+from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.integration.test_training_flow import latest_artifact
 
 FAST = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=15, max_extensions=1)

@@ -1,0 +1,201 @@
+"""The closed loop without a person, on a real `prefect server` with a process worker.
+
+What runs, all as separate processes over loopback, as after `make ui` and `make deploy`:
+the Prefect server (with its trigger service), the `retrain` deployment applied from
+`deployments/prefect.yaml`, a process worker, a `chassis serve` gateway with its prediction
+log, and the `chassis` command for release and drift checks. The test sends traffic, runs
+the drift checks, and reads the outcome through the Prefect API and the MLflow registry.
+"""
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chassis import registry
+from chassis.settings import ChassisSettings
+from chassis.traffic import apply_drift, replay
+from tests.fixtures import specs
+from tests.fixtures.cli import chassis
+from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.prefect_server import BIN, REPO, PrefectServer, ProcessWorker
+
+DRIFT_EVENT = "chassis.model.drift-detected"
+POOL = "chassis-process"
+
+
+@dataclass
+class Loop:
+    server: PrefectServer
+    gateway: GatewayProcess
+    env: dict[str, str]
+    home: Path
+    retrain_deployment_id: str
+
+    def chassis(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = chassis(*args, timeout=timeout, env=self.env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def send(self, rows: Any) -> None:
+        report = replay(self.gateway.url, MODEL, rows, max_requests=len(rows), max_seconds=60)
+        assert report.failed == 0 and report.sent == len(rows)
+        time.sleep(1.5)  # the prediction log flushes every 0.5 s here
+
+    def retrain_runs(self) -> list[dict[str, Any]]:
+        return self.server.flow_runs(self.retrain_deployment_id)
+
+    def versions(self) -> list[int]:
+        with registry_of(self.home):
+            return registry.list_versions(MODEL)
+
+
+class registry_of:  # noqa: N801 (used as a context manager, reads as a phrase)
+    """Point this process's MLflow client at the loop's home for a few registry reads."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __enter__(self) -> None:
+        from chassis.tracking import connect
+
+        self.previous = os.environ.get("CHASSIS_HOME")
+        os.environ["CHASSIS_HOME"] = str(self.home)
+        connect(ChassisSettings())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            os.environ["CHASSIS_HOME"] = self.previous
+
+
+def prefect_cli(*args: str, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def wait_for(what: str, probe: Callable[[], Any], seconds: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def finished(server: PrefectServer, run_id: str) -> dict[str, Any] | None:
+    run = server.get(f"/flow_runs/{run_id}")
+    return run if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    root = tmp_path_factory.mktemp("loop")
+    server = PrefectServer(root / "prefect")
+    server.start()
+    home = root / "chassis"
+    gateway = GatewayProcess(home)  # port chosen now; started once v1 exists
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": server.api_url,
+        "CHASSIS_HOME": str(home),
+        "CHASSIS_PROJECT_DIR": str(REPO),
+        "CHASSIS_GATEWAY_PORT": str(gateway.port),  # flows roll out through this gateway
+        "CHASSIS_PREDICTION_LOG_FLUSH_SECONDS": "0.5",
+    }
+    gateway.extra_env = env
+    worker = ProcessWorker(POOL, env, root / "worker.log")
+    try:
+        first = chassis(
+            "release", "--spec", "tests.fixtures.specs:good", "--compression", "off", env=env
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        gateway.start()
+        prefect_cli("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
+        deploy = ["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml"]
+        prefect_cli(*deploy, "--name", "retrain", env=env)
+        deployment = server.get("/deployments/name/retrain/retrain")
+        worker.start()
+        yield Loop(server, gateway, env, home, deployment["id"])
+    finally:
+        worker.stop()
+        gateway.stop()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_drift_retrains_a_challenger_into_production_and_the_cooldown_holds(loop: Loop) -> None:
+    # 1. Traffic like the training data: the check says so and fires nothing.
+    loop.send(specs.blob_traffic(seed=1))
+    calm = loop.chassis("drift-check", "--model", MODEL, "--window-minutes", "10")
+    assert "no-drift" in calm.stdout
+    time.sleep(3)  # an event, had one been emitted, would be stored by now
+    assert loop.server.events(DRIFT_EVENT) == []
+    assert loop.retrain_runs() == []
+
+    # 2. The world shifts. From here on, users keep sending shifted rows; they also drive
+    # the canary of whatever the retraining produces.
+    drifted = apply_drift(specs.blob_traffic(seed=2), "shift")
+    loop.send(drifted)
+    stop = threading.Event()
+    users = threading.Thread(
+        target=replay,
+        args=(loop.gateway.url, MODEL, drifted),
+        kwargs={"max_requests": 10**7, "max_seconds": 1200, "concurrency": 2, "stop": stop},
+        daemon=True,
+    )
+    try:
+        check = loop.chassis("drift-check", "--model", MODEL, "--window-minutes", "10")
+        assert "drift" in check.stdout and "no-drift" not in check.stdout
+        events = wait_for("the drift event", lambda: loop.server.events(DRIFT_EVENT), 30)
+        assert events[0]["resource"]["prefect.resource.id"] == f"chassis.model.{MODEL}"
+        assert events[0]["payload"]["champion_version"] == 1
+
+        # The deployment trigger, not this test, creates the retraining run.
+        runs = wait_for("a retrain flow run", loop.retrain_runs, 60)
+        assert len(runs) == 1
+        assert runs[0]["parameters"]["model_name"] == MODEL
+        assert int(runs[0]["parameters"]["champion_version"]) == 1
+        users.start()
+        done = wait_for("the retrain run", lambda: finished(loop.server, runs[0]["id"]), 900, 3)
+        assert done["state"]["type"] == "COMPLETED", loop.server.log_messages(runs[0]["id"])[-20:]
+    finally:
+        stop.set()
+        if users.is_alive():
+            users.join(timeout=30)
+
+    # A new version was trained, compressed, gated, set as challenger and promoted by canary.
+    assert loop.versions() == [1, 2]
+    with registry_of(loop.home):
+        assert registry.current_aliases(MODEL).get("champion") == 2
+        records = registry.history(MODEL)
+    # The audit trail names the retraining run that moved the aliases.
+    moves = {(r.action, m["alias"], m["to"]): r.actor for r in records for m in r.moves}
+    assert "via flow run" in moves[("set-challenger", "challenger", 2)]
+    assert ("promote", "champion", 2) in moves
+
+    # 3. Still drifted (the same world), a second event within the cooldown: a second run is
+    # created and completes, and retrains nothing.
+    loop.send(apply_drift(specs.blob_traffic(seed=3), "shift"))
+    loop.chassis("drift-check", "--model", MODEL, "--window-minutes", "10")
+    wait_for("a second drift event", lambda: len(loop.server.events(DRIFT_EVENT)) == 2, 30)
+    runs = wait_for("a second retrain run", lambda: loop.retrain_runs()[1:], 60)
+    done = wait_for("the second retrain run", lambda: finished(loop.server, runs[0]["id"]), 300, 2)
+    assert done["state"]["type"] == "COMPLETED"
+    messages = " ".join(loop.server.log_messages(runs[0]["id"]))
+    assert "not retraining" in messages and "cooldown" in messages
+    assert loop.versions() == [1, 2]
