@@ -1,10 +1,18 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
 import time
+from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from chassis import registry
+from chassis.drift import DriftInputError
+from chassis.settings import ChassisSettings
+from chassis.storage import BlobStore
+from chassis.tracking import connect
 from chassis.traffic import apply_drift, replay
 from flows.monitoring import DataQualityFailure, drift_check
 from flows.release import release
@@ -47,3 +55,29 @@ def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gatewa
     with pytest.raises(DataQualityFailure, match="the window has no rows"):
         drift_check(model_name=MODEL, window_minutes=5)
     assert "data-quality-failure" in latest_artifact("test-blobs-drift-summary").data
+
+
+def test_a_champion_without_a_reference_snapshot_is_an_error_never_no_drift(chassis_home):
+    release(spec="tests.fixtures.specs:good", compression="off")
+    connect(ChassisSettings())
+    # As if v1 had been registered by another tool: its reference snapshot is not there.
+    location = registry.version_artifact_uri(MODEL, 1)
+    snapshot = Path(urlparse(location).path) / registry.REFERENCE_FILE
+    assert snapshot.exists()
+    snapshot.unlink()
+    with pytest.raises(DriftInputError, match="v1 has no reference snapshot"):
+        drift_check(model_name=MODEL, window_minutes=10)
+
+
+def test_a_prediction_log_with_another_schema_is_an_error_never_no_drift(chassis_home):
+    release(spec="tests.fixtures.specs:good", compression="off")
+    settings = ChassisSettings()
+    # A log written for another model's columns lands under this model's name.
+    foreign = pd.DataFrame(specs.blob_traffic(seed=1), columns=["x0", "x1", "x2", "x3"])
+    foreign["served_at"] = pd.Timestamp.now(tz="UTC")
+    day = foreign["served_at"].iloc[0]
+    BlobStore(settings, settings.resolved_prediction_log_root()).write(
+        f"{MODEL}/date={day:%Y-%m-%d}/{day:%H%M%S}-foreign.parquet", foreign.to_parquet()
+    )
+    with pytest.raises(DriftInputError, match="missing column"):
+        drift_check(model_name=MODEL, window_minutes=10)
