@@ -63,8 +63,10 @@ def registry_watch(
     model_names: Annotated[list[str], Field(min_length=1, description="Models to watch.")],
 ) -> dict[str, int]:
     """Honour promotions made by hand in the MLflow registry: a `challenger` alias set
-    outside Chassis starts a canary rollout of that version. Runs on a schedule (MLflow
-    webhooks are not available on the SQLite/file backends)."""
+    outside Chassis starts a canary rollout of that version. Runs on a schedule, which
+    works with every MLflow backend: MLflow's webhooks (experimental in MLflow 3) exist only
+    behind an `mlflow server` on a SQL store, and deliver to public https addresses unless
+    MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS is set."""
     settings = ChassisSettings()
     tracking.connect(settings)
     started: dict[str, int] = {}
