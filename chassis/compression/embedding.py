@@ -15,6 +15,8 @@ from chassis.compression.candidates import Candidate
 from chassis.compression.distill import TokenStates, distill_embeddings
 from chassis.compression.quantize import quantize_dynamic_int8
 
+Fuse = Callable[[Path, Path], dict[str, int]]
+
 
 @dataclass(frozen=True)
 class EmbeddingRecipe:
@@ -53,14 +55,23 @@ def build_embedding_candidates(
     on_step: Callable[[int, float], None] | None = None,
     token_states: TokenStates | None = None,
     keep_float: Callable[[Path], tuple[str, ...]] | None = None,
+    fuse: Fuse | None = None,
 ) -> list[Candidate]:
     """`token_states` (module, batch -> per-token hidden states) adds token-level
-    distillation; `keep_float` (exported file -> node names) names nodes int8 leaves alone."""
+    distillation; `keep_float` (file -> node names) names nodes int8 leaves alone;
+    `fuse` (source, destination -> fused operator counts) rewrites an exported file into
+    fused operators before it is quantized, written next to it as `<name>-fused.onnx`
+    (None: quantize the export as it is). The fp32 candidates stay the plain exports."""
     workdir.mkdir(parents=True, exist_ok=True)
     baseline = export(teacher, workdir / "baseline.onnx")
     built = [Candidate(names.BASELINE, baseline, {"method": "baseline"})]
 
     def quantize(source: Path, destination: Path) -> tuple[Path, dict[str, object]]:
+        fused: dict[str, int] = {}
+        if fuse is not None:
+            fused_path = source.with_name(f"{source.stem}-fused.onnx")
+            fused = fuse(source, fused_path)
+            source = fused_path
         excluded = keep_float(source) if keep_float is not None else ()
         path = quantize_dynamic_int8(
             source, destination, per_channel=recipe.per_channel, nodes_to_exclude=excluded
@@ -69,6 +80,7 @@ def build_embedding_candidates(
             "quantization": "dynamic-int8",
             "per_channel": recipe.per_channel,
             "kept_float": ",".join(excluded),
+            "fused": ",".join(f"{op}:{count}" for op, count in fused.items()),
         }
 
     if names.DYNAMIC_INT8 in wanted:

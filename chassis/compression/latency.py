@@ -1,10 +1,34 @@
-"""Feeds for timing candidates; the timing itself is chassis.runtime.time_runs_ms."""
+"""Feeds for timing candidates, and interleaved timing for comparing models on a busy machine.
+
+One model's timing is chassis.runtime.time_runs_ms. Comparing two models timed one after
+the other measures the machine as much as the models: on a shared 2-core machine the same
+fp32 file measured 18 ms in one minute and 26 ms in the next. `time_interleaved` times the
+models in alternating short blocks, so each round sees the same load for all of them, and
+the speed-up is read per round (`round_ratios`) and summarized by its median.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chassis.runtime import time_runs_ms
 
-__all__ = ["Feeds", "batch_of", "time_runs_ms"]
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = [
+    "Feeds",
+    "InterleavedTimes",
+    "RatioSummary",
+    "batch_of",
+    "round_ratios",
+    "summarize_ratios",
+    "time_interleaved",
+    "time_runs_ms",
+]
 
 Feeds = dict[str, np.ndarray]
 
@@ -14,3 +38,78 @@ def batch_of(feeds: Feeds, size: int) -> Feeds:
     rows = len(next(iter(feeds.values())))
     index = np.arange(size) % rows
     return {name: np.ascontiguousarray(value[index]) for name, value in feeds.items()}
+
+
+@dataclass(frozen=True)
+class InterleavedTimes:
+    """Per model: the p50 of each round's block, and every timed run (ms)."""
+
+    round_p50_ms: dict[str, list[float]]
+    runs_ms: dict[str, list[float]]
+
+    def p50_ms(self, name: str) -> float:
+        """Median over rounds of the per-round p50."""
+        return statistics.median(self.round_p50_ms[name])
+
+    def p99_ms(self, name: str) -> float:
+        """p99 over every timed run of all rounds."""
+        return float(np.percentile(self.runs_ms[name], 99))
+
+
+def time_interleaved(
+    sessions: dict[str, "onnxruntime.InferenceSession"],
+    feeds: Feeds,
+    *,
+    rounds: int,
+    runs: int,
+    warmup: int = 2,
+) -> InterleavedTimes:
+    """`rounds` rounds; in each, every session runs `warmup` untimed then `runs` timed calls on
+    the same feeds, one session after the other, the order reversed every other round so no
+    model always runs right after another. Each model keeps its own session throughout; the
+    untimed calls absorb the switch (caches, the previous session's spinning threads)."""
+    if rounds < 1 or runs < 1:
+        raise ValueError(f"rounds and runs must be at least 1, got {rounds} and {runs}")
+    names = list(sessions)
+    round_p50: dict[str, list[float]] = {name: [] for name in names}
+    every_run: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            session = sessions[name]
+            for _ in range(warmup):
+                session.run(None, feeds)
+            block = np.empty(runs)
+            for i in range(runs):
+                started = time.perf_counter()
+                session.run(None, feeds)
+                block[i] = (time.perf_counter() - started) * 1000.0
+            round_p50[name].append(float(np.median(block)))
+            every_run[name].extend(block.tolist())
+    return InterleavedTimes(round_p50, every_run)
+
+
+def round_ratios(times: InterleavedTimes, reference: str, other: str) -> list[float]:
+    """reference p50 / other p50 in each round: the speed-up of `other`, round by round."""
+    pairs = zip(times.round_p50_ms[reference], times.round_p50_ms[other], strict=True)
+    return [a / b for a, b in pairs]
+
+
+@dataclass(frozen=True)
+class RatioSummary:
+    median: float
+    low: float
+    high: float
+    rounds: int
+    at_least: int  # rounds whose ratio reached `threshold`
+    threshold: float
+
+
+def summarize_ratios(ratios: list[float], threshold: float = 1.5) -> RatioSummary:
+    return RatioSummary(
+        median=statistics.median(ratios),
+        low=min(ratios),
+        high=max(ratios),
+        rounds=len(ratios),
+        at_least=sum(r >= threshold for r in ratios),
+        threshold=threshold,
+    )

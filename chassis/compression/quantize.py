@@ -17,9 +17,13 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    # The quantizer logs a pre-processing hint on the root logger for every call; the graphs
-    # here come from torch's exporter, which already folds what pre-processing would.
+def quiet_logging() -> Iterator[None]:
+    """ONNX Runtime's Python tools at ERROR level for the duration.
+
+    The quantizer logs a pre-processing hint on the root logger for every call (the graphs
+    here come from torch's exporter, which already folds what pre-processing would), and
+    the transformer optimizer logs every pattern it tried.
+    """
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -48,12 +52,15 @@ def quantize_dynamic_int8(
     `nodes_to_exclude` stay float. `const_weights_only` quantizes a MatMul only when its
     second input is a stored weight (ONNX Runtime's dynamic default, pinned here so a library
     change cannot start quantizing attention's activation x activation products).
+    A graph fused by `chassis.compression.fusion` is quantized too: its fused `Attention`
+    becomes `QAttention` (default `op_types`).
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet_quantizer():
+        with quiet_logging():
             quantize_dynamic(
                 str(source),
                 str(destination),
@@ -61,7 +68,13 @@ def quantize_dynamic_int8(
                 per_channel=per_channel,
                 op_types_to_quantize=list(op_types) if op_types is not None else None,
                 nodes_to_exclude=list(nodes_to_exclude),
-                extra_options={"MatMulConstBOnly": const_weights_only},
+                extra_options={
+                    "MatMulConstBOnly": const_weights_only,
+                    # ONNX shape inference gives no type to the outputs of fused com.microsoft
+                    # operators (Attention, SkipLayerNormalization); they are all float. Only
+                    # used where inference found no type, so plain graphs are unaffected.
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
             )
     except Exception as error:
         destination.unlink(missing_ok=True)
@@ -145,7 +158,7 @@ def quantize_static_int8(
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet_quantizer():
+        with quiet_logging():
             quantize_static(
                 str(source),
                 str(destination),

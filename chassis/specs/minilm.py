@@ -6,18 +6,23 @@ the transformer, mean pooling over real tokens and L2 normalization, as
 sentence-transformers computes them. Quality of a compressed model is the cosine similarity
 of its embeddings to the fp32 model's on held-out sentences.
 
+The export is written so ONNX Runtime's transformer optimizer can fuse it (see
+`export_embedder`); the int8 candidate is quantized from that fused graph (`fuse_for_int8`).
+
 Text comes from docstrings in the source of Python's standard library, read with `ast`
 (nothing is imported or executed), and split into train and held-out sentences by a hash of
 the text, so the split is the same on every machine with the same Python.
 """
 
 import ast
+import contextlib
 import copy
 import hashlib
 import logging
 import re
 import sysconfig
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,11 @@ SEQUENCE_LENGTH = 128
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"  # "embedding" collides with a node name in the graph
 HELD_OUT_EVERY = 5  # one sentence in five is held out
+# all-MiniLM-L6-v2's attention shape; the distilled student keeps the teacher's layers as
+# they are, so it has the same.
+NUM_HEADS = 12
+HIDDEN_SIZE = 384
+FUSABLE_ATTENTION = "chassis-onnx-fusable"
 
 
 def model_directory() -> Path:
@@ -60,9 +70,71 @@ class SentenceEmbedder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(embedding, last hidden state of every token) from one encoder pass."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, p=2.0, dim=1), hidden
+        return pool_and_normalize(hidden, attention_mask), hidden
+
+
+def pool_and_normalize(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens, then unit length: `functional.normalize`'s x / max(|x|, 1e-12),
+    written as a square root of a sum since `normalize` exports as ReduceL2, which ONNX
+    Runtime's symbolic shape inference cannot type; without shapes the optimizer fuses no
+    layer norms."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    norm = torch.sqrt((pooled * pooled).sum(dim=1, keepdim=True))
+    return pooled / norm.clamp(min=1e-12)
+
+
+def _fusable_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention in the order ONNX Runtime's BERT fusion matches: MatMul, Div, Add of
+    the mask, Softmax, MatMul. Transformers' own eager attention scales with a Mul, which the
+    fusion takes for the mask's Mul, and its SDPA exports as a decomposition it does not know."""
+    divisor = query.size(-1) ** 0.5 if scaling is None else 1.0 / scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) / divisor
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1)
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), probabilities
+
+
+class _ExportedEmbedder(nn.Module):
+    """The embedder as exported: same weights and outputs as `SentenceEmbedder`, with the
+    attention mask made additive ([batch, 1, 1, tokens], 0 or the float minimum) the way
+    the BERT fusion matches it, instead of the one transformers builds for SDPA."""
+
+    def __init__(self, embedder: SentenceEmbedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        padding = 1.0 - attention_mask[:, None, None, :].to(torch.float32)
+        additive = padding * torch.finfo(torch.float32).min
+        encoder = self.embedder.encoder
+        hidden = encoder(input_ids=input_ids, attention_mask=additive).last_hidden_state
+        return pool_and_normalize(hidden, attention_mask)
+
+
+@contextlib.contextmanager
+def _attention_for_export(encoder: nn.Module) -> Iterator[None]:
+    """`_fusable_attention` in every layer for the duration, then the previous one again
+    (training keeps SDPA, which is faster in torch)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FUSABLE_ATTENTION, _fusable_attention)
+    previous = encoder.config._attn_implementation
+    encoder.set_attn_implementation(FUSABLE_ATTENTION)
+    try:
+        yield
+    finally:
+        encoder.set_attn_implementation(previous)
 
 
 def load_tokenizer() -> Any:
@@ -107,7 +179,7 @@ def token_states(
 
 
 def int8_keep_float(path: Path) -> tuple[str, ...]:
-    """The nodes to leave in float when quantizing an exported embedder to int8.
+    """The nodes to leave in float when quantizing an exported (or fused) embedder to int8.
 
     The first layer's feed-forward down-projection (the first MatMul whose weight is
     [intermediate, hidden]) takes the GELU output, whose few large values make one dynamic
@@ -128,6 +200,14 @@ def int8_keep_float(path: Path) -> tuple[str, ...]:
     return ()
 
 
+def fuse_for_int8(source: Path, destination: Path) -> dict[str, int]:
+    """The exported embedder with fused Attention, SkipLayerNormalization and BiasGelu, for
+    `build_embedding_candidates(fuse=...)`; returns the fused operator counts."""
+    from chassis.compression.fusion import TransformerShape, fuse_transformer
+
+    return fuse_transformer(source, destination, TransformerShape(NUM_HEADS, HIDDEN_SIZE))
+
+
 def tokenize(
     tokenizer: Any, sentences: list[str], length: int | None = SEQUENCE_LENGTH
 ) -> dict[str, np.ndarray]:
@@ -143,17 +223,23 @@ def tokenize(
 
 
 def export_embedder(module: nn.Module, destination: Path) -> Path:
-    """One-file ONNX with a dynamic batch axis and sequence length fixed at 128."""
+    """One-file ONNX with a dynamic batch axis and sequence length fixed at 128.
+
+    Exported with `_fusable_attention` and an additive mask, so `fuse_for_int8` can fuse
+    it; the embeddings match the SentenceEmbedder's (cosine 1.0000 on held-out sentences).
+    """
+    if not isinstance(module, SentenceEmbedder):
+        raise ExportError(f"export_embedder needs a SentenceEmbedder, got {type(module).__name__}")
     module.eval()
     example = tuple(torch.ones(2, SEQUENCE_LENGTH, dtype=torch.int64) for _ in INPUT_NAMES)
     batch = torch.export.Dim("batch")
     destination.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _attention_for_export(module.encoder):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module,
+                _ExportedEmbedder(module).eval(),
                 example,
                 str(destination),
                 input_names=list(INPUT_NAMES),
