@@ -20,6 +20,8 @@ def build_app(model_path: str):
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    # As the gateway does: the output named once, not listed by session.run on every call.
+    output_names = [session.get_outputs()[0].name]
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -31,7 +33,7 @@ def build_app(model_path: str):
             if not message.get("more_body"):
                 break
         rows = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-        labels = session.run(None, {input_name: rows})[0].argmax(axis=1).tolist()
+        labels = session.run(output_names, {input_name: rows})[0].argmax(axis=1).tolist()
         payload = orjson.dumps({"predictions": labels})
         await send(
             {

@@ -1,11 +1,18 @@
 """Serving benchmark: Chassis's gateway vs `mlflow models serve` vs a minimal server (the
-floor), the same registered ONNX model, under wrk on loopback; plus an in-process loop.
+floor), the same registered ONNX model, under wrk on loopback; plus in-process loops.
 
-Run with `make bench-serving`. Each server runs alone while it is measured (2 cores: the
-load generator and the server share them), one after another in the same run, and the
-results are printed as a markdown table with ratios. Nothing here is a test.
+Run with `make bench-serving` (`--help` for the options). The gateway and the floor are up
+together and take turns under wrk (the one not measured waits idle: 2 cores, the load
+generator and the server share them); with `--rounds N` they alternate N times per
+connection count, and the tables give medians and the spread of the gateway/floor ratio,
+which a machine shared with other work moves less than either rate. mlflow runs alone
+afterwards. Besides HTTP, the cost of the two ASGI apps themselves is measured in process
+(fake request messages, no server), and so is one ONNX Runtime call. Nothing here is a test.
 """
 
+import argparse
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,12 +24,37 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-CONNECTIONS = (1, 8, 32)
-SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 BIN = Path(sys.executable).parent
+GATEWAY, FLOOR, MLFLOW = "chassis gateway", "minimal server (floor)", "mlflow models serve"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("BENCH_SECONDS", "10")),
+        help="wrk duration per point (default BENCH_SECONDS or 10)",
+    )
+    parser.add_argument(
+        "--connections",
+        default="1,8,32",
+        help="comma-separated wrk connection counts (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="gateway/floor alternations per connection count (default 1)",
+    )
+    parser.add_argument("--skip-mlflow", action="store_true", help="leave mlflow out")
+    return parser.parse_args()
 
 
 def free_port() -> int:
@@ -46,7 +78,7 @@ def wait_until(url: str, body: bytes | None, seconds: float = 180) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds} s")
 
 
-def wrk(url: str, body: str, connections: int) -> dict[str, float]:
+def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
         'wrk.method = "POST"\n'
@@ -54,7 +86,7 @@ def wrk(url: str, body: str, connections: int) -> dict[str, float]:
         f"wrk.body = {json.dumps(body)}\n"
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -75,21 +107,24 @@ def wrk(url: str, body: str, connections: int) -> dict[str, float]:
     }
 
 
-def measure(name: str, command: list[str], url: str, body: str, env: dict[str, str]) -> dict:
+@contextlib.contextmanager
+def running(
+    name: str, command: list[str], url: str, body: str, env: dict[str, str]
+) -> Iterator[None]:
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_until(url, body.encode())
-        wrk(url, body, 8)  # warm-up round, discarded
-        return {c: wrk(url, body, c) for c in CONNECTIONS}
+        wrk(url, body, 8, 3)  # warm-up round, discarded
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-        print(f"measured {name}", file=sys.stderr)
+        print(f"stopped {name}", file=sys.stderr)
 
 
 def in_process(model_path: Path, row: list[float]) -> float:
@@ -101,7 +136,58 @@ def in_process(model_path: Path, row: list[float]) -> float:
     return measure_latency_ms(session, np.asarray([row], dtype=np.float32), repeats=2000)["p50"]
 
 
+def app_costs(model_path: Path, body: bytes) -> dict[str, float]:
+    """CPU microseconds per request of each ASGI app alone: fake messages, no server, so
+    HTTP parsing and the socket are left out (best of 5 runs of 10,000 requests)."""
+    from chassis.settings import ChassisSettings
+    from chassis_cli.serve import build_app
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import minimal_server
+
+    gateway_app = build_app(ChassisSettings(), ["digits-mlp"])
+    gateway_app.gateway.start()
+    apps = {
+        GATEWAY: (gateway_app, "/v1/models/digits-mlp/predict"),
+        FLOOR: (minimal_server.build_app(str(model_path)), "/"),
+    }
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    request = {"type": "http.request", "body": body, "more_body": False}
+
+    async def receive() -> dict:
+        return request
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def cost(app: Any, path: str) -> float:
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        runs = []
+        for _ in range(6):  # the first warms up
+            started = time.thread_time()
+            for _request in range(10_000):
+                await app(dict(scope), receive, send)
+            runs.append((time.thread_time() - started) / 10_000 * 1e6)
+        return min(runs[1:])
+
+    async def both() -> dict[str, float]:
+        return {name: await cost(app, path) for name, (app, path) in apps.items()}
+
+    try:
+        import uvloop
+
+        return uvloop.run(both())
+    except ImportError:
+        return asyncio.run(both())
+    finally:
+        for log in gateway_app.gateway.logs.values():
+            log.close()
+
+
 def main() -> None:
+    args = parse_args()
+    connections = [int(c) for c in args.connections.split(",")]
     home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     env = {
         **os.environ,
@@ -130,55 +216,44 @@ def main() -> None:
 
     row = [float(v) for v in load_digits().data[0]]
     chassis_body = json.dumps({"instances": [row]})
-    results = {}
+    # name -> connections -> one wrk result per round
+    results: dict[str, dict[int, list[dict[str, float]]]] = {}
 
-    port = free_port()
-    results["chassis gateway"] = measure(
-        "chassis",
-        [str(BIN / "chassis"), "serve", "--model", "digits-mlp", "--port", str(port)],
-        f"http://127.0.0.1:{port}/v1/models/digits-mlp/predict",
-        chassis_body,
-        env,
-    )
-    port = free_port()
-    results["minimal server (floor)"] = measure(
-        "minimal",
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "minimal_server.py"),
-            str(files.onnx_path),
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/",
-        chassis_body,
-        env,
-    )
-    port = free_port()
-    mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri()}
-    results["mlflow models serve"] = measure(
-        "mlflow",
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/digits-mlp/1",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        f"http://127.0.0.1:{port}/invocations",
-        json.dumps({"inputs": [row]}),
-        mlflow_env,
-    )
-    in_process_p50 = in_process(files.onnx_path, row)
+    gateway_port, floor_port = free_port(), free_port()
+    urls = {
+        GATEWAY: f"http://127.0.0.1:{gateway_port}/v1/models/digits-mlp/predict",
+        FLOOR: f"http://127.0.0.1:{floor_port}/",
+    }
+    gateway = [str(BIN / "chassis"), "serve", "--model", "digits-mlp", "--port", str(gateway_port)]
+    floor = [
+        sys.executable,
+        str(REPO / "benchmarks" / "minimal_server.py"),
+        str(files.onnx_path),
+        str(floor_port),
+    ]
+    with (
+        running(GATEWAY, gateway, urls[GATEWAY], chassis_body, env),
+        running(FLOOR, floor, urls[FLOOR], chassis_body, env),
+    ):
+        for c in connections:
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    point = wrk(url, chassis_body, c, args.seconds)
+                    results.setdefault(name, {}).setdefault(c, []).append(point)
+    if not args.skip_mlflow:
+        port = free_port()
+        mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri()}
+        mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/digits-mlp/1"]
+        mlflow += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+        mlflow += ["--workers", "1"]
+        url = f"http://127.0.0.1:{port}/invocations"
+        mlflow_body = json.dumps({"inputs": [row]})
+        with running(MLFLOW, mlflow, url, mlflow_body, mlflow_env):
+            results[MLFLOW] = {c: [wrk(url, mlflow_body, c, args.seconds)] for c in connections}
+    onnx_p50 = in_process(files.onnx_path, row)
+    costs = app_costs(files.onnx_path, chassis_body.encode())
     shutil.rmtree(home, ignore_errors=True)
-    report(results, in_process_p50)
+    report(results, connections, args, onnx_p50, costs)
 
 
 def machine() -> str:
@@ -187,31 +262,52 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
-def report(results: dict, in_process_p50: float) -> None:
-    print(f"\nMachine: {machine()}; wrk -t1, {SECONDS} s per point, one server at a time.\n")
+def middle(points: list[dict[str, float]], key: str) -> float:
+    return median(point[key] for point in points)
+
+
+def report(
+    results: dict[str, dict[int, list[dict[str, float]]]],
+    connections: list[int],
+    args: argparse.Namespace,
+    onnx_p50: float,
+    costs: dict[str, float],
+) -> None:
+    rounds = f"median of {args.rounds} alternating rounds" if args.rounds > 1 else "one round"
+    print(f"\nMachine: {machine()}; wrk -t1, {args.seconds} s per point, {rounds}.\n")
     print("| server | conns | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|")
-    for name, points in results.items():
-        for c, m in points.items():
+    for name, by_connections in results.items():
+        for c, points in by_connections.items():
             print(
-                f"| {name} | {c} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} "
-                f"| {m['non2xx']} |"
+                f"| {name} | {c} | {middle(points, 'rps'):.0f} | {middle(points, 'p50'):.3f} "
+                f"| {middle(points, 'p99'):.3f} | {sum(p['non2xx'] for p in points)} |"
             )
-    gateway = results["chassis gateway"]
-    floor = results["minimal server (floor)"]
-    mlflow = results["mlflow models serve"]
+    mlflow = results.get(MLFLOW)
     print(
         "\n| conns | gateway / floor (req/s) | gateway / mlflow (req/s) "
         "| gateway p99 / mlflow p99 | gateway p50 - floor p50 (ms) |"
     )
     print("|---|---|---|---|---|")
-    for c in CONNECTIONS:
-        g, f, m = gateway[c], floor[c], mlflow[c]
+    for c in connections:
+        gateway, floor = results[GATEWAY][c], results[FLOOR][c]
+        ratios = sorted(g["rps"] / f["rps"] for g, f in zip(gateway, floor, strict=True))
+        spread = f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+        rps, p99 = middle(gateway, "rps"), middle(gateway, "p99")
+        versus = "| - | - "
+        if mlflow is not None:
+            versus = (
+                f"| {rps / middle(mlflow[c], 'rps'):.1f}x | {p99 / middle(mlflow[c], 'p99'):.2f} "
+            )
         print(
-            f"| {c} | {g['rps'] / f['rps']:.2f}x | {g['rps'] / m['rps']:.1f}x "
-            f"| {g['p99'] / m['p99']:.2f} | {g['p50'] - f['p50']:+.3f} |"
+            f"| {c} | {median(ratios):.2f}x{spread} {versus}"
+            f"| {middle(gateway, 'p50') - middle(floor, 'p50'):+.3f} |"
         )
-    print(f"\nIn-process onnxruntime, batch 1: p50 {in_process_p50 * 1000:.1f} us per call.")
+    print(f"\nIn-process onnxruntime, batch 1: p50 {onnx_p50 * 1000:.1f} us per call.")
+    print(
+        f"In-process ASGI app, no server: gateway {costs[GATEWAY]:.1f} us per request, "
+        f"floor {costs[FLOOR]:.1f} us (CPU time)."
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ are known to be on their way (parsed, not yet queued).
 
 Small, fast models run on the event loop itself: a thread hop costs more than the model.
 Slow ones (by a moving average of their run time) run in a worker thread, and ONNX Runtime
-releases the GIL there, so the loop keeps accepting requests.
+releases the GIL there, so the loop keeps accepting requests. A fast model with nothing
+queued answers through `answer_now`, a plain call: no coroutine, future or queue.
 """
 
 import asyncio
@@ -19,6 +20,11 @@ import numpy as np
 
 Runner = Callable[[np.ndarray], np.ndarray]
 INLINE_BUDGET_SECONDS = 0.0002
+# One call counts at most this much in the moving average: one call of a fast model that
+# the OS preempted (a busy, shared machine) must not send the next requests through the
+# queue and a thread. A slow model's calls all count above the budget, so it still moves
+# to the worker thread at its first call.
+SAMPLE_CAP_SECONDS = 4 * INLINE_BUDGET_SECONDS
 
 
 class MicroBatcher:
@@ -29,21 +35,30 @@ class MicroBatcher:
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.in_flight = 0
+        # Requests handed to the worker and not yet answered (in the queue, in the batch
+        # being formed, or running): while any is, a new request joins them.
+        self.queued = 0
         self.run_seconds = 0.0  # moving average of one model call
-        self.busy = False
         self.batches = 0
         self.rows = 0
 
+    def answer_now(self, rows: np.ndarray) -> np.ndarray | None:
+        """The model's output, computed right here when the model is fast and nothing is
+        queued or running (so no batch is being formed to join); None: await `predict`."""
+        if self.queued or self.run_seconds >= INLINE_BUDGET_SECONDS:
+            return None
+        return self._timed(rows)
+
     async def predict(self, rows: np.ndarray) -> np.ndarray:
-        # Fast path: nothing queued or running and a fast model: answer right here, with
-        # no queue hop and no future (at low load this is every request).
-        if not self.busy and self.queue.empty() and self.run_seconds < INLINE_BUDGET_SECONDS:
-            return self._timed(rows)
+        outputs = self.answer_now(rows)
+        if outputs is not None:
+            return outputs
         loop = asyncio.get_running_loop()
         if self.worker is None:
             self.worker = loop.create_task(self._work())
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self.in_flight += 1
+        self.queued += 1
         try:
             await self.queue.put((rows, future))
             return await future
@@ -72,35 +87,36 @@ class MicroBatcher:
         return pending
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             pending = await self._collect()
-            inputs = (
-                np.concatenate([rows for rows, _ in pending]) if len(pending) > 1 else pending[0][0]
-            )
-            self.busy = True
             try:
-                if self.run_seconds < INLINE_BUDGET_SECONDS:
-                    outputs = self._timed(inputs)
-                else:
-                    outputs = await loop.run_in_executor(None, self._timed, inputs)
-            except Exception as error:
-                for _, future in pending:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
+                await self._answer(pending)
             finally:
-                self.busy = False
-            start = 0
-            for rows, future in pending:
+                self.queued -= len(pending)
+
+    async def _answer(self, pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+        try:
+            inputs = np.concatenate([rows for rows, _ in pending]) if pending[1:] else pending[0][0]
+            if self.run_seconds < INLINE_BUDGET_SECONDS:
+                outputs = self._timed(inputs)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(None, self._timed, inputs)
+        except Exception as error:
+            for _, future in pending:
                 if not future.done():
-                    future.set_result(outputs[start : start + len(rows)])
-                start += len(rows)
+                    future.set_exception(error)
+            return
+        start = 0
+        for rows, future in pending:
+            if not future.done():
+                future.set_result(outputs[start : start + len(rows)])
+            start += len(rows)
 
     def _timed(self, inputs: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         outputs = self.run(inputs)
-        elapsed = time.perf_counter() - started
+        elapsed = min(time.perf_counter() - started, SAMPLE_CAP_SECONDS)
         # A moving average decides inline vs worker thread for the next calls.
         self.run_seconds = elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
         self.batches += 1

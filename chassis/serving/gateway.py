@@ -2,12 +2,14 @@
 what is measured, and the admin operations of a rollout. `asgi.py` puts HTTP around it."""
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from chassis import registry
 from chassis.errors import ChassisError
 from chassis.runtime import create_session
 from chassis.serving.batching import MicroBatcher
-from chassis.serving.metrics import GatewayMetrics
+from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.routing import choose_version, shadow_version
 from chassis.serving.state import RolloutState, StateError, load_state, save_state
@@ -46,6 +48,8 @@ class ServedVersion:
     batcher: MicroBatcher
     feature_names: list[str]
     stats: VersionStats = field(default_factory=VersionStats)
+    # Metric tallies by role, looked up once per version and role, not per request.
+    tallies: dict[str, RoleTally] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,8 +63,7 @@ class ServedModel:
         return self.versions[self.state.stable_version].n_features
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's cost
     version: int
     predictions: list[int]
 
@@ -86,8 +89,17 @@ class Gateway:
         input_name = session.get_inputs()[0].name
         n_features = int(session.get_inputs()[0].shape[1])
 
+        # Named once here: given None, session.run lists the output names on every call.
+        output_names = [session.get_outputs()[0].name]
+
         def run(rows: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: rows})[0]
+            return session.run(output_names, {input_name: rows})[0]
+
+        # ONNX Runtime's first call sets up its buffers and is many times slower than the
+        # next ones: made here, it cannot make the batcher take a fast model for a slow one.
+        # A model that fails it fails its requests as before, with their 500s.
+        with contextlib.suppress(Exception):
+            run(np.zeros((1, n_features), dtype=np.float32))
 
         # A compressed version inherits the column names of the version it was made from.
         names = registry.feature_columns(name, version) or [
@@ -152,9 +164,12 @@ class Gateway:
         state = model.state
         version = choose_version(state, key, self.rng)
         served = model.versions[version]
-        labels = await self._run(
-            model, served, rows, "stable" if version == state.stable_version else "candidate"
-        )
+        role = "stable" if version == state.stable_version else "candidate"
+        # A fast model with nothing queued answers in this call; only the others await.
+        answered = self._answer_now(model, served, rows, role)
+        if answered is None:
+            answered = await self._answer_queued(model, served, rows, role)
+        labels, predictions = answered
         log = self.logs.get(name)
         if log is not None:
             log.record(version, rows, labels)
@@ -165,7 +180,7 @@ class Gateway:
             )
             self.background.add(task)
             task.add_done_callback(self.background.discard)
-        return Prediction(version, labels.tolist())
+        return Prediction(version, predictions)
 
     async def predict_preview(self, name: str, rows: np.ndarray) -> Prediction:
         """Blue-green: the idle color answers, for checks before the switch."""
@@ -175,46 +190,81 @@ class Gateway:
                 409, f"{name!r} has no idle color to preview (mode {model.state.mode})"
             )
         served = model.versions[model.state.candidate_version]
-        labels = await self._run(model, served, rows, "preview")
-        return Prediction(served.version, labels.tolist())
+        _, predictions = await self._run(model, served, rows, "preview")
+        return Prediction(served.version, predictions)
 
     async def _run(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, list[int]]:
+        """Labels (array and list) of `rows`, measured under `role`."""
+        answered = self._answer_now(model, served, rows, role)
+        if answered is None:
+            answered = await self._answer_queued(model, served, rows, role)
+        return answered
+
+    def _answer_now(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> tuple[np.ndarray, list[int]] | None:
         if rows.shape[1] != served.n_features:
-            raise RequestError(
-                422, f"rows must have {served.n_features} features, got {rows.shape[1]}"
-            )
+            raise _width_error(served, rows)
         started = time.perf_counter()
-        version_label = str(served.version)
+        try:
+            logits = served.batcher.answer_now(rows)
+        except Exception:
+            self._count_error(model, served)
+            raise
+        if logits is None:
+            return None
+        return self._answered(model, served, role, logits, time.perf_counter() - started)
+
+    async def _answer_queued(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> tuple[np.ndarray, list[int]]:
+        if rows.shape[1] != served.n_features:
+            raise _width_error(served, rows)
+        started = time.perf_counter()
         try:
             logits = await served.batcher.predict(rows)
         except Exception:
-            served.stats.requests += 1
-            served.stats.errors += 1
-            self.metrics.errors.labels(model.name, version_label, "500").inc()
+            self._count_error(model, served)
             raise
-        elapsed = time.perf_counter() - started
+        return self._answered(model, served, role, logits, time.perf_counter() - started)
+
+    def _answered(
+        self,
+        model: ServedModel,
+        served: ServedVersion,
+        role: str,
+        logits: np.ndarray,
+        seconds: float,
+    ) -> tuple[np.ndarray, list[int]]:
         labels = logits.argmax(axis=1)
+        predictions = labels.tolist()
         served.stats.requests += 1
-        served.stats.latencies_ms.append(elapsed * 1000)
-        self.metrics.observe(model.name, version_label, role, elapsed, labels)
-        return labels
+        served.stats.latencies_ms.append(seconds * 1000)
+        tally = served.tallies.get(role)
+        if tally is None:
+            tally = self.metrics.tally(model.name, str(served.version), role)
+            served.tallies[role] = tally
+        tally.record(seconds, predictions)
+        return labels, predictions
+
+    def _count_error(self, model: ServedModel, served: ServedVersion) -> None:
+        served.stats.requests += 1
+        served.stats.errors += 1
+        self.metrics.count_error(model.name, str(served.version), "500")
 
     async def _shadow(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, answered: np.ndarray
     ) -> None:
         try:
-            labels = await self._run(model, served, rows, "shadow")
+            labels, _ = await self._run(model, served, rows, "shadow")
         except Exception:
             return  # counted as an error of the shadow version; the caller already has its answer
         agreed = int((labels == answered).sum())
         served.stats.shadow_compared += len(labels)
         served.stats.shadow_agreed += agreed
-        self.metrics.shadow_agreement.labels(model.name, str(served.version), "yes").inc(agreed)
-        self.metrics.shadow_agreement.labels(model.name, str(served.version), "no").inc(
-            len(labels) - agreed
-        )
+        self.metrics.count_shadow(model.name, str(served.version), agreed, len(labels))
 
     # ---- admin -------------------------------------------------------------------------
 
@@ -354,6 +404,10 @@ class Gateway:
                 if task is not None:
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
+
+
+def _width_error(served: ServedVersion, rows: np.ndarray) -> RequestError:
+    return RequestError(422, f"rows must have {served.n_features} features, got {rows.shape[1]}")
 
 
 def _loop_running() -> bool:

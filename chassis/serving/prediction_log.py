@@ -1,10 +1,12 @@
 """The prediction log: served inputs, predictions, version and time, as Parquet files.
 
-Recording copies one request's rows into a preallocated buffer (sampled) on the request
-path; a background thread swaps buffers every few seconds and writes the filled one as a
-Parquet file under `<model>/date=YYYY-MM-DD/<time>-<id>.parquet`, on a local folder or on
-S3. Building the Arrow table from contiguous columns is a few copies and the Parquet
-writer releases the GIL, so serving latency does not move (see BENCHMARKS.md).
+Recording appends a reference to one request's arrays to a queue (sampled) on the request
+path: no lock and no copy there. A background thread drains the queue every few seconds
+into a preallocated column-major buffer, in chunks, and writes it as a Parquet file under
+`<model>/date=YYYY-MM-DD/<time>-<id>.parquet`, on a local folder or on S3. That thread
+holds the GIL a fraction of a millisecond at a time and hands it back to the event loop
+between chunks; the columns go to Arrow without a copy and the Parquet writer releases
+the GIL, so serving latency barely moves (see BENCHMARKS.md).
 """
 
 import io
@@ -12,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,9 +32,22 @@ TIME, VERSION, PREDICTION = "served_at", "model_version", "prediction"
 Writer = Callable[[str, bytes], None]
 
 
+# Requests moved into the buffer per step: a step holds the GIL for ~0.05 ms (64 features),
+# the most a request that arrives meanwhile waits.
+CHUNK = 256
+
+
+def _yield_gil() -> None:
+    # A thread that wants the GIL waits up to the switch interval (5 ms) for its holder to
+    # let go; sleeping releases it at once, so the event loop waits one step at most.
+    time.sleep(0)
+
+
 class _Buffer:
     def __init__(self, capacity: int, width: int) -> None:
-        self.features = np.empty((capacity, width), dtype=np.float32)
+        # Column-major: each feature's values contiguous, as Arrow and Parquet take them.
+        # (Transposing a row-major buffer at write time held the GIL for 5-20 ms.)
+        self.features = np.empty((width, capacity), dtype=np.float32)
         self.labels = np.empty(capacity, dtype=np.int64)
         self.versions = np.empty(capacity, dtype=np.int64)
         self.times = np.empty(capacity, dtype=np.float64)
@@ -54,9 +70,15 @@ class PredictionLogger:
         self.sample_rate = sample_rate
         self.flush_seconds = flush_seconds
         self.capacity = capacity
-        self.active = _Buffer(capacity, len(feature_names))
-        self.spare = _Buffer(capacity, len(feature_names))
-        self.lock = threading.Lock()
+        # (rows, labels, version, time) per request. deque.append and popleft are atomic,
+        # so the request path and the flushing thread share it without a lock.
+        self.pending: deque[tuple[np.ndarray, np.ndarray, int, float]] = deque()
+        # Rows queued (written by record only) and rows taken (by flush only): their
+        # difference bounds the queue, and neither counter has two writers.
+        self.queued_rows = 0
+        self.taken_rows = 0
+        self.buffer = _Buffer(capacity, len(feature_names))
+        self.flush_lock = threading.Lock()  # the thread and close() may both flush
         self.dropped_rows = 0
         self.rng = np.random.default_rng()
         self.stop = threading.Event()
@@ -67,40 +89,53 @@ class PredictionLogger:
         return self
 
     def record(self, version: int, rows: np.ndarray, labels: np.ndarray) -> None:
-        """A copy into the active buffer; when it is full, rows are counted and dropped so
-        a stuck store can never grow memory."""
+        """Queue one request's rows and predicted labels. The arrays are kept, not copied:
+        the caller must not change them afterwards (the gateway never does, every request
+        has its own). When a file's worth of rows is waiting (a stuck store), rows are
+        counted and dropped so memory can never grow without bound."""
         if self.sample_rate < 1.0 and self.rng.random() >= self.sample_rate:
             return
-        with self.lock:
-            buffer = self.active
-            start, end = buffer.size, buffer.size + len(rows)
-            if end > self.capacity:
-                self.dropped_rows += len(rows)
-                return
-            buffer.features[start:end] = rows
-            buffer.labels[start:end] = labels
-            buffer.versions[start:end] = version
-            buffer.times[start:end] = time.time()
-            buffer.size = end
+        count = len(rows)
+        if self.queued_rows - self.taken_rows + count > self.capacity:
+            self.dropped_rows += count
+            return
+        self.queued_rows += count
+        self.pending.append((rows, labels, version, time.time()))
 
     def flush(self) -> int:
-        with self.lock:
-            filled, self.active, self.spare = self.active, self.spare, self.active
-        rows = filled.size
-        if rows == 0:
-            return 0
-        try:
-            self._write(filled, rows)
-        finally:
-            filled.size = 0
+        with self.flush_lock:
+            buffer = self.buffer
+            buffer.size = 0
+            try:
+                self._fill(buffer)
+                if buffer.size:
+                    self._write(buffer, buffer.size)
+            finally:
+                rows, buffer.size = buffer.size, 0
         return rows
+
+    def _fill(self, buffer: _Buffer) -> None:
+        """Move what is queued now (at most `capacity` rows) into the buffer."""
+        pending = self.pending
+        waiting = len(pending)
+        while waiting:
+            chunk = [pending.popleft() for _ in range(min(CHUNK, waiting))]
+            waiting -= len(chunk)
+            counts = [len(rows) for rows, _, _, _ in chunk]
+            start, end = buffer.size, buffer.size + sum(counts)
+            self.taken_rows += end - start
+            buffer.features[:, start:end] = np.concatenate([rows for rows, _, _, _ in chunk]).T
+            np.concatenate([labels for _, labels, _, _ in chunk], out=buffer.labels[start:end])
+            buffer.versions[start:end] = np.repeat([version for _, _, version, _ in chunk], counts)
+            buffer.times[start:end] = np.repeat([at for _, _, _, at in chunk], counts)
+            buffer.size = end
+            _yield_gil()
 
     def _write(self, buffer: _Buffer, rows: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = np.ascontiguousarray(buffer.features[:rows].T)
-        arrays = [pa.array(column) for column in columns]
+        arrays = [pa.array(column[:rows]) for column in buffer.features]  # no copies
         arrays += [
             pa.array(buffer.labels[:rows]),
             pa.array(buffer.versions[:rows]),

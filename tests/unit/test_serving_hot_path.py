@@ -1,0 +1,135 @@
+"""The gateway's per-request shortcuts give what the plain code gave: the same arrays and
+errors from validation, the same Prometheus exposition, the same prediction log."""
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from chassis.serving.batching import MicroBatcher
+from chassis.serving.metrics import GatewayMetrics
+from chassis.serving.prediction_log import PredictionLogger
+from chassis.serving.validation import Limits, RequestError, parse_instances
+
+
+def parse(body: bytes) -> np.ndarray:
+    return parse_instances(body, "application/json", 4, Limits(max_rows=8))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [[1, 2.5, -3, 4e2]]}',
+        b'{"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}',
+        b'{"\\u0069nstances": [[1, 2, 3, 4]]}',  # the key escaped: the strict path
+        b'{"instances": [[3e38, 3e38, 3e38, 3e38]]}',  # finite, near float32's limit
+    ],
+)
+def test_well_formed_rows_become_float32(body):
+    rows = parse(body)
+    expected = np.asarray(next(iter(orjson.loads(body).values())), dtype=np.float32)
+    assert rows.dtype == np.float32 and np.array_equal(rows, expected)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"instances": [["1.5", 2, 3, 4]]}', 422, "must be a number"),
+        (b'{"instances": [[true, false, true, true]]}', 422, "must be a number"),
+        (b'{"instances": [[1, null, 3, 4]]}', 422, "must be a number"),
+        (b'{"instances": [[1, 2, 3, 1e39]]}', 422, "beyond float32"),
+        (b'{"instances": [[1, 2, 3, 4], [1, 2]]}', 422, "row 1 must be a list of 4"),
+        (b'{"instances": [[{}, 2, 3, 4]]}', 422, "must be a number"),
+        (b'{"instances": [[[1], 2, 3, 4]]}', 422, "flat lists of numbers"),
+        (b'{"instances": [' + b"[1,2,3,4]," * 8 + b"[1,2,3,4]]}", 413, "row limit"),
+        (b'{"instances": []}', 422, "is empty"),
+    ],
+)
+def test_anything_else_gets_the_strict_error(body, status, message):
+    with pytest.raises(RequestError) as refused:
+        parse(body)
+    assert refused.value.status == status and message in refused.value.message
+
+
+def test_metrics_exposition_keeps_names_labels_and_buckets():
+    metrics = GatewayMetrics()
+    metrics.observe("m", "1", "stable", 0.0004, [3])
+    metrics.observe("m", "1", "stable", 0.0005, [3, 7])  # on a bound: counted `le` it
+    metrics.observe("m", "2", "candidate", 2.0, [7])
+    metrics.count_error("m", "2", "500")
+    metrics.count_shadow("m", "2", agreed=3, compared=4)
+    text = metrics.render().decode()
+    for line in [
+        'chassis_requests_total{model="m",role="stable",version="1"} 2.0',
+        'chassis_requests_total{model="m",role="candidate",version="2"} 1.0',
+        'chassis_request_latency_seconds_bucket{le="0.0005",model="m",version="1"} 2.0',
+        'chassis_request_latency_seconds_bucket{le="1.0",model="m",version="2"} 0.0',
+        'chassis_request_latency_seconds_bucket{le="+Inf",model="m",version="2"} 1.0',
+        'chassis_request_latency_seconds_count{model="m",version="1"} 2.0',
+        'chassis_request_latency_seconds_sum{model="m",version="1"} 0.0009',
+        'chassis_predicted_class_total{label="3",model="m",version="1"} 2.0',
+        'chassis_predicted_class_total{label="7",model="m",version="1"} 1.0',
+        'chassis_errors_total{model="m",status="500",version="2"} 1.0',
+        'chassis_shadow_comparisons_total{agreed="yes",model="m",version="2"} 3.0',
+        'chassis_shadow_comparisons_total{agreed="no",model="m",version="2"} 1.0',
+    ]:
+        assert line in text, line
+    assert 'chassis_requests_created{model="m",role="stable",version="1"}' in text
+    assert 'chassis_request_latency_seconds_created{model="m",version="1"}' in text
+
+
+def test_prediction_log_writes_every_recorded_row_and_drops_beyond_capacity():
+    files: dict[str, bytes] = {}
+    log = PredictionLogger("m", ["a", "b"], files.__setitem__, capacity=5)
+    log.record(1, np.array([[1.0, 2.0]], dtype=np.float32), np.array([0]))
+    log.record(2, np.array([[3.0, 4.0], [5.0, 6.0]]), np.array([1, 2]))
+    log.record(1, np.zeros((3, 2), dtype=np.float32), np.zeros(3, dtype=np.int64))  # too many
+    assert log.flush() == 3 and log.dropped_rows == 3
+    (payload,) = files.values()
+    frame = pd.read_parquet(io.BytesIO(payload))
+    assert frame["a"].tolist() == [1.0, 3.0, 5.0] and frame["b"].dtype == np.float32
+    assert frame["prediction"].tolist() == [0, 1, 2]
+    assert frame["model_version"].tolist() == [1, 2, 2]
+    assert frame["served_at"].is_monotonic_increasing
+    assert log.flush() == 0  # nothing left; room for a new file's worth
+    log.record(1, np.zeros((5, 2), dtype=np.float32), np.zeros(5, dtype=np.int64))
+    assert log.flush() == 5
+
+
+def test_one_slow_call_does_not_take_a_fast_model_off_the_inline_path():
+    calls = 0
+
+    def once_slow(rows: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            time.sleep(0.01)  # the OS preempted it, say
+        return rows
+
+    async def scenario() -> MicroBatcher:
+        batcher = MicroBatcher(once_slow)
+        for _ in range(5):
+            await batcher.predict(np.ones((1, 2), dtype=np.float32))
+        return batcher
+
+    assert asyncio.run(scenario()).worker is None
+
+
+def test_a_slow_model_leaves_the_event_loop_at_once():
+    def slow(rows: np.ndarray) -> np.ndarray:
+        time.sleep(0.002)
+        return rows
+
+    async def scenario() -> MicroBatcher:
+        batcher = MicroBatcher(slow)
+        for _ in range(3):
+            await batcher.predict(np.ones((1, 2), dtype=np.float32))
+        await batcher.close()
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert batcher.worker is not None and batcher.batches == 3
