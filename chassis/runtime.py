@@ -43,14 +43,14 @@ def onnxruntime_version() -> str:
     return version("onnxruntime")
 
 
-def time_runs_ms(
+def timed_runs_ms(
     session: "onnxruntime.InferenceSession",
     feeds: dict[str, np.ndarray],
     *,
-    warmup: int = 20,
-    repeats: int = 200,
-) -> dict[str, float]:
-    """p50/p99/mean of one `session.run`, after `warmup` untimed runs (allocations, caches)."""
+    warmup: int,
+    repeats: int,
+) -> np.ndarray:
+    """Milliseconds of each of `repeats` timed `session.run` calls, after `warmup` untimed."""
     import time
 
     if repeats < 1:
@@ -62,7 +62,18 @@ def time_runs_ms(
         started = time.perf_counter()
         session.run(None, feeds)
         timings[i] = time.perf_counter() - started
-    timings *= 1000.0
+    return timings * 1000.0
+
+
+def time_runs_ms(
+    session: "onnxruntime.InferenceSession",
+    feeds: dict[str, np.ndarray],
+    *,
+    warmup: int = 20,
+    repeats: int = 200,
+) -> dict[str, float]:
+    """p50/p99/mean of one `session.run`, after `warmup` untimed runs (allocations, caches)."""
+    timings = timed_runs_ms(session, feeds, warmup=warmup, repeats=repeats)
     return {
         "p50": float(np.percentile(timings, 50)),
         "p99": float(np.percentile(timings, 99)),

@@ -8,13 +8,12 @@ the speed-up is read per round (`round_ratios`) and summarized by its median.
 """
 
 import statistics
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chassis.runtime import time_runs_ms
+from chassis.runtime import time_runs_ms, timed_runs_ms
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -75,14 +74,7 @@ def time_interleaved(
     every_run: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
         for name in names if index % 2 == 0 else names[::-1]:
-            session = sessions[name]
-            for _ in range(warmup):
-                session.run(None, feeds)
-            block = np.empty(runs)
-            for i in range(runs):
-                started = time.perf_counter()
-                session.run(None, feeds)
-                block[i] = (time.perf_counter() - started) * 1000.0
+            block = timed_runs_ms(sessions[name], feeds, warmup=warmup, repeats=runs)
             round_p50[name].append(float(np.median(block)))
             every_run[name].extend(block.tolist())
     return InterleavedTimes(round_p50, every_run)
