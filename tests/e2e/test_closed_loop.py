@@ -97,6 +97,10 @@ def wait_for(what: str, probe: Callable[[], Any], seconds: float, every: float =
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
+def cooldown_line(messages: list[str]) -> str | None:
+    return next((m for m in messages if "not retraining" in m), None)
+
+
 def finished(server: PrefectServer, run_id: str) -> dict[str, Any] | None:
     run = server.get(f"/flow_runs/{run_id}")
     return run if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
@@ -196,6 +200,12 @@ def test_drift_retrains_a_challenger_into_production_and_the_cooldown_holds(loop
     runs = wait_for("a second retrain run", lambda: loop.retrain_runs()[1:], 60)
     done = wait_for("the second retrain run", lambda: finished(loop.server, runs[0]["id"]), 300, 2)
     assert done["state"]["type"] == "COMPLETED"
-    messages = " ".join(loop.server.log_messages(runs[0]["id"]))
+    # The run's own log lines are shipped by Prefect's background log worker, which may flush
+    # them after the final state is stored: wait for them rather than read once.
+    messages = wait_for(
+        "the second run's cooldown log line",
+        lambda: cooldown_line(loop.server.log_messages(runs[0]["id"])),
+        60,
+    )
     assert "not retraining" in messages and "cooldown" in messages
     assert loop.versions() == [1, 2]
