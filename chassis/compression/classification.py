@@ -20,7 +20,7 @@ from chassis.compression.distill import (
     distill_classifier,
     wrap_like_teacher,
 )
-from chassis.compression.prune import fine_tune, hidden_sizes, prune_mlp
+from chassis.compression.prune import fine_tune, prune_structured
 from chassis.compression.quantize import (
     CALIBRATION_METHODS,
     check_calibration_data,
@@ -163,13 +163,14 @@ def build_classifier_candidates(
 
     if names.PRUNED in wanted or names.PRUNED_INT8 in wanted:
         try:
-            before = hidden_sizes(setup.baseline)
-            pruned = prune_mlp(setup.baseline, options.prune_fraction)
+            result = prune_structured(
+                setup.baseline, options.prune_fraction, torch.from_numpy(setup.x_train[:8])
+            )
         except CompressionError as error:
             skipped.update(dict.fromkeys((names.PRUNED, names.PRUNED_INT8), str(error)))
         else:
             pruned = fine_tune(
-                pruned,
+                result.module,
                 setup.x_train,
                 setup.y_train,
                 epochs=options.finetune_epochs,
@@ -178,10 +179,11 @@ def build_classifier_candidates(
             )
             path = export(pruned, "pruned")
             recipe = {
-                "pruning": "structured-l1-neurons",
+                "pruning": "structured-l1-outputs",
                 "prune_fraction": options.prune_fraction,
-                "hidden_before": before,
-                "hidden_after": hidden_sizes(pruned),
+                "pruned_layers": list(result.widths_after),
+                "hidden_before": list(result.widths_before.values()),
+                "hidden_after": list(result.widths_after.values()),
                 "finetune_epochs": options.finetune_epochs,
                 "torch_parameters": _torch_parameters(pruned),
             }

@@ -19,7 +19,7 @@ from chassis.compression.measure import (
     measure_all,
     onnx_parameter_count,
 )
-from chassis.compression.prune import hidden_sizes, prune_mlp
+from chassis.compression.prune import prune_structured
 from chassis.compression.quantize import (
     check_calibration_data,
     quantize_dynamic_int8,
@@ -117,8 +117,10 @@ def test_calibration_data_shape_is_checked():
 
 def test_structured_pruning_removes_neurons_and_shrinks_the_onnx_file(blob_setup, tmp_path):
     setup, x_test, _ = blob_setup
-    pruned = prune_mlp(setup.baseline, 0.5)
-    assert hidden_sizes(pruned) == [16, 8]
+    result = prune_structured(setup.baseline, 0.5, torch.from_numpy(setup.x_train[:8]))
+    assert list(result.widths_before.values()) == [32, 16]
+    assert list(result.widths_after.values()) == [16, 8]
+    pruned = result.module
     assert isinstance(pruned, Standardized)
     assert torch.equal(pruned.mean, setup.baseline.mean)  # the scaler survives pruning
     path = export_onnx(pruned, 6, tmp_path / "pruned.onnx")
@@ -130,12 +132,11 @@ def test_structured_pruning_removes_neurons_and_shrinks_the_onnx_file(blob_setup
 
 def test_pruning_keeps_at_least_one_neuron_and_refuses_bad_fractions(blob_setup):
     setup, _, _ = blob_setup
-    assert hidden_sizes(prune_mlp(setup.baseline, 0.999)) == [1, 1]
-    for fraction in (-0.1, 1.0):
+    example = torch.from_numpy(setup.x_train[:8])
+    assert list(prune_structured(setup.baseline, 0.999, example).widths_after.values()) == [1, 1]
+    for fraction in (-0.1, 1.0, float("nan")):
         with pytest.raises(CompressionError, match=r"prune fraction must be in \[0, 1\)"):
-            prune_mlp(setup.baseline, fraction)
-    with pytest.raises(CompressionError, match=r"supports chassis\.models\.MLP"):
-        prune_mlp(torch.nn.Linear(3, 2), 0.5)
+            prune_structured(setup.baseline, fraction, example)
 
 
 def test_distilled_student_keeps_teacher_scaler_and_learns(blob_setup):
