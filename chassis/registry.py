@@ -574,7 +574,17 @@ def unaudited_challenger(name: str) -> int | None:
 
     Chassis records every alias it moves; a challenger whose latest audited move does not
     point at it was set by someone else and has not been rolled out yet.
+    Chassis sets an alias a moment before it writes the move's audit record, both under
+    the registry lock. A challenger that looks unaudited is therefore checked again under
+    the lock, so a move Chassis is making right now is never mistaken for a hand-set one.
     """
+    if _unaudited_challenger(name) is None:
+        return None  # the common case: no lock taken, nothing shows up in the MLflow UI
+    with RegistryLock(name):
+        return _unaudited_challenger(name)
+
+
+def _unaudited_challenger(name: str) -> int | None:
     from chassis.aliases import CHALLENGER
 
     challenger = current_aliases(name).get(CHALLENGER)
@@ -585,3 +595,48 @@ def unaudited_challenger(name: str) -> int | None:
             if move["alias"] == CHALLENGER:
                 return None if move["to"] == challenger else challenger
     return challenger
+
+
+WEBHOOK_NAME = "chassis-relay"
+
+
+def ensure_alias_webhook(url: str, secret: str) -> str:
+    """Create or update the registry webhook that posts alias events to Chassis's relay.
+
+    One webhook named `chassis-relay` per registry: starting the relay again (another port,
+    a new secret) updates it rather than adding a second sender. Returns its id.
+    """
+    import mlflow
+
+    events = ["model_version_alias.created"]
+    try:
+        client = mlflow.MlflowClient()
+        existing = [hook for hook in _all_webhooks(client) if hook.name == WEBHOOK_NAME]
+        if existing:
+            hook = client.update_webhook(
+                existing[0].webhook_id, url=url, events=events, secret=secret, status="ACTIVE"
+            )
+        else:
+            hook = client.create_webhook(
+                WEBHOOK_NAME,
+                url,
+                events,
+                description="Relays challenger aliases set in the registry to Chassis rollouts.",
+                secret=secret,
+            )
+    except mlflow.exceptions.MlflowException as error:
+        raise RegistryError(
+            f"could not register the MLflow webhook for {url}: {error.message} (webhooks need "
+            "a SQL-backed registry, local SQLite or an `mlflow server` on one)"
+        ) from None
+    return hook.webhook_id
+
+
+def _all_webhooks(client: "object") -> list:
+    hooks, token = [], None
+    while True:
+        page = client.list_webhooks(max_results=100, page_token=token)  # type: ignore[attr-defined]
+        hooks.extend(page)
+        token = page.token
+        if not token:
+            return hooks

@@ -6,6 +6,7 @@ artifact folder, and Prefect's home (its SQLite database), so `make ui` shows ex
 `make release` did.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -106,6 +107,22 @@ class ChassisSettings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         default=5.0, gt=0, description="How often buffered predictions become a file."
     )
+    webhook_relay_host: str = Field(
+        default="127.0.0.1", description="Host `chassis webhook-relay` binds."
+    )
+    webhook_relay_port: int = Field(
+        default=8788, ge=1, le=65535, description="Port of `chassis webhook-relay`."
+    )
+    webhook_relay_url: str | None = Field(
+        default=None,
+        description="The address MLflow posts registry webhooks to. Default: "
+        "http://<relay host>:<relay port>/mlflow/webhook.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret shared with MLflow's webhook. Default: generated once and "
+        "kept in <home>/webhooks/secret (mode 0600).",
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
@@ -167,14 +184,30 @@ class ChassisSettings(BaseSettings):
         """The configured token, or the one generated for this home on first use."""
         if self.gateway_admin_token is not None:
             return self.gateway_admin_token.get_secret_value()
-        import secrets
+        return _generated_secret(self.gateway_dir / "admin-token", _url_safe_token)
 
-        path = self.gateway_dir / "admin-token"
-        if not path.exists():
-            self.gateway_dir.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+    @property
+    def webhooks_dir(self) -> Path:
+        return self.home / "webhooks"
+
+    def resolved_webhook_relay_url(self) -> str:
+        default = f"http://{self.webhook_relay_host}:{self.webhook_relay_port}/mlflow/webhook"
+        return self.webhook_relay_url or default
+
+    def resolved_webhook_secret(self) -> str:
+        """The configured webhook secret, or the one generated for this home on first use."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        return _generated_secret(self.webhooks_dir / "secret", _url_safe_token)
+
+    def webhook_encryption_key(self) -> str:
+        """The Fernet key MLflow encrypts webhook secrets with in its database.
+
+        MLflow generates a fresh key in every process unless MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY
+        is set, so a secret stored by one process (or before a restart) cannot be read by the
+        `mlflow server` that delivers the webhook. One key per home, kept with mode 0600.
+        """
+        return _generated_secret(self.webhooks_dir / "encryption-key", _fernet_key)
 
     def ensure_local_state(self) -> None:
         """Create the local folders the embedded default needs (only what is local)."""
@@ -182,3 +215,25 @@ class ChassisSettings(BaseSettings):
         self.prefect_home.mkdir(parents=True, exist_ok=True)
         if self.artifact_root is None and not self.tracking_is_remote():
             (self.home / "artifacts").mkdir(parents=True, exist_ok=True)
+
+
+def _url_safe_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+def _fernet_key() -> str:
+    import base64
+    import os
+
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _generated_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept at `path`, created there (mode 0600, never group/world readable)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()

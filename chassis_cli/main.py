@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parsers(commands, run_flow)
 
     from chassis_cli.serve import add_serve_parser
+    from chassis_cli.webhook_relay import add_webhook_relay_parser
 
     add_serve_parser(commands)
+    add_webhook_relay_parser(commands)
 
     from chassis_cli.rollout_commands import add_rollout_parsers
 

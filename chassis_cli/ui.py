@@ -11,6 +11,7 @@ from pathlib import Path
 
 from chassis.errors import ChassisError
 from chassis.settings import ChassisSettings
+from chassis_cli.webhook_relay import share_webhook_encryption_key
 
 
 def executable(name: str) -> str:
@@ -36,8 +37,15 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
 
 
 def serve_uis(settings: ChassisSettings) -> int:
+    share_webhook_encryption_key(settings)
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)  # this process *is* the server
+    # MLflow delivers registry webhooks only to public https addresses by default; this
+    # local server's receiver is `chassis webhook-relay` on loopback. The cache TTL is how
+    # long a newly registered webhook may go unseen by the server.
+    env.setdefault("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+    env.setdefault("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+    env.setdefault("MLFLOW_WEBHOOK_CACHE_TTL", "5")
     host = settings.ui_host
     commands: dict[str, tuple[list[str], str]] = {
         "Prefect UI": (

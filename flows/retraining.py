@@ -63,14 +63,19 @@ def registry_watch(
     model_names: Annotated[list[str], Field(min_length=1, description="Models to watch.")],
 ) -> dict[str, int]:
     """Honour promotions made by hand in the MLflow registry: a `challenger` alias set
-    outside Chassis starts a canary rollout of that version. Runs on a schedule, which
-    works with every MLflow backend: MLflow's webhooks (experimental in MLflow 3) exist only
-    behind an `mlflow server` on a SQL store, and deliver to public https addresses unless
-    MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS is set."""
+    outside Chassis starts a canary rollout of that version. Runs from the
+    `chassis.model.challenger-set` event (`chassis webhook-relay` emits it for MLflow's
+    webhook, which only an `mlflow server` on a SQL store sends) and on a schedule, which
+    works with every MLflow backend. Either way it reads the registry itself: an alias that
+    Chassis moved (it is audited) or that was rolled out already starts nothing."""
     settings = ChassisSettings()
     tracking.connect(settings)
     started: dict[str, int] = {}
     for name in model_names:
+        if not registry.list_versions(name):
+            # Deployed before the model's first release: nothing to watch yet, not a failure.
+            get_run_logger().warning("%s has no registered version yet; nothing to watch", name)
+            continue
         version = registry.unaudited_challenger(name)
         if version is None:
             continue

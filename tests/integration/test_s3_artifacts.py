@@ -2,12 +2,6 @@
 cannot be reached from here. Two modes: MLflow on SQLite writing straight to the bucket, and
 a real `mlflow server` process proxying artifacts to the bucket."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +14,7 @@ from chassis.settings import ChassisSettings
 from chassis.storage import StorageError, list_keys
 from chassis.tracking import connect
 from flows.training import train
+from tests.fixtures.mlflow_server import MlflowServer
 
 BUCKET = "chassis-artifacts"
 CREDENTIALS = {
@@ -100,55 +95,20 @@ def test_missing_bucket_is_named(s3_env, monkeypatch):
         connect(ChassisSettings())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(s3_env, tmp_path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_env}
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    process = subprocess.Popen(
+    server = MlflowServer(
         [
-            str(mlflow_bin),
-            "server",
             "--backend-store-uri",
             f"sqlite:///{tmp_path}/server.db",
             "--artifacts-destination",
             f"s3://{BUCKET}/remote",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "server.log").open("wb"),
+        {"MLFLOW_S3_ENDPOINT_URL": s3_env},
+        tmp_path / "server.log",
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(
-                    "mlflow server exited: " + (tmp_path / "server.log").read_text()[-2000:]
-                )
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not become healthy in 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    yield server.start()
+    server.stop()
 
 
 def test_remote_mlflow_server_with_s3_artifacts(mlflow_server, monkeypatch, tmp_path):

@@ -1,0 +1,116 @@
+"""The webhook relay: an ASGI app that turns MLflow registry webhooks into Chassis actions.
+
+MLflow posts a signed delivery for each alias set in the registry (by hand in the MLflow
+UI, through its REST API, or by Chassis). The relay verifies it, keeps `challenger` alias
+events and hands them to `on_challenger` (the CLI emits a Prefect event there, which a
+deployment trigger turns into a rollout). Deciding whether the move was Chassis's own is
+left to the flow, which reads the audit trail under the registry lock: the audit record is
+written just after the alias, so the relay would race it.
+
+Answers: 202 accepted, 200 for deliveries it has no use for (other events, other aliases,
+repeats of a delivery id: MLflow retries), 401 for a bad signature, 400 for a malformed
+body, 413 for an oversize one, 503 when the action failed (MLflow then retries).
+"""
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from chassis.aliases import CHALLENGER
+from chassis.registry_webhooks import AliasSet, WebhookError, alias_set, verify
+from chassis.serving.asgi import Receive, Scope, Send, read_body, respond
+from chassis.serving.validation import RequestError
+
+WEBHOOK_PATH = "/mlflow/webhook"
+MAX_BODY_BYTES = 64 * 1024  # alias deliveries are a few hundred bytes
+REMEMBERED_DELIVERIES = 1024
+
+logger = logging.getLogger("chassis.webhook_relay")
+
+
+class WebhookRelay:
+    def __init__(
+        self,
+        secret: str,
+        on_challenger: Callable[[AliasSet], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.secret = secret
+        self.on_challenger = on_challenger
+        self.clock = clock
+        self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.relayed: list[AliasSet] = []  # for `/status`: what this process passed on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/healthz" and method == "GET":
+            await _answer(send, 200, {"status": "ok"})
+        elif path == "/status" and method == "GET":
+            relayed = [vars(event) for event in self.relayed[-20:]]
+            await _answer(send, 200, {"relayed": relayed})
+        elif path != WEBHOOK_PATH:
+            await _answer(send, 404, {"error": f"no route {path}; MLflow posts to {WEBHOOK_PATH}"})
+        elif method != "POST":
+            await _answer(send, 405, {"error": f"{WEBHOOK_PATH} takes POST"})
+        else:
+            status, document = await self.deliver(scope, receive)
+            await _answer(send, status, document)
+
+    async def deliver(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        try:
+            body = await read_body(receive, MAX_BODY_BYTES)
+        except RequestError as error:
+            return error.status, {"error": error.message}
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        try:
+            delivery_id = verify(self.secret, headers, body, self.clock())
+            event = alias_set(body, delivery_id)
+        except WebhookError as error:
+            logger.warning("refused a webhook delivery: %s", error)
+            return error.status, {"error": str(error)}
+        if event is None or event.alias != CHALLENGER:
+            return 200, {"ignored": "only challenger aliases start a rollout"}
+        if delivery_id in self.seen:
+            return 200, {"ignored": f"delivery {delivery_id} was relayed already"}
+        try:
+            # The action does network I/O (the Prefect API); keep it off the event loop.
+            await asyncio.to_thread(self.on_challenger, event)
+        except Exception as error:  # any failure: MLflow retries the delivery
+            logger.exception("could not relay %s v%d", event.model_name, event.version)
+            return 503, {"error": f"could not relay the event: {type(error).__name__}: {error}"}
+        self._remember(delivery_id)
+        self.relayed.append(event)
+        logger.info("challenger of %s set to v%d: relayed", event.model_name, event.version)
+        return 202, {"relayed": vars(event)}
+
+    def _remember(self, delivery_id: str) -> None:
+        self.seen[delivery_id] = None
+        while len(self.seen) > REMEMBERED_DELIVERIES:
+            self.seen.popitem(last=False)
+
+
+async def _answer(send: Send, status: int, document: dict[str, Any]) -> None:
+    await respond(send, status, orjson.dumps(document))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,81 @@
+"""`chassis webhook-relay`: MLflow registry webhooks in, Prefect events out.
+
+A challenger alias set by hand in the MLflow UI then starts its rollout within seconds,
+instead of at the next `registry-watch` poll (which stays as the fallback for registries
+that cannot send webhooks).
+"""
+
+import argparse
+import os
+from typing import Any
+
+from chassis.errors import ChassisError
+
+
+def add_webhook_relay_parser(commands: Any) -> None:
+    relay = commands.add_parser(
+        "webhook-relay",
+        help="relay MLflow registry webhooks to Prefect (hand-set challengers roll out)",
+        description="Listen for MLflow registry webhooks and emit chassis.model.challenger-set "
+        "to Prefect for each challenger alias; the registry-watch deployment's trigger then "
+        "rolls the version out. On start, registers (or updates) the MLflow webhook "
+        "`chassis-relay` with this relay's address and secret. Needs a running Prefect server "
+        "(PREFECT_API_URL, or `chassis ui`) and a SQL-backed MLflow registry. The MLflow "
+        "server that sends must allow loopback targets: `chassis ui` sets "
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS and MLFLOW_WEBHOOK_ALLOWED_SCHEMES for its own.",
+    )
+    relay.add_argument("--host", help="bind address (default CHASSIS_WEBHOOK_RELAY_HOST)")
+    relay.add_argument("--port", type=int, help="port (default CHASSIS_WEBHOOK_RELAY_PORT, 8788)")
+    relay.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not create or update the MLflow webhook (it is managed elsewhere)",
+    )
+    relay.set_defaults(handler=run_webhook_relay)
+
+
+def run_webhook_relay(args: argparse.Namespace) -> int:
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    if args.host:
+        settings.webhook_relay_host = args.host
+    if args.port:
+        settings.webhook_relay_port = args.port
+    prepare(settings)
+    share_webhook_encryption_key(settings)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ChassisError(
+            "the relay emits Prefect events and needs a running Prefect server: set "
+            "PREFECT_API_URL, or start `chassis ui` first"
+        )
+    import uvicorn
+
+    from chassis import registry, tracking
+    from chassis.webhook_relay import WebhookRelay
+    from tasks.registry_events import emit_challenger_set
+
+    tracking.connect(settings)
+    secret = settings.resolved_webhook_secret()
+    url = settings.resolved_webhook_relay_url()
+    if not args.no_register:
+        webhook_id = registry.ensure_alias_webhook(url, secret)
+        print(f"MLflow webhook chassis-relay ({webhook_id}) posts alias events to {url}")
+    print(f"relaying challenger aliases to Prefect at {os.environ['PREFECT_API_URL']}")
+    uvicorn.run(
+        WebhookRelay(secret, emit_challenger_set),
+        host=settings.webhook_relay_host,
+        port=settings.webhook_relay_port,
+        log_level="info",
+        lifespan="on",
+    )
+    return 0
+
+
+def share_webhook_encryption_key(settings: Any) -> None:
+    """Every process that reads or writes MLflow's webhook table must use one key (see
+    `ChassisSettings.webhook_encryption_key`). Set before MLflow's store is imported."""
+    if not settings.tracking_is_remote():
+        os.environ.setdefault(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", settings.webhook_encryption_key()
+        )
