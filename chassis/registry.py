@@ -625,9 +625,14 @@ def ensure_alias_webhook(url: str, secret: str) -> str:
                 secret=secret,
             )
     except mlflow.exceptions.MlflowException as error:
+        hint = (
+            " (MLflow sends webhooks from a SQL-backed registry only: local SQLite or an "
+            "`mlflow server` on a database)"
+            if "file" in error.message.lower() or "not supported" in error.message.lower()
+            else ""
+        )
         raise RegistryError(
-            f"could not register the MLflow webhook for {url}: {error.message} (webhooks need "
-            "a SQL-backed registry, local SQLite or an `mlflow server` on one)"
+            f"could not register the MLflow webhook for {url}: {error.message}{hint}"
         ) from None
     return hook.webhook_id
 

@@ -4,6 +4,8 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from chassis_cli.argtypes import port
+
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
     from chassis.settings import ChassisSettings
@@ -26,7 +28,7 @@ def add_serve_parser(commands: Any) -> None:
         help="registered-model name; repeat to serve several",
     )
     serve.add_argument("--host", help="bind address (default CHASSIS_GATEWAY_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default CHASSIS_GATEWAY_PORT, 8000)")
+    serve.add_argument("--port", type=port, help="port (default CHASSIS_GATEWAY_PORT, 8000)")
     serve.set_defaults(handler=run_serve)
 
 

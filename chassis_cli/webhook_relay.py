@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from chassis.errors import ChassisError
+from chassis_cli.argtypes import port
 
 
 def add_webhook_relay_parser(commands: Any) -> None:
@@ -25,7 +26,7 @@ def add_webhook_relay_parser(commands: Any) -> None:
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS and MLFLOW_WEBHOOK_ALLOWED_SCHEMES for its own.",
     )
     relay.add_argument("--host", help="bind address (default CHASSIS_WEBHOOK_RELAY_HOST)")
-    relay.add_argument("--port", type=int, help="port (default CHASSIS_WEBHOOK_RELAY_PORT, 8788)")
+    relay.add_argument("--port", type=port, help="port (default CHASSIS_WEBHOOK_RELAY_PORT, 8788)")
     relay.add_argument(
         "--no-register",
         action="store_true",
@@ -49,15 +50,19 @@ def run_webhook_relay(args: argparse.Namespace) -> int:
             "the relay emits Prefect events and needs a running Prefect server: set "
             "PREFECT_API_URL, or start `chassis ui` first"
         )
+    api = os.environ["PREFECT_API_URL"].rstrip("/")
+    if not prefect_is_up(api):
+        raise ChassisError(f"no Prefect server answers at {api} (PREFECT_API_URL)")
     import uvicorn
 
     from chassis import registry, tracking
     from chassis.webhook_relay import WebhookRelay
     from tasks.registry_events import emit_challenger_set
 
-    tracking.connect(settings)
     secret = settings.resolved_webhook_secret()
     url = settings.resolved_webhook_relay_url()
+    allow_local_receiver(url)
+    tracking.connect(settings)
     if not args.no_register:
         webhook_id = registry.ensure_alias_webhook(url, secret)
         print(f"MLflow webhook chassis-relay ({webhook_id}) posts alias events to {url}")
@@ -79,3 +84,33 @@ def share_webhook_encryption_key(settings: Any) -> None:
         os.environ.setdefault(
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", settings.webhook_encryption_key()
         )
+
+
+def allow_local_receiver(url: str) -> None:
+    """MLflow refuses to store (and to deliver to) a webhook URL that is not https or that
+    resolves to a private address. The relay's own address is one the user chose, so for
+    this process, which stores it, those checks are relaxed for it; a user's own `mlflow
+    server` needs the same two variables to deliver (`chassis ui` sets them for its own)."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "http":
+        os.environ.setdefault("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(parts.hostname or ""))
+    except (OSError, ValueError):
+        return
+    if not address.is_global:
+        os.environ.setdefault("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+
+
+def prefect_is_up(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

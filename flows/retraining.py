@@ -60,7 +60,13 @@ def retrain(
 
 @flow(name="registry_watch", log_prints=True)
 def registry_watch(
-    model_names: Annotated[list[str], Field(min_length=1, description="Models to watch.")],
+    model_names: Annotated[
+        list[str] | str,
+        Field(
+            min_length=1,
+            description="Models to watch (a list, or one name as the event trigger passes it).",
+        ),
+    ],
 ) -> dict[str, int]:
     """Honour promotions made by hand in the MLflow registry: a `challenger` alias set
     outside Chassis starts a canary rollout of that version. Runs from the
@@ -71,7 +77,9 @@ def registry_watch(
     settings = ChassisSettings()
     tracking.connect(settings)
     started: dict[str, int] = {}
-    for name in model_names:
+    # A trigger's parameters are rendered per value: a list holding a template would be
+    # emptied by `prefect deploy`, so the event's trigger passes the one name as a string.
+    for name in [model_names] if isinstance(model_names, str) else model_names:
         if not registry.list_versions(name):
             # Deployed before the model's first release: nothing to watch yet, not a failure.
             get_run_logger().warning("%s has no registered version yet; nothing to watch", name)

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from chassis import registry
+from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.traffic import apply_drift, replay
 from tests.fixtures import specs
 from tests.fixtures.cli import chassis
 from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.prefect_server import BIN, REPO, PrefectServer, ProcessWorker
 
 DRIFT_EVENT = "chassis.model.drift-detected"
@@ -209,3 +212,130 @@ def test_drift_retrains_a_challenger_into_production_and_the_cooldown_holds(loop
     )
     assert "not retraining" in messages and "cooldown" in messages
     assert loop.versions() == [1, 2]
+
+
+CHALLENGER_SET_EVENT = "chassis.model.challenger-set"
+
+
+@pytest.mark.slow
+def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
+    loop: Loop, tmp_path: Path
+) -> None:
+    """A person sets `challenger` in the MLflow UI (its REST API, which the UI calls): the
+    MLflow server's webhook reaches `chassis webhook-relay`, the relay's Prefect event
+    triggers the registry-watch deployment, and the run rolls that version out."""
+    with registry_of(loop.home):
+        champion = registry.current_aliases(MODEL)["champion"]
+        records_before = len(registry.history(MODEL))
+    older = max(v for v in loop.versions() if v != champion)  # gated when it was released
+
+    key = ChassisSettings(home=loop.home).webhook_encryption_key()  # what the relay will use
+    mlflow_server = MlflowServer(
+        [
+            "--backend-store-uri",
+            f"sqlite:///{loop.home / 'mlflow.db'}",
+            "--default-artifact-root",
+            (loop.home / "artifacts").as_uri(),
+        ],
+        {  # as `chassis ui` starts its MLflow server
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key,
+        },
+        tmp_path / "mlflow-server.log",
+    )
+    relay_port = free_port()
+    relay_env = {**loop.env, "CHASSIS_WEBHOOK_RELAY_PORT": str(relay_port)}
+    relay_log = (tmp_path / "relay.log").open("ab")
+    relay = subprocess.Popen(
+        [str(BIN / "chassis"), "webhook-relay"], env=relay_env, stdout=relay_log, stderr=relay_log
+    )
+    stop_users = threading.Event()
+    users = threading.Thread(
+        target=replay,
+        args=(loop.gateway.url, MODEL, specs.blob_traffic(seed=5)),
+        kwargs={"max_requests": 10**7, "max_seconds": 600, "concurrency": 2, "stop": stop_users},
+        daemon=True,
+    )
+    try:
+        prefect_cli(
+            "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+            "--name", "registry-watch", env=loop.env,
+        )  # fmt: skip
+        url = mlflow_server.start()
+        wait_for("the relay", lambda: healthy(f"http://127.0.0.1:{relay_port}/healthz"), 60, 0.5)
+        time.sleep(2)  # the MLflow server's webhook cache (1 s here)
+        users.start()
+
+        response = httpx.post(
+            f"{url}/api/2.0/mlflow/registered-models/alias",
+            json={"name": MODEL, "alias": "challenger", "version": str(older)},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+
+        events = wait_for("the relayed event", lambda: loop.server.events(CHALLENGER_SET_EVENT), 30)
+        assert events[0]["payload"]["model_name"] == MODEL
+        assert events[0]["payload"]["version"] == older
+        # The trigger, not the every-minute schedule (which watches digits-mlp), made this run.
+        deployment = loop.server.get("/deployments/name/registry_watch/registry-watch")
+        try:
+            runs = wait_for(
+                "a registry-watch run for the model",
+                lambda: [
+                    r
+                    for r in loop.server.flow_runs(deployment["id"])
+                    if r["parameters"].get("model_names") == MODEL
+                ],
+                60,
+            )
+        except AssertionError as error:
+            automations = [
+                (a["name"], a["trigger"].get("expect"), a["actions"])
+                for a in loop.server.post("/automations/filter", {})
+            ]
+            body = {"filter": {"event": {"prefix": ["prefect.automation"]}}}
+            fired = [
+                (e["event"], e["payload"], e["resource"])
+                for e in loop.server.post("/events/filter", body)["events"]
+            ]
+            raise AssertionError(f"{error}; automations: {automations}; fired: {fired}") from None
+        assert runs[0]["created_by"]["type"] == "AUTOMATION"
+        done = wait_for("the rollout run", lambda: finished(loop.server, runs[0]["id"]), 600, 2)
+        messages = wait_for(
+            "the run's hand-set log line",
+            lambda: [m for m in loop.server.log_messages(runs[0]["id"]) if "set by hand" in m],
+            60,
+        )
+        assert f"challenger v{older} was set by hand" in messages[0]
+    finally:
+        stop_users.set()
+        relay.terminate()
+        relay.wait(timeout=30)
+        mlflow_server.stop()
+        if users.is_alive():
+            users.join(timeout=30)
+
+    # The rollout decided: promoted, or rolled back with the reason recorded. Either way the
+    # hand-set challenger was handled through Chassis's audited moves, and no alias is left
+    # pointing at an unvalidated split.
+    assert done["state"]["type"] in {"COMPLETED", "FAILED"}
+    with registry_of(loop.home):
+        aliases = registry.current_aliases(MODEL)
+        new_records = registry.history(MODEL)[records_before:]
+        assert registry.unaudited_challenger(MODEL) is None
+    assert "challenger" not in aliases
+    moved = {(r.action, m["alias"], m["to"]) for r in new_records for m in r.moves}
+    if done["state"]["type"] == "COMPLETED":
+        assert aliases["champion"] == older and ("promote", "champion", older) in moved
+    else:
+        assert aliases["champion"] == champion
+        assert any(alias == "challenger" and to is None for _, alias, to in moved), moved
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -116,5 +116,5 @@ def test_a_registry_that_cannot_hold_webhooks_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("CHASSIS_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     mlflow.set_registry_uri((tmp_path / "mlruns").as_uri())
-    with pytest.raises(RegistryError, match="webhooks need a SQL-backed registry"):
+    with pytest.raises(RegistryError, match="SQL-backed registry only"):
         registry.ensure_alias_webhook("http://127.0.0.1:9/mlflow/webhook", SECRET)
