@@ -36,6 +36,28 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
     return False
 
 
+def start_webhook_relay(
+    settings: ChassisSettings, env: dict[str, str]
+) -> subprocess.Popen[bytes] | None:
+    """`chassis webhook-relay` beside the two UIs, so a challenger set in the MLflow UI
+    starts its rollout at once. Optional: without it `registry-watch` still polls."""
+    relay_env = {**env, "PREFECT_API_URL": f"{settings.prefect_ui_url()}/api"}
+    command = [sys.executable, "-m", "chassis_cli.main", "webhook-relay"]
+    process = subprocess.Popen(command, env=relay_env)
+    health = f"http://{settings.webhook_relay_host}:{settings.webhook_relay_port}/healthz"
+    if wait_healthy(health, process, seconds=60):
+        print(f"Webhook relay: {settings.resolved_webhook_relay_url()}", flush=True)
+        return process
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+    print(
+        "Webhook relay did not start (see above); registry-watch still polls every minute.",
+        flush=True,
+    )
+    return None
+
+
 def serve_uis(settings: ChassisSettings) -> int:
     share_webhook_encryption_key(settings)
     env = dict(os.environ)
@@ -92,9 +114,12 @@ def serve_uis(settings: ChassisSettings) -> int:
         print(f"Prefect UI: {settings.prefect_ui_url()}", flush=True)
         if "MLflow UI" in processes:
             print(f"MLflow UI:  {settings.mlflow_ui_url()}", flush=True)
+            relay = start_webhook_relay(settings, env)
+            if relay is not None:
+                processes["webhook relay"] = relay
         else:
             print(f"MLflow UI:  {settings.mlflow_ui_url()} (remote tracking server)", flush=True)
-        print("Ctrl-C stops both.", flush=True)
+        print("Ctrl-C stops them all.", flush=True)
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1)
         stopped = [n for n, p in processes.items() if p.poll() is not None]
