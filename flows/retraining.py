@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
+from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, gates
 from flows.release import release
@@ -76,20 +77,49 @@ def registry_watch(
     Chassis moved (it is audited) or that was rolled out already starts nothing."""
     settings = ChassisSettings()
     tracking.connect(settings)
+    logger = get_run_logger()
     started: dict[str, int] = {}
+    refused: list[str] = []
     # A trigger's parameters are rendered per value: a list holding a template would be
     # emptied by `prefect deploy`, so the event's trigger passes the one name as a string.
     for name in [model_names] if isinstance(model_names, str) else model_names:
         if not registry.list_versions(name):
             # Deployed before the model's first release: nothing to watch yet, not a failure.
-            get_run_logger().warning("%s has no registered version yet; nothing to watch", name)
+            logger.warning("%s has no registered version yet; nothing to watch", name)
             continue
         version = registry.unaudited_challenger(name)
         if version is None:
             continue
-        get_run_logger().info("%s: challenger v%d was set by hand; rolling it out", name, version)
-        if registry.TAG_GATES not in registry.version_tags(name, version):
-            gates(model_name=name, version=version)  # fails the run if the version fails them
-        rollout(model_name=name, version=version, strategy="canary")
-        started[name] = version
+        logger.info("%s: challenger v%d was set by hand; rolling it out", name, version)
+        problem = _gate_hand_set_challenger(name, version)
+        if problem is None:
+            try:
+                rollout(model_name=name, version=version, strategy="canary")
+                started[name] = version
+            except Exception as error:  # a failed analysis has retired the alias already
+                problem = f"its rollout failed: {error}"
+        if problem is not None:
+            logger.error("%s v%d, set by hand as challenger: %s", name, version, problem)
+            refused.append(f"{name} v{version}: {problem}")
+    if refused:
+        # The other models were still handled; the run fails so the UI shows what was refused.
+        raise RegistryError("hand-set challenger(s) not promoted: " + "; ".join(refused))
     return started
+
+
+def _gate_hand_set_challenger(name: str, version: int) -> str | None:
+    """Why the hand-set challenger may not take traffic, or None when its gates passed.
+
+    A refused challenger loses the alias with an audit record saying why, so the next poll
+    (or a repeated webhook) does not try it again every minute; setting it again by hand
+    starts a new attempt.
+    """
+    try:
+        if registry.TAG_GATES not in registry.version_tags(name, version):
+            gates(model_name=name, version=version)
+        registry.require_passed_gates(name, version)
+        return None
+    except Exception as error:  # gates failed, or could not be measured: never take traffic
+        reason = f"set by hand as challenger, refused: {error}"
+        registry.retire_challenger(name, version, actor=actor(), reason=reason)
+        return f"refused by its gates: {error}"

@@ -1,8 +1,10 @@
 """Retraining guards and hand-set challengers, against a real MLflow registry."""
 
 import mlflow
+import pytest
 
 from chassis import registry
+from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from flows.release import release
@@ -45,3 +47,26 @@ def test_challenger_set_by_hand_is_rolled_out(chassis_home):
     assert started == {MODEL: 2}
     assert registry.current_aliases(MODEL)["champion"] == 2
     assert registry.unaudited_challenger(MODEL) is None
+
+
+def test_a_hand_set_challenger_that_fails_its_gates_is_refused_once(chassis_home):
+    release(spec="tests.fixtures.specs:good", compression="off")
+    release(spec="tests.fixtures.specs:good", seed=1, compression="off", rollout_strategy="none")
+    connect(ChassisSettings())
+    client = mlflow.MlflowClient()
+    client.delete_registered_model_alias(MODEL, "challenger")
+    release(spec="tests.fixtures.specs:good", seed=2, compression="off", rollout_strategy="none")
+    registry.record_gate_report(MODEL, 2, False, "test: failed on purpose")
+    client.set_registered_model_alias(MODEL, "challenger", "2")  # by hand, as in the UI
+    assert registry.unaudited_challenger(MODEL) == 2
+
+    with pytest.raises(RegistryError, match=r"test-blobs v2: refused by its gates"):
+        registry_watch(model_names=MODEL)  # one name, as the webhook's trigger passes it
+    # The alias is gone, with the reason on record; the champion never moved.
+    aliases = registry.current_aliases(MODEL)
+    assert "challenger" not in aliases and aliases["champion"] == 1
+    last = registry.history(MODEL)[-1]
+    assert last.moves == [{"alias": "challenger", "from": 2, "to": None}]
+    assert "set by hand as challenger, refused" in last.reason
+    # The next poll has nothing left to do: no failed run every minute.
+    assert registry_watch(model_names=[MODEL]) == {}
