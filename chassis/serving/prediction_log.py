@@ -1,16 +1,12 @@
 """The prediction log: served inputs, predictions, version and time, as Parquet files.
 
-Recording copies one request's rows (sampled) into the current block, a small row-major
-array, on the request path: about a microsecond, under a lock that nothing holds for
-longer. A background thread takes the filled blocks every few seconds and writes them as
-one Parquet file under `<model>/date=YYYY-MM-DD/<time>-<id>.parquet`, on a local folder or
-on S3. It transposes one block at a time (yielding the GIL between blocks), hands the
-columns to Arrow without a further copy, and Parquet encodes into an Arrow buffer with
-the GIL released, so the thread hardly competes with the event loop.
-
-Measured on 2 cores: draining a queue of per-request arrays in the thread instead (the
-previous design) cost ~1 us of GIL-held Python per request at flush time, ~30 ms per
-5 s of traffic at 1 connection, and doubled the gateway's p99 (BENCHMARKS.md).
+Recording appends a reference to one request's arrays to a queue (sampled) on the request
+path: no lock and no copy there. A background thread drains the queue every few seconds
+into a preallocated column-major buffer, in chunks, and writes it as a Parquet file under
+`<model>/date=YYYY-MM-DD/<time>-<id>.parquet`, on a local folder or on S3. That thread
+holds the GIL a fraction of a millisecond at a time and hands it back to the event loop
+between chunks; the columns go to Arrow without a copy and the Parquet writer releases
+the GIL, so serving latency barely moves (see BENCHMARKS.md).
 """
 
 import io
@@ -18,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -34,9 +31,11 @@ TIME, VERSION, PREDICTION = "served_at", "model_version", "prediction"
 
 Writer = Callable[[str, bytes], None]
 
-# Rows per block: large enough that a flush handles few blocks, small enough that a quiet
-# model keeps little memory (64 features: 1 MiB per block).
-BLOCK_ROWS = 4096
+
+# Requests moved into the buffer per step: a step holds the GIL for ~0.02 ms (64 features),
+# the most a request that arrives meanwhile waits. (256 held it ~0.26 ms and doubled the
+# gateway's p99 at 1 connection.)
+CHUNK = 32
 
 
 def _yield_gil() -> None:
@@ -45,15 +44,14 @@ def _yield_gil() -> None:
     time.sleep(0)
 
 
-class _Block:
-    def __init__(self, rows: int, width: int) -> None:
-        # Row-major, as requests arrive: storing a row is one contiguous copy (0.24 us; a
-        # column-major store is strided, 0.66 us). The writer transposes per block.
-        self.features = np.empty((rows, width), dtype=np.float32)
-        self.labels = np.empty(rows, dtype=np.int64)
-        self.versions = np.empty(rows, dtype=np.int64)
-        self.times = np.empty(rows, dtype=np.float64)
-        self.rows = rows
+class _Buffer:
+    def __init__(self, capacity: int, width: int) -> None:
+        # Column-major: each feature's values contiguous, as Arrow and Parquet take them.
+        # (Transposing a row-major buffer at write time held the GIL for 5-20 ms.)
+        self.features = np.empty((width, capacity), dtype=np.float32)
+        self.labels = np.empty(capacity, dtype=np.int64)
+        self.versions = np.empty(capacity, dtype=np.int64)
+        self.times = np.empty(capacity, dtype=np.float64)
         self.size = 0
 
 
@@ -69,15 +67,18 @@ class PredictionLogger:
     ) -> None:
         self.model = model
         self.feature_names = feature_names
-        self.width = len(feature_names)
         self.write = write
         self.sample_rate = sample_rate
         self.flush_seconds = flush_seconds
-        self.capacity = capacity  # rows waiting at most (a stuck store cannot grow memory)
-        self.lock = threading.Lock()  # held for a copy of one request, or a swap of lists
-        self.block = _Block(BLOCK_ROWS, self.width)
-        self.full: list[_Block] = []
-        self.waiting_rows = 0
+        self.capacity = capacity
+        # (rows, labels, version, time) per request. deque.append and popleft are atomic,
+        # so the request path and the flushing thread share it without a lock.
+        self.pending: deque[tuple[np.ndarray, np.ndarray, int, float]] = deque()
+        # Rows queued (written by record only) and rows taken (by flush only): their
+        # difference bounds the queue, and neither counter has two writers.
+        self.queued_rows = 0
+        self.taken_rows = 0
+        self.buffer = _Buffer(capacity, len(feature_names))
         self.flush_lock = threading.Lock()  # the thread and close() may both flush
         self.dropped_rows = 0
         self.rng = np.random.default_rng()
@@ -89,76 +90,71 @@ class PredictionLogger:
         return self
 
     def record(self, version: int, rows: np.ndarray, labels: np.ndarray) -> None:
-        """Copy one request's rows and predicted labels into the log (sampled). When a
-        file's worth of rows is waiting (a stuck store), rows are counted and dropped."""
+        """Queue one request's rows and predicted labels. The arrays are kept, not copied:
+        the caller must not change them afterwards (the gateway never does, every request
+        has its own). When a file's worth of rows is waiting (a stuck store), rows are
+        counted and dropped so memory can never grow without bound."""
         if self.sample_rate < 1.0 and self.rng.random() >= self.sample_rate:
             return
         count = len(rows)
-        now = time.time()
-        with self.lock:
-            if self.waiting_rows + count > self.capacity:
-                self.dropped_rows += count
-                return
-            block = self.block
-            if block.rows - block.size < count:
-                if block.size:
-                    self.full.append(block)
-                block = self.block = _Block(max(BLOCK_ROWS, count), self.width)
-            start = block.size
-            end = start + count
-            block.features[start:end] = rows
-            if count == 1:  # the common request: scalar stores cost half of slice ones
-                block.labels[start] = labels[0]
-                block.versions[start] = version
-                block.times[start] = now
-            else:
-                block.labels[start:end] = labels
-                block.versions[start:end] = version
-                block.times[start:end] = now
-            block.size = end
-            self.waiting_rows += count
+        if self.queued_rows - self.taken_rows + count > self.capacity:
+            self.dropped_rows += count
+            return
+        self.queued_rows += count
+        self.pending.append((rows, labels, version, time.time()))
 
     def flush(self) -> int:
-        """Write every row recorded so far as one file; returns how many."""
         with self.flush_lock:
-            with self.lock:
-                blocks = [*self.full, self.block] if self.block.size else self.full
-                self.full = []
-                if self.block.size:
-                    self.block = _Block(BLOCK_ROWS, self.width)
-                rows = sum(block.size for block in blocks)
-                self.waiting_rows -= rows
-            if rows:
-                self._write(blocks)
+            buffer = self.buffer
+            buffer.size = 0
+            try:
+                self._fill(buffer)
+                if buffer.size:
+                    self._write(buffer, buffer.size)
+            finally:
+                rows, buffer.size = buffer.size, 0
         return rows
 
-    def _write(self, blocks: list[_Block]) -> None:
+    def _fill(self, buffer: _Buffer) -> None:
+        """Move what is queued now (at most `capacity` rows) into the buffer."""
+        pending = self.pending
+        waiting = len(pending)
+        while waiting:
+            taken = min(CHUNK, waiting)
+            waiting -= taken
+            # zip and map loop in C: the per-request Python work here is what holds the GIL.
+            rows, labels, versions, times = zip(
+                *[pending.popleft() for _ in range(taken)], strict=True
+            )
+            features = np.concatenate(rows)
+            start, end = buffer.size, buffer.size + len(features)
+            self.taken_rows += end - start
+            buffer.features[:, start:end] = features.T
+            np.concatenate(labels, out=buffer.labels[start:end])
+            if end - start == taken:  # one row per request, the common case
+                buffer.versions[start:end] = versions
+                buffer.times[start:end] = times
+            else:
+                counts = list(map(len, rows))
+                buffer.versions[start:end] = np.repeat(versions, counts)
+                buffer.times[start:end] = np.repeat(times, counts)
+            buffer.size = end
+            _yield_gil()
+
+    def _write(self, buffer: _Buffer, rows: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        def column(values: Callable[[_Block], np.ndarray], kind: object = None) -> object:
-            # One chunk per block, each a view: no copy of the logged values.
-            return pa.chunked_array([pa.array(values(b)[: b.size], type=kind) for b in blocks])
-
-        by_feature = []  # per block: features x rows, so each feature's values are contiguous
-        for block in blocks:
-            by_feature.append(np.ascontiguousarray(block.features[: block.size].T))
-            _yield_gil()  # one block's transpose (~0.5 ms at 64 features) at a time
-        columns = [
-            pa.chunked_array([pa.array(transposed[j]) for transposed in by_feature])
-            for j in range(self.width)
+        arrays = [pa.array(column[:rows]) for column in buffer.features]  # no copies
+        arrays += [
+            pa.array(buffer.labels[:rows]),
+            pa.array(buffer.versions[:rows]),
+            pa.array(
+                (buffer.times[:rows] * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")
+            ),
         ]
-        columns += [column(lambda b: b.labels), column(lambda b: b.versions)]
-        micros = pa.chunked_array(
-            [
-                pa.array((b.times[: b.size] * 1e6).astype("int64"), pa.timestamp("us", tz="UTC"))
-                for b in blocks
-            ]
-        )
-        table = pa.Table.from_arrays(
-            [*columns, micros], names=[*self.feature_names, PREDICTION, VERSION, TIME]
-        )
-        first = datetime.fromtimestamp(float(blocks[0].times[0]), UTC)
+        table = pa.Table.from_arrays(arrays, names=[*self.feature_names, PREDICTION, VERSION, TIME])
+        first = datetime.fromtimestamp(float(buffer.times[0]), UTC)
         relative = (
             f"{self.model}/date={first:%Y-%m-%d}/{first:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
         )

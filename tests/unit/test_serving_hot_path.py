@@ -135,23 +135,23 @@ def test_a_slow_model_leaves_the_event_loop_at_once():
     assert batcher.worker is not None and batcher.batches == 3
 
 
-def test_prediction_log_keeps_every_row_in_order_across_blocks():
-    from chassis.serving.prediction_log import BLOCK_ROWS
-
+def test_prediction_log_keeps_every_row_in_order_across_chunks():
     files: dict[str, bytes] = {}
-    log = PredictionLogger("m", ["a", "b", "c"], files.__setitem__, capacity=10 * BLOCK_ROWS)
-    expected = []
-    for i in range(BLOCK_ROWS + 10):  # one-row requests fill a block and spill into the next
-        rows = np.array([[i, -i, 0.5]], dtype=np.float32)
-        log.record(1 + i % 2, rows, np.array([i % 10]))
-        expected.append(i)
-    big = np.arange(3 * (BLOCK_ROWS + 1), dtype=np.float32).reshape(-1, 3)  # wider than a block
-    log.record(3, big, np.zeros(len(big), dtype=np.int64))
-    assert log.flush() == 2 * BLOCK_ROWS + 11
+    log = PredictionLogger("m", ["a", "b", "c"], files.__setitem__, capacity=10_000)
+    expected = list(range(1000))  # one-row requests, drained many chunks at a time
+    for i in expected[:500]:
+        log.record(1 + i % 2, np.array([[i, -i, 0.5]], dtype=np.float32), np.array([i % 10]))
+    wide = np.arange(3 * 700, dtype=np.float32).reshape(-1, 3)  # one request of 700 rows
+    log.record(3, wide, np.zeros(len(wide), dtype=np.int64))
+    for i in expected[500:]:
+        log.record(1 + i % 2, np.array([[i, -i, 0.5]], dtype=np.float32), np.array([i % 10]))
+    assert log.flush() == 1700
     (payload,) = files.values()
     frame = pd.read_parquet(io.BytesIO(payload))
-    assert frame["a"].tolist()[: len(expected)] == expected
-    assert frame["b"].tolist()[: len(expected)] == [-i for i in expected]
-    assert frame["a"].tolist()[len(expected) :] == big[:, 0].tolist()
-    assert frame["model_version"].tolist()[:4] == [1, 2, 1, 2]
+    a = frame["a"].tolist()
+    assert a[:500] + a[1200:] == expected
+    assert a[500:1200] == wide[:, 0].tolist()
+    assert frame["b"].tolist()[:3] == [0.0, -1.0, -2.0]
+    versions = frame["model_version"].tolist()
+    assert versions[:4] == [1, 2, 1, 2] and set(versions[500:1200]) == {3}
     assert frame["prediction"].tolist()[:12] == [i % 10 for i in range(12)]
