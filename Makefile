@@ -39,7 +39,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-ui: $(STAMP) ## Serve the Prefect UI (:4200) and the MLflow UI (:5000) over ./.chassis
+ui: $(STAMP) ## Serve the Prefect UI (:4200), the MLflow UI (:5000) and the webhook relay (:8788) over ./.chassis
 	$(BIN)/chassis ui
 
 clean-state: ## Delete local state (./.chassis: MLflow runs and registry, Prefect database)
