@@ -57,7 +57,9 @@ def test_chassis_ui_serves_both_uis_and_the_webhook_relay(tmp_path: Path) -> Non
         assert httpx.get(f"http://127.0.0.1:{ports['relay']}/healthz").json() == {"status": "ok"}
         # The webhook the relay registered, as the MLflow server (which must sign deliveries
         # with its secret) reads it back.
-        hooks = mlflow.MlflowClient(tracking_uri=mlflow_url).list_webhooks()
+        # Both URIs named: the registry URI would otherwise be this process's global one.
+        client = mlflow.MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+        hooks = client.list_webhooks()
         assert [(h.name, h.url) for h in hooks] == [("chassis-relay", relay_url)]
         assert (tmp_path / "chassis" / "webhooks" / "secret").stat().st_mode & 0o077 == 0
     finally:

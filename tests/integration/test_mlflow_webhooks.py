@@ -26,6 +26,15 @@ SECRET = "relay-secret"
 MODEL = "hooked"
 
 
+@pytest.fixture(autouse=True)
+def restore_mlflow_uris() -> Iterator[None]:
+    """These tests point MLflow's process-wide URIs at their own stores; put them back."""
+    tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry_uri)
+
+
 @pytest.fixture
 def relay() -> Iterator[tuple[str, list[AliasSet]]]:
     received: list[AliasSet] = []
