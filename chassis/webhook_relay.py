@@ -44,19 +44,17 @@ class WebhookRelay:
         self.on_challenger = on_challenger
         self.clock = clock
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.relayed: list[AliasSet] = []  # for `/status`: what this process passed on
+        # For `/status`: the latest events this process passed on (bounded: it runs for months).
+        self.relayed: collections.deque[AliasSet] = collections.deque(maxlen=20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
         if scope["type"] != "http":
-            return
+            return  # no start-up work: run it with lifespan off
         path, method = scope["path"], scope["method"]
         if path == "/healthz" and method == "GET":
             await _answer(send, 200, {"status": "ok"})
         elif path == "/status" and method == "GET":
-            relayed = [vars(event) for event in self.relayed[-20:]]
+            relayed = [vars(event) for event in self.relayed]
             await _answer(send, 200, {"relayed": relayed})
         elif path != WEBHOOK_PATH:
             await _answer(send, 404, {"error": f"no route {path}; MLflow posts to {WEBHOOK_PATH}"})
@@ -104,13 +102,3 @@ class WebhookRelay:
 
 async def _answer(send: Send, status: int, document: dict[str, Any]) -> None:
     await respond(send, status, orjson.dumps(document))
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

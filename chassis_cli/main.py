@@ -147,15 +147,21 @@ def use_running_prefect_server(settings: "ChassisSettings") -> None:
     """If `chassis ui` is serving Prefect, report runs to it so they appear live."""
     if os.environ.get("PREFECT_API_URL"):
         return
+    url = f"{settings.prefect_ui_url()}/api"
+    # No server: Prefect starts its own temporary one on the same database.
+    if prefect_answers(url, timeout=0.5):
+        os.environ["PREFECT_API_URL"] = url
+
+
+def prefect_answers(api_url: str, timeout: float) -> bool:
+    """Whether a Prefect API answers its health check at `api_url`."""
     import urllib.request
 
-    url = f"{settings.prefect_ui_url()}/api"
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=0.5) as response:
-            if response.status == 200:
-                os.environ["PREFECT_API_URL"] = url
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as answer:
+            return bool(answer.status == 200)
     except OSError:
-        pass  # no server: Prefect starts its own temporary one on the same database
+        return False
 
 
 def load_settings() -> "ChassisSettings":

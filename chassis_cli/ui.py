@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chassis.errors import ChassisError
 from chassis.settings import ChassisSettings
-from chassis_cli.webhook_relay import share_webhook_encryption_key
+from chassis_cli.webhook_relay import mlflow_server_webhook_env
 
 
 def executable(name: str) -> str:
@@ -59,15 +59,9 @@ def start_webhook_relay(
 
 
 def serve_uis(settings: ChassisSettings) -> int:
-    share_webhook_encryption_key(settings)
-    env = dict(os.environ)
+    # The MLflow server delivers webhooks to the relay, which inherits the same key.
+    env = {**mlflow_server_webhook_env(settings), **os.environ}
     env.pop("PREFECT_API_URL", None)  # this process *is* the server
-    # MLflow delivers registry webhooks only to public https addresses by default; this
-    # local server's receiver is `chassis webhook-relay` on loopback. The cache TTL is how
-    # long a newly registered webhook may go unseen by the server.
-    env.setdefault("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
-    env.setdefault("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
-    env.setdefault("MLFLOW_WEBHOOK_CACHE_TTL", "5")
     host = settings.ui_host
     commands: dict[str, tuple[list[str], str]] = {
         "Prefect UI": (

@@ -36,7 +36,7 @@ def add_webhook_relay_parser(commands: Any) -> None:
 
 
 def run_webhook_relay(args: argparse.Namespace) -> int:
-    from chassis_cli.main import load_settings, prepare
+    from chassis_cli.main import load_settings, prefect_answers, prepare
 
     settings = load_settings()
     if args.host:
@@ -50,8 +50,8 @@ def run_webhook_relay(args: argparse.Namespace) -> int:
             "the relay emits Prefect events and needs a running Prefect server: set "
             "PREFECT_API_URL, or start `chassis ui` first"
         )
-    api = os.environ["PREFECT_API_URL"].rstrip("/")
-    if not prefect_is_up(api):
+    api = os.environ["PREFECT_API_URL"]
+    if not prefect_answers(api, timeout=5):
         raise ChassisError(f"no Prefect server answers at {api} (PREFECT_API_URL)")
     import uvicorn
 
@@ -72,9 +72,28 @@ def run_webhook_relay(args: argparse.Namespace) -> int:
         host=settings.webhook_relay_host,
         port=settings.webhook_relay_port,
         log_level="info",
-        lifespan="on",
+        lifespan="off",
     )
     return 0
+
+
+def mlflow_server_webhook_env(settings: Any, cache_seconds: int = 5) -> dict[str, str]:
+    """What an `mlflow server` over this home needs to deliver webhooks to the relay.
+
+    MLflow delivers only to public https addresses by default; the relay listens on
+    loopback over http. The cache TTL is how long a newly registered webhook may go unseen
+    by the server. The encryption key is the relay's (see `share_webhook_encryption_key`).
+    """
+    env = {
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_CACHE_TTL": str(cache_seconds),
+    }
+    if not settings.tracking_is_remote():
+        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = os.environ.get(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", settings.webhook_encryption_key()
+        )
+    return env
 
 
 def share_webhook_encryption_key(settings: Any) -> None:
@@ -104,13 +123,3 @@ def allow_local_receiver(url: str) -> None:
         return
     if not address.is_global:
         os.environ.setdefault("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
-
-
-def prefect_is_up(api_url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

@@ -28,7 +28,6 @@ from torch.fx.passes.shape_prop import ShapeProp
 from chassis.errors import CompressionError
 
 PrunableLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
-_PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 # Operations that act on each channel independently, so a removed channel changes nothing
@@ -164,7 +163,7 @@ def _output_rows(layer: nn.Module) -> torch.Tensor:
 
 
 def _is_prunable_layer(layer: nn.Module) -> bool:
-    return isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1
+    return isinstance(layer, PrunableLayer) and getattr(layer, "groups", 1) == 1
 
 
 def _module_call_counts(graph: torch.fx.GraphModule) -> dict[str, int]:

@@ -23,6 +23,7 @@ from chassis import registry
 from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.traffic import apply_drift, replay
+from chassis_cli.webhook_relay import mlflow_server_webhook_env
 from tests.fixtures import specs
 from tests.fixtures.cli import chassis
 from tests.fixtures.gateway import MODEL, GatewayProcess
@@ -229,7 +230,6 @@ def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
         records_before = len(registry.history(MODEL))
     older = max(v for v in loop.versions() if v != champion)  # gated when it was released
 
-    key = ChassisSettings(home=loop.home).webhook_encryption_key()  # what the relay will use
     mlflow_server = MlflowServer(
         [
             "--backend-store-uri",
@@ -237,12 +237,8 @@ def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
             "--default-artifact-root",
             (loop.home / "artifacts").as_uri(),
         ],
-        {  # as `chassis ui` starts its MLflow server
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key,
-        },
+        # As `chassis ui` starts its MLflow server, with the relay's key for this home.
+        mlflow_server_webhook_env(ChassisSettings(home=loop.home), cache_seconds=1),
         tmp_path / "mlflow-server.log",
     )
     relay_port = free_port()

@@ -5,22 +5,21 @@ this process over real HTTP and records what it would emit; the end-to-end test 
 to a real Prefect server whose trigger then rolls the version out.
 """
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-import uvicorn
 
 from chassis import registry
 from chassis.errors import RegistryError
 from chassis.registry_webhooks import AliasSet
-from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
-from chassis.webhook_relay import WEBHOOK_PATH, WebhookRelay
+from chassis.webhook_relay import WEBHOOK_PATH
+from chassis_cli.webhook_relay import mlflow_server_webhook_env
 from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.relay import running_relay
 
 SECRET = "relay-secret"
 MODEL = "hooked"
@@ -38,34 +37,19 @@ def restore_mlflow_uris() -> Iterator[None]:
 @pytest.fixture
 def relay() -> Iterator[tuple[str, list[AliasSet]]]:
     received: list[AliasSet] = []
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            WebhookRelay(SECRET, received.append), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}{WEBHOOK_PATH}", received
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_relay(SECRET, received.append) as url:
+        yield f"{url}{WEBHOOK_PATH}", received
 
 
 @pytest.fixture
 def webhook_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    # What `chassis ui` sets for its own MLflow server (loopback receiver, plain http), plus
+    # What `chassis ui` sets for its own MLflow server (loopback receiver, plain http), with
     # a one-second cache so a webhook registered a moment ago is seen at once.
-    key = ChassisSettings(home=tmp_path / "chassis").webhook_encryption_key()
+    settings = ChassisSettings(home=tmp_path / "chassis")
     server = MlflowServer(
         ["--backend-store-uri", f"sqlite:///{tmp_path}/registry.db"],
         {
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key,
+            **mlflow_server_webhook_env(settings, cache_seconds=1),
             "MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES": "0",
         },
         tmp_path / "mlflow-server.log",

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from chassis.compression.measure import onnx_parameter_count
-from chassis.compression.prune import prunable_groups, prune_structured
+from chassis.compression.prune import PrunedModel, prunable_groups, prune_structured
 from chassis.errors import CompressionError
 from chassis.models import Standardized
 from chassis.onnx_export import export_onnx
@@ -102,6 +102,17 @@ def trained_statistics(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def prune_half_exactly(model: nn.Module) -> PrunedModel:
+    """Prune half of every prunable layer; its outputs must not move (see the module doc)."""
+    x = raw_features()
+    with torch.no_grad():
+        expected = model(x)
+    result = prune_structured(model, 0.5, x)
+    with torch.no_grad():
+        torch.testing.assert_close(result.module(x), expected, rtol=1e-5, atol=1e-5)
+    return result
+
+
 def test_a_plain_sequential_like_the_readme_example_is_pruned_and_shrinks(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -129,16 +140,11 @@ def test_a_cnn_with_batch_norm_pool_and_flatten_loses_exactly_its_silent_channel
     model = trained_statistics(PixelCNN())
     silence_weakest(model.conv, 4, model.norm)
     silence_weakest(model.fc, 8)
-    x = raw_features()
-    with torch.no_grad():
-        expected = model(x)
-    result = prune_structured(model, 0.5, x)
+    result = prune_half_exactly(model)
     assert result.widths_after == {"conv": 4, "fc": 8}
     pruned = result.module
     assert pruned.norm.num_features == 4
     assert pruned.fc.in_features == 4 * 16  # four channels of 4x4 after the pool
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(x), expected, rtol=1e-5, atol=1e-5)
     assert model.conv.out_channels == 8  # the original is untouched
 
 
@@ -147,14 +153,9 @@ def test_conv1d_through_a_size_view_idiom_keeps_the_right_columns():
     model = SignalCNN().eval()
     silence_weakest(model.first, 3)
     silence_weakest(model.second, 2)
-    x = raw_features()
-    with torch.no_grad():
-        expected = model(x)
-    result = prune_structured(model, 0.5, x)
+    result = prune_half_exactly(model)
     assert result.widths_after == {"first": 3, "second": 2}
     assert result.module.head.in_features == 2 * 32
-    with torch.no_grad():
-        torch.testing.assert_close(result.module(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_layers_feeding_a_residual_sum_keep_their_width():

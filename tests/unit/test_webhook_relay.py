@@ -6,14 +6,12 @@ send them.
 """
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from chassis.registry_webhooks import (
     DELIVERY_ID_HEADER,
@@ -25,8 +23,8 @@ from chassis.registry_webhooks import (
     sign,
     verify,
 )
-from chassis.serving.embedded import free_port
-from chassis.webhook_relay import WEBHOOK_PATH, WebhookRelay
+from chassis.webhook_relay import WEBHOOK_PATH
+from tests.fixtures.relay import running_relay
 
 SECRET = "s3cret-shared-with-mlflow"
 
@@ -121,20 +119,8 @@ class Recorder:
 @pytest.fixture
 def relay() -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder()
-    port = free_port()
-    config = uvicorn.Config(
-        WebhookRelay(SECRET, recorder), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield url, recorder
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_relay(SECRET, recorder) as url:
+        yield url, recorder
 
 
 def post(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
