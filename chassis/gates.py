@@ -46,6 +46,19 @@ class GateConfig:
     quality_floor: float | None = None
     parity_tolerance: float = 1e-4
     latency_p99_ms_budget: float | None = 50.0
+    # Latency against the champion, not only against the absolute budget: a version 300x
+    # slower than the champion but under 50 ms would otherwise pass. The candidate's p99 at
+    # batch 1 must be at most `max_latency_ratio_vs_champion` x the champion's p99 plus
+    # `latency_slack_ms_vs_champion`. 1.5x lets a compressed or retrained model of the same
+    # size class vary a little (and the A/A case, identical bytes, passes by a wide margin)
+    # while any real regression of 2x or more fails. The slack is absolute because p99s of
+    # small models are tens of microseconds: measured 40 times in a row on a 2-core machine,
+    # the same digits MLP's p99 ranged 0.010-0.023 ms, a 2x "regression" made of timer and
+    # scheduler noise. 1 ms is ~40x that noise yet far below what a real slowdown of a small
+    # model costs (300x of 0.02 ms is 6 ms); above a few ms the ratio is what decides.
+    # None skips the comparison.
+    max_latency_ratio_vs_champion: float | None = 1.5
+    latency_slack_ms_vs_champion: float = 1.0
     size_bytes_budget: int | None = 200 * 1024 * 1024
     per_class_recall_floor: float | None = 0.5
 
@@ -55,6 +68,17 @@ class GateConfig:
             problems.append(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
         if self.latency_p99_ms_budget is not None and not self.latency_p99_ms_budget > 0:
             problems.append(f"latency budget must be > 0 ms, got {self.latency_p99_ms_budget}")
+        ratio = self.max_latency_ratio_vs_champion
+        if ratio is not None and not 1 <= ratio < math.inf:
+            problems.append(
+                "max_latency_ratio_vs_champion must be a finite number >= 1 (1 = no slower "
+                f"than the champion; below 1 even identical bytes would fail), got {ratio}"
+            )
+        slack = self.latency_slack_ms_vs_champion
+        if not 0 <= slack < math.inf:
+            problems.append(
+                f"latency_slack_ms_vs_champion must be a finite number >= 0 ms, got {slack}"
+            )
         if self.size_bytes_budget is not None and self.size_bytes_budget <= 0:
             problems.append(f"size budget must be > 0 bytes, got {self.size_bytes_budget}")
         floor = self.per_class_recall_floor
@@ -226,6 +250,15 @@ def evaluate_gates(
                 f"<= {config.latency_p99_ms_budget:g} ms",
             )
         )
+    if config.max_latency_ratio_vs_champion is not None:
+        results.append(
+            latency_vs_champion(
+                candidate,
+                champion,
+                config.max_latency_ratio_vs_champion,
+                config.latency_slack_ms_vs_champion,
+            )
+        )
     if config.size_bytes_budget is not None:
         size = candidate.size_bytes
         results.append(
@@ -249,3 +282,21 @@ def evaluate_gates(
     champion_version = champion.version if champion is not None else None
     baseline_version = baseline.version if baseline is not None else None
     return GateReport(model, candidate.version, baseline_version, champion_version, tuple(results))
+
+
+def latency_vs_champion(
+    candidate: Measurements, champion: Measurements | None, ratio: float, slack: float
+) -> GateResult:
+    """p99 at batch 1 against the champion's: ratio x champion's p99 + slack (see GateConfig)."""
+    gate = "latency p99 vs champion"
+    if champion is None or champion.version == candidate.version:
+        return GateResult(gate, True, "no other champion", "-", True)
+    limit = ratio * champion.latency_p99_ms + slack
+    observed = candidate.latency_p99_ms
+    times = observed / champion.latency_p99_ms if champion.latency_p99_ms > 0 else math.inf
+    return GateResult(
+        f"{gate} v{champion.version}",
+        observed <= limit,
+        f"{observed:.3f} ms vs {champion.latency_p99_ms:.3f} ms ({times:.1f}x)",
+        f"<= {ratio:g}x + {slack:g} ms = {limit:.3f} ms",
+    )

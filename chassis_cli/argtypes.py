@@ -1,6 +1,7 @@
 """argparse value types: each refuses a bad value with a message naming the problem."""
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -73,4 +74,24 @@ def port(text: str) -> int:
     value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def ratio_at_least_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 1 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite ratio >= 1, got {text}")
     return value

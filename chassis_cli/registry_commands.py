@@ -4,7 +4,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from chassis_cli.argtypes import expected_champion, fraction, positive_float, version_number
+from chassis_cli.argtypes import (
+    expected_champion,
+    fraction,
+    non_negative_float,
+    positive_float,
+    ratio_at_least_one,
+    version_number,
+)
 from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
 
 ALIAS_TARGETS = ("champion", "challenger")
@@ -41,6 +48,21 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
         type=positive_float,
         default=50.0,
         help="p99 latency budget at batch 1 (default 50 ms)",
+    )
+    gates.add_argument(
+        "--max-latency-ratio-vs-champion",
+        type=ratio_at_least_one,
+        default=1.5,
+        metavar="RATIO",
+        help="p99 at batch 1 may be at most RATIO x the champion's, plus --latency-slack-ms "
+        "(default 1.5)",
+    )
+    gates.add_argument(
+        "--latency-slack-ms",
+        type=non_negative_float,
+        default=1.0,
+        help="absolute slack in ms added to the champion ratio limit, for timing noise of "
+        "small models (default 1 ms)",
     )
     gates.add_argument(
         "--size-budget-mb",
@@ -108,6 +130,8 @@ def _gates(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) 
         max_relative_drop_vs_baseline=args.max_drop_vs_baseline,
         min_absolute_change_vs_champion=args.min_change_vs_champion,
         latency_p99_ms_budget=args.latency_budget_ms,
+        max_latency_ratio_vs_champion=args.max_latency_ratio_vs_champion,
+        latency_slack_ms_vs_champion=args.latency_slack_ms,
         size_mb_budget=args.size_budget_mb,
         per_class_recall_floor=args.recall_floor,
     )

@@ -38,6 +38,24 @@ class GateSettings(BaseModel):
     quality_floor: Annotated[float | None, Field(ge=0, le=1)] = None
     parity_tolerance: Annotated[float, Field(gt=0, le=1)] = 1e-4
     latency_p99_ms_budget: Annotated[float | None, Field(gt=0)] = 50.0
+    max_latency_ratio_vs_champion: Annotated[
+        float | None,
+        Field(
+            ge=1,
+            allow_inf_nan=False,
+            description="The candidate's p99 at batch 1 may be at most this many times the "
+            "champion's (plus latency_slack_ms_vs_champion); empty skips the comparison.",
+        ),
+    ] = 1.5
+    latency_slack_ms_vs_champion: Annotated[
+        float,
+        Field(
+            ge=0,
+            allow_inf_nan=False,
+            description="Absolute slack (ms) added to the ratio limit, so sub-millisecond "
+            "timing noise of small models does not fail the gate.",
+        ),
+    ] = 1.0
     size_mb_budget: Annotated[float | None, Field(gt=0)] = 200.0
     per_class_recall_floor: Annotated[float | None, Field(ge=0, le=1)] = 0.5
 
@@ -52,6 +70,8 @@ class GateSettings(BaseModel):
             quality_floor=self.quality_floor,
             parity_tolerance=self.parity_tolerance,
             latency_p99_ms_budget=self.latency_p99_ms_budget,
+            max_latency_ratio_vs_champion=self.max_latency_ratio_vs_champion,
+            latency_slack_ms_vs_champion=self.latency_slack_ms_vs_champion,
             size_bytes_budget=(
                 int(self.size_mb_budget * 1024 * 1024) if self.size_mb_budget else None
             ),

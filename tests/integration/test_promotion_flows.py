@@ -1,5 +1,7 @@
 """Gates, promotion and rollback flows end to end: real Prefect API, real MLflow store."""
 
+import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -70,3 +72,36 @@ def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
     with pytest.raises(IntegrityError, match="does not match its recorded digest"):
         promote(model_name=MODEL, version=2)
     assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+
+
+def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(chassis_home):
+    release(spec=SPEC, compression="off")  # v1: the champion, ~0.01 ms at batch 1
+    # Quality thresholds out of the way: this version is judged on latency alone.
+    lenient = {"min_absolute_change_vs_champion": -0.99, "per_class_recall_floor": None}
+    with pytest.raises(GatesFailed, match=r"failed 1 gate\(s\): latency p99 vs champion v1"):
+        release(
+            spec="tests.fixtures.specs:hundreds_slower",
+            compression="off",
+            rollout_strategy="none",
+            thresholds=GateSettings(**lenient),
+        )
+    tags = registry.version_tags(MODEL, 2)
+    assert tags["chassis.gates"] == "failed"
+    report = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=tags["chassis.gate_report"])
+        ).read_text()
+    )
+    gates_by_name = {g["gate"]: g for g in report["gates"]}
+    # The absolute budget alone would have let it through ...
+    assert gates_by_name["latency p99 @ batch 1"]["passed"]
+    # ... the comparison with the champion does not: it is far slower than 1.5x + 1 ms.
+    against_champion = gates_by_name["latency p99 vs champion v1"]
+    assert not against_champion["passed"]
+    times = float(re.search(r"\(([\d.]+)x\)", against_champion["observed"]).group(1))
+    assert times > 100, against_champion  # the premise: hundreds of times slower
+    assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
+
+    # The threshold is a flow parameter: switched off, the same version passes its gates.
+    switched_off = GateSettings(**lenient, max_latency_ratio_vs_champion=None)
+    assert gates(model_name=MODEL, version=2, thresholds=switched_off).passed

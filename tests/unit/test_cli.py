@@ -115,3 +115,22 @@ def test_history_of_unknown_model(tmp_path):
     result = chassis("history", "--model", "ghost", env={"CHASSIS_HOME": str(tmp_path)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'ghost'"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["gates", "--model", "m", "--version", "1", "--max-latency-ratio-vs-champion", "0.5"],
+            "must be a finite ratio >= 1, got 0.5",
+        ),
+        (
+            ["gates", "--model", "m", "--version", "1", "--latency-slack-ms", "-1"],
+            "must be a finite number >= 0, got -1",
+        ),
+    ],
+)
+def test_new_gate_and_promotion_options_refuse_bad_values(args, message):
+    result = chassis(*args)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -62,7 +62,7 @@ def test_all_gates_pass_for_a_good_candidate():
             measured(3, 0.90),
             {"accuracy vs baseline v2 relative change", "accuracy vs champion v1 absolute change"},
         ),
-        (measured(3, 0.96, p99=80.0), {"latency p99 @ batch 1"}),
+        (measured(3, 0.96, p99=80.0), {"latency p99 @ batch 1", "latency p99 vs champion v1"}),
         (measured(3, 0.96, size=10**10), {"ONNX size"}),
         (measured(3, 0.96, parity=0.5), {"ONNX parity"}),
         (measured(3, 0.96, recall={0: 1.0, 1: 0.2}), {"per-class recall floor"}),
@@ -80,7 +80,8 @@ def test_each_gate_can_fail(candidate, failing):
 def test_first_model_skips_comparisons_but_keeps_absolute_gates():
     report = evaluate_gates("m", measured(1, 0.5), None, None, GateConfig(quality_floor=0.9))
     assert [r.gate for r in report.failures] == ["accuracy threshold"]
-    assert sum(r.skipped for r in report.results) == 2
+    # vs baseline, vs champion (quality) and vs champion (latency) have nothing to compare with.
+    assert sum(r.skipped for r in report.results) == 3
 
 
 def test_bad_config_is_refused():
@@ -90,3 +91,78 @@ def test_bad_config_is_refused():
         GateConfig(latency_p99_ms_budget=0)
     with pytest.raises(GateConfigError, match="unknown quality metric 'auc'"):
         evaluate_gates("m", measured(1, 0.9), None, None, GateConfig(quality_metric="auc"))
+
+
+def test_a_version_300x_slower_than_the_champion_fails_though_under_the_budget():
+    champion = measured(1, 0.95, p99=0.02)
+    slow = measured(3, 0.96, p99=0.02 * 300)  # 6 ms: far under the 50 ms budget
+    report = evaluate_gates("m", slow, measured(2, 0.96), champion, GateConfig())
+    assert {r.gate for r in report.failures} == {"latency p99 vs champion v1"}
+    failure = report.failures[0]
+    assert failure.observed == "6.000 ms vs 0.020 ms (300.0x)"
+    assert failure.threshold == "<= 1.5x + 1 ms = 1.030 ms"
+
+
+@pytest.mark.parametrize(
+    ("champion_p99", "candidate_p99", "passes"),
+    [
+        (0.010, 0.023, True),  # sub-millisecond timer noise: 2.3x, inside the slack
+        (0.020, 0.020, True),  # A/A: identical bytes
+        (10.0, 15.9, True),  # large models: the ratio decides (limit 16 ms)
+        (10.0, 16.1, False),
+        (0.5, 1.8, False),  # 3.6x and 1.3 ms more: a real regression, beyond the slack
+    ],
+)
+def test_latency_vs_champion_is_a_ratio_plus_an_absolute_slack(champion_p99, candidate_p99, passes):
+    report = evaluate_gates(
+        "m",
+        measured(3, 0.96, p99=candidate_p99),
+        None,
+        measured(1, 0.96, p99=champion_p99),
+        GateConfig(),
+    )
+    gate = next(r for r in report.results if r.gate == "latency p99 vs champion v1")
+    assert gate.passed is passes and not gate.skipped
+
+
+def test_latency_vs_champion_thresholds_are_settable_and_can_be_switched_off():
+    champion, candidate = measured(1, 0.96, p99=0.02), measured(3, 0.96, p99=0.6)
+    strict = GateConfig(max_latency_ratio_vs_champion=2.0, latency_slack_ms_vs_champion=0.1)
+    assert not evaluate_gates("m", candidate, None, champion, strict).passed
+    assert evaluate_gates("m", candidate, None, champion, GateConfig()).passed
+    off = GateConfig(max_latency_ratio_vs_champion=None)
+    report = evaluate_gates("m", measured(3, 0.96, p99=40.0), None, champion, off)
+    assert report.passed
+    assert all("vs champion" not in r.gate or "accuracy" in r.gate for r in report.results)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_latency_ratio_vs_champion", 0.9, "max_latency_ratio_vs_champion must be a finite"),
+        ("max_latency_ratio_vs_champion", float("inf"), "max_latency_ratio_vs_champion must be"),
+        ("max_latency_ratio_vs_champion", float("nan"), "max_latency_ratio_vs_champion must be"),
+        ("latency_slack_ms_vs_champion", -0.5, "latency_slack_ms_vs_champion must be a finite"),
+        ("latency_slack_ms_vs_champion", float("nan"), "latency_slack_ms_vs_champion must be"),
+    ],
+)
+def test_out_of_range_latency_ratio_settings_name_the_field(field, value, message):
+    with pytest.raises(GateConfigError, match=message):
+        GateConfig(**{field: value})
+
+
+def test_flow_gate_settings_carry_the_latency_ratio_and_refuse_bad_values():
+    from pydantic import ValidationError
+
+    from flows.promotion import GateSettings
+
+    config = GateSettings(
+        max_latency_ratio_vs_champion=2.5, latency_slack_ms_vs_champion=0.25
+    ).to_config()
+    assert config.max_latency_ratio_vs_champion == 2.5
+    assert config.latency_slack_ms_vs_champion == 0.25
+    assert GateSettings().to_config() == GateConfig()  # the flow's defaults are the config's
+    with pytest.raises(ValidationError, match="max_latency_ratio_vs_champion"):
+        GateSettings(max_latency_ratio_vs_champion=0.5)
+    with pytest.raises(ValidationError, match="latency_slack_ms_vs_champion"):
+        GateSettings(latency_slack_ms_vs_champion=-1)
