@@ -80,20 +80,19 @@ def add_compress_parser(commands: Any) -> None:
         "--tolerance",
         type=tolerance_fraction,
         default=0.01,
-        help="accuracy a candidate may lose, in [0, 1) (default 0.01)",
+        help="accuracy a candidate may lose, in [0, 1)",
     )
     parser.add_argument(
         "--tolerance-mode",
         choices=("relative", "absolute"),
         default="relative",
-        help="relative: a fraction of the baseline's accuracy; absolute: accuracy points "
-        "(default relative)",
+        help="relative: a fraction of the baseline's accuracy; absolute: accuracy points",
     )
     parser.add_argument(
         "--objective",
         choices=("latency", "size", "balanced"),
         default="balanced",
-        help="what the winner minimizes among passing candidates (default balanced)",
+        help="what the winner minimizes among passing candidates",
     )
     parser.add_argument(
         "--candidates",
@@ -106,7 +105,7 @@ def add_compress_parser(commands: Any) -> None:
         "--prune-fraction",
         type=prune_fraction,
         default=0.5,
-        help="share of hidden neurons removed, in [0, 1) (default 0.5)",
+        help="share of hidden neurons removed, in [0, 1)",
     )
     parser.add_argument(
         "--temperature", type=positive_number, default=4.0, help="distillation temperature"
@@ -118,7 +117,7 @@ def add_compress_parser(commands: Any) -> None:
         "--calibration-method",
         choices=("minmax", "entropy", "percentile"),
         default="minmax",
-        help="static int8 calibration (default minmax)",
+        help="static int8 calibration",
     )
     parser.add_argument(
         "--per-tensor",

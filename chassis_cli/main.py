@@ -1,10 +1,11 @@
 """`chassis`: run the release loop and its parts from a terminal."""
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chassis import __version__
 from chassis.errors import ChassisError
@@ -17,6 +18,46 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's default shows in `--help`, as `(default: X)`.
+
+    Like argparse.ArgumentDefaultsHelpFormatter, with two differences: an option without a
+    help text still shows its default (argparse prints nothing for those), and a help text
+    that already states its default in words, e.g. "(default: CHASSIS_GATEWAY_URL)", is left
+    as written. Options whose default is None or False (flags) have no value to show.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not shows_default(action) or "(default" in text:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    return (
+        bool(action.option_strings)
+        and action.help is not argparse.SUPPRESS
+        and action.default is not argparse.SUPPRESS
+        and action.default is not None
+        and action.default is not False
+    )
+
+
+class ChassisArgumentParser(argparse.ArgumentParser):
+    """`chassis` and each of its commands: every default shown in `--help`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec",
@@ -24,9 +65,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "chassis.specs.digits:spec)",
     )
     parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the spec's)")
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="training seed (default 0)"
-    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="training seed")
     parser.add_argument(
         "--parity-tolerance",
         type=tolerance,
@@ -35,7 +74,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ChassisArgumentParser(
         prog="chassis",
         description="Take a trained PyTorch model to production safely: validated data, "
         "ONNX export with parity checks, MLflow registration with lineage, as Prefect flows.",
@@ -43,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by default. Run `chassis COMMAND --help` for each command's options.",
     )
     parser.add_argument("--version", action="version", version=f"chassis {__version__}")
+    # Subparsers are created with the parser's own class, so every command shows its defaults.
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     release = commands.add_parser(
@@ -56,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression",
         choices=("on", "off"),
         default="on",
-        help="on: release the best compressed candidate within tolerance (default); "
+        help="on: release the best compressed candidate within tolerance; "
         "off: release the trained baseline",
     )
     release.add_argument(
         "--rollout",
         choices=("canary", "blue-green", "none"),
         default="canary",
-        help="how a challenger reaches traffic when a champion exists (default canary)",
+        help="how a challenger reaches traffic when a champion exists",
     )
     release.set_defaults(handler=run_release)
 
@@ -102,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=("training", "serving"),
         default="training",
-        help="training: the train split with labels; serving: feature batches (default training)",
+        help="training: the train split with labels; serving: feature batches",
     )
     scaffold.set_defaults(handler=run_scaffold)
 

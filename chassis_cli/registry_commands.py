@@ -28,53 +28,56 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
     )
     gates.add_argument("--model", required=True, help="registered-model name")
     gates.add_argument("--version", required=True, type=version_number, help="version number")
-    gates.add_argument("--quality-metric", choices=("accuracy", "macro_f1"), default="accuracy")
+    gates.add_argument(
+        "--quality-metric",
+        choices=("accuracy", "macro_f1"),
+        default="accuracy",
+        help="metric the quality gates compare",
+    )
     gates.add_argument("--quality-floor", type=fraction, help="absolute minimum of the metric")
     gates.add_argument(
         "--max-drop-vs-baseline",
         type=fraction,
         default=0.01,
-        help="largest relative drop allowed vs the uncompressed baseline (default 0.01)",
+        help="largest relative drop allowed vs the uncompressed baseline",
     )
     gates.add_argument(
         "--min-change-vs-champion",
         type=float,
         default=-0.01,
-        help="MLflow min_absolute_change vs the champion; negative allows that much regression "
-        "(default -0.01)",
+        help="MLflow min_absolute_change vs the champion; negative allows that much regression",
     )
     gates.add_argument(
         "--latency-budget-ms",
         type=positive_float,
         default=50.0,
-        help="p99 latency budget at batch 1 (default 50 ms)",
+        help="p99 latency budget at batch 1, in ms",
     )
     gates.add_argument(
         "--max-latency-ratio-vs-champion",
         type=ratio_at_least_one,
         default=1.5,
         metavar="RATIO",
-        help="p99 at batch 1 may be at most RATIO x the champion's, plus --latency-slack-ms "
-        "(default 1.5)",
+        help="p99 at batch 1 may be at most RATIO x the champion's, plus --latency-slack-ms",
     )
     gates.add_argument(
         "--latency-slack-ms",
         type=non_negative_float,
         default=1.0,
-        help="absolute slack in ms added to the champion ratio limit, for timing noise of "
-        "small models (default 1 ms)",
+        help="absolute slack in ms added to the champion ratio limit (timing noise of small "
+        "models)",
     )
     gates.add_argument(
         "--size-budget-mb",
         type=positive_float,
         default=200.0,
-        help="ONNX size budget (default 200 MB)",
+        help="ONNX size budget, in MB",
     )
     gates.add_argument(
         "--recall-floor",
         type=fraction,
         default=0.5,
-        help="minimum recall of every class (default 0.5)",
+        help="minimum recall of every class",
     )
     gates.set_defaults(handler=lambda args: _gates(args, run))
 
@@ -87,9 +90,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
     )
     promote.add_argument("--model", required=True, help="registered-model name")
     promote.add_argument("--version", required=True, type=version_number, help="version number")
-    promote.add_argument(
-        "--to", choices=ALIAS_TARGETS, default="champion", help="alias to move (default champion)"
-    )
+    promote.add_argument("--to", choices=ALIAS_TARGETS, default="champion", help="alias to move")
     promote.add_argument(
         "--expect-champion",
         type=expected_champion,

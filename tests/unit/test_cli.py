@@ -1,5 +1,6 @@
 """The `chassis` command as a user runs it: a subprocess, its exit code and its output."""
 
+import re
 import time
 
 import pytest
@@ -115,6 +116,56 @@ def test_history_of_unknown_model(tmp_path):
     result = chassis("history", "--model", "ghost", env={"CHASSIS_HOME": str(tmp_path)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'ghost'"
+
+
+def test_traffic_help_shows_the_request_limit_and_every_other_default():
+    result = chassis("traffic", "--help")
+    assert result.returncode == 0
+    blocks = option_blocks(result.stdout)
+    assert "(default: 1000)" in blocks["--requests"]
+    assert re.search(r"\(default: 30(\.0)?\)", blocks["--seconds"])
+    assert "(default: 4)" in blocks["--concurrency"]
+
+
+def option_blocks(help_text: str) -> dict[str, str]:
+    """Each option's lines in `--help`, keyed by every option string it lists."""
+    blocks: dict[str, str] = {}
+    current: list[str] = []
+    for line in [*help_text.splitlines(), "  -end"]:
+        if line.startswith("  -") or not line.startswith("   "):
+            if current:
+                block = " ".join(" ".join(current).split())
+                head = block.split(" ")[0]
+                for option in head.split(","):
+                    blocks[option.strip()] = block
+                current = []
+            if line.startswith("  -"):
+                current = [line]
+        else:
+            current.append(line)
+    return blocks
+
+
+def test_every_option_with_a_default_shows_it_in_help():
+    import argparse
+
+    from chassis_cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    checked = set()
+    for name, command in commands.choices.items():
+        blocks = option_blocks(command.format_help())
+        for action in command._actions:
+            if not action.option_strings or any(
+                action.default is nothing for nothing in (None, False, argparse.SUPPRESS)
+            ):
+                continue  # no value to show (0 is a value: `in` would skip it as == False)
+            block = blocks[action.option_strings[0]]
+            assert "(default" in block, f"chassis {name} --help hides the default of: {block}"
+            checked.add(name)
+    # Not an empty loop: the commands with defaulted options were all looked at.
+    assert {"release", "train", "gates", "promote", "traffic", "compress"} <= checked
 
 
 @pytest.mark.parametrize(
