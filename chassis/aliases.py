@@ -2,10 +2,18 @@
 
 `chassis.registry` applies these plans to MLflow under a lock; keeping the rules here, away
 from I/O, lets them be tested exhaustively in milliseconds.
+
+The audit trail (every alias move, oldest first) is what the rules remember: which versions
+were champions, which champion was rolled back, which challenger a rollout retired. From it:
+
+- `previous` (what `rollback` reinstates) never points at a version that was rolled back or
+  retired and not promoted to champion since;
+- a retired challenger is set as challenger again only with an explicit override.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chassis.errors import RegistryError
 
@@ -15,8 +23,106 @@ PREVIOUS = "previous"
 ALIASES = (CHALLENGER, CHAMPION, PREVIOUS)
 
 
+# Actions recorded in the audit trail.
+PROMOTE = "promote"
+SET_CHALLENGER = "set-challenger"
+RETIRE_CHALLENGER = "retire-challenger"
+ROLLBACK = "rollback"
+
+
 class PromotionConflict(RegistryError):  # noqa: N818 (reads as what happened)
     """Another promotion moved the champion after this one read it: compare-and-set failed."""
+
+
+class RetiredChallenger(RegistryError):  # noqa: N818 (reads as what happened)
+    """The version was retired as challenger; setting it again needs `allow_retired`."""
+
+
+class AuditEntry(Protocol):
+    """What the rules read of an audit record (chassis.registry.AuditRecord has these)."""
+
+    sequence: int
+    at: str
+    actor: str
+    action: str
+    moves: list[dict[str, Any]]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Disqualification:
+    """Why a version may not be `previous`: it was rolled back from champion, or retired as
+    challenger, at audit record `sequence`, and has not been promoted to champion since."""
+
+    version: int
+    action: str  # ROLLBACK or RETIRE_CHALLENGER
+    sequence: int
+    at: str
+    actor: str
+    reason: str
+
+    @property
+    def retired(self) -> bool:
+        return self.action == RETIRE_CHALLENGER
+
+    def describe(self) -> str:
+        what = "retired as challenger" if self.retired else "rolled back from champion"
+        return (
+            f"v{self.version} was {what} (audit #{self.sequence}, {self.at}, by {self.actor}): "
+            f"{self.reason}"
+        )
+
+
+def _ordered(trail: Iterable[AuditEntry]) -> list[AuditEntry]:
+    return sorted(trail, key=lambda record: record.sequence)
+
+
+def disqualified(trail: Iterable[AuditEntry]) -> dict[int, Disqualification]:
+    """Versions rolled back or retired, and not made champion since, from the audit trail.
+
+    Becoming champion again (a gated, compare-and-set promotion) clears a version: it was
+    judged afresh. Setting it as challenger with the override does not: only the outcome of
+    that attempt (promotion, or another retirement) does.
+    """
+    found: dict[int, Disqualification] = {}
+    for record in _ordered(trail):
+        for move in record.moves:
+            alias, before, after = move["alias"], move["from"], move["to"]
+            if alias == CHAMPION and after is not None:
+                found.pop(after, None)
+            demoted = (alias, record.action) in (
+                (CHAMPION, ROLLBACK),
+                (CHALLENGER, RETIRE_CHALLENGER),
+            )
+            if demoted and before is not None:
+                found[before] = Disqualification(
+                    before, record.action, record.sequence, record.at, record.actor, record.reason
+                )
+    return found
+
+
+def former_champions(trail: Iterable[AuditEntry]) -> list[int]:
+    """Every version the champion alias moved to, oldest first (repeats kept)."""
+    return [
+        move["to"]
+        for record in _ordered(trail)
+        for move in record.moves
+        if move["alias"] == CHAMPION and move["to"] is not None
+    ]
+
+
+def fallback_previous(
+    trail: Sequence[AuditEntry],
+    exclude: Iterable[int | None],
+    barred: Mapping[int, Disqualification],
+) -> int | None:
+    """The most recent former champion that may serve again: not in `exclude` (the champion
+    and the version being demoted) and neither rolled back nor retired since."""
+    excluded = set(exclude)
+    for version in reversed(former_champions(trail)):
+        if version not in excluded and version not in barred:
+            return version
+    return None
 
 
 @dataclass(frozen=True)
@@ -53,11 +159,20 @@ def _moves(current: dict[str, int], target: dict[str, int | None]) -> tuple[Alia
     )
 
 
-def plan_promotion(current: dict[str, int], version: int, expected_champion: int | None) -> Plan:
-    """champion <- version, previous <- old champion; compare-and-set on the champion."""
+def plan_promotion(
+    current: dict[str, int],
+    version: int,
+    expected_champion: int | None,
+    trail: Sequence[AuditEntry] = (),
+) -> Plan:
+    """champion <- version, previous <- old champion; compare-and-set on the champion.
+
+    If the old champion was itself rolled back or retired (an alias moved outside Chassis),
+    `previous` falls back to the most recent former champion that was not.
+    """
     champion = current.get(CHAMPION)
     if champion == version:
-        return Plan("promote")  # already done: repeating a completed promotion is a no-op
+        return Plan(PROMOTE)  # already done: repeating a completed promotion is a no-op
     if champion != expected_champion:
         expected = "no champion" if expected_champion is None else f"v{expected_champion}"
         found = "no champion" if champion is None else f"v{champion}"
@@ -67,31 +182,77 @@ def plan_promotion(current: dict[str, int], version: int, expected_champion: int
         )
     target: dict[str, int | None] = {CHAMPION: version}
     if champion is not None:
-        target[PREVIOUS] = champion
+        barred = disqualified(trail)
+        barred.pop(version, None)  # promoted now: judged afresh
+        if champion not in barred:
+            target[PREVIOUS] = champion
+        else:
+            target[PREVIOUS] = fallback_previous(trail, (version, champion), barred)
     if current.get(CHALLENGER) == version:
         target[CHALLENGER] = None  # the challenger graduated
-    return Plan("promote", _moves(current, target))
+    return Plan(PROMOTE, _moves(current, target))
 
 
-def plan_challenger(current: dict[str, int], version: int) -> Plan:
+def plan_challenger(
+    current: dict[str, int],
+    version: int,
+    trail: Sequence[AuditEntry] = (),
+    *,
+    allow_retired: bool = False,
+) -> Plan:
+    """challenger <- version. A version a rollout retired needs `allow_retired`."""
     if current.get(CHAMPION) == version:
         raise RegistryError(f"v{version} is already the champion; it cannot be the challenger")
-    return Plan("set-challenger", _moves(current, {CHALLENGER: version}))
+    retired = retirement(trail, version)
+    if retired is not None and not allow_retired:
+        raise RetiredChallenger(
+            f"{retired.describe()}. Setting it as challenger again needs the explicit "
+            "override (allow_retired=True; `chassis promote --to challenger "
+            "--allow-retired`); nothing was changed"
+        )
+    return Plan(SET_CHALLENGER, _moves(current, {CHALLENGER: version}))
 
 
-def plan_retire_challenger(current: dict[str, int], version: int | None) -> Plan:
+def retirement(trail: Iterable[AuditEntry], version: int) -> Disqualification | None:
+    """The retirement that bars `version` from being challenger, if any."""
+    found = disqualified(trail).get(version)
+    return found if found is not None and found.retired else None
+
+
+def plan_retire_challenger(
+    current: dict[str, int], version: int | None, trail: Sequence[AuditEntry] = ()
+) -> Plan:
+    """challenger <- none; if the retired version is also `previous`, previous moves to the
+    most recent former champion that may serve again (or none)."""
     challenger = current.get(CHALLENGER)
     if challenger is None or (version is not None and challenger != version):
-        return Plan("retire-challenger")
-    return Plan("retire-challenger", _moves(current, {CHALLENGER: None}))
+        return Plan(RETIRE_CHALLENGER)
+    target: dict[str, int | None] = {CHALLENGER: None}
+    if current.get(PREVIOUS) == challenger:
+        barred = disqualified(trail)
+        target[PREVIOUS] = fallback_previous(trail, (challenger, current.get(CHAMPION)), barred)
+    return Plan(RETIRE_CHALLENGER, _moves(current, target))
 
 
-def plan_rollback(current: dict[str, int], champion_before_previous: int | None) -> Plan:
-    """champion <- previous; previous <- the champion before that one (from the audit trail)."""
+def plan_rollback(current: dict[str, int], trail: Sequence[AuditEntry] = ()) -> Plan:
+    """champion <- previous; previous <- the most recent former champion that is neither the
+    champion being rolled back nor one rolled back or retired before (from the audit trail).
+
+    A `previous` that itself was rolled back or retired (set outside Chassis) is refused:
+    rolling back to a version already judged bad would undo that judgement silently.
+    """
     previous = current.get(PREVIOUS)
     if previous is None:
         raise RegistryError("no `previous` version to roll back to; nothing was changed")
-    target: dict[str, int | None] = {CHAMPION: previous, PREVIOUS: champion_before_previous}
-    if champion_before_previous == previous:
-        target[PREVIOUS] = None
-    return Plan("rollback", _moves(current, target))
+    barred = disqualified(trail)
+    if previous in barred:
+        raise RegistryError(
+            f"`previous` points at {barred[previous].describe()}; refusing to reinstate it. "
+            "Promote the version you want explicitly (`chassis promote`); nothing was changed"
+        )
+    champion = current.get(CHAMPION)
+    target: dict[str, int | None] = {
+        CHAMPION: previous,
+        PREVIOUS: fallback_previous(trail, (previous, champion), barred),
+    }
+    return Plan(ROLLBACK, _moves(current, target))

@@ -7,9 +7,13 @@ after the version was created, the version is deleted again: no half-registered 
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chassis.digests import sha256_file
 from chassis.errors import IntegrityError, RegistryError
+
+if TYPE_CHECKING:
+    from chassis.aliases import Disqualification
 
 # Lineage and integrity tags every Chassis version carries.
 TAG_SPEC = "chassis.spec"
@@ -425,19 +429,47 @@ def promote(
 
     require_passed_gates(name, version)
     with RegistryLock(name):
-        plan = plan_promotion(current_aliases(name), version, expected_champion)
+        plan = plan_promotion(current_aliases(name), version, expected_champion, history(name))
         return _apply(name, plan, actor, reason, evidence or {})
 
 
 def set_challenger(
-    name: str, version: int, *, actor: str, reason: str, evidence: dict[str, str] | None = None
+    name: str,
+    version: int,
+    *,
+    actor: str,
+    reason: str,
+    evidence: dict[str, str] | None = None,
+    allow_retired: bool = False,
 ) -> AliasChange:
-    from chassis.aliases import plan_challenger
+    """challenger <- version. A version a rollout retired (see `retire_challenger`) is
+    refused, naming when and why it was retired, unless `allow_retired=True`; then the audit
+    record says the override was used. Nothing moves when refused."""
+    from chassis.aliases import RetiredChallenger, plan_challenger, retirement
 
     require_passed_gates(name, version)
     with RegistryLock(name):
-        plan = plan_challenger(current_aliases(name), version)
-        return _apply(name, plan, actor, reason, evidence or {})
+        trail = history(name)
+        try:
+            plan = plan_challenger(
+                current_aliases(name), version, trail, allow_retired=allow_retired
+            )
+        except RetiredChallenger as error:
+            raise RetiredChallenger(f"{name} {error}") from None
+        evidence = dict(evidence or {})
+        retired = retirement(trail, version)
+        if retired is not None and not plan.is_noop:
+            evidence["override"] = f"allow_retired: {retired.describe()}"[:500]
+            reason = f"{reason} [override allow_retired: retired at audit #{retired.sequence}]"
+        return _apply(name, plan, actor, reason, evidence)
+
+
+def retirement(name: str, version: int) -> "Disqualification | None":
+    """Why `version` may not be set as challenger without the override: the audit record of
+    its retirement (None if it was never retired, or was promoted to champion since)."""
+    from chassis.aliases import retirement as find
+
+    return find(history(name), version)
 
 
 def retire_challenger(
@@ -451,27 +483,19 @@ def retire_challenger(
     from chassis.aliases import plan_retire_challenger
 
     with RegistryLock(name):
-        plan = plan_retire_challenger(current_aliases(name), version)
+        plan = plan_retire_challenger(current_aliases(name), version, history(name))
         return _apply(name, plan, actor, reason, evidence or {})
 
 
 def rollback(
     name: str, *, actor: str, reason: str, evidence: dict[str, str] | None = None
 ) -> AliasChange:
-    """champion <- previous, in one step; previous <- the champion before that one."""
-    from chassis.aliases import CHAMPION, plan_rollback
+    """champion <- previous, in one step; previous <- the most recent former champion that
+    was neither rolled back nor retired (read from the audit trail), or none."""
+    from chassis.aliases import plan_rollback
 
     with RegistryLock(name):
-        current = current_aliases(name)
-        target = current.get("previous")
-        # The audit trail knows which champion `previous` replaced when it was promoted.
-        before_previous = None
-        for record in reversed(history(name)):
-            moved = {m["alias"]: m for m in record.moves}
-            if CHAMPION in moved and moved[CHAMPION]["to"] == target:
-                before_previous = moved[CHAMPION]["from"]
-                break
-        plan = plan_rollback(current, before_previous)
+        plan = plan_rollback(current_aliases(name), history(name))
         return _apply(name, plan, actor, reason, evidence or {})
 
 

@@ -98,7 +98,13 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
         help="the champion this promotion replaces (default: the current one)",
     )
     promote.add_argument("--reason", default="promoted by hand", help="recorded in the audit trail")
-    promote.set_defaults(handler=lambda args: _promote(args, run))
+    promote.add_argument(
+        "--allow-retired",
+        action="store_true",
+        help="with --to challenger: set a version that a rollout retired as challenger again "
+        "(refused otherwise); the audit record says the override was used",
+    )
+    promote.set_defaults(handler=lambda args: _promote(args, run, promote))
 
     rollback = commands.add_parser(
         "rollback",
@@ -143,7 +149,13 @@ def _gates(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) 
     return 0
 
 
-def _promote(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+def _promote(
+    args: argparse.Namespace,
+    run: Callable[[str, dict[str, Any]], Any],
+    parser: argparse.ArgumentParser,
+) -> int:
+    if args.allow_retired and args.to != "challenger":
+        parser.error("--allow-retired applies to --to challenger only")
     outcome = run(
         "promote",
         {
@@ -152,6 +164,7 @@ def _promote(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]
             "to": args.to,
             "expected_champion": args.expect_champion,
             "reason": args.reason,
+            "allow_retired": args.allow_retired,
         },
     )
     print_alias_outcome(outcome)

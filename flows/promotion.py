@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
+from chassis.errors import RegistryError
 from chassis.gates import GateConfig, MetricThreshold
 from chassis.settings import ChassisSettings
 from tasks.promotion import (
@@ -157,9 +158,19 @@ def promote(
         ),
     ] = None,
     reason: Annotated[str, Field(max_length=500)] = "promoted by hand",
+    allow_retired: Annotated[
+        bool,
+        Field(
+            description="With to=challenger: set a version that a rollout retired as "
+            "challenger again (refused otherwise); the audit record names the override."
+        ),
+    ] = False,
 ) -> AliasOutcome:
     """Verify a version's bytes (sha256) and move an alias to it. Refused unless its gate
-    report passed; refused with a conflict if another promotion moved the champion first."""
+    report passed; refused with a conflict if another promotion moved the champion first;
+    a retired challenger is refused as challenger unless allow_retired is set."""
+    if allow_retired and to != "challenger":
+        raise RegistryError("allow_retired applies to to=challenger only; nothing was changed")
     settings = ChassisSettings()
     tracking.connect(settings)
     current = registry.current_aliases(model_name)
@@ -173,7 +184,9 @@ def promote(
         "flow_run": run_url(settings),
     }
     if to == "challenger":
-        return alias_outcome(set_challenger(model_name, version, reason, evidence))
+        return alias_outcome(
+            set_challenger(model_name, version, reason, evidence, allow_retired=allow_retired)
+        )
     expected = current.get(CHAMPION) if expected_champion is None else (expected_champion or None)
     return alias_outcome(promote_champion(model_name, version, expected, reason, evidence))
 

@@ -171,11 +171,22 @@ def promote_champion(
 
 @task(name="set-challenger", **NO_CACHE_TASK)
 def set_challenger(
-    model_name: str, version: int, reason: str, evidence: dict[str, str]
+    model_name: str,
+    version: int,
+    reason: str,
+    evidence: dict[str, str],
+    allow_retired: bool = False,
 ) -> registry.AliasChange:
+    """Refused (registry.RetiredChallenger, nothing moved) for a version a rollout retired,
+    unless `allow_retired`; the audit record then names the override."""
     return _finish(
         registry.set_challenger(
-            model_name, version, actor=actor(), reason=reason, evidence=evidence
+            model_name,
+            version,
+            actor=actor(),
+            reason=reason,
+            evidence=evidence,
+            allow_retired=allow_retired,
         )
     )
 

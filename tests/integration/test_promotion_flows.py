@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 from chassis import registry
+from chassis.aliases import RetiredChallenger
 from chassis.errors import IntegrityError, RegistryError
 from flows.promotion import GateSettings, gates, promote, rollback
 from flows.release import release
@@ -105,3 +106,34 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
     # The threshold is a flow parameter: switched off, the same version passes its gates.
     switched_off = GateSettings(**lenient, max_latency_ratio_vs_champion=None)
     assert gates(model_name=MODEL, version=2, thresholds=switched_off).passed
+
+
+def test_a_retired_challenger_is_refused_unless_the_override_is_given(chassis_home, capsys):
+    from chassis_cli.main import main
+
+    release(spec=SPEC, compression="off")  # v1 champion
+    release(spec=SPEC, seed=1, rollout_strategy="none", compression="off")  # v2 challenger
+    registry.retire_challenger(
+        MODEL, 2, actor="rollout run", reason="canary failed at shadow: agreement 0.61 < 0.9"
+    )
+    records = len(registry.history(MODEL))
+
+    # The flow (and its set-challenger task) refuses, naming the version and why ...
+    with pytest.raises(RetiredChallenger, match=r"test-blobs v2 was retired as challenger"):
+        promote(model_name=MODEL, version=2, to="challenger")
+    # ... and so does the command, with one line and exit 1.
+    capsys.readouterr()
+    assert main(["promote", "--model", MODEL, "--version", "2", "--to", "challenger"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: test-blobs v2 was retired as challenger (audit #3, ")
+    assert "agreement 0.61 < 0.9" in error and "--allow-retired" in error
+    assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
+    assert len(registry.history(MODEL)) == records
+
+    argv = ["promote", "--model", MODEL, "--version", "2", "--to", "challenger"]
+    assert main([*argv, "--allow-retired", "--reason", "gateway fixed; try again"]) == 0
+    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    record = registry.history(MODEL)[-1]
+    assert record.reason == "gateway fixed; try again [override allow_retired: retired at audit #3]"
+    assert record.evidence["override"].startswith("allow_retired: v2 was retired as challenger")
+    assert "via flow run" in record.actor

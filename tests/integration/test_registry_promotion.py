@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from chassis import registry
-from chassis.aliases import PromotionConflict
+from chassis.aliases import PromotionConflict, RetiredChallenger
 from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
@@ -146,3 +146,73 @@ def test_two_processes_racing_exactly_one_wins(store, round_):
     assert [r.actor for r in registry.history(MODEL)] == ["user:test", f"proc-{winner}"]
     # The lock is gone: only the model itself is registered.
     assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [MODEL]
+
+
+def rollback(reason="bad canary"):
+    return registry.rollback(MODEL, actor="user:test", reason=reason)
+
+
+def test_previous_never_points_at_a_version_that_was_rolled_back(store):
+    make_versions(4)
+    promote(1, None)
+    promote(2, 1)
+    promote(3, 2)
+    assert rollback().aliases_after == {"champion": 2, "previous": 1}  # v3 rolled back
+    promote(4, 2)
+    # v4 rolled back: `previous` must not become v3, rolled back two moves ago ...
+    assert rollback().aliases_after == {"champion": 2, "previous": 1}
+    # ... so a second rollback goes further back, never to v3 or v4 again.
+    assert rollback().aliases_after == {"champion": 1}
+    with pytest.raises(RegistryError, match="no `previous` version"):
+        rollback()
+    actions = [r.action for r in registry.history(MODEL)]
+    assert actions == ["promote"] * 3 + ["rollback", "promote", "rollback", "rollback"]
+
+
+def set_challenger(version, **kwargs):
+    return registry.set_challenger(MODEL, version, actor="user:test", reason="rollout", **kwargs)
+
+
+def test_a_retired_challenger_needs_the_override_and_the_audit_says_it_was_used(store):
+    make_versions(3)
+    promote(1, None)
+    set_challenger(2)
+    registry.retire_challenger(
+        MODEL, 2, actor="rollout-run", reason="canary failed at canary 50%: error rate 4%"
+    )
+    aliases, records = registry.current_aliases(MODEL), len(registry.history(MODEL))
+
+    with pytest.raises(RetiredChallenger) as refused:
+        set_challenger(2)
+    message = str(refused.value)
+    assert message.startswith("race-model v2 was retired as challenger (audit #3, ")
+    assert "by rollout-run): canary failed at canary 50%: error rate 4%" in message
+    assert "allow_retired=True" in message and "--allow-retired" in message
+    assert "nothing was changed" in message
+    # Refused: no alias moved, no audit record written.
+    assert registry.current_aliases(MODEL) == aliases
+    assert len(registry.history(MODEL)) == records
+    assert registry.retirement(MODEL, 2).sequence == 3
+    assert registry.retirement(MODEL, 3) is None
+    set_challenger(3)  # other versions are not affected
+
+    change = set_challenger(2, allow_retired=True)
+    assert change.aliases_after == {"champion": 1, "challenger": 2}
+    record = registry.history(MODEL)[-1]
+    assert record.action == "set-challenger"
+    assert record.reason == "rollout [override allow_retired: retired at audit #3]"
+    assert record.evidence["override"].startswith("allow_retired: v2 was retired as challenger")
+    # Promoted to champion after a new rollout: judged afresh, no longer retired.
+    promote(2, 1)
+    assert registry.retirement(MODEL, 2) is None
+
+
+def test_a_retired_challenger_does_not_stay_previous(store):
+    make_versions(2)
+    promote(1, None)
+    promote(2, 1)
+    set_challenger(1)  # the previous champion, tried again as a challenger, and retired
+    registry.retire_challenger(MODEL, 1, actor="rollout-run", reason="p99 regression")
+    assert registry.current_aliases(MODEL) == {"champion": 2}
+    with pytest.raises(RegistryError, match="no `previous` version"):
+        rollback()

@@ -179,6 +179,10 @@ def test_every_option_with_a_default_shows_it_in_help():
             ["gates", "--model", "m", "--version", "1", "--latency-slack-ms", "-1"],
             "must be a finite number >= 0, got -1",
         ),
+        (
+            ["promote", "--model", "m", "--version", "1", "--allow-retired"],
+            "--allow-retired applies to --to challenger only",
+        ),
     ],
 )
 def test_new_gate_and_promotion_options_refuse_bad_values(args, message):
