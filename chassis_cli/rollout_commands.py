@@ -4,27 +4,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import positive_float, positive_int, version_number
 from chassis_cli.display import out
+from chassis_cli.policy_options import add_model_options, given_values
 
-
-def percent_list(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected percentages like 10,25,50,100, got {text!r}"
-        ) from None
-    if (
-        not values
-        or any(not 0 < v <= 100 for v in values)
-        or values != sorted(values)
-        or values[-1] != 100
-    ):
-        raise argparse.ArgumentTypeError(
-            f"steps must increase within (0, 100] and end at 100, got {text!r}"
-        )
-    return values
+POLICY = "policy_"
 
 
 def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
@@ -37,34 +22,22 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
     )
     rollout.add_argument("--model", required=True, help="registered-model name")
     rollout.add_argument("--version", required=True, type=version_number, help="version number")
-    rollout.add_argument("--strategy", choices=("canary", "blue-green"), default="canary")
     rollout.add_argument(
-        "--steps",
-        type=percent_list,
-        default=[10.0, 25.0, 50.0, 100.0],
-        help="canary traffic shares in percent (default 10,25,50,100)",
+        "--strategy",
+        choices=("canary", "blue-green"),
+        default="canary",
+        help="canary: shadow, then growing shares; blue-green: mirrored preview, atomic "
+        "switch, old color kept warm (default: canary)",
     )
-    rollout.add_argument("--no-shadow", action="store_true", help="skip the shadow step")
-    rollout.add_argument(
-        "--min-requests",
-        type=positive_int,
-        default=100,
-        help="candidate requests a step needs to be judged (default 100)",
-    )
-    rollout.add_argument(
-        "--step-seconds",
-        type=positive_float,
-        default=30.0,
-        help="how long a step waits for them (default 30)",
-    )
-    rollout.add_argument("--p99-budget-ms", type=positive_float, default=50.0)
     rollout.add_argument(
         "--traffic",
         choices=("auto", "always", "never"),
         default="auto",
-        help="replay test rows meanwhile (auto: only into a gateway started for this run)",
+        help="replay test rows meanwhile (auto: only into a gateway started for this run; "
+        "default: auto)",
     )
     rollout.add_argument("--gateway-url", help="gateway to drive (default CHASSIS_GATEWAY_URL)")
+    add_model_options(rollout, RolloutPolicy, POLICY, aliases={"shadow_first": ["--shadow"]})
     rollout.set_defaults(handler=lambda args: _rollout(args, run))
 
     traffic = commands.add_parser(
@@ -74,11 +47,15 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
         "version's spec, until --requests or --seconds is reached. Loopback gateway only.",
     )
     traffic.add_argument("--model", required=True, help="registered-model name")
-    traffic.add_argument("--requests", type=positive_int, default=1000, help="at most this many")
     traffic.add_argument(
-        "--seconds", type=positive_float, default=30.0, help="for at most this long"
+        "--requests", type=positive_int, default=1000, help="at most this many (default: 1000)"
     )
-    traffic.add_argument("--concurrency", type=positive_int, default=4)
+    traffic.add_argument(
+        "--seconds", type=positive_float, default=30.0, help="for at most this long (default: 30)"
+    )
+    traffic.add_argument(
+        "--concurrency", type=positive_int, default=4, help="requests in flight (default: 4)"
+    )
     traffic.add_argument("--gateway-url", help="gateway (default CHASSIS_GATEWAY_URL)")
     traffic.add_argument(
         "--drift",
@@ -108,15 +85,7 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
 
 
 def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
-    from flows.rollout import RolloutSettings
-
-    policy = RolloutSettings(
-        steps=args.steps,
-        shadow_first=not args.no_shadow,
-        min_requests=args.min_requests,
-        step_seconds=args.step_seconds,
-        p99_budget_ms=args.p99_budget_ms,
-    )
+    policy = policy_from(given_values(args, POLICY))  # a bad value fails before any run
     outcome = run(
         "rollout",
         {

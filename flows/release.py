@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
+from chassis.rollout.policy import RolloutPolicy
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from flows.compression import (
     CompressionOutcome,
@@ -21,7 +22,7 @@ from flows.compression import (
     compress,
 )
 from flows.promotion import AliasOutcome, GateSettings, GatesOutcome, alias_outcome, gates
-from flows.rollout import RolloutOutcome, RolloutSettings, rollout
+from flows.rollout import RolloutOutcome, rollout
 from flows.training import (
     EpochsParameter,
     SeedParameter,
@@ -55,7 +56,7 @@ def release(
         Literal["canary", "blue-green", "none"],
         Field(description="How a challenger reaches traffic; none leaves it as challenger."),
     ] = "canary",
-    rollout_policy: RolloutSettings | None = None,
+    rollout_policy: RolloutPolicy | None = None,
     compression: Annotated[
         Literal["on", "off"],
         Field(

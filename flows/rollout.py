@@ -14,18 +14,26 @@ from chassis.aliases import CHALLENGER, CHAMPION
 from chassis.data import features, load_dataset
 from chassis.errors import ChassisError
 from chassis.modelspec import load_spec
-from chassis.rollout.analysis import RolloutPolicy, StepAnalysis, analyze_step
+from chassis.rollout.analysis import StepAnalysis
+from chassis.rollout.policy import RolloutPolicy
+from chassis.rollout.schedule import first_share, next_share
+from chassis.rollout.scrape import FleetCounts
 from chassis.serving.client import GatewayClient
-from chassis.serving.embedded import running_gateway
+from chassis.serving.embedded import gateway_for
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, VersionParameter
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.promotion import actor, set_challenger
-from tasks.rollout import TrafficDriver, run_step, wait_for_requests
+from tasks.rollout import TrafficDriver, judge_window, publish_step, run_step
 
 
 class RolloutFailed(ChassisError):  # noqa: N818 (reads as what happened)
     """The candidate failed a step's analysis; its traffic is 0 and its alias removed."""
+
+
+class RolloutPaused(ChassisError):  # noqa: N818 (reads as what happened)
+    """Too little traffic to judge the candidate: traffic is back on the champion and the
+    challenger keeps its alias, so the rollout can simply be run again."""
 
 
 class RolloutOutcome(BaseModel):
@@ -37,35 +45,6 @@ class RolloutOutcome(BaseModel):
     traffic: dict[str, int]
 
 
-class RolloutSettings(BaseModel):
-    """Rollout analysis thresholds (flow parameters with these defaults)."""
-
-    steps: list[Annotated[float, Field(gt=0, le=100)]] = [10, 25, 50, 100]
-    shadow_first: bool = True
-    min_requests: Annotated[int, Field(ge=1)] = 100
-    step_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    max_extensions: Annotated[int, Field(ge=0, le=20)] = 2
-    max_error_rate: Annotated[float, Field(ge=0, lt=1)] = 0.01
-    p99_budget_ms: Annotated[float, Field(gt=0)] = 50.0
-    max_p99_ratio_vs_stable: Annotated[float, Field(ge=1)] = 3.0
-    min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.9
-    failure_limit: Annotated[int, Field(ge=1)] = 1
-
-    def policy(self) -> RolloutPolicy:
-        return RolloutPolicy(
-            steps=tuple(self.steps),
-            shadow_first=self.shadow_first,
-            min_requests=self.min_requests,
-            step_seconds=self.step_seconds,
-            max_extensions=self.max_extensions,
-            max_error_rate=self.max_error_rate,
-            p99_budget_ms=self.p99_budget_ms,
-            max_p99_ratio_vs_stable=self.max_p99_ratio_vs_stable,
-            min_agreement=self.min_agreement,
-            failure_limit=self.failure_limit,
-        )
-
-
 @flow(name="rollout", log_prints=True)
 def rollout(
     model_name: ModelParameter,
@@ -73,11 +52,14 @@ def rollout(
     strategy: Annotated[
         Literal["canary", "blue-green"],
         Field(
-            description="canary: shadow, then growing traffic shares; blue-green: preview "
-            "the idle color, switch atomically, keep the old one warm."
+            description="canary: shadow, then growing traffic shares; blue-green: the idle "
+            "color sees a mirror of live traffic, then an atomic switch, old color kept warm."
         ),
     ] = "canary",
-    policy: RolloutSettings | None = None,
+    policy: Annotated[
+        RolloutPolicy | None,
+        Field(description="Analysis thresholds and step schedule (defaults when empty)."),
+    ] = None,
     drive_traffic: Annotated[
         Literal["auto", "always", "never"],
         Field(
@@ -88,19 +70,21 @@ def rollout(
     gateway_url: Annotated[
         str | None,
         Field(
-            description="Gateway to drive. Empty: CHASSIS_GATEWAY_URL, or a "
-            "gateway started for this run if none answers there."
+            description="Gateway to drive. Empty: CHASSIS_GATEWAY_URL if it serves the "
+            "model, else a gateway started for this run."
         ),
     ] = None,
 ) -> RolloutOutcome:
-    """Roll a gated version out. Every step commits a split on the gateway, waits for
-    enough requests (an inconclusive window is extended, never promoted), and judges error
-    rate, p99 latency against a budget and against stable, and agreement with the champion.
-    Success promotes the version to champion (audited). Failure sets its traffic to 0 at
-    once, removes its challenger alias, records why, and fails this run."""
+    """Roll a gated version out. Every step commits a split on the gateway and judges the
+    candidate against the champion in the same window, on live and mirrored requests:
+    error rates, latency quantiles, the p99 budget and agreement, each with a confidence
+    bound (docs/architecture.md, "Rollout analysis"). A healthy step grows the candidate's
+    share; a degraded one halves it; a failure sets its traffic to 0 at once, removes its
+    challenger alias, records why, and fails this run. Too little traffic pauses the rollout
+    with nothing lost. Success promotes the version to champion (audited)."""
     settings = ChassisSettings()
     tracking.connect(settings)
-    rollout_policy = (policy or RolloutSettings()).policy()
+    rollout_policy = policy or RolloutPolicy()
     registry.require_passed_gates(model_name, version)
     aliases = registry.current_aliases(model_name)
     champion = aliases.get(CHAMPION)
@@ -109,51 +93,50 @@ def rollout(
     if champion == version:
         raise ChassisError(f"{model_name} v{version} is already the champion")
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
-    if aliases.get(CHALLENGER) != version:
-        set_challenger(model_name, version, f"rollout by {strategy}", {"flow_run": run_url})
+    evidence = {
+        "flow_run": run_url,
+        "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
+    }
 
     rows = test_rows(model_name, version)
     analyses: list[StepAnalysis] = []
+    failure: StepAnalysis | None = None
     with contextlib.ExitStack() as stack:
-        if gateway_url:
-            url, embedded = gateway_url, False
-        else:
-            gateway = stack.enter_context(running_gateway(settings, [model_name]))
-            url, embedded = gateway.url, gateway.embedded
-        client = GatewayClient(url, settings.admin_token())
+        gateway = stack.enter_context(
+            gateway_for(settings, model_name, champion, explicit_url=gateway_url)
+        )
+        client = GatewayClient(gateway.url, settings.admin_token())
         stack.callback(client.close)
+        fleet = FleetCounts([client])
+        # Only now, with a gateway known to serve the champion, does an alias move.
+        if aliases.get(CHALLENGER) != version:
+            set_challenger(model_name, version, f"rollout by {strategy}", {"flow_run": run_url})
         driver = None
-        drive = drive_traffic == "always" or (drive_traffic == "auto" and embedded)
+        drive = drive_traffic == "always" or (drive_traffic == "auto" and gateway.embedded)
         get_run_logger().info(
-            "gateway %s (%s); replaying test rows: %s",
-            url,
-            "started for this run" if embedded else "already running",
+            "gateway %s (%s); replaying test rows: %s; each step needs %d candidate samples",
+            gateway.url,
+            "started for this run" if gateway.embedded else "already running",
             "yes" if drive else "no",
+            rollout_policy.required_samples,
         )
         if drive:
             budget = (
                 rollout_policy.step_seconds
                 * (rollout_policy.max_extensions + 1)
-                * (len(rollout_policy.steps) + 2)
+                * (rollout_policy.max_steps + 2)
             )
-            driver = stack.enter_context(TrafficDriver(url, model_name, rows, 4, budget))
-        plan = [("shadow", 0.0)] if rollout_policy.shadow_first else []
+            driver = stack.enter_context(TrafficDriver(gateway.url, model_name, rows, 4, budget))
         if strategy == "blue-green":
-            plan = [("blue-green", 0.0)]
+            analyses = blue_green(fleet, model_name, version, champion, rollout_policy)
         else:
-            plan += [("canary", step) for step in rollout_policy.steps]
-        failure = None
-        for mode, percent in plan:
-            if mode == "blue-green":
-                analysis = blue_green_step(client, model_name, version, rows, rollout_policy)
-            else:
-                analysis = run_step(client, model_name, version, mode, percent, rollout_policy)
-            analyses.append(analysis)
-            if analysis.verdict != "pass":
-                failure = analysis
-                client.rollback(model_name)  # candidate traffic to 0 before anything else
-                break
-        if failure is None:
+            analyses = canary(fleet, model_name, version, champion, rollout_policy)
+        last = analyses[-1]
+        if last.verdict != "pass":
+            failure = last
+            for replica in fleet.clients:  # candidate traffic to 0 before anything else
+                replica.rollback(model_name)
+        else:
             # Registry first (compare-and-set), then the gateway: a gateway following the
             # champion alias never sees a promoted version it is not already serving.
             try:
@@ -163,16 +146,18 @@ def rollout(
                     expected_champion=champion,
                     actor=actor(),
                     reason=f"{strategy} rollout passed {len(analyses)} step(s)",
-                    evidence={
-                        "flow_run": run_url,
-                        "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
-                    },
+                    evidence=evidence,
                 )
             except ChassisError:
-                client.rollback(model_name)  # e.g. a conflict: serve what the registry says
+                for replica in fleet.clients:  # e.g. a conflict: serve what the registry says
+                    replica.rollback(model_name)
                 raise
-            if strategy == "canary":
-                client.promote(model_name)
+            for replica in fleet.clients:
+                if strategy == "canary":
+                    replica.promote(model_name)
+                else:
+                    # Stop mirroring to the warm color; it stays warm for an instant rollback.
+                    replica.set_rollout(model_name, "stable", None)
 
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
@@ -184,19 +169,22 @@ def rollout(
         "rollout-steps",
         description=f"{strategy} rollout of {model_name} v{version}: one row per check",
     )
-    evidence = {
-        "flow_run": run_url,
-        "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
-    }
+    if failure is not None and failure.verdict == "paused":
+        reason = f"{strategy} rollout paused at {failure.step}: {failure.reason}"
+        publish_decision(model_name, version, strategy, "PAUSED", reason, analyses)
+        raise RolloutPaused(
+            f"{model_name} v{version}: {reason}. Traffic is back on v{champion}; "
+            f"v{version} keeps its challenger alias: run the rollout again"
+        )
     if failure is not None:
         reason = f"{strategy} rollout failed at {failure.step}: {failure.reason}"
         registry.retire_challenger(
             model_name, version, actor=actor(), reason=reason, evidence=evidence
         )
-        publish_decision(model_name, version, strategy, False, reason, analyses)
+        publish_decision(model_name, version, strategy, "ROLLED BACK", reason, analyses)
         raise RolloutFailed(f"{model_name} v{version}: {reason}; traffic is back on v{champion}")
     reason = f"{strategy} rollout passed {len(analyses)} step(s)"
-    publish_decision(model_name, version, strategy, True, reason, analyses)
+    publish_decision(model_name, version, strategy, "PROMOTED to champion", reason, analyses)
     return RolloutOutcome(
         model_name=model_name,
         version=version,
@@ -204,6 +192,62 @@ def rollout(
         promoted=True,
         steps=table,
         traffic={str(k): v for k, v in traffic.items()},
+    )
+
+
+def canary(
+    fleet: FleetCounts, model: str, version: int, champion: int, policy: RolloutPolicy
+) -> list[StepAnalysis]:
+    """Shadow (optional), then shares that grow on health and halve on degradation.
+    Ends with the last step's analysis: "pass" at 100 %, or the reason it stopped."""
+    analyses: list[StepAnalysis] = []
+    if policy.shadow_first:
+        analysis = run_step(fleet, model, version, champion, "shadow", 0.0, policy)
+        analyses.append(analysis)
+        if analysis.verdict != "pass":
+            return analyses
+    percent: float | None = first_share(policy)
+    while percent is not None:
+        analysis = run_step(fleet, model, version, champion, "canary", percent, policy)
+        analyses.append(analysis)
+        if analysis.verdict in ("fail", "paused"):
+            return analyses
+        step = next_share(policy, percent, analysis.verdict, len(analyses))
+        if step.rollback:
+            reason = f"{analysis.reason}; {step.reason}"
+            analyses.append(StepAnalysis(analysis.step, "fail", analysis.checks, reason))
+            return analyses
+        percent = step.percent
+    return analyses
+
+
+def blue_green(
+    fleet: FleetCounts, model: str, version: int, champion: int, policy: RolloutPolicy
+) -> list[StepAnalysis]:
+    """Preview: the idle color runs a mirror of every live request and is judged against
+    the live one. Switch. Live window: the new color answers, the old one stays warm and
+    runs `mirror_percent` of requests for comparison. A slower color is not switched to
+    (there is no share to halve), so "degraded" fails here."""
+    for client in fleet.clients:
+        client.set_rollout(model, "blue-green", version)
+    preview = judge_window(fleet, model, version, champion, "blue-green preview", policy, True)
+    publish_step(preview, model, version)
+    if preview.verdict != "pass":
+        return [_degraded_fails(preview)]
+    for client in fleet.clients:
+        client.switch(model, policy.mirror_percent)
+    live = judge_window(
+        fleet, model, version, champion, "blue-green live", policy, policy.mirror_percent > 0
+    )
+    publish_step(live, model, version)
+    return [preview, _degraded_fails(live)]
+
+
+def _degraded_fails(analysis: StepAnalysis) -> StepAnalysis:
+    if analysis.verdict != "degraded":
+        return analysis
+    return StepAnalysis(
+        analysis.step, "fail", analysis.checks, analysis.reason, analysis.candidate_samples
     )
 
 
@@ -215,68 +259,16 @@ def test_rows(model_name: str, version: int) -> np.ndarray:
     return features(dataset.test, dataset)
 
 
-def blue_green_step(
-    client: GatewayClient, model: str, version: int, rows: np.ndarray, policy: RolloutPolicy
-) -> StepAnalysis:
-    """Preview the idle color against the live one on the same rows, then switch."""
-    import httpx
-
-    from chassis.rollout.analysis import Check
-
-    client.set_rollout(model, "blue-green", version)
-    payload = {"instances": rows.astype(float).tolist()[: client_preview_rows(policy)]}
-    live = httpx.post(f"{client.base_url}/v1/models/{model}/predict", json=payload, timeout=30)
-    preview = httpx.post(
-        f"{client.base_url}/v1/models/{model}/preview/predict", json=payload, timeout=30
-    )
-    ok = live.status_code == 200 and preview.status_code == 200
-    agreement = 0.0
-    if ok:
-        a, b = live.json()["predictions"], preview.json()["predictions"]
-        agreement = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
-    checks = (
-        Check("preview answers", ok, f"{preview.status_code}", "200"),
-        Check(
-            "agreement with live color",
-            agreement >= policy.min_agreement,
-            f"{agreement:.4f} over {len(payload['instances'])} rows",
-            f">= {policy.min_agreement}",
-        ),
-    )
-    if not all(c.passed for c in checks):
-        return StepAnalysis("blue-green preview", "fail", checks, "preview disagreed or failed")
-    client.switch(model)
-    # The new color is live; the old one stays warm, so a bad window rolls back instantly.
-    client.reset_stats(model)
-    status = wait_for_requests(
-        client, model, version, policy.min_requests, policy.step_seconds, False
-    )
-    live_stats = status["stats"].get(str(version), {})
-    after = analyze_step("blue-green live window", live_stats, {}, policy)
-    verdict = "pass" if after.verdict == "pass" else "fail"
-    return StepAnalysis(
-        "blue-green preview + switch",
-        verdict,
-        checks + after.checks,
-        "switched; live window " + after.reason,
-    )
-
-
-def client_preview_rows(policy: RolloutPolicy) -> int:
-    return max(policy.min_requests, 50)
-
-
 def publish_decision(
     model: str,
     version: int,
     strategy: str,
-    promoted: bool,
+    decision: str,
     reason: str,
     analyses: list[StepAnalysis],
 ) -> None:
     lines = [
-        f"# Rollout of {model} v{version} ({strategy}): "
-        + ("PROMOTED to champion" if promoted else "ROLLED BACK"),
+        f"# Rollout of {model} v{version} ({strategy}): {decision}",
         "",
         reason,
         "",

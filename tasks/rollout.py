@@ -1,4 +1,4 @@
-"""Tasks of a staged rollout: drive the gateway step by step and judge each step."""
+"""Tasks of a staged rollout: commit a split, watch its window, judge it, publish the table."""
 
 import threading
 import time
@@ -6,74 +6,108 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from chassis.rollout.analysis import RolloutPolicy, StepAnalysis, analyze_step
-from chassis.serving.client import GatewayClient, GatewayError
+from chassis.rollout.analysis import StepAnalysis, analyze_step
+from chassis.rollout.counts import VersionCounts
+from chassis.rollout.policy import RolloutPolicy
+from chassis.rollout.schedule import look_points
+from chassis.rollout.scrape import FleetCounts
 from tasks.artifacts import publish_table
 from tasks.training import NO_CACHE_TASK
 
+POLL_SECONDS = 0.25
 
-def wait_for_requests(
-    client: GatewayClient, model: str, version: int, needed: int, seconds: float, shadow: bool
-) -> dict[str, Any]:
-    """Poll the gateway until the candidate has `needed` requests or `seconds` pass."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            status = client.status(model)
-        except GatewayError:
-            # A restarting gateway comes back at the last committed split: keep watching.
-            if time.monotonic() >= deadline + 60:
-                raise
-            time.sleep(0.5)
-            continue
-        stats = status["stats"].get(str(version), {})
-        seen = stats.get("shadow_compared" if shadow else "requests", 0)
-        if seen >= needed or time.monotonic() >= deadline:
-            return status
-        time.sleep(0.25)
+
+def judge_window(
+    fleet: FleetCounts,
+    model: str,
+    judged: int,
+    reference: int,
+    label: str,
+    policy: RolloutPolicy,
+    compare: bool,
+) -> StepAnalysis:
+    """Watch the counters from now on; judge at each look point and window end.
+
+    Returns the first conclusive analysis. A step that stays inconclusive through every
+    window is "paused": there was too little traffic to judge, which says nothing against
+    the candidate.
+    """
+    logger = get_run_logger()
+    start = fleet.read(model)
+    points = look_points(policy.required_samples)
+    analysis = StepAnalysis(label, "inconclusive", reason="no window judged yet")
+    windows = policy.max_extensions + 1
+    for window_index in range(windows):
+        deadline = time.monotonic() + policy.step_seconds
+        while True:
+            time.sleep(POLL_SECONDS)
+            counts = fleet.window(fleet.read(model), start)
+            candidate = counts.get(judged, VersionCounts())
+            stable = counts.get(reference, VersionCounts())
+            samples = (
+                min(candidate.executions, candidate.compared) if compare else (candidate.executions)
+            )
+            ended = time.monotonic() >= deadline
+            reached = [p for p in points if samples >= p]
+            if not reached and not ended:
+                continue
+            points = [p for p in points if samples < p]
+            analysis = analyze_step(label, candidate, stable, policy, compare=compare)
+            if analysis.verdict != "inconclusive":
+                logger.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
+                return analysis
+            if ended:
+                logger.info(
+                    "%s (window %d of %d): inconclusive, %s",
+                    label,
+                    window_index + 1,
+                    windows,
+                    analysis.reason,
+                )
+                break
+    return StepAnalysis(
+        label,
+        "paused",
+        analysis.checks,
+        f"still inconclusive after {windows} window(s) of {policy.step_seconds:g} s: "
+        f"{analysis.reason}. Too little traffic to judge: send traffic to the gateway "
+        "(chassis traffic), give steps longer (step_seconds, max_extensions), or detect "
+        "only larger effects (detect_error_increase, detect_agreement_drop)",
+        analysis.candidate_samples,
+        analysis.samples_needed,
+    )
 
 
 @task(name="rollout-step", **NO_CACHE_TASK)
 def run_step(
-    client: GatewayClient,
+    fleet: FleetCounts,
     model: str,
     version: int,
+    stable: int,
     mode: str,
     percent: float,
     policy: RolloutPolicy,
 ) -> StepAnalysis:
-    """Commit the split, then watch it; an inconclusive window is extended, not promoted."""
-    logger = get_run_logger()
+    """Commit the split on every replica, then judge its window."""
     label = "shadow" if mode == "shadow" else f"canary {percent:g}%"
-    client.set_rollout(model, mode, version, percent)
-    client.reset_stats(model)
-    analysis = StepAnalysis(label, "inconclusive", reason="not yet measured")
-    for attempt in range(policy.max_extensions + 1):
-        status = wait_for_requests(
-            client, model, version, policy.min_requests, policy.step_seconds, mode == "shadow"
-        )
-        stable = status["stats"].get(str(status["state"]["stable_version"]), {})
-        candidate = status["stats"].get(str(version), {})
-        analysis = analyze_step(label, candidate, stable, policy, shadow=mode == "shadow")
-        logger.info("%s (window %d): %s, %s", label, attempt + 1, analysis.verdict, analysis.reason)
-        if analysis.verdict != "inconclusive":
-            break
-    else:
-        analysis = StepAnalysis(
-            label,
-            "fail",
-            analysis.checks,
-            f"inconclusive after {policy.max_extensions + 1} windows: {analysis.reason}",
-        )
+    for client in fleet.clients:
+        client.set_rollout(model, mode, version, percent, policy.mirror_percent)
+    compare = mode == "shadow" or policy.mirror_percent > 0
+    analysis = judge_window(fleet, model, version, stable, label, policy, compare)
+    publish_step(analysis, model, version)
+    return analysis
+
+
+def publish_step(analysis: StepAnalysis, model: str, version: int) -> None:
     publish_table(
         analysis.rows(),
         model,
         f"v{version}",
         "rollout-step",
-        label,
-        description=f"{label} of {model} v{version}: {analysis.verdict} ({analysis.reason})",
+        analysis.step,
+        description=f"{analysis.step} of {model} v{version}: {analysis.verdict} "
+        f"({analysis.reason})",
     )
-    return analysis
 
 
 class TrafficDriver:

@@ -1,59 +1,48 @@
-"""Pure judgement of one rollout step from the gateway's per-version statistics."""
+"""Pure judgement of one rollout step from the counts of its window.
 
+Every check compares the candidate with stable *in the same window*, so load that slows the
+machine slows both and cancels out; each uses a confidence bound at the policy's `z`, so
+one slow request, a GC pause or a small sample cannot decide a rollout:
+
+- errors vs stable: Newcombe interval of the difference of error rates; fail when its
+  lower bound exceeds the tolerated margin;
+- errors, hard limit: fail when the Wilson lower bound exceeds `max_error_rate`;
+- model latency vs stable: p50 and p90 of the CPU time per row of each model call, with
+  distribution-free bounds; degraded when the candidate's lower bound exceeds
+  `max_latency_ratio` x stable's upper bound + slack;
+- latency budget: fail when the candidate's p99 lower bound exceeds the budget;
+- agreement with stable on mirrored requests: fail when its upper bound is below
+  `min_agreement`.
+
+A step passes only with the samples that would have caught a candidate as bad as the
+policy's detect_* settings; before that it is inconclusive.
+"""
+
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chassis.errors import ChassisError
+from chassis.rollout.counts import VersionCounts
+from chassis.rollout.policy import RolloutPolicy, RolloutPolicyError
+from chassis.rollout.statistics import difference_bounds, quantile_bounds, wilson
 
-Verdict = Literal["pass", "fail", "inconclusive"]
+__all__ = ["Check", "RolloutPolicy", "RolloutPolicyError", "StepAnalysis", "analyze_step"]
 
-
-class RolloutPolicyError(ChassisError):
-    """A rollout setting is outside its meaningful range."""
-
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """How a candidate earns more traffic. Defaults suit a small, fast model."""
-
-    steps: tuple[float, ...] = (10.0, 25.0, 50.0, 100.0)
-    shadow_first: bool = True
-    min_requests: int = 100  # candidate requests a step needs before it can be judged
-    step_seconds: float = 30.0  # how long a step waits for them
-    max_extensions: int = 2  # an inconclusive step is extended this often, then fails
-    max_error_rate: float = 0.01
-    p99_budget_ms: float = 50.0
-    max_p99_ratio_vs_stable: float = 3.0
-    p99_slack_ms: float = 2.0  # ratios of sub-millisecond latencies are noise
-    min_agreement: float = 0.9  # with the champion, on shadowed traffic
-    failure_limit: int = 1  # failed checks tolerated before rollback (1 = first failure)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.steps or any(not 0 < s <= 100 for s in self.steps):
-            problems.append(f"steps must be percentages in (0, 100], got {list(self.steps)}")
-        elif list(self.steps) != sorted(self.steps) or self.steps[-1] != 100:
-            problems.append(f"steps must increase and end at 100, got {list(self.steps)}")
-        if self.min_requests < 1:
-            problems.append("min_requests must be at least 1")
-        if not 0 <= self.max_error_rate < 1:
-            problems.append(f"max_error_rate must be in [0, 1), got {self.max_error_rate}")
-        if not 0 <= self.min_agreement <= 1:
-            problems.append(f"min_agreement must be in [0, 1], got {self.min_agreement}")
-        if self.step_seconds <= 0 or self.p99_budget_ms <= 0:
-            problems.append("step_seconds and p99_budget_ms must be > 0")
-        if self.failure_limit < 1:
-            problems.append("failure_limit must be at least 1")
-        if problems:
-            raise RolloutPolicyError("invalid rollout policy: " + "; ".join(problems))
+Verdict = Literal["pass", "degraded", "fail", "inconclusive", "paused"]
+Outcome = Literal["ok", "fail", "degraded", "waiting"]
+LATENCY_QUANTILES = (0.5, 0.9)
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    passed: bool
+    outcome: Outcome
     observed: str
     threshold: str
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome in ("ok", "waiting")
 
 
 @dataclass(frozen=True)
@@ -62,13 +51,15 @@ class StepAnalysis:
     verdict: Verdict
     checks: tuple[Check, ...] = field(default_factory=tuple)
     reason: str = ""
+    candidate_samples: int = 0
+    samples_needed: int = 0
 
     def rows(self) -> list[dict[str, str]]:
         return [
             {
                 "step": self.step,
                 "check": c.name,
-                "result": "pass" if c.passed else "FAIL",
+                "result": c.outcome,
                 "observed": c.observed,
                 "threshold": c.threshold,
                 "verdict": self.verdict,
@@ -86,59 +77,119 @@ class StepAnalysis:
         ]
 
 
+def _ms(seconds: float) -> str:
+    return "unbounded" if math.isinf(seconds) else f"{seconds * 1000:.3f} ms"
+
+
+def _error_checks(
+    candidate: VersionCounts, stable: VersionCounts, policy: RolloutPolicy, z: float
+) -> list[Check]:
+    n, errors = candidate.executions, candidate.errors
+    rate = errors / n if n else 0.0
+    checks = []
+    if stable.executions:
+        lower, upper = difference_bounds(errors, n, stable.errors, stable.executions, z)
+        stable_rate = stable.errors / stable.executions
+        checks.append(
+            Check(
+                "error rate vs stable",
+                "fail" if lower > policy.error_rate_margin else "ok",
+                f"{rate:.4f} ({errors}/{n}) vs {stable_rate:.4f} "
+                f"({stable.errors}/{stable.executions}); difference in "
+                f"[{lower:+.4f}, {upper:+.4f}]",
+                f"difference <= {policy.error_rate_margin:g}",
+            )
+        )
+    lower, upper = wilson(errors, n, z)
+    checks.append(
+        Check(
+            "error rate limit",
+            "fail" if lower > policy.max_error_rate else "ok",
+            f"{rate:.4f} ({errors}/{n}), in [{lower:.4f}, {upper:.4f}]",
+            f"<= {policy.max_error_rate:g}",
+        )
+    )
+    return checks
+
+
+def _latency_checks(
+    candidate: VersionCounts, stable: VersionCounts, policy: RolloutPolicy, z: float
+) -> list[Check]:
+    checks = []
+    slack = policy.latency_slack_ms / 1000
+    # Model cost per row (CPU time of each call), not wall time: the version answering live
+    # and the one running mirrored copies wait differently on the loop, the GIL and other
+    # processes, and neither wait says anything about the model.
+    if any(stable.cpu_buckets) and any(candidate.cpu_buckets):
+        for q in LATENCY_QUANTILES:
+            c_low, c_mid, c_high = quantile_bounds(candidate.bounds, candidate.cpu_buckets, q, z)
+            s_low, s_mid, s_high = quantile_bounds(stable.bounds, stable.cpu_buckets, q, z)
+            limit = policy.max_latency_ratio * s_high + slack
+            checks.append(
+                Check(
+                    f"p{q * 100:g} model latency vs stable",
+                    "degraded" if c_low > limit else "ok",
+                    f"{_ms(c_mid)} in [{_ms(c_low)}, {_ms(c_high)}] vs {_ms(s_mid)} in "
+                    f"[{_ms(s_low)}, {_ms(s_high)}]",
+                    f"<= {policy.max_latency_ratio:g}x + {policy.latency_slack_ms:g} ms",
+                )
+            )
+    if candidate.answered:
+        low, mid, high = quantile_bounds(candidate.bounds, candidate.buckets, 0.99, z)
+        checks.append(
+            Check(
+                "p99 latency budget",
+                "fail" if low > policy.p99_budget_ms / 1000 else "ok",
+                f"{_ms(mid)} in [{_ms(low)}, {_ms(high)}]",
+                f"<= {policy.p99_budget_ms:g} ms",
+            )
+        )
+    return checks
+
+
+def _agreement_check(candidate: VersionCounts, policy: RolloutPolicy, z: float) -> Check:
+    lower, upper = wilson(candidate.agreed, candidate.compared, z)
+    share = candidate.agreed / candidate.compared if candidate.compared else math.nan
+    return Check(
+        "agreement with stable",
+        "fail" if candidate.compared and upper < policy.min_agreement else "ok",
+        f"{share:.4f} over {candidate.compared} mirrored rows, in [{lower:.4f}, {upper:.4f}]",
+        f">= {policy.min_agreement:g}",
+    )
+
+
 def analyze_step(
     step: str,
-    candidate: dict[str, float],
-    stable: dict[str, float],
+    candidate: VersionCounts,
+    stable: VersionCounts,
     policy: RolloutPolicy,
     *,
-    shadow: bool = False,
+    compare: bool = True,
 ) -> StepAnalysis:
-    """`candidate` and `stable` are the gateway's stats summaries for this step's window."""
-    requests = int(candidate["shadow_compared"] if shadow else candidate["requests"])
-    if requests < policy.min_requests:
-        return StepAnalysis(
-            step,
-            "inconclusive",
-            reason=f"{requests} candidate requests, fewer than the {policy.min_requests} needed",
-        )
-    checks = [
-        Check(
-            "error rate",
-            candidate["error_rate"] <= policy.max_error_rate,
-            f"{candidate['error_rate']:.4f} "
-            f"({int(candidate['errors'])}/{int(candidate['requests'])})",
-            f"<= {policy.max_error_rate}",
-        ),
-        Check(
-            "p99 latency",
-            candidate["p99_ms"] <= policy.p99_budget_ms,
-            f"{candidate['p99_ms']:.2f} ms",
-            f"<= {policy.p99_budget_ms:g} ms",
-        ),
-    ]
-    if stable.get("requests", 0):
-        limit = stable["p99_ms"] * policy.max_p99_ratio_vs_stable + policy.p99_slack_ms
-        checks.append(
-            Check(
-                "p99 vs stable",
-                candidate["p99_ms"] <= limit,
-                f"{candidate['p99_ms']:.2f} ms vs {stable['p99_ms']:.2f} ms",
-                f"<= {policy.max_p99_ratio_vs_stable:g}x + {policy.p99_slack_ms:g} ms",
-            )
-        )
-    if shadow:
-        checks.append(
-            Check(
-                "agreement with champion",
-                candidate["shadow_agreement"] >= policy.min_agreement,
-                f"{candidate['shadow_agreement']:.4f} over {requests} rows",
-                f">= {policy.min_agreement}",
-            )
-        )
-    failed = sum(not c.passed for c in checks)
-    verdict: Verdict = "fail" if failed >= policy.failure_limit else "pass"
-    reason = "; ".join(
-        f"{c.name} {c.observed} (needs {c.threshold})" for c in checks if not c.passed
+    """Judge one window. `candidate` and `stable` are the counts of this step's window only
+    (summed over replicas); `compare` says whether mirrored comparisons are expected."""
+    z = policy.z
+    needed = policy.required_samples
+    checks = _error_checks(candidate, stable, policy, z) + _latency_checks(
+        candidate, stable, policy, z
     )
-    return StepAnalysis(step, verdict, tuple(checks), reason or "all checks passed")
+    if compare:
+        checks.append(_agreement_check(candidate, policy, z))
+    samples = min(candidate.executions, candidate.compared) if compare else candidate.executions
+    failed = [c for c in checks if c.outcome == "fail"]
+    degraded = [c for c in checks if c.outcome == "degraded"]
+    verdict: Verdict
+    if failed:
+        verdict, reason = "fail", _explain(failed)
+    elif degraded:
+        verdict, reason = "degraded", _explain(degraded)
+    elif samples < needed:
+        verdict = "inconclusive"
+        reason = f"{samples} candidate samples, {needed} needed for a verdict"
+    else:
+        verdict, reason = "pass", f"all checks passed over {samples} candidate samples"
+    return StepAnalysis(step, verdict, tuple(checks), reason, samples, needed)
+
+
+def _explain(checks: list[Check]) -> str:
+    return "; ".join(f"{c.name} {c.observed} (needs {c.threshold})" for c in checks)

@@ -232,12 +232,16 @@ class GatewayApp:
             body = orjson.loads(await read_body(receive, 64 * 1024) or b"{}")
             mode = str(body.get("mode", "canary"))
             candidate = body.get("candidate_version")
-            percent = float(body.get("percent", 0.0))
             result = gateway.set_rollout(
-                name, mode, int(candidate) if candidate is not None else None, percent
+                name,
+                mode,
+                int(candidate) if candidate is not None else None,
+                _number(body, "percent"),
+                _number(body, "mirror_percent"),
             )
         elif method == "POST" and action == "switch":
-            result = gateway.switch(name)
+            body = orjson.loads(await read_body(receive, 64 * 1024) or b"{}")
+            result = gateway.switch(name, _number(body, "mirror_percent"))
         elif method == "POST" and action == "rollback":
             result = gateway.rollback(name)
         elif method == "POST" and action == "promote":
@@ -252,3 +256,11 @@ class GatewayApp:
             raise RequestError(404, f"unknown admin route {method} /admin/{'/'.join(parts)}")
         result["at"] = time.time()
         await respond(send, 200, orjson.dumps(result))
+
+
+def _number(body: object, key: str) -> float:
+    """A numeric admin field (0 when absent); anything else is the caller's 422."""
+    value = body.get(key, 0.0) if isinstance(body, dict) else 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(422, f"{key} must be a number, got {value!r}")
+    return float(value)

@@ -43,19 +43,55 @@ class GatewayClient:
         return self._call("GET", f"/admin/models/{model}")
 
     def set_rollout(
-        self, model: str, mode: str, candidate: int | None, percent: float = 0.0
+        self,
+        model: str,
+        mode: str,
+        candidate: int | None,
+        percent: float = 0.0,
+        mirror_percent: float = 0.0,
     ) -> dict[str, Any]:
         return self._call(
             "POST",
             f"/admin/models/{model}/rollout",
-            {"mode": mode, "candidate_version": candidate, "percent": percent},
+            {
+                "mode": mode,
+                "candidate_version": candidate,
+                "percent": percent,
+                "mirror_percent": mirror_percent,
+            },
         )
+
+    def metrics(self) -> str:
+        """The gateway's Prometheus exposition (unauthenticated, as Prometheus scrapes it)."""
+        try:
+            response = self.client.get("/metrics")
+        except httpx.HTTPError as error:
+            raise GatewayError(f"gateway at {self.base_url} unreachable: {error}") from error
+        if response.status_code != 200:
+            raise GatewayError(f"gateway at {self.base_url} /metrics: {response.status_code}")
+        return response.text
+
+    def predict(self, model: str, rows: list[list[float]], preview: bool = False) -> Any:
+        """Predictions for `rows` (the preview route answers with blue-green's idle color)."""
+        path = f"/v1/models/{model}/{'preview/' if preview else ''}predict"
+        try:
+            response = self.client.post(path, json={"instances": rows})
+        except httpx.HTTPError as error:
+            raise GatewayError(f"gateway at {self.base_url} unreachable: {error}") from error
+        if response.status_code != 200:
+            raise GatewayError(f"{path} answered {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def follow_champion(self, model: str) -> dict[str, Any]:
+        return self._call("POST", f"/admin/models/{model}/follow-champion")
 
     def reset_stats(self, model: str) -> dict[str, Any]:
         return self._call("POST", f"/admin/models/{model}/reset-stats")
 
-    def switch(self, model: str) -> dict[str, Any]:
-        return self._call("POST", f"/admin/models/{model}/switch")
+    def switch(self, model: str, mirror_percent: float = 0.0) -> dict[str, Any]:
+        return self._call(
+            "POST", f"/admin/models/{model}/switch", {"mirror_percent": mirror_percent}
+        )
 
     def rollback(self, model: str) -> dict[str, Any]:
         return self._call("POST", f"/admin/models/{model}/rollback")

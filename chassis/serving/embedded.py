@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chassis.errors import ChassisError
-from chassis.serving.client import GatewayClient
+from chassis.serving.client import GatewayClient, GatewayError
 from chassis.settings import ChassisSettings
 
 
@@ -33,13 +33,64 @@ class RunningGateway:
     embedded: bool  # started for this run: nobody else sends it traffic
 
 
+def serving_problem(client: GatewayClient, model: str, champion: int) -> str | None:
+    """Why this gateway cannot carry a rollout of `model` against `champion` (None: it can).
+    A gateway still on an older champion is asked to follow the registry first."""
+    try:
+        status = client.status(model)
+        state = status["state"]
+        if state["mode"] == "stable" and state["stable_version"] != champion:
+            status = client.follow_champion(model)
+            state = status["state"]
+    except GatewayError as error:
+        return str(error)
+    if state["mode"] != "stable" or state.get("candidate_version") is not None:
+        return (
+            f"it is in the middle of a rollout of {model} (mode {state['mode']}, candidate "
+            f"v{state.get('candidate_version')}); let it finish or roll it back"
+        )
+    if state["stable_version"] != champion:
+        return f"it serves {model} v{state['stable_version']}, but the champion is v{champion}"
+    return None
+
+
 @contextmanager
-def running_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[RunningGateway]:
-    """A ready gateway: the configured one if it answers, else one started for this run."""
+def gateway_for(
+    settings: ChassisSettings, model: str, champion: int, explicit_url: str | None = None
+) -> Iterator[RunningGateway]:
+    """A gateway that serves `model` at its champion, found before anything is changed.
+
+    An explicit URL must be such a gateway, or this fails naming why. Otherwise the
+    configured gateway is used if it serves the model; if it does not answer, or serves
+    other models only, a gateway is started for this run.
+    """
+    token = settings.admin_token()
+    if explicit_url:
+        client = GatewayClient(explicit_url, token)
+        try:
+            problem = serving_problem(client, model, champion)
+        finally:
+            client.close()
+        if problem:
+            raise ChassisError(f"gateway {explicit_url} cannot roll out {model}: {problem}")
+        yield RunningGateway(explicit_url, embedded=False)
+        return
     configured = settings.resolved_gateway_url()
-    if GatewayClient(configured, settings.admin_token()).ready():
+    client = GatewayClient(configured, token)
+    try:
+        problem = serving_problem(client, model, champion) if client.ready() else "not running"
+    finally:
+        client.close()
+    if problem is None:
         yield RunningGateway(configured, embedded=False)
         return
+    with start_gateway(settings, [model]) as started:
+        yield started
+
+
+@contextmanager
+def start_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[RunningGateway]:
+    """`chassis serve` on a free loopback port for as long as the context lasts."""
     port = free_port()
     log_path = settings.gateway_dir / f"embedded-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from chassis.runtime import create_session
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
-from chassis.serving.routing import choose_version, shadow_version
+from chassis.serving.routing import choose_version, mirror_pair
 from chassis.serving.state import RolloutState, StateError, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits, RequestError
@@ -173,13 +173,15 @@ class Gateway:
         log = self.logs.get(name)
         if log is not None:
             log.record(version, rows, labels)
-        shadow = shadow_version(state)
-        if shadow is not None and shadow in model.versions:
-            task = asyncio.get_running_loop().create_task(
-                self._shadow(model, model.versions[shadow], rows, labels)
-            )
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+        # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
+        if state.mode != "stable" or state.warm_version is not None:
+            pair = mirror_pair(state, self.rng)
+            if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
+                task = asyncio.get_running_loop().create_task(
+                    self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], rows)
+                )
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
         return Prediction(version, predictions)
 
     async def predict_preview(self, name: str, rows: np.ndarray) -> Prediction:
@@ -254,17 +256,32 @@ class Gateway:
         served.stats.errors += 1
         self.metrics.count_error(model.name, str(served.version), "500")
 
-    async def _shadow(
-        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, answered: np.ndarray
+    async def _mirror(
+        self, model: ServedModel, judged: ServedVersion, reference: ServedVersion, rows: np.ndarray
     ) -> None:
-        try:
-            labels, _ = await self._run(model, served, rows, "shadow")
-        except Exception:
-            return  # counted as an error of the shadow version; the caller already has its answer
-        agreed = int((labels == answered).sum())
-        served.stats.shadow_compared += len(labels)
-        served.stats.shadow_agreed += agreed
-        self.metrics.count_shadow(model.name, str(served.version), agreed, len(labels))
+        """Run `rows` on both versions, back to back in random order, off the request path:
+        their answers are compared (agreement, counted for `judged`) and the CPU time of
+        each call is recorded. Both calls run in the same conditions (warm caches, no
+        request parsing in between), so the two versions' costs compare like with like,
+        which the live answers, made by one version between requests, do not."""
+        runs = [judged, reference]
+        self.rng.shuffle(runs)
+        labels: dict[int, np.ndarray] = {}
+        for served in runs:
+            try:
+                answered = self._answer_now(model, served, rows, "shadow")
+                if answered is not None:
+                    series = self.metrics.version(model.name, str(served.version))
+                    series.record_cpu(len(rows), served.batcher.last_cpu)
+                else:  # queued into a batch with others: its cost is not its own
+                    answered = await self._answer_queued(model, served, rows, "shadow")
+            except Exception:
+                return  # counted as an error of that version; the caller has its answer
+            labels[served.version] = answered[0]
+        agreed = int((labels[judged.version] == labels[reference.version]).sum())
+        judged.stats.shadow_compared += len(rows)
+        judged.stats.shadow_agreed += agreed
+        self.metrics.count_shadow(model.name, str(judged.version), agreed, len(rows))
 
     # ---- admin -------------------------------------------------------------------------
 
@@ -280,7 +297,12 @@ class Gateway:
         }
 
     def set_rollout(
-        self, name: str, mode: str, candidate: int | None, percent: float
+        self,
+        name: str,
+        mode: str,
+        candidate: int | None,
+        percent: float,
+        mirror_percent: float = 0.0,
     ) -> dict[str, object]:
         """Commit a split. The candidate must have passed its gates and verify by sha256."""
         model = self.model(name)
@@ -290,6 +312,7 @@ class Gateway:
             candidate_version=candidate,
             mode=mode,
             candidate_percent=percent if mode == "canary" else 0.0,  # type: ignore[arg-type]
+            mirror_percent=mirror_percent,
             warm_version=model.state.warm_version,
             warm_until=model.state.warm_until,
         )
@@ -308,8 +331,9 @@ class Gateway:
         self._unload_unused(model)
         return self.status(name)
 
-    def switch(self, name: str) -> dict[str, object]:
-        """Blue-green: the idle color becomes live in one assignment; the old stays warm."""
+    def switch(self, name: str, mirror_percent: float = 0.0) -> dict[str, object]:
+        """Blue-green: the idle color becomes live in one assignment; the old stays warm
+        (and, with `mirror_percent`, keeps running that share of requests for comparison)."""
         model = self.model(name)
         state = model.state
         if state.mode != "blue-green" or state.candidate_version is None:
@@ -318,9 +342,14 @@ class Gateway:
             model=name,
             stable_version=state.candidate_version,
             mode="stable",
+            mirror_percent=mirror_percent,
             warm_version=state.stable_version,
             warm_until=time.time() + self.config.keep_warm_seconds,
         )
+        try:
+            new_state.validate()
+        except StateError as error:
+            raise RequestError(422, str(error)) from None
         save_state(self.config.state_dir, new_state)
         model.state = new_state  # one reference swap: a request sees the old or the new state
         return self.status(name)

@@ -19,7 +19,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Four buckets per doubling, 15 us to 16 s: a 2x slowdown moves a quantile four buckets, so
+# the rollout analysis can compare quantiles of two versions from these counts alone (and
+# from their sum over replicas, or Prometheus's). The hot path's bisect costs the same.
+LATENCY_BUCKETS = tuple(2 ** (k / 4) for k in range(-64, 17))
 BUCKET_LABELS = [*(floatToGoString(bound) for bound in LATENCY_BUCKETS), "+Inf"]
 
 
@@ -32,7 +35,17 @@ def _created_series() -> bool:
 class VersionSeries:
     """What one (model, version) has answered: latency histogram, classes, errors, shadow."""
 
-    __slots__ = ("buckets", "classes", "created", "errors", "labels", "latency_sum", "shadow")
+    __slots__ = (
+        "buckets",
+        "classes",
+        "cpu_buckets",
+        "cpu_sum",
+        "created",
+        "errors",
+        "labels",
+        "latency_sum",
+        "shadow",
+    )
 
     def __init__(self, model: str, version: str) -> None:
         self.labels = [model, version]
@@ -41,9 +54,17 @@ class VersionSeries:
         # (the last one: above every bound); cumulated at scrape time.
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # CPU seconds per row of each model call (one observation per call).
+        self.cpu_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.cpu_sum = 0.0
         self.classes: dict[int, list[float]] = {}  # label -> [count, created]
         self.errors: dict[str, list[float]] = {}  # status -> [count, created]
         self.shadow: dict[str, list[float]] = {}  # "yes"/"no" -> [count, created]
+
+    def record_cpu(self, rows: int, cpu_seconds: float) -> None:
+        per_row = cpu_seconds / rows if rows else cpu_seconds
+        self.cpu_buckets[bisect_left(LATENCY_BUCKETS, per_row)] += 1
+        self.cpu_sum += per_row
 
 
 class RoleTally:
@@ -137,6 +158,11 @@ class GatewayMetrics(Collector):
             "Predict latency in the gateway",
             labels=["model", "version"],
         )
+        cpu = HistogramMetricFamily(
+            "chassis_model_cpu_seconds",
+            "CPU time per row of each model call, on the calling thread (load-independent)",
+            labels=["model", "version"],
+        )
         classes = CounterMetricFamily(
             "chassis_predicted_class", "Predicted classes", labels=["model", "version", "label"]
         )
@@ -155,16 +181,28 @@ class GatewayMetrics(Collector):
                     family.add_metric(
                         [*series.labels, str(key)], count, created=since if created else None
                     )
-            if not any(series.buckets):
-                continue  # a version with errors only has no latency series, as before
-            cumulative, buckets = 0, []
-            for label, count in zip(BUCKET_LABELS, series.buckets, strict=True):
-                cumulative += count
-                buckets.append((label, cumulative))
-            latency.add_metric(series.labels, buckets, series.latency_sum)
-            if created:
-                labels = dict(zip(("model", "version"), series.labels, strict=True))
-                latency.samples.append(
-                    Sample(f"{latency.name}_created", labels, series.created, None, None)
-                )
-        yield from (requests, errors, latency, classes, shadow)
+            for family, counts, total in (
+                (latency, series.buckets, series.latency_sum),
+                (cpu, series.cpu_buckets, series.cpu_sum),
+            ):
+                if not any(counts):
+                    continue  # a version with errors only has no latency series, as before
+                _add_histogram(family, series, counts, total, created)
+        yield from (requests, errors, latency, cpu, classes, shadow)
+
+
+def _add_histogram(
+    family: HistogramMetricFamily,
+    series: VersionSeries,
+    counts: list[int],
+    total: float,
+    created: bool,
+) -> None:
+    cumulative, buckets = 0, []
+    for label, count in zip(BUCKET_LABELS, counts, strict=True):
+        cumulative += count
+        buckets.append((label, cumulative))
+    family.add_metric(series.labels, buckets, total)
+    if created:
+        labels = dict(zip(("model", "version"), series.labels, strict=True))
+        family.samples.append(Sample(f"{family.name}_created", labels, series.created, None, None))

@@ -22,6 +22,23 @@ def choose_version(state: RolloutState, key: str | None, rng: random.Random) -> 
     return state.candidate_version if bucket < threshold else state.stable_version
 
 
-def shadow_version(state: RolloutState) -> int | None:
-    """The version that also sees a copy of each request, its answer compared, not returned."""
-    return state.candidate_version if state.mode == "shadow" else None
+def mirror_pair(state: RolloutState, rng: random.Random) -> tuple[int, int] | None:
+    """(judged, reference) versions that also run this request, off the request path, to
+    compare their answers and costs; None: this request is not mirrored.
+
+    Shadow and a blue-green preview mirror every request (the candidate against stable); a
+    canary mirrors `mirror_percent` of requests (candidate against stable); after a
+    blue-green switch, the new live color against the warm old one. Between rollouts,
+    nothing.
+    """
+    if state.mode in ("shadow", "blue-green") and state.candidate_version is not None:
+        return state.candidate_version, state.stable_version
+    if state.mirror_percent <= 0 or (
+        state.mirror_percent < 100 and rng.random() * 100 >= state.mirror_percent
+    ):
+        return None
+    if state.mode == "canary" and state.candidate_version is not None:
+        return state.candidate_version, state.stable_version
+    if state.mode == "stable" and state.warm_version is not None:
+        return state.stable_version, state.warm_version
+    return None

@@ -30,6 +30,8 @@ class RolloutState:
     mode: Mode = "stable"
     # Share of live traffic the candidate answers (canary) in percent, 0..100.
     candidate_percent: float = 0.0
+    # Share of live requests also run on the other version and compared (see routing).
+    mirror_percent: float = 0.0
     # Blue-green: the previous stable version kept warm after a switch, until this time.
     warm_version: int | None = None
     warm_until: float = 0.0
@@ -40,6 +42,8 @@ class RolloutState:
             raise StateError(f"unknown mode {self.mode!r}; one of {', '.join(MODES)}")
         if not 0 <= self.candidate_percent <= 100:
             raise StateError(f"candidate percent must be in [0, 100], got {self.candidate_percent}")
+        if not 0 <= self.mirror_percent <= 100:
+            raise StateError(f"mirror percent must be in [0, 100], got {self.mirror_percent}")
         if self.mode != "stable" and self.candidate_version is None:
             raise StateError(f"mode {self.mode!r} needs a candidate version")
         if self.candidate_version == self.stable_version:

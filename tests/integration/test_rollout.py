@@ -7,16 +7,19 @@ import time
 import pytest
 
 from chassis import registry
+from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from flows.release import release
-from flows.rollout import RolloutFailed, RolloutSettings, rollout
+from flows.rollout import RolloutFailed, RolloutPaused, rollout
 from tasks.promotion import GatesFailed
 from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.registry_copies import register_copy
 from tests.integration.test_training_flow import latest_artifact
 
-FAST = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=15, max_extensions=1)
+# Default statistics; fewer steps so each test stays short.
+FAST = RolloutPolicy(steps=[50, 100], step_seconds=15, max_extensions=1)
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def two_versions(chassis_home):
 def test_good_canary_is_promoted(two_versions):
     outcome = rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic="always")
     assert outcome.promoted
-    assert [r["step"] for r in outcome.steps if r["check"] == "error rate"] == [
+    assert [r["step"] for r in outcome.steps if r["check"] == "error rate limit"] == [
         "shadow",
         "canary 50%",
         "canary 100%",
@@ -53,7 +56,7 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
     gateway = GatewayProcess(chassis_home)
     gateway.start()
     try:
-        with pytest.raises(RolloutFailed, match="failed at shadow: agreement with champion"):
+        with pytest.raises(RolloutFailed, match="failed at shadow: agreement with stable"):
             rollout(
                 model_name=MODEL,
                 version=2,
@@ -68,26 +71,77 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
         gateway.stop()
     assert registry.current_aliases(MODEL) == {"champion": 1}
     retired = registry.history(MODEL)[-1]
-    assert retired.action == "retire-challenger" and "agreement with champion" in retired.reason
+    assert retired.action == "retire-challenger" and "agreement with stable" in retired.reason
     assert "ROLLED BACK" in latest_artifact("test-blobs-v2-rollout-decision").data
 
 
 def test_slow_candidate_fails_its_latency_budget(two_versions):
-    slow = RolloutSettings(
-        steps=[100], shadow_first=False, min_requests=30, step_seconds=15, p99_budget_ms=0.001
-    )
-    with pytest.raises(RolloutFailed, match="canary 100%: p99 latency"):
+    slow = FAST.model_copy(update={"steps": [100.0], "shadow_first": False, "p99_budget_ms": 0.001})
+    with pytest.raises(RolloutFailed, match="canary 100%: p99 latency budget"):
         rollout(model_name=MODEL, version=2, policy=slow, drive_traffic="always")
     assert registry.current_aliases(MODEL) == {"champion": 1}
 
 
-def test_too_few_requests_is_inconclusive_never_promoted(two_versions):
-    quiet = RolloutSettings(
-        steps=[100], shadow_first=False, min_requests=50, step_seconds=1, max_extensions=1
-    )
-    with pytest.raises(RolloutFailed, match="inconclusive after 2 windows"):
+def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
+    quiet = FAST.model_copy(update={"steps": [100.0], "step_seconds": 1.0})
+    with pytest.raises(RolloutPaused, match="Too little traffic"):
         rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic="never")
+    # Nothing against the candidate was seen: it keeps its alias, the champion its traffic.
+    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    assert "PAUSED" in latest_artifact("test-blobs-v2-rollout-decision").data
+
+
+def test_a_copy_of_the_champion_is_promoted(chassis_home):
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+    copy = register_copy(MODEL, 1)
+    outcome = rollout(model_name=MODEL, version=copy, policy=FAST, drive_traffic="always")
+    assert outcome.promoted
+    agreement = [r for r in outcome.steps if r["check"] == "agreement with stable"]
+    assert len(agreement) == 3 and all(r["observed"].startswith("1.0000") for r in agreement)
+
+
+def test_without_shadow_a_disagreeing_candidate_is_caught_on_mirrored_canary_traffic(
+    chassis_home,
+):
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+    with pytest.raises(GatesFailed):
+        release(spec="tests.fixtures.specs:sloppy", rollout_strategy="none", compression="off")
+    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    no_shadow = FAST.model_copy(update={"shadow_first": False})
+    with pytest.raises(RolloutFailed, match="failed at canary 50%: agreement with stable"):
+        rollout(model_name=MODEL, version=2, policy=no_shadow, drive_traffic="always")
     assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+@pytest.fixture
+def slow_challenger(chassis_home):
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+    release(spec="tests.fixtures.specs:slow", rollout_strategy="none", compression="off")
+    # Correct answers, many times slower: the offline gates may stop it; the live analysis
+    # must stop it on its own.
+    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    return chassis_home
+
+
+def test_a_slower_canary_is_halved_then_rolled_back(slow_challenger):
+    policy = FAST.model_copy(update={"steps": [20.0, 100.0], "shadow_first": False})
+    with pytest.raises(RolloutFailed, match=r"latency vs stable.*minimum share 5"):
+        rollout(model_name=MODEL, version=2, policy=policy, drive_traffic="always")
+    steps = [a["step"] for a in latest_artifact_rows("test-blobs-v2-rollout-steps")]
+    assert steps[0] == "canary 20%" and "canary 10%" in steps and "canary 5%" in steps
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+def test_blue_green_does_not_switch_to_a_slower_color(slow_challenger):
+    with pytest.raises(RolloutFailed, match=r"blue-green preview: .*latency vs stable"):
+        rollout(model_name=MODEL, version=2, strategy="blue-green", policy=FAST)
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+def latest_artifact_rows(key: str) -> list[dict[str, str]]:
+    import json
+
+    return json.loads(latest_artifact(key).data)
 
 
 def test_blue_green_switches_and_promotes(two_versions):
@@ -101,8 +155,8 @@ def test_blue_green_switches_and_promotes(two_versions):
 def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
     gateway = GatewayProcess(two_versions)
     gateway.start()
-    slow_steps = RolloutSettings(
-        steps=[50, 100], shadow_first=False, min_requests=150, step_seconds=40, max_extensions=0
+    slow_steps = FAST.model_copy(
+        update={"shadow_first": False, "min_requests": 3000, "step_seconds": 40}
     )
     result: dict[str, object] = {}
 

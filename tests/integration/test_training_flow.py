@@ -32,9 +32,9 @@ def latest_artifact(key: str):
 
 
 def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
-    from flows.rollout import RolloutSettings
+    from chassis.rollout.policy import RolloutPolicy
 
-    fast = RolloutSettings(steps=[50, 100], min_requests=40, step_seconds=20)
+    fast = RolloutPolicy(steps=[50, 100], step_seconds=20)
     outcome = release(epochs=4, rollout_policy=fast)
     training = outcome.training
     assert training.model_name == "digits-mlp" and training.version == 1

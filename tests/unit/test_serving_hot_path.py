@@ -58,7 +58,7 @@ def test_anything_else_gets_the_strict_error(body, status, message):
 def test_metrics_exposition_keeps_names_labels_and_buckets():
     metrics = GatewayMetrics()
     metrics.observe("m", "1", "stable", 0.0004, [3])
-    metrics.observe("m", "1", "stable", 0.0005, [3, 7])  # on a bound: counted `le` it
+    metrics.observe("m", "1", "stable", 0.00048828125, [3, 7])  # on a bound: counted `le` it
     metrics.observe("m", "2", "candidate", 2.0, [7])
     metrics.count_error("m", "2", "500")
     metrics.count_shadow("m", "2", agreed=3, compared=4)
@@ -66,11 +66,12 @@ def test_metrics_exposition_keeps_names_labels_and_buckets():
     for line in [
         'chassis_requests_total{model="m",role="stable",version="1"} 2.0',
         'chassis_requests_total{model="m",role="candidate",version="2"} 1.0',
-        'chassis_request_latency_seconds_bucket{le="0.0005",model="m",version="1"} 2.0',
+        'chassis_request_latency_seconds_bucket{le="0.00048828125",model="m",version="1"} 2.0',
         'chassis_request_latency_seconds_bucket{le="1.0",model="m",version="2"} 0.0',
+        'chassis_request_latency_seconds_bucket{le="2.0",model="m",version="2"} 1.0',
         'chassis_request_latency_seconds_bucket{le="+Inf",model="m",version="2"} 1.0',
         'chassis_request_latency_seconds_count{model="m",version="1"} 2.0',
-        'chassis_request_latency_seconds_sum{model="m",version="1"} 0.0009',
+        'chassis_request_latency_seconds_sum{model="m",version="1"} 0.00088828125',
         'chassis_predicted_class_total{label="3",model="m",version="1"} 2.0',
         'chassis_predicted_class_total{label="7",model="m",version="1"} 1.0',
         'chassis_errors_total{model="m",status="500",version="2"} 1.0',

@@ -1,0 +1,187 @@
+"""How a candidate earns traffic: every threshold of a rollout, defined once.
+
+The flow takes this model as its `policy` parameter (so the Prefect UI's run form and
+prefect.yaml show each field's description), the CLI builds its options from the same
+fields, and the analysis reads it. Out-of-range values are refused with the field named.
+"""
+
+import math
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chassis.errors import ChassisError
+from chassis.rollout.statistics import samples_to_detect, z_for
+
+# Checks that can flag a candidate at one look: errors vs stable, errors absolute, latency
+# vs stable, latency budget, agreement. The false-alarm budget is shared among them.
+CHECKS_PER_LOOK = 5
+# Looks inside one window: at 1/8, 1/4, 1/2 and all of the samples a verdict needs, so a
+# gross failure is caught after a few requests; then once per extra window.
+EARLY_LOOK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+
+class RolloutPolicyError(ChassisError):
+    """A rollout setting is outside its meaningful range."""
+
+
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+
+class RolloutPolicy(BaseModel):
+    """Rollout analysis settings. Defaults suit a small, fast model with steady traffic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: list[Percent] = Field(
+        default=[10.0, 25.0, 50.0, 100.0],
+        description="Canary traffic shares in percent, increasing, ending at 100. With "
+        "growth_factor set, only the first is used.",
+    )
+    growth_factor: Annotated[float, Field(gt=1, le=10)] | None = Field(
+        default=None,
+        description="Grow the share by this factor after each healthy step (e.g. 1.5) "
+        "instead of following `steps`; the last step is 100.",
+    )
+    min_percent: Percent = Field(
+        default=5.0,
+        description="A degraded step halves the candidate's share; below this share it is "
+        "rolled back instead.",
+    )
+    shadow_first: bool = Field(
+        default=True,
+        description="Start with a shadow step: the candidate sees a copy of every request, "
+        "its answers are compared, the champion's are returned.",
+    )
+    mirror_percent: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=100.0,
+        description="Share of live requests also run on the other version during every step "
+        "and compared (agreement); also gives the analysis samples of both versions however "
+        "small the canary share. Costs that share of extra model work.",
+    )
+    step_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0, description="Longest a step waits for the samples a verdict needs."
+    )
+    max_extensions: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=2,
+        description="Extra windows an inconclusive step gets; still inconclusive after them, "
+        "the rollout pauses (traffic back to the champion, challenger kept).",
+    )
+    max_steps: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=16, description="Most steps (growth and halving included) a rollout may take."
+    )
+    min_requests: Annotated[int, Field(ge=1)] = Field(
+        default=50,
+        description="Floor on the candidate samples a step needs, on top of what the "
+        "statistics below require.",
+    )
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.01,
+        description="Chance, per rollout, that a candidate as good as the champion is rolled "
+        "back or slowed by the analysis (spread over every look the policy allows).",
+    )
+    power: Annotated[float, Field(ge=0.5, lt=1)] = Field(
+        default=0.9,
+        description="Chance that one step catches a candidate as bad as the detect_* "
+        "settings; sets how many samples a step needs.",
+    )
+    max_error_rate: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.01,
+        description="Hard limit: a candidate whose error rate is surely above this fails.",
+    )
+    error_rate_margin: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.0,
+        description="Tolerated error-rate increase over the champion's in the same window.",
+    )
+    detect_error_increase: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.05,
+        description="Error-rate increase over the champion a step must be able to catch.",
+    )
+    p99_budget_ms: Annotated[float, Field(gt=0)] = Field(
+        default=50.0, description="Hard limit: a candidate whose p99 is surely above fails."
+    )
+    max_latency_ratio: Annotated[float, Field(ge=1, le=100)] = Field(
+        default=1.5,
+        description="A candidate whose p50 or p90 is surely above this multiple of the "
+        "champion's (in the same window) is degraded.",
+    )
+    latency_slack_ms: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Added to the latency ratio's limit: differences below this are not "
+        "worth a verdict, whatever the ratio.",
+    )
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.95,
+        description="A candidate whose agreement with the champion on mirrored requests is "
+        "surely below this fails.",
+    )
+    detect_agreement_drop: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05,
+        description="Agreement below min_agreement by this much must be caught by one step.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RolloutPolicy":
+        if self.steps != sorted(self.steps) or self.steps[-1] != 100:
+            raise ValueError(f"steps must increase and end at 100, got {self.steps}")
+        if self.min_percent > self.steps[0]:
+            raise ValueError(
+                f"min_percent ({self.min_percent}) must not exceed the first step ({self.steps[0]})"
+            )
+        if self.min_agreement - self.detect_agreement_drop < 0:
+            raise ValueError("min_agreement - detect_agreement_drop must be >= 0")
+        if self.detect_error_increase <= self.error_rate_margin:
+            raise ValueError(
+                "detect_error_increase must exceed error_rate_margin (nothing could be caught)"
+            )
+        return self
+
+    # ---- what the settings imply ---------------------------------------------------------
+
+    @property
+    def looks_per_step(self) -> int:
+        # Each early look point, and the end of each window that ends before the last point.
+        return len(EARLY_LOOK_FRACTIONS) + self.max_extensions + 1
+
+    @property
+    def z(self) -> float:
+        """Normal quantile of every bound: the false-alarm budget over all possible looks."""
+        looks = self.looks_per_step * (self.max_steps + int(self.shadow_first))
+        return z_for(self.false_alarm_rate / (looks * CHECKS_PER_LOOK))
+
+    @property
+    def required_samples(self) -> int:
+        """Candidate samples (executions and compared rows) a step needs before it may pass:
+        enough that a candidate as bad as the detect_* settings would have failed it."""
+        z_power = z_for(1 - self.power)
+        bad_error_rate = min(0.5, self.detect_error_increase)
+        errors = samples_to_detect(
+            self.detect_error_increase,
+            math.sqrt(bad_error_rate * (1 - bad_error_rate)),
+            self.z,
+            z_power,
+            self.error_rate_margin,
+        )
+        bad_agreement = self.min_agreement - self.detect_agreement_drop
+        agreement = (
+            samples_to_detect(
+                self.detect_agreement_drop,
+                math.sqrt(max(bad_agreement * (1 - bad_agreement), 1e-4)),
+                self.z,
+                z_power,
+            )
+            if self.mirror_percent > 0
+            else 0
+        )
+        return max(self.min_requests, errors, agreement)
+
+
+def policy_from(values: dict[str, object]) -> RolloutPolicy:
+    """A policy from user-given values; errors name each bad field."""
+    try:
+        return RolloutPolicy.model_validate(values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in error.errors()
+        )
+        raise RolloutPolicyError(f"invalid rollout policy: {problems}") from None
