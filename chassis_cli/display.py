@@ -47,9 +47,12 @@ def progress(flow_name: str) -> Iterator[None]:
 
 def print_training(outcome: Any, settings: "ChassisSettings") -> None:
     metrics = outcome.metrics
-    table = Table(
-        title=f"{outcome.model_name} version {outcome.version} registered", show_header=False
+    title = (
+        f"{outcome.model_name} version {outcome.version} registered"
+        if getattr(outcome, "registered", True)
+        else f"{outcome.model_name}: trained, not registered (equal to v{outcome.version})"
     )
+    table = Table(title=title, show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("test accuracy", f"{metrics['test_accuracy']:.4f}")
@@ -63,6 +66,13 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
 
 def print_release(outcome: Any, settings: "ChassisSettings") -> None:
     print_training(outcome.training, settings)
+    if outcome.no_change:
+        out.print(
+            f"Release: {outcome.no_change}. Nothing was gated or rolled out; no alias moved.",
+            soft_wrap=True,
+        )
+        print_where_to_look(None, outcome.prefect_flow_run_url, settings)
+        return
     if outcome.compression is not None:
         compressed = outcome.compression
         out.print(

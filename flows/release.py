@@ -38,11 +38,14 @@ from tasks.promotion import promote_champion, set_challenger
 class ReleaseOutcome(BaseModel):
     training: TrainingOutcome
     compression: CompressionOutcome | None
-    candidate_version: int
-    gates: GatesOutcome
-    alias: AliasOutcome
+    candidate_version: int  # with no_change: the existing version the new bytes equal
+    gates: GatesOutcome | None  # None with no_change: nothing new to gate
+    alias: AliasOutcome | None  # None with no_change: no alias moved
     rollout: RolloutOutcome | None
     prefect_flow_run_url: str
+    # Set when the trained model's ONNX bytes equal the champion's (or the bytes the champion
+    # was compressed from): the release ends here, successfully, with nothing registered.
+    no_change: str | None = None
 
 
 @flow(name="release", log_prints=True)
@@ -75,10 +78,22 @@ def release(
     the version the champion if there is none yet; otherwise it becomes the challenger and
     is rolled out through the gateway (canary or blue-green) with automatic analysis:
     promoted on success, rolled back (and this run failed) otherwise.
+
+    A trained model whose ONNX bytes equal the champion's (or the bytes the champion was
+    compressed from) is no change: the run ends successfully saying so, with nothing
+    registered, gated or rolled out, and no alias moved.
     """
     settings = ChassisSettings()
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
-    training = train(spec=spec, epochs=epochs, seed=seed, parity_tolerance=parity_tolerance)
+    training = train(
+        spec=spec,
+        epochs=epochs,
+        seed=seed,
+        parity_tolerance=parity_tolerance,
+        skip_if_unchanged=True,
+    )
+    if not training.registered:
+        return release_without_change(training, run_url)
     model = training.model_name
     candidate = training.version
     compressed = None
@@ -136,6 +151,37 @@ def release(
         alias=alias,
         rollout=staged,
         prefect_flow_run_url=run_url,
+    )
+
+
+def release_without_change(training: TrainingOutcome, run_url: str) -> ReleaseOutcome:
+    """The release of a model that equals the champion: nothing to register or roll out."""
+    reason = training.no_change or f"equal to v{training.version}"
+    print(f"release of {training.model_name}: {reason}")
+    publish_markdown(
+        "\n".join(
+            [
+                f"# Release of {training.model_name}: no change",
+                "",
+                f"{reason[0].upper()}{reason[1:]}.",
+                "",
+                "Nothing was registered, gated or rolled out; no alias moved. "
+                f"The training run is in MLflow: [{training.run_id}]({training.mlflow_run_url}).",
+            ]
+        ),
+        training.model_name,
+        "release-summary",
+        description=f"Release of {training.model_name}: no change from v{training.version}",
+    )
+    return ReleaseOutcome(
+        training=training,
+        compression=None,
+        candidate_version=training.version,
+        gates=None,
+        alias=None,
+        rollout=None,
+        prefect_flow_run_url=run_url,
+        no_change=reason,
     )
 
 

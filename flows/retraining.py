@@ -50,11 +50,18 @@ def retrain(
     spec = tags[registry.TAG_SPEC]
     logger.info("retraining %s from %s (drifted share %s)", model_name, spec, drifted_share)
     outcome = release(spec=spec, compression="on", rollout_strategy="canary")
+    reason = f"drift on v{champion}" + (
+        f" ({drifted_share:.0%} of columns)" if drifted_share else ""
+    )
+    if outcome.no_change:
+        # The loader's data trained the same model again: nothing new to release.
+        return RetrainOutcome(
+            model_name=model_name, retrained=True, reason=f"{reason}; {outcome.no_change}"
+        )
     return RetrainOutcome(
         model_name=model_name,
         retrained=True,
-        reason=f"drift on v{champion}"
-        + (f" ({drifted_share:.0%} of columns)" if drifted_share else ""),
+        reason=reason,
         released_version=outcome.candidate_version,
     )
 

@@ -23,6 +23,7 @@ from tasks.training import (
     register_version,
     resolve_spec,
     train_baseline,
+    unchanged_from_champion,
     validate_training_data,
 )
 
@@ -64,6 +65,20 @@ class TrainingOutcome(BaseModel):
     metrics: dict[str, float]
     mlflow_version_url: str
     mlflow_run_url: str
+    # False when the ONNX bytes equal an existing version's and skip_if_unchanged was set:
+    # then `version` is that existing version and `no_change` says why nothing was registered.
+    registered: bool = True
+    no_change: str | None = None
+
+
+SkipIfUnchangedParameter = Annotated[
+    bool,
+    Field(
+        description="Register nothing when the ONNX bytes equal the champion's (or those of "
+        "the version the champion was compressed from): the run reports no change. The "
+        "release flow sets it; on its own, train registers what it trained."
+    ),
+]
 
 
 @flow(name="train", log_prints=True)
@@ -72,6 +87,7 @@ def train(
     epochs: EpochsParameter = None,
     seed: SeedParameter = 0,
     parity_tolerance: ToleranceParameter = None,
+    skip_if_unchanged: SkipIfUnchangedParameter = False,
 ) -> TrainingOutcome:
     """Train a spec's baseline and register it in MLflow with its ONNX model and lineage.
 
@@ -79,7 +95,8 @@ def train(
     on the train split; train with fixed seeds; evaluate on the test split; export ONNX and
     check parity with torch; log everything to MLflow; register a version tagged with the
     spec, dataset fingerprint, run id, git commit and the ONNX file's sha256. Any failure
-    stops the run before registration, so nothing half-made reaches the registry.
+    stops the run before registration, so nothing half-made reaches the registry. With
+    skip_if_unchanged, bytes equal to the champion's register nothing and say so.
     """
     settings = ChassisSettings()
     tolerance = parity_tolerance or settings.parity_tolerance
@@ -120,22 +137,43 @@ def train(
             seed=seed,
             epochs=epochs or model_spec.training.epochs,
         )
-        registered = register_version(spec, model_spec, logged, report, lineage)
+        unchanged = (
+            unchanged_from_champion(model_spec.name, logged.run_id, logged.stored_onnx_sha256)
+            if skip_if_unchanged
+            else None
+        )
+        registered = (
+            register_version(spec, model_spec, logged, report, lineage)
+            if unchanged is None
+            else None
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     ui = settings.mlflow_ui_url()
+    version, no_change = (registered.version, None) if registered is not None else unchanged
     outcome = TrainingOutcome(
-        model_name=registered.name,
-        version=registered.version,
+        model_name=model_spec.name,
+        version=version,
         run_id=logged.run_id,
         experiment_id=logged.experiment_id,
         onnx_sha256=logged.stored_onnx_sha256,
         dataset_fingerprint=fingerprint,
         metrics={**report.as_metrics("test_"), "parity_max_abs_diff": exported.parity_max_abs_diff},
-        mlflow_version_url=f"{ui}/#/models/{registered.name}/versions/{registered.version}",
+        mlflow_version_url=f"{ui}/#/models/{model_spec.name}/versions/{version}",
         mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
+        registered=registered is not None,
+        no_change=no_change,
     )
+    if registered is None:
+        publish_markdown(
+            f"# {outcome.model_name}: no change\n\n{outcome.no_change}.\n\n"
+            f"MLflow run: [{outcome.run_id}]({outcome.mlflow_run_url})\n",
+            outcome.model_name,
+            "training-summary",
+            description=f"Training of {outcome.model_name}: no change from v{version}",
+        )
+        return outcome
     publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered.tags)
     return outcome
 

@@ -238,3 +238,45 @@ def register_version(
     )
     get_run_logger().info("registered %s version %d", registered.name, registered.version)
     return registered
+
+
+@task(name="compare-with-champion", **NO_CACHE_TASK)
+def unchanged_from_champion(
+    model_name: str, run_id: str, onnx_sha256: str
+) -> tuple[int, str] | None:
+    """The existing version whose ONNX bytes equal the new ones, if the champion is one, and
+    why: the champion itself, or the version it was compressed from (the same trained model,
+    which a release would only compress into the champion again). None when it changed.
+
+    The release path asks before registering; the registry itself still registers identical
+    bytes when asked to (an A/A benchmark does so on purpose). The MLflow run stays, tagged
+    with the version it equals.
+    """
+    import mlflow
+
+    from chassis.aliases import CHAMPION
+    from chassis.errors import RegistryError
+
+    try:
+        champion = registry.current_aliases(model_name).get(CHAMPION)
+    except RegistryError:
+        return None  # no registered model yet: the first release
+    if champion is None:
+        return None
+    root, root_tags = registry.lineage_root(model_name, champion)
+    if registry.version_tags(model_name, champion).get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        same, which = champion, "the champion"
+    elif root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        same, which = root, f"the version champion v{champion} was compressed from"
+    else:
+        return None
+    mlflow.MlflowClient().set_tag(run_id, TAG_UNCHANGED_FROM, str(same))
+    why = (
+        f"no change: the new ONNX bytes (sha256 {onnx_sha256[:16]}...) equal {model_name} "
+        f"v{same}'s, {which}; nothing was registered"
+    )
+    get_run_logger().info(why)
+    return same, why
+
+
+TAG_UNCHANGED_FROM = "chassis.unchanged_from"  # on a run whose model equals an existing version
