@@ -14,6 +14,7 @@ from chassis.errors import IntegrityError, RegistryError
 
 if TYPE_CHECKING:
     from chassis.aliases import Disqualification
+    from chassis.rollout.record import RolloutRecord
 
 # Lineage and integrity tags every Chassis version carries.
 TAG_SPEC = "chassis.spec"
@@ -669,3 +670,76 @@ def _all_webhooks(client: "object") -> list:
         token = page.token
         if not token:
             return hooks
+
+
+def register_copy(name: str, version: int, reason: str) -> int:
+    """A new version holding exactly `version`'s bytes, run and lineage, its gates passed
+    (they are the same bytes): the A/A candidate that checks the rollout analysis does not
+    roll back a model equal to the champion. Returns the new version number."""
+    import mlflow
+
+    original = mlflow.MlflowClient().get_model_version(name, str(version))
+    tags = {k: v for k, v in original.tags.items() if not k.startswith("chassis.gates")}
+    copy = register_version(
+        name=name,
+        model_uri=original.source,
+        model_id=getattr(original, "model_id", None),
+        run_id=original.run_id,
+        tags=tags,
+        description="",
+        version_description=f"copy of v{version}: {reason}",
+    )
+    record_gate_report(name, copy.version, True, f"same bytes as v{version}: {reason}")
+    return copy.version
+
+
+TAG_ROLLOUT_RECORD = "chassis.rollout"
+
+
+def read_rollout_record(name: str) -> "RolloutRecord | None":
+    """The committed split of `name` (None: never written: the champion serves alone)."""
+    import mlflow
+
+    from chassis.rollout.record import RolloutRecord
+
+    try:
+        model = mlflow.MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    text = model.tags.get(TAG_ROLLOUT_RECORD)
+    return RolloutRecord.from_json(name, text) if text else None
+
+
+def write_rollout_record(
+    name: str, split: "RolloutRecord", expected_generation: int, actor: str
+) -> "RolloutRecord":
+    """Commit `split` as generation expected_generation + 1, if the record is still at
+    `expected_generation` (compare-and-set under the registry lock); returns what was
+    written. Versions that take traffic must have passed their gates."""
+    import dataclasses
+    import datetime
+
+    import mlflow
+
+    from chassis.rollout.record import RecordConflict
+
+    for version in (split.candidate_version, split.stable_version, split.warm_version):
+        if version is not None:
+            require_passed_gates(name, version)
+    with RegistryLock(name):
+        current = read_rollout_record(name)
+        generation = current.generation if current else 0
+        if generation != expected_generation:
+            raise RecordConflict(
+                f"the rollout record of {name} is at generation {generation}, not "
+                f"{expected_generation}: another rollout committed a split meanwhile; nothing "
+                "was changed"
+            )
+        record = dataclasses.replace(
+            split,
+            generation=generation + 1,
+            written_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            written_by=actor,
+        ).validate()
+        mlflow.MlflowClient().set_registered_model_tag(name, TAG_ROLLOUT_RECORD, record.to_json())
+    return record

@@ -90,6 +90,28 @@ class ChassisSettings(BaseSettings):
     gateway_keep_warm_seconds: float = Field(
         default=300, ge=0, description="Blue-green: how long the old color stays loaded."
     )
+    gateway_local_dir: Path | None = Field(
+        default=None,
+        description="Where one gateway process keeps its verified model files and its "
+        "copy of the split (default <home>/gateway). Give each replica its own when several "
+        "share a home, as pods each have their own disk.",
+    )
+    gateway_drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long the gateway keeps serving while /readyz says 503, "
+        "so a load balancer or Kubernetes stops sending it requests first (set it to the "
+        "readiness probe's period x failure threshold).",
+    )
+    gateway_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="After draining, how long requests in flight may take before the "
+        "gateway exits anyway (keep drain + grace under Kubernetes' "
+        "terminationGracePeriodSeconds).",
+    )
     gateway_follow_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -176,6 +198,10 @@ class ChassisSettings(BaseSettings):
     @property
     def gateway_dir(self) -> Path:
         return self.home / "gateway"
+
+    @property
+    def gateway_local(self) -> Path:
+        return self.gateway_local_dir or self.gateway_dir
 
     def resolved_gateway_url(self) -> str:
         return (self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")

@@ -36,7 +36,24 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
         help="replay test rows meanwhile (auto: only into a gateway started for this run; "
         "default: auto)",
     )
-    rollout.add_argument("--gateway-url", help="gateway to drive (default CHASSIS_GATEWAY_URL)")
+    rollout.add_argument(
+        "--gateway-url",
+        help="gateway to drive (default CHASSIS_GATEWAY_URL); with --replica, where test rows "
+        "are replayed (the load balancer)",
+    )
+    rollout.add_argument(
+        "--replica",
+        action="append",
+        dest="replicas",
+        metavar="URL|dns:HOST:PORT",
+        help="a gateway replica serving the model; repeat for each, or give a DNS name that "
+        "resolves to every replica (a Kubernetes headless Service)",
+    )
+    rollout.add_argument(
+        "--allow-retired",
+        action="store_true",
+        help="roll out a version an earlier rollout retired (the audit record says so)",
+    )
     add_model_options(rollout, RolloutPolicy, POLICY, aliases={"shadow_first": ["--shadow"]})
     rollout.set_defaults(handler=lambda args: _rollout(args, run))
 
@@ -95,6 +112,8 @@ def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]
             "policy": policy,
             "drive_traffic": args.traffic,
             "gateway_url": args.gateway_url,
+            "replicas": args.replicas,
+            "allow_retired": args.allow_retired,
         },
     )
     out.print(

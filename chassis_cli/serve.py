@@ -1,6 +1,7 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +41,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chassis import tracking
+    from chassis.serving.lifecycle import DrainingServer
 
     tracking.connect(settings)
-    uvicorn.run(
-        build_app(settings, args.models),
+    app = build_app(settings, args.models)
+    config = uvicorn.Config(
+        app,
         host=args.host or settings.gateway_host,
         port=args.port or settings.gateway_port,
         log_level="warning",
@@ -52,7 +55,9 @@ def run_serve(args: argparse.Namespace) -> int:
         # Named, not "auto": without httptools uvicorn falls back to h11 silently, at about
         # half the throughput. The event loop stays "auto": uvloop where it exists.
         http="httptools",
+        timeout_graceful_shutdown=math.ceil(settings.gateway_grace_seconds),
     )
+    DrainingServer(config, app, settings.gateway_drain_seconds).run()
     return 0
 
 
@@ -63,8 +68,8 @@ def build_app(settings: "ChassisSettings", models: list[str]) -> "GatewayApp":
     from chassis.serving.validation import Limits
 
     config = GatewayConfig(
-        state_dir=settings.gateway_dir / "state",
-        cache_dir=settings.gateway_dir / "cache",
+        state_dir=settings.gateway_local / "state",
+        cache_dir=settings.gateway_local / "cache",
         max_batch=settings.gateway_max_batch,
         max_wait_ms=settings.gateway_max_wait_ms,
         limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),

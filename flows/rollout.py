@@ -10,16 +10,17 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
-from chassis.aliases import CHALLENGER, CHAMPION
+from chassis.aliases import CHALLENGER, CHAMPION, RetiredChallenger
 from chassis.data import features, load_dataset
 from chassis.errors import ChassisError
 from chassis.modelspec import load_spec
 from chassis.rollout.analysis import StepAnalysis
+from chassis.rollout.fleet import Fleet, FleetError, resolve_replicas
 from chassis.rollout.policy import RolloutPolicy
+from chassis.rollout.record import RolloutRecord
 from chassis.rollout.schedule import first_share, next_share
-from chassis.rollout.scrape import FleetCounts
 from chassis.serving.client import GatewayClient
-from chassis.serving.embedded import gateway_for
+from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, VersionParameter
 from tasks.artifacts import publish_markdown, publish_table
@@ -71,9 +72,26 @@ def rollout(
         str | None,
         Field(
             description="Gateway to drive. Empty: CHASSIS_GATEWAY_URL if it serves the "
-            "model, else a gateway started for this run."
+            "model, else a gateway started for this run. With replicas: where test rows "
+            "are replayed (the load balancer's address)."
         ),
     ] = None,
+    replicas: Annotated[
+        list[str] | None,
+        Field(
+            description="Every gateway replica serving the model: URLs, or dns:HOST:PORT for "
+            "each address a name resolves to (a Kubernetes headless Service). The split is "
+            "committed once in the registry; each step waits until every replica serves it, "
+            "and the analysis sums all replicas' counters."
+        ),
+    ] = None,
+    allow_retired: Annotated[
+        bool,
+        Field(
+            description="Roll out a version that an earlier rollout retired (the audit "
+            "record names the override). Without it such a version is refused."
+        ),
+    ] = False,
 ) -> RolloutOutcome:
     """Roll a gated version out. Every step commits a split on the gateway and judges the
     candidate against the champion in the same window, on live and mirrored requests:
@@ -92,6 +110,13 @@ def rollout(
         raise ChassisError(f"{model_name} has no champion to roll out against; promote one first")
     if champion == version:
         raise ChassisError(f"{model_name} v{version} is already the champion")
+    retired = registry.retirement(model_name, version)
+    if retired is not None and not allow_retired:
+        # Also when the challenger alias was set by hand in MLflow (no set_challenger here).
+        raise RetiredChallenger(
+            f"{model_name} {retired.describe()}; roll it out again only with allow_retired "
+            "(chassis rollout --allow-retired); nothing was changed"
+        )
     run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
     evidence = {
         "flow_run": run_url,
@@ -101,22 +126,40 @@ def rollout(
     rows = test_rows(model_name, version)
     analyses: list[StepAnalysis] = []
     failure: StepAnalysis | None = None
+    who = actor()
     with contextlib.ExitStack() as stack:
-        gateway = stack.enter_context(
-            gateway_for(settings, model_name, champion, explicit_url=gateway_url)
+        if replicas:
+            urls = resolve_replicas(replicas)
+            check_replicas(settings, urls, model_name, champion)
+            embedded, traffic_url = False, gateway_url or urls[0]
+        else:
+            gateway = stack.enter_context(
+                gateway_for(settings, model_name, champion, explicit_url=gateway_url)
+            )
+            urls, embedded, traffic_url = [gateway.url], gateway.embedded, gateway.url
+        fleet = Fleet(
+            [GatewayClient(url, settings.admin_token()) for url in urls],
+            model_name,
+            sync_seconds=rollout_policy.sync_seconds,
         )
-        client = GatewayClient(gateway.url, settings.admin_token())
-        stack.callback(client.close)
-        fleet = FleetCounts([client])
-        # Only now, with a gateway known to serve the champion, does an alias move.
+        stack.callback(fleet.close)
+        # Only now, with every replica known to serve the champion, does an alias move.
         if aliases.get(CHALLENGER) != version:
-            set_challenger(model_name, version, f"rollout by {strategy}", {"flow_run": run_url})
+            set_challenger(
+                model_name,
+                version,
+                f"rollout by {strategy}",
+                {"flow_run": run_url},
+                allow_retired=allow_retired,
+            )
         driver = None
-        drive = drive_traffic == "always" or (drive_traffic == "auto" and gateway.embedded)
+        drive = drive_traffic == "always" or (drive_traffic == "auto" and embedded)
         get_run_logger().info(
-            "gateway %s (%s); replaying test rows: %s; each step needs %d candidate samples",
-            gateway.url,
-            "started for this run" if gateway.embedded else "already running",
+            "%d gateway replica(s) %s (%s); replaying test rows: %s; each step needs %d "
+            "candidate samples",
+            len(urls),
+            ", ".join(urls),
+            "started for this run" if embedded else "already running",
             "yes" if drive else "no",
             rollout_policy.required_samples,
         )
@@ -126,38 +169,41 @@ def rollout(
                 * (rollout_policy.max_extensions + 1)
                 * (rollout_policy.max_steps + 2)
             )
-            driver = stack.enter_context(TrafficDriver(gateway.url, model_name, rows, 4, budget))
-        if strategy == "blue-green":
-            analyses = blue_green(fleet, model_name, version, champion, rollout_policy)
-        else:
-            analyses = canary(fleet, model_name, version, champion, rollout_policy)
+            driver = stack.enter_context(TrafficDriver(traffic_url, model_name, rows, 4, budget))
+        try:
+            if strategy == "blue-green":
+                analyses = blue_green(fleet, version, champion, rollout_policy, who)
+            else:
+                analyses = canary(fleet, version, champion, rollout_policy, who)
+        except FleetError as error:
+            # The replicas, not the candidate, failed: back to the champion, challenger kept.
+            fleet.commit(RolloutRecord(generation=0), who)
+            raise RolloutPaused(
+                f"{model_name} v{version}: {error}. Traffic is back on v{champion}; "
+                f"v{version} keeps its challenger alias: run the rollout again"
+            ) from error
         last = analyses[-1]
         if last.verdict != "pass":
             failure = last
-            for replica in fleet.clients:  # candidate traffic to 0 before anything else
-                replica.rollback(model_name)
+            fleet.commit(RolloutRecord(generation=0), who)  # candidate traffic to 0 first
         else:
-            # Registry first (compare-and-set), then the gateway: a gateway following the
-            # champion alias never sees a promoted version it is not already serving.
+            # Registry first (compare-and-set), then the replicas: each serves the champion
+            # alias once the record says "stable".
             try:
                 registry.promote(
                     model_name,
                     version,
                     expected_champion=champion,
-                    actor=actor(),
+                    actor=who,
                     reason=f"{strategy} rollout passed {len(analyses)} step(s)",
                     evidence=evidence,
                 )
             except ChassisError:
-                for replica in fleet.clients:  # e.g. a conflict: serve what the registry says
-                    replica.rollback(model_name)
+                fleet.commit(RolloutRecord(generation=0), who)  # serve what the registry says
                 raise
-            for replica in fleet.clients:
-                if strategy == "canary":
-                    replica.promote(model_name)
-                else:
-                    # Stop mirroring to the warm color; it stays warm for an instant rollback.
-                    replica.set_rollout(model_name, "stable", None)
+            # Blue-green keeps the old color warm (not compared) for an instant rollback.
+            warm = champion if strategy == "blue-green" else None
+            fleet.commit(RolloutRecord(generation=0, warm_version=warm), who)
 
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
@@ -196,19 +242,19 @@ def rollout(
 
 
 def canary(
-    fleet: FleetCounts, model: str, version: int, champion: int, policy: RolloutPolicy
+    fleet: Fleet, version: int, champion: int, policy: RolloutPolicy, who: str
 ) -> list[StepAnalysis]:
     """Shadow (optional), then shares that grow on health and halve on degradation.
     Ends with the last step's analysis: "pass" at 100 %, or the reason it stopped."""
     analyses: list[StepAnalysis] = []
     if policy.shadow_first:
-        analysis = run_step(fleet, model, version, champion, "shadow", 0.0, policy)
+        analysis = run_step(fleet, version, champion, "shadow", 0.0, policy, who)
         analyses.append(analysis)
         if analysis.verdict != "pass":
             return analyses
     percent: float | None = first_share(policy)
     while percent is not None:
-        analysis = run_step(fleet, model, version, champion, "canary", percent, policy)
+        analysis = run_step(fleet, version, champion, "canary", percent, policy, who)
         analyses.append(analysis)
         if analysis.verdict in ("fail", "paused"):
             return analyses
@@ -222,24 +268,31 @@ def canary(
 
 
 def blue_green(
-    fleet: FleetCounts, model: str, version: int, champion: int, policy: RolloutPolicy
+    fleet: Fleet, version: int, champion: int, policy: RolloutPolicy, who: str
 ) -> list[StepAnalysis]:
     """Preview: the idle color runs a mirror of every live request and is judged against
     the live one. Switch. Live window: the new color answers, the old one stays warm and
     runs `mirror_percent` of requests for comparison. A slower color is not switched to
     (there is no share to halve), so "degraded" fails here."""
-    for client in fleet.clients:
-        client.set_rollout(model, "blue-green", version)
-    preview = judge_window(fleet, model, version, champion, "blue-green preview", policy, True)
-    publish_step(preview, model, version)
+    preview_split = RolloutRecord(
+        generation=0, mode="blue-green", stable_version=champion, candidate_version=version
+    )
+    fleet.commit(preview_split, who)
+    preview = judge_window(fleet, version, champion, "blue-green preview", policy, True)
+    publish_step(preview, fleet.model, version)
     if preview.verdict != "pass":
         return [_degraded_fails(preview)]
-    for client in fleet.clients:
-        client.switch(model, policy.mirror_percent)
-    live = judge_window(
-        fleet, model, version, champion, "blue-green live", policy, policy.mirror_percent > 0
+    switched = RolloutRecord(
+        generation=0,
+        stable_version=version,
+        warm_version=champion,
+        mirror_percent=policy.mirror_percent,
     )
-    publish_step(live, model, version)
+    fleet.commit(switched, who)
+    live = judge_window(
+        fleet, version, champion, "blue-green live", policy, policy.mirror_percent > 0
+    )
+    publish_step(live, fleet.model, version)
     return [preview, _degraded_fails(live)]
 
 

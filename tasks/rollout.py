@@ -6,11 +6,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from chassis.rollout.analysis import StepAnalysis, analyze_step
+from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.counts import VersionCounts
+from chassis.rollout.fleet import Fleet
 from chassis.rollout.policy import RolloutPolicy
-from chassis.rollout.schedule import look_points
-from chassis.rollout.scrape import FleetCounts
+from chassis.rollout.record import RolloutRecord
+from chassis.rollout.window import WindowJudge
 from tasks.artifacts import publish_table
 from tasks.training import NO_CACHE_TASK
 
@@ -18,83 +19,60 @@ POLL_SECONDS = 0.25
 
 
 def judge_window(
-    fleet: FleetCounts,
-    model: str,
+    fleet: Fleet,
     judged: int,
     reference: int,
     label: str,
     policy: RolloutPolicy,
     compare: bool,
 ) -> StepAnalysis:
-    """Watch the counters from now on; judge at each look point and window end.
-
-    Returns the first conclusive analysis. A step that stays inconclusive through every
-    window is "paused": there was too little traffic to judge, which says nothing against
-    the candidate.
-    """
+    """Poll every replica's counters from now on until the window judge has a verdict."""
     logger = get_run_logger()
-    start = fleet.read(model)
-    points = look_points(policy.required_samples)
-    analysis = StepAnalysis(label, "inconclusive", reason="no window judged yet")
-    windows = policy.max_extensions + 1
-    for window_index in range(windows):
-        deadline = time.monotonic() + policy.step_seconds
-        while True:
-            time.sleep(POLL_SECONDS)
-            counts = fleet.window(fleet.read(model), start)
-            candidate = counts.get(judged, VersionCounts())
-            stable = counts.get(reference, VersionCounts())
-            samples = (
-                min(candidate.executions, candidate.compared) if compare else (candidate.executions)
-            )
-            ended = time.monotonic() >= deadline
-            reached = [p for p in points if samples >= p]
-            if not reached and not ended:
-                continue
-            points = [p for p in points if samples < p]
-            analysis = analyze_step(label, candidate, stable, policy, compare=compare)
-            if analysis.verdict != "inconclusive":
-                logger.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
-                return analysis
-            if ended:
-                logger.info(
-                    "%s (window %d of %d): inconclusive, %s",
-                    label,
-                    window_index + 1,
-                    windows,
-                    analysis.reason,
-                )
-                break
-    return StepAnalysis(
-        label,
-        "paused",
-        analysis.checks,
-        f"still inconclusive after {windows} window(s) of {policy.step_seconds:g} s: "
-        f"{analysis.reason}. Too little traffic to judge: send traffic to the gateway "
-        "(chassis traffic), give steps longer (step_seconds, max_extensions), or detect "
-        "only larger effects (detect_error_increase, detect_agreement_drop)",
-        analysis.candidate_samples,
-        analysis.samples_needed,
-    )
+    start, started = fleet.read(), time.monotonic()
+    judge = WindowJudge(label, policy, compare)
+    windows_seen = 0
+    while True:
+        time.sleep(POLL_SECONDS)
+        counts = fleet.window(fleet.read(), start)
+        analysis = judge.observe(
+            counts.get(judged, VersionCounts()),
+            counts.get(reference, VersionCounts()),
+            time.monotonic() - started,
+        )
+        if judge.window_index > windows_seen:
+            windows_seen = judge.window_index
+            logger.info("%s: window %d of %d ended undecided", label, windows_seen, judge.windows)
+        if analysis is not None:
+            logger.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
+            return analysis
 
 
 @task(name="rollout-step", **NO_CACHE_TASK)
 def run_step(
-    fleet: FleetCounts,
-    model: str,
+    fleet: Fleet,
     version: int,
     stable: int,
     mode: str,
     percent: float,
     policy: RolloutPolicy,
+    actor: str,
 ) -> StepAnalysis:
-    """Commit the split on every replica, then judge its window."""
+    """Commit the split to every replica (the registry's rollout record), then judge it."""
     label = "shadow" if mode == "shadow" else f"canary {percent:g}%"
-    for client in fleet.clients:
-        client.set_rollout(model, mode, version, percent, policy.mirror_percent)
+    fleet.commit(
+        RolloutRecord(
+            generation=0,
+            mode=mode,
+            stable_version=stable,
+            candidate_version=version,
+            percent=percent if mode == "canary" else 0.0,
+            mirror_percent=policy.mirror_percent,
+        ),
+        actor,
+    )
     compare = mode == "shadow" or policy.mirror_percent > 0
-    analysis = judge_window(fleet, model, version, stable, label, policy, compare)
-    publish_step(analysis, model, version)
+    analysis = judge_window(fleet, version, stable, label, policy, compare)
+    publish_step(analysis, fleet.model, version)
     return analysis
 
 

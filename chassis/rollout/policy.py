@@ -67,6 +67,11 @@ class RolloutPolicy(BaseModel):
         description="Extra windows an inconclusive step gets; still inconclusive after them, "
         "the rollout pauses (traffic back to the champion, challenger kept).",
     )
+    sync_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0,
+        description="Longest every gateway replica may take to serve a committed split; "
+        "after it the rollout fails safe (traffic back to the champion, challenger kept).",
+    )
     max_steps: Annotated[int, Field(ge=1, le=100)] = Field(
         default=16, description="Most steps (growth and halving included) a rollout may take."
     )

@@ -124,6 +124,11 @@ class GatewayApp:
                     self.follower = loop.create_task(self.follow_champions())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # Requests in flight are answered by now (the server waited for them): stop
+                # following the registry and write what the prediction logs still hold.
+                if self.follower is not None:
+                    self.follower.cancel()
+                await asyncio.get_running_loop().run_in_executor(None, self.gateway.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -134,6 +139,8 @@ class GatewayApp:
             await asyncio.sleep(self.follow_seconds)
             if self.gateway.ready:
                 # Failures (registry down) must not stop the loop or the serving.
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(None, self.gateway.sync_all)
                 with contextlib.suppress(Exception):
                     await loop.run_in_executor(None, self.gateway.follow_champions)
 
@@ -157,10 +164,19 @@ class GatewayApp:
         elif method == "GET" and path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}')
         elif method == "GET" and path == "/readyz":
-            ready = self.gateway.ready
-            reason = self.gateway.load_error or ("ready" if ready else "loading models")
+            ready = self.gateway.ready and not self.gateway.draining
+            reason = self.gateway.load_error or (
+                "ready"
+                if ready
+                else "draining: shutting down"
+                if self.gateway.draining
+                else "loading models"
+            )
+            generations = {n: m.state.generation for n, m in self.gateway.models.items()}
             await respond(
-                send, 200 if ready else 503, orjson.dumps({"ready": ready, "reason": reason})
+                send,
+                200 if ready else 503,
+                orjson.dumps({"ready": ready, "reason": reason, "generations": generations}),
             )
         elif method == "GET" and path == "/metrics":
             await respond(send, 200, self.gateway.metrics.render(), b"text/plain; version=0.0.4")
@@ -246,6 +262,10 @@ class GatewayApp:
             result = gateway.rollback(name)
         elif method == "POST" and action == "promote":
             result = gateway.promote_candidate(name)
+        elif method == "POST" and action == "sync":
+            # Off the event loop: reading the registry and loading a version take a while.
+            await asyncio.get_running_loop().run_in_executor(None, gateway.sync, name)
+            result = gateway.status(name)
         elif method == "POST" and action == "follow-champion":
             gateway.follow_champion(name)
             result = gateway.status(name)

@@ -28,8 +28,16 @@ SAMPLE_CAP_SECONDS = 4 * INLINE_BUDGET_SECONDS
 
 
 class MicroBatcher:
-    def __init__(self, run: Runner, max_batch: int = 64, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        run: Runner,
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.run = run
+        # Told (rows, CPU seconds) after each queued batch, on the event loop's thread.
+        self.on_batch = on_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
@@ -101,10 +109,12 @@ class MicroBatcher:
         try:
             inputs = np.concatenate([rows for rows, _ in pending]) if pending[1:] else pending[0][0]
             if self.run_seconds < INLINE_BUDGET_SECONDS:
-                outputs, _ = self._timed(inputs)
+                outputs, cpu = self._timed(inputs)
             else:
                 loop = asyncio.get_running_loop()
-                outputs, _ = await loop.run_in_executor(None, self._timed, inputs)
+                outputs, cpu = await loop.run_in_executor(None, self._timed, inputs)
+            if self.on_batch is not None:
+                self.on_batch(len(inputs), cpu)
         except Exception as error:
             for _, future in pending:
                 if not future.done():
@@ -124,7 +134,13 @@ class MicroBatcher:
         cpu_started = time.thread_time()
         outputs = self.run(inputs)
         cpu = time.thread_time() - cpu_started
-        elapsed = min(time.perf_counter() - started, SAMPLE_CAP_SECONDS)
+        # The model's own cost decides inline vs worker thread: the smaller of wall and CPU
+        # time of this thread. A call the OS preempted (a busy machine) is long on the clock
+        # but not in work, and even the very first call must not send a fast model to the
+        # queue for that. (ONNX Runtime runs the model on this thread with one intra-op
+        # thread, as the gateway configures it, or spins while its pool works: the thread's
+        # CPU time is the model's time.)
+        elapsed = min(time.perf_counter() - started, cpu, SAMPLE_CAP_SECONDS)
         # A moving average decides inline vs worker thread for the next calls.
         self.run_seconds = elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
         self.batches += 1

@@ -82,6 +82,10 @@ class GatewayClient:
             raise GatewayError(f"{path} answered {response.status_code}: {response.text[:200]}")
         return response.json()
 
+    def sync(self, model: str) -> dict[str, Any]:
+        """Apply the registry's rollout record now (replicas also poll it)."""
+        return self._call("POST", f"/admin/models/{model}/sync")
+
     def follow_champion(self, model: str) -> dict[str, Any]:
         return self._call("POST", f"/admin/models/{model}/follow-champion")
 

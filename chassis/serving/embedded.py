@@ -54,6 +54,25 @@ def serving_problem(client: GatewayClient, model: str, champion: int) -> str | N
     return None
 
 
+def check_replicas(settings: ChassisSettings, urls: list[str], model: str, champion: int) -> None:
+    """Every replica must serve `model` at its champion before anything moves."""
+    problems = []
+    for url in urls:
+        client = GatewayClient(url, settings.admin_token(), timeout=10)
+        try:
+            problem = serving_problem(client, model, champion)
+        finally:
+            client.close()
+        if problem:
+            problems.append(f"{url}: {problem}")
+    if problems:
+        raise ChassisError(
+            f"{len(problems)} of {len(urls)} replica(s) cannot roll out {model}: "
+            + "; ".join(problems)
+            + "; nothing was changed"
+        )
+
+
 @contextmanager
 def gateway_for(
     settings: ChassisSettings, model: str, champion: int, explicit_url: str | None = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from chassis import registry
 from chassis.errors import ChassisError
+from chassis.rollout.record import RecordError, RolloutRecord
 from chassis.runtime import create_session
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
@@ -75,10 +76,13 @@ class Gateway:
         self.models: dict[str, ServedModel] = {}
         self.metrics = GatewayMetrics()
         self.ready = False
+        self.draining = False  # set on SIGTERM: /readyz says 503, requests still answered
         self.load_error: str | None = None
         self.rng = random.Random()  # traffic splitting, not security
         self.background: set[asyncio.Task[None]] = set()
         self.logs: dict[str, PredictionLogger] = {}
+        # Models whose rollout record could not be read, and why (shown on /admin/status).
+        self.record_errors: dict[str, str] = {}
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -109,7 +113,14 @@ class Gateway:
             version=version,
             n_features=n_features,
             sha256=files.tags[registry.TAG_ONNX_SHA256],
-            batcher=MicroBatcher(run, self.config.max_batch, self.config.max_wait_ms),
+            # A batch's CPU per row is the model's cost (queued batches: slow models, or
+            # load). Inline calls are recorded only when mirrored (see _mirror).
+            batcher=MicroBatcher(
+                run,
+                self.config.max_batch,
+                self.config.max_wait_ms,
+                self.metrics.version(name, str(version)).record_cpu,
+            ),
             feature_names=names,
         )
 
@@ -131,6 +142,17 @@ class Gateway:
         self.ready = True
 
     def _restore(self, name: str) -> ServedModel:
+        """The committed rollout record if there is one (every replica serves the same), else
+        the last state this process committed locally, else the champion alone."""
+        record = self._read_record(name)
+        if record is not None:
+            model = ServedModel(name, RolloutState(model=name, stable_version=0))
+            try:
+                self._apply_record(model, record)
+                return model
+            except ChassisError as error:
+                # e.g. a candidate that no longer verifies: serve the champion alone.
+                logger.warning("not serving the rollout record of %s: %s", name, error)
         state = load_state(self.config.state_dir, name)
         if state is None:
             champion = registry.version_for_alias(name, "champion")
@@ -150,6 +172,14 @@ class Gateway:
                 model.state = RolloutState(model=name, stable_version=state.stable_version)
                 save_state(self.config.state_dir, model.state)
         return model
+
+    def close(self) -> None:
+        """Write every prediction log's remaining rows (at shutdown, after the last request)."""
+        for name, log in self.logs.items():
+            try:
+                log.close()
+            except Exception as error:  # one model's log must not keep the others unwritten
+                logger.warning("prediction log of %s not flushed: %s", name, error)
 
     def model(self, name: str) -> ServedModel:
         try:
@@ -273,7 +303,7 @@ class Gateway:
                 if answered is not None:
                     series = self.metrics.version(model.name, str(served.version))
                     series.record_cpu(len(rows), served.batcher.last_cpu)
-                else:  # queued into a batch with others: its cost is not its own
+                else:  # queued: its batch's cost is recorded by the batcher
                     answered = await self._answer_queued(model, served, rows, "shadow")
             except Exception:
                 return  # counted as an error of that version; the caller has its answer
@@ -294,6 +324,8 @@ class Gateway:
             "loaded_versions": sorted(model.versions),
             "stats": {str(v): s.stats.summary() for v, s in model.versions.items()},
             "sha256": {str(v): s.sha256 for v, s in model.versions.items()},
+            "generation": model.state.generation,
+            "record_error": self.record_errors.get(name),
         }
 
     def set_rollout(
@@ -315,6 +347,7 @@ class Gateway:
             mirror_percent=mirror_percent,
             warm_version=model.state.warm_version,
             warm_until=model.state.warm_until,
+            generation=model.state.generation,
         )
         try:
             new_state.validate()
@@ -345,6 +378,7 @@ class Gateway:
             mirror_percent=mirror_percent,
             warm_version=state.stable_version,
             warm_until=time.time() + self.config.keep_warm_seconds,
+            generation=state.generation,
         )
         try:
             new_state.validate()
@@ -359,9 +393,15 @@ class Gateway:
         model = self.model(name)
         state = model.state
         if state.mode == "stable" and state.warm_version in model.versions:
-            new_state = RolloutState(model=name, stable_version=state.warm_version)  # type: ignore[arg-type]
+            new_state = RolloutState(
+                model=name,
+                stable_version=state.warm_version,  # type: ignore[arg-type]
+                generation=state.generation,
+            )
         else:
-            new_state = RolloutState(model=name, stable_version=state.stable_version)
+            new_state = RolloutState(
+                model=name, stable_version=state.stable_version, generation=state.generation
+            )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
         self._unload_unused(model)
@@ -373,11 +413,76 @@ class Gateway:
         state = model.state
         if state.candidate_version is None:
             raise RequestError(409, f"{name!r} has no candidate to promote")
-        new_state = RolloutState(model=name, stable_version=state.candidate_version)
+        new_state = RolloutState(
+            model=name, stable_version=state.candidate_version, generation=state.generation
+        )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
         self._unload_unused(model)
         return self.status(name)
+
+    # ---- the fleet's rollout record ------------------------------------------------------
+
+    def _read_record(self, name: str) -> RolloutRecord | None:
+        try:
+            return registry.read_rollout_record(name)
+        except RecordError as error:
+            # A record this version cannot read: keep serving what is verified, and say so.
+            self.record_errors[name] = str(error)
+            logger.error("%s", error)
+            return None
+
+    def sync(self, name: str) -> bool:
+        """Serve the rollout record's split if its generation is not the one served.
+        Returns whether anything changed."""
+        model = self.model(name)
+        record = self._read_record(name)
+        if record is None or record.generation == model.state.generation:
+            return False
+        self._apply_record(model, record)
+        self.record_errors.pop(name, None)
+        return True
+
+    def _apply_record(self, model: ServedModel, record: RolloutRecord) -> None:
+        """Load and verify every version the record names (candidates must have passed
+        their gates), then switch to it in one assignment; on any failure nothing changes."""
+        name = model.name
+        stable = record.stable_version
+        if stable is None:
+            stable = registry.version_for_alias(name, "champion")
+            if stable is None:
+                raise ChassisError(f"{name!r} has no champion to serve")
+        if record.candidate_version is not None:
+            registry.require_passed_gates(name, record.candidate_version)
+        warm = record.warm_version
+        needed = [v for v in (stable, record.candidate_version, warm) if v is not None]
+        loaded = {v: model.versions.get(v) or self.load_version(name, v) for v in needed}
+        new_state = RolloutState(
+            model=name,
+            stable_version=stable,
+            candidate_version=record.candidate_version,
+            mode=record.mode,  # type: ignore[arg-type]
+            candidate_percent=record.percent if record.mode == "canary" else 0.0,
+            mirror_percent=record.mirror_percent,
+            warm_version=warm,
+            warm_until=time.time() + self.config.keep_warm_seconds if warm else 0.0,
+            generation=record.generation,
+        ).validate()
+        model.versions.update(loaded)
+        save_state(self.config.state_dir, new_state)
+        model.state = new_state
+        self._unload_unused(model)
+
+    def sync_all(self) -> list[str]:
+        """One pass over every served model; failures keep the current split serving."""
+        moved = []
+        for name in list(self.models):
+            try:
+                if self.sync(name):
+                    moved.append(name)
+            except ChassisError as error:
+                logger.warning("not applying the rollout record of %s: %s", name, error)
+        return moved
 
     def follow_champion(self, name: str) -> bool:
         """Serve the registry's champion if it moved (by hand, or by `chassis rollback`).
@@ -394,7 +499,9 @@ class Gateway:
             return False
         served = model.versions.get(champion) or self.load_version(name, champion)
         model.versions[champion] = served
-        new_state = RolloutState(model=name, stable_version=champion)
+        new_state = RolloutState(
+            model=name, stable_version=champion, generation=model.state.generation
+        )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
         return True

@@ -70,16 +70,22 @@ class VersionSeries:
 class RoleTally:
     """The requests one (model, version) answered in one role; `record` is the hot path."""
 
-    __slots__ = ("created", "labels", "requests", "series")
+    __slots__ = ("created", "labels", "live", "requests", "series")
 
     def __init__(self, series: VersionSeries, role: str) -> None:
         self.labels = [*series.labels, role]
         self.created = time.time()
         self.requests = 0
         self.series = series
+        # Mirrored runs ("shadow") are counted, but their latency (they wait behind live
+        # work, off the request path) and their classes (nobody received them) are not
+        # what users see, so only answers given feed the histogram and the class counts.
+        self.live = role != "shadow"
 
     def record(self, seconds: float, predictions: list[int]) -> None:
         self.requests += 1
+        if not self.live:
+            return
         series = self.series
         # bisect_left: the first bound >= seconds, Prometheus's `le` (less or equal).
         series.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1

@@ -35,6 +35,8 @@ class RolloutState:
     # Blue-green: the previous stable version kept warm after a switch, until this time.
     warm_version: int | None = None
     warm_until: float = 0.0
+    # The rollout record's generation this state came from (0: none read yet).
+    generation: int = 0
     history: list[dict[str, object]] = field(default_factory=list)
 
     def validate(self) -> "RolloutState":

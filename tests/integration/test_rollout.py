@@ -7,6 +7,7 @@ import time
 import pytest
 
 from chassis import registry
+from chassis.errors import ChassisError
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
@@ -15,7 +16,6 @@ from flows.release import release
 from flows.rollout import RolloutFailed, RolloutPaused, rollout
 from tasks.promotion import GatesFailed
 from tests.fixtures.gateway import MODEL, GatewayProcess
-from tests.fixtures.registry_copies import register_copy
 from tests.integration.test_training_flow import latest_artifact
 
 # Default statistics; fewer steps so each test stays short.
@@ -93,7 +93,7 @@ def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
 
 def test_a_copy_of_the_champion_is_promoted(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0, compression="off")
-    copy = register_copy(MODEL, 1)
+    copy = registry.register_copy(MODEL, 1, "A/A test")
     outcome = rollout(model_name=MODEL, version=copy, policy=FAST, drive_traffic="always")
     assert outcome.promoted
     agreement = [r for r in outcome.steps if r["check"] == "agreement with stable"]
@@ -116,15 +116,19 @@ def test_without_shadow_a_disagreeing_candidate_is_caught_on_mirrored_canary_tra
 @pytest.fixture
 def slow_challenger(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0, compression="off")
-    release(spec="tests.fixtures.specs:slow", rollout_strategy="none", compression="off")
-    # Correct answers, many times slower: the offline gates may stop it; the live analysis
-    # must stop it on its own.
+    with pytest.raises(GatesFailed, match="latency p99 vs champion"):
+        release(spec="tests.fixtures.specs:slow", rollout_strategy="none", compression="off")
+    # Correct answers, many times slower: the offline gates stop it; had it slipped past
+    # them, the live analysis must stop it on its own.
     registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     return chassis_home
 
 
 def test_a_slower_canary_is_halved_then_rolled_back(slow_challenger):
-    policy = FAST.model_copy(update={"steps": [20.0, 100.0], "shadow_first": False})
+    # The budget far away: this is about the comparison with stable, not the budget.
+    policy = FAST.model_copy(
+        update={"steps": [20.0, 100.0], "shadow_first": False, "p99_budget_ms": 5000.0}
+    )
     with pytest.raises(RolloutFailed, match=r"latency vs stable.*minimum share 5"):
         rollout(model_name=MODEL, version=2, policy=policy, drive_traffic="always")
     steps = [a["step"] for a in latest_artifact_rows("test-blobs-v2-rollout-steps")]
@@ -134,7 +138,12 @@ def test_a_slower_canary_is_halved_then_rolled_back(slow_challenger):
 
 def test_blue_green_does_not_switch_to_a_slower_color(slow_challenger):
     with pytest.raises(RolloutFailed, match=r"blue-green preview: .*latency vs stable"):
-        rollout(model_name=MODEL, version=2, strategy="blue-green", policy=FAST)
+        rollout(
+            model_name=MODEL,
+            version=2,
+            strategy="blue-green",
+            policy=FAST.model_copy(update={"p99_budget_ms": 5000.0}),
+        )
     assert registry.current_aliases(MODEL) == {"champion": 1}
 
 
@@ -209,3 +218,59 @@ def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
     assert set(second.rollout.traffic) == {"200"}  # driven through a gateway of its own
     assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
     assert "promoted to champion" in latest_artifact("test-blobs-release-summary").data
+
+
+def test_an_unreachable_replica_is_refused_with_nothing_changed(two_versions):
+    before = registry.current_aliases(MODEL)
+    with pytest.raises(ChassisError, match=r"1 of 1 replica\(s\) cannot roll out.*unreachable"):
+        rollout(model_name=MODEL, version=2, policy=FAST, replicas=["http://127.0.0.1:9"])
+    assert registry.current_aliases(MODEL) == before
+    assert [r.action for r in registry.history(MODEL)][-1] == "set-challenger"  # the release's
+    assert registry.read_rollout_record(MODEL) is None
+
+
+def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_serving(
+    two_versions,
+):
+    import mlflow
+
+    from chassis.rollout.record import SCHEMA, RecordError
+
+    newer = (
+        f'{{"schema":{SCHEMA + 1},"generation":4,"mode":"canary",'
+        '"stable_version":1,"candidate_version":2,"percent":50,"mirror_percent":0}'
+    )
+    mlflow.MlflowClient().set_registered_model_tag(MODEL, registry.TAG_ROLLOUT_RECORD, newer)
+    before = registry.current_aliases(MODEL)
+    gateway = GatewayProcess(two_versions)
+    gateway.start()
+    try:
+        client = GatewayClient(gateway.url, ChassisSettings().admin_token())
+        status = client.sync(MODEL)
+        assert status["state"]["stable_version"] == 1 and status["state"]["mode"] == "stable"
+        assert f"record schema {SCHEMA + 1}" in status["record_error"]
+        with pytest.raises(RecordError, match="written by a newer Chassis"):
+            rollout(model_name=MODEL, version=2, policy=FAST, gateway_url=gateway.url)
+        assert registry.current_aliases(MODEL) == before
+        assert client.status(MODEL)["state"]["candidate_version"] is None
+    finally:
+        gateway.stop()
+
+
+def test_a_retired_challenger_needs_the_override_to_be_rolled_out_again(two_versions):
+    from chassis.aliases import RetiredChallenger
+
+    strict = FAST.model_copy(
+        update={"steps": [100.0], "shadow_first": False, "p99_budget_ms": 0.001}
+    )
+    with pytest.raises(RolloutFailed):
+        rollout(model_name=MODEL, version=2, policy=strict, drive_traffic="always")
+    with pytest.raises(RetiredChallenger, match="retired"):
+        rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic="always")
+    assert registry.current_aliases(MODEL) == {"champion": 1}
+    outcome = rollout(
+        model_name=MODEL, version=2, policy=FAST, drive_traffic="always", allow_retired=True
+    )
+    assert outcome.promoted
+    override = [r for r in registry.history(MODEL) if r.action == "set-challenger"][-1]
+    assert "override allow_retired" in override.reason and "override" in override.evidence

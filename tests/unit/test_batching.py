@@ -16,7 +16,9 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows_back():
 
     def slow_double(rows: np.ndarray) -> np.ndarray:
         # Slow enough to run in a worker thread, where queued requests form batches.
-        time.sleep(0.002)
+        deadline = time.thread_time() + 0.002
+        while time.thread_time() < deadline:  # CPU work, as a model does
+            pass
         calls.append(len(rows))
         return rows * 2
 
@@ -69,3 +71,30 @@ def test_a_fast_model_answers_inline_without_the_queue():
 
     batcher = asyncio.run(scenario())
     assert batcher.worker is None and batcher.batches == 5
+
+
+def test_queued_batches_report_their_rows_and_cpu_time_on_the_loop_thread():
+    import threading
+
+    reports: list[tuple[int, float, str]] = []
+
+    def busy_double(rows: np.ndarray) -> np.ndarray:
+        # CPU work (not sleep): the thread CPU time must see it.
+        deadline = time.thread_time() + 0.001
+        while time.thread_time() < deadline:
+            pass
+        return rows * 2
+
+    def observe(rows: int, cpu: float) -> None:
+        reports.append((rows, cpu, threading.current_thread().name))
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(busy_double, max_batch=8, on_batch=observe)
+        await asyncio.gather(*(batcher.predict(np.ones((1, 2), np.float32)) for _ in range(20)))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    queued = reports
+    assert sum(rows for rows, _, _ in queued) <= 20 and queued
+    assert all(cpu >= 0.001 for _, cpu, _ in queued)
+    assert {name for _, _, name in queued} == {threading.main_thread().name}

@@ -189,3 +189,34 @@ def test_new_gate_and_promotion_options_refuse_bad_values(args, message):
     result = chassis(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        (["--min-agreement", "1.5"], "min_agreement: Input should be less than or equal to 1"),
+        (["--steps", "10,50"], "steps must increase and end at 100"),
+        (["--false-alarm-rate", "0"], "false_alarm_rate: Input should be greater than 0"),
+        (["--min-percent", "20"], "min_percent (20.0) must not exceed the first step"),
+    ],
+)
+def test_rollout_policy_values_out_of_range_fail_before_anything_runs(option, problem, tmp_path):
+    result = chassis(
+        "rollout", "--model", "m", "--version", "2", *option, env={"CHASSIS_HOME": str(tmp_path)}
+    )
+    assert result.returncode == 1
+    assert problem in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # no flow started, no registry touched
+
+
+def test_rollout_policy_options_are_generated_from_the_policy_with_their_defaults():
+    result = chassis("rollout", "--help")
+    text = " ".join(result.stdout.split())
+    for phrase in (
+        "--false-alarm-rate FALSE_ALARM_RATE",
+        "(default: 0.01)",
+        "--growth-factor GROWTH_FACTOR",
+        "--replica URL|dns:HOST:PORT",
+        "--no-shadow",
+    ):
+        assert phrase in text, phrase

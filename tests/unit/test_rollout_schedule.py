@@ -58,7 +58,7 @@ def test_counters_read_back_from_the_gateways_own_exposition():
     assert read[1].executions == 3 and read[1].answered == 3
     assert (read[2].executions, read[2].errors) == (3, 1)
     assert (read[2].compared, read[2].agreed) == (4, 3)
-    assert sum(read[2].buckets) == 2
+    assert sum(read[2].buckets) == 1  # the live answer; the mirrored run is not timed
 
 
 def test_windows_subtract_and_replicas_add():

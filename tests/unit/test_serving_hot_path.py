@@ -108,7 +108,8 @@ def test_one_slow_call_does_not_take_a_fast_model_off_the_inline_path():
         nonlocal calls
         calls += 1
         if calls == 2:
-            time.sleep(0.01)  # the OS preempted it, say
+            # The OS preempted it, say: long on the clock, no work. (A sleep is exactly that.)
+            time.sleep(0.01)
         return rows
 
     async def scenario() -> MicroBatcher:
@@ -122,7 +123,9 @@ def test_one_slow_call_does_not_take_a_fast_model_off_the_inline_path():
 
 def test_a_slow_model_leaves_the_event_loop_at_once():
     def slow(rows: np.ndarray) -> np.ndarray:
-        time.sleep(0.002)
+        deadline = time.thread_time() + 0.002
+        while time.thread_time() < deadline:  # CPU work, as a model does
+            pass
         return rows
 
     async def scenario() -> MicroBatcher:
@@ -156,3 +159,23 @@ def test_prediction_log_keeps_every_row_in_order_across_chunks():
     versions = frame["model_version"].tolist()
     assert versions[:4] == [1, 2, 1, 2] and set(versions[500:1200]) == {3}
     assert frame["prediction"].tolist()[:12] == [i % 10 for i in range(12)]
+
+
+def test_a_preempted_first_call_does_not_take_a_fast_model_off_the_inline_path():
+    calls = 0
+
+    def first_preempted(rows: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            time.sleep(0.01)  # long on the clock, no work: what a busy machine does
+        return rows
+
+    async def scenario() -> MicroBatcher:
+        batcher = MicroBatcher(first_preempted)
+        for _ in range(5):
+            await batcher.predict(np.ones((1, 2), dtype=np.float32))
+        return batcher
+
+    batcher = asyncio.run(scenario())
+    assert batcher.worker is None and batcher.batches == 5

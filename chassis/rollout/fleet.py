@@ -1,0 +1,132 @@
+"""The gateway replicas a rollout drives: commit a split to all of them, read all counters.
+
+A split is committed once, as the registry's rollout record (compare-and-set on its
+generation); each replica is then told to sync and polled until it reports that
+generation. Counters are read from every replica's /metrics: each replica's window is
+taken on its own (one that restarted mid-step restarts its counters, its reading is then
+all it did since) and the windows are added.
+"""
+
+import socket
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from chassis import registry
+from chassis.errors import ChassisError
+from chassis.rollout.counts import ModelCounts, add_models, from_exposition, window
+from chassis.rollout.record import RolloutRecord
+from chassis.serving.client import GatewayClient, GatewayError
+
+
+class FleetError(ChassisError):
+    """The replicas did not all reach a committed split in time, or none were given."""
+
+
+def resolve_replicas(specs: Sequence[str]) -> list[str]:
+    """Gateway URLs from URLs and `dns:HOST:PORT` names (every address the name resolves
+    to, as a Kubernetes headless Service gives one per ready pod)."""
+    urls: list[str] = []
+    for spec in specs:
+        if spec.startswith("dns:"):
+            host, _, port = spec.removeprefix("dns:").rpartition(":")
+            if not host or not port.isdigit():
+                raise FleetError(f"replica {spec!r}: expected dns:HOST:PORT")
+            try:
+                found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except OSError as error:
+                raise FleetError(f"replica {spec!r}: {host} does not resolve ({error})") from None
+            addresses = sorted({str(info[4][0]) for info in found})
+            if not addresses:
+                raise FleetError(f"replica {spec!r}: {host} resolved to no address")
+            urls += [
+                f"http://[{a}]:{port}" if ":" in a else f"http://{a}:{port}" for a in addresses
+            ]
+        else:
+            parts = urlsplit(spec)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise FleetError(f"replica {spec!r}: expected a URL like http://host:8000")
+            urls.append(spec.rstrip("/"))
+    if not urls:
+        raise FleetError("no gateway replicas: give at least one URL or dns:HOST:PORT")
+    return list(dict.fromkeys(urls))
+
+
+class Fleet:
+    """Every replica serving one model, and the model's rollout record."""
+
+    def __init__(
+        self,
+        clients: Sequence[GatewayClient],
+        model: str,
+        sync_seconds: float = 30.0,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        if not clients:
+            raise FleetError("no gateway replicas to drive")
+        self.clients = list(clients)
+        self.model = model
+        self.sync_seconds = sync_seconds
+        self.retry_seconds = retry_seconds
+        record = registry.read_rollout_record(model)
+        self.generation = record.generation if record else 0
+
+    # ---- committing a split ----------------------------------------------------------
+
+    def commit(self, split: RolloutRecord, actor: str) -> RolloutRecord:
+        """Write `split` as the next generation, then wait until every replica serves it."""
+        record = registry.write_rollout_record(self.model, split, self.generation, actor)
+        self.generation = record.generation
+        self.wait_for(record.generation)
+        return record
+
+    def wait_for(self, generation: int) -> None:
+        deadline = time.monotonic() + self.sync_seconds
+        pending = {client.base_url: client for client in self.clients}
+        last: dict[str, str] = {}
+        while pending:
+            for url, client in list(pending.items()):
+                try:
+                    served = int(client.sync(self.model).get("generation", -1))
+                except GatewayError as error:
+                    last[url] = str(error)
+                    continue
+                if served >= generation:
+                    del pending[url]
+                else:
+                    last[url] = f"serves generation {served}"
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                lagging = "; ".join(f"{url}: {last.get(url, '?')}" for url in pending)
+                raise FleetError(
+                    f"after {self.sync_seconds:g} s, {len(pending)} of {len(self.clients)} "
+                    f"replica(s) do not serve generation {generation} of {self.model}'s "
+                    f"rollout record ({lagging})"
+                )
+            time.sleep(0.2)
+
+    # ---- reading counters --------------------------------------------------------------
+
+    def read(self) -> list[ModelCounts]:
+        """One reading per replica. A replica that does not answer is retried for
+        `retry_seconds` (a restarting replica comes back at the committed split)."""
+        return [self._read_one(client) for client in self.clients]
+
+    def _read_one(self, client: GatewayClient) -> ModelCounts:
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                return from_exposition(client.metrics(), self.model)
+            except GatewayError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    @staticmethod
+    def window(now: list[ModelCounts], start: list[ModelCounts]) -> ModelCounts:
+        return add_models(window(n, s) for n, s in zip(now, start, strict=True))
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()

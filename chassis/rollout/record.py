@@ -1,0 +1,76 @@
+"""The rollout record: the one committed split of a model that every gateway replica follows.
+
+Stored once, on the registered model in the registry (the source of truth for versions),
+written under the registry's lock with compare-and-set on `generation`. A replica serves
+the split of the highest generation it has read; the rollout flow advances only when every
+replica reports the generation it wrote. Pure: serialisation and checks only.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from chassis.errors import ChassisError
+
+SCHEMA = 1  # what this Chassis writes and the newest it reads
+MODES = ("stable", "shadow", "canary", "blue-green")
+
+
+class RecordError(ChassisError):
+    """A rollout record that cannot be read or applied (newer schema, bad values)."""
+
+
+class RecordConflict(RecordError):  # noqa: N818 (reads as what happened)
+    """Another writer committed a generation after this one read the record."""
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    generation: int
+    mode: str = "stable"
+    stable_version: int | None = None  # None in stable mode: the champion alias decides
+    candidate_version: int | None = None
+    percent: float = 0.0
+    mirror_percent: float = 0.0
+    warm_version: int | None = None  # blue-green: the old color, kept and compared
+    written_at: str = ""
+    written_by: str = ""
+    schema: int = SCHEMA
+
+    def validate(self) -> "RolloutRecord":
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"unknown mode {self.mode!r} (one of {', '.join(MODES)})")
+        if self.mode != "stable" and self.candidate_version is None:
+            problems.append(f"mode {self.mode!r} needs a candidate version")
+        if not 0 <= self.percent <= 100 or not 0 <= self.mirror_percent <= 100:
+            problems.append("percent and mirror_percent must be in [0, 100]")
+        if self.generation < 0:
+            problems.append(f"generation must be >= 0, got {self.generation}")
+        if problems:
+            raise RecordError("invalid rollout record: " + "; ".join(problems))
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, model: str, text: str) -> "RolloutRecord":
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except ValueError as error:
+            raise RecordError(f"the rollout record of {model} is not JSON: {error}") from None
+        schema = data.get("schema")
+        if not isinstance(schema, int):
+            raise RecordError(f"the rollout record of {model} has no schema number")
+        if schema > SCHEMA:
+            raise RecordError(
+                f"the rollout record of {model} was written by a newer Chassis (record schema "
+                f"{schema}; this one reads up to {SCHEMA}): upgrade Chassis on this machine "
+                "and every replica; nothing was changed"
+            )
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known).validate()
+        except TypeError as error:
+            raise RecordError(f"the rollout record of {model} is malformed: {error}") from None
