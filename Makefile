@@ -64,3 +64,7 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
 	$(BIN)/python benchmarks/drift.py
+
+.PHONY: bench-rollout
+bench-rollout: $(STAMP) ## Rollout decisions: A/A false rollbacks and detection, statistics vs the old rule, with a CPU hog (see BENCHMARKS.md)
+	$(BIN)/python benchmarks/rollout_decisions.py --output rollout_decisions.json

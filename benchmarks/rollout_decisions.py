@@ -377,6 +377,7 @@ def summarize(decisions: list[Decision]) -> dict:
     caught = [d for d in decisions if d.rolled_back]
     return {
         "rolled_back": len(caught),
+        "paused": sum(d.why.startswith("still inconclusive") for d in decisions),
         "of": len(decisions),
         "rate": len(caught) / len(decisions),
         "median_requests": median(d.requests for d in caught) if caught else None,

@@ -274,3 +274,37 @@ def test_a_retired_challenger_needs_the_override_to_be_rolled_out_again(two_vers
     assert outcome.promoted
     override = [r for r in registry.history(MODEL) if r.action == "set-challenger"][-1]
     assert "override allow_retired" in override.reason and "override" in override.evidence
+
+
+def test_a_candidate_failing_five_percent_of_requests_is_rolled_back(chassis_home):
+    import threading
+
+    from chassis.traffic import replay
+    from tests.fixtures import specs
+
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+    release(
+        spec="tests.fixtures.specs:fails_on_outliers", rollout_strategy="none", compression="off"
+    )
+    assert registry.version_tags(MODEL, 2)["chassis.gates"] == "passed"  # nothing offline saw it
+    rows = specs.blob_traffic(seed=4)
+    rows[::20, 0] = 1e6  # 5 % of requests carry an outlier that only v2 fails on
+    gateway = GatewayProcess(chassis_home)
+    gateway.start()
+    stop = threading.Event()
+    users = threading.Thread(
+        target=replay,
+        args=(gateway.url, MODEL, rows),
+        kwargs={"max_requests": 10**7, "max_seconds": 300, "concurrency": 4, "stop": stop},
+    )
+    users.start()
+    try:
+        with pytest.raises(RolloutFailed, match="failed at shadow: error rate"):
+            rollout(model_name=MODEL, version=2, policy=FAST, gateway_url=gateway.url)
+        status = GatewayClient(gateway.url, ChassisSettings().admin_token()).status(MODEL)
+        assert status["stats"]["1"]["errors"] == 0
+    finally:
+        stop.set()
+        users.join(timeout=30)
+        gateway.stop()
+    assert registry.current_aliases(MODEL) == {"champion": 1}
