@@ -47,8 +47,9 @@ class GateConfig:
     parity_tolerance: float = 1e-4
     latency_p99_ms_budget: float | None = 50.0
     # Latency against the champion, not only against the absolute budget: a version 300x
-    # slower than the champion but under 50 ms would otherwise pass. The candidate's p99 at
-    # batch 1 must be at most `max_latency_ratio_vs_champion` x the champion's p99 plus
+    # slower than the champion but under 50 ms would otherwise pass. The candidate's batch-1
+    # cost (median CPU time of a call, see `latency_vs_champion`; wall p99 when not measured)
+    # must be at most `max_latency_ratio_vs_champion` x the champion's plus
     # `latency_slack_ms_vs_champion`. 1.5x lets a compressed or retrained model of the same
     # size class vary a little (and the A/A case, identical bytes, passes by a wide margin)
     # while any real regression of 2x or more fails. The slack is absolute because p99s of
@@ -100,6 +101,8 @@ class Measurements:
     latency_p99_ms: float
     size_bytes: int
     parity_max_abs_diff: float | None
+    # Median CPU time of one batch-1 call on the measuring thread (None: not measured).
+    model_cpu_p50_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -289,16 +292,32 @@ def evaluate_gates(
 def latency_vs_champion(
     candidate: Measurements, champion: Measurements | None, ratio: float, slack: float
 ) -> GateResult:
-    """p99 at batch 1 against the champion's: ratio x champion's p99 + slack (see GateConfig)."""
-    gate = "latency p99 vs champion"
+    """Batch-1 cost against the champion's: ratio x champion's + slack (see GateConfig).
+
+    The two versions are measured one after the other, minutes apart on a busy machine;
+    wall-clock p99s then compare the load of two moments (a healthy retrain of the same
+    MLP measured 2.97 ms against its champion's 0.019 ms with CI and a CPU hog running).
+    So the comparison uses the median CPU time of a call, which preemption does not
+    inflate, when both were measured; otherwise the wall p99s."""
     if champion is None or champion.version == candidate.version:
-        return GateResult(gate, True, "no other champion", "-", True)
-    limit = ratio * champion.latency_p99_ms + slack
-    observed = candidate.latency_p99_ms
-    times = observed / champion.latency_p99_ms if champion.latency_p99_ms > 0 else math.inf
+        return GateResult("latency vs champion", True, "no other champion", "-", True)
+    if candidate.model_cpu_p50_ms is not None and champion.model_cpu_p50_ms is not None:
+        gate, observed, reference = (
+            "model CPU p50 vs champion",
+            candidate.model_cpu_p50_ms,
+            champion.model_cpu_p50_ms,
+        )
+    else:
+        gate, observed, reference = (
+            "latency p99 vs champion",
+            candidate.latency_p99_ms,
+            champion.latency_p99_ms,
+        )
+    limit = ratio * reference + slack
+    times = observed / reference if reference > 0 else math.inf
     return GateResult(
         f"{gate} v{champion.version}",
         observed <= limit,
-        f"{observed:.3f} ms vs {champion.latency_p99_ms:.3f} ms ({times:.1f}x)",
+        f"{observed:.3f} ms vs {reference:.3f} ms ({times:.1f}x)",
         f"<= {ratio:g}x + {slack:g} ms = {limit:.3f} ms",
     )

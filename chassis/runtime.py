@@ -65,6 +65,29 @@ def timed_runs_ms(
     return timings * 1000.0
 
 
+def model_cpu_ms(
+    session: "onnxruntime.InferenceSession",
+    batch: np.ndarray,
+    *,
+    warmup: int = 20,
+    repeats: int = 200,
+) -> float:
+    """Median CPU milliseconds of one call on this thread: what the model costs, whatever
+    else the machine runs (a preempted call is long on the clock, not in CPU time), so two
+    versions measured minutes apart on a busy machine still compare."""
+    import time
+
+    feeds = {session.get_inputs()[0].name: batch}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    timings = np.empty(repeats)
+    for i in range(repeats):
+        started = time.thread_time()
+        session.run(None, feeds)
+        timings[i] = time.thread_time() - started
+    return float(np.median(timings)) * 1000.0
+
+
 def time_runs_ms(
     session: "onnxruntime.InferenceSession",
     feeds: dict[str, np.ndarray],

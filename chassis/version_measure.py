@@ -9,7 +9,7 @@ from chassis.data import class_count, features, labels
 from chassis.evaluation import classification_report
 from chassis.gates import Measurements
 from chassis.modelspec import Dataset
-from chassis.runtime import create_session, measure_latency_ms, run_batches
+from chassis.runtime import create_session, measure_latency_ms, model_cpu_ms, run_batches
 from chassis.training import predict_logits
 
 
@@ -38,6 +38,7 @@ def measure_classifier(
         metrics={"accuracy": report.accuracy, "macro_f1": report.macro_f1},
         per_class_recall=report.per_class_recall,
         latency_p99_ms=latency["p99"],
+        model_cpu_p50_ms=model_cpu_ms(session, x[:1]),
         size_bytes=onnx_path.stat().st_size,
         parity_max_abs_diff=parity,
     )

@@ -141,6 +141,9 @@ def rollout(
             [GatewayClient(url, settings.admin_token()) for url in urls],
             model_name,
             sync_seconds=rollout_policy.sync_seconds,
+            # A replica restarting comes back at the committed split within this; longer,
+            # the step cannot be judged on the whole fleet and the rollout pauses.
+            retry_seconds=max(60.0, rollout_policy.sync_seconds),
         )
         stack.callback(fleet.close)
         # Only now, with every replica known to serve the champion, does an alias move.
@@ -177,7 +180,7 @@ def rollout(
                 analyses = canary(fleet, version, champion, rollout_policy, who)
         except FleetError as error:
             # The replicas, not the candidate, failed: back to the champion, challenger kept.
-            fleet.commit(RolloutRecord(generation=0), who)
+            warn_if_lagging(fleet.back_to_champion(who))
             raise RolloutPaused(
                 f"{model_name} v{version}: {error}. Traffic is back on v{champion}; "
                 f"v{version} keeps its challenger alias: run the rollout again"
@@ -185,7 +188,7 @@ def rollout(
         last = analyses[-1]
         if last.verdict != "pass":
             failure = last
-            fleet.commit(RolloutRecord(generation=0), who)  # candidate traffic to 0 first
+            warn_if_lagging(fleet.back_to_champion(who))  # candidate traffic to 0 first
         else:
             # Registry first (compare-and-set), then the replicas: each serves the champion
             # alias once the record says "stable".
@@ -199,11 +202,11 @@ def rollout(
                     evidence=evidence,
                 )
             except ChassisError:
-                fleet.commit(RolloutRecord(generation=0), who)  # serve what the registry says
+                warn_if_lagging(fleet.back_to_champion(who))  # serve what the registry says
                 raise
             # Blue-green keeps the old color warm (not compared) for an instant rollback.
             warm = champion if strategy == "blue-green" else None
-            fleet.commit(RolloutRecord(generation=0, warm_version=warm), who)
+            warn_if_lagging(fleet.back_to_champion(who, warm_version=warm))
 
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
@@ -239,6 +242,13 @@ def rollout(
         steps=table,
         traffic={str(k): v for k, v in traffic.items()},
     )
+
+
+def warn_if_lagging(problem: str | None) -> None:
+    if problem:
+        get_run_logger().warning(
+            "the champion alone is committed; %s (they serve it when they are back)", problem
+        )
 
 
 def canary(

@@ -80,6 +80,16 @@ class Fleet:
         self.wait_for(record.generation)
         return record
 
+    def back_to_champion(self, actor: str, warm_version: int | None = None) -> str | None:
+        """Commit the champion alone (optionally with a warm old color). The record is what
+        counts: replicas that cannot be reached now serve it when they come back (they read
+        it at start), so a lagging replica is reported (the returned text), not raised."""
+        try:
+            self.commit(RolloutRecord(generation=0, warm_version=warm_version), actor)
+        except FleetError as error:
+            return str(error)
+        return None
+
     def wait_for(self, generation: int) -> None:
         deadline = time.monotonic() + self.sync_seconds
         pending = {client.base_url: client for client in self.clients}
@@ -118,9 +128,12 @@ class Fleet:
         while True:
             try:
                 return from_exposition(client.metrics(), self.model)
-            except GatewayError:
+            except GatewayError as error:
                 if time.monotonic() >= deadline:
-                    raise
+                    raise FleetError(
+                        f"replica {client.base_url} did not answer for "
+                        f"{self.retry_seconds:g} s: {error}"
+                    ) from error
                 time.sleep(0.5)
 
     @staticmethod

@@ -187,6 +187,9 @@ def policy_from(values: dict[str, object]) -> RolloutPolicy:
         return RolloutPolicy.model_validate(values)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in error.errors()
+            # Cross-field messages name their fields themselves; others get the field's name.
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in error.errors()
         )
         raise RolloutPolicyError(f"invalid rollout policy: {problems}") from None

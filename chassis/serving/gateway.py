@@ -379,6 +379,7 @@ class Gateway:
             warm_version=state.stable_version,
             warm_until=time.time() + self.config.keep_warm_seconds,
             generation=state.generation,
+            follows_champion=False,
         )
         try:
             new_state.validate()
@@ -467,6 +468,7 @@ class Gateway:
             warm_version=warm,
             warm_until=time.time() + self.config.keep_warm_seconds if warm else 0.0,
             generation=record.generation,
+            follows_champion=record.mode == "stable" and record.stable_version is None,
         ).validate()
         model.versions.update(loaded)
         save_state(self.config.state_dir, new_state)
@@ -492,8 +494,8 @@ class Gateway:
         """
         model = self.model(name)
         self._expire_warm(model)
-        if model.state.mode != "stable" or model.state.warm_version is not None:
-            return False  # a rollout (or a blue-green switch's warm window) is in flight
+        if model.state.mode != "stable" or not model.state.follows_champion:
+            return False  # a rollout (or a blue-green switch's live window) is in flight
         champion = registry.version_for_alias(name, "champion")
         if champion is None or champion == model.state.stable_version:
             return False
@@ -504,6 +506,7 @@ class Gateway:
         )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
+        self._unload_unused(model)
         return True
 
     def follow_champions(self) -> list[str]:
@@ -525,6 +528,7 @@ class Gateway:
     def _expire_warm(self, model: ServedModel) -> None:
         if model.state.warm_version is not None and time.time() > model.state.warm_until:
             model.state.warm_version = None
+            model.state.follows_champion = True
             self._unload_unused(model)
 
     def _unload_unused(self, model: ServedModel) -> None:

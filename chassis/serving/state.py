@@ -37,6 +37,10 @@ class RolloutState:
     warm_until: float = 0.0
     # The rollout record's generation this state came from (0: none read yet).
     generation: int = 0
+    # Stable mode that defers to the champion alias (moved by hand or `chassis rollback`).
+    # False while a split names its stable version itself (a blue-green switch's live
+    # window, before the registry has promoted the new color).
+    follows_champion: bool = True
     history: list[dict[str, object]] = field(default_factory=list)
 
     def validate(self) -> "RolloutState":

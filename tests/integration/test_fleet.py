@@ -210,3 +210,49 @@ def test_a_rolling_restart_under_load_loses_no_request(fleet):
     sent = sum(statuses.values())
     assert sent > 500
     assert statuses == {200: sent}, statuses
+
+
+def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
+    from flows.rollout import RolloutPaused
+
+    result: dict[str, object] = {}
+    patient = POLICY.model_copy(
+        update={"min_requests": 6000, "step_seconds": 60, "sync_seconds": 5.0}
+    )
+
+    def run() -> None:
+        try:
+            rollout(
+                model_name=MODEL,
+                version=2,
+                policy=patient,
+                drive_traffic="always",
+                gateway_url=fleet.proxy.url,
+                replicas=[replica.url for replica in fleet.replicas],
+            )
+        except Exception as error:  # reported by the assertions below
+            result["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the first canary step is committed
+        record = registry.read_rollout_record(MODEL)
+        if record is not None and record.mode == "canary":
+            break
+        time.sleep(0.2)
+    lost = fleet.replicas[2]
+    assert lost.process is not None
+    lost.process.send_signal(signal.SIGKILL)
+    lost.process.wait(timeout=10)
+    thread.join(timeout=300)
+    assert isinstance(result.get("error"), RolloutPaused), result
+    assert lost.url in str(result["error"])
+    record = registry.read_rollout_record(MODEL)
+    assert record is not None and record.mode == "stable"
+    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    for replica in fleet.replicas[:2]:
+        state = fleet.client(replica).status(MODEL)["state"]
+        assert (state["stable_version"], state["candidate_version"]) == (1, None)
+    lost.start()  # back: it reads the record, not the split it died with
+    assert fleet.client(lost).status(MODEL)["state"]["candidate_version"] is None

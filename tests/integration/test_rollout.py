@@ -116,7 +116,7 @@ def test_without_shadow_a_disagreeing_candidate_is_caught_on_mirrored_canary_tra
 @pytest.fixture
 def slow_challenger(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0, compression="off")
-    with pytest.raises(GatesFailed, match="latency p99 vs champion"):
+    with pytest.raises(GatesFailed, match="model CPU p50 vs champion"):
         release(spec="tests.fixtures.specs:slow", rollout_strategy="none", compression="off")
     # Correct answers, many times slower: the offline gates stop it; had it slipped past
     # them, the live analysis must stop it on its own.
@@ -308,3 +308,28 @@ def test_a_candidate_failing_five_percent_of_requests_is_rolled_back(chassis_hom
         users.join(timeout=30)
         gateway.stop()
     assert registry.current_aliases(MODEL) == {"champion": 1}
+
+
+def test_after_a_blue_green_promotion_a_rollback_is_followed_at_once(two_versions):
+    gateway = GatewayProcess(two_versions)  # follows the registry every second
+    gateway.start()
+    try:
+        outcome = rollout(
+            model_name=MODEL,
+            version=2,
+            strategy="blue-green",
+            policy=FAST,
+            drive_traffic="always",
+            gateway_url=gateway.url,
+        )
+        assert outcome.promoted
+        client = GatewayClient(gateway.url, ChassisSettings().admin_token())
+        state = client.status(MODEL)["state"]
+        assert (state["stable_version"], state["warm_version"]) == (2, 1)  # old color warm
+        registry.rollback(MODEL, actor="test", reason="bad news from users")
+        deadline = time.monotonic() + 30
+        while client.status(MODEL)["state"]["stable_version"] != 1:
+            assert time.monotonic() < deadline, "the gateway did not follow the rollback"
+            time.sleep(0.2)
+    finally:
+        gateway.stop()

@@ -166,3 +166,21 @@ def test_flow_gate_settings_carry_the_latency_ratio_and_refuse_bad_values():
         GateSettings(max_latency_ratio_vs_champion=0.5)
     with pytest.raises(ValidationError, match="latency_slack_ms_vs_champion"):
         GateSettings(latency_slack_ms_vs_champion=-1)
+
+
+def test_the_champion_comparison_uses_model_cpu_time_when_both_were_measured():
+    from dataclasses import replace
+
+    from chassis.gates import latency_vs_champion
+
+    champion = replace(measured(1, 0.95, p99=0.019), model_cpu_p50_ms=0.010)
+    # A busy machine: the candidate's wall p99 caught preemptions, its CPU cost did not.
+    same_model = replace(measured(2, 0.95, p99=2.97), model_cpu_p50_ms=0.011)
+    result = latency_vs_champion(same_model, champion, 1.5, 0.05)
+    assert result.passed and result.gate == "model CPU p50 vs champion v1"
+    slower = replace(measured(3, 0.95, p99=0.05), model_cpu_p50_ms=0.5)
+    assert not latency_vs_champion(slower, champion, 1.5, 0.05).passed
+    # Without CPU figures (older measurements), the wall p99s are compared.
+    assert latency_vs_champion(measured(4, 0.95, p99=2.97), champion, 1.5, 1.0).gate == (
+        "latency p99 vs champion v1"
+    )
