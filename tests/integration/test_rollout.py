@@ -333,3 +333,24 @@ def test_after_a_blue_green_promotion_a_rollback_is_followed_at_once(two_version
             time.sleep(0.2)
     finally:
         gateway.stop()
+
+
+def test_a_gateway_that_serves_other_models_is_never_driven(two_versions, monkeypatch):
+    release(spec="tests.fixtures.specs:other", seed=0, compression="off")
+    users_gateway = GatewayProcess(two_versions, models=("test-other",))
+    users_gateway.start()
+    try:
+        before = registry.current_aliases(MODEL)
+        # Named explicitly: refused before anything moves.
+        with pytest.raises(ChassisError, match=r"cannot roll out test-blobs: .*404"):
+            rollout(model_name=MODEL, version=2, policy=FAST, gateway_url=users_gateway.url)
+        assert registry.current_aliases(MODEL) == before
+        assert registry.read_rollout_record(MODEL) is None
+        # Configured as the default gateway: the run starts a gateway of its own instead.
+        monkeypatch.setenv("CHASSIS_GATEWAY_URL", users_gateway.url)
+        outcome = rollout(model_name=MODEL, version=2, policy=FAST)
+        assert outcome.promoted and set(outcome.traffic) == {"200"}
+        status = GatewayClient(users_gateway.url, ChassisSettings().admin_token())
+        assert status.status("test-other")["state"]["stable_version"] == 1  # untouched
+    finally:
+        users_gateway.stop()
