@@ -54,7 +54,9 @@ def fleet(chassis_home, tmp_path) -> Iterator[Fleet]:
         for i in range(3)
     ]
     for replica in replicas:
-        replica.start()
+        replica.launch()
+    for replica in replicas:
+        replica.wait_ready()
     proxy = HAProxy(tmp_path, [replica.url for replica in replicas]).start()
     yield Fleet(replicas, proxy)
     proxy.stop()
