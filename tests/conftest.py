@@ -45,6 +45,16 @@ def chassis_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield home
 
 
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One real temporary Prefect API server for the whole session (integration and fault
+    tests share it: a fresh server takes ~20 s on a 2-core machine)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The session's temporary HOME and state go away with it."""
     import shutil

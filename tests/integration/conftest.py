@@ -1,17 +1,11 @@
-"""One Prefect test harness (a real temporary Prefect API server) for the whole session."""
-
-from collections.abc import Iterator
+"""Integration tests run flows against the session's Prefect test harness."""
 
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    # A fresh server takes ~20 s on a 2-core machine; start it once.
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+def _prefect(prefect_api: None) -> None:
+    """Every integration test runs against the session's Prefect API."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
