@@ -1,6 +1,7 @@
 """The one module that writes MLflow runs: experiments, params, metrics, datasets, models.
 
-The model registry (versions, aliases) is `chassis.registry`'s alone.
+The model registry (versions, aliases) is `chassis.registry`'s alone. Links to Prefect
+flow runs for audit records are built here too (`flow_run_url`).
 """
 
 import logging
@@ -275,3 +276,25 @@ def log_monitoring_run(
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(html), "drift")
     return f"{run.info.artifact_uri.rstrip('/')}/drift/{html.name}"
+
+
+def prefect_ui_url(settings: ChassisSettings) -> str:
+    """The UI of the Prefect server this process talks to, for links in audit records and
+    artifacts: PREFECT_UI_URL if set, else PREFECT_API_URL without `/api` (Prefect's own
+    inference). Only with no API URL configured (an ephemeral server that is gone when the
+    run ends) does it fall back to Chassis's `chassis ui` address."""
+    # Imported here: the core modules stay importable without loading Prefect.
+    from prefect.settings import get_current_settings
+
+    current = get_current_settings()
+    if current.ui_url:
+        return current.ui_url.rstrip("/")
+    api = str(current.api.url or "").rstrip("/")
+    if api:
+        return api.removesuffix("/api")
+    return settings.prefect_ui_url()
+
+
+def flow_run_url(settings: ChassisSettings, run_id: object) -> str:
+    """The link to a flow run on the Prefect server in effect (see `prefect_ui_url`)."""
+    return f"{prefect_ui_url(settings)}/runs/flow-run/{run_id}"

@@ -98,7 +98,7 @@ class AliasOutcome(BaseModel):
 
 
 def run_url(settings: ChassisSettings) -> str:
-    return f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+    return tracking.flow_run_url(settings, flow_run.id)
 
 
 def alias_outcome(change: registry.AliasChange) -> AliasOutcome:

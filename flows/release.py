@@ -84,7 +84,7 @@ def release(
     registered, gated or rolled out, and no alias moved.
     """
     settings = ChassisSettings()
-    run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+    run_url = tracking.flow_run_url(settings, flow_run.id)
     training = train(
         spec=spec,
         epochs=epochs,

@@ -117,7 +117,7 @@ def rollout(
             f"{model_name} {retired.describe()}; roll it out again only with allow_retired "
             "(chassis rollout --allow-retired); nothing was changed"
         )
-    run_url = f"{settings.prefect_ui_url()}/runs/flow-run/{flow_run.id}"
+    run_url = tracking.flow_run_url(settings, flow_run.id)
     evidence = {
         "flow_run": run_url,
         "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
