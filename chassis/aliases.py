@@ -256,3 +256,121 @@ def plan_rollback(current: dict[str, int], trail: Sequence[AuditEntry] = ()) -> 
         PREVIOUS: fallback_previous(trail, (previous, champion), barred),
     }
     return Plan(ROLLBACK, _moves(current, target))
+
+
+# --------------------------------------------------------------------------------------
+# Intents and recovery: what a crash in the middle of a plan leaves, and how it is resolved.
+# --------------------------------------------------------------------------------------
+
+COMPLETED = "completed"  # the audit record was written: the change stands
+UNDONE = "undone"  # no audit record: the aliases go back to where they were
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A plan about to be applied, written before the first alias moves (under the lock).
+
+    `token` is the registry-lock token of the writer; the audit record of the change carries
+    the same token, which is how a reader tells a finished change from an interrupted one.
+    """
+
+    token: str
+    action: str
+    moves: tuple[AliasMove, ...]
+    actor: str
+    reason: str
+    evidence: dict[str, str]
+    at: str
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(
+            {
+                "token": self.token,
+                "action": self.action,
+                "moves": [move.to_dict() for move in self.moves],
+                "actor": self.actor,
+                "reason": self.reason,
+                "evidence": self.evidence,
+                "at": self.at,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Intent":
+        import json
+
+        try:
+            data = json.loads(text)
+            moves = tuple(AliasMove(m["alias"], m["from"], m["to"]) for m in data["moves"])
+            return cls(
+                token=str(data["token"]),
+                action=str(data["action"]),
+                moves=moves,
+                actor=str(data["actor"]),
+                reason=str(data["reason"]),
+                evidence=dict(data["evidence"]),
+                at=str(data["at"]),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise RegistryError(
+                f"unreadable alias intent ({type(error).__name__}: {error}): {text[:200]!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How an interrupted change is resolved: its outcome, the alias moves that resolve it,
+    and aliases found at neither their `before` nor their `after` value (moved by someone
+    else since the crash), which recovery leaves as they are."""
+
+    intent: Intent
+    outcome: str  # COMPLETED or UNDONE
+    moves: tuple[AliasMove, ...]
+    left_alone: tuple[str, ...]
+
+    def describe(self) -> str:
+        what = (
+            "had written its audit record: it stands"
+            if self.outcome == COMPLETED
+            else "had not written its audit record: undone, aliases restored"
+        )
+        text = f"interrupted {self.intent.action} by {self.intent.actor} at {self.intent.at} {what}"
+        if self.left_alone:
+            text += f" (left as found, moved since: {', '.join(self.left_alone)})"
+        return text
+
+
+def plan_recovery(intent: Intent, current: Mapping[str, int], committed: bool) -> Recovery:
+    """Resolve an intent left by a crashed alias change. The rule is deterministic:
+
+    - its audit record exists (`committed`): the change is complete, every move was made
+      before the record was written; nothing moves, the intent is simply cleared;
+    - otherwise it is undone: each alias the change moved goes back to its `before` value.
+
+    Why undo rather than finish: the command that wrote the intent died without reporting
+    success, so whoever gave it sees a failure and will give it again. Undone, the repeated
+    command does what was asked once; finished, a repeated `rollback` would roll back twice
+    and reinstate an older version nobody chose. The audit record is the commit point, as a
+    database's commit record is: a change exists if and only if its record does, so the trail
+    and the aliases never disagree. Undo needs nothing re-verified (the `before` state was
+    serving), whereas finishing hours later would move aliases on checks made back then.
+
+    An alias at neither its `before` nor its `after` value was moved by someone else after
+    the crash (the lock had expired): that later, deliberate move is left as it is.
+    """
+    if committed:
+        return Recovery(intent, COMPLETED, (), ())
+    moves: list[AliasMove] = []
+    left_alone: list[str] = []
+    for move in reversed(intent.moves):
+        found = current.get(move.alias)
+        if found == move.before:
+            continue  # never moved, or already restored
+        if found == move.after:
+            moves.append(AliasMove(move.alias, found, move.before))
+        else:
+            left_alone.append(f"{move.alias} at {'none' if found is None else f'v{found}'}")
+    return Recovery(intent, UNDONE, tuple(moves), tuple(left_alone))

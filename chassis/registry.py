@@ -5,15 +5,18 @@ lineage tags, so a version never exists without its sha256 and lineage. If anyth
 after the version was created, the version is deleted again: no half-registered versions.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chassis.digests import sha256_file
 from chassis.errors import IntegrityError, RegistryError
+from chassis.failpoints import failpoint
 
 if TYPE_CHECKING:
-    from chassis.aliases import Disqualification
+    from chassis.aliases import Disqualification, Intent, Plan, Recovery
     from chassis.rollout.record import RolloutRecord
 
 # Lineage and integrity tags every Chassis version carries.
@@ -197,15 +200,46 @@ def fetch_version(name: str, version: int, destination: Path) -> VersionFiles:
 
 
 # --------------------------------------------------------------------------------------
-# Aliases: the only place they move. Every move is compare-and-set under a registry lock,
-# is undone if anything fails midway, and leaves an audit record on the registered model.
+# Aliases: the only place they move. Every move is compare-and-set under a registry lock.
+# Before the first alias moves, the plan is written as an intent (a model tag); the audit
+# record is the commit point; the intent is cleared last. A crash anywhere in between leaves
+# the intent, and whoever takes the lock next resolves it (see aliases.plan_recovery).
 # --------------------------------------------------------------------------------------
 
 TAG_GATES = "chassis.gates"  # "passed" or "failed", set with the gate report
 TAG_GATE_REPORT = "chassis.gate_report"  # where the report is stored
 AUDIT_TAG_PREFIX = "chassis.audit."
+TAG_INTENT = "chassis.intent"  # the alias change in progress (JSON, see aliases.Intent)
+TAG_LAST_RECOVERY = "chassis.last_recovery"  # how the last interrupted change was resolved
 LOCK_SUFFIX = ".chassis-lock"
-LOCK_TTL_SECONDS = 120.0
+# A lock is held for a handful of registry calls (well under a second on SQLite, a few
+# seconds behind a remote server): 30 s is ample, and it is renewed when the intent is
+# written, so the moves that follow always have a full TTL. A crashed holder blocks alias
+# changes for at most this long. CHASSIS_LOCK_TTL_SECONDS overrides it (tests use seconds).
+LOCK_TTL_SECONDS = 30.0
+# A waiter breaks a lock only this long after its recorded expiry (clock skew between hosts)
+# and waits at least that long, so it always outwaits a lock whose holder died.
+LOCK_MARGIN_SECONDS = 5.0
+LOCK_TTL_MAX_SECONDS = 3600.0
+
+
+def lock_ttl_seconds() -> float:
+    """The lock lifetime this process writes (CHASSIS_LOCK_TTL_SECONDS, default 30 s)."""
+    import os
+
+    text = os.environ.get("CHASSIS_LOCK_TTL_SECONDS", "").strip()
+    if not text:
+        return LOCK_TTL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= LOCK_TTL_MAX_SECONDS:
+        raise RegistryError(
+            f"CHASSIS_LOCK_TTL_SECONDS must be a number of seconds in (0, "
+            f"{LOCK_TTL_MAX_SECONDS:.0f}], got {text!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -217,6 +251,7 @@ class AuditRecord:
     moves: list[dict[str, int | None]]
     reason: str
     evidence: dict[str, str]
+    intent: str = ""  # token of the intent this record commits (empty before intents existed)
 
     def to_json(self) -> str:
         import json
@@ -229,6 +264,7 @@ class AuditRecord:
                 "moves": self.moves,
                 "reason": self.reason,
                 "evidence": self.evidence,
+                "intent": self.intent,
             },
             separators=(",", ":"),
         )
@@ -279,12 +315,18 @@ def history(name: str) -> list[AuditRecord]:
 class RegistryLock:
     """A cross-process, cross-host mutex per model, made of the registry's own guarantee
     that registered-model names are unique: creating `<name>.chassis-lock` succeeds for
-    exactly one caller. Works the same on SQLite and behind an `mlflow server`. A lock
-    left by a crashed holder expires after LOCK_TTL_SECONDS."""
+    exactly one caller. Works the same on SQLite and behind an `mlflow server`.
 
-    def __init__(self, name: str, wait_seconds: float = 60.0) -> None:
+    The lock records its expiry (now + TTL). A lock left by a crashed holder is broken
+    LOCK_MARGIN_SECONDS after that expiry, and a waiter waits until then whatever its own
+    `wait_seconds`, so lifetime and waiting agree: a waiter always outwaits a dead holder.
+    """
+
+    def __init__(self, name: str, wait_seconds: float | None = None) -> None:
         self.lock_name = f"{name}{LOCK_SUFFIX}"
-        self.wait_seconds = wait_seconds
+        self.ttl = lock_ttl_seconds()
+        # At least one full lifetime: a lock taken just before we asked is outwaited.
+        self.wait_seconds = self.ttl + LOCK_MARGIN_SECONDS if wait_seconds is None else wait_seconds
         self.token = ""
 
     def __enter__(self) -> "RegistryLock":
@@ -303,7 +345,7 @@ class RegistryLock:
                     self.lock_name,
                     tags={
                         "chassis.lock_owner": self.token,
-                        "chassis.lock_expires": str(time.time() + LOCK_TTL_SECONDS),
+                        "chassis.lock_expires": str(time.time() + self.ttl),
                     },
                     description="Held by Chassis while it moves aliases; removed when done.",
                 )
@@ -313,7 +355,9 @@ class RegistryLock:
                     error
                 ):
                     raise
-            self._break_if_expired(client)
+            breakable_in = self._break_if_expired(client)
+            # Never give up before the lock we saw can be broken.
+            deadline = max(deadline, time.monotonic() + breakable_in + 0.5)
             if time.monotonic() > deadline:
                 raise RegistryError(
                     f"timed out after {self.wait_seconds:.0f} s waiting for {self.lock_name!r}; "
@@ -321,17 +365,51 @@ class RegistryLock:
                 )
             time.sleep(0.05 + random.random() * 0.15)  # jitter, not crypto
 
-    def _break_if_expired(self, client: "object") -> None:
+    def _break_if_expired(self, client: "object") -> float:
+        """Delete the lock if its expiry plus the margin has passed; return the seconds
+        until it may be broken (0 when it was, or is gone)."""
         import time
 
         import mlflow
 
         try:
             held = client.get_registered_model(self.lock_name)  # type: ignore[attr-defined]
-            if float(held.tags.get("chassis.lock_expires", "inf")) < time.time():
-                client.delete_registered_model(self.lock_name)  # type: ignore[attr-defined]
         except mlflow.exceptions.MlflowException:
-            pass  # released meanwhile
+            return 0.0  # released meanwhile
+        try:
+            expires = float(held.tags.get("chassis.lock_expires", "inf"))
+        except ValueError:
+            expires = float("inf")
+        breakable_at = min(expires, time.time() + LOCK_TTL_MAX_SECONDS) + LOCK_MARGIN_SECONDS
+        if breakable_at > time.time():
+            return breakable_at - time.time()
+        with suppress(mlflow.exceptions.MlflowException):  # another waiter broke it first
+            client.delete_registered_model(self.lock_name)  # type: ignore[attr-defined]
+        return 0.0
+
+    def renew(self) -> None:
+        """Fencing before the first alias moves: refuse if the lock is no longer ours or has
+        expired (a waiter may break it), else extend it by a full TTL. A waiter breaks a
+        lock only LOCK_MARGIN_SECONDS after expiry, so renewing an unexpired lock is safe."""
+        import time
+
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            held = client.get_registered_model(self.lock_name)
+        except mlflow.exceptions.MlflowException:
+            held = None
+        expires = float(held.tags.get("chassis.lock_expires", "0")) if held else 0.0
+        if held is None or held.tags.get("chassis.lock_owner") != self.token:
+            raise RegistryError(f"lost {self.lock_name!r} to another process; nothing was changed")
+        if expires <= time.time():
+            raise RegistryError(
+                f"held {self.lock_name!r} past its {self.ttl:.0f} s lifetime; nothing was changed"
+            )
+        client.set_registered_model_tag(
+            self.lock_name, "chassis.lock_expires", str(time.time() + self.ttl)
+        )
 
     def __exit__(self, *exc: object) -> None:
         import mlflow
@@ -367,53 +445,180 @@ def require_passed_gates(name: str, version: int) -> dict[str, str]:
     return tags
 
 
+def verify_for_champion(name: str, version: int) -> dict[str, str]:
+    """What is about to become champion must have passed its gates and its stored ONNX
+    file must still match the sha256 recorded at registration. Returns the version's tags."""
+    import tempfile
+
+    tags = require_passed_gates(name, version)
+    with tempfile.TemporaryDirectory(prefix="chassis-verify-") as workdir:
+        try:
+            fetch_version(name, version, Path(workdir))
+        except IntegrityError as error:
+            raise IntegrityError(f"{error}; nothing was changed") from None
+    return tags
+
+
+def read_intent(name: str) -> "Intent | None":
+    """The alias change in progress, or left by a crash (None: none)."""
+    import mlflow
+
+    from chassis.aliases import Intent
+
+    try:
+        model = mlflow.MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    text = model.tags.get(TAG_INTENT)
+    return Intent.from_json(text) if text else None
+
+
+def _move(client: "object", name: str, alias: str, version: int | None) -> None:
+    if version is None:
+        client.delete_registered_model_alias(name, alias)  # type: ignore[attr-defined]
+    else:
+        client.set_registered_model_alias(name, alias, str(version))  # type: ignore[attr-defined]
+
+
+def _resolve(name: str, intent: "Intent", actor: str | None) -> "Recovery":
+    """Resolve `intent` (aliases.plan_recovery: complete if its audit record exists, else
+    undo), then clear it. With `actor`, it was left by a crash: the resolution is recorded
+    on the model (TAG_LAST_RECOVERY) for people to read."""
+    import datetime
+    import json
+
+    import mlflow
+
+    from chassis.aliases import plan_recovery
+
+    client = mlflow.MlflowClient()
+    committed = any(record.intent == intent.token for record in history(name))
+    recovery = plan_recovery(intent, current_aliases(name), committed)
+    for index, move in enumerate(recovery.moves, start=1):
+        _move(client, name, move.alias, move.after)
+        failpoint(f"recover.after-move-{index}")
+    if actor is not None:
+        note = {
+            "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "by": actor,
+            "outcome": recovery.outcome,
+            "restored": [move.to_dict() for move in recovery.moves],
+            "left_alone": list(recovery.left_alone),
+            "intent": json.loads(intent.to_json()),
+        }
+        client.set_registered_model_tag(name, TAG_LAST_RECOVERY, json.dumps(note)[:5000])
+    client.delete_registered_model_tag(name, TAG_INTENT)
+    return recovery
+
+
+def _recover_leftover(name: str, actor: str) -> "Recovery | None":
+    """Under the lock: resolve an intent a crashed change left, if any."""
+    intent = read_intent(name)
+    if intent is None:
+        return None
+    return _resolve(name, intent, f"{actor} (on taking the registry lock)")
+
+
+@contextmanager
+def _alias_lock(name: str, actor: str) -> "Iterator[RegistryLock]":
+    """The registry lock, with any change a crashed holder left resolved first: every alias
+    operation starts from a consistent state."""
+    with RegistryLock(name) as lock:
+        _recover_leftover(name, actor)
+        yield lock
+
+
+def recover(name: str, *, actor: str) -> "Recovery | None":
+    """Resolve an alias change interrupted by a crash, if one is pending (None: nothing to
+    do). Waits for the lock like any alias operation, so a change in progress is never
+    mistaken for an interrupted one."""
+    with RegistryLock(name):
+        return _recover_leftover(name, actor)
+
+
 def _apply(
-    name: str, plan: "object", actor: str, reason: str, evidence: dict[str, str]
+    name: str,
+    plan: "Plan",
+    actor: str,
+    reason: str,
+    evidence: dict[str, str],
+    lock: RegistryLock,
 ) -> AliasChange:
-    """Apply a plan's moves and its audit record; undo every move if any step fails."""
+    """Write the intent, move the aliases, write the audit record (the commit point), clear
+    the intent. Fail points mark each step for the crash tests (chassis.failpoints). A failure
+    before the audit record is written undoes the moves here, as recovery would after a crash."""
     import datetime
 
     import mlflow
 
-    from chassis.aliases import Plan
+    from chassis.aliases import Intent
 
-    assert isinstance(plan, Plan)
     client = mlflow.MlflowClient()
     before = current_aliases(name)
     if plan.is_noop:
         return AliasChange(name, plan.action, True, before, before, None)
-    done: list = []
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    intent = Intent(lock.token, plan.action, plan.moves, actor, reason[:500], evidence, now)
+    written = False
     try:
-        for move in plan.moves:
-            if move.after is None:
-                client.delete_registered_model_alias(name, move.alias)
-            else:
-                client.set_registered_model_alias(name, move.alias, str(move.after))
-            done.append(move)
+        lock.renew()
+        client.set_registered_model_tag(name, TAG_INTENT, intent.to_json())
+        written = True
+        failpoint("alias.after-intent")
+        for index, move in enumerate(plan.moves, start=1):
+            _move(client, name, move.alias, move.after)
+            failpoint(f"alias.after-move-{index}")
+        failpoint("alias.before-audit")
         sequence = max((r.sequence for r in history(name)), default=0) + 1
         record = AuditRecord(
             sequence=sequence,
-            at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            at=now,
             actor=actor,
             action=plan.action,
             moves=[m.to_dict() for m in plan.moves],
             reason=reason[:500],
             evidence=evidence,
+            intent=intent.token,
         )
         client.set_registered_model_tag(name, f"{AUDIT_TAG_PREFIX}{sequence:06d}", record.to_json())
     except Exception as error:
-        for move in reversed(done):
-            if move.before is None:
-                client.delete_registered_model_alias(name, move.alias)
-            else:
-                client.set_registered_model_alias(name, move.alias, str(move.before))
+        _undo_after_failure(client, name, plan, before, intent if written else None, error)
         if isinstance(error, RegistryError):
             raise
         raise RegistryError(
             f"{plan.action} of {name!r} failed midway ({type(error).__name__}: {error}); "
             "aliases were restored"
         ) from error
+    failpoint("alias.before-intent-clear")
+    # Committed: if clearing fails, the next lock holder finds the record and clears it.
+    with suppress(mlflow.exceptions.MlflowException):
+        client.delete_registered_model_tag(name, TAG_INTENT)
     return AliasChange(name, plan.action, False, before, current_aliases(name), record)
+
+
+def _undo_after_failure(
+    client: "object",
+    name: str,
+    plan: "Plan",
+    before: dict[str, int],
+    intent: "Intent | None",
+    error: Exception,
+) -> None:
+    """Nothing was committed: put the aliases back, as recovery would after a crash. If that
+    fails too (the registry is down), the intent stays for `chassis recover` to resolve."""
+    try:
+        if intent is not None:
+            _resolve(name, intent, None)
+            return
+        for move in plan.moves:  # no intent written: no alias moved; make sure of it
+            if current_aliases(name).get(move.alias) != before.get(move.alias):
+                _move(client, name, move.alias, before.get(move.alias))
+    except Exception as undo_error:
+        raise RegistryError(
+            f"{plan.action} of {name!r} failed midway ({type(error).__name__}: {error}) and "
+            f"restoring the aliases failed too ({type(undo_error).__name__}: {undo_error}); "
+            f"the intent is kept: run `chassis recover --model {name}`"
+        ) from error
 
 
 def promote(
@@ -429,9 +634,9 @@ def promote(
     from chassis.aliases import plan_promotion
 
     require_passed_gates(name, version)
-    with RegistryLock(name):
+    with _alias_lock(name, actor) as lock:
         plan = plan_promotion(current_aliases(name), version, expected_champion, history(name))
-        return _apply(name, plan, actor, reason, evidence or {})
+        return _apply(name, plan, actor, reason, evidence or {}, lock)
 
 
 def set_challenger(
@@ -449,7 +654,7 @@ def set_challenger(
     from chassis.aliases import RetiredChallenger, plan_challenger, retirement
 
     require_passed_gates(name, version)
-    with RegistryLock(name):
+    with _alias_lock(name, actor) as lock:
         trail = history(name)
         try:
             plan = plan_challenger(
@@ -462,7 +667,7 @@ def set_challenger(
         if retired is not None and not plan.is_noop:
             evidence["override"] = f"allow_retired: {retired.describe()}"[:500]
             reason = f"{reason} [override allow_retired: retired at audit #{retired.sequence}]"
-        return _apply(name, plan, actor, reason, evidence)
+        return _apply(name, plan, actor, reason, evidence, lock)
 
 
 def retirement(name: str, version: int) -> "Disqualification | None":
@@ -483,21 +688,37 @@ def retire_challenger(
 ) -> AliasChange:
     from chassis.aliases import plan_retire_challenger
 
-    with RegistryLock(name):
+    with _alias_lock(name, actor) as lock:
         plan = plan_retire_challenger(current_aliases(name), version, history(name))
-        return _apply(name, plan, actor, reason, evidence or {})
+        return _apply(name, plan, actor, reason, evidence or {}, lock)
 
 
 def rollback(
     name: str, *, actor: str, reason: str, evidence: dict[str, str] | None = None
 ) -> AliasChange:
     """champion <- previous, in one step; previous <- the most recent former champion that
-    was neither rolled back nor retired (read from the audit trail), or none."""
-    from chassis.aliases import plan_rollback
+    was neither rolled back nor retired (read from the audit trail), or none.
 
-    with RegistryLock(name):
+    The version that becomes champion is verified first (gate report passed, stored ONNX
+    bytes match their sha256), outside the lock since it downloads the file; under the lock
+    the plan must reinstate that very version (compare-and-set), or nothing moves."""
+    from chassis.aliases import CHAMPION, PREVIOUS, PromotionConflict, plan_rollback
+
+    target = current_aliases(name).get(PREVIOUS)
+    if target is not None:
+        try:
+            verify_for_champion(name, target)
+        except (RegistryError, IntegrityError) as error:
+            raise type(error)(f"refusing to roll {name} back to v{target}: {error}") from None
+    with _alias_lock(name, actor) as lock:
         plan = plan_rollback(current_aliases(name), history(name))
-        return _apply(name, plan, actor, reason, evidence or {})
+        reinstated = next((m.after for m in plan.moves if m.alias == CHAMPION), None)
+        if reinstated != target:
+            raise PromotionConflict(
+                f"`previous` of {name} moved from v{target} to v{reinstated} while v{target} "
+                "was being verified; nothing was changed; run the rollback again"
+            )
+        return _apply(name, plan, actor, reason, evidence or {}, lock)
 
 
 def record_gate_report(name: str, version: int, passed: bool, report_uri: str) -> None:
@@ -605,7 +826,8 @@ def unaudited_challenger(name: str) -> int | None:
     """
     if _unaudited_challenger(name) is None:
         return None  # the common case: no lock taken, nothing shows up in the MLflow UI
-    with RegistryLock(name):
+    # A challenger half-set by a crashed change looks unaudited too: resolve it first.
+    with _alias_lock(name, "unaudited-challenger check"):
         return _unaudited_challenger(name)
 
 
@@ -715,12 +937,16 @@ def write_rollout_record(
 ) -> "RolloutRecord":
     """Commit `split` as generation expected_generation + 1, if the record is still at
     `expected_generation` (compare-and-set under the registry lock); returns what was
-    written. Versions that take traffic must have passed their gates."""
+    written. Versions that take traffic must have passed their gates. A leased split (an
+    owner, see chassis/rollout/lease.py) must also be allowed by the current record's lease;
+    its lease starts when it is written, not when the lock was asked for."""
     import dataclasses
     import datetime
+    import time
 
     import mlflow
 
+    from chassis.rollout import lease
     from chassis.rollout.record import RecordConflict
 
     for version in (split.candidate_version, split.stable_version, split.warm_version):
@@ -735,11 +961,16 @@ def write_rollout_record(
                 f"{expected_generation}: another rollout committed a split meanwhile; nothing "
                 "was changed"
             )
+        now = time.time()
+        if split.leased:
+            split = lease.granted(split, split.owner, split.lease_seconds, now)
+        lease.check_write(name, current, split, now)
         record = dataclasses.replace(
             split,
             generation=generation + 1,
             written_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
             written_by=actor,
+            schema=split.lowest_schema,
         ).validate()
         mlflow.MlflowClient().set_registered_model_tag(name, TAG_ROLLOUT_RECORD, record.to_json())
     return record

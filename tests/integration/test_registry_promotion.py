@@ -11,19 +11,15 @@ from chassis.aliases import PromotionConflict, RetiredChallenger
 from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
+from tests.fixtures.registry_versions import register_tiny_versions
 
 MODEL = "race-model"
 
 
 def make_versions(count: int, gates: tuple[str, ...] = ()) -> None:
-    """Versions with a passed gate report unless listed in `gates` as failed/missing."""
-    client = mlflow.MlflowClient()
-    client.create_registered_model(MODEL)
-    for number in range(1, count + 1):
-        client.create_model_version(MODEL, source=f"file:///nowhere/{number}")
-        verdict = gates[number - 1] if number <= len(gates) else "passed"
-        if verdict != "missing":
-            registry.record_gate_report(MODEL, number, verdict == "passed", f"report-{number}")
+    """Versions with real ONNX bytes (rollback verifies their sha256) and a passed gate
+    report unless listed in `gates` as failed/missing."""
+    register_tiny_versions(MODEL, count, gates)
 
 
 @pytest.fixture
