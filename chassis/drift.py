@@ -2,15 +2,20 @@
 
 The one module that drives Evidently. A window is judged in this order, and the first
 failing step decides: the schema must match the reference (else `DriftInputError`); the
-window must be usable (rows, no all-null column, no null spike), else the verdict is
-`data-quality-failure`, never a silent "no drift"; only then Evidently's DataDriftPreset
-decides `drift` or `no-drift` from the share of drifted columns.
+window must be usable (rows; per column, nulls and +/-inf counted, no column without a
+finite value, no null or infinity spike), else the verdict is `data-quality-failure`, never
+a silent "no drift"; only then Evidently's DataDriftPreset decides `drift` or `no-drift`
+from the share of drifted columns, on the rows whose features are all finite (the rows left
+out are counted in the result). Evidently drops NaN and +/-inf per column without saying
+so, which hid an infinity spike as "no drift" and made an all-infinite column a ValueError.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from chassis.errors import ChassisError
@@ -32,7 +37,12 @@ class DriftConfig:
     per_column_method: dict[str, str] = field(default_factory=dict)
     per_column_threshold: dict[str, float] = field(default_factory=dict)
     min_rows: int = 30
+    # Per column: nulls, and nulls and +/-inf together, may be at most this share of rows.
     max_null_share: float = 0.2
+    # Per column: +/-inf may be at most this share. An infinite input is a broken producer
+    # (an overflow, a division by zero upstream), not a value of the distribution: none by
+    # default. Tolerated ones are left out of the distribution test with their rows.
+    max_infinite_share: float = 0.0
     # Statistics on a uniform random sample of at most this many rows per side: drift
     # tests on 10^5 rows already resolve tiny shifts, and the cost grows with the rows.
     max_rows: int = 200_000
@@ -43,6 +53,10 @@ class DriftConfig:
             raise DriftInputError(f"drift_share must be in (0, 1], got {self.drift_share}")
         if not 0 <= self.max_null_share < 1:
             raise DriftInputError(f"max_null_share must be in [0, 1), got {self.max_null_share}")
+        if not 0 <= self.max_infinite_share < 1:
+            raise DriftInputError(
+                f"max_infinite_share must be in [0, 1), got {self.max_infinite_share}"
+            )
         if self.min_rows < 1:
             raise DriftInputError(f"min_rows must be at least 1, got {self.min_rows}")
 
@@ -57,6 +71,39 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True)
+class NonFinite:
+    """How many of a column's values are null (NaN) or infinite, out of `rows`."""
+
+    column: str
+    rows: int
+    null: int
+    pos_inf: int
+    neg_inf: int
+
+    @property
+    def infinite(self) -> int:
+        return self.pos_inf + self.neg_inf
+
+    @property
+    def total(self) -> int:
+        return self.null + self.infinite
+
+    def counts(self) -> str:
+        return f"{self.null} null, {self.pos_inf} +inf, {self.neg_inf} -inf of {self.rows} rows"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A prediction-log file in the window that could not be read, and why."""
+
+    path: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+@dataclass(frozen=True)
 class DriftResult:
     verdict: Verdict
     current_rows: int
@@ -65,6 +112,26 @@ class DriftResult:
     drifted_share: float = 0.0
     columns: tuple[ColumnDrift, ...] = ()
     quality_problems: tuple[str, ...] = ()
+    # Columns of the window with any null or infinite value, and their counts.
+    non_finite: tuple[NonFinite, ...] = ()
+    # Window rows left out of the distribution test for a non-finite feature value.
+    dropped_rows: int = 0
+    skipped_files: tuple[SkippedFile, ...] = ()
+
+    def notes(self) -> list[str]:
+        """What the verdict does not show: values and files the test did not see."""
+        notes = [f"column {c.column!r}: {c.counts()}" for c in self.non_finite]
+        if self.dropped_rows:
+            notes.append(
+                f"{self.dropped_rows} of {self.current_rows} rows had a null or infinite "
+                "feature value and were left out of the distribution test"
+            )
+        if self.skipped_files:
+            notes.append(
+                f"{len(self.skipped_files)} unreadable prediction-log file(s) skipped: "
+                + "; ".join(f.describe() for f in self.skipped_files)
+            )
+        return notes
 
     def summary_rows(self) -> list[dict[str, Any]]:
         return [
@@ -93,20 +160,67 @@ def check_schema(current: pd.DataFrame, features: list[str]) -> None:
         )
 
 
+def count_non_finite(frame: pd.DataFrame, features: list[str]) -> list[NonFinite]:
+    """Null, +inf and -inf counts of every feature column (numeric, checked before)."""
+    values = frame[features].astype("float64")  # nullable ints: pd.NA becomes NaN
+    nulls, pos, neg = values.isna().sum(), (values == np.inf).sum(), (values == -np.inf).sum()
+    return [NonFinite(c, len(frame), int(nulls[c]), int(pos[c]), int(neg[c])) for c in features]
+
+
+def _column_problem(count: NonFinite, config: DriftConfig) -> str | None:
+    name, rows = repr(count.column), count.rows
+    if count.total == rows:
+        if count.infinite == 0:
+            return f"column {name} is entirely null"
+        kind = "entirely infinite" if count.null == 0 else "without a finite value"
+        return f"column {name} is {kind} ({count.counts()})"
+    if count.infinite / rows > config.max_infinite_share:
+        return (
+            f"column {name} has {count.infinite} infinite value(s), {count.infinite / rows:.1%} "
+            f"({count.counts()}; limit {config.max_infinite_share:.1%})"
+        )
+    if count.total / rows > config.max_null_share:
+        if count.infinite == 0:
+            return (
+                f"column {name} is {count.null / rows:.0%} null (limit {config.max_null_share:.0%})"
+            )
+        return (
+            f"column {name} is {count.total / rows:.0%} null or infinite "
+            f"({count.counts()}; limit {config.max_null_share:.0%})"
+        )
+    return None
+
+
+def finite_rows(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The rows whose features are all finite: what the distribution test may see."""
+    return frame[np.isfinite(frame[features].astype("float64")).all(axis=1)]
+
+
 def quality_problems(current: pd.DataFrame, features: list[str], config: DriftConfig) -> list[str]:
     if len(current) == 0:
         return ["the window has no rows"]
     problems = []
     if len(current) < config.min_rows:
         problems.append(f"the window has {len(current)} rows, fewer than {config.min_rows}")
-    nulls = current[features].isna().mean()
-    problems += [f"column {c!r} is entirely null" for c in nulls.index if nulls[c] == 1.0]
-    problems += [
-        f"column {c!r} is {nulls[c]:.0%} null (limit {config.max_null_share:.0%})"
-        for c in nulls.index
-        if config.max_null_share < nulls[c] < 1.0
-    ]
+    counts = count_non_finite(current, features)
+    problems += [p for p in (_column_problem(c, config) for c in counts) if p]
+    if not problems:
+        kept = len(finite_rows(current, features))
+        if kept < config.min_rows:  # each column passes, but together they leave too few
+            problems.append(
+                f"{len(current) - kept} of {len(current)} rows have a null or infinite feature "
+                f"value; the {kept} left are fewer than {config.min_rows}"
+            )
     return problems
+
+
+def _no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
+    if not skipped:
+        return "the window has no rows"
+    return (
+        f"the window has no rows: {len(skipped)} prediction-log file(s) in it could not be "
+        "read: " + "; ".join(f.describe() for f in skipped)
+    )
 
 
 def sample_rows(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
@@ -136,20 +250,65 @@ def detect_drift(
     features: list[str],
     config: DriftConfig,
     html_path: Path | None = None,
+    skipped_files: Sequence[SkippedFile] = (),
 ) -> DriftResult:
+    """Judge `current` against `reference`; `skipped_files` (the window's unreadable log
+    files) are carried into the result, and name the files when the window is empty."""
     if reference is None or len(reference) == 0:
         raise DriftInputError("the reference snapshot is empty; cannot judge drift")
     check_schema(reference, features)
+    skipped = tuple(skipped_files)
     if len(current) == 0:  # an empty log has no columns either: report it as what it is
         return DriftResult(
-            "data-quality-failure", 0, len(reference), quality_problems=("the window has no rows",)
+            "data-quality-failure",
+            0,
+            len(reference),
+            quality_problems=(_no_rows_problem(skipped),),
+            skipped_files=skipped,
         )
     check_schema(current, features)
+    non_finite = tuple(c for c in count_non_finite(current, features) if c.total)
     problems = quality_problems(current, features, config)
     if problems:
         return DriftResult(
-            "data-quality-failure", len(current), len(reference), quality_problems=tuple(problems)
+            "data-quality-failure",
+            len(current),
+            len(reference),
+            quality_problems=tuple(problems),
+            non_finite=non_finite,
+            skipped_files=skipped,
         )
+    # Evidently drops non-finite values per column silently; here they are counted above
+    # and left out by row, so every column's test sees the same rows.
+    finite_current = finite_rows(current, features)
+    finite_reference = finite_rows(reference, features)
+    if len(finite_reference) == 0:
+        raise DriftInputError("the reference snapshot has no row with every feature finite")
+    count, share, columns = run_evidently(
+        finite_reference, finite_current, features, config, html_path
+    )
+    verdict: Verdict = "drift" if share >= config.drift_share else "no-drift"
+    return DriftResult(
+        verdict,
+        len(current),
+        len(reference),
+        count,
+        share,
+        columns,
+        non_finite=non_finite,
+        dropped_rows=len(current) - len(finite_current),
+        skipped_files=skipped,
+    )
+
+
+def run_evidently(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: list[str],
+    config: DriftConfig,
+    html_path: Path | None,
+) -> tuple[int, float, tuple[ColumnDrift, ...]]:
+    """Drifted-column count and share, and per-column results, on finite rows only."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
@@ -163,9 +322,7 @@ def detect_drift(
         per_column_method=config.per_column_method or None,
         per_column_threshold=config.per_column_threshold or None,
     )
-    snapshot = Report([preset]).run(
-        reference_data=reference[features], current_data=current[features]
-    )
+    snapshot = Report([preset]).run(reference_data=reference, current_data=current)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
@@ -188,7 +345,4 @@ def detect_drift(
                     _column_drifted(method, score, threshold),
                 )
             )
-    verdict: Verdict = "drift" if share >= config.drift_share else "no-drift"
-    return DriftResult(
-        verdict, len(current), len(reference), int(count), float(share), tuple(columns)
-    )
+    return int(count), float(share), tuple(columns)

@@ -9,7 +9,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
-from chassis.drift import DriftConfig
+from chassis.drift import DriftConfig, DriftResult, SkippedFile
 from chassis.errors import ChassisError
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter
@@ -27,8 +27,19 @@ class DriftOutcome(BaseModel):
     drifted_share: float
     drifted_columns: list[str]
     served_rows: int
+    # Served rows left out of the distribution test for a null or infinite feature value.
+    non_finite_rows_dropped: int
+    # Unreadable prediction-log files of the window, as "path (reason)"; the check ran
+    # on the others.
+    skipped_files: list[str]
     report_uri: str | None
     event_emitted: bool
+
+
+def skipped_unnamed(result: DriftResult) -> list[SkippedFile]:
+    """Skipped files the quality problems do not name already (an empty window names all)."""
+    named = " ".join(result.quality_problems)
+    return [f for f in result.skipped_files if f.path not in named]
 
 
 @flow(name="drift_check", log_prints=True)
@@ -45,12 +56,19 @@ def drift_check(
     per_column_method: dict[str, str] | None = None,
     per_column_threshold: dict[str, float] | None = None,
     max_null_share: Annotated[float, Field(ge=0, lt=1)] = 0.2,
+    max_infinite_share: Annotated[
+        float,
+        Field(ge=0, lt=1, description="Share of +/-inf values a column may hold (default none)."),
+    ] = 0.0,
     min_rows: Annotated[int, Field(ge=1)] = 30,
     emit: Annotated[bool, Field(description="Emit the drift event (retraining trigger).")] = True,
 ) -> DriftOutcome:
     """Compare the champion's served traffic of the last `window_minutes` with the reference
     snapshot of its training data. Data quality first: an empty window, an all-null column or
-    a null spike fails this run as a data-quality failure. On drift, emit
+    a null or infinity spike (or a column with no finite value) fails this run as a
+    data-quality failure; rows with a null or infinite feature are counted, then left out of
+    the distribution test. Unreadable log files are skipped and named in the outcome and
+    the artifact (none readable: a data-quality failure naming them). On drift, emit
     `chassis.model.drift-detected` for the model; a deployment trigger starts retraining."""
     settings = ChassisSettings()
     tracking.connect(settings)
@@ -61,6 +79,7 @@ def drift_check(
         per_column_method=per_column_method or {},
         per_column_threshold=per_column_threshold or {},
         max_null_share=max_null_share,
+        max_infinite_share=max_infinite_share,
         min_rows=min_rows,
     )
     champion = registry.version_for_alias(model_name, "champion")
@@ -71,9 +90,9 @@ def drift_check(
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
         reference, features = load_reference(model_name, champion, workdir)
-        current = load_window(settings, model_name, start, end)
+        window = load_window(settings, model_name, start, end)
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
-        result = judge_drift(reference, current, features, config, html)
+        result = judge_drift(reference, window, features, config, html)
         report_uri = None
         if html.exists():
             report_uri = tracking.log_monitoring_run(
@@ -83,6 +102,8 @@ def drift_check(
                     "drifted_share": result.drifted_share,
                     "drifted_columns": float(result.drifted_columns),
                     "served_rows": float(result.current_rows),
+                    "non_finite_rows_dropped": float(result.dropped_rows),
+                    "skipped_files": float(len(result.skipped_files)),
                 },
                 params={
                     "champion_version": champion,
@@ -99,6 +120,7 @@ def drift_check(
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: "
             + "; ".join(result.quality_problems)
+            + "".join(f" (also skipped: {f.describe()})" for f in skipped_unnamed(result))
         )
     emitted = False
     if result.verdict == "drift" and emit:
@@ -111,6 +133,8 @@ def drift_check(
         drifted_share=result.drifted_share,
         drifted_columns=[c.column for c in result.columns if c.drifted],
         served_rows=result.current_rows,
+        non_finite_rows_dropped=result.dropped_rows,
+        skipped_files=[f.describe() for f in result.skipped_files],
         report_uri=report_uri,
         event_emitted=emitted,
     )

@@ -10,7 +10,7 @@ from prefect.events import emit_event
 
 from chassis import registry
 from chassis.drift import DriftConfig, DriftInputError, DriftResult, detect_drift
-from chassis.serving.prediction_log import read_window
+from chassis.prediction_window import Window, read_window
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from tasks.artifacts import publish_markdown, publish_table
@@ -38,24 +38,32 @@ def load_reference(model: str, version: int, workdir: Path) -> tuple[pd.DataFram
 
 
 @task(name="load-window", **NO_CACHE_TASK)
-def load_window(
-    settings: ChassisSettings, model: str, start: datetime, end: datetime
-) -> pd.DataFrame:
+def load_window(settings: ChassisSettings, model: str, start: datetime, end: datetime) -> Window:
+    """The window's rows from the readable log files; unreadable ones are named, not fatal."""
     store = BlobStore(settings, settings.resolved_prediction_log_root())
-    frame = read_window(store, model, start, end)
-    get_run_logger().info("window %s .. %s: %d served rows", start, end, len(frame))
-    return frame
+    window = read_window(store, model, start, end)
+    logger = get_run_logger()
+    logger.info(
+        "window %s .. %s: %d served rows from %d file(s)",
+        start,
+        end,
+        len(window.frame),
+        window.files_read,
+    )
+    for skipped in window.skipped:
+        logger.warning("skipped unreadable prediction-log file %s", skipped.describe())
+    return window
 
 
 @task(name="judge-drift", **NO_CACHE_TASK)
 def judge_drift(
     reference: pd.DataFrame,
-    current: pd.DataFrame,
+    window: Window,
     features: list[str],
     config: DriftConfig,
     html_path: Path,
 ) -> DriftResult:
-    return detect_drift(reference, current, features, config, html_path)
+    return detect_drift(reference, window.frame, features, config, html_path, window.skipped)
 
 
 def publish_drift(model: str, version: int, result: DriftResult, report_uri: str | None) -> None:
@@ -67,13 +75,16 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
             description=f"Per-column drift of {model} v{version}: {result.verdict}",
         )
     problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
+    notes = "\n".join(f"- {n}" for n in result.notes()) or "- none"
     link = f"[Evidently report]({report_uri})" if report_uri else "no report (data quality first)"
     publish_markdown(
         f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
         f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
         f"| reference rows | {result.reference_rows} |\n"
         f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n\n"
-        f"## Data quality\n{problems}\n\n{link}\n",
+        f"## Data quality\n{problems}\n\n"
+        f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
+        f"{link}\n",
         model,
         "drift-summary",
         description=f"Drift verdict for {model}: {result.verdict}",

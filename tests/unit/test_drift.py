@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chassis.drift import DriftConfig, DriftInputError, detect_drift
+from chassis.drift import DriftConfig, DriftInputError, SkippedFile, detect_drift
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -59,3 +59,97 @@ def test_schema_mismatch_and_missing_reference_are_errors():
         detect_drift(frame().iloc[0:0], frame(), FEATURES, DriftConfig())
     with pytest.raises(DriftInputError, match="drift_share"):
         DriftConfig(drift_share=0)
+
+
+def with_values(f, column, rows, value):
+    f = f.copy()
+    f.loc[f.index[rows], column] = value
+    return f
+
+
+def test_infinities_beyond_the_allowed_share_fail_quality_with_column_and_counts():
+    # Same distribution: Evidently alone drops the infinities and calls this window calm.
+    window = with_values(with_values(frame(seed=1), "a", slice(0, 30), np.inf), "a", [30], -np.inf)
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "column 'a' has 31 infinite value(s), 5.2% (0 null, 30 +inf, 1 -inf of 600 rows; "
+        "limit 0.0%)",
+    )
+    assert [(c.column, c.pos_inf, c.neg_inf) for c in result.non_finite] == [("a", 30, 1)]
+
+
+def test_an_all_infinite_column_is_reported_as_such_not_a_value_error():
+    window = frame(seed=1).assign(b=np.where(np.arange(600) % 2, np.inf, -np.inf))
+    config = DriftConfig(max_infinite_share=0.5)  # even where infinities are tolerated
+    result = detect_drift(frame(seed=0), window, FEATURES, config)
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "column 'b' is entirely infinite (0 null, 300 +inf, 300 -inf of 600 rows)",
+    )
+
+
+def test_a_column_of_nulls_and_infinities_has_no_finite_value():
+    window = frame(seed=1).assign(c=np.where(np.arange(600) % 3, np.nan, np.inf))
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "column 'c' is without a finite value (400 null, 200 +inf, 0 -inf of 600 rows)",
+    )
+
+
+def test_nulls_and_infinities_together_count_against_the_null_limit():
+    window = with_values(frame(seed=1), "d", slice(0, 90), np.nan)  # 15% null
+    window = with_values(window, "d", slice(90, 150), -np.inf)  # and 10% -inf
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig(max_infinite_share=0.2))
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "column 'd' is 25% null or infinite (90 null, 0 +inf, 60 -inf of 600 rows; limit 20%)",
+    )
+
+
+def test_tolerated_infinities_are_counted_and_their_rows_left_out_of_the_test(tmp_path):
+    calm = with_values(frame(seed=1), "a", slice(0, 200), np.inf)
+    calm = with_values(calm, "b", slice(100, 250), -np.inf)  # rows 100..199 have both
+    config = DriftConfig(max_infinite_share=0.4, max_null_share=0.4)
+    result = detect_drift(frame(seed=0), calm, FEATURES, config, tmp_path / "r.html")
+    # Handed to Evidently, these infinities counted columns 'a' and 'b' as drifted in its
+    # dataset share while its own per-column tests found no drift: a false "drift".
+    assert result.verdict == "no-drift" and result.drifted_columns == 0
+    assert not any(c.drifted for c in result.columns)
+    assert result.dropped_rows == 250 and result.current_rows == 600
+    assert [(c.column, c.pos_inf, c.neg_inf) for c in result.non_finite] == [
+        ("a", 200, 0),
+        ("b", 0, 150),
+    ]
+    assert "250 of 600 rows had a null or infinite feature value" in " ".join(result.notes())
+    shifted = with_values(frame(shift=3.0, seed=1), "a", slice(0, 12), np.inf)
+    drifted = detect_drift(frame(seed=0), shifted, FEATURES, config)
+    assert drifted.verdict == "drift" and drifted.dropped_rows == 12
+    assert {c.column for c in drifted.columns if c.drifted} == {"a", "b"}
+
+
+def test_too_few_rows_left_once_rows_with_non_finite_values_are_out():
+    window = frame(rows=40, seed=1)
+    for n, column in enumerate(FEATURES):  # 10% null each, in different rows
+        window = with_values(window, column, slice(4 * n, 4 * n + 4), np.nan)
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "16 of 40 rows have a null or infinite feature value; the 24 left are fewer than 30",
+    )
+
+
+def test_a_window_whose_files_were_all_unreadable_names_them():
+    skipped = [SkippedFile("m/date=2026-12-02/a.parquet", "ArrowInvalid: magic bytes")]
+    result = detect_drift(frame(seed=0), pd.DataFrame(), FEATURES, DriftConfig(), None, skipped)
+    assert result.verdict == "data-quality-failure"
+    assert result.quality_problems == (
+        "the window has no rows: 1 prediction-log file(s) in it could not be read: "
+        "m/date=2026-12-02/a.parquet (ArrowInvalid: magic bytes)",
+    )
+    calm = detect_drift(frame(seed=0), frame(seed=1), FEATURES, DriftConfig(), None, skipped)
+    assert calm.verdict == "no-drift" and calm.skipped_files == tuple(skipped)
+    assert "1 unreadable prediction-log file(s) skipped: m/date=2026-12-02/a.parquet" in (
+        " ".join(calm.notes())
+    )
