@@ -14,8 +14,10 @@ from chassis.aliases import CHALLENGER, CHAMPION, RetiredChallenger
 from chassis.data import features, load_dataset
 from chassis.errors import ChassisError
 from chassis.modelspec import load_spec
+from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, FleetError, resolve_replicas
+from chassis.rollout.orphans import this_process, with_backoff
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.record import RolloutRecord
 from chassis.rollout.schedule import first_share, next_share
@@ -35,6 +37,11 @@ class RolloutFailed(ChassisError):  # noqa: N818 (reads as what happened)
 class RolloutPaused(ChassisError):  # noqa: N818 (reads as what happened)
     """Too little traffic to judge the candidate: traffic is back on the champion and the
     challenger keeps its alias, so the rollout can simply be run again."""
+
+
+class RolloutAborted(ChassisError):  # noqa: N818 (reads as what happened)
+    """The rollout itself failed mid-step (not the candidate, not the replicas): it was
+    ended safely, or its message says what was left and that the lease will end it."""
 
 
 class RolloutOutcome(BaseModel):
@@ -143,9 +150,14 @@ def rollout(
             sync_seconds=rollout_policy.sync_seconds,
             # A replica restarting comes back at the committed split within this; longer,
             # the step cannot be judged on the whole fleet and the rollout pauses.
-            retry_seconds=max(60.0, rollout_policy.sync_seconds),
+            retry_seconds=max(rollout_policy.retry_seconds, rollout_policy.sync_seconds),
+            # Every split this run commits holds only while it renews the lease: if this
+            # process dies, the replicas return to the champion by themselves.
+            owner=f"rollout flow run {flow_run.id} ({flow_run.name}) on {this_process()}",
+            lease_seconds=rollout_policy.lease_seconds,
         )
         stack.callback(fleet.close)
+        fleet.claim(who)  # another live rollout: refused; an orphaned one: ended first
         # Only now, with every replica known to serve the champion, does an alias move.
         if aliases.get(CHALLENGER) != version:
             set_challenger(
@@ -180,15 +192,26 @@ def rollout(
                 analyses = canary(fleet, version, champion, rollout_policy, who)
         except FleetError as error:
             # The replicas, not the candidate, failed: back to the champion, challenger kept.
-            warn_if_lagging(fleet.back_to_champion(who))
-            raise RolloutPaused(
-                f"{model_name} v{version}: {error}. Traffic is back on v{champion}; "
-                f"v{version} keeps its challenger alias: run the rollout again"
+            left = end_safely(fleet, version, champion, who, None)
+            raise RolloutPaused(f"{model_name} v{version}: {error}. {left}") from error
+        except Exception as error:
+            # The rollout itself broke (the registry, a lost lease, a bug): end it safely.
+            left = end_safely(fleet, version, champion, who, f"{type(error).__name__}: {error}")
+            raise RolloutAborted(
+                f"{model_name} v{version}: the rollout stopped mid-step on "
+                f"{type(error).__name__}: {error}. {left}"
             ) from error
+        except BaseException as error:
+            # Cancelled (Prefect's TerminationSignal on SIGTERM) or interrupted: the same.
+            get_run_logger().error(
+                "%s", end_safely(fleet, version, champion, who, f"{type(error).__name__}")
+            )
+            raise
         last = analyses[-1]
         if last.verdict != "pass":
             failure = last
-            warn_if_lagging(fleet.back_to_champion(who))  # candidate traffic to 0 first
+            # Candidate traffic to 0 first (retried; the lease ends it if that fails).
+            warn_if_lagging(fleet.back_to_champion(who, retry_seconds=rollout_policy.lease_seconds))
         else:
             # Registry first (compare-and-set), then the replicas: each serves the champion
             # alias once the record says "stable".
@@ -202,11 +225,19 @@ def rollout(
                     evidence=evidence,
                 )
             except ChassisError:
-                warn_if_lagging(fleet.back_to_champion(who))  # serve what the registry says
+                # Serve what the registry says.
+                warn_if_lagging(
+                    fleet.back_to_champion(who, retry_seconds=rollout_policy.lease_seconds)
+                )
                 raise
             # Blue-green keeps the old color warm (not compared) for an instant rollback.
+            # The record written here has no owner and no lease: stable needs neither.
             warm = champion if strategy == "blue-green" else None
-            warn_if_lagging(fleet.back_to_champion(who, warm_version=warm))
+            warn_if_lagging(
+                fleet.back_to_champion(
+                    who, warm_version=warm, retry_seconds=rollout_policy.lease_seconds
+                )
+            )
 
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
@@ -227,8 +258,11 @@ def rollout(
         )
     if failure is not None:
         reason = f"{strategy} rollout failed at {failure.step}: {failure.reason}"
-        registry.retire_challenger(
-            model_name, version, actor=actor(), reason=reason, evidence=evidence
+        with_backoff(
+            lambda: registry.retire_challenger(
+                model_name, version, actor=actor(), reason=reason, evidence=evidence
+            ),
+            seconds=rollout_policy.lease_seconds,
         )
         publish_decision(model_name, version, strategy, "ROLLED BACK", reason, analyses)
         raise RolloutFailed(f"{model_name} v{version}: {reason}; traffic is back on v{champion}")
@@ -242,6 +276,43 @@ def rollout(
         steps=table,
         traffic={str(k): v for k, v in traffic.items()},
     )
+
+
+def end_safely(
+    fleet: Fleet, version: int, champion: int, who: str, retire_because: str | None
+) -> str:
+    """After a failure mid-step: the champion alone in the record (no lease), and with
+    `retire_because` the challenger retired, each retried with backoff for up to the lease
+    (past it the replicas end the rollout themselves). Returns what state was left."""
+    model = fleet.model
+    held = fleet.held
+    try:
+        problem = fleet.back_to_champion(who, retry_seconds=fleet.lease_seconds)
+    except Exception as error:
+        if held is None:
+            return f"No split of this run was committed; the rollback failed too ({error})"
+        return (
+            f"The rollback could not be written ({error}): the record still names "
+            f"{lease.describe(held)}. When that lease passes, every replica serves the "
+            f"champion v{champion} by itself and one of them retires v{version}"
+        )
+    left = f"Traffic is back on v{champion}" + (f" ({problem})" if problem else "")
+    if retire_because is None:
+        return f"{left}; v{version} keeps its challenger alias: run the rollout again"
+    try:
+        with_backoff(
+            lambda: registry.retire_challenger(
+                model,
+                version,
+                actor=who,
+                reason=f"rollout aborted mid-step ({retire_because})"[:500],
+                evidence={"owner": fleet.owner},
+            ),
+            seconds=fleet.lease_seconds,
+        )
+    except Exception as error:
+        return f"{left}; v{version} could NOT be retired ({error}) and keeps its alias"
+    return f"{left}; v{version} retired (its challenger alias removed)"
 
 
 def warn_if_lagging(problem: str | None) -> None:

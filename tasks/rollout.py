@@ -33,6 +33,7 @@ def judge_window(
     windows_seen = 0
     while True:
         time.sleep(POLL_SECONDS)
+        fleet.keep_lease()  # at every look: while this run lives, its split holds
         counts = fleet.window(fleet.read(), start)
         analysis = judge.observe(
             counts.get(judged, VersionCounts()),

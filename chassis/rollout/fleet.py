@@ -5,8 +5,12 @@ generation); each replica is then told to sync and polled until it reports that
 generation. Counters are read from every replica's /metrics: each replica's window is
 taken on its own (one that restarted mid-step restarts its counters, its reading is then
 all it did since) and the windows are added.
+
+A fleet driven by a rollout has an owner and a lease (chassis/rollout/lease.py): every
+split it commits holds only while the owner renews it, which it does while it waits.
 """
 
+import logging
 import socket
 import time
 from collections.abc import Sequence
@@ -14,9 +18,13 @@ from urllib.parse import urlsplit
 
 from chassis import registry
 from chassis.errors import ChassisError
+from chassis.rollout import lease
 from chassis.rollout.counts import ModelCounts, add_models, from_exposition, window
-from chassis.rollout.record import RolloutRecord
+from chassis.rollout.orphans import backoff, end_orphan
+from chassis.rollout.record import RecordConflict, RolloutRecord
 from chassis.serving.client import GatewayClient, GatewayError
+
+logger = logging.getLogger("chassis.rollout")
 
 
 class FleetError(ChassisError):
@@ -61,6 +69,8 @@ class Fleet:
         model: str,
         sync_seconds: float = 30.0,
         retry_seconds: float = 60.0,
+        owner: str = "",
+        lease_seconds: float = 0.0,
     ) -> None:
         if not clients:
             raise FleetError("no gateway replicas to drive")
@@ -68,24 +78,92 @@ class Fleet:
         self.model = model
         self.sync_seconds = sync_seconds
         self.retry_seconds = retry_seconds
+        # Empty owner: splits are committed without a lease (they hold until replaced).
+        self.owner = owner
+        self.lease_seconds = lease_seconds
         record = registry.read_rollout_record(model)
         self.generation = record.generation if record else 0
+        self.held: RolloutRecord | None = None  # the leased split this fleet last wrote
+        self.actor = owner
+
+    # ---- ownership ---------------------------------------------------------------------
+
+    def claim(self, actor: str) -> None:
+        """Before a rollout moves anything: refuse if another live rollout owns the split;
+        end an orphaned one (stable, challenger retired) if its lease has passed."""
+        record = registry.read_rollout_record(self.model)
+        now = time.time()
+        held = record is not None and record.leased and not lease.expired(record, now)
+        if held and record is not None and record.owner != self.owner:
+            raise lease.LeaseHeld(
+                f"another rollout of {self.model} holds the split "
+                f"({lease.describe(record)}); nothing was changed"
+            )
+        end_orphan(self.model, record, f"{actor} (starting a rollout)", now)
+        latest = registry.read_rollout_record(self.model)
+        self.generation = latest.generation if latest else 0
+
+    def keep_lease(self) -> None:
+        """Renew the lease once a third of it has passed. A lost lease (it passed, or
+        someone ended the orphan) is raised; a registry hiccup is left to the next look,
+        as two thirds of the lease remain."""
+        if self.held is None or not lease.due_for_renewal(self.held, time.time()):
+            return
+        try:
+            self._write(self.held, self.actor)
+        except RecordConflict:
+            raise
+        except Exception as error:  # the registry (MLflow, its database) did not answer
+            logger.warning("lease on %s's split not renewed yet: %s", self.model, error)
 
     # ---- committing a split ----------------------------------------------------------
 
     def commit(self, split: RolloutRecord, actor: str) -> RolloutRecord:
-        """Write `split` as the next generation, then wait until every replica serves it."""
-        record = registry.write_rollout_record(self.model, split, self.generation, actor)
-        self.generation = record.generation
+        """Write `split` as the next generation (leased to this fleet's owner, if it has
+        one), then wait until every replica serves it."""
+        self.actor = actor
+        if self.owner:
+            split = lease.granted(split, self.owner, self.lease_seconds, time.time())
+        record = self._write(split, actor)
         self.wait_for(record.generation)
         return record
 
-    def back_to_champion(self, actor: str, warm_version: int | None = None) -> str | None:
-        """Commit the champion alone (optionally with a warm old color). The record is what
-        counts: replicas that cannot be reached now serve it when they come back (they read
-        it at start), so a lagging replica is reported (the returned text), not raised."""
+    def _write(self, split: RolloutRecord, actor: str) -> RolloutRecord:
+        record = registry.write_rollout_record(self.model, split, self.generation, actor)
+        self.generation = record.generation
+        self.held = record if record.leased else None
+        return record
+
+    def back_to_champion(
+        self, actor: str, warm_version: int | None = None, retry_seconds: float = 0.0
+    ) -> str | None:
+        """Commit the champion alone (optionally with a warm old color), with no owner and
+        no lease. The record is what counts: replicas that cannot be reached now serve it
+        when they come back (they read it at start), so a lagging replica is reported (the
+        returned text), not raised. A failed write is retried with backoff for up to
+        `retry_seconds`; if the record is stable by then, written by whoever ended an
+        orphan, that is reported too. Raises if the record could not be returned."""
+        stable = RolloutRecord(generation=0, warm_version=warm_version)
+        deadline = time.monotonic() + retry_seconds
+        attempt = 0
+        while True:
+            try:
+                record = self._write(stable, actor)
+                break
+            except RecordConflict:
+                current = registry.read_rollout_record(self.model)
+                if current is not None and not current.leased and current.mode == "stable":
+                    self.held, self.generation = None, current.generation
+                    return f"the record was returned to stable by {current.written_by}"
+                raise
+            except Exception:  # the registry (MLflow, its database) did not answer: retry
+                wait = backoff(attempt)
+                if time.monotonic() + wait > deadline:
+                    raise
+                time.sleep(wait)
+                attempt += 1
         try:
-            self.commit(RolloutRecord(generation=0, warm_version=warm_version), actor)
+            self.wait_for(record.generation)
         except FleetError as error:
             return str(error)
         return None
@@ -95,6 +173,7 @@ class Fleet:
         pending = {client.base_url: client for client in self.clients}
         last: dict[str, str] = {}
         while pending:
+            self.keep_lease()
             for url, client in list(pending.items()):
                 try:
                     served = int(client.sync(self.model).get("generation", -1))
@@ -129,6 +208,7 @@ class Fleet:
             try:
                 return from_exposition(client.metrics(), self.model)
             except GatewayError as error:
+                self.keep_lease()  # a restarting replica must not cost the split its lease
                 if time.monotonic() >= deadline:
                     raise FleetError(
                         f"replica {client.base_url} did not answer for "

@@ -73,6 +73,18 @@ class RolloutPolicy(BaseModel):
         description="Longest every gateway replica may take to serve a committed split; "
         "after it the rollout fails safe (traffic back to the champion, challenger kept).",
     )
+    retry_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0,
+        description="Longest a replica may stay unreachable during a step (a restart comes "
+        "back on the committed split); after it the rollout pauses on the champion.",
+    )
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=120.0,
+        description="How long a committed split holds without its rollout: the flow renews "
+        "it while it runs; if the flow dies, every replica returns to the champion this long "
+        "after the last renewal and one of them retires the challenger. Keep it well above "
+        "the clock skew between hosts and the flow's longest pause.",
+    )
     max_steps: Annotated[int, Field(ge=1, le=100)] = Field(
         default=16, description="Most steps (growth and halving included) a rollout may take."
     )
