@@ -6,8 +6,9 @@ window must be usable (rows; per column, nulls and +/-inf counted, no column wit
 finite value, no null or infinity spike), else the verdict is `data-quality-failure`, never
 a silent "no drift"; only then Evidently's DataDriftPreset decides `drift` or `no-drift`
 from the share of drifted columns, on the rows whose features are all finite (the rows left
-out are counted in the result). Evidently drops NaN and +/-inf per column without saying
-so, which hid an infinity spike as "no drift" and made an all-infinite column a ValueError.
+out are counted in the result). Handed +/-inf, Evidently's column tests drop them silently
+while its dataset share counts such columns as drifted: a spike of infinities got a "no
+drift" (or "drift") verdict nobody had judged, and an all-infinite column a ValueError.
 """
 
 from collections.abc import Sequence
