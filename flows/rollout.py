@@ -6,7 +6,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
@@ -17,7 +19,7 @@ from chassis.modelspec import load_spec
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, FleetError, resolve_replicas
-from chassis.rollout.orphans import this_process, with_backoff
+from chassis.rollout.orphans import end_split, this_process, with_backoff
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.record import RolloutRecord
 from chassis.rollout.schedule import first_share, next_share
@@ -53,7 +55,25 @@ class RolloutOutcome(BaseModel):
     traffic: dict[str, int]
 
 
-@flow(name="rollout", log_prints=True)
+def end_if_still_owned(flow: object, run: FlowRun, state: State) -> None:
+    """Prefect hook when the run is cancelled or crashes: if a split of this run is still
+    committed (the run's own rollback did not run, or did not finish), return it to stable
+    and retire the challenger now, rather than when the lease passes."""
+    model = run.parameters.get("model_name")
+    if not isinstance(model, str):
+        return
+    tracking.connect(ChassisSettings())
+    record = registry.read_rollout_record(model)
+    if record is not None and lease.owned_by_run(record, str(run.id)):
+        end_split(model, record, f"{record.owner} ({state.name} hook)", f"rollout {state.name}")
+
+
+@flow(
+    name="rollout",
+    log_prints=True,
+    on_cancellation=[end_if_still_owned],
+    on_crashed=[end_if_still_owned],
+)
 def rollout(
     model_name: ModelParameter,
     version: VersionParameter,
@@ -153,7 +173,7 @@ def rollout(
             retry_seconds=max(rollout_policy.retry_seconds, rollout_policy.sync_seconds),
             # Every split this run commits holds only while it renews the lease: if this
             # process dies, the replicas return to the champion by themselves.
-            owner=f"rollout flow run {flow_run.id} ({flow_run.name}) on {this_process()}",
+            owner=lease.owner_for_run(str(flow_run.id), str(flow_run.name), this_process()),
             lease_seconds=rollout_policy.lease_seconds,
         )
         stack.callback(fleet.close)

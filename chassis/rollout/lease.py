@@ -138,6 +138,20 @@ def check_write(model: str, current: RolloutRecord | None, new: RolloutRecord, n
     )
 
 
+def owner_for_run(run_id: str, run_name: str, process: str) -> str:
+    """The owner of a rollout flow run's splits, readable by a person and matched by
+    `owned_by_run` (the run id is what a Prefect hook knows of the run)."""
+    return f"rollout flow run {run_id} ({run_name}) on {process}"
+
+
+def owned_by_run(record: RolloutRecord | None, run_id: str) -> bool:
+    return (
+        record is not None
+        and record.leased
+        and record.owner.startswith(f"rollout flow run {run_id} ")
+    )
+
+
 def may_take_over(record: RolloutRecord | None, now: float) -> bool:
     """Anyone may end an orphaned split (return to stable, retire the challenger); the
     compare-and-set on the generation lets exactly one of them do it."""

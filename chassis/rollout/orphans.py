@@ -71,6 +71,12 @@ def end_orphan(name: str, record: RolloutRecord | None, actor: str, now: float) 
         f"orphaned rollout: the lease of {record.owner} on {lease.describe(record)} passed "
         "without renewal (its owner is gone)"
     )
+    return end_split(name, record, actor, why)
+
+
+def end_split(name: str, record: RolloutRecord, actor: str, why: str) -> bool:
+    """Replace `record` by a stable one (compare-and-set on its generation) and, if this
+    caller's write won, retire the version it was trying out. Returns whether it won."""
     try:
         registry.write_rollout_record(name, RolloutRecord(generation=0), record.generation, actor)
     except RecordConflict:

@@ -148,3 +148,12 @@ def test_a_conflict_is_not_retried():
     with pytest.raises(lease.LeaseLost):
         with_backoff(conflicting, 60.0, give_up_on=(lease.LeaseLost,), sleep=lambda s: None)
     assert calls == [1]
+
+
+def test_a_prefect_hook_recognises_its_own_runs_split_and_no_other():
+    owner = lease.owner_for_run("1234", "brave-fox", "host-a pid 77")
+    record = leased(owner=owner)
+    assert lease.owned_by_run(record, "1234")
+    assert not lease.owned_by_run(record, "123")  # a prefix of the id is another run
+    assert not lease.owned_by_run(RolloutRecord(generation=2), "1234")  # stable: no owner
+    assert not lease.owned_by_run(None, "1234")
