@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chassis.errors import SettingsError
+
 # The repository root of an editable install: expectations/ lives beside chassis/.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = "chassis.specs.digits:spec"
@@ -87,6 +89,32 @@ class ChassisSettings(BaseSettings):
     )
     gateway_max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Body limit.")
     gateway_max_rows: int = Field(default=1024, ge=1, description="Rows per request limit.")
+    gateway_max_head_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1 << 20,
+        description="Limit on a request's line and headers (431 beyond it).",
+    )
+    gateway_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a request may take to arrive, first byte to last (408 beyond it: "
+        "slow or stalled clients do not keep connections and buffers).",
+    )
+    gateway_request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a prediction may take once received (504 beyond it; queued work "
+        "of a client that got its 504 is not computed).",
+    )
+    gateway_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Concurrent connections and requests the gateway takes; beyond it new "
+        "requests get 503 at once (keep it under the open-files limit, `ulimit -n`).",
+    )
     gateway_keep_warm_seconds: float = Field(
         default=300, ge=0, description="Blue-green: how long the old color stays loaded."
     )
@@ -209,8 +237,21 @@ class ChassisSettings(BaseSettings):
     def admin_token(self) -> str:
         """The configured token, or the one generated for this home on first use."""
         if self.gateway_admin_token is not None:
-            return self.gateway_admin_token.get_secret_value()
-        return _generated_secret(self.gateway_dir / "admin-token", _url_safe_token)
+            source = "CHASSIS_GATEWAY_ADMIN_TOKEN"
+            token = self.gateway_admin_token.get_secret_value()
+        else:
+            path = self.gateway_dir / "admin-token"
+            source = str(path)
+            token = _generated_secret(path, _url_safe_token)
+        # An empty token would open the admin API to `Authorization: Bearer ` (any client
+        # can send that); a short one can be guessed. Refused where the gateway starts.
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"the gateway admin token from {source} has {len(token)} characters; it needs "
+                f"at least {MIN_ADMIN_TOKEN_CHARS} (make one with `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`)"
+            )
+        return token
 
     @property
     def webhooks_dir(self) -> Path:
@@ -243,6 +284,10 @@ class ChassisSettings(BaseSettings):
             (self.home / "artifacts").mkdir(parents=True, exist_ok=True)
 
 
+# 16 URL-safe characters carry 96 bits; the generated token has 43.
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
 def _url_safe_token() -> str:
     import secrets
 
@@ -257,9 +302,23 @@ def _fernet_key() -> str:
 
 
 def _generated_secret(path: Path, make: Callable[[], str]) -> str:
-    """The secret kept at `path`, created there (mode 0600, never group/world readable)."""
+    """The secret kept at `path`, created there (mode 0600, never group/world readable).
+
+    Written whole to a private file first and then linked into place, so a process starting
+    at the same moment (replicas side by side) reads either no file or the whole secret,
+    never the empty file a create-then-write would show it; the first link wins."""
+    import os
+
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(make())
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(make())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first: everyone uses that one
+        finally:
+            draft.unlink()
     return path.read_text().strip()

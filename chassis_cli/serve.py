@@ -41,6 +41,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chassis import tracking
+    from chassis.serving.connection_limits import ConnectionLimits, limited_protocol
     from chassis.serving.lifecycle import DrainingServer
 
     tracking.connect(settings)
@@ -52,9 +53,14 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,  # Prometheus counts requests; a log line each costs throughput
         lifespan="on",
-        # Named, not "auto": without httptools uvicorn falls back to h11 silently, at about
-        # half the throughput. The event loop stays "auto": uvloop where it exists.
-        http="httptools",
+        # httptools, named rather than "auto" (without it uvicorn falls back to h11 silently,
+        # at about half the throughput), with the head-size and read-time limits it lacks.
+        # The event loop stays "auto": uvloop where it exists.
+        http=limited_protocol(
+            ConnectionLimits(settings.gateway_max_head_bytes, settings.gateway_read_timeout_seconds)
+        ),
+        # Beyond it uvicorn answers 503 at once instead of queueing without bound.
+        limit_concurrency=settings.gateway_max_connections,
         timeout_graceful_shutdown=math.ceil(settings.gateway_grace_seconds),
     )
     DrainingServer(config, app, settings.gateway_drain_seconds).run()
@@ -74,6 +80,7 @@ def build_app(settings: "ChassisSettings", models: list[str]) -> "GatewayApp":
         max_wait_ms=settings.gateway_max_wait_ms,
         limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),
         keep_warm_seconds=settings.gateway_keep_warm_seconds,
+        request_timeout_seconds=settings.gateway_request_timeout_seconds,
         prediction_log=prediction_log_factory(settings),
     )
     return GatewayApp(

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.validation import RequestError, parse_instances
@@ -25,6 +26,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
 CONTENT_TYPE_JSON = (b"content-type", JSON)
+ADMIN_BODY_BYTES = 64 * 1024
 
 
 async def read_body(receive: Receive, limit: int, message: dict[str, Any] | None = None) -> bytes:
@@ -108,9 +110,18 @@ class GatewayApp:
             else:
                 await self.route(scope, receive, send)
         except RequestError as error:
+            self.gateway.metrics.count_error_answer(self._model_label(scope["path"]), error.status)
             await respond(send, error.status, error_body(error.status, error.message))
         except Exception as error:  # a bug or a model failure: 500 with the cause, never a hang
+            self.gateway.metrics.count_error_answer(self._model_label(scope["path"]), 500)
             await respond(send, 500, error_body(500, f"{type(error).__name__}: {error}"))
+
+    def _model_label(self, path: str) -> str:
+        """The served model a path names, or "" (any other text is a client's, unbounded)."""
+        parts = path.split("/")
+        if len(parts) > 3 and parts[3] in self.gateway.models:
+            return parts[3]  # /v1/models/<name>/... and /admin/models/<name>/...
+        return ""
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -173,10 +184,23 @@ class GatewayApp:
                 else "loading models"
             )
             generations = {n: m.state.generation for n, m in self.gateway.models.items()}
+            # Still ready (what is served verified), but never silent about an alias the
+            # gateway refused to follow.
+            mismatches = {
+                model: {"champion": champion, "served": served, "why": why}
+                for model, (champion, served, why) in self.gateway.metrics.champion_mismatch.items()
+            }
             await respond(
                 send,
                 200 if ready else 503,
-                orjson.dumps({"ready": ready, "reason": reason, "generations": generations}),
+                orjson.dumps(
+                    {
+                        "ready": ready,
+                        "reason": reason,
+                        "generations": generations,
+                        "champion_mismatch": mismatches,
+                    }
+                ),
             )
         elif method == "GET" and path == "/metrics":
             await respond(send, 200, self.gateway.metrics.render(), b"text/plain; version=0.0.4")
@@ -245,19 +269,17 @@ class GatewayApp:
         if method == "GET" and action == "":
             result = gateway.status(name)
         elif method == "POST" and action == "rollout":
-            body = orjson.loads(await read_body(receive, 64 * 1024) or b"{}")
-            mode = str(body.get("mode", "canary"))
-            candidate = body.get("candidate_version")
+            rollout = parse_body(await read_body(receive, ADMIN_BODY_BYTES), RolloutBody)
             result = gateway.set_rollout(
                 name,
-                mode,
-                int(candidate) if candidate is not None else None,
-                _number(body, "percent"),
-                _number(body, "mirror_percent"),
+                rollout.mode,
+                rollout.candidate_version,
+                rollout.percent,
+                rollout.mirror_percent,
             )
         elif method == "POST" and action == "switch":
-            body = orjson.loads(await read_body(receive, 64 * 1024) or b"{}")
-            result = gateway.switch(name, _number(body, "mirror_percent"))
+            switch = parse_body(await read_body(receive, ADMIN_BODY_BYTES), SwitchBody)
+            result = gateway.switch(name, switch.mirror_percent)
         elif method == "POST" and action == "rollback":
             result = gateway.rollback(name)
         elif method == "POST" and action == "promote":
@@ -276,11 +298,3 @@ class GatewayApp:
             raise RequestError(404, f"unknown admin route {method} /admin/{'/'.join(parts)}")
         result["at"] = time.time()
         await respond(send, 200, orjson.dumps(result))
-
-
-def _number(body: object, key: str) -> float:
-    """A numeric admin field (0 when absent); anything else is the caller's 422."""
-    value = body.get(key, 0.0) if isinstance(body, dict) else 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(422, f"{key} must be a number, got {value!r}")
-    return float(value)

@@ -106,25 +106,43 @@ class MicroBatcher:
                 self.queued -= len(pending)
 
     async def _answer(self, pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+        # A request whose client gave up (its future cancelled by a request timeout) is not
+        # computed: under overload the model works only for clients still waiting.
+        live = [(rows, future) for rows, future in pending if not future.done()]
+        if not live:
+            return
         try:
-            inputs = np.concatenate([rows for rows, _ in pending]) if pending[1:] else pending[0][0]
-            if self.run_seconds < INLINE_BUDGET_SECONDS:
-                outputs, cpu = self._timed(inputs)
-            else:
-                loop = asyncio.get_running_loop()
-                outputs, cpu = await loop.run_in_executor(None, self._timed, inputs)
-            if self.on_batch is not None:
-                self.on_batch(len(inputs), cpu)
+            outputs = await self._call(
+                np.concatenate([rows for rows, _ in live]) if live[1:] else live[0][0]
+            )
         except Exception as error:
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(error)
+            if not live[1:]:
+                _settle(live[0][1], error=error)
+                return
+            # One request's rows made the whole call fail (validation cannot foresee every
+            # input a model refuses): each request runs alone, so only the offending one
+            # fails and the others get their answers, a few calls later.
+            for rows, future in live:
+                try:
+                    _settle(future, await self._call(rows))
+                except Exception as alone:
+                    _settle(future, error=alone)
             return
         start = 0
-        for rows, future in pending:
-            if not future.done():
-                future.set_result(outputs[start : start + len(rows)])
+        for rows, future in live:
+            _settle(future, outputs[start : start + len(rows)])
             start += len(rows)
+
+    async def _call(self, inputs: np.ndarray) -> np.ndarray:
+        """One model call: inline for a fast model, else on a worker thread."""
+        if self.run_seconds < INLINE_BUDGET_SECONDS:
+            outputs, cpu = self._timed(inputs)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs, cpu = await loop.run_in_executor(None, self._timed, inputs)
+        if self.on_batch is not None:
+            self.on_batch(len(inputs), cpu)
+        return outputs
 
     def _timed(self, inputs: np.ndarray) -> tuple[np.ndarray, float]:
         """Outputs, and the CPU time of the call on this thread: unlike wall time, it does
@@ -152,3 +170,17 @@ class MicroBatcher:
             self.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker
+
+
+def _settle(
+    future: "asyncio.Future[np.ndarray]",
+    result: np.ndarray | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Answer a request unless its client is gone (cancelled meanwhile)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ import numpy as np
 
 from chassis import registry
 from chassis.errors import ChassisError
+from chassis.rollout import lease
+from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RecordError, RolloutRecord
 from chassis.runtime import create_session
 from chassis.serving.batching import MicroBatcher
@@ -37,6 +39,8 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     intra_op_threads: int = 1
     keep_warm_seconds: float = 300.0
+    # A prediction not answered by then gets a 504 and its queued work is dropped.
+    request_timeout_seconds: float = 30.0
     # Builds the prediction log of a model from its feature names; None: no logging.
     prediction_log: Callable[[str, list[str]], PredictionLogger] | None = None
 
@@ -124,6 +128,18 @@ class Gateway:
             feature_names=names,
         )
 
+    def _verified(self, model: ServedModel, version: int) -> ServedVersion:
+        """`version`, ready to take traffic: its gate report says passed and the bytes
+        served are the ones the registry's digest names. The one way a version reaches
+        traffic (restart, record, admin rollout, a champion moved by hand), so a version
+        held in memory is checked again too: its gate may have failed since, or its digest
+        changed. Raises ChassisError naming the version and the problem."""
+        tags = registry.require_passed_gates(model.name, version)
+        held = model.versions.get(version)
+        if held is not None and held.sha256 == tags.get(registry.TAG_ONNX_SHA256):
+            return held
+        return self.load_version(model.name, version)  # fetch_version checks the digest
+
     def start(self) -> None:
         """Load every model at its last committed state, or at its champion."""
         try:
@@ -160,12 +176,11 @@ class Gateway:
                 raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
             state = RolloutState(model=name, stable_version=champion)
         model = ServedModel(name, state)
-        model.versions[state.stable_version] = self.load_version(name, state.stable_version)
+        model.versions[state.stable_version] = self._verified(model, state.stable_version)
         if state.candidate_version is not None:
             try:
-                registry.require_passed_gates(name, state.candidate_version)
-                model.versions[state.candidate_version] = self.load_version(
-                    name, state.candidate_version
+                model.versions[state.candidate_version] = self._verified(
+                    model, state.candidate_version
                 )
             except ChassisError:
                 # Never come back to an unvalidated candidate: serve the stable version only.
@@ -256,7 +271,18 @@ class Gateway:
             raise _width_error(served, rows)
         started = time.perf_counter()
         try:
-            logits = await served.batcher.predict(rows)
+            # Only the queued path is timed: an inline answer is a plain call of a fast model
+            # (and a timer per request would cost the hot path). A hung or swamped version's
+            # clients get a 504; their queued rows are then skipped by the batcher.
+            async with asyncio.timeout(self.config.request_timeout_seconds):
+                logits = await served.batcher.predict(rows)
+        except TimeoutError:
+            self._count_error(model, served, "504")
+            raise RequestError(
+                504,
+                f"{model.name} v{served.version} did not answer within "
+                f"{self.config.request_timeout_seconds:g} s; the request was abandoned",
+            ) from None
         except Exception:
             self._count_error(model, served)
             raise
@@ -281,10 +307,10 @@ class Gateway:
         tally.record(seconds, predictions)
         return labels, predictions
 
-    def _count_error(self, model: ServedModel, served: ServedVersion) -> None:
+    def _count_error(self, model: ServedModel, served: ServedVersion, status: str = "500") -> None:
         served.stats.requests += 1
         served.stats.errors += 1
-        self.metrics.count_error(model.name, str(served.version), "500")
+        self.metrics.count_error(model.name, str(served.version), status)
 
     async def _mirror(
         self, model: ServedModel, judged: ServedVersion, reference: ServedVersion, rows: np.ndarray
@@ -356,10 +382,9 @@ class Gateway:
             new_state.validate()
         except StateError as error:
             raise RequestError(422, str(error)) from None
-        if candidate is not None and candidate not in model.versions:
+        if candidate is not None:
             try:
-                registry.require_passed_gates(name, candidate)
-                model.versions[candidate] = self.load_version(name, candidate)
+                model.versions[candidate] = self._verified(model, candidate)
             except ChassisError as error:
                 raise RequestError(409, str(error)) from None
         save_state(self.config.state_dir, new_state)
@@ -437,30 +462,50 @@ class Gateway:
             return None
 
     def sync(self, name: str) -> bool:
-        """Serve the rollout record's split if its generation is not the one served.
-        Returns whether anything changed."""
+        """Serve the rollout record's split if its generation is not the one served, or
+        the champion alone once the split's lease has passed (its rollout is gone); then
+        also try to end the orphan (one replica's compare-and-set wins). Returns whether
+        anything changed."""
         model = self.model(name)
         record = self._read_record(name)
-        if record is None or record.generation == model.state.generation:
+        if record is None:
             return False
-        self._apply_record(model, record)
-        self.record_errors.pop(name, None)
-        return True
+        now = time.time()
+        orphaned = lease.expired(record, now)
+        state = model.state
+        champion_only = (
+            state.mode == "stable"
+            and state.follows_champion
+            and state.candidate_version is None
+            and state.warm_version is None
+        )
+        changed = record.generation != state.generation or (orphaned and not champion_only)
+        if changed:
+            self._apply_record(model, record, now)
+            self.record_errors.pop(name, None)
+        if orphaned:
+            try:
+                end_orphan(name, record, f"gateway replica on {this_process()}", now)
+            except Exception as error:  # the champion is served already; next sync retries
+                logger.warning("could not end the orphaned rollout of %s: %s", name, error)
+        return changed
 
-    def _apply_record(self, model: ServedModel, record: RolloutRecord) -> None:
+    def _apply_record(
+        self, model: ServedModel, record: RolloutRecord, now: float | None = None
+    ) -> None:
         """Load and verify every version the record names (candidates must have passed
-        their gates), then switch to it in one assignment; on any failure nothing changes."""
+        their gates), then switch to it in one assignment; on any failure nothing changes.
+        A split whose lease has passed is never applied: the champion alone is (lease.py)."""
+        record = lease.served_split(record, time.time() if now is None else now)
         name = model.name
         stable = record.stable_version
         if stable is None:
             stable = registry.version_for_alias(name, "champion")
             if stable is None:
                 raise ChassisError(f"{name!r} has no champion to serve")
-        if record.candidate_version is not None:
-            registry.require_passed_gates(name, record.candidate_version)
         warm = record.warm_version
         needed = [v for v in (stable, record.candidate_version, warm) if v is not None]
-        loaded = {v: model.versions.get(v) or self.load_version(name, v) for v in needed}
+        loaded = {v: self._verified(model, v) for v in needed}
         new_state = RolloutState(
             model=name,
             stable_version=stable,
@@ -501,8 +546,18 @@ class Gateway:
             return False  # a rollout (or a blue-green switch's live window) is in flight
         champion = registry.version_for_alias(name, "champion")
         if champion is None or champion == model.state.stable_version:
+            self.metrics.set_champion_mismatch(name, None)
             return False
-        served = model.versions.get(champion) or self.load_version(name, champion)
+        try:
+            served = self._verified(model, champion)
+        except ChassisError as error:
+            # Keep serving what verified, and say loudly that the alias points elsewhere:
+            # /readyz, the chassis_champion_mismatch gauge and its alert name both versions.
+            self.metrics.set_champion_mismatch(
+                name, (champion, model.state.stable_version, str(error))
+            )
+            raise
+        self.metrics.set_champion_mismatch(name, None)
         model.versions[champion] = served
         new_state = RolloutState(
             model=name, stable_version=champion, generation=model.state.generation

@@ -14,7 +14,12 @@ from bisect import bisect_left
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
@@ -110,6 +115,12 @@ def _count(tallies: dict[str, list[float]], key: str, amount: int) -> None:
 class GatewayMetrics(Collector):
     def __init__(self) -> None:
         self.series: dict[tuple[str, str], VersionSeries] = {}
+        # Every error answer by (model, status): refusals before any version ran (4xx from
+        # validation, 404, 401, limits) as well as versions' failures. Model "" when the
+        # path names no served model (a client's path is not a label value).
+        self.answered_errors: dict[tuple[str, str], list[float]] = {}
+        # Models whose champion alias names a version this gateway refused to serve.
+        self.champion_mismatch: dict[str, tuple[int, int, str]] = {}
         self.tallies: dict[tuple[str, str, str], RoleTally] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -136,6 +147,20 @@ class GatewayMetrics(Collector):
 
     def count_error(self, model: str, version: str, status: str) -> None:
         _count(self.version(model, version).errors, status, 1)
+
+    def set_champion_mismatch(self, model: str, mismatch: tuple[int, int, str] | None) -> None:
+        """(champion alias, version served, why not followed), or None when they agree."""
+        if mismatch is None:
+            self.champion_mismatch.pop(model, None)
+        else:
+            self.champion_mismatch[model] = mismatch
+
+    def count_error_answer(self, model: str, status: int) -> None:
+        tally = self.answered_errors.get((model, str(status)))
+        if tally is None:
+            self.answered_errors[(model, str(status))] = [1, time.time()]
+        else:
+            tally[0] += 1
 
     def count_shadow(self, model: str, version: str, agreed: int, compared: int) -> None:
         shadow = self.version(model, version).shadow
@@ -194,7 +219,23 @@ class GatewayMetrics(Collector):
                 if not any(counts):
                     continue  # a version with errors only has no latency series, as before
                 _add_histogram(family, series, counts, total, created)
-        yield from (requests, errors, latency, cpu, classes, shadow)
+        answered_errors = CounterMetricFamily(
+            "chassis_http_errors",
+            "Requests answered with an error status, by status (client errors included; the "
+            "rollout analysis reads chassis_errors_total, which counts versions' failures only)",
+            labels=["model", "status"],
+        )
+        for (model, status), (count, since) in self.answered_errors.items():
+            answered_errors.add_metric([model, status], count, created=since if created else None)
+        mismatch = GaugeMetricFamily(
+            "chassis_champion_mismatch",
+            "1 while the champion alias names a version this gateway refuses to serve "
+            "(failed gates or digest); it keeps serving the version labelled served",
+            labels=["model", "champion", "served"],
+        )
+        for model, (champion, served, _) in self.champion_mismatch.items():
+            mismatch.add_metric([model, str(champion), str(served)], 1)
+        yield from (requests, errors, latency, cpu, classes, shadow, answered_errors, mismatch)
 
 
 def _add_histogram(

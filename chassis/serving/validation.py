@@ -76,6 +76,15 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
         raise RequestError(
             422, "every feature value must be a number (no strings, booleans, nulls or lists)"
         )
+    if array.ndim != 2:
+        # Rows of n lists each (one level too deep) have the right length and numbers only,
+        # so only the rank shows them: refused here, they never reach a batch they would fail.
+        nested = next(i for i, row in enumerate(rows) if any(isinstance(v, list) for v in row))
+        raise RequestError(
+            422,
+            f"row {nested} must be a flat list of {n_features} numbers, got nested lists "
+            f"(the instances have {array.ndim} dimensions, not 2)",
+        )
     # float32 is what the model takes; a value beyond its range becomes inf here and is
     # refused with the NaN/inf check, in one pass.
     values = array.astype(np.float32)

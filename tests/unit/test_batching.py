@@ -98,3 +98,63 @@ def test_queued_batches_report_their_rows_and_cpu_time_on_the_loop_thread():
     assert sum(rows for rows, _, _ in queued) <= 20 and queued
     assert all(cpu >= 0.001 for _, cpu, _ in queued)
     assert {name for _, _, name in queued} == {threading.main_thread().name}
+
+
+def slow_model_refusing_negatives(calls: list[int]):
+    """A model slow enough to batch that fails any call holding a negative value."""
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        deadline = time.thread_time() + 0.002
+        while time.thread_time() < deadline:
+            pass
+        calls.append(len(rows))
+        if (rows < 0).any():
+            raise RuntimeError("Invalid input")
+        return rows * 2
+
+    return run
+
+
+def test_a_request_that_fails_its_batch_fails_alone():
+    calls: list[int] = []
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher(slow_model_refusing_negatives(calls), max_batch=64, max_wait_ms=5)
+        inputs = [np.full((1, 3), -1.0 if i == 7 else i, dtype=np.float32) for i in range(20)]
+        results = await asyncio.gather(
+            *(batcher.predict(x) for x in inputs), return_exceptions=True
+        )
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [7]  # only the offending request
+    assert [float(r[0, 0]) for i, r in enumerate(results) if i != 7] == [  # type: ignore[index]
+        2.0 * i for i in range(20) if i != 7
+    ]
+    assert any(size > 1 for size in calls)  # the bad request was batched with others
+
+
+def test_requests_whose_clients_gave_up_are_not_computed():
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(slow_model_refusing_negatives(calls), max_batch=64)
+        first = asyncio.ensure_future(batcher.predict(np.ones((1, 3), dtype=np.float32)))
+        await asyncio.sleep(0)  # the first call starts; the next ones queue behind it
+        abandoned = [
+            asyncio.ensure_future(batcher.predict(np.full((1, 3), 5.0, dtype=np.float32)))
+            for _ in range(10)
+        ]
+        await asyncio.sleep(0)
+        for request in abandoned:
+            request.cancel()  # what a request timeout does
+        kept = await batcher.predict(np.full((1, 3), 3.0, dtype=np.float32))
+        await first
+        assert float(kept[0, 0]) == 6.0
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert sum(calls) < 1 + 10 + 1  # the cancelled rows were never run
+    assert sum(calls) >= 2

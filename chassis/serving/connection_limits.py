@@ -1,0 +1,111 @@
+"""Limits one client's connection cannot get around: the size of a request's head and the
+time a request may take to arrive.
+
+uvicorn's httptools protocol has neither. httptools joins a header's pieces as they arrive,
+so one 64 MiB header held the event loop for seconds and every other request waited; and a
+client sending a body a byte at a time kept its connection (and its buffers) forever. Both
+checks live in the protocol, before the application sees the request, because by the time
+the ASGI app is called the head has been parsed whole.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = 32 * 1024  # request line and headers
+    read_timeout_seconds: float = 30.0  # from a request's first byte to its last
+
+
+def _raw_response(status: bytes, message: str) -> bytes:
+    body = message.encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+    )
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head-size limit (431) and a read timeout (408)."""
+
+    limits = ConnectionLimits()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        # A connection that never completes a request is timed from its first moment.
+        self.in_head = True
+        self.head_bytes = 0
+        self.read_timer: asyncio.TimerHandle | None = None
+        self._arm_read_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Still in the head after this chunk (a chunk that completes the head resets the
+        # count, body bytes in it are not the head's): an oversize head is refused after at
+        # most one chunk (64 KiB) beyond the limit, not after all of it.
+        if self.in_head and self.head_bytes > self.limits.max_head_bytes:
+            self._refuse(
+                b"431 Request Header Fields Too Large",
+                f"request line and headers exceed {self.limits.max_head_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head = True
+        self._arm_read_timer()
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_read_timer()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def _arm_read_timer(self) -> None:
+        self._disarm_read_timer()
+        self.read_timer = self.loop.call_later(
+            self.limits.read_timeout_seconds, self._read_timed_out
+        )
+
+    def _disarm_read_timer(self) -> None:
+        timer = getattr(self, "read_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self.read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self.read_timer = None
+        cycle = self.cycle
+        if not self.in_head and cycle is not None and cycle.response_started:
+            # Answered (or answering) before its body came whole: nothing more to say.
+            self.transport.close()
+            return
+        # Closing also tells an application waiting for the body that the client is gone
+        # (http.disconnect), so nothing keeps buffers for it.
+        self._refuse(
+            b"408 Request Timeout",
+            f"the request did not arrive within {self.limits.read_timeout_seconds:g} s",
+        )
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        self._disarm_read_timer()
+        if self.transport.is_closing():
+            return
+        self.transport.write(_raw_response(status, message))
+        self.transport.close()
+
+
+def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, carrying `limits`."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
