@@ -217,8 +217,10 @@ LOCK_SUFFIX = ".chassis-lock"
 # written, so the moves that follow always have a full TTL. A crashed holder blocks alias
 # changes for at most this long. CHASSIS_LOCK_TTL_SECONDS overrides it (tests use seconds).
 LOCK_TTL_SECONDS = 30.0
-# A waiter breaks a lock only this long after its recorded expiry (clock skew between hosts)
-# and waits at least that long, so it always outwaits a lock whose holder died.
+# A waiter breaks a lock only a margin after its recorded expiry (clock skew between hosts;
+# and the holder's renewal, which checks the expiry a moment before it extends it) and waits
+# at least that long, so it always outwaits a lock whose holder died. The margin is 5 s, or
+# half the TTL if that is shorter (a TTL of seconds is for tests on one host).
 LOCK_MARGIN_SECONDS = 5.0
 LOCK_TTL_MAX_SECONDS = 3600.0
 
@@ -317,16 +319,18 @@ class RegistryLock:
     that registered-model names are unique: creating `<name>.chassis-lock` succeeds for
     exactly one caller. Works the same on SQLite and behind an `mlflow server`.
 
-    The lock records its expiry (now + TTL). A lock left by a crashed holder is broken
-    LOCK_MARGIN_SECONDS after that expiry, and a waiter waits until then whatever its own
-    `wait_seconds`, so lifetime and waiting agree: a waiter always outwaits a dead holder.
+    The lock records its expiry (now + TTL). A lock left by a crashed holder is broken a
+    margin after that expiry, and a waiter waits until then whatever its own `wait_seconds`
+    (default: one TTL plus the margin), so lifetime and waiting agree: a waiter always
+    outwaits a dead holder.
     """
 
     def __init__(self, name: str, wait_seconds: float | None = None) -> None:
         self.lock_name = f"{name}{LOCK_SUFFIX}"
         self.ttl = lock_ttl_seconds()
         # At least one full lifetime: a lock taken just before we asked is outwaited.
-        self.wait_seconds = self.ttl + LOCK_MARGIN_SECONDS if wait_seconds is None else wait_seconds
+        self.margin = min(LOCK_MARGIN_SECONDS, self.ttl / 2)
+        self.wait_seconds = self.ttl + self.margin if wait_seconds is None else wait_seconds
         self.token = ""
 
     def __enter__(self) -> "RegistryLock":
@@ -380,7 +384,7 @@ class RegistryLock:
             expires = float(held.tags.get("chassis.lock_expires", "inf"))
         except ValueError:
             expires = float("inf")
-        breakable_at = min(expires, time.time() + LOCK_TTL_MAX_SECONDS) + LOCK_MARGIN_SECONDS
+        breakable_at = min(expires, time.time() + LOCK_TTL_MAX_SECONDS) + self.margin
         if breakable_at > time.time():
             return breakable_at - time.time()
         with suppress(mlflow.exceptions.MlflowException):  # another waiter broke it first
@@ -473,6 +477,16 @@ def read_intent(name: str) -> "Intent | None":
     return Intent.from_json(text) if text else None
 
 
+def read_last_recovery(name: str) -> dict[str, object] | None:
+    """How the last interrupted alias change was resolved (None: none ever was)."""
+    import json
+
+    import mlflow
+
+    text = mlflow.MlflowClient().get_registered_model(name).tags.get(TAG_LAST_RECOVERY)
+    return dict(json.loads(text)) if text else None
+
+
 def _move(client: "object", name: str, alias: str, version: int | None) -> None:
     if version is None:
         client.delete_registered_model_alias(name, alias)  # type: ignore[attr-defined]
@@ -528,10 +542,23 @@ def _alias_lock(name: str, actor: str) -> "Iterator[RegistryLock]":
         yield lock
 
 
+def settled_aliases(name: str, *, actor: str) -> dict[str, int]:
+    """The aliases with no change half-done: what a command given now must compare against.
+
+    If an intent is pending, wait for the lock (a live holder finishes; a crashed one's change
+    is resolved) before reading, so a half-moved alias is never taken for the real one."""
+    if read_intent(name) is not None:
+        recover(name, actor=actor)
+    return current_aliases(name)
+
+
 def recover(name: str, *, actor: str) -> "Recovery | None":
     """Resolve an alias change interrupted by a crash, if one is pending (None: nothing to
-    do). Waits for the lock like any alias operation, so a change in progress is never
-    mistaken for an interrupted one."""
+    do). An intent is resolved only under the lock, like any alias operation, so a change in
+    progress is never mistaken for an interrupted one (its holder finishes first)."""
+    lock_ttl_seconds()  # a bad setting is refused before anything else
+    if read_intent(name) is None:
+        return None  # nothing pending: no lock taken
     with RegistryLock(name):
         return _recover_leftover(name, actor)
 
@@ -704,7 +731,8 @@ def rollback(
     the plan must reinstate that very version (compare-and-set), or nothing moves."""
     from chassis.aliases import CHAMPION, PREVIOUS, PromotionConflict, plan_rollback
 
-    target = current_aliases(name).get(PREVIOUS)
+    # Settled first: a half-moved `previous` must not decide what is verified.
+    target = settled_aliases(name, actor=actor).get(PREVIOUS)
     if target is not None:
         try:
             verify_for_champion(name, target)

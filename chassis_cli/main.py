@@ -268,6 +268,7 @@ FLOWS = {
     "gates": "flows.promotion:gates",
     "promote": "flows.promotion:promote",
     "rollback": "flows.promotion:rollback",
+    "retire": "flows.promotion:retire",
     "rollout": "flows.rollout:rollout",
     "drift_check": "flows.monitoring:drift_check",
 }

@@ -1,6 +1,8 @@
-"""`chassis gates | promote | rollback | history`: the registry side of the command line."""
+"""`chassis gates | promote | rollback | retire | recover | history`: the registry side of the
+command line."""
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +120,31 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
     )
     rollback.set_defaults(handler=lambda args: _rollback(args, run))
 
+    retire = commands.add_parser(
+        "retire",
+        help="remove the challenger alias and record the retirement",
+        description="Remove the challenger alias, with an audit record. A retired version is "
+        "not set as challenger again without --allow-retired, and is never left as `previous`.",
+    )
+    retire.add_argument("--model", required=True, help="registered-model name")
+    retire.add_argument(
+        "--version",
+        type=version_number,
+        help="retire only if this version is the challenger (default: whichever is)",
+    )
+    retire.add_argument("--reason", default="retired by hand", help="recorded in the audit trail")
+    retire.set_defaults(handler=lambda args: _retire(args, run))
+
+    recover = commands.add_parser(
+        "recover",
+        help="resolve an alias change interrupted by a crash",
+        description="An alias change killed midway leaves its intent on the model. Resolve it: "
+        "if its audit record was written the change stands, otherwise every alias it moved "
+        "goes back. Every alias command does this first anyway; this one does only that.",
+    )
+    recover.add_argument("--model", required=True, help="registered-model name")
+    recover.set_defaults(handler=_recover)
+
     history = commands.add_parser(
         "history",
         help="print every alias move of a model (the audit trail)",
@@ -156,13 +183,16 @@ def _promote(
 ) -> int:
     if args.allow_retired and args.to != "challenger":
         parser.error("--allow-retired applies to --to challenger only")
+    expected = args.expect_champion
+    if args.to == "champion" and expected is None:
+        expected = _champion_now(args.model)
     outcome = run(
         "promote",
         {
             "model_name": args.model,
             "version": args.version,
             "to": args.to,
-            "expected_champion": args.expect_champion,
+            "expected_champion": expected,
             "reason": args.reason,
             "allow_retired": args.allow_retired,
         },
@@ -171,8 +201,56 @@ def _promote(
     return 0
 
 
+def _champion_now(model: str) -> int:
+    """The champion when the command is given (0: none), for the promotion's compare-and-set.
+
+    Read here, not when the flow starts (tens of seconds later): two promotions given while
+    v1 is champion must conflict, not chain v1 -> A -> B because B's flow started after A's
+    had finished."""
+    import getpass
+
+    from chassis import registry, tracking
+    from chassis.aliases import CHAMPION
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    prepare(settings)
+    tracking.connect(settings)
+    actor = f"{getpass.getuser()} via chassis promote"
+    champion = registry.settled_aliases(model, actor=actor).get(CHAMPION)
+    shown = "no champion" if champion is None else f"champion v{champion}"
+    out.print(f"{model}: expecting {shown} (compare-and-set)")
+    sys.stdout.flush()
+    return champion or 0
+
+
 def _rollback(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
     print_alias_outcome(run("rollback", {"model_name": args.model, "reason": args.reason}))
+    return 0
+
+
+def _retire(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+    parameters = {"model_name": args.model, "version": args.version, "reason": args.reason}
+    print_alias_outcome(run("retire", parameters))
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    """Without Prefect: a repair must work when the orchestrator does not."""
+    import getpass
+
+    from chassis import registry, tracking
+    from chassis_cli.main import load_settings, prepare
+
+    settings = load_settings()
+    prepare(settings)
+    tracking.connect(settings)
+    recovery = registry.recover(args.model, actor=f"{getpass.getuser()} via chassis recover")
+    if recovery is None:
+        out.print(f"{args.model}: no interrupted alias change; nothing to do")
+    else:
+        out.print(f"{args.model}: {recovery.describe()}", soft_wrap=True)
+    out.print(f"{args.model}: aliases now {registry.current_aliases(args.model)}")
     return 0
 
 

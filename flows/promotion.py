@@ -18,6 +18,7 @@ from tasks.promotion import (
     measure_versions,
     promote_champion,
     raise_if_failed,
+    retire_challenger,
     rollback_champion,
     set_challenger,
     verify_version,
@@ -154,7 +155,8 @@ def promote(
         Field(
             ge=0,
             description="Compare-and-set: the champion this promotion replaces. Empty: the "
-            "champion when this run starts. 0: expect no champion yet.",
+            "champion when this run starts (`chassis promote` always passes the champion it "
+            "read when the command was given). 0: expect no champion yet.",
         ),
     ] = None,
     reason: Annotated[str, Field(max_length=500)] = "promoted by hand",
@@ -200,3 +202,19 @@ def rollback(
     settings = ChassisSettings()
     tracking.connect(settings)
     return alias_outcome(rollback_champion(model_name, reason))
+
+
+@flow(name="retire", log_prints=True)
+def retire(
+    model_name: ModelParameter,
+    version: Annotated[
+        int | None,
+        Field(ge=1, description="The challenger to retire; empty: whichever is challenger."),
+    ] = None,
+    reason: Annotated[str, Field(max_length=500)] = "retired by hand",
+) -> AliasOutcome:
+    """Remove the challenger alias and record the retirement: the version is not set as
+    challenger again without the explicit override, and is never left as `previous`."""
+    settings = ChassisSettings()
+    tracking.connect(settings)
+    return alias_outcome(retire_challenger(model_name, version, reason))

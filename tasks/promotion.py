@@ -194,3 +194,8 @@ def set_challenger(
 @task(name="rollback-champion", **NO_CACHE_TASK)
 def rollback_champion(model_name: str, reason: str) -> registry.AliasChange:
     return _finish(registry.rollback(model_name, actor=actor(), reason=reason))
+
+
+@task(name="retire-challenger", **NO_CACHE_TASK)
+def retire_challenger(model_name: str, version: int | None, reason: str) -> registry.AliasChange:
+    return _finish(registry.retire_challenger(model_name, version, actor=actor(), reason=reason))
