@@ -633,18 +633,26 @@ def _undo_after_failure(
 ) -> None:
     """Nothing was committed: put the aliases back, as recovery would after a crash. If that
     fails too (the registry is down), the intent stays for `chassis recover` to resolve."""
+    from chassis.aliases import COMPLETED
+
     try:
         if intent is not None:
-            _resolve(name, intent, None)
-            return
-        for move in plan.moves:  # no intent written: no alias moved; make sure of it
-            if current_aliases(name).get(move.alias) != before.get(move.alias):
-                _move(client, name, move.alias, before.get(move.alias))
+            stood = _resolve(name, intent, None).outcome == COMPLETED
+        else:
+            stood = False
+            for move in plan.moves:  # no intent written: no alias moved; make sure of it
+                if current_aliases(name).get(move.alias) != before.get(move.alias):
+                    _move(client, name, move.alias, before.get(move.alias))
     except Exception as undo_error:
         raise RegistryError(
             f"{plan.action} of {name!r} failed midway ({type(error).__name__}: {error}) and "
             f"restoring the aliases failed too ({type(undo_error).__name__}: {undo_error}); "
             f"the intent is kept: run `chassis recover --model {name}`"
+        ) from error
+    if stood:  # the audit write raised, yet the record is there: the change happened
+        raise RegistryError(
+            f"{plan.action} of {name!r} reported {type(error).__name__}: {error}, but its "
+            "audit record was written: the change stands"
         ) from error
 
 
