@@ -30,7 +30,7 @@ from tests.fixtures.fault_report import FaultReport, ScenarioResult
 from tests.fixtures.registry_versions import register_tiny_versions, stored_onnx
 
 # Short-lived locks: every kill leaves its lock behind, and the next command outwaits it.
-TTL = "2"
+TTL = "3"
 KILL_POINTS = (
     "alias.after-intent",
     "alias.after-move-1",
@@ -154,10 +154,11 @@ class Crash:
     half_state: dict[str, int]
     records_at_kill: int
     then: "Ran"
+    killed_recovery: "Ran | None" = None  # RECOVER_KILLED: the recovery killed midway
 
 
 Ran = subprocess.CompletedProcess[str]
-RECOVER, REPEAT = "recover", "repeat"
+RECOVER, REPEAT, RECOVER_KILLED = "recover", "repeat", "recover killed"
 # Kill, then the same command again (no `recover`): the points where the aliases moved.
 REPEATED = (("promote", "alias.after-move-1"), ("rollback", "alias.before-audit"))
 
@@ -170,8 +171,12 @@ def crash_then(env: dict[str, str], case: tuple[str, str, str], model: str) -> t
     killed = run(env, *op.args, "--model", model, CHASSIS_FAILPOINTS=f"{point}=kill")
     left = (intent_tag(model) is not None, registry.current_aliases(model))
     records_at_kill = len(registry.history(model))
-    then = ("recover",) if after == RECOVER else op.args
-    return killed, *left, records_at_kill, run(env, *then, "--model", model)
+    killed_recovery = None
+    if after == RECOVER_KILLED:
+        armed = "recover.after-move-1=kill"
+        killed_recovery = run(env, "recover", "--model", model, CHASSIS_FAILPOINTS=armed)
+    then = op.args if after == REPEAT else ("recover",)
+    return killed, *left, records_at_kill, run(env, *then, "--model", model), killed_recovery
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +188,7 @@ def crashes(home: Path, cli_env: dict[str, str]) -> dict[tuple[str, str, str], C
 
     cases = [(RECOVER, name, point) for name in sorted(OPERATIONS) for point in KILL_POINTS]
     cases += [(REPEAT, name, point) for name, point in REPEATED]
+    cases += [(RECOVER_KILLED, "promote", "alias.before-audit")]
     models = {case: model_at(OPERATIONS[case[1]].before) for case in cases}
     records = {case: len(registry.history(models[case])) for case in cases}
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -428,3 +434,22 @@ def test_a_waiter_with_a_short_wait_outwaits_the_lock_of_a_killed_holder(
     # The half-done promotion was undone first, so the rollback started from v2 champion.
     assert actions == ["rollback"]
     assert aliases == {"champion": 1, "challenger": 3}
+
+
+def test_a_recovery_killed_midway_is_finished_by_the_next_one(
+    crashes: dict[tuple[str, str, str], Crash], fault_report: FaultReport
+) -> None:
+    """Promote killed after its 3 moves; the recovery undoing them killed after its first
+    undo; the next recovery undoes the rest: undo is idempotent."""
+    crash = crashes[(RECOVER_KILLED, "promote", "alias.before-audit")]
+    state, lost = outcome(crash.op, crash.model, crash.records_before)
+    scenario = "kill -9 of promote at alias.before-audit, its recovery killed after one undo"
+    record_row(fault_report, scenario, lost)
+
+    assert crash.killed.returncode == -signal.SIGKILL, crash.killed.stderr
+    assert crash.half_state == crash.op.after  # every alias moved, no record
+    assert crash.killed_recovery is not None
+    assert crash.killed_recovery.returncode == -signal.SIGKILL, crash.killed_recovery.stderr
+    assert crash.then.returncode == 0, crash.then.stderr
+    assert state == "before", lost
+    assert intent_tag(crash.model) is None
