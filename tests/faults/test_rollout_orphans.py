@@ -25,7 +25,7 @@ import pytest
 from chassis import registry
 from chassis.rollout import lease
 from chassis.rollout.policy import RolloutPolicy
-from chassis.rollout.record import RolloutRecord
+from chassis.rollout.record import RecordConflict, RolloutRecord
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from tests.fixtures.fault_report import ScenarioResult
@@ -446,3 +446,91 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
     assert failed == 0 and answered == sent
     assert aliases == {"champion": CHAMPION, "challenger": version}
     assert all((s["stable_version"], s["candidate_version"]) == (1, None) for s in states)
+
+
+def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(fleet, fault_report):
+    from flows.rollout import RolloutAborted, rollout
+
+    version = registry.register_copy(MODEL, CHAMPION, "orphan test: record taken mid-step")
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            rollout(
+                model_name=MODEL,
+                version=version,
+                policy=HOLDING,
+                drive_traffic="never",
+                gateway_url=fleet.proxy.url,
+                replicas=fleet.urls(),
+            )
+        except Exception as error:  # reported by the assertions below
+            result["error"] = error
+
+    with Traffic(fleet.proxy.url) as traffic:
+        thread = threading.Thread(target=run)
+        thread.start()
+
+        def canary_everywhere() -> RolloutRecord | None:
+            record = registry.read_rollout_record(MODEL)
+            if record is None or record.candidate_version != version:
+                return None
+            states = [fleet.state(r) for r in fleet.replicas]
+            return record if all(s["candidate_version"] == version for s in states) else None
+
+        committed = until(canary_everywhere, 120, "every replica serves the canary")
+        # An operator returns the model to stable by hand while the step runs: the flow's
+        # next renewal finds another generation (an exception mid-step, not a verdict).
+        taken = until(
+            lambda: _write_stable_over(MODEL, committed.generation),
+            LEASE_SECONDS,
+            "a stable record written over the flow's split",
+        )
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the rollout did not stop"
+
+        def on_champion() -> list[dict] | None:
+            states = [fleet.state(replica) for replica in fleet.replicas]
+            return states if all(s["candidate_version"] is None for s in states) else None
+
+        states = until(on_champion, 30, "every replica follows the stable record")
+    sent, answered, failed = traffic.tally()
+    aliases = registry.current_aliases(MODEL)
+    retired = retirements(version)
+    record = registry.read_rollout_record(MODEL)
+    fault_report.add(
+        ScenarioResult(
+            scenario="rollout record taken over by hand mid-step: the flow stops and retires",
+            sent=sent,
+            answered=answered,
+            good_failed=failed,
+            alias_matches_served=all(
+                s["stable_version"] == aliases.get("champion") and s["candidate_version"] is None
+                for s in states
+            ),
+            unvalidated_served=0,
+            lost="nothing" if len(retired) == 1 else f"{len(retired)} retirements",
+        )
+    )
+    error = result.get("error")
+    assert isinstance(error, RolloutAborted), result
+    assert "RecordConflict" in str(error)
+    assert "the record was returned to stable by test-operator" in str(error)
+    assert f"v{version} retired" in str(error)
+    assert record == taken  # the flow wrote nothing over the operator's record
+    assert len(retired) == 1 and "rollout aborted mid-step" in retired[0].reason
+    assert aliases == {"champion": CHAMPION}
+    assert failed == 0 and answered == sent
+    assert all((s["stable_version"], s["candidate_version"]) == (1, None) for s in states)
+
+
+def _write_stable_over(model: str, generation: int) -> RolloutRecord | None:
+    """A stable record over `generation` or a later renewal of the same split."""
+    current = registry.read_rollout_record(model)
+    assert current is not None and current.generation >= generation
+    try:
+        return registry.write_rollout_record(
+            model, RolloutRecord(generation=0), current.generation, "test-operator"
+        )
+    except RecordConflict:  # the flow renewed between the read and the write: read again
+        return None
