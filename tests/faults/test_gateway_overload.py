@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ import orjson
 import pytest
 
 from flows.promotion import GateSettings
-from tests.fixtures.fault_gateway import metric_sum, release_into
+from tests.fixtures.fault_gateway import metric_samples, metric_sum, release_into
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
 
@@ -165,14 +166,32 @@ async def open_loop(port: int, rate: float, seconds: float) -> tuple[list[Outcom
     return list(outcomes), offered_in
 
 
+@dataclass(frozen=True)
+class Capacity:
+    closed_loop: float  # requests a second answered 200 under a closed loop of 4 clients
+    model_bound: float  # requests a second the model's own CPU time per call allows
+
+    @property
+    def rate(self) -> float:
+        """The larger: a closed loop on a busy machine under-measures (the clients' own
+        scheduling delays leave the model idle between requests), and the load of a shared
+        machine changes within seconds; the model's CPU time per row is what the gateway
+        can never beat, so 3x this is at least 3x whatever the machine gives it."""
+        return max(self.closed_loop, self.model_bound)
+
+
 @pytest.fixture(scope="module")
-def capacity(gateway: GatewayProcess) -> float:
-    """Requests a second the gateway answers with 200 under a closed loop of 4 clients (4
-    requests of 16 rows queued take well under the timeout: none is abandoned)."""
+def capacity(gateway: GatewayProcess) -> Capacity:
+    """The gateway's capacity for requests of BURST_ROWS rows (4 such requests queued take
+    well under the timeout: none is abandoned while measuring)."""
     asyncio.run(closed_loop(gateway.port, 4, 1.0))  # warm: connections, ORT buffers
     served, seconds = asyncio.run(closed_loop(gateway.port, 4, 4.0))
     assert served > 0, "the gateway answered nothing under a closed loop"
-    return served / seconds
+    # chassis_model_cpu_seconds observes each model call's CPU seconds per row.
+    cpu = metric_samples(gateway.url, "chassis_model_cpu_seconds_sum")
+    calls = metric_samples(gateway.url, "chassis_model_cpu_seconds_count")
+    per_row = sum(cpu.values()) / sum(calls.values())
+    return Capacity(served / seconds, 1 / (per_row * BURST_ROWS))
 
 
 def version_errors(url: str, status: str) -> float:
@@ -183,7 +202,7 @@ def test_a_burst_at_three_times_capacity_gets_200_503_or_504_and_no_500(
     gateway, capacity, fault_report
 ):
     before = {status: version_errors(gateway.url, status) for status in ("500", "504")}
-    rate = 3 * capacity
+    rate = 3 * capacity.rate
     outcomes, offered_in = asyncio.run(open_loop(gateway.port, rate, 6.0))
     after = {status: version_errors(gateway.url, status) for status in ("500", "504")}
     counts = collections.Counter(outcomes)
@@ -192,7 +211,8 @@ def test_a_burst_at_three_times_capacity_gets_200_503_or_504_and_no_500(
     timeouts_counted = after["504"] - before["504"]
     fault_report.add(
         ScenarioResult(
-            f"burst at 3x capacity ({capacity:.0f} req/s measured; {len(outcomes)} offered in "
+            f"burst at 3x capacity ({capacity.closed_loop:.0f} req/s closed loop, "
+            f"{capacity.model_bound:.0f} model-bound; {len(outcomes)} offered in "
             f"{offered_in:.1f} s; {counts[200]} 200, {counts[503]} 503, {counts[504]} 504)",
             sent=len(outcomes),
             answered=answered,
@@ -202,7 +222,7 @@ def test_a_burst_at_three_times_capacity_gets_200_503_or_504_and_no_500(
             lost="nothing" if not dropped else f"dropped: {dropped}",
         )
     )
-    print(f"capacity {capacity:.0f}/s, offered {len(outcomes)} in {offered_in:.1f} s: {counts}")
+    print(f"{capacity}, offered {len(outcomes)} in {offered_in:.1f} s: {counts}")
     assert dropped == {}  # every request answered: no reset, no hang
     assert set(counts) <= {200, 503, 504}, counts  # shed deliberately, never a 500
     assert counts[200] > 0  # the overloaded gateway still serves
