@@ -317,6 +317,36 @@ def test_rollback_to_truncated_bytes_is_refused_and_nothing_moves(
     assert intent_tag(model) is None
 
 
+def test_promotion_of_truncated_bytes_is_refused_and_nothing_moves(
+    home: Path, cli_env: dict[str, str], fault_report: FaultReport
+) -> None:
+    op = OPERATIONS["promote"]
+    model = model_at(op.before)
+    records = len(registry.history(model))
+    onnx = stored_onnx(model, 3)
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+
+    refused = run(cli_env, *op.args, "--model", model)
+    state, lost = outcome(op, model, records)
+    fault_report.add(
+        ScenarioResult(
+            scenario="promotion of a version whose ONNX bytes were truncated",
+            sent=0,
+            answered=0,
+            good_failed=0,
+            alias_matches_served=None,
+            unvalidated_served=0 if state == "before" else 1,
+            lost=lost,
+        )
+    )
+
+    assert refused.returncode == 1
+    error = refused.stderr.strip().splitlines()[-1]  # Prefect's log lines come before it
+    assert error.startswith(f"error: {model} v3: model.onnx does not match its recorded digest")
+    assert state == "before", lost
+    assert intent_tag(model) is None
+
+
 def test_rollback_to_a_version_whose_gates_failed_is_refused_and_nothing_moves(
     home: Path, cli_env: dict[str, str], fault_report: FaultReport
 ) -> None:
