@@ -37,6 +37,11 @@ class RegistryError(ChassisError):
     """The MLflow model registry refused an operation or is in an unexpected state."""
 
 
+class RegistryUnreachable(RegistryError):  # noqa: N818 (reads as what happened)
+    """The registry did not answer (server down, network, database unavailable): nothing
+    is known about the model, which is not the same as the model not existing."""
+
+
 class SettingsError(ChassisError):
     """A setting has an unusable value."""
 

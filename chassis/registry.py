@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chassis.digests import sha256_file
-from chassis.errors import IntegrityError, RegistryError
+from chassis.errors import IntegrityError, RegistryError, RegistryUnreachable
 from chassis.failpoints import failpoint
 
 if TYPE_CHECKING:
@@ -116,8 +116,8 @@ def describe_versions(name: str) -> list[dict[str, object]]:
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"no registered model named {name!r}") from None
     described = []
     for number in reversed(list_versions(name)):
         # search_model_versions returns empty aliases; get_model_version has them.
@@ -144,6 +144,27 @@ def version_artifact_uri(name: str, version: int) -> str:
     return str(mlflow.MlflowClient().get_model_version_download_uri(name, str(version)))
 
 
+def lookup_failed(error: Exception, missing: str) -> RegistryError:
+    """What a failed registry read means: `missing` when the registry answered that the
+    model or version does not exist; RegistryUnreachable when it did not answer (the gateway
+    then retries and keeps serving what it verified, instead of reporting a missing model).
+    """
+    code = getattr(error, "error_code", "")
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return RegistryError(missing)
+    text = str(error)
+    # MLflow's REST client wraps connection failures as "API request to <url> failed with
+    # exception ..."; a SQLite store that cannot be opened raises OperationalError text.
+    if (
+        code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+        or "failed with exception" in text
+        or "unable to open database" in text
+        or "database is locked" in text
+    ):
+        return RegistryUnreachable(f"registry unreachable: {text.splitlines()[0][:300]}")
+    return RegistryError(f"{missing} ({text.splitlines()[0][:300]})" if text else missing)
+
+
 @dataclass(frozen=True)
 class VersionFiles:
     """A version's files, downloaded and verified against the digests recorded with it."""
@@ -166,8 +187,8 @@ def fetch_version(name: str, version: int, destination: Path) -> VersionFiles:
     client = mlflow.MlflowClient()
     try:
         model_version = client.get_model_version(name, str(version))
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"{name!r} has no version {version}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"{name!r} has no version {version}") from None
     tags = dict(model_version.tags)
     if TAG_ONNX_SHA256 not in tags:
         raise IntegrityError(
@@ -291,8 +312,8 @@ def current_aliases(name: str) -> dict[str, int]:
 
     try:
         model = mlflow.MlflowClient().get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"no registered model named {name!r}") from None
     return {alias: int(v) for alias, v in model.aliases.items() if alias in ALIASES}
 
 
@@ -304,8 +325,8 @@ def history(name: str) -> list[AuditRecord]:
 
     try:
         model = mlflow.MlflowClient().get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"no registered model named {name!r}") from None
     records = []
     for key, value in model.tags.items():
         if key.startswith(AUDIT_TAG_PREFIX):
@@ -433,8 +454,9 @@ def require_passed_gates(name: str, version: int) -> dict[str, str]:
 
     try:
         tags = dict(mlflow.MlflowClient().get_model_version(name, str(version)).tags)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"{name!r} has no version {version}; nothing was changed") from None
+    except mlflow.exceptions.MlflowException as error:
+        missing = f"{name!r} has no version {version}; nothing was changed"
+        raise lookup_failed(error, missing) from None
     verdict = tags.get(TAG_GATES)
     if verdict is None:
         raise RegistryError(
@@ -446,6 +468,9 @@ def require_passed_gates(name: str, version: int) -> dict[str, str]:
             f"{name} v{version} failed its gates (report: {tags.get(TAG_GATE_REPORT, '?')}); "
             "it cannot be promoted; nothing was changed"
         )
+    from chassis import attestation
+
+    attestation.check(name, version, tags, TAG_ONNX_SHA256, TAG_GATES)
     return tags
 
 
@@ -471,8 +496,8 @@ def read_intent(name: str) -> "Intent | None":
 
     try:
         model = mlflow.MlflowClient().get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"no registered model named {name!r}") from None
     text = model.tags.get(TAG_INTENT)
     return Intent.from_json(text) if text else None
 
@@ -760,9 +785,17 @@ def rollback(
 def record_gate_report(name: str, version: int, passed: bool, report_uri: str) -> None:
     import mlflow
 
+    from chassis import attestation
+
     client = mlflow.MlflowClient()
+    verdict = "passed" if passed else "failed"
+    digest = client.get_model_version(name, str(version)).tags.get(TAG_ONNX_SHA256, "")
     client.set_model_version_tag(name, str(version), TAG_GATE_REPORT, report_uri)
-    client.set_model_version_tag(name, str(version), TAG_GATES, "passed" if passed else "failed")
+    # Signature before verdict: a crash between the two leaves a verdict that does not
+    # verify (refused), never a verdict that passes unsigned.
+    signature = attestation.sign(name, version, digest, verdict)
+    client.set_model_version_tag(name, str(version), attestation.TAG_ATTESTATION, signature)
+    client.set_model_version_tag(name, str(version), TAG_GATES, verdict)
 
 
 def version_run_id(name: str, version: int) -> str:
@@ -770,8 +803,8 @@ def version_run_id(name: str, version: int) -> str:
 
     try:
         run_id = mlflow.MlflowClient().get_model_version(name, str(version)).run_id
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"{name!r} has no version {version}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"{name!r} has no version {version}") from None
     if not run_id:
         raise RegistryError(f"{name} v{version} has no MLflow run to store reports in")
     return str(run_id)
@@ -962,8 +995,8 @@ def read_rollout_record(name: str) -> "RolloutRecord | None":
 
     try:
         model = mlflow.MlflowClient().get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"no registered model named {name!r}") from None
+    except mlflow.exceptions.MlflowException as error:
+        raise lookup_failed(error, f"no registered model named {name!r}") from None
     text = model.tags.get(TAG_ROLLOUT_RECORD)
     return RolloutRecord.from_json(name, text) if text else None
 

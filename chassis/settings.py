@@ -79,6 +79,12 @@ class ChassisSettings(BaseSettings):
         description="Bearer token of the admin API. Default: generated once and kept in "
         "<home>/gateway/admin-token (mode 0600).",
     )
+    registry_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs gate verdicts in the registry (HMAC-SHA256); every "
+        "process that records gates or serves versions needs the same one. Default: "
+        "generated once and kept in <home>/registry-signing-key (mode 0600).",
+    )
     gateway_max_batch: int = Field(default=64, ge=1, le=4096, description="Rows per ORT call.")
     gateway_max_wait_ms: float = Field(
         default=0.0,
@@ -252,6 +258,22 @@ class ChassisSettings(BaseSettings):
                 "print(secrets.token_urlsafe(32))'`)"
             )
         return token
+
+    def resolved_registry_signing_key(self) -> str:
+        """The configured signing key, or the one generated for this home on first use."""
+        if self.registry_signing_key is not None:
+            source = "CHASSIS_REGISTRY_SIGNING_KEY"
+            key = self.registry_signing_key.get_secret_value()
+        else:
+            path = self.home / "registry-signing-key"
+            source = str(path)
+            key = _generated_secret(path, _url_safe_token)
+        if len(key) < MIN_ADMIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"the registry signing key from {source} has {len(key)} characters; it needs "
+                f"at least {MIN_ADMIN_TOKEN_CHARS}"
+            )
+        return key
 
     @property
     def webhooks_dir(self) -> Path:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chassis import attestation
 from chassis.digests import sha256_file
 from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
@@ -47,6 +48,8 @@ def connect(settings: ChassisSettings) -> None:
             check_bucket(settings, settings.artifact_root or "")
     mlflow.set_tracking_uri(settings.resolved_tracking_uri())
     mlflow.set_registry_uri(settings.resolved_registry_uri())
+    # Gate verdicts written and checked from now on are signed with this installation's key.
+    attestation.use_key(settings.resolved_registry_signing_key())
 
 
 def configure_s3_environment(settings: ChassisSettings) -> None:

@@ -183,6 +183,11 @@ class GatewayApp:
                 if self.gateway.draining
                 else "loading models"
             )
+            if ready and self.gateway.degraded:
+                # Serving verified versions is ready; how they were found is worth saying.
+                reason = "ready; " + "; ".join(
+                    f"{model}: {why}" for model, why in self.gateway.degraded.items()
+                )
             generations = {n: m.state.generation for n, m in self.gateway.models.items()}
             # Still ready (what is served verified), but never silent about an alias the
             # gateway refused to follow.
@@ -218,9 +223,9 @@ class GatewayApp:
         self, scope: Scope, receive: Receive, send: Send, name: str, *, preview: bool
     ) -> None:
         gateway = self.gateway
-        if not gateway.ready:
-            raise RequestError(503, "models are still loading")
-        model = gateway.model(name)
+        model = gateway.models.get(name)
+        if model is None:
+            raise gateway.not_served(name)
         headers = dict(scope["headers"])
         limits = gateway.config.limits
         message = await receive()

@@ -38,10 +38,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # A connection that never completes a request is timed from its first moment.
         self.in_head = True
         self.head_bytes = 0
+        self.refused = False  # this connection was answered 431 or 408 and is closing
         self.read_timer: asyncio.TimerHandle | None = None
         self._arm_read_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.in_head:
             self.head_bytes += len(data)
         super().data_received(data)
@@ -62,11 +65,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
+        # A head that arrived in one read was parsed whole before `data_received` could
+        # count it: its size is checked here, before the application sees it.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_head_bytes:
+            self.refused = True
+            self._refuse(
+                b"431 Request Header Fields Too Large",
+                f"request line and headers exceed {self.limits.max_head_bytes} bytes",
+            )
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:  # the rest of a refused request, in the same read: dropped
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm_read_timer()
-        super().on_message_complete()
+        if not self.refused:
+            super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
@@ -99,6 +117,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, status: bytes, message: str) -> None:
+        self.refused = True
         self._disarm_read_timer()
         if self.transport.is_closing():
             return

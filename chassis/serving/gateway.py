@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,11 +15,12 @@ from typing import NamedTuple
 import numpy as np
 
 from chassis import registry
-from chassis.errors import ChassisError
+from chassis.errors import ChassisError, IntegrityError, RegistryUnreachable
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RecordError, RolloutRecord
 from chassis.runtime import create_session
+from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
@@ -28,6 +30,11 @@ from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits, RequestError
 
 logger = logging.getLogger("chassis.gateway")
+
+# Loading retries back off from 0.5 s to 30 s: quick when the registry blinks, gentle on a
+# registry that is coming back from an outage with every replica waiting on it.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -87,13 +94,36 @@ class Gateway:
         self.logs: dict[str, PredictionLogger] = {}
         # Models whose rollout record could not be read, and why (shown on /admin/status).
         self.record_errors: dict[str, str] = {}
+        # Models served from verified local copies while the registry is unreachable.
+        self.degraded: dict[str, str] = {}
+        # (model, version) -> (digest tag, why) of versions whose bytes were refused.
+        self.refused: dict[tuple[str, int], tuple[str | None, str]] = {}
+        self.stopping = threading.Event()  # set at shutdown: start() stops retrying
 
     # ---- loading ---------------------------------------------------------------------
 
     def load_version(self, name: str, version: int) -> ServedVersion:
-        """Download, verify sha256, open an ONNX Runtime session. Raises on any mismatch."""
-        files = registry.fetch_version(name, version, self.config.cache_dir / name)
-        session = create_session(files.onnx_path, self.config.intra_op_threads)
+        """Download, verify sha256, open an ONNX Runtime session. Raises on any mismatch.
+        Only `_verified` calls it (after the gate check); the verified copy is kept for a
+        restart while the registry is unreachable."""
+        directory = verified_cache.version_dir(self.config.cache_dir, name, version)
+        files = registry.fetch_version(name, version, directory)
+        sha256 = files.tags[registry.TAG_ONNX_SHA256]
+        served = self._open(name, version, files.onnx_path, sha256, None)
+        verified_cache.remember(directory, files.onnx_path, sha256, served.feature_names)
+        return served
+
+    def _open(
+        self,
+        name: str,
+        version: int,
+        onnx_path: Path,
+        sha256: str,
+        feature_names: list[str] | None,
+    ) -> ServedVersion:
+        """A verified ONNX file as a served version (feature names from the registry when
+        not given)."""
+        session = create_session(onnx_path, self.config.intra_op_threads)
         input_name = session.get_inputs()[0].name
         n_features = int(session.get_inputs()[0].shape[1])
 
@@ -109,14 +139,15 @@ class Gateway:
         with contextlib.suppress(Exception):
             run(np.zeros((1, n_features), dtype=np.float32))
 
-        # A compressed version inherits the column names of the version it was made from.
-        names = registry.feature_columns(name, version) or [
-            f"feature_{i}" for i in range(n_features)
-        ]
+        if feature_names is None:
+            # A compressed version inherits the column names of the version it was made from.
+            feature_names = registry.feature_columns(name, version) or [
+                f"feature_{i}" for i in range(n_features)
+            ]
         return ServedVersion(
             version=version,
             n_features=n_features,
-            sha256=files.tags[registry.TAG_ONNX_SHA256],
+            sha256=sha256,
             # A batch's CPU per row is the model's cost (queued batches: slow models, or
             # load). Inline calls are recorded only when mirrored (see _mirror).
             batcher=MicroBatcher(
@@ -125,7 +156,7 @@ class Gateway:
                 self.config.max_wait_ms,
                 self.metrics.version(name, str(version)).record_cpu,
             ),
-            feature_names=names,
+            feature_names=feature_names,
         )
 
     def _verified(self, model: ServedModel, version: int) -> ServedVersion:
@@ -135,29 +166,70 @@ class Gateway:
         held in memory is checked again too: its gate may have failed since, or its digest
         changed. Raises ChassisError naming the version and the problem."""
         tags = registry.require_passed_gates(model.name, version)
+        digest = tags.get(registry.TAG_ONNX_SHA256)
         held = model.versions.get(version)
-        if held is not None and held.sha256 == tags.get(registry.TAG_ONNX_SHA256):
+        if held is not None and held.sha256 == digest:
             return held
-        return self.load_version(model.name, version)  # fetch_version checks the digest
+        # A version refused for its bytes is not downloaded again on every poll while its
+        # registry entry is unchanged: the refusal stands until its digest tag changes.
+        refused = self.refused.get((model.name, version))
+        if refused is not None and refused[0] == digest:
+            raise IntegrityError(refused[1])
+        try:
+            return self.load_version(model.name, version)  # fetch_version checks the digest
+        except IntegrityError as error:
+            self.refused[(model.name, version)] = (digest, str(error))
+            raise
 
     def start(self) -> None:
-        """Load every model at its last committed state, or at its champion."""
-        try:
-            loaded = {name: self._restore(name) for name in self.model_names}
-        except Exception as error:
-            self.load_error = f"{type(error).__name__}: {error}"
-            raise
-        self.models = loaded
-        if self.config.prediction_log is not None:
-            self.logs = {
-                name: self.config.prediction_log(
-                    name, model.versions[model.state.stable_version].feature_names
-                )
-                for name, model in loaded.items()
-            }
+        """Load every model at its last committed state, or at its champion, retrying with
+        backoff until each is served: the registry may be down, or a champion not set yet,
+        when the gateway starts (a pod restarted during an outage). Each model serves as
+        soon as it is loaded; /readyz says 503, and why, until all are."""
+        pending = list(self.model_names)
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            problems = {}
+            for name in pending:
+                try:
+                    self._serve(name, self._restore(name))
+                except Exception as error:
+                    problems[name] = f"{type(error).__name__}: {error}"
+            pending = [name for name in pending if name in problems]
+            if not pending:
+                break
+            listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
+            self.load_error = f"{listed} (retrying in {delay:g} s)"
+            logger.warning("not serving yet: %s", self.load_error)
+            if self.stopping.wait(delay):
+                return
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+        self.load_error = None
         self.ready = True
 
+    def _serve(self, name: str, model: ServedModel) -> None:
+        if self.config.prediction_log is not None and name not in self.logs:
+            self.logs[name] = self.config.prediction_log(
+                name, model.versions[model.state.stable_version].feature_names
+            )
+        self.models[name] = model  # one assignment: its requests are answered from now on
+
     def _restore(self, name: str) -> ServedModel:
+        """What to serve at start: from the registry, or, while the registry is unreachable,
+        the verified local copies of the split this gateway last committed."""
+        try:
+            return self._restore_from_registry(name)
+        except RegistryUnreachable as error:
+            model = self._restore_from_cache(name)
+            if model is None:
+                raise
+            self.degraded[name] = (
+                f"{error}; serving the verified local copy of v{model.state.stable_version}"
+            )
+            logger.warning("%s: %s", name, self.degraded[name])
+            return model
+
+    def _restore_from_registry(self, name: str) -> ServedModel:
         """The committed rollout record if there is one (every replica serves the same), else
         the last state this process committed locally, else the champion alone."""
         record = self._read_record(name)
@@ -166,30 +238,93 @@ class Gateway:
             try:
                 self._apply_record(model, record)
                 return model
+            except RegistryUnreachable:
+                raise
             except ChassisError as error:
                 # e.g. a candidate that no longer verifies: serve the champion alone.
                 logger.warning("not serving the rollout record of %s: %s", name, error)
         state = load_state(self.config.state_dir, name)
-        if state is None:
-            champion = registry.version_for_alias(name, "champion")
-            if champion is None:
-                raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
-            state = RolloutState(model=name, stable_version=champion)
-        model = ServedModel(name, state)
-        model.versions[state.stable_version] = self._verified(model, state.stable_version)
-        if state.candidate_version is not None:
+        if state is not None:
+            model = ServedModel(name, state)
             try:
-                model.versions[state.candidate_version] = self._verified(
-                    model, state.candidate_version
-                )
+                model.versions[state.stable_version] = self._verified(model, state.stable_version)
+            except RegistryUnreachable:
+                raise
+            except ChassisError as error:
+                logger.warning("not restoring the saved split of %s: %s", name, error)
+            else:
+                if state.candidate_version is not None:
+                    try:
+                        model.versions[state.candidate_version] = self._verified(
+                            model, state.candidate_version
+                        )
+                    except ChassisError:
+                        # Never come back to an unvalidated candidate: the stable one only.
+                        model.state = RolloutState(model=name, stable_version=state.stable_version)
+                        save_state(self.config.state_dir, model.state)
+                return model
+        return self._serve_champion(name)
+
+    def _serve_champion(self, name: str) -> ServedModel:
+        """The champion alone; if it fails verification, the `previous` version when that
+        verifies (said on /readyz and in chassis_champion_mismatch), else the refusal."""
+        champion = registry.version_for_alias(name, "champion")
+        if champion is None:
+            raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
+        model = ServedModel(name, RolloutState(model=name, stable_version=champion))
+        try:
+            model.versions[champion] = self._verified(model, champion)
+            # Committed locally: a restart during a registry outage serves this copy.
+            save_state(self.config.state_dir, model.state)
+            return model
+        except RegistryUnreachable:
+            raise
+        except ChassisError as refusal:
+            previous = registry.version_for_alias(name, "previous")
+            if previous is None:
+                raise
+            try:
+                model.versions[previous] = self._verified(model, previous)
             except ChassisError:
-                # Never come back to an unvalidated candidate: serve the stable version only.
-                model.state = RolloutState(model=name, stable_version=state.stable_version)
-                save_state(self.config.state_dir, model.state)
+                raise refusal from None
+            model.state = RolloutState(model=name, stable_version=previous)
+            save_state(self.config.state_dir, model.state)
+            self.metrics.set_champion_mismatch(name, (champion, previous, str(refusal)))
+            logger.error(
+                "%s: champion v%d refused (%s); serving previous v%d",
+                name,
+                champion,
+                refusal,
+                previous,
+            )
+            return model
+
+    def _restore_from_cache(self, name: str) -> ServedModel | None:
+        """The split this gateway last committed, from verified local copies only (a
+        candidate only if it was verified too); None when the stable copy is missing."""
+        state = load_state(self.config.state_dir, name)
+        if state is None:
+            return None
+        model = ServedModel(name, RolloutState(model=name, stable_version=state.stable_version))
+        wanted = [state.stable_version]
+        if state.candidate_version is not None:
+            wanted.append(state.candidate_version)
+        for version in wanted:
+            cached = verified_cache.recall(self.config.cache_dir, name, version)
+            if cached is None:
+                if version == state.stable_version:
+                    return None
+                continue
+            model.versions[version] = self._open(
+                name, version, cached.onnx_path, cached.sha256, cached.feature_names
+            )
+        if state.candidate_version in model.versions:
+            model.state = state
         return model
 
     def close(self) -> None:
         """Write every prediction log's remaining rows (at shutdown, after the last request)."""
+        self.stopping.set()
         for name, log in self.logs.items():
             try:
                 log.close()
@@ -197,10 +332,17 @@ class Gateway:
                 logger.warning("prediction log of %s not flushed: %s", name, error)
 
     def model(self, name: str) -> ServedModel:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise RequestError(404, f"no model named {name!r} is served here") from None
+        model = self.models.get(name)
+        if model is None:
+            raise self.not_served(name)
+        return model
+
+    def not_served(self, name: str) -> RequestError:
+        """Why `name` is not answered: not one of this gateway's models (404), or not
+        loaded yet (503, with the reason)."""
+        if name in self.model_names:
+            return RequestError(503, f"{name!r} is not loaded yet: {self.load_error or 'loading'}")
+        return RequestError(404, f"no model named {name!r} is served here")
 
     # ---- serving -----------------------------------------------------------------------
 
@@ -574,6 +716,7 @@ class Gateway:
             try:
                 if self.follow_champion(name):
                     moved.append(name)
+                self.degraded.pop(name, None)  # the registry answered: no longer degraded
             except ChassisError as error:
                 # e.g. a tampered champion: keep serving what was verified, and say why.
                 logger.warning("not following the champion of %s: %s", name, error)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from chassis.errors import ChassisError
+from chassis.serving.verified_cache import path_component
 
 Mode = Literal["stable", "canary", "shadow", "blue-green"]
 MODES: tuple[str, ...] = ("stable", "canary", "shadow", "blue-green")
@@ -58,7 +59,8 @@ class RolloutState:
 
 
 def state_path(directory: Path, model: str) -> Path:
-    return directory / f"{model}.rollout.json"
+    # Quoted: a model name with '/' or '..' must not place the file outside `directory`.
+    return directory / f"{path_component(model)}.rollout.json"
 
 
 def save_state(directory: Path, state: RolloutState) -> None:

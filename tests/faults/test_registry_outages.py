@@ -1,0 +1,277 @@
+"""The registry down, a champion that does not verify: the gateway keeps serving what it
+verified, says why, and never serves what it could not verify.
+
+A real `mlflow server` stands in front of the SQLite store the releases wrote, so stopping it
+is a real registry outage for the gateway (connection refused), as a team would see it.
+"""
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from chassis import registry
+from chassis.errors import RegistryError
+from chassis.settings import ChassisSettings
+from chassis.tracking import connect
+from flows.release import release
+from tests.fixtures.fault_report import ScenarioResult
+from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.mlflow_server import MlflowServer
+
+ROW = [0.5, -1.0, 2.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """v1 champion and v2 (gated) challenger, in a SQLite store."""
+    home = tmp_path_factory.mktemp("faults-registry") / "chassis"
+    previous = os.environ.get("CHASSIS_HOME")
+    os.environ["CHASSIS_HOME"] = str(home)
+    try:
+        release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+        release(
+            spec="tests.fixtures.specs:good", seed=1, rollout_strategy="none", compression="off"
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("CHASSIS_HOME", None)
+        else:
+            os.environ["CHASSIS_HOME"] = previous
+    yield home
+
+
+@pytest.fixture(scope="module")
+def server(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(
+        ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"],
+        {},
+        tmp_path_factory.mktemp("mlflow-server") / "server.log",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def use_store(home: Path) -> None:
+    """This process talks to the SQLite store directly (up whatever the server does)."""
+    connect(ChassisSettings(home=home))
+
+
+def readyz(gateway: GatewayProcess) -> httpx.Response:
+    return httpx.get(f"{gateway.url}/readyz", timeout=5)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def predict(gateway: GatewayProcess) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/models/{MODEL}/predict", json={"instances": [ROW]}, timeout=10
+    )
+
+
+def stored_onnx(home: Path, version: int) -> Path:
+    use_store(home)
+    return Path(registry.version_artifact_uri(MODEL, version)[len("file://") :]) / "model.onnx"
+
+
+def test_registry_down_at_start_says_unreachable_then_serves_when_it_returns(
+    home, server, tmp_path, fault_report
+):
+    server.stop()
+    gateway = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_TRACKING_URI": server.url,
+            "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "replica"),  # nothing cached yet
+        },
+    )
+    gateway.launch()
+    try:
+        wait_for(lambda: "registry unreachable" in readyz(gateway).text, 60, "the reason")
+        down = readyz(gateway)
+        refused = predict(gateway)
+        server.start()
+        wait_for(lambda: readyz(gateway).status_code == 200, 90, "ready after the outage")
+        served = [predict(gateway) for _ in range(20)]
+    finally:
+        gateway.stop()
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+    fault_report.add(
+        ScenarioResult(
+            "registry down when the gateway starts, back later",
+            sent=21,
+            answered=21,
+            good_failed=sum(r.status_code != 200 for r in served),
+            alias_matches_served=all(r.json()["version"] == 1 for r in served),
+            unvalidated_served=0,
+            lost="nothing",
+        )
+    )
+    assert down.status_code == 503
+    assert "no registered model" not in down.text  # the old, wrong reason
+    assert refused.status_code == 503 and "registry unreachable" in refused.json()["error"]
+    assert [r.status_code for r in served] == [200] * 20
+    assert {r.json()["version"] for r in served} == {1}
+
+
+def test_restart_during_an_outage_serves_the_verified_local_copy(
+    home, server, tmp_path, fault_report
+):
+    local = tmp_path / "replica"
+    env = {"CHASSIS_TRACKING_URI": server.url, "CHASSIS_GATEWAY_LOCAL_DIR": str(local)}
+    first = GatewayProcess(home, env=env)
+    first.start()  # verifies v1 from the registry and keeps the copy
+    first.stop()
+    server.stop()
+    try:
+        second = GatewayProcess(home, env=env)
+        second.start()
+        try:
+            reason = readyz(second).json()["reason"]
+            during = [predict(second) for _ in range(20)]
+            server.start()
+            wait_for(lambda: readyz(second).json()["reason"] == "ready", 60, "the note to clear")
+        finally:
+            second.stop()
+        # A local copy changed on disk is refused like a tampered artifact.
+        copy = next(local.rglob("model.onnx"))
+        copy.write_bytes(copy.read_bytes()[:-8] + b"tampered")
+        server.stop()
+        third = GatewayProcess(home, env=env)
+        third.launch()
+        try:
+            wait_for(lambda: "local copy changed" in readyz(third).text, 60, "the refusal")
+            refused = predict(third)
+        finally:
+            third.stop()
+    finally:
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+    fault_report.add(
+        ScenarioResult(
+            "gateway restarted while the registry is down",
+            sent=21,
+            answered=21,
+            good_failed=sum(r.status_code != 200 for r in during),
+            alias_matches_served=all(r.json()["version"] == 1 for r in during),
+            unvalidated_served=int(refused.status_code == 200),
+            lost="nothing",
+        )
+    )
+    assert "registry unreachable" in reason and "verified local copy of v1" in reason
+    assert [r.status_code for r in during] == [200] * 20
+    assert {r.json()["version"] for r in during} == {1}
+    assert refused.status_code == 503
+
+
+def test_a_tampered_champion_falls_back_to_the_previous_version_and_says_so(
+    home, server, tmp_path, fault_report
+):
+    use_store(home)
+    registry.promote(MODEL, 2, expected_champion=1, actor="fault-test", reason="set up")
+    stored = stored_onnx(home, 2)
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-8] + b"tampered")
+    gateway = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_TRACKING_URI": server.url,
+            "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "replica"),
+        },
+    )
+    try:
+        gateway.start()
+        try:
+            status = readyz(gateway).json()
+            answers = [predict(gateway) for _ in range(20)]
+            metrics = httpx.get(f"{gateway.url}/metrics").text
+        finally:
+            gateway.stop()
+    finally:
+        stored.write_bytes(original)
+        use_store(home)
+        registry.rollback(MODEL, actor="fault-test", reason="tear down")
+    fault_report.add(
+        ScenarioResult(
+            "champion's stored bytes tampered at gateway start",
+            sent=20,
+            answered=20,
+            good_failed=sum(r.status_code != 200 for r in answers),
+            alias_matches_served=False,  # by design: the alias names what cannot be served
+            unvalidated_served=sum(r.json().get("version") == 2 for r in answers),
+            lost="nothing; alias and served version differ, shown on /readyz and metrics",
+        )
+    )
+    assert {r.json()["version"] for r in answers} == {1}
+    mismatch = status["champion_mismatch"][MODEL]
+    assert mismatch["champion"] == 2 and mismatch["served"] == 1
+    assert "does not match its recorded digest" in mismatch["why"]
+    assert f'chassis_champion_mismatch{{champion="2",model="{MODEL}",served="1"}} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [(False, "failed its gates"), (True, "do not match their signature")],
+    ids=["failed-gates", "verdict-tag-forged"],
+)
+def test_a_champion_set_by_hand_that_did_not_pass_its_gates_is_never_served(
+    home, server, tmp_path, fault_report, forged, why
+):
+    gateway = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_TRACKING_URI": server.url,
+            "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "replica"),
+        },
+    )
+    gateway.start()
+    use_store(home)
+    registry.record_gate_report(MODEL, 2, False, "fault test: failed on purpose")
+    client = mlflow.MlflowClient()
+    try:
+        if forged:
+            # Anyone with registry write access can edit a tag; only the signature says
+            # who wrote the verdict.
+            client.set_model_version_tag(MODEL, "2", registry.TAG_GATES, "passed")
+            with pytest.raises(RegistryError, match=why):
+                registry.promote(MODEL, 2, expected_champion=1, actor="fault", reason="forged")
+        client.set_registered_model_alias(MODEL, "champion", "2")  # by hand, no checks
+        wait_for(lambda: MODEL in readyz(gateway).json()["champion_mismatch"], 30, "the mismatch")
+        status = readyz(gateway).json()
+        answers = [predict(gateway) for _ in range(50)]
+    finally:
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        registry.record_gate_report(MODEL, 2, True, "fault test: restored")
+        gateway.stop()
+    fault_report.add(
+        ScenarioResult(
+            "champion set by hand to a version whose gate verdict "
+            + ("was forged in its tags" if forged else "is failed"),
+            sent=50,
+            answered=50,
+            good_failed=sum(r.status_code != 200 for r in answers),
+            alias_matches_served=False,  # by design, and said on /readyz and in metrics
+            unvalidated_served=sum(r.json().get("version") == 2 for r in answers),
+            lost="nothing; the mismatch is reported",
+        )
+    )
+    assert status["ready"] is True
+    assert status["champion_mismatch"][MODEL]["served"] == 1
+    assert why in status["champion_mismatch"][MODEL]["why"]
+    assert {r.json()["version"] for r in answers} == {1}
