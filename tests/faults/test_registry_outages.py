@@ -275,3 +275,60 @@ def test_a_champion_set_by_hand_that_did_not_pass_its_gates_is_never_served(
     assert status["champion_mismatch"][MODEL]["served"] == 1
     assert why in status["champion_mismatch"][MODEL]["why"]
     assert {r.json()["version"] for r in answers} == {1}
+
+
+def test_artifact_store_down_restarts_from_verified_copies_and_new_replicas_wait(
+    home, server, tmp_path, fault_report
+):
+    """The artifact store (here the store's folder, moved away) down while the registry
+    answers: a replica that verified v1 before restarts from its copy, checked against the
+    registry's signed digest; a new replica has nothing to serve and says why until the
+    store is back."""
+    artifacts = home / "artifacts"  # the embedded default's artifact store
+    assert stored_onnx(home, 1).is_relative_to(artifacts)
+    warm_env = {
+        "CHASSIS_TRACKING_URI": server.url,
+        "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "a"),
+    }
+    cold_env = {
+        "CHASSIS_TRACKING_URI": server.url,
+        "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "b"),
+    }
+    warm = GatewayProcess(home, env=warm_env)
+    warm.start()
+    warm.stop()
+    away = artifacts.with_name(artifacts.name + ".away")
+    artifacts.rename(away)
+    cold = GatewayProcess(home, env=cold_env)
+    try:
+        warm = GatewayProcess(home, env=warm_env)
+        warm.start()
+        cold.launch()
+        try:
+            answers = [predict(warm) for _ in range(20)]
+            wait_for(lambda: "retrying" in readyz(cold).text, 60, "the new replica's reason")
+            waiting = readyz(cold)
+        finally:
+            warm.stop()
+        away.rename(artifacts)
+        wait_for(lambda: readyz(cold).status_code == 200, 90, "the new replica after the outage")
+        after = [predict(cold) for _ in range(20)]
+    finally:
+        cold.stop()
+        if away.exists():
+            away.rename(artifacts)
+    fault_report.add(
+        ScenarioResult(
+            "artifact store down: restart from verified copies, new replica waits",
+            sent=40,
+            answered=40,
+            good_failed=sum(r.status_code != 200 for r in answers + after),
+            alias_matches_served=all(r.json()["version"] == 1 for r in answers + after),
+            unvalidated_served=0,
+            lost="nothing",
+        )
+    )
+    assert [r.status_code for r in answers] == [200] * 20
+    assert waiting.status_code == 503
+    assert [r.status_code for r in after] == [200] * 20
+    assert {r.json()["version"] for r in answers + after} == {1}
