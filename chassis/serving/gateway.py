@@ -334,7 +334,7 @@ class Gateway:
             model.versions[version] = self._open(
                 name, version, cached.onnx_path, cached.sha256, cached.feature_names
             )
-        if state.candidate_version in model.versions:
+        if state.candidate_version in model.versions and not state.orphaned(time.time()):
             model.state = state
         return model
 
@@ -675,16 +675,35 @@ class Gateway:
             warm_until=time.time() + self.config.keep_warm_seconds if warm else 0.0,
             generation=record.generation,
             follows_champion=record.mode == "stable" and record.stable_version is None,
+            lease_until=lease.expires_at(record) or 0.0,
         ).validate()
         model.versions.update(loaded)
         save_state(self.config.state_dir, new_state)
         model.state = new_state
         self._unload_unused(model)
 
+    def end_orphaned_locally(self, model: ServedModel, now: float) -> bool:
+        """Stop serving a split whose lease ended, from this replica's own copy of it, with
+        no registry read (which may be what fails): the stable version alone serves."""
+        if not model.state.orphaned(now):
+            return False
+        logger.warning(
+            "%s: the rollout lease of generation %d ended; serving v%d alone",
+            model.name,
+            model.state.generation,
+            model.state.stable_version,
+        )
+        model.state = model.state.stable_only()
+        save_state(self.config.state_dir, model.state)
+        self._unload_unused(model)
+        return True
+
     def sync_all(self) -> list[str]:
         """One pass over every served model; failures keep the current split serving."""
         moved = []
         for name in list(self.models):
+            if self.end_orphaned_locally(self.models[name], time.time()):
+                moved.append(name)
             try:
                 if self.sync(name):
                     moved.append(name)

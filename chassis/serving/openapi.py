@@ -1,6 +1,12 @@
-"""The gateway's OpenAPI document, built from the models it serves (their input width)."""
+"""The gateway's OpenAPI document, built from the models it serves (their input width).
+
+Every route is described, with every status it can answer, so a schema-driven fuzzer (the
+fault suite runs schemathesis against it) or a generated client knows what to expect.
+"""
 
 from typing import TYPE_CHECKING, Any
+
+from chassis.serving.admin_bodies import RolloutBody, SwitchBody
 
 if TYPE_CHECKING:
     from chassis.serving.gateway import Gateway
@@ -26,7 +32,12 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                                     "type": "array",
                                     "minItems": width,
                                     "maxItems": width,
-                                    "items": {"type": "number"},
+                                    # What the model takes: float32, finite.
+                                    "items": {
+                                        "type": "number",
+                                        "minimum": -FLOAT32_MAX,
+                                        "maximum": FLOAT32_MAX,
+                                    },
                                 },
                             }
                         },
@@ -42,10 +53,10 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}
                 },
             },
-            "4XX": {
-                "description": "Invalid request; the body names the problem",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
+            "4XX": _error("Invalid request; the body names the problem"),
+            "500": _error("The model failed on this request (counted as the version's error)"),
+            "503": _error("Not loaded yet, draining, or over the connection limit"),
+            "504": _error("Not answered within the request timeout; the work was abandoned"),
         }
         paths[f"/v1/models/{name}/predict"] = {
             "post": {
@@ -70,14 +81,18 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                 "responses": responses,
             }
         }
+    paths.update(_operational_paths())
+    paths.update(_admin_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Chassis gateway", "version": "1"},
         "paths": paths,
         "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Prediction": {
                     "type": "object",
+                    "required": ["model", "version", "predictions"],
                     "properties": {
                         "model": {"type": "string"},
                         "version": {"type": "integer"},
@@ -86,8 +101,90 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                 },
                 "Error": {
                     "type": "object",
+                    "required": ["error", "status"],
                     "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
                 },
-            }
+                "RolloutBody": RolloutBody.model_json_schema(),
+                "SwitchBody": SwitchBody.model_json_schema(),
+            },
         },
     }
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _operational_paths() -> dict[str, Any]:
+    def get(summary: str, content: dict[str, Any], *others: str) -> dict[str, Any]:
+        responses: dict[str, Any] = {"200": {"description": summary, "content": content}}
+        for status in others:
+            responses[status] = {"description": "Not ready; the body says why", "content": content}
+        return {"get": {"summary": summary, "responses": responses}}
+
+    return {
+        "/healthz": get("The process answers", JSON_OBJECT),
+        "/readyz": get("Every model loaded and verified; reasons, mismatches", JSON_OBJECT, "503"),
+        "/metrics": get("Prometheus exposition", {"text/plain": {"schema": {"type": "string"}}}),
+        "/v1/models": get("The models served", JSON_OBJECT),
+        "/openapi.json": get("This document", JSON_OBJECT),
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    """The admin API: bearer token; 401 without it, 4xx naming the field for a bad body."""
+    responses = {
+        "200": {"description": "The model's status after the change", "content": JSON_OBJECT},
+        "401": _error("Missing or wrong bearer token"),
+        "4XX": _error("Invalid request; the body names the problem"),
+    }
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def operation(summary: str, body: str | None = None) -> dict[str, Any]:
+        described: dict[str, Any] = {
+            "summary": summary,
+            "security": [{"adminToken": []}],
+            "parameters": [name],
+            "responses": responses,
+        }
+        if body is not None:
+            described["requestBody"] = {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
+                },
+            }
+        return described
+
+    paths: dict[str, Any] = {
+        "/admin/status": {
+            "get": {
+                "summary": "Every model's split, versions and statistics",
+                "security": [{"adminToken": []}],
+                "responses": {"200": responses["200"], "401": responses["401"]},
+            }
+        },
+        "/admin/models/{name}": {"get": operation("One model's split, versions and statistics")},
+        "/admin/models/{name}/rollout": {
+            "post": operation("Set a canary, shadow or blue-green split", "RolloutBody")
+        },
+        "/admin/models/{name}/switch": {
+            "post": operation("Blue-green: make the idle color live", "SwitchBody")
+        },
+    }
+    for action, summary in (
+        ("rollback", "Candidate traffic to 0; after a switch, back to the warm color"),
+        ("promote", "The candidate becomes the stable version"),
+        ("sync", "Apply the registry's rollout record now"),
+        ("follow-champion", "Serve the champion alias now, between rollouts"),
+        ("reset-stats", "Zero the per-version statistics"),
+    ):
+        paths[f"/admin/models/{{name}}/{action}"] = {"post": operation(summary)}
+    return paths

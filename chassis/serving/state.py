@@ -42,6 +42,10 @@ class RolloutState:
     # False while a split names its stable version itself (a blue-green switch's live
     # window, before the registry has promoted the new color).
     follows_champion: bool = True
+    # When the split's rollout lease ends (epoch seconds; 0: no lease). Kept here so a
+    # replica that cannot read the registry (or restarts during an outage) still stops
+    # serving an orphaned split on time, from its own copy.
+    lease_until: float = 0.0
     history: list[dict[str, object]] = field(default_factory=list)
 
     def validate(self) -> "RolloutState":
@@ -56,6 +60,20 @@ class RolloutState:
         if self.candidate_version == self.stable_version:
             raise StateError(f"v{self.stable_version} is already the stable version")
         return self
+
+    def orphaned(self, now: float) -> bool:
+        """A split whose lease has ended: its owner is gone, only the stable version serves."""
+        return bool(self.lease_until) and now > self.lease_until and self.has_split
+
+    @property
+    def has_split(self) -> bool:
+        return self.mode != "stable" or self.candidate_version is not None
+
+    def stable_only(self) -> "RolloutState":
+        """This state without its split: the stable version alone, same generation."""
+        return RolloutState(
+            model=self.model, stable_version=self.stable_version, generation=self.generation
+        )
 
 
 def state_path(directory: Path, model: str) -> Path:

@@ -266,21 +266,17 @@ def test_admin_and_health_routes_fuzzed_with_the_token_get_no_5xx_and_enforce_au
     assert good.status_code == 200 and good.headers["x-model-version"] == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="openapi.py documents each feature as an unbounded JSON number; the gateway "
-    "refuses values beyond float32 (422 'contains NaN, infinity or a value beyond float32'), "
-    "so requests valid by the published schema are refused",
-)
-def test_rows_the_document_calls_valid_are_accepted(gateway):
+def test_the_document_bounds_features_to_what_the_gateway_accepts(gateway):
+    """The published schema and validation agree: the largest value the document allows is
+    served, and one beyond it is refused with a 422, as the document implies."""
     document = httpx.get(f"{gateway.url}/openapi.json").json()
     body = document["paths"][f"/v1/models/{MODEL}/predict"]["post"]["requestBody"]
     number = body["content"]["application/json"]["schema"]["properties"]["instances"]["items"][
         "items"
     ]
-    response = httpx.post(
-        f"{gateway.url}/v1/models/{MODEL}/predict", json={"instances": [[1e39, 0.0, 0.0, 0.0]]}
-    )
-    # Either the document bounds the numbers (then 1e39 is invalid by it) or the row is served.
-    documented_bound = number.get("maximum", float("inf")) <= FLOAT32_MAX
-    assert documented_bound or response.status_code == 200, (number, response.text)
+    url = f"{gateway.url}/v1/models/{MODEL}/predict"
+    at_bound = httpx.post(url, json={"instances": [[number["maximum"], number["minimum"], 0, 0]]})
+    beyond = httpx.post(url, json={"instances": [[1e39, 0.0, 0.0, 0.0]]})
+    assert number["maximum"] == FLOAT32_MAX and number["minimum"] == -FLOAT32_MAX
+    assert at_bound.status_code == 200, at_bound.text
+    assert beyond.status_code == 422 and "beyond float32" in beyond.json()["error"]
