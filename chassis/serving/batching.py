@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,16 @@ INLINE_BUDGET_SECONDS = 0.0002
 # queue and a thread. A slow model's calls all count above the budget, so it still moves
 # to the worker thread at its first call.
 SAMPLE_CAP_SECONDS = 4 * INLINE_BUDGET_SECONDS
+
+
+class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
+    """The request would be answered after its client stops waiting: not computed."""
+
+
+class Queued(NamedTuple):
+    rows: np.ndarray
+    future: "asyncio.Future[np.ndarray]"
+    deadline: float | None  # event-loop time; None: no deadline
 
 
 class MicroBatcher:
@@ -40,13 +51,14 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Queued] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
         self.in_flight = 0
         # Requests handed to the worker and not yet answered (in the queue, in the batch
         # being formed, or running): while any is, a new request joins them.
         self.queued = 0
-        self.run_seconds = 0.0  # moving average of one model call
+        self.run_seconds = 0.0  # moving average of one model call (capped: inline or not)
+        self.call_seconds = 0.0  # moving average of one call's wall time (deadlines)
         self.batches = 0
         self.rows = 0
         # CPU seconds of the last call made by `answer_now` (read right after it returns).
@@ -60,7 +72,11 @@ class MicroBatcher:
         outputs, self.last_cpu = self._timed(rows)
         return outputs
 
-    async def predict(self, rows: np.ndarray) -> np.ndarray:
+    async def predict(self, rows: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """`rows`' outputs. `deadline` (event-loop time): when the client stops waiting; a
+        request that cannot be answered by then at the model's recent pace is failed with
+        DeadlineExceeded before it is computed, so an overloaded model spends its time on
+        requests it can still answer in time."""
         outputs = self.answer_now(rows)
         if outputs is not None:
             return outputs
@@ -71,12 +87,12 @@ class MicroBatcher:
         self.in_flight += 1
         self.queued += 1
         try:
-            await self.queue.put((rows, future))
+            await self.queue.put((rows, future, deadline))
             return await future
         finally:
             self.in_flight -= 1
 
-    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+    async def _collect(self) -> list["Queued"]:
         loop = asyncio.get_running_loop()
         pending = [await self.queue.get()]
         size = len(pending[0][0])
@@ -105,10 +121,19 @@ class MicroBatcher:
             finally:
                 self.queued -= len(pending)
 
-    async def _answer(self, pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+    async def _answer(self, pending: list["Queued"]) -> None:
         # A request whose client gave up (its future cancelled by a request timeout) is not
-        # computed: under overload the model works only for clients still waiting.
-        live = [(rows, future) for rows, future in pending if not future.done()]
+        # computed, nor one that would be answered after its deadline at the model's recent
+        # pace: under overload the model works only for clients it can still answer.
+        finish = asyncio.get_running_loop().time() + self.call_seconds
+        live = []
+        for rows, future, deadline in pending:
+            if future.done():
+                continue
+            if deadline is not None and finish > deadline:
+                _settle(future, error=DeadlineExceeded())
+                continue
+            live.append((rows, future))
         if not live:
             return
         try:
@@ -158,7 +183,10 @@ class MicroBatcher:
         # queue for that. (ONNX Runtime runs the model on this thread with one intra-op
         # thread, as the gateway configures it, or spins while its pool works: the thread's
         # CPU time is the model's time.)
-        elapsed = min(time.perf_counter() - started, cpu, SAMPLE_CAP_SECONDS)
+        wall = time.perf_counter() - started
+        # What a queued request waits for once its batch starts (load included).
+        self.call_seconds = wall if not self.batches else 0.9 * self.call_seconds + 0.1 * wall
+        elapsed = min(wall, cpu, SAMPLE_CAP_SECONDS)
         # A moving average decides inline vs worker thread for the next calls.
         self.run_seconds = elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
         self.batches += 1

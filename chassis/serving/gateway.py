@@ -432,8 +432,10 @@ class Gateway:
             # Only the queued path is timed: an inline answer is a plain call of a fast model
             # (and a timer per request would cost the hot path). A hung or swamped version's
             # clients get a 504; their queued rows are then skipped by the batcher.
-            async with asyncio.timeout(self.config.request_timeout_seconds):
-                logits = await served.batcher.predict(rows)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.request_timeout_seconds
+            async with asyncio.timeout_at(deadline):
+                logits = await served.batcher.predict(rows, deadline)
         except TimeoutError:
             self._count_error(model, served, "504")
             raise RequestError(

@@ -158,3 +158,38 @@ def test_requests_whose_clients_gave_up_are_not_computed():
     asyncio.run(scenario())
     assert sum(calls) < 1 + 10 + 1  # the cancelled rows were never run
     assert sum(calls) >= 2
+
+
+def test_an_overloaded_model_computes_only_requests_it_can_answer_in_time():
+    """Ten requests, each with 0.12 s to live, on a model taking 0.04 s a call, one row per
+    call: a FIFO queue would compute requests whose clients are gone by the time they
+    finish. Only requests whose answer can still arrive in time are computed."""
+    computed: list[float] = []
+
+    def slow(rows: np.ndarray) -> np.ndarray:
+        deadline = time.perf_counter() + 0.04
+        while time.perf_counter() < deadline:
+            pass
+        computed.append(float(rows[0, 0]))
+        return rows
+
+    async def scenario() -> list[object]:
+        batcher = MicroBatcher(slow, max_batch=1)
+        await batcher.predict(np.full((1, 1), -1.0, dtype=np.float32))  # learns its pace
+        loop = asyncio.get_running_loop()
+
+        async def client(i: int) -> np.ndarray:
+            deadline = loop.time() + 0.12
+            async with asyncio.timeout_at(deadline):
+                return await batcher.predict(np.full((1, 1), i, dtype=np.float32), deadline)
+
+        results = await asyncio.gather(*(client(i) for i in range(10)), return_exceptions=True)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    answered = {int(r[0, 0]) for r in results if isinstance(r, np.ndarray)}  # type: ignore[index]
+    wasted = [x for x in computed[1:] if int(x) not in answered]
+    assert answered  # some were answered in time
+    assert wasted == []  # no call spent on a request whose client was gone
+    assert all(isinstance(r, TimeoutError) for r in results if not isinstance(r, np.ndarray))
