@@ -130,6 +130,7 @@ class GatewayApp:
                 # Load and verify models off the event loop: /healthz answers meanwhile and
                 # /readyz says 503 until every model is loaded.
                 loop = asyncio.get_running_loop()
+                self.gateway.loop = loop
                 self.loading = loop.run_in_executor(None, self.gateway.start)
                 if self.follow_seconds > 0:
                     self.follower = loop.create_task(self.follow_champions())

@@ -99,6 +99,8 @@ class Gateway:
         # (model, version) -> (digest tag, why) of versions whose bytes were refused.
         self.refused: dict[tuple[str, int], tuple[str | None, str]] = {}
         self.stopping = threading.Event()  # set at shutdown: start() stops retrying
+        # The event loop serving requests (set by the ASGI app at startup).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -773,24 +775,33 @@ class Gateway:
         keep = {model.state.stable_version, model.state.candidate_version, model.state.warm_version}
         for version in list(model.versions):
             if version not in keep:
-                served = model.versions.pop(version)
-                task = (
-                    asyncio.get_event_loop().create_task(served.batcher.close())
-                    if _loop_running()
-                    else None
-                )
-                if task is not None:
-                    self.background.add(task)
-                    task.add_done_callback(self.background.discard)
+                self._close_later(model.versions.pop(version).batcher)
+
+    def _close_later(self, batcher: MicroBatcher) -> None:
+        """Stop a dropped version's batcher on the event loop, wherever this runs: the
+        registry sync and the champion follower run on worker threads, and a batcher left
+        running there would keep its ONNX Runtime session (and memory) forever."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return  # no loop ever served requests: no batcher worker was started
+
+        def close() -> None:
+            task = loop.create_task(batcher.close())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+        if _running_loop() is loop:
+            close()
+        else:
+            loop.call_soon_threadsafe(close)
 
 
 def _width_error(served: ServedVersion, rows: np.ndarray) -> RequestError:
     return RequestError(422, f"rows must have {served.n_features} features, got {rows.shape[1]}")
 
 
-def _loop_running() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
