@@ -278,10 +278,10 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
             until(all_on_champion, LEASE_SECONDS + 30, "every replica serves the champion alone")
             direct = {replica.url: direct_versions(replica, 30) for replica in fleet.replicas}
             # README: the flow retries its return to stable for up to the lease, then fails
-            # naming the split it left. Give it that, and as long again, before the server
+            # naming the split it left. Give it that, and its own exit, before the server
             # comes back.
             until(
-                lambda: flow.poll() is not None or time.time() > lease_end + LEASE_SECONDS,
+                lambda: flow.poll() is not None or time.time() > lease_end + LEASE_SECONDS + 15,
                 3 * LEASE_SECONDS,
                 "the lease and the flow's retry to pass",
             )
