@@ -52,6 +52,17 @@ def connect(settings: ChassisSettings) -> None:
     attestation.use_key(settings.resolved_registry_signing_key())
 
 
+def bound_http_retries() -> None:
+    """Cap MLflow's own HTTP retries (default 7, exponential: minutes per call) for
+    processes that retry with their own deadlines: the gateway, which keeps serving and
+    retries with backoff, and the rollout flow, which must notice its lease ending while the
+    registry is down. A value the user set is kept."""
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def configure_s3_environment(settings: ChassisSettings) -> None:
     """MLflow's S3 artifact repository builds its own boto3 client from the environment."""
     from chassis.storage import apply_s3_environment

@@ -34,14 +34,11 @@ def add_serve_parser(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import os
-
+    from chassis.tracking import bound_http_retries
     from chassis_cli.main import load_settings, prepare
 
-    # The gateway retries the registry itself, with backoff, and keeps serving meanwhile:
-    # MLflow's own default (7 retries, exponential) would hold each attempt for minutes.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # The gateway retries the registry itself, with backoff, and keeps serving meanwhile.
+    bound_http_retries()
     settings = load_settings()
     prepare(settings)
     import uvicorn

@@ -129,6 +129,9 @@ def rollout(
     with nothing lost. Success promotes the version to champion (audited)."""
     settings = ChassisSettings()
     tracking.connect(settings)
+    # Registry calls must fail within the lease, not after MLflow's minutes of retries: a
+    # renewal that cannot land before the lease ends means the replicas ended the split.
+    tracking.bound_http_retries()
     rollout_policy = policy or RolloutPolicy()
     registry.require_passed_gates(model_name, version)
     aliases = registry.current_aliases(model_name)

@@ -84,6 +84,7 @@ class Fleet:
         record = registry.read_rollout_record(model)
         self.generation = record.generation if record else 0
         self.held: RolloutRecord | None = None  # the leased split this fleet last wrote
+        self.renew_again_at = 0.0  # after a failed renewal, when to try the next one
         self.actor = owner
 
     # ---- ownership ---------------------------------------------------------------------
@@ -107,13 +108,25 @@ class Fleet:
         """Renew the lease once a third of it has passed. A lost lease (it passed, or
         someone ended the orphan) is raised; a registry hiccup is left to the next look,
         as two thirds of the lease remain."""
-        if self.held is None or not lease.due_for_renewal(self.held, time.time()):
+        now = time.time()
+        if self.held is None or not lease.due_for_renewal(self.held, now):
             return
+        if now < self.renew_again_at:
+            return  # the last attempt failed moments ago: do not hammer a registry that is down
         try:
             self._write(self.held, self.actor)
         except RecordConflict:
             raise
         except Exception as error:  # the registry (MLflow, its database) did not answer
+            end = lease.expires_at(self.held)
+            if end is not None and time.time() >= end:
+                # Renewals kept failing until the lease passed: the replicas have ended the
+                # split on their own; this run must stop, not judge a split nobody serves.
+                raise lease.LeaseLost(
+                    f"the lease on {lease.describe(self.held)} passed while the registry did "
+                    f"not answer ({error}); every replica serves the champion by itself"
+                ) from error
+            self.renew_again_at = time.time() + max(1.0, self.lease_seconds / 20)
             logger.warning("lease on %s's split not renewed yet: %s", self.model, error)
 
     # ---- committing a split ----------------------------------------------------------

@@ -402,16 +402,6 @@ def test_registry_back_one_party_ends_the_orphan_and_the_fleet_serves_the_champi
     ] == [(record.generation, CHAMPION, None, "stable")] * len(outage.states)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the flow does not fail during a registry outage mid-step: Fleet.keep_lease "
-    "(chassis/rollout/fleet.py) swallows a failed renewal and never checks its own lease "
-    "against the clock, and the renewal call itself is held by MLflow's default HTTP "
-    "retries (7, backoff factor 2: ~4 min per call; only `chassis serve` lowers them), so the "
-    "flow is still blocked in one renewal long after its lease passed, and ends only once "
-    "the registry is back (RecordConflict), not with the README's error naming the split "
-    "it left and when the lease ends it",
-)
 def test_registry_down_mid_step_the_flow_gives_up_naming_the_split_it_left(outage: Outage):
     # README ("A rollout always ends safe"): when the flow fails mid-step (the registry),
     # it retries the return to stable with backoff for up to the lease; if it still
