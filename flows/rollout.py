@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
 from chassis.aliases import CHALLENGER, CHAMPION, RetiredChallenger
+from chassis.console import survive_lost_console
 from chassis.data import features, load_dataset
 from chassis.errors import ChassisError
 from chassis.modelspec import load_spec
@@ -132,6 +133,8 @@ def rollout(
     # Registry calls must fail within the lease, not after MLflow's minutes of retries: a
     # renewal that cannot land before the lease ends means the replicas ended the split.
     tracking.bound_http_retries()
+    # A dead worker must not end this run at its next log line (chassis/console.py).
+    survive_lost_console()
     rollout_policy = policy or RolloutPolicy()
     registry.require_passed_gates(model_name, version)
     aliases = registry.current_aliases(model_name)

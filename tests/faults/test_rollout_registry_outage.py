@@ -600,16 +600,6 @@ def test_a_killed_prefect_worker_leaves_the_rollout_to_its_live_flow_run_which_e
     assert w.aliases.get("champion") == CHAMPION
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a flow run whose process worker was killed crashes at its next console log "
-    "line: its stdout is a pipe to the dead worker, Prefect's console handler writes through "
-    "rich, and rich's Console.on_broken_pipe raises SystemExit(1), which the handler does not "
-    "catch; flows/rollout.py treats it as an interruption (except BaseException: end_safely "
-    "with retire_because='SystemExit'), so the challenger is retired 'rollout aborted "
-    "mid-step (SystemExit)' and the run ends Crashed, instead of the step's own verdict "
-    "(paused: challenger kept, RolloutPaused)",
-)
 def test_a_killed_prefect_worker_the_flow_run_ends_on_its_own_verdict(
     worker_killed: WorkerKilled,
 ):
