@@ -28,6 +28,10 @@ INLINE_BUDGET_SECONDS = 0.0002
 SAMPLE_CAP_SECONDS = 4 * INLINE_BUDGET_SECONDS
 
 
+# At least one queued request per this many seconds is computed whatever the estimate says.
+PROBE_SECONDS = 1.0
+
+
 class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
     """The request would be answered after its client stops waiting: not computed."""
 
@@ -58,7 +62,8 @@ class MicroBatcher:
         # being formed, or running): while any is, a new request joins them.
         self.queued = 0
         self.run_seconds = 0.0  # moving average of one model call (capped: inline or not)
-        self.call_seconds = 0.0  # moving average of one call's wall time (deadlines)
+        self.row_seconds = 0.0  # moving average of a call's wall time per row (deadlines)
+        self.last_call_end = 0.0  # event-loop time of the last model call's end
         self.batches = 0
         self.rows = 0
         # CPU seconds of the last call made by `answer_now` (read right after it returns).
@@ -87,7 +92,7 @@ class MicroBatcher:
         self.in_flight += 1
         self.queued += 1
         try:
-            await self.queue.put((rows, future, deadline))
+            await self.queue.put(Queued(rows, future, deadline))
             return await future
         finally:
             self.in_flight -= 1
@@ -125,12 +130,16 @@ class MicroBatcher:
         # A request whose client gave up (its future cancelled by a request timeout) is not
         # computed, nor one that would be answered after its deadline at the model's recent
         # pace: under overload the model works only for clients it can still answer.
-        finish = asyncio.get_running_loop().time() + self.call_seconds
+        now = asyncio.get_running_loop().time()
+        waiting = [item for item in pending if not item.future.done()]
+        finish = now + self.row_seconds * sum(len(item.rows) for item in waiting)
+        # The pace is re-measured at least once a second: an estimate left high by one huge
+        # call must not shed every request forever (nothing would run to correct it).
+        probe = now - self.last_call_end > PROBE_SECONDS
         live = []
-        for rows, future, deadline in pending:
-            if future.done():
-                continue
-            if deadline is not None and finish > deadline:
+        for index, (rows, future, deadline) in enumerate(waiting):
+            last_chance = probe and index == len(waiting) - 1 and not live
+            if deadline is not None and finish > deadline and not last_chance:
                 _settle(future, error=DeadlineExceeded())
                 continue
             live.append((rows, future))
@@ -165,6 +174,7 @@ class MicroBatcher:
         else:
             loop = asyncio.get_running_loop()
             outputs, cpu = await loop.run_in_executor(None, self._timed, inputs)
+        self.last_call_end = asyncio.get_running_loop().time()
         if self.on_batch is not None:
             self.on_batch(len(inputs), cpu)
         return outputs
@@ -184,8 +194,9 @@ class MicroBatcher:
         # thread, as the gateway configures it, or spins while its pool works: the thread's
         # CPU time is the model's time.)
         wall = time.perf_counter() - started
-        # What a queued request waits for once its batch starts (load included).
-        self.call_seconds = wall if not self.batches else 0.9 * self.call_seconds + 0.1 * wall
+        # Per row, so one huge call does not make a one-row call look as slow (load included).
+        per_row = wall / max(len(inputs), 1)
+        self.row_seconds = per_row if not self.batches else 0.9 * self.row_seconds + 0.1 * per_row
         elapsed = min(wall, cpu, SAMPLE_CAP_SECONDS)
         # A moving average decides inline vs worker thread for the next calls.
         self.run_seconds = elapsed if not self.batches else 0.9 * self.run_seconds + 0.1 * elapsed
