@@ -3,6 +3,8 @@
 import argparse
 from typing import Any
 
+from chassis_cli.context import Context
+
 CANDIDATES = (
     "baseline",
     "dynamic-int8",
@@ -130,12 +132,10 @@ def add_compress_parser(commands: Any) -> None:
     parser.set_defaults(handler=run_compress)
 
 
-def run_compress(args: argparse.Namespace) -> int:
+def run_compress(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import progress
-    from chassis_cli.main import load_settings, prepare
 
-    settings = load_settings()
-    prepare(settings)
+    context.prepare()
     with progress("compress"):
         from flows.compression import compress
 

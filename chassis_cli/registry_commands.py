@@ -3,7 +3,6 @@ command line."""
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from chassis_cli.argtypes import (
@@ -14,13 +13,13 @@ from chassis_cli.argtypes import (
     ratio_at_least_one,
     version_number,
 )
+from chassis_cli.context import Context, UsageError
 from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
 
 ALIAS_TARGETS = ("champion", "challenger")
 
 
-def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
-    """Register the commands; `run(flow_name, parameters)` runs a flow with Chassis's setup."""
+def add_registry_parsers(commands: Any) -> None:
     gates = commands.add_parser(
         "gates",
         help="measure a version and store its gate report",
@@ -81,7 +80,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
         default=0.5,
         help="minimum recall of every class",
     )
-    gates.set_defaults(handler=lambda args: _gates(args, run))
+    gates.set_defaults(handler=_gates)
 
     promote = commands.add_parser(
         "promote",
@@ -106,7 +105,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
         help="with --to challenger: set a version that a rollout retired as challenger again "
         "(refused otherwise); the audit record says the override was used",
     )
-    promote.set_defaults(handler=lambda args: _promote(args, run, promote))
+    promote.set_defaults(handler=_promote)
 
     rollback = commands.add_parser(
         "rollback",
@@ -118,7 +117,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
     rollback.add_argument(
         "--reason", default="rolled back by hand", help="recorded in the audit trail"
     )
-    rollback.set_defaults(handler=lambda args: _rollback(args, run))
+    rollback.set_defaults(handler=_rollback)
 
     retire = commands.add_parser(
         "retire",
@@ -133,7 +132,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
         help="retire only if this version is the challenger (default: whichever is)",
     )
     retire.add_argument("--reason", default="retired by hand", help="recorded in the audit trail")
-    retire.set_defaults(handler=lambda args: _retire(args, run))
+    retire.set_defaults(handler=_retire)
 
     recover = commands.add_parser(
         "recover",
@@ -155,7 +154,7 @@ def add_registry_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any
     history.set_defaults(handler=_history)
 
 
-def _gates(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+def _gates(args: argparse.Namespace, context: Context) -> int:
     from flows.promotion import GateSettings
 
     thresholds = GateSettings(
@@ -169,24 +168,20 @@ def _gates(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) 
         size_mb_budget=args.size_budget_mb,
         per_class_recall_floor=args.recall_floor,
     )
-    outcome = run(
+    outcome = context.run_flow(
         "gates", {"model_name": args.model, "version": args.version, "thresholds": thresholds}
     )
     print_gates(outcome)
     return 0
 
 
-def _promote(
-    args: argparse.Namespace,
-    run: Callable[[str, dict[str, Any]], Any],
-    parser: argparse.ArgumentParser,
-) -> int:
+def _promote(args: argparse.Namespace, context: Context) -> int:
     if args.allow_retired and args.to != "challenger":
-        parser.error("--allow-retired applies to --to challenger only")
+        raise UsageError("--allow-retired applies to --to challenger only")
     expected = args.expect_champion
     if args.to == "champion" and expected is None:
-        expected = _champion_now(args.model)
-    outcome = run(
+        expected = _champion_now(args.model, context)
+    outcome = context.run_flow(
         "promote",
         {
             "model_name": args.model,
@@ -201,7 +196,7 @@ def _promote(
     return 0
 
 
-def _champion_now(model: str) -> int:
+def _champion_now(model: str, context: Context) -> int:
     """The champion when the command is given (0: none), for the promotion's compare-and-set.
 
     Read here, not when the flow starts (tens of seconds later): two promotions given while
@@ -211,10 +206,8 @@ def _champion_now(model: str) -> int:
 
     from chassis import registry, tracking
     from chassis.aliases import CHAMPION
-    from chassis_cli.main import load_settings, prepare
 
-    settings = load_settings()
-    prepare(settings)
+    settings = context.prepare()
     tracking.connect(settings)
     actor = f"{getpass.getuser()} via chassis promote"
     champion = registry.settled_aliases(model, actor=actor).get(CHAMPION)
@@ -224,26 +217,26 @@ def _champion_now(model: str) -> int:
     return champion or 0
 
 
-def _rollback(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
-    print_alias_outcome(run("rollback", {"model_name": args.model, "reason": args.reason}))
+def _rollback(args: argparse.Namespace, context: Context) -> int:
+    print_alias_outcome(
+        context.run_flow("rollback", {"model_name": args.model, "reason": args.reason})
+    )
     return 0
 
 
-def _retire(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+def _retire(args: argparse.Namespace, context: Context) -> int:
     parameters = {"model_name": args.model, "version": args.version, "reason": args.reason}
-    print_alias_outcome(run("retire", parameters))
+    print_alias_outcome(context.run_flow("retire", parameters))
     return 0
 
 
-def _recover(args: argparse.Namespace) -> int:
+def _recover(args: argparse.Namespace, context: Context) -> int:
     """Without Prefect: a repair must work when the orchestrator does not."""
     import getpass
 
     from chassis import registry, tracking
-    from chassis_cli.main import load_settings, prepare
 
-    settings = load_settings()
-    prepare(settings)
+    settings = context.prepare()
     tracking.connect(settings)
     recovery = registry.recover(args.model, actor=f"{getpass.getuser()} via chassis recover")
     if recovery is None:
@@ -254,12 +247,10 @@ def _recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history(args: argparse.Namespace) -> int:
+def _history(args: argparse.Namespace, context: Context) -> int:
     from chassis import registry, tracking
-    from chassis_cli.main import load_settings, prepare
 
-    settings = load_settings()
-    prepare(settings)
+    settings = context.prepare()
     tracking.connect(settings)
     records = registry.history(args.model)
     print_history(args.model, records, registry.current_aliases(args.model))

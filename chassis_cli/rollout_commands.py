@@ -1,18 +1,18 @@
 """`chassis rollout | traffic`: stage a version through the gateway, or send it requests."""
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import positive_float, positive_int, version_number
+from chassis_cli.context import Context
 from chassis_cli.display import out
 from chassis_cli.policy_options import add_model_options, given_values
 
 POLICY = "policy_"
 
 
-def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]) -> None:
+def add_rollout_parsers(commands: Any) -> None:
     rollout = commands.add_parser(
         "rollout",
         help="roll a gated version out through the gateway (canary or blue-green)",
@@ -55,7 +55,7 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
         help="roll out a version an earlier rollout retired (the audit record says so)",
     )
     add_model_options(rollout, RolloutPolicy, POLICY, aliases={"shadow_first": ["--shadow"]})
-    rollout.set_defaults(handler=lambda args: _rollout(args, run))
+    rollout.set_defaults(handler=_rollout)
 
     traffic = commands.add_parser(
         "traffic",
@@ -98,12 +98,12 @@ def add_rollout_parsers(commands: Any, run: Callable[[str, dict[str, Any]], Any]
         help="share of drifted columns that makes the dataset drifted",
     )
     drift.add_argument("--no-event", action="store_true", help="do not emit the drift event")
-    drift.set_defaults(handler=lambda args: _drift_check(args, run))
+    drift.set_defaults(handler=_drift_check)
 
 
-def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+def _rollout(args: argparse.Namespace, context: Context) -> int:
     policy = policy_from(given_values(args, POLICY))  # a bad value fails before any run
-    outcome = run(
+    outcome = context.run_flow(
         "rollout",
         {
             "model_name": args.model,
@@ -123,13 +123,11 @@ def _rollout(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]
     return 0
 
 
-def _traffic(args: argparse.Namespace) -> int:
+def _traffic(args: argparse.Namespace, context: Context) -> int:
     from chassis import registry, tracking
     from chassis.traffic import replay
-    from chassis_cli.main import load_settings, prepare
 
-    settings = load_settings()
-    prepare(settings)
+    settings = context.prepare()
     tracking.connect(settings)
     from flows.rollout import test_rows
 
@@ -164,10 +162,10 @@ def _traffic(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
-def _drift_check(args: argparse.Namespace, run: Callable[[str, dict[str, Any]], Any]) -> int:
+def _drift_check(args: argparse.Namespace, context: Context) -> int:
     if not 0 < args.drift_share <= 1:
         raise SystemExit("chassis drift-check: error: --drift-share must be in (0, 1]")
-    outcome = run(
+    outcome = context.run_flow(
         "drift_check",
         {
             "model_name": args.model,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chassis_cli.argtypes import port
+from chassis_cli.context import Context
 
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
@@ -33,14 +34,12 @@ def add_serve_parser(commands: Any) -> None:
     serve.set_defaults(handler=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, context: Context) -> int:
     from chassis.tracking import bound_http_retries
-    from chassis_cli.main import load_settings, prepare
 
     # The gateway retries the registry itself, with backoff, and keeps serving meanwhile.
     bound_http_retries()
-    settings = load_settings()
-    prepare(settings)
+    settings = context.prepare()
     import uvicorn
 
     from chassis import tracking

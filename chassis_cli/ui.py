@@ -1,5 +1,6 @@
 """`chassis ui`: the Prefect UI and the MLflow UI over the same local state, until Ctrl-C."""
 
+import argparse
 import os
 import shutil
 import signal
@@ -8,10 +9,28 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from chassis.errors import ChassisError
-from chassis.settings import ChassisSettings
+from chassis_cli.context import Context
 from chassis_cli.webhook_relay import mlflow_server_webhook_env
+
+if TYPE_CHECKING:  # pydantic-settings is not needed for `chassis --help`
+    from chassis.settings import ChassisSettings
+
+
+def add_ui_parser(commands: Any) -> None:
+    ui = commands.add_parser(
+        "ui",
+        help="start the Prefect UI and the MLflow UI on loopback",
+        description="Serve the Prefect UI and the MLflow UI over Chassis's local state until "
+        "Ctrl-C, so the runs and versions `chassis release` made are visible.",
+    )
+    ui.set_defaults(handler=run_ui)
+
+
+def run_ui(args: argparse.Namespace, context: Context) -> int:
+    return serve_uis(context.prepare())
 
 
 def executable(name: str) -> str:
@@ -37,7 +56,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float) -> 
 
 
 def start_webhook_relay(
-    settings: ChassisSettings, env: dict[str, str]
+    settings: "ChassisSettings", env: dict[str, str]
 ) -> subprocess.Popen[bytes] | None:
     """`chassis webhook-relay` beside the two UIs, so a challenger set in the MLflow UI
     starts its rollout at once. Optional: without it `registry-watch` still polls."""
@@ -58,7 +77,7 @@ def start_webhook_relay(
     return None
 
 
-def serve_uis(settings: ChassisSettings) -> int:
+def serve_uis(settings: "ChassisSettings") -> int:
     # The MLflow server delivers webhooks to the relay, which inherits the same key.
     env = {**mlflow_server_webhook_env(settings), **os.environ}
     env.pop("PREFECT_API_URL", None)  # this process *is* the server

@@ -11,6 +11,7 @@ from typing import Any
 
 from chassis.errors import ChassisError
 from chassis_cli.argtypes import port
+from chassis_cli.context import Context, prefect_answers
 
 
 def add_webhook_relay_parser(commands: Any) -> None:
@@ -35,15 +36,13 @@ def add_webhook_relay_parser(commands: Any) -> None:
     relay.set_defaults(handler=run_webhook_relay)
 
 
-def run_webhook_relay(args: argparse.Namespace) -> int:
-    from chassis_cli.main import load_settings, prefect_answers, prepare
-
-    settings = load_settings()
+def run_webhook_relay(args: argparse.Namespace, context: Context) -> int:
+    settings = context.settings
     if args.host:
         settings.webhook_relay_host = args.host
     if args.port:
         settings.webhook_relay_port = args.port
-    prepare(settings)
+    context.prepare()
     share_webhook_encryption_key(settings)
     if not os.environ.get("PREFECT_API_URL"):
         raise ChassisError(

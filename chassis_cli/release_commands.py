@@ -1,0 +1,176 @@
+"""`chassis release | train | specs | versions | scaffold-suite`: the release loop on a spec,
+its training slice, and what a user reads or drafts around it."""
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from chassis.errors import ChassisError
+from chassis_cli.argtypes import non_negative_int, positive_int, tolerance
+from chassis_cli.context import Context
+
+if TYPE_CHECKING:
+    from chassis.settings import ChassisSettings
+
+
+def add_release_parsers(commands: Any) -> None:
+    release = commands.add_parser(
+        "release",
+        help="run the release loop (the main job) on a spec",
+        description="Run the release flow: data suite, training, evaluation, ONNX export with "
+        "parity check, MLflow logging and registration of a new version.",
+    )
+    add_training_options(release)
+    release.add_argument(
+        "--compression",
+        choices=("on", "off"),
+        default="on",
+        help="on: release the best compressed candidate within tolerance; "
+        "off: release the trained baseline",
+    )
+    release.add_argument(
+        "--rollout",
+        choices=("canary", "blue-green", "none"),
+        default="canary",
+        help="how a challenger reaches traffic when a champion exists",
+    )
+    release.set_defaults(handler=run_release)
+
+    train = commands.add_parser(
+        "train",
+        help="run only the training slice and register a version",
+        description="Run the train flow alone (what release does first).",
+    )
+    add_training_options(train)
+    train.set_defaults(handler=run_train)
+
+    specs = commands.add_parser(
+        "specs",
+        help="list the bundled model specs",
+        description="List the specs that ship with Chassis and work offline.",
+    )
+    specs.set_defaults(handler=run_specs)
+
+    versions = commands.add_parser(
+        "versions",
+        help="list registered versions of a model with their lineage tags",
+        description="List a registered model's versions from the MLflow registry.",
+    )
+    versions.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
+    versions.set_defaults(handler=run_versions)
+
+    scaffold = commands.add_parser(
+        "scaffold-suite",
+        help="draft a Great Expectations suite from a spec's training data",
+        description="Write a draft training-data suite (columns, dtypes, ranges, nulls, label "
+        "set, row-count floor) for review; commit it under expectations/.",
+    )
+    scaffold.add_argument("--spec", required=True, help="model spec as package.module:attribute")
+    scaffold.add_argument("--output", help="file to write (default: print to stdout)")
+    scaffold.add_argument(
+        "--kind",
+        choices=("training", "serving"),
+        default="training",
+        help="training: the train split with labels; serving: feature batches",
+    )
+    scaffold.set_defaults(handler=run_scaffold)
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--spec",
+        help="model spec as package.module:attribute (default: CHASSIS_DEFAULT_SPEC, "
+        "chassis.specs.digits:spec)",
+    )
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (default: the spec's)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="training seed")
+    parser.add_argument(
+        "--parity-tolerance",
+        type=tolerance,
+        help="max |torch - ONNX Runtime| allowed (default: CHASSIS_PARITY_TOLERANCE, 1e-4)",
+    )
+
+
+def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") -> dict[str, object]:
+    from chassis.modelspec import load_spec
+
+    spec = args.spec or settings.default_spec
+    load_spec(spec)  # fail in a second on a bad spec, before Prefect starts its server
+    return {
+        "spec": spec,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "parity_tolerance": args.parity_tolerance,
+    }
+
+
+def run_release(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.display import print_release, progress
+
+    settings = context.prepare()
+    arguments = {
+        **training_arguments(args, settings),
+        "compression": args.compression,
+        "rollout_strategy": args.rollout,
+    }
+    with progress("release"):
+        from flows.release import release
+
+        outcome = release(**arguments)
+    print_release(outcome, settings)
+    return 0
+
+
+def run_train(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.display import print_training, progress
+
+    settings = context.prepare()
+    arguments = training_arguments(args, settings)
+    with progress("train"):
+        from flows.training import train
+
+        outcome = train(**arguments)
+    print_training(outcome, settings)
+    return 0
+
+
+def run_specs(args: argparse.Namespace, context: Context) -> int:
+    from chassis.specs import BUNDLED_SPECS
+
+    for key, reference in BUNDLED_SPECS.items():
+        print(f"{key:10} {reference}")
+    return 0
+
+
+def run_versions(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.display import print_versions
+
+    settings = context.prepare()
+    from chassis import registry, tracking
+
+    tracking.connect(settings)
+    print_versions(args.model, registry.describe_versions(args.model))
+    return 0
+
+
+def run_scaffold(args: argparse.Namespace, context: Context) -> int:
+    import json
+    from pathlib import Path
+
+    from chassis.data import load_dataset
+    from chassis.modelspec import load_spec
+    from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
+
+    spec = load_spec(args.spec)
+    scaffold = scaffold_training_suite if args.kind == "training" else scaffold_serving_suite
+    document = scaffold(load_dataset(spec.load_data, spec.name), f"{spec.name}.{args.kind}")
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output:
+        output = Path(args.output)
+        if output.exists():
+            raise ChassisError(f"{output} exists; remove it or choose another --output")
+        output.write_text(text)
+        print(f"wrote {len(document['expectations'])} expectations to {output}")
+    else:
+        sys.stdout.write(text)
+    return 0
