@@ -57,6 +57,10 @@ deploy: $(STAMP) ## Apply deployments/prefect.yaml to the Prefect server at PREF
 	CHASSIS_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 	CHASSIS_PROJECT_DIR=$(CURDIR) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/prefect worker start --pool chassis-process
 
+.PHONY: kubernetes-deployments
+kubernetes-deployments: $(STAMP) ## Regenerate deployments/prefect-kubernetes.yaml from deployments/prefect.yaml
+	$(BIN)/python -m deployments.kubernetes
+
 bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server under wrk (see BENCHMARKS.md)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py
