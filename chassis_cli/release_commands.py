@@ -91,7 +91,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") -> dict[str, object]:
+def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") -> dict[str, Any]:
     from chassis.modelspec import load_spec
 
     spec = args.spec or settings.default_spec

@@ -47,7 +47,7 @@ def kubernetes_variant(source: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Write prefect-kubernetes.yaml from prefect.yaml.")
     parser.add_argument("--check", action="store_true", help="only check that the file is current")
     args = parser.parse_args(argv)
     expected = kubernetes_variant(SOURCE.read_text())
