@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chassis.settings import ChassisSettings
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # what argparse exits with on a bad option, and UsageError too
 EXIT_INTERRUPTED = 130
 
 # The flows a command runs by name, as package.module:attribute (imported when run).
