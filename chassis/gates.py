@@ -8,10 +8,14 @@ which is how a compressed model is judged against its uncompressed baseline.
 """
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from chassis.errors import ChassisError
+from chassis.policies import validated
 
 
 class GateConfigError(ChassisError):
@@ -32,20 +36,44 @@ class MetricThreshold:
             )
 
 
-@dataclass(frozen=True)
-class GateConfig:
-    """What a version must satisfy to take traffic. Defaults suit a small classifier."""
+QualityMetric = Literal["accuracy", "macro_f1"]
 
-    quality_metric: str = "accuracy"
-    vs_baseline: MetricThreshold = field(
-        default_factory=lambda: MetricThreshold(min_relative_change=-0.01)
+
+class GatePolicy(BaseModel):
+    """What a version must satisfy to take traffic. Defaults suit a small classifier.
+
+    The gates flow takes it as its `thresholds` parameter, `chassis gates` builds its options
+    from these fields, and `evaluate_gates` reads it: each threshold is defined here only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    quality_metric: QualityMetric = Field(
+        default="accuracy", description="Metric the quality gates compare."
     )
-    vs_champion: MetricThreshold = field(
-        default_factory=lambda: MetricThreshold(min_absolute_change=-0.01)
+    max_relative_drop_vs_baseline: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.01,
+        description="Largest relative drop of the metric allowed vs the uncompressed baseline "
+        "(0.01 = 1%).",
     )
-    quality_floor: float | None = None
-    parity_tolerance: float = 1e-4
-    latency_p99_ms_budget: float | None = 50.0
+    min_absolute_change_vs_champion: Annotated[float, Field(gt=-1, lt=1)] = Field(
+        default=-0.01,
+        description="MLflow min_absolute_change of the metric vs the champion; negative "
+        "allows that much regression.",
+    )
+    min_relative_change_vs_champion: Annotated[float | None, Field(gt=-1, lt=10)] = Field(
+        default=None,
+        description="MLflow min_relative_change of the metric vs the champion (empty: none).",
+    )
+    quality_floor: Annotated[float | None, Field(ge=0, le=1)] = Field(
+        default=None, description="Absolute minimum of the metric (empty: none)."
+    )
+    parity_tolerance: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1e-4,
+        description="Largest |torch - ONNX Runtime| output difference the version may have.",
+    )
+    latency_p99_ms_budget: Annotated[float | None, Field(gt=0)] = Field(
+        default=50.0, description="p99 latency budget at batch 1, in ms (empty: none)."
+    )
     # Latency against the champion, not only against the absolute budget: a version 300x
     # slower than the champion but under 50 ms would otherwise pass. The candidate's batch-1
     # cost (median CPU time of a call, see `latency_vs_champion`; wall p99 when not measured)
@@ -59,36 +87,44 @@ class GateConfig:
     # 0.005-0.103 ms (p99 of 200 runs needs 3 preempted runs to move). 1 ms is ~10x the worst
     # of that noise yet far below what a real slowdown of a small model costs (300x of
     # 0.02 ms is 6 ms); above a few ms the ratio is what decides.
-    # None skips the comparison.
-    max_latency_ratio_vs_champion: float | None = 1.5
-    latency_slack_ms_vs_champion: float = 1.0
-    size_bytes_budget: int | None = 200 * 1024 * 1024
-    per_class_recall_floor: float | None = 0.5
+    max_latency_ratio_vs_champion: Annotated[float | None, Field(ge=1, allow_inf_nan=False)] = (
+        Field(
+            default=1.5,
+            description="The candidate's batch-1 cost may be at most this many times the "
+            "champion's (plus latency_slack_ms_vs_champion); empty skips the comparison.",
+        )
+    )
+    latency_slack_ms_vs_champion: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=1.0,
+        description="Absolute slack in ms added to the champion ratio limit, so "
+        "sub-millisecond timing noise of small models does not fail the gate.",
+    )
+    size_mb_budget: Annotated[float | None, Field(gt=0)] = Field(
+        default=200.0, description="ONNX size budget, in MB (empty: none)."
+    )
+    per_class_recall_floor: Annotated[float | None, Field(ge=0, le=1)] = Field(
+        default=0.5, description="Minimum recall of every class (empty: none)."
+    )
 
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.parity_tolerance > 0:
-            problems.append(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
-        if self.latency_p99_ms_budget is not None and not self.latency_p99_ms_budget > 0:
-            problems.append(f"latency budget must be > 0 ms, got {self.latency_p99_ms_budget}")
-        ratio = self.max_latency_ratio_vs_champion
-        if ratio is not None and not 1 <= ratio < math.inf:
-            problems.append(
-                "max_latency_ratio_vs_champion must be a finite number >= 1 (1 = no slower "
-                f"than the champion; below 1 even identical bytes would fail), got {ratio}"
-            )
-        slack = self.latency_slack_ms_vs_champion
-        if not 0 <= slack < math.inf:
-            problems.append(
-                f"latency_slack_ms_vs_champion must be a finite number >= 0 ms, got {slack}"
-            )
-        if self.size_bytes_budget is not None and self.size_bytes_budget <= 0:
-            problems.append(f"size budget must be > 0 bytes, got {self.size_bytes_budget}")
-        floor = self.per_class_recall_floor
-        if floor is not None and not 0 <= floor <= 1:
-            problems.append(f"per-class recall floor must be in [0, 1], got {floor}")
-        if problems:
-            raise GateConfigError("invalid gate config: " + "; ".join(problems))
+    @property
+    def vs_baseline(self) -> MetricThreshold:
+        return MetricThreshold(min_relative_change=-self.max_relative_drop_vs_baseline)
+
+    @property
+    def vs_champion(self) -> MetricThreshold:
+        return MetricThreshold(
+            min_absolute_change=self.min_absolute_change_vs_champion,
+            min_relative_change=self.min_relative_change_vs_champion,
+        )
+
+    @property
+    def size_bytes_budget(self) -> int | None:
+        return None if self.size_mb_budget is None else int(self.size_mb_budget * 1024 * 1024)
+
+
+def gate_policy_from(values: Mapping[str, object]) -> GatePolicy:
+    """A gate policy from user-given values; errors name each bad field."""
+    return validated(GatePolicy, values, GateConfigError, "gate policy")
 
 
 @dataclass(frozen=True)
@@ -200,25 +236,25 @@ def evaluate_gates(
     candidate: Measurements,
     baseline: Measurements | None,
     champion: Measurements | None,
-    config: GateConfig,
+    policy: GatePolicy,
 ) -> GateReport:
-    metric = config.quality_metric
+    metric = policy.quality_metric
     if metric not in candidate.metrics:
         raise GateConfigError(
             f"unknown quality metric {metric!r}; measured: {', '.join(sorted(candidate.metrics))}"
         )
     value = candidate.metrics[metric]
     results: list[GateResult] = []
-    if config.quality_floor is not None:
+    if policy.quality_floor is not None:
         results += compare_metric(
-            metric, value, None, MetricThreshold(threshold=config.quality_floor)
+            metric, value, None, MetricThreshold(threshold=policy.quality_floor)
         )
     if baseline is not None and baseline.version != candidate.version:
         results += compare_metric(
             f"{metric} vs baseline v{baseline.version}",
             value,
             baseline.metrics[metric],
-            config.vs_baseline,
+            policy.vs_baseline,
         )
     else:
         results.append(
@@ -229,7 +265,7 @@ def evaluate_gates(
             f"{metric} vs champion v{champion.version}",
             value,
             champion.metrics[metric],
-            config.vs_champion,
+            policy.vs_champion,
         )
     else:
         results.append(GateResult(f"{metric} vs champion", True, "no other champion", "-", True))
@@ -240,48 +276,48 @@ def evaluate_gates(
         results.append(
             GateResult(
                 "ONNX parity",
-                diff <= config.parity_tolerance,
+                diff <= policy.parity_tolerance,
                 f"{diff:.2e}",
-                f"<= {config.parity_tolerance:g}",
+                f"<= {policy.parity_tolerance:g}",
             )
         )
-    if config.latency_p99_ms_budget is not None:
+    if policy.latency_p99_ms_budget is not None:
         p99 = candidate.latency_p99_ms
         results.append(
             GateResult(
                 "latency p99 @ batch 1",
-                p99 <= config.latency_p99_ms_budget,
+                p99 <= policy.latency_p99_ms_budget,
                 f"{p99:.3f} ms",
-                f"<= {config.latency_p99_ms_budget:g} ms",
+                f"<= {policy.latency_p99_ms_budget:g} ms",
             )
         )
-    if config.max_latency_ratio_vs_champion is not None:
+    if policy.max_latency_ratio_vs_champion is not None:
         results.append(
             latency_vs_champion(
                 candidate,
                 champion,
-                config.max_latency_ratio_vs_champion,
-                config.latency_slack_ms_vs_champion,
+                policy.max_latency_ratio_vs_champion,
+                policy.latency_slack_ms_vs_champion,
             )
         )
-    if config.size_bytes_budget is not None:
+    if policy.size_bytes_budget is not None:
         size = candidate.size_bytes
         results.append(
             GateResult(
                 "ONNX size",
-                size <= config.size_bytes_budget,
+                size <= policy.size_bytes_budget,
                 f"{size:,} B",
-                f"<= {config.size_bytes_budget:,} B",
+                f"<= {policy.size_bytes_budget:,} B",
             )
         )
-    if config.per_class_recall_floor is not None and candidate.per_class_recall:
+    if policy.per_class_recall_floor is not None and candidate.per_class_recall:
         worst_class, worst = min(candidate.per_class_recall.items(), key=lambda kv: kv[1])
         results.append(
             GateResult(
                 "per-class recall floor",
-                worst >= config.per_class_recall_floor,
+                worst >= policy.per_class_recall_floor,
                 f"min {worst:.4f} (class {worst_class})",
-                f">= {config.per_class_recall_floor:g}",
+                f">= {policy.per_class_recall_floor:g}",
             )
         )
     champion_version = champion.version if champion is not None else None
@@ -292,7 +328,7 @@ def evaluate_gates(
 def latency_vs_champion(
     candidate: Measurements, champion: Measurements | None, ratio: float, slack: float
 ) -> GateResult:
-    """Batch-1 cost against the champion's: ratio x champion's + slack (see GateConfig).
+    """Batch-1 cost against the champion's: ratio x champion's + slack (see GatePolicy).
 
     The two versions are measured one after the other, minutes apart on a busy machine;
     wall-clock p99s then compare the load of two moments (a healthy retrain of the same

@@ -5,18 +5,23 @@ import argparse
 import sys
 from typing import Any
 
-from chassis_cli.argtypes import (
-    expected_champion,
-    fraction,
-    non_negative_float,
-    positive_float,
-    ratio_at_least_one,
-    version_number,
-)
+from chassis.gates import GatePolicy, gate_policy_from
+from chassis_cli.argtypes import expected_champion, version_number
 from chassis_cli.context import Context, UsageError
 from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
+from chassis_cli.policy_options import add_model_options, given_values
 
 ALIAS_TARGETS = ("champion", "challenger")
+GATE = "gate_"
+# The shorter names these options had before they were generated from GatePolicy.
+GATE_OPTION_ALIASES = {
+    "max_relative_drop_vs_baseline": ["--max-drop-vs-baseline"],
+    "min_absolute_change_vs_champion": ["--min-change-vs-champion"],
+    "latency_p99_ms_budget": ["--latency-budget-ms"],
+    "latency_slack_ms_vs_champion": ["--latency-slack-ms"],
+    "size_mb_budget": ["--size-budget-mb"],
+    "per_class_recall_floor": ["--recall-floor"],
+}
 
 
 def add_registry_parsers(commands: Any) -> None:
@@ -29,57 +34,7 @@ def add_registry_parsers(commands: Any) -> None:
     )
     gates.add_argument("--model", required=True, help="registered-model name")
     gates.add_argument("--version", required=True, type=version_number, help="version number")
-    gates.add_argument(
-        "--quality-metric",
-        choices=("accuracy", "macro_f1"),
-        default="accuracy",
-        help="metric the quality gates compare",
-    )
-    gates.add_argument("--quality-floor", type=fraction, help="absolute minimum of the metric")
-    gates.add_argument(
-        "--max-drop-vs-baseline",
-        type=fraction,
-        default=0.01,
-        help="largest relative drop allowed vs the uncompressed baseline",
-    )
-    gates.add_argument(
-        "--min-change-vs-champion",
-        type=float,
-        default=-0.01,
-        help="MLflow min_absolute_change vs the champion; negative allows that much regression",
-    )
-    gates.add_argument(
-        "--latency-budget-ms",
-        type=positive_float,
-        default=50.0,
-        help="p99 latency budget at batch 1, in ms",
-    )
-    gates.add_argument(
-        "--max-latency-ratio-vs-champion",
-        type=ratio_at_least_one,
-        default=1.5,
-        metavar="RATIO",
-        help="p99 at batch 1 may be at most RATIO x the champion's, plus --latency-slack-ms",
-    )
-    gates.add_argument(
-        "--latency-slack-ms",
-        type=non_negative_float,
-        default=1.0,
-        help="absolute slack in ms added to the champion ratio limit (timing noise of small "
-        "models)",
-    )
-    gates.add_argument(
-        "--size-budget-mb",
-        type=positive_float,
-        default=200.0,
-        help="ONNX size budget, in MB",
-    )
-    gates.add_argument(
-        "--recall-floor",
-        type=fraction,
-        default=0.5,
-        help="minimum recall of every class",
-    )
+    add_model_options(gates, GatePolicy, GATE, aliases=GATE_OPTION_ALIASES)
     gates.set_defaults(handler=_gates)
 
     promote = commands.add_parser(
@@ -155,19 +110,7 @@ def add_registry_parsers(commands: Any) -> None:
 
 
 def _gates(args: argparse.Namespace, context: Context) -> int:
-    from flows.promotion import GateSettings
-
-    thresholds = GateSettings(
-        quality_metric=args.quality_metric,
-        quality_floor=args.quality_floor,
-        max_relative_drop_vs_baseline=args.max_drop_vs_baseline,
-        min_absolute_change_vs_champion=args.min_change_vs_champion,
-        latency_p99_ms_budget=args.latency_budget_ms,
-        max_latency_ratio_vs_champion=args.max_latency_ratio_vs_champion,
-        latency_slack_ms_vs_champion=args.latency_slack_ms,
-        size_mb_budget=args.size_budget_mb,
-        per_class_recall_floor=args.recall_floor,
-    )
+    thresholds = gate_policy_from(given_values(args, GATE))  # a bad value fails before any run
     outcome = context.run_flow(
         "gates", {"model_name": args.model, "version": args.version, "thresholds": thresholds}
     )

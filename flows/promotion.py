@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
 from chassis.errors import RegistryError
-from chassis.gates import GateConfig, MetricThreshold
+from chassis.gates import GatePolicy
 from chassis.settings import ChassisSettings
 from tasks.promotion import (
     judge_gates,
@@ -28,57 +28,6 @@ ModelParameter = Annotated[
     str, Field(min_length=1, description="Registered-model name, e.g. digits-mlp.")
 ]
 VersionParameter = Annotated[int, Field(ge=1, description="Model version number.")]
-
-
-class GateSettings(BaseModel):
-    """Thresholds of the model gates; each is a flow parameter with this default."""
-
-    quality_metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    max_relative_drop_vs_baseline: Annotated[float, Field(ge=0, lt=1)] = 0.01
-    min_absolute_change_vs_champion: Annotated[float, Field(gt=-1, lt=1)] = -0.01
-    min_relative_change_vs_champion: Annotated[float | None, Field(gt=-1, lt=10)] = None
-    quality_floor: Annotated[float | None, Field(ge=0, le=1)] = None
-    parity_tolerance: Annotated[float, Field(gt=0, le=1)] = 1e-4
-    latency_p99_ms_budget: Annotated[float | None, Field(gt=0)] = 50.0
-    max_latency_ratio_vs_champion: Annotated[
-        float | None,
-        Field(
-            ge=1,
-            allow_inf_nan=False,
-            description="The candidate's p99 at batch 1 may be at most this many times the "
-            "champion's (plus latency_slack_ms_vs_champion); empty skips the comparison.",
-        ),
-    ] = 1.5
-    latency_slack_ms_vs_champion: Annotated[
-        float,
-        Field(
-            ge=0,
-            allow_inf_nan=False,
-            description="Absolute slack (ms) added to the ratio limit, so sub-millisecond "
-            "timing noise of small models does not fail the gate.",
-        ),
-    ] = 1.0
-    size_mb_budget: Annotated[float | None, Field(gt=0)] = 200.0
-    per_class_recall_floor: Annotated[float | None, Field(ge=0, le=1)] = 0.5
-
-    def to_config(self) -> GateConfig:
-        return GateConfig(
-            quality_metric=self.quality_metric,
-            vs_baseline=MetricThreshold(min_relative_change=-self.max_relative_drop_vs_baseline),
-            vs_champion=MetricThreshold(
-                min_absolute_change=self.min_absolute_change_vs_champion,
-                min_relative_change=self.min_relative_change_vs_champion,
-            ),
-            quality_floor=self.quality_floor,
-            parity_tolerance=self.parity_tolerance,
-            latency_p99_ms_budget=self.latency_p99_ms_budget,
-            max_latency_ratio_vs_champion=self.max_latency_ratio_vs_champion,
-            latency_slack_ms_vs_champion=self.latency_slack_ms_vs_champion,
-            size_bytes_budget=(
-                int(self.size_mb_budget * 1024 * 1024) if self.size_mb_budget else None
-            ),
-            per_class_recall_floor=self.per_class_recall_floor,
-        )
 
 
 class GatesOutcome(BaseModel):
@@ -117,19 +66,22 @@ def alias_outcome(change: registry.AliasChange) -> AliasOutcome:
 def gates(
     model_name: ModelParameter,
     version: VersionParameter,
-    thresholds: GateSettings | None = None,
+    thresholds: Annotated[
+        GatePolicy | None,
+        Field(description="Gate thresholds (defaults when empty); see GatePolicy."),
+    ] = None,
 ) -> GatesOutcome:
     """Measure a version's ONNX file (verified by sha256) on its spec's test split, compare it
     with its baseline and the current champion, store the gate report with the version, and
-    fail the run if any gate fails. Thresholds: see GateSettings (quality change semantics of
-    MLflow's MetricThreshold; negative changes allow a bounded regression)."""
+    fail the run if any gate fails. Thresholds: see chassis.gates.GatePolicy (quality change
+    semantics of MLflow's MetricThreshold; negative changes allow a bounded regression)."""
     settings = ChassisSettings()
     tracking.connect(settings)
-    config = (thresholds or GateSettings()).to_config()
+    policy = thresholds or GatePolicy()
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
         measured = measure_versions(model_name, version, workdir)
-        report = judge_gates(model_name, measured, config)
+        report = judge_gates(model_name, measured, policy)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     raise_if_failed(report)

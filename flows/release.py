@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
 from chassis.aliases import CHAMPION
+from chassis.gates import GatePolicy
 from chassis.rollout.policy import RolloutPolicy
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from flows.compression import (
@@ -21,7 +22,7 @@ from flows.compression import (
     ObjectiveParameter,
     compress,
 )
-from flows.promotion import AliasOutcome, GateSettings, GatesOutcome, alias_outcome, gates
+from flows.promotion import AliasOutcome, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, rollout
 from flows.training import (
     EpochsParameter,
@@ -54,7 +55,7 @@ def release(
     epochs: EpochsParameter = None,
     seed: SeedParameter = 0,
     parity_tolerance: ToleranceParameter = None,
-    thresholds: GateSettings | None = None,
+    thresholds: GatePolicy | None = None,
     rollout_strategy: Annotated[
         Literal["canary", "blue-green", "none"],
         Field(description="How a challenger reaches traffic; none leaves it as challenger."),

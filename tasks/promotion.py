@@ -12,7 +12,7 @@ from chassis import registry, tracking
 from chassis.aliases import CHAMPION
 from chassis.data import load_dataset
 from chassis.errors import ChassisError
-from chassis.gates import GateConfig, GateReport, Measurements, evaluate_gates
+from chassis.gates import GatePolicy, GateReport, Measurements, evaluate_gates
 from chassis.version_loader import load_version
 from chassis.version_measure import measure_classifier
 from tasks.artifacts import publish_markdown, publish_table
@@ -68,11 +68,11 @@ def measure_versions(
 def judge_gates(
     model_name: str,
     measured: tuple[Measurements, Measurements | None, Measurements | None],
-    config: GateConfig,
+    policy: GatePolicy,
 ) -> GateReport:
     """Evaluate, store the report with the version (MLflow) and show it (Prefect)."""
     candidate, baseline, champion = measured
-    report = evaluate_gates(model_name, candidate, baseline, champion, config)
+    report = evaluate_gates(model_name, candidate, baseline, champion, policy)
     run_id = registry.version_run_id(model_name, candidate.version)
     uri = tracking.log_text_to_run(
         run_id, json.dumps(report.to_dict(), indent=2), f"gates/v{candidate.version}.json"

@@ -6,11 +6,13 @@ fields, and the analysis reads it. Out-of-range values are refused with the fiel
 """
 
 import math
+from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chassis.errors import ChassisError
+from chassis.policies import validated
 from chassis.rollout.statistics import samples_to_detect, z_for
 
 # Checks that can flag a candidate at one look: errors vs stable, errors absolute, latency
@@ -194,15 +196,6 @@ class RolloutPolicy(BaseModel):
         return max(self.min_requests, errors, agreement)
 
 
-def policy_from(values: dict[str, object]) -> RolloutPolicy:
+def policy_from(values: Mapping[str, object]) -> RolloutPolicy:
     """A policy from user-given values; errors name each bad field."""
-    try:
-        return RolloutPolicy.model_validate(values)
-    except ValidationError as error:
-        problems = "; ".join(
-            # Cross-field messages name their fields themselves; others get the field's name.
-            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in error.errors()
-        )
-        raise RolloutPolicyError(f"invalid rollout policy: {problems}") from None
+    return validated(RolloutPolicy, values, RolloutPolicyError, "rollout policy")

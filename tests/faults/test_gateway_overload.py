@@ -25,7 +25,7 @@ import httpx
 import orjson
 import pytest
 
-from flows.promotion import GateSettings
+from chassis.gates import GatePolicy
 from tests.fixtures.fault_gateway import metric_samples, metric_sum, release_into
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
@@ -51,7 +51,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     release_into(
         home,
         "tests.fixtures.specs:hundreds_slower",
-        thresholds=GateSettings(latency_p99_ms_budget=1000.0),
+        thresholds=GatePolicy(latency_p99_ms_budget=1000.0),
     )
     return home
 

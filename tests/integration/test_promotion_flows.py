@@ -11,7 +11,8 @@ from prefect.settings import PREFECT_API_URL
 from chassis import registry
 from chassis.aliases import RetiredChallenger
 from chassis.errors import IntegrityError, RegistryError
-from flows.promotion import GateSettings, gates, promote, rollback
+from chassis.gates import GatePolicy
+from flows.promotion import gates, promote, rollback
 from flows.release import release
 from tasks.promotion import GatesFailed
 from tests.integration.test_training_flow import latest_artifact
@@ -60,7 +61,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
 def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
     release(spec=SPEC, compression="off")
     release(spec=SPEC, seed=2, rollout_strategy="none", compression="off")
-    strict = GateSettings(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
+    strict = GatePolicy(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
     with pytest.raises(GatesFailed, match="failed 2 gate"):
         gates(model_name=MODEL, version=2, thresholds=strict)
     assert registry.version_tags(MODEL, 2)["chassis.gates"] == "failed"
@@ -87,7 +88,7 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
             spec="tests.fixtures.specs:hundreds_slower",
             compression="off",
             rollout_strategy="none",
-            thresholds=GateSettings(**lenient),
+            thresholds=GatePolicy(**lenient),
         )
     tags = registry.version_tags(MODEL, 2)
     assert tags["chassis.gates"] == "failed"
@@ -107,7 +108,7 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
     assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
 
     # The threshold is a flow parameter: switched off, the same version passes its gates.
-    switched_off = GateSettings(**lenient, max_latency_ratio_vs_champion=None)
+    switched_off = GatePolicy(**lenient, max_latency_ratio_vs_champion=None)
     assert gates(model_name=MODEL, version=2, thresholds=switched_off).passed
 
 

@@ -1,12 +1,13 @@
 import pytest
 
 from chassis.gates import (
-    GateConfig,
     GateConfigError,
+    GatePolicy,
     Measurements,
     MetricThreshold,
     compare_metric,
     evaluate_gates,
+    gate_policy_from,
 )
 
 
@@ -49,7 +50,7 @@ def test_negative_change_allows_bounded_regression():
 
 def test_all_gates_pass_for_a_good_candidate():
     report = evaluate_gates(
-        "m", measured(3, 0.96), measured(2, 0.96), measured(1, 0.95), GateConfig()
+        "m", measured(3, 0.96), measured(2, 0.96), measured(1, 0.95), GatePolicy()
     )
     assert report.passed, report.to_markdown()
     assert report.champion_version == 1 and report.baseline_version == 2
@@ -70,7 +71,7 @@ def test_all_gates_pass_for_a_good_candidate():
     ids=["quality", "latency", "size", "parity", "recall"],
 )
 def test_each_gate_can_fail(candidate, failing):
-    report = evaluate_gates("m", candidate, measured(2, 0.96), measured(1, 0.95), GateConfig())
+    report = evaluate_gates("m", candidate, measured(2, 0.96), measured(1, 0.95), GatePolicy())
     assert not report.passed
     assert {r.gate for r in report.failures} == failing
     assert "FAIL" in report.to_markdown()
@@ -78,25 +79,36 @@ def test_each_gate_can_fail(candidate, failing):
 
 
 def test_first_model_skips_comparisons_but_keeps_absolute_gates():
-    report = evaluate_gates("m", measured(1, 0.5), None, None, GateConfig(quality_floor=0.9))
+    report = evaluate_gates("m", measured(1, 0.5), None, None, GatePolicy(quality_floor=0.9))
     assert [r.gate for r in report.failures] == ["accuracy threshold"]
     # vs baseline, vs champion (quality) and vs champion (latency) have nothing to compare with.
     assert sum(r.skipped for r in report.results) == 3
 
 
 def test_bad_config_is_refused():
-    with pytest.raises(GateConfigError, match="per-class recall floor must be in"):
-        GateConfig(per_class_recall_floor=1.5)
-    with pytest.raises(GateConfigError, match="latency budget must be > 0"):
-        GateConfig(latency_p99_ms_budget=0)
-    with pytest.raises(GateConfigError, match="unknown quality metric 'auc'"):
-        evaluate_gates("m", measured(1, 0.9), None, None, GateConfig(quality_metric="auc"))
+    with pytest.raises(
+        GateConfigError, match="per_class_recall_floor: Input should be less than or equal to 1"
+    ):
+        gate_policy_from({"per_class_recall_floor": 1.5})
+    with pytest.raises(
+        GateConfigError, match="latency_p99_ms_budget: Input should be greater than 0"
+    ):
+        gate_policy_from({"latency_p99_ms_budget": 0})
+    with pytest.raises(GateConfigError, match="quality_metric: Input should be 'accuracy' or"):
+        gate_policy_from({"quality_metric": "auc"})
+    with pytest.raises(GateConfigError, match="unknown_field: Extra inputs are not permitted"):
+        gate_policy_from({"unknown_field": 1})
+    # A metric the policy names but the measurements lack is refused when judged.
+    unmeasured = Measurements(1, {"accuracy": 0.9}, {0: 0.9}, 1.0, 1000, 1e-6)
+    policy = GatePolicy(quality_metric="macro_f1")
+    with pytest.raises(GateConfigError, match="unknown quality metric 'macro_f1'"):
+        evaluate_gates("m", unmeasured, None, None, policy)
 
 
 def test_a_version_300x_slower_than_the_champion_fails_though_under_the_budget():
     champion = measured(1, 0.95, p99=0.02)
     slow = measured(3, 0.96, p99=0.02 * 300)  # 6 ms: far under the 50 ms budget
-    report = evaluate_gates("m", slow, measured(2, 0.96), champion, GateConfig())
+    report = evaluate_gates("m", slow, measured(2, 0.96), champion, GatePolicy())
     assert {r.gate for r in report.failures} == {"latency p99 vs champion v1"}
     failure = report.failures[0]
     assert failure.observed == "6.000 ms vs 0.020 ms (300.0x)"
@@ -119,7 +131,7 @@ def test_latency_vs_champion_is_a_ratio_plus_an_absolute_slack(champion_p99, can
         measured(3, 0.96, p99=candidate_p99),
         None,
         measured(1, 0.96, p99=champion_p99),
-        GateConfig(),
+        GatePolicy(),
     )
     gate = next(r for r in report.results if r.gate == "latency p99 vs champion v1")
     assert gate.passed is passes and not gate.skipped
@@ -127,10 +139,10 @@ def test_latency_vs_champion_is_a_ratio_plus_an_absolute_slack(champion_p99, can
 
 def test_latency_vs_champion_thresholds_are_settable_and_can_be_switched_off():
     champion, candidate = measured(1, 0.96, p99=0.02), measured(3, 0.96, p99=0.6)
-    strict = GateConfig(max_latency_ratio_vs_champion=2.0, latency_slack_ms_vs_champion=0.1)
+    strict = GatePolicy(max_latency_ratio_vs_champion=2.0, latency_slack_ms_vs_champion=0.1)
     assert not evaluate_gates("m", candidate, None, champion, strict).passed
-    assert evaluate_gates("m", candidate, None, champion, GateConfig()).passed
-    off = GateConfig(max_latency_ratio_vs_champion=None)
+    assert evaluate_gates("m", candidate, None, champion, GatePolicy()).passed
+    off = GatePolicy(max_latency_ratio_vs_champion=None)
     report = evaluate_gates("m", measured(3, 0.96, p99=40.0), None, champion, off)
     assert report.passed
     assert all("vs champion" not in r.gate or "accuracy" in r.gate for r in report.results)
@@ -139,33 +151,41 @@ def test_latency_vs_champion_thresholds_are_settable_and_can_be_switched_off():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("max_latency_ratio_vs_champion", 0.9, "max_latency_ratio_vs_champion must be a finite"),
-        ("max_latency_ratio_vs_champion", float("inf"), "max_latency_ratio_vs_champion must be"),
-        ("max_latency_ratio_vs_champion", float("nan"), "max_latency_ratio_vs_champion must be"),
-        ("latency_slack_ms_vs_champion", -0.5, "latency_slack_ms_vs_champion must be a finite"),
-        ("latency_slack_ms_vs_champion", float("nan"), "latency_slack_ms_vs_champion must be"),
+        ("max_latency_ratio_vs_champion", 0.9, "Input should be greater than or equal to 1"),
+        ("max_latency_ratio_vs_champion", float("inf"), "Input should be a finite number"),
+        ("max_latency_ratio_vs_champion", float("nan"), "Input should be a finite number"),
+        ("latency_slack_ms_vs_champion", -0.5, "Input should be greater than or equal to 0"),
+        ("latency_slack_ms_vs_champion", float("nan"), "Input should be a finite number"),
     ],
 )
 def test_out_of_range_latency_ratio_settings_name_the_field(field, value, message):
-    with pytest.raises(GateConfigError, match=message):
-        GateConfig(**{field: value})
+    with pytest.raises(GateConfigError, match=f"invalid gate policy: {field}: {message}"):
+        gate_policy_from({field: value})
 
 
-def test_flow_gate_settings_carry_the_latency_ratio_and_refuse_bad_values():
+def test_the_gates_flow_takes_the_policy_itself_as_its_parameter():
     from pydantic import ValidationError
 
-    from flows.promotion import GateSettings
+    from flows.promotion import gates
 
-    config = GateSettings(
-        max_latency_ratio_vs_champion=2.5, latency_slack_ms_vs_champion=0.25
-    ).to_config()
-    assert config.max_latency_ratio_vs_champion == 2.5
-    assert config.latency_slack_ms_vs_champion == 0.25
-    assert GateSettings().to_config() == GateConfig()  # the flow's defaults are the config's
+    checked = gates.validate_parameters(
+        {
+            "model_name": "m",
+            "version": 1,
+            "thresholds": {
+                "max_latency_ratio_vs_champion": 2.5,
+                "latency_slack_ms_vs_champion": 0.25,
+            },
+        }
+    )
+    policy = checked["thresholds"]
+    assert isinstance(policy, GatePolicy)  # one definition: no flow-side copy to convert
+    assert policy.max_latency_ratio_vs_champion == 2.5
+    assert policy.latency_slack_ms_vs_champion == 0.25
     with pytest.raises(ValidationError, match="max_latency_ratio_vs_champion"):
-        GateSettings(max_latency_ratio_vs_champion=0.5)
+        GatePolicy(max_latency_ratio_vs_champion=0.5)
     with pytest.raises(ValidationError, match="latency_slack_ms_vs_champion"):
-        GateSettings(latency_slack_ms_vs_champion=-1)
+        GatePolicy(latency_slack_ms_vs_champion=-1)
 
 
 def test_the_champion_comparison_uses_model_cpu_time_when_both_were_measured():
