@@ -3,17 +3,16 @@ that keeps quality within tolerance is registered as a new version."""
 
 import shutil
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis import tracking
-from chassis.compression.candidates import BASELINE, CANDIDATE_NAMES
-from chassis.compression.classification import CompressionOptions
-from chassis.compression.measure import MeasureSettings
-from chassis.compression.select import Selection, SelectionPolicy
+from chassis.compression.candidates import BASELINE
+from chassis.compression.policy import CompressionPolicy
+from chassis.compression.select import Selection
 from chassis.settings import ChassisSettings
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.compression import (
@@ -27,44 +26,15 @@ from tasks.compression import (
     table_rows,
 )
 
-CandidateName = Literal[
-    "baseline",
-    "dynamic-int8",
-    "static-int8",
-    "pruned",
-    "pruned+int8",
-    "distilled",
-    "distilled+int8",
-]
 ModelNameParameter = Annotated[
     str, Field(min_length=1, description="Registered-model name, e.g. digits-mlp.")
 ]
 VersionParameter = Annotated[
     int, Field(ge=1, description="Version to compress; it must carry torch weights (trained).")
 ]
-CompressionToleranceParameter = Annotated[
-    float,
-    Field(
-        ge=0,
-        lt=1,
-        description="How much test accuracy a candidate may lose against the baseline: a "
-        "fraction of it (relative, 0.01 = 1%) or accuracy points (absolute).",
-    ),
-]
-ToleranceModeParameter = Annotated[
-    Literal["relative", "absolute"],
-    Field(description="relative: tolerance is a fraction of the baseline's accuracy."),
-]
-ObjectiveParameter = Annotated[
-    Literal["latency", "size", "balanced"],
-    Field(
-        description="What the winner minimizes among passing candidates: batch-1 p50 latency, "
-        "ONNX file size, or balanced (geometric mean of both ratios to the baseline)."
-    ),
-]
-CandidatesParameter = Annotated[
-    list[CandidateName] | None,
-    Field(description="Candidates to build; empty builds all. The baseline is always one."),
+CompressionPolicyParameter = Annotated[
+    CompressionPolicy | None,
+    Field(description="Candidates, their recipes, tolerance and objective (defaults when empty)."),
 ]
 
 
@@ -85,39 +55,7 @@ class CompressionOutcome(BaseModel):
 def compress(
     model_name: ModelNameParameter,
     version: VersionParameter,
-    tolerance: CompressionToleranceParameter = 0.01,
-    tolerance_mode: ToleranceModeParameter = "relative",
-    objective: ObjectiveParameter = "balanced",
-    candidates: CandidatesParameter = None,
-    per_channel: Annotated[
-        bool, Field(description="Static/dynamic int8: one scale per output channel.")
-    ] = True,
-    calibration_method: Annotated[
-        Literal["minmax", "entropy", "percentile"],
-        Field(description="How static int8 picks activation ranges from training rows."),
-    ] = "minmax",
-    prune_fraction: Annotated[
-        float, Field(ge=0, lt=1, description="Share of each hidden layer's neurons removed.")
-    ] = 0.5,
-    finetune_epochs: Annotated[
-        int, Field(ge=0, le=1000, description="Fine-tuning epochs after pruning.")
-    ] = 10,
-    temperature: Annotated[
-        float, Field(gt=0, le=100, description="Distillation softmax temperature.")
-    ] = 4.0,
-    alpha: Annotated[
-        float,
-        Field(ge=0, le=1, description="Distillation weight of the soft (teacher) loss."),
-    ] = 0.7,
-    distill_epochs: Annotated[
-        int, Field(ge=1, le=10_000, description="Epochs of student distillation.")
-    ] = 40,
-    threads: Annotated[
-        int, Field(ge=1, le=64, description="ONNX Runtime intra-op threads when timing.")
-    ] = 1,
-    repeats: Annotated[
-        int, Field(ge=1, le=100_000, description="Timed runs per candidate and batch size.")
-    ] = 100,
+    policy: CompressionPolicyParameter = None,
 ) -> CompressionOutcome:
     """Build int8, pruned and distilled candidates of a registered version, measure each as
     ONNX on the test split (accuracy, macro-F1, agreement, p50/p99 latency at batch 1 and 64,
@@ -125,19 +63,11 @@ def compress(
     candidate, and register the winner with its recipe. If no candidate passes, the baseline
     stays selected and nothing new is registered.
     """
-    # Both raise before any work on a bad value, so nothing can be registered.
-    policy = SelectionPolicy(tolerance=tolerance, mode=tolerance_mode, objective=objective)
-    options = CompressionOptions(
-        candidates=tuple(candidates) if candidates else CANDIDATE_NAMES,
-        per_channel=per_channel,
-        calibration_method=calibration_method,
-        prune_fraction=prune_fraction,
-        finetune_epochs=finetune_epochs,
-        temperature=temperature,
-        alpha=alpha,
-        distill_epochs=distill_epochs,
-    )
-    measure_settings = MeasureSettings(threads=threads, batch_sizes=(1, 64), repeats=repeats)
+    # Each raises before any work on a bad value, so nothing can be registered.
+    compression = policy or CompressionPolicy()
+    selection_policy = compression.selection()
+    options = compression.build_options()
+    measure_settings = compression.measurement()
     settings = ChassisSettings()
     tracking.connect(settings)
     flow_run_id = str(flow_run.id or "")
@@ -148,12 +78,12 @@ def compress(
         setup = classifier_setup(loaded, dataset)
         built = build_candidates(setup, options, workdir / "candidates")
         measured, quality = measure_candidates(built, dataset, setup.n_classes, measure_settings)
-        selection = select(measured, quality.primary_metric, policy)
+        selection = select(measured, quality.primary_metric, selection_policy)
         logged = log_compression(
             loaded=loaded,
             measured=measured,
             selection=selection,
-            policy=policy,
+            policy=selection_policy,
             options=options,
             settings=settings,
             flow_run_id=flow_run_id,

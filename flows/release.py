@@ -16,12 +16,7 @@ from chassis.aliases import CHAMPION
 from chassis.gates import GatePolicy
 from chassis.rollout.policy import RolloutPolicy
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
-from flows.compression import (
-    CompressionOutcome,
-    CompressionToleranceParameter,
-    ObjectiveParameter,
-    compress,
-)
+from flows.compression import CompressionOutcome, CompressionPolicyParameter, compress
 from flows.promotion import AliasOutcome, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, rollout
 from flows.training import (
@@ -68,8 +63,7 @@ def release(
             "best one within tolerance; off: release the trained baseline itself."
         ),
     ] = "on",
-    compression_tolerance: CompressionToleranceParameter = 0.01,
-    compression_objective: ObjectiveParameter = "balanced",
+    compression_policy: CompressionPolicyParameter = None,
 ) -> ReleaseOutcome:
     """Take a spec from data to a registered, gated MLflow version with an alias.
 
@@ -99,12 +93,7 @@ def release(
     candidate = training.version
     compressed = None
     if compression == "on":
-        compressed = compress(
-            model_name=model,
-            version=training.version,
-            tolerance=compression_tolerance,
-            objective=compression_objective,
-        )
+        compressed = compress(model_name=model, version=training.version, policy=compression_policy)
         candidate = compressed.version
     tracking.connect(settings)
     champion = registry.current_aliases(model).get(CHAMPION)

@@ -1,25 +1,28 @@
 """A compression candidate: an ONNX file plus the recipe that made it."""
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-BASELINE = "baseline"
-DYNAMIC_INT8 = "dynamic-int8"
-STATIC_INT8 = "static-int8"
-PRUNED = "pruned"
-PRUNED_INT8 = "pruned+int8"
-DISTILLED = "distilled"
-DISTILLED_INT8 = "distilled+int8"
-CANDIDATE_NAMES = (
-    BASELINE,
-    DYNAMIC_INT8,
-    STATIC_INT8,
-    PRUNED,
-    PRUNED_INT8,
-    DISTILLED,
-    DISTILLED_INT8,
-)
+CandidateName = Literal[
+    "baseline",
+    "dynamic-int8",
+    "static-int8",
+    "pruned",
+    "pruned+int8",
+    "distilled",
+    "distilled+int8",
+]
+# Every candidate, in the order they are built and shown; the names below are its members.
+CANDIDATE_NAMES: tuple[CandidateName, ...] = typing.get_args(CandidateName)
+BASELINE: CandidateName = "baseline"
+DYNAMIC_INT8: CandidateName = "dynamic-int8"
+STATIC_INT8: CandidateName = "static-int8"
+PRUNED: CandidateName = "pruned"
+PRUNED_INT8: CandidateName = "pruned+int8"
+DISTILLED: CandidateName = "distilled"
+DISTILLED_INT8: CandidateName = "distilled+int8"
 
 
 @dataclass(frozen=True)

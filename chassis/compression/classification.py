@@ -20,9 +20,9 @@ from chassis.compression.distill import (
     distill_classifier,
     wrap_like_teacher,
 )
+from chassis.compression.policy import CALIBRATION_METHODS, DEFAULT_POLICY
 from chassis.compression.prune import fine_tune, prune_structured
 from chassis.compression.quantize import (
-    CALIBRATION_METHODS,
     check_calibration_data,
     quantize_dynamic_int8,
     quantize_static_int8,
@@ -50,15 +50,17 @@ class ClassifierSetup:
 
 @dataclass(frozen=True)
 class CompressionOptions:
+    """What `CompressionPolicy.build_options()` sets, plus settings users do not give."""
+
     candidates: tuple[str, ...] = CANDIDATE_NAMES
-    per_channel: bool = True
-    calibration_method: str = "minmax"
+    per_channel: bool = DEFAULT_POLICY.per_channel
+    calibration_method: str = DEFAULT_POLICY.calibration_method
     calibration_rows: int = 512
-    prune_fraction: float = 0.5
-    finetune_epochs: int = 10
-    temperature: float = 4.0
-    alpha: float = 0.7
-    distill_epochs: int = 40
+    prune_fraction: float = DEFAULT_POLICY.prune_fraction
+    finetune_epochs: int = DEFAULT_POLICY.finetune_epochs
+    temperature: float = DEFAULT_POLICY.temperature
+    alpha: float = DEFAULT_POLICY.alpha
+    distill_epochs: int = DEFAULT_POLICY.distill_epochs
     learning_rate: float = 1e-3
     parity_tolerance: float = 1e-4
     seed: int = 0

@@ -15,6 +15,7 @@ import numpy as np
 
 from chassis.compression.candidates import Candidate
 from chassis.compression.latency import Feeds, batch_of, time_runs_ms
+from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
 from chassis.digests import sha256_file
 from chassis.errors import CompressionError
 from chassis.runtime import create_session
@@ -62,10 +63,10 @@ def embedding_task() -> QualityTask:
 class MeasureSettings:
     """Same for every candidate, so the numbers compare."""
 
-    threads: int = 1
-    batch_sizes: tuple[int, ...] = (1, 64)
+    threads: int = DEFAULT_POLICY.threads
+    batch_sizes: tuple[int, ...] = TIMED_BATCH_SIZES
     warmup: int = 10
-    repeats: int = 100
+    repeats: int = DEFAULT_POLICY.repeats
     inference_batch: int = 256
 
 

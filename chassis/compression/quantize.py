@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chassis.compression.policy import CALIBRATION_METHODS
 from chassis.errors import CalibrationDataError, CompressionError
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @contextlib.contextmanager

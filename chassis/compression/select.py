@@ -9,10 +9,8 @@ import math
 from dataclasses import dataclass
 
 from chassis.compression.measure import Measurement
+from chassis.compression.policy import DEFAULT_POLICY, OBJECTIVES, TOLERANCE_MODES
 from chassis.errors import SelectionPolicyError
-
-OBJECTIVES = ("latency", "size", "balanced")
-TOLERANCE_MODES = ("relative", "absolute")
 
 
 @dataclass(frozen=True)
@@ -20,9 +18,9 @@ class SelectionPolicy:
     """tolerance: how much of the baseline's primary quality metric a candidate may lose,
     as a fraction of it (relative) or in metric units (absolute); must be in [0, 1)."""
 
-    tolerance: float = 0.01
-    mode: str = "relative"
-    objective: str = "balanced"
+    tolerance: float = DEFAULT_POLICY.tolerance
+    mode: str = DEFAULT_POLICY.tolerance_mode
+    objective: str = DEFAULT_POLICY.objective
     latency_key: str = "b1_p50"
 
     def __post_init__(self) -> None:

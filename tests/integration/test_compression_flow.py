@@ -10,6 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from chassis import registry
+from chassis.compression.policy import CompressionPolicy
 from chassis.errors import ChassisError
 from flows.compression import compress
 from flows.training import train
@@ -29,12 +30,14 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
     outcome = compress(
         model_name=trained.model_name,
         version=trained.version,
-        tolerance=0.02,
-        objective="size",
-        candidates=["dynamic-int8", "static-int8", "pruned", "pruned+int8"],
-        prune_fraction=0.5,
-        finetune_epochs=5,
-        repeats=5,
+        policy=CompressionPolicy(
+            tolerance=0.02,
+            objective="size",
+            candidates=["dynamic-int8", "static-int8", "pruned", "pruned+int8"],
+            prune_fraction=0.5,
+            finetune_epochs=5,
+            repeats=5,
+        ),
     )
     names = [row["candidate"] for row in outcome.rows]
     assert names == ["baseline", "dynamic-int8", "static-int8", "pruned", "pruned+int8"]
@@ -94,11 +97,13 @@ def test_over_compression_leaves_the_baseline_selected(chassis_home):
     outcome = compress(
         model_name=trained.model_name,
         version=trained.version,
-        tolerance=0.0,
-        candidates=["pruned"],
-        prune_fraction=0.99,
-        finetune_epochs=0,
-        repeats=3,
+        policy=CompressionPolicy(
+            tolerance=0.0,
+            candidates=["pruned"],
+            prune_fraction=0.99,
+            finetune_epochs=0,
+            repeats=3,
+        ),
     )
     pruned = next(row for row in outcome.rows if row["candidate"] == "pruned")
     if (
@@ -126,7 +131,8 @@ def test_over_compression_leaves_the_baseline_selected(chassis_home):
 def test_bad_parameters_fail_before_anything_is_registered(chassis_home, parameters, message):
     trained = train(spec="tests.fixtures.specs:good", epochs=2)
     with pytest.raises(Exception, match=message) as raised:
-        compress(model_name=trained.model_name, version=trained.version, **parameters)
+        # As a deployment or the run form passes it: the policy's fields as a mapping.
+        compress(model_name=trained.model_name, version=trained.version, policy=parameters)
     assert type(raised.value).__name__ in ("ParameterTypeError", "SelectionPolicyError")
     assert registry.list_versions(trained.model_name) == [trained.version]
 

@@ -50,3 +50,29 @@ def test_unknown_model_is_a_one_line_error_with_exit_1(tmp_path):
     )
     assert result.returncode == 1
     assert "error: 'nope' has no version 3" in result.stderr
+
+
+def test_every_compression_setting_is_an_option_generated_from_the_policy():
+    from chassis.compression.policy import CompressionPolicy
+
+    text = " ".join(chassis("compress", "--help").stdout.split())
+    for name in CompressionPolicy.model_fields:
+        assert f"--{name.replace('_', '-')}" in text, name
+    # The epochs the command could not set before it was generated from the policy.
+    assert "--finetune-epochs FINETUNE_EPOCHS Fine-tuning epochs after pruning (default: 10)" in (
+        text
+    )
+    assert "--distill-epochs DISTILL_EPOCHS Epochs of student distillation (default: 40)" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--distill-epochs", "0"], "argument --distill-epochs: must be in [1, 10000], got 0"),
+        (["--finetune-epochs", "x"], "expected a whole number, got 'x'"),
+    ],
+)
+def test_epoch_options_refuse_bad_values(extra, message):
+    result = chassis("compress", "--model", "m", "--version", "1", *extra)
+    assert result.returncode == 2
+    assert message in result.stderr
