@@ -20,7 +20,9 @@ DEFAULT_SPEC = "chassis.specs.digits:spec"
 
 
 class ChassisSettings(BaseSettings):
-    """Every knob of Chassis, each overridable as `CHASSIS_<NAME>`."""
+    """Every knob of Chassis, each overridable as `CHASSIS_<NAME>`. The gateway's batching,
+    timeouts and limits (`CHASSIS_GATEWAY_MAX_BATCH`, ...) are its serving policy:
+    chassis/serving/policy.py."""
 
     model_config = SettingsConfigDict(
         env_prefix="CHASSIS_", env_file=".env", extra="ignore", validate_default=True
@@ -85,72 +87,11 @@ class ChassisSettings(BaseSettings):
         "process that records gates or serves versions needs the same one. Default: "
         "generated once and kept in <home>/registry-signing-key (mode 0600).",
     )
-    gateway_max_batch: int = Field(default=64, ge=1, le=4096, description="Rows per ORT call.")
-    gateway_max_wait_ms: float = Field(
-        default=0.0,
-        ge=0,
-        le=100,
-        description="How long a batch may wait for requests already on their way (0: greedy, "
-        "batches form from whatever queued while the model was busy).",
-    )
-    gateway_max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Body limit.")
-    gateway_max_rows: int = Field(default=1024, ge=1, description="Rows per request limit.")
-    gateway_max_head_bytes: int = Field(
-        default=32 * 1024,
-        ge=1024,
-        le=1 << 20,
-        description="Limit on a request's line and headers (431 beyond it).",
-    )
-    gateway_read_timeout_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description="Time a request may take to arrive, first byte to last (408 beyond it: "
-        "slow or stalled clients do not keep connections and buffers).",
-    )
-    gateway_request_timeout_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description="Time a prediction may take once received (504 beyond it; queued work "
-        "of a client that got its 504 is not computed).",
-    )
-    gateway_max_connections: int = Field(
-        default=1000,
-        ge=1,
-        description="Concurrent connections and requests the gateway takes; beyond it new "
-        "requests get 503 at once (keep it under the open-files limit, `ulimit -n`).",
-    )
-    gateway_keep_warm_seconds: float = Field(
-        default=300, ge=0, description="Blue-green: how long the old color stays loaded."
-    )
     gateway_local_dir: Path | None = Field(
         default=None,
         description="Where one gateway process keeps its verified model files and its "
         "copy of the split (default <home>/gateway). Give each replica its own when several "
         "share a home, as pods each have their own disk.",
-    )
-    gateway_drain_seconds: float = Field(
-        default=0.0,
-        ge=0,
-        le=300,
-        description="On SIGTERM, how long the gateway keeps serving while /readyz says 503, "
-        "so a load balancer or Kubernetes stops sending it requests first (set it to the "
-        "readiness probe's period x failure threshold).",
-    )
-    gateway_grace_seconds: float = Field(
-        default=20.0,
-        gt=0,
-        le=600,
-        description="After draining, how long requests in flight may take before the "
-        "gateway exits anyway (keep drain + grace under Kubernetes' "
-        "terminationGracePeriodSeconds).",
-    )
-    gateway_follow_seconds: float = Field(
-        default=5.0,
-        ge=0,
-        description="How often the gateway checks the champion alias "
-        "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts.",
     )
     prediction_log_root: str | None = Field(
         default=None,

@@ -5,12 +5,16 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from chassis.serving.policy import ServingPolicy, serving_policy_from
 from chassis_cli.argtypes import port
 from chassis_cli.context import Context
+from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
     from chassis.settings import ChassisSettings
+
+POLICY = "serving_"
 
 
 def add_serve_parser(commands: Any) -> None:
@@ -31,6 +35,7 @@ def add_serve_parser(commands: Any) -> None:
     )
     serve.add_argument("--host", help="bind address (default CHASSIS_GATEWAY_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=port, help="port (default CHASSIS_GATEWAY_PORT, 8000)")
+    add_model_options(serve, ServingPolicy, POLICY)
     serve.set_defaults(handler=run_serve)
 
 
@@ -40,6 +45,7 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     # The gateway retries the registry itself, with backoff, and keeps serving meanwhile.
     bound_http_retries()
     settings = context.prepare()
+    policy = serving_policy_from(given_values(args, POLICY))
     import uvicorn
 
     from chassis import tracking
@@ -47,7 +53,7 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     from chassis.serving.lifecycle import DrainingServer
 
     tracking.connect(settings)
-    app = build_app(settings, args.models)
+    app = build_app(settings, args.models, policy)
     config = uvicorn.Config(
         app,
         host=args.host or settings.gateway_host,
@@ -58,19 +64,21 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
         # httptools, named rather than "auto" (without it uvicorn falls back to h11 silently,
         # at about half the throughput), with the head-size and read-time limits it lacks.
         # The event loop stays "auto": uvloop where it exists.
-        http=limited_protocol(
-            ConnectionLimits(settings.gateway_max_head_bytes, settings.gateway_read_timeout_seconds)
-        ),
+        http=limited_protocol(ConnectionLimits(policy.max_head_bytes, policy.read_timeout_seconds)),
         # Beyond it uvicorn answers 503 at once instead of queueing without bound.
-        limit_concurrency=settings.gateway_max_connections,
-        timeout_graceful_shutdown=math.ceil(settings.gateway_grace_seconds),
+        limit_concurrency=policy.max_connections,
+        timeout_graceful_shutdown=math.ceil(policy.grace_seconds),
     )
-    DrainingServer(config, app, settings.gateway_drain_seconds).run()
+    DrainingServer(config, app, policy.drain_seconds).run()
     return 0
 
 
-def build_app(settings: "ChassisSettings", models: list[str]) -> "GatewayApp":
-    """The gateway's ASGI app as `chassis serve` runs it (the serving benchmark too)."""
+def build_app(
+    settings: "ChassisSettings", models: list[str], policy: ServingPolicy | None = None
+) -> "GatewayApp":
+    """The gateway's ASGI app as `chassis serve` runs it (the serving benchmark too); the
+    policy defaults to the environment's."""
+    policy = policy or serving_policy_from({})
     from chassis.serving.asgi import GatewayApp
     from chassis.serving.gateway import Gateway, GatewayConfig
     from chassis.serving.validation import Limits
@@ -78,16 +86,14 @@ def build_app(settings: "ChassisSettings", models: list[str]) -> "GatewayApp":
     config = GatewayConfig(
         state_dir=settings.gateway_local / "state",
         cache_dir=settings.gateway_local / "cache",
-        max_batch=settings.gateway_max_batch,
-        max_wait_ms=settings.gateway_max_wait_ms,
-        limits=Limits(settings.gateway_max_body_bytes, settings.gateway_max_rows),
-        keep_warm_seconds=settings.gateway_keep_warm_seconds,
-        request_timeout_seconds=settings.gateway_request_timeout_seconds,
+        max_batch=policy.max_batch,
+        max_wait_ms=policy.max_wait_ms,
+        limits=Limits(policy.max_body_bytes, policy.max_rows),
+        keep_warm_seconds=policy.keep_warm_seconds,
+        request_timeout_seconds=policy.request_timeout_seconds,
         prediction_log=prediction_log_factory(settings),
     )
-    return GatewayApp(
-        Gateway(config, models), settings.admin_token(), settings.gateway_follow_seconds
-    )
+    return GatewayApp(Gateway(config, models), settings.admin_token(), policy.follow_seconds)
 
 
 def prediction_log_factory(settings: "ChassisSettings") -> "Callable[[str, list[str]], Any]":

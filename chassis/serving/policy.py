@@ -1,0 +1,103 @@
+"""How a gateway serves: batching, timeouts and limits, defined once.
+
+A serving policy is what one gateway deployment may tune without touching code: how rows
+are batched into model calls, how long a request may take to arrive and to be answered,
+what a request may hold, how many connections are taken, and how the gateway follows the
+registry and shuts down. It is not a flow parameter, because the gateway is a long-running
+process, not a flow run: each deployment sets it in its environment (`CHASSIS_GATEWAY_*`,
+e.g. a Kubernetes Deployment's env), and `chassis serve` generates an option for each field
+that wins over the environment. Where the gateway listens, its admin token and its local
+folder are settings of the process (chassis/settings.py), not of the policy.
+"""
+
+from collections.abc import Mapping
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chassis.errors import SettingsError
+
+ENV_PREFIX = "CHASSIS_GATEWAY_"
+
+
+class ServingPolicy(BaseSettings):
+    """Every tunable of one gateway, each overridable as `CHASSIS_GATEWAY_<NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True, frozen=True
+    )
+
+    max_batch: int = Field(default=64, ge=1, le=4096, description="Rows per ORT call.")
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a batch may wait for requests already on their way (0: greedy, "
+        "batches form from whatever queued while the model was busy).",
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Body limit.")
+    max_rows: int = Field(default=1024, ge=1, description="Rows per request limit.")
+    max_head_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1 << 20,
+        description="Limit on a request's line and headers (431 beyond it).",
+    )
+    read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a request may take to arrive, first byte to last (408 beyond it: "
+        "slow or stalled clients do not keep connections and buffers).",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a prediction may take once received (504 beyond it; queued work "
+        "of a client that got its 504 is not computed).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Concurrent connections and requests the gateway takes; beyond it new "
+        "requests get 503 at once (keep it under the open-files limit, `ulimit -n`).",
+    )
+    keep_warm_seconds: float = Field(
+        default=300, ge=0, description="Blue-green: how long the old color stays loaded."
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long the gateway keeps serving while /readyz says 503, "
+        "so a load balancer or Kubernetes stops sending it requests first (set it to the "
+        "readiness probe's period x failure threshold).",
+    )
+    grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="After draining, how long requests in flight may take before the "
+        "gateway exits anyway (keep drain + grace under Kubernetes' "
+        "terminationGracePeriodSeconds).",
+    )
+    follow_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the gateway checks the champion alias "
+        "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts.",
+    )
+
+
+def serving_policy_from(values: Mapping[str, object]) -> ServingPolicy:
+    """The environment's policy with `values` (command-line options) over it; a bad value,
+    given or from the environment, is a `SettingsError` naming its variable."""
+    try:
+        return ServingPolicy(**dict(values))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SettingsError(f"invalid serving policy: {problems}") from None
