@@ -83,16 +83,16 @@ def run(side: str, folder: Path) -> dict:
         reference, current, names = frames()
     started = time.perf_counter()
     if side == "chassis-flow":
-        from chassis.drift import DriftConfig, detect_drift
+        from chassis.drift import DriftPolicy, detect_drift
 
         reference, current, names = read_flow_inputs(folder)
         assert len(current) == ROWS, f"the window holds {len(current)} rows, not {ROWS}"
-        result = detect_drift(reference, current, names, DriftConfig(drift_share=0.2))
+        result = detect_drift(reference, current, names, DriftPolicy(drift_share=0.2))
         verdict, share = result.verdict, result.drifted_share
     elif side == "chassis":
-        from chassis.drift import DriftConfig, detect_drift
+        from chassis.drift import DriftPolicy, detect_drift
 
-        result = detect_drift(reference, current, names, DriftConfig(drift_share=0.2))
+        result = detect_drift(reference, current, names, DriftPolicy(drift_share=0.2))
         verdict, share = result.verdict, result.drifted_share
     else:
         from evidently import Report

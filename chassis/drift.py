@@ -3,63 +3,32 @@
 The one module that drives Evidently. A window is judged in this order, and the first
 failing step decides: the schema must match the reference (else `DriftInputError`); the
 window must be usable (rows; per column, nulls and +/-inf counted, no column without a
-finite value, no null or infinity spike), else the verdict is `data-quality-failure`, never
-a silent "no drift"; only then Evidently's DataDriftPreset decides `drift` or `no-drift`
-from the share of drifted columns, on the rows whose features are all finite (the rows left
-out are counted in the result). Handed +/-inf, Evidently's column tests drop them silently
-while its dataset share counts such columns as drifted: a spike of infinities got a "no
-drift" (or "drift") verdict nobody had judged, and an all-infinite column a ValueError.
+finite value, no null or infinity spike) and, when the policy says so, pass the model's
+serving suite (Great Expectations, run beforehand and handed in), else the verdict is
+`data-quality-failure`, never a silent "no drift"; only then Evidently's DataDriftPreset
+decides `drift` or `no-drift` from the share of drifted columns, on the rows whose
+features are all finite (the rows left out are counted in the result). Handed +/-inf,
+Evidently's column tests drop them silently while its dataset share counts such columns
+as drifted: a spike of infinities got a "no drift" (or "drift") verdict nobody had
+judged, and an all-infinite column a ValueError.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from chassis.errors import ChassisError
+from chassis.drift_policy import DriftInputError, DriftPolicy, SuiteAction, drift_policy_from
+from chassis.expectations import SuiteResult, describe_failures
+
+__all__ = ["DriftInputError", "DriftPolicy", "detect_drift", "drift_policy_from"]
 
 Verdict = Literal["drift", "no-drift", "data-quality-failure"]
-
-
-class DriftInputError(ChassisError):
-    """The window cannot be compared with the reference (schema mismatch, no reference)."""
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """Evidently's defaults unless set; per-column overrides win over the global ones."""
-
-    drift_share: float = 0.5
-    method: str | None = None
-    threshold: float | None = None
-    per_column_method: dict[str, str] = field(default_factory=dict)
-    per_column_threshold: dict[str, float] = field(default_factory=dict)
-    min_rows: int = 30
-    # Per column: nulls, and nulls and +/-inf together, may be at most this share of rows.
-    max_null_share: float = 0.2
-    # Per column: +/-inf may be at most this share. An infinite input is a broken producer
-    # (an overflow, a division by zero upstream), not a value of the distribution: none by
-    # default. Tolerated ones are left out of the distribution test with their rows.
-    max_infinite_share: float = 0.0
-    # Statistics on a uniform random sample of at most this many rows per side: drift
-    # tests on 10^5 rows already resolve tiny shifts, and the cost grows with the rows.
-    max_rows: int = 200_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.drift_share <= 1:
-            raise DriftInputError(f"drift_share must be in (0, 1], got {self.drift_share}")
-        if not 0 <= self.max_null_share < 1:
-            raise DriftInputError(f"max_null_share must be in [0, 1), got {self.max_null_share}")
-        if not 0 <= self.max_infinite_share < 1:
-            raise DriftInputError(
-                f"max_infinite_share must be in [0, 1), got {self.max_infinite_share}"
-            )
-        if self.min_rows < 1:
-            raise DriftInputError(f"min_rows must be at least 1, got {self.min_rows}")
+# Failing expectations spelled out in a message; a broken producer can fail hundreds.
+SHOWN_SUITE_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -118,6 +87,22 @@ class DriftResult:
     # Window rows left out of the distribution test for a non-finite feature value.
     dropped_rows: int = 0
     skipped_files: tuple[SkippedFile, ...] = ()
+    # The window against the model's serving suite; None when it was not run (no suite in
+    # the spec, the policy skips it, or the window has no rows to validate).
+    serving_suite: SuiteResult | None = None
+    serving_suite_action: SuiteAction = "fail"
+
+    def serving_suite_status(self) -> str:
+        suite = self.serving_suite
+        if suite is None:
+            return "not run"
+        if suite.success:
+            return f"passed ({suite.suite_name}, {len(suite.results)} expectations)"
+        verdict = "data-quality failure" if self.serving_suite_action == "fail" else "warning"
+        return (
+            f"FAILED ({suite.suite_name}, {len(suite.failures)} of {len(suite.results)} "
+            f"expectations): {verdict}"
+        )
 
     def notes(self) -> list[str]:
         """What the verdict does not show: values and files the test did not see."""
@@ -131,6 +116,12 @@ class DriftResult:
             notes.append(
                 f"{len(self.skipped_files)} unreadable prediction-log file(s) skipped: "
                 + "; ".join(f.describe() for f in self.skipped_files)
+            )
+        suite = self.serving_suite
+        if suite is not None and not suite.success and self.serving_suite_action == "warn":
+            notes.append(
+                describe_failures(suite, "the window", SHOWN_SUITE_FAILURES)
+                + " (policy serving_suite=warn: drift judged anyway)"
             )
         return notes
 
@@ -168,26 +159,26 @@ def count_non_finite(frame: pd.DataFrame, features: list[str]) -> list[NonFinite
     return [NonFinite(c, len(frame), int(nulls[c]), int(pos[c]), int(neg[c])) for c in features]
 
 
-def _column_problem(count: NonFinite, config: DriftConfig) -> str | None:
+def _column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
     name, rows = repr(count.column), count.rows
     if count.total == rows:
         if count.infinite == 0:
             return f"column {name} is entirely null"
         kind = "entirely infinite" if count.null == 0 else "without a finite value"
         return f"column {name} is {kind} ({count.counts()})"
-    if count.infinite / rows > config.max_infinite_share:
+    if count.infinite / rows > policy.max_infinite_share:
         return (
             f"column {name} has {count.infinite} infinite value(s), {count.infinite / rows:.1%} "
-            f"({count.counts()}; limit {config.max_infinite_share:.1%})"
+            f"({count.counts()}; limit {policy.max_infinite_share:.1%})"
         )
-    if count.total / rows > config.max_null_share:
+    if count.total / rows > policy.max_null_share:
         if count.infinite == 0:
             return (
-                f"column {name} is {count.null / rows:.0%} null (limit {config.max_null_share:.0%})"
+                f"column {name} is {count.null / rows:.0%} null (limit {policy.max_null_share:.0%})"
             )
         return (
             f"column {name} is {count.total / rows:.0%} null or infinite "
-            f"({count.counts()}; limit {config.max_null_share:.0%})"
+            f"({count.counts()}; limit {policy.max_null_share:.0%})"
         )
     return None
 
@@ -197,22 +188,29 @@ def finite_rows(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     return frame[np.isfinite(frame[features].astype("float64")).all(axis=1)]
 
 
-def quality_problems(current: pd.DataFrame, features: list[str], config: DriftConfig) -> list[str]:
+def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPolicy) -> list[str]:
     if len(current) == 0:
         return ["the window has no rows"]
     problems = []
-    if len(current) < config.min_rows:
-        problems.append(f"the window has {len(current)} rows, fewer than {config.min_rows}")
+    if len(current) < policy.min_rows:
+        problems.append(f"the window has {len(current)} rows, fewer than {policy.min_rows}")
     counts = count_non_finite(current, features)
-    problems += [p for p in (_column_problem(c, config) for c in counts) if p]
+    problems += [p for p in (_column_problem(c, policy) for c in counts) if p]
     if not problems:
         kept = len(finite_rows(current, features))
-        if kept < config.min_rows:  # each column passes, but together they leave too few
+        if kept < policy.min_rows:  # each column passes, but together they leave too few
             problems.append(
                 f"{len(current) - kept} of {len(current)} rows have a null or infinite feature "
-                f"value; the {kept} left are fewer than {config.min_rows}"
+                f"value; the {kept} left are fewer than {policy.min_rows}"
             )
     return problems
+
+
+def suite_problems(serving_suite: SuiteResult | None, policy: DriftPolicy) -> list[str]:
+    """The serving suite's failure as a data-quality problem, when the policy says so."""
+    if serving_suite is None or serving_suite.success or policy.serving_suite != "fail":
+        return []
+    return [describe_failures(serving_suite, "the window", SHOWN_SUITE_FAILURES)]
 
 
 def _no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
@@ -249,12 +247,15 @@ def detect_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: list[str],
-    config: DriftConfig,
+    policy: DriftPolicy,
     html_path: Path | None = None,
     skipped_files: Sequence[SkippedFile] = (),
+    serving_suite: SuiteResult | None = None,
 ) -> DriftResult:
     """Judge `current` against `reference`; `skipped_files` (the window's unreadable log
-    files) are carried into the result, and name the files when the window is empty."""
+    files) are carried into the result, and name the files when the window is empty.
+    `serving_suite` is the window's result against the model's serving suite: failed, it is
+    a data-quality problem beside the others (policy serving_suite=fail) or a note (warn)."""
     if reference is None or len(reference) == 0:
         raise DriftInputError("the reference snapshot is empty; cannot judge drift")
     check_schema(reference, features)
@@ -269,7 +270,7 @@ def detect_drift(
         )
     check_schema(current, features)
     non_finite = tuple(c for c in count_non_finite(current, features) if c.total)
-    problems = quality_problems(current, features, config)
+    problems = quality_problems(current, features, policy) + suite_problems(serving_suite, policy)
     if problems:
         return DriftResult(
             "data-quality-failure",
@@ -278,6 +279,8 @@ def detect_drift(
             quality_problems=tuple(problems),
             non_finite=non_finite,
             skipped_files=skipped,
+            serving_suite=serving_suite,
+            serving_suite_action=policy.serving_suite,
         )
     # Evidently drops non-finite values per column silently; here they are counted above
     # and left out by row, so every column's test sees the same rows.
@@ -286,9 +289,9 @@ def detect_drift(
     if len(finite_reference) == 0:
         raise DriftInputError("the reference snapshot has no row with every feature finite")
     count, share, columns = run_evidently(
-        finite_reference, finite_current, features, config, html_path
+        finite_reference, finite_current, features, policy, html_path
     )
-    verdict: Verdict = "drift" if share >= config.drift_share else "no-drift"
+    verdict: Verdict = "drift" if share >= policy.drift_share else "no-drift"
     return DriftResult(
         verdict,
         len(current),
@@ -299,6 +302,8 @@ def detect_drift(
         non_finite=non_finite,
         dropped_rows=len(current) - len(finite_current),
         skipped_files=skipped,
+        serving_suite=serving_suite,
+        serving_suite_action=policy.serving_suite,
     )
 
 
@@ -306,22 +311,22 @@ def run_evidently(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: list[str],
-    config: DriftConfig,
+    policy: DriftPolicy,
     html_path: Path | None,
 ) -> tuple[int, float, tuple[ColumnDrift, ...]]:
     """Drifted-column count and share, and per-column results, on finite rows only."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    reference = sample_rows(reference[features], config.max_rows, config.seed)
-    current = sample_rows(current[features], config.max_rows, config.seed + 1)
+    reference = sample_rows(reference[features], policy.max_rows, policy.seed)
+    current = sample_rows(current[features], policy.max_rows, policy.seed + 1)
     preset = DataDriftPreset(
         columns=features,
-        drift_share=config.drift_share,
-        method=config.method,
-        threshold=config.threshold,
-        per_column_method=config.per_column_method or None,
-        per_column_threshold=config.per_column_threshold or None,
+        drift_share=policy.drift_share,
+        method=policy.method,
+        threshold=policy.threshold,
+        per_column_method=policy.per_column_method or None,
+        per_column_threshold=policy.per_column_threshold or None,
     )
     snapshot = Report([preset]).run(reference_data=reference, current_data=current)
     if html_path is not None:

@@ -26,6 +26,11 @@ class ExpectationResult:
     observed: str
     detail: str
 
+    def describe(self) -> str:
+        return f"{self.expectation}({self.column or 'table'}) observed {self.observed}, " + (
+            f"expected {self.detail}"
+        )
+
 
 @dataclass(frozen=True)
 class SuiteResult:
@@ -136,16 +141,22 @@ def check_frame(frame: "pd.DataFrame", suite: "gx.ExpectationSuite", what: str) 
     return raise_for_failures(validate_frame(frame, suite), what)
 
 
+def describe_failures(result: SuiteResult, what: str, limit: int | None = None) -> str:
+    """`what failed suite 'name' (k of n expectations): each failing one, observed, expected`;
+    with `limit`, only the first `limit` failures are spelled out."""
+    shown = result.failures if limit is None else result.failures[:limit]
+    failing = "; ".join(r.describe() for r in shown)
+    more = len(result.failures) - len(shown)
+    return (
+        f"{what} failed suite {result.suite_name!r} "
+        f"({len(result.failures)} of {len(result.results)} expectations): {failing}"
+        + (f"; and {more} more" if more else "")
+    )
+
+
 def raise_for_failures(result: SuiteResult, what: str) -> SuiteResult:
     if not result.success:
-        failing = "; ".join(
-            f"{r.expectation}({r.column or 'table'}) observed {r.observed}, expected {r.detail}"
-            for r in result.failures
-        )
-        raise DataValidationError(
-            f"{what} failed suite {result.suite_name!r} "
-            f"({len(result.failures)} of {len(result.results)} expectations): {failing}"
-        )
+        raise DataValidationError(describe_failures(result, what))
     return result
 
 

@@ -3,6 +3,7 @@
 import argparse
 from typing import Any
 
+from chassis.drift_policy import DriftPolicy, drift_policy_from
 from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import positive_float, positive_int, version_number
 from chassis_cli.context import Context
@@ -10,6 +11,7 @@ from chassis_cli.display import out
 from chassis_cli.policy_options import add_model_options, given_values
 
 POLICY = "policy_"
+DRIFT_POLICY = "drift_policy_"
 
 
 def add_rollout_parsers(commands: Any) -> None:
@@ -90,14 +92,11 @@ def add_rollout_parsers(commands: Any) -> None:
         "failure; on drift the retraining event is emitted.",
     )
     drift.add_argument("--model", required=True, help="registered-model name")
-    drift.add_argument("--window-minutes", type=positive_int, default=60)
     drift.add_argument(
-        "--drift-share",
-        type=positive_float,
-        default=0.5,
-        help="share of drifted columns that makes the dataset drifted",
+        "--window-minutes", type=positive_int, default=60, help="served traffic of this many"
     )
     drift.add_argument("--no-event", action="store_true", help="do not emit the drift event")
+    add_model_options(drift, DriftPolicy, DRIFT_POLICY)
     drift.set_defaults(handler=_drift_check)
 
 
@@ -163,14 +162,13 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
 
 
 def _drift_check(args: argparse.Namespace, context: Context) -> int:
-    if not 0 < args.drift_share <= 1:
-        raise SystemExit("chassis drift-check: error: --drift-share must be in (0, 1]")
+    policy = drift_policy_from(given_values(args, DRIFT_POLICY))  # fails before any run
     outcome = context.run_flow(
         "drift_check",
         {
             "model_name": args.model,
             "window_minutes": args.window_minutes,
-            "drift_share": args.drift_share,
+            "policy": policy,
             "emit": not args.no_event,
         },
     )
@@ -181,6 +179,9 @@ def _drift_check(args: argparse.Namespace, context: Context) -> int:
         f"served rows" + ("; retraining event emitted" if outcome.event_emitted else ""),
         soft_wrap=True,
     )
+    out.print(f"serving suite: {outcome.serving_suite}", soft_wrap=True)
+    for failure in outcome.serving_suite_failures:
+        out.print(f"  {failure}", soft_wrap=True)
     if outcome.report_uri:
         out.print(f"Evidently report: {outcome.report_uri}", soft_wrap=True)
     return 0

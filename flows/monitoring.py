@@ -9,11 +9,18 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
-from chassis.drift import DriftConfig, DriftResult, SkippedFile
+from chassis.drift import SHOWN_SUITE_FAILURES, DriftPolicy, DriftResult, SkippedFile
 from chassis.errors import ChassisError
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter
-from tasks.monitoring import judge_drift, load_reference, load_window, publish_drift, signal_drift
+from tasks.monitoring import (
+    check_serving_suite,
+    judge_drift,
+    load_reference,
+    load_window,
+    publish_drift,
+    signal_drift,
+)
 
 
 class DataQualityFailure(ChassisError):  # noqa: N818 (reads as what happened)
@@ -32,6 +39,10 @@ class DriftOutcome(BaseModel):
     # Unreadable prediction-log files of the window, as "path (reason)"; the check ran
     # on the others.
     skipped_files: list[str]
+    # The window against the spec's serving suite: "passed (...)", "FAILED (...): ...", or
+    # "not run"; with its failing expectations (at most a few, as "expectation(column) ...").
+    serving_suite: str
+    serving_suite_failures: list[str]
     report_uri: str | None
     event_emitted: bool
 
@@ -45,22 +56,13 @@ def skipped_unnamed(result: DriftResult) -> list[SkippedFile]:
 @flow(name="drift_check", log_prints=True)
 def drift_check(
     model_name: ModelParameter,
-    window_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 60,
-    drift_share: Annotated[
-        float, Field(gt=0, le=1, description="Dataset drift when this share of columns drift.")
-    ] = 0.5,
-    method: Annotated[
-        str | None, Field(description="Evidently stat test for every column (default: its own).")
+    window_minutes: Annotated[
+        int, Field(ge=1, le=7 * 24 * 60, description="Served traffic of this many minutes.")
+    ] = 60,
+    policy: Annotated[
+        DriftPolicy | None,
+        Field(description="Thresholds of the check and its data quality (defaults when empty)."),
     ] = None,
-    threshold: Annotated[float | None, Field(gt=0)] = None,
-    per_column_method: dict[str, str] | None = None,
-    per_column_threshold: dict[str, float] | None = None,
-    max_null_share: Annotated[float, Field(ge=0, lt=1)] = 0.2,
-    max_infinite_share: Annotated[
-        float,
-        Field(ge=0, lt=1, description="Share of +/-inf values a column may hold (default none)."),
-    ] = 0.0,
-    min_rows: Annotated[int, Field(ge=1)] = 30,
     emit: Annotated[bool, Field(description="Emit the drift event (retraining trigger).")] = True,
 ) -> DriftOutcome:
     """Compare the champion's served traffic of the last `window_minutes` with the reference
@@ -68,20 +70,14 @@ def drift_check(
     a null or infinity spike (or a column with no finite value) fails this run as a
     data-quality failure; rows with a null or infinite feature are counted, then left out of
     the distribution test. Unreadable log files are skipped and named in the outcome and
-    the artifact (none readable: a data-quality failure naming them). On drift, emit
-    `chassis.model.drift-detected` for the model; a deployment trigger starts retraining."""
+    the artifact (none readable: a data-quality failure naming them). The window is validated
+    against the serving suite of the champion's spec (recorded in the outcome and an
+    artifact); a failure is a data-quality failure, or with policy serving_suite=warn a note.
+    On drift, emit `chassis.model.drift-detected` for the model; a deployment trigger starts
+    retraining."""
     settings = ChassisSettings()
     tracking.connect(settings)
-    config = DriftConfig(
-        drift_share=drift_share,
-        method=method,
-        threshold=threshold,
-        per_column_method=per_column_method or {},
-        per_column_threshold=per_column_threshold or {},
-        max_null_share=max_null_share,
-        max_infinite_share=max_infinite_share,
-        min_rows=min_rows,
-    )
+    drift_policy = policy or DriftPolicy()
     champion = registry.version_for_alias(model_name, "champion")
     if champion is None:
         raise ChassisError(f"{model_name} has no champion; nothing is served to check")
@@ -91,8 +87,9 @@ def drift_check(
     try:
         reference, features = load_reference(model_name, champion, workdir)
         window = load_window(settings, model_name, start, end)
+        suite = check_serving_suite(settings, model_name, champion, window, features, drift_policy)
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
-        result = judge_drift(reference, window, features, config, html)
+        result = judge_drift(reference, window, features, drift_policy, html, suite)
         report_uri = None
         if html.exists():
             report_uri = tracking.log_monitoring_run(
@@ -108,7 +105,8 @@ def drift_check(
                 params={
                     "champion_version": champion,
                     "window_minutes": window_minutes,
-                    "drift_share": drift_share,
+                    "drift_share": drift_policy.drift_share,
+                    "serving_suite": result.serving_suite_status(),
                     "verdict": result.verdict,
                 },
                 html=html,
@@ -135,6 +133,14 @@ def drift_check(
         served_rows=result.current_rows,
         non_finite_rows_dropped=result.dropped_rows,
         skipped_files=[f.describe() for f in result.skipped_files],
+        serving_suite=result.serving_suite_status(),
+        serving_suite_failures=suite_failures(result),
         report_uri=report_uri,
         event_emitted=emitted,
     )
+
+
+def suite_failures(result: DriftResult) -> list[str]:
+    if result.serving_suite is None:
+        return []
+    return [r.describe() for r in result.serving_suite.failures[:SHOWN_SUITE_FAILURES]]

@@ -8,8 +8,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
-from chassis import registry
-from chassis.drift import DriftConfig, DriftInputError, DriftResult, detect_drift
+from chassis import expectations, registry
+from chassis.drift import DriftInputError, DriftPolicy, DriftResult, detect_drift
+from chassis.expectations import SuiteResult
+from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
@@ -55,15 +57,62 @@ def load_window(settings: ChassisSettings, model: str, start: datetime, end: dat
     return window
 
 
+@task(name="check-serving-suite", **NO_CACHE_TASK)
+def check_serving_suite(
+    settings: ChassisSettings,
+    model: str,
+    version: int,
+    window: Window,
+    features: list[str],
+    policy: DriftPolicy,
+) -> SuiteResult | None:
+    """The window's features against the serving suite of the version's spec; None when
+    the spec names none, the policy skips it, or there is nothing to validate (no rows, or
+    columns the drift check refuses anyway)."""
+    logger = get_run_logger()
+    if policy.serving_suite == "skip":
+        logger.info("serving suite not run (policy serving_suite=skip)")
+        return None
+    if window.frame.empty or not set(features) <= set(window.frame.columns):
+        return None
+    reference = registry.version_tags(model, version).get(registry.TAG_SPEC)
+    if not reference:
+        raise DriftInputError(
+            f"{model} v{version} has no {registry.TAG_SPEC} tag, so its serving suite cannot "
+            "be found; run the check with policy serving_suite=skip"
+        )
+    spec = load_spec(reference)
+    if not spec.serving_suite:
+        logger.info("spec %s names no serving suite; not run", reference)
+        return None
+    path = expectations.resolve_suite_path(spec.serving_suite, settings.expectations_dir)
+    result = expectations.validate_frame(window.frame[features], expectations.load_suite(path))
+    publish_markdown(
+        result.to_markdown(f"Served window of {model} v{version}: {result.suite_name}"),
+        model,
+        "serving-suite",
+        description=f"Serving suite of {model} on its served window: "
+        + ("passed" if result.success else "FAILED"),
+    )
+    if result.success:
+        logger.info("serving suite %s: %d expectations passed", path, len(result.results))
+    else:
+        logger.warning("%s", expectations.describe_failures(result, "the served window", limit=5))
+    return result
+
+
 @task(name="judge-drift", **NO_CACHE_TASK)
 def judge_drift(
     reference: pd.DataFrame,
     window: Window,
     features: list[str],
-    config: DriftConfig,
+    policy: DriftPolicy,
     html_path: Path,
+    serving_suite: SuiteResult | None,
 ) -> DriftResult:
-    return detect_drift(reference, window.frame, features, config, html_path, window.skipped)
+    return detect_drift(
+        reference, window.frame, features, policy, html_path, window.skipped, serving_suite
+    )
 
 
 def publish_drift(model: str, version: int, result: DriftResult, report_uri: str | None) -> None:
@@ -81,7 +130,8 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
         f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
         f"| reference rows | {result.reference_rows} |\n"
-        f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n\n"
+        f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n"
+        f"| serving suite | {result.serving_suite_status()} |\n\n"
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
         f"{link}\n",

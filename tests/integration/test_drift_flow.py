@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from chassis import registry
-from chassis.drift import DriftInputError
+from chassis.drift import DriftInputError, DriftPolicy
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.tracking import connect
@@ -21,14 +21,24 @@ from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.integration.test_training_flow import latest_artifact
 
 
-@pytest.fixture
-def logging_gateway(chassis_home, monkeypatch):
+def serving(chassis_home: Path, monkeypatch: pytest.MonkeyPatch, spec: str):
     monkeypatch.setenv("CHASSIS_PREDICTION_LOG_FLUSH_SECONDS", "0.5")
-    release(spec="tests.fixtures.specs:good", compression="off")
+    release(spec=spec, compression="off")
     gateway = GatewayProcess(chassis_home)
     gateway.start()
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture
+def logging_gateway(chassis_home, monkeypatch):
+    yield from serving(chassis_home, monkeypatch, "tests.fixtures.specs:good")
+
+
+@pytest.fixture
+def suite_gateway(chassis_home, monkeypatch):
+    """A champion whose spec names a serving suite (tests/fixtures/blobs.serving.json)."""
+    yield from serving(chassis_home, monkeypatch, "tests.fixtures.specs:with_serving_suite")
 
 
 def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
@@ -81,3 +91,45 @@ def test_a_prediction_log_with_another_schema_is_an_error_never_no_drift(chassis
     )
     with pytest.raises(DriftInputError, match="missing column"):
         drift_check(model_name=MODEL, window_minutes=10)
+
+
+def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(suite_gateway):
+    send(suite_gateway, specs.blob_traffic(1))
+    calm = drift_check(model_name=MODEL, window_minutes=10)
+    assert calm.verdict == "no-drift"
+    assert calm.serving_suite == "passed (test-blobs.serving, 10 expectations)"
+    assert calm.serving_suite_failures == []
+    assert (
+        "Suite `test-blobs.serving`: **passed**" in latest_artifact("test-blobs-serving-suite").data
+    )
+    assert "passed (test-blobs.serving" in latest_artifact("test-blobs-drift-summary").data
+
+
+def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_drift(
+    suite_gateway,
+):
+    send(suite_gateway, specs.blob_traffic(1))
+    # Half the window ten times too large: outside the suite's range (a unit change upstream).
+    send(suite_gateway, specs.blob_traffic(2) * 10)
+    with pytest.raises(
+        DataQualityFailure,
+        match=r"the window failed suite 'test-blobs.serving' \(4 of 10 expectations\): "
+        r"expect_column_values_to_be_between\(f0\)",
+    ):
+        drift_check(model_name=MODEL, window_minutes=10)
+    summary = latest_artifact("test-blobs-drift-summary").data
+    assert "**data-quality-failure**" in summary
+    assert "FAILED (test-blobs.serving, 4 of 10 expectations): data-quality failure" in summary
+    assert "FAILED (4 failing)" in latest_artifact("test-blobs-serving-suite").data
+
+    # The policy decides: with warn the failure is recorded and drift is judged all the same.
+    warned = drift_check(
+        model_name=MODEL, window_minutes=10, policy=DriftPolicy(serving_suite="warn"), emit=False
+    )
+    assert warned.verdict == "drift"
+    assert warned.serving_suite == "FAILED (test-blobs.serving, 4 of 10 expectations): warning"
+    assert len(warned.serving_suite_failures) == 4
+    assert all(
+        f.startswith("expect_column_values_to_be_between(f") for f in warned.serving_suite_failures
+    )
+    assert "drift judged anyway" in latest_artifact("test-blobs-drift-summary").data

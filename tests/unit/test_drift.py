@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chassis.drift import DriftConfig, DriftInputError, SkippedFile, detect_drift
+from chassis.drift import (
+    DriftInputError,
+    DriftPolicy,
+    SkippedFile,
+    detect_drift,
+    drift_policy_from,
+)
+from chassis.expectations import ExpectationResult, SuiteResult
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -17,18 +24,18 @@ def frame(rows=600, shift=0.0, seed=0):
 def test_shifted_traffic_is_drift_and_same_distribution_is_not(tmp_path):
     reference = frame(seed=0)
     drifted = detect_drift(
-        reference, frame(shift=3.0, seed=1), FEATURES, DriftConfig(), tmp_path / "r.html"
+        reference, frame(shift=3.0, seed=1), FEATURES, DriftPolicy(), tmp_path / "r.html"
     )
     assert drifted.verdict == "drift"
     assert drifted.drifted_columns == 2 and drifted.drifted_share == 0.5
     assert {c.column for c in drifted.columns if c.drifted} == {"a", "b"}
     assert (tmp_path / "r.html").stat().st_size > 10_000
-    calm = detect_drift(reference, frame(seed=2), FEATURES, DriftConfig())
+    calm = detect_drift(reference, frame(seed=2), FEATURES, DriftPolicy())
     assert calm.verdict == "no-drift" and calm.drifted_columns == 0
 
 
 def test_per_column_method_and_threshold_are_honoured():
-    config = DriftConfig(per_column_method={"a": "ks"}, per_column_threshold={"a": 0.05})
+    config = DriftPolicy(per_column_method={"a": "ks"}, per_column_threshold={"a": 0.05})
     result = detect_drift(frame(seed=0), frame(shift=3.0, seed=1), FEATURES, config)
     column_a = next(c for c in result.columns if c.column == "a")
     assert "K-S" in column_a.method and column_a.threshold == 0.05 and column_a.drifted
@@ -45,20 +52,20 @@ def test_per_column_method_and_threshold_are_honoured():
     ids=["empty", "all-null", "null-spike", "too-few"],
 )
 def test_data_quality_comes_first_and_is_never_no_drift(mutate, problem):
-    result = detect_drift(frame(seed=0), mutate(frame(seed=1)), FEATURES, DriftConfig())
+    result = detect_drift(frame(seed=0), mutate(frame(seed=1)), FEATURES, DriftPolicy())
     assert result.verdict == "data-quality-failure"
     assert any(problem in p for p in result.quality_problems)
 
 
 def test_schema_mismatch_and_missing_reference_are_errors():
     with pytest.raises(DriftInputError, match="missing column"):
-        detect_drift(frame(), frame().drop(columns=["b"]), FEATURES, DriftConfig())
+        detect_drift(frame(), frame().drop(columns=["b"]), FEATURES, DriftPolicy())
     with pytest.raises(DriftInputError, match="non-numeric"):
-        detect_drift(frame(), frame().assign(a="x"), FEATURES, DriftConfig())
+        detect_drift(frame(), frame().assign(a="x"), FEATURES, DriftPolicy())
     with pytest.raises(DriftInputError, match="reference snapshot is empty"):
-        detect_drift(frame().iloc[0:0], frame(), FEATURES, DriftConfig())
-    with pytest.raises(DriftInputError, match="drift_share"):
-        DriftConfig(drift_share=0)
+        detect_drift(frame().iloc[0:0], frame(), FEATURES, DriftPolicy())
+    with pytest.raises(DriftInputError, match="drift_share: Input should be greater than 0"):
+        drift_policy_from({"drift_share": 0})
 
 
 def with_values(f, column, rows, value):
@@ -70,7 +77,7 @@ def with_values(f, column, rows, value):
 def test_infinities_beyond_the_allowed_share_fail_quality_with_column_and_counts():
     # Same distribution: Evidently alone drops the infinities and calls this window calm.
     window = with_values(with_values(frame(seed=1), "a", slice(0, 30), np.inf), "a", [30], -np.inf)
-    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftPolicy())
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
         "column 'a' has 31 infinite value(s), 5.2% (0 null, 30 +inf, 1 -inf of 600 rows; "
@@ -81,7 +88,7 @@ def test_infinities_beyond_the_allowed_share_fail_quality_with_column_and_counts
 
 def test_an_all_infinite_column_is_reported_as_such_not_a_value_error():
     window = frame(seed=1).assign(b=np.where(np.arange(600) % 2, np.inf, -np.inf))
-    config = DriftConfig(max_infinite_share=0.5)  # even where infinities are tolerated
+    config = DriftPolicy(max_infinite_share=0.5)  # even where infinities are tolerated
     result = detect_drift(frame(seed=0), window, FEATURES, config)
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
@@ -91,7 +98,7 @@ def test_an_all_infinite_column_is_reported_as_such_not_a_value_error():
 
 def test_a_column_of_nulls_and_infinities_has_no_finite_value():
     window = frame(seed=1).assign(c=np.where(np.arange(600) % 3, np.nan, np.inf))
-    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftPolicy())
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
         "column 'c' is without a finite value (400 null, 200 +inf, 0 -inf of 600 rows)",
@@ -101,7 +108,7 @@ def test_a_column_of_nulls_and_infinities_has_no_finite_value():
 def test_nulls_and_infinities_together_count_against_the_null_limit():
     window = with_values(frame(seed=1), "d", slice(0, 90), np.nan)  # 15% null
     window = with_values(window, "d", slice(90, 150), -np.inf)  # and 10% -inf
-    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig(max_infinite_share=0.2))
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftPolicy(max_infinite_share=0.2))
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
         "column 'd' is 25% null or infinite (90 null, 0 +inf, 60 -inf of 600 rows; limit 20%)",
@@ -111,7 +118,7 @@ def test_nulls_and_infinities_together_count_against_the_null_limit():
 def test_tolerated_infinities_are_counted_and_their_rows_left_out_of_the_test(tmp_path):
     calm = with_values(frame(seed=1), "a", slice(0, 200), np.inf)
     calm = with_values(calm, "b", slice(100, 250), -np.inf)  # rows 100..199 have both
-    config = DriftConfig(max_infinite_share=0.4, max_null_share=0.4)
+    config = DriftPolicy(max_infinite_share=0.4, max_null_share=0.4)
     result = detect_drift(frame(seed=0), calm, FEATURES, config, tmp_path / "r.html")
     # Handed to Evidently, these infinities counted columns 'a' and 'b' as drifted in its
     # dataset share while its own per-column tests found no drift: a false "drift".
@@ -133,7 +140,7 @@ def test_too_few_rows_left_once_rows_with_non_finite_values_are_out():
     window = frame(rows=40, seed=1)
     for n, column in enumerate(FEATURES):  # 10% null each, in different rows
         window = with_values(window, column, slice(4 * n, 4 * n + 4), np.nan)
-    result = detect_drift(frame(seed=0), window, FEATURES, DriftConfig())
+    result = detect_drift(frame(seed=0), window, FEATURES, DriftPolicy())
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
         "16 of 40 rows have a null or infinite feature value; the 24 left are fewer than 30",
@@ -142,14 +149,60 @@ def test_too_few_rows_left_once_rows_with_non_finite_values_are_out():
 
 def test_a_window_whose_files_were_all_unreadable_names_them():
     skipped = [SkippedFile("m/date=2026-12-02/a.parquet", "ArrowInvalid: magic bytes")]
-    result = detect_drift(frame(seed=0), pd.DataFrame(), FEATURES, DriftConfig(), None, skipped)
+    result = detect_drift(frame(seed=0), pd.DataFrame(), FEATURES, DriftPolicy(), None, skipped)
     assert result.verdict == "data-quality-failure"
     assert result.quality_problems == (
         "the window has no rows: 1 prediction-log file(s) in it could not be read: "
         "m/date=2026-12-02/a.parquet (ArrowInvalid: magic bytes)",
     )
-    calm = detect_drift(frame(seed=0), frame(seed=1), FEATURES, DriftConfig(), None, skipped)
+    calm = detect_drift(frame(seed=0), frame(seed=1), FEATURES, DriftPolicy(), None, skipped)
     assert calm.verdict == "no-drift" and calm.skipped_files == tuple(skipped)
     assert "1 unreadable prediction-log file(s) skipped: m/date=2026-12-02/a.parquet" in (
         " ".join(calm.notes())
     )
+
+
+def suite_result(success: bool) -> SuiteResult:
+    """What chassis.expectations returns for a window against a serving suite."""
+    rows = ExpectationResult("expect_table_row_count_to_be_between", None, True, "600", "")
+    values = ExpectationResult(
+        "expect_column_values_to_be_between",
+        "a",
+        success,
+        "0 unexpected" if success else "540 unexpected (90%)",
+        "min_value=-5, max_value=5, mostly=0.99",
+    )
+    return SuiteResult("blobs.serving", success, (rows, values))
+
+
+def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_drift():
+    # The same window would be judged "drift"; the suite decides first.
+    shifted = frame(shift=3.0, seed=1)
+    result = detect_drift(
+        frame(seed=0), shifted, FEATURES, DriftPolicy(), None, (), suite_result(False)
+    )
+    assert result.verdict == "data-quality-failure"
+    assert result.columns == ()  # drift was not judged
+    (problem,) = result.quality_problems
+    assert "failed suite 'blobs.serving' (1 of 2 expectations)" in problem
+    assert "expect_column_values_to_be_between(a) observed 540 unexpected (90%)" in problem
+    assert result.serving_suite_status().startswith("FAILED (blobs.serving, 1 of 2")
+
+
+def test_with_policy_warn_a_broken_suite_is_a_note_and_drift_is_still_judged():
+    shifted = frame(shift=3.0, seed=1)
+    warn = DriftPolicy(serving_suite="warn")
+    result = detect_drift(frame(seed=0), shifted, FEATURES, warn, None, (), suite_result(False))
+    assert result.verdict == "drift"
+    assert result.serving_suite_status().endswith(": warning")
+    assert any("serving_suite=warn: drift judged anyway" in n for n in result.notes())
+
+
+def test_a_passing_suite_is_recorded_and_changes_no_verdict():
+    calm = detect_drift(
+        frame(seed=0), frame(seed=2), FEATURES, DriftPolicy(), None, (), suite_result(True)
+    )
+    assert calm.verdict == "no-drift"
+    assert calm.serving_suite_status() == "passed (blobs.serving, 2 expectations)"
+    unvalidated = detect_drift(frame(seed=0), frame(seed=2), FEATURES, DriftPolicy())
+    assert unvalidated.serving_suite_status() == "not run"

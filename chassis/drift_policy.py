@@ -1,0 +1,77 @@
+"""How a drift check judges a window: every setting of it, defined once.
+
+The drift_check flow takes `DriftPolicy` as its `policy` parameter (the Prefect UI's form and
+prefect.yaml show each field's description), `chassis drift-check` builds its options from
+the same fields, and chassis/drift.py reads it. Light on purpose (no pandas, no Evidently):
+the CLI reads it to build `--help`.
+"""
+
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chassis.errors import ChassisError
+from chassis.policies import validated
+
+
+class DriftInputError(ChassisError):
+    """The window cannot be compared with the reference (schema mismatch, no reference)."""
+
+
+SuiteAction = Literal["fail", "warn", "skip"]
+
+
+class DriftPolicy(BaseModel):
+    """How a drift check judges a window. Evidently's defaults unless set; per-column
+    overrides win over the global ones. The drift_check flow takes it as its `policy`
+    parameter and `chassis drift-check` builds its options from these fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drift_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="Dataset drift when this share of columns drift."
+    )
+    method: str | None = Field(
+        default=None, description="Evidently stat test for every column (empty: its own)."
+    )
+    threshold: Annotated[float | None, Field(gt=0)] = Field(
+        default=None, description="Threshold of that stat test (empty: the test's own)."
+    )
+    per_column_method: dict[str, str] = Field(
+        default_factory=dict, description="Stat test of single columns by name (over `method`)."
+    )
+    per_column_threshold: dict[str, float] = Field(
+        default_factory=dict,
+        description="Stat-test threshold of single columns by name (over `threshold`).",
+    )
+    min_rows: Annotated[int, Field(ge=1)] = Field(
+        default=30, description="Fewer served rows than this is a data-quality failure."
+    )
+    max_null_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.2,
+        description="Share of null (and null or infinite together) values a column may hold.",
+    )
+    # An infinite input is a broken producer (an overflow, a division by zero upstream), not
+    # a value of the distribution: none by default. Tolerated ones are left out of the
+    # distribution test with their rows.
+    max_infinite_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.0, description="Share of +/-inf values a column may hold."
+    )
+    # Drift tests on 10^5 rows already resolve tiny shifts, and the cost grows with the rows.
+    max_rows: Annotated[int, Field(ge=1)] = Field(
+        default=200_000,
+        description="Statistics on a uniform random sample of at most this many rows a side.",
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(default=0, description="Seed of that sample.")
+    serving_suite: SuiteAction = Field(
+        default="fail",
+        description="When the window breaks the model's serving suite (Great Expectations, "
+        "the spec's serving_suite): fail: a data-quality failure, drift is not judged; warn: "
+        "recorded, drift judged anyway; skip: the suite is not run.",
+    )
+
+
+def drift_policy_from(values: Mapping[str, object]) -> DriftPolicy:
+    """A drift policy from user-given values; errors name each bad field."""
+    return validated(DriftPolicy, values, DriftInputError, "drift policy")
