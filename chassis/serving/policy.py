@@ -11,6 +11,7 @@ folder are settings of the process (chassis/settings.py), not of the policy.
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,11 +91,12 @@ class ServingPolicy(BaseSettings):
     )
 
 
-def serving_policy_from(values: Mapping[str, object]) -> ServingPolicy:
+def serving_policy_from(values: Mapping[str, Any]) -> ServingPolicy:
     """The environment's policy with `values` (command-line options) over it; a bad value,
     given or from the environment, is a `SettingsError` naming its variable."""
     try:
-        return ServingPolicy(**dict(values))
+        # Keyword values win over the environment (pydantic-settings' source order).
+        return ServingPolicy.model_validate(dict(values))
     except ValidationError as error:
         problems = "; ".join(
             f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
