@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chassis.compression.candidates import CANDIDATE_NAMES, CandidateName
-from chassis.errors import SelectionPolicyError
+from chassis.errors import CompressionError
 from chassis.policies import validated
 
 if TYPE_CHECKING:
@@ -117,4 +117,4 @@ DEFAULT_POLICY = CompressionPolicy()
 
 def compression_policy_from(values: Mapping[str, object]) -> CompressionPolicy:
     """A compression policy from user-given values; errors name each bad field."""
-    return validated(CompressionPolicy, values, SelectionPolicyError, "compression policy")
+    return validated(CompressionPolicy, values, CompressionError, "compression policy")
