@@ -1,4 +1,7 @@
-"""`chassis compress` as a user runs it: help, argument checks (exit 2), clear errors."""
+"""`chassis compress` as a user runs it: help and argument checks (exit 2).
+
+Its run on an unknown model starts Prefect's API server: tests/integration/test_compression_cli.py.
+"""
 
 import pytest
 
@@ -35,21 +38,6 @@ def test_bad_arguments_exit_2_with_the_reason(extra, message):
 def test_missing_version_exits_2():
     result = chassis("compress", "--model", "m")
     assert result.returncode == 2 and "--version" in result.stderr
-
-
-@pytest.mark.slow
-def test_unknown_model_is_a_one_line_error_with_exit_1(tmp_path):
-    result = chassis(
-        "compress",
-        "--model",
-        "nope",
-        "--version",
-        "3",
-        timeout=300,
-        env={"CHASSIS_HOME": str(tmp_path / "home")},
-    )
-    assert result.returncode == 1
-    assert "error: 'nope' has no version 3" in result.stderr
 
 
 def test_every_compression_setting_is_an_option_generated_from_the_policy():
