@@ -2,7 +2,6 @@ import asyncio
 import time
 
 import numpy as np
-import pytest
 
 from chassis.serving.batching import MicroBatcher
 
@@ -50,16 +49,41 @@ def test_a_lone_request_does_not_wait_for_company():
 
 
 def test_a_failing_model_fails_only_its_batch():
-    def broken(rows: np.ndarray) -> np.ndarray:
-        raise RuntimeError("onnxruntime exploded")
+    calls: list[np.ndarray] = []
 
-    async def scenario() -> None:
-        batcher = MicroBatcher(broken)
-        with pytest.raises(RuntimeError, match="exploded"):
-            await batcher.predict(np.ones((1, 2), dtype=np.float32))
+    def exploding_at_its_second_call(rows: np.ndarray) -> np.ndarray:
+        # Slow enough (CPU work) that the concurrent requests queue for the worker thread.
+        deadline = time.thread_time() + 0.002
+        while time.thread_time() < deadline:
+            pass
+        calls.append(rows.copy())
+        if len(calls) == 2:  # a runtime fault in one call, whatever its rows
+            raise RuntimeError("onnxruntime exploded")
+        return rows * 2
+
+    inputs = [np.full((1 + i % 3, 2), i, dtype=np.float32) for i in range(8)]
+
+    async def scenario() -> tuple[list[object], np.ndarray]:
+        # One request per batch: each request's fate is its own call's.
+        batcher = MicroBatcher(exploding_at_its_second_call, max_batch=1)
+        async with asyncio.timeout(30):  # a batcher the fault broke would leave them waiting
+            results = await asyncio.gather(
+                *(batcher.predict(x) for x in inputs), return_exceptions=True
+            )
+            later = await batcher.predict(np.full((1, 2), 50, dtype=np.float32))
         await batcher.close()
+        return results, later
 
-    asyncio.run(scenario())
+    results, later = asyncio.run(scenario())
+    failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
+    assert len(failed) == 1, results
+    (bad,) = failed
+    assert isinstance(results[bad], RuntimeError) and "exploded" in str(results[bad])
+    np.testing.assert_array_equal(calls[1], inputs[bad])  # the request of the failed call
+    for i, result in enumerate(results):
+        if i != bad:
+            np.testing.assert_array_equal(result, inputs[i] * 2)  # its own rows, answered
+    np.testing.assert_array_equal(later, np.full((1, 2), 100))  # the batcher still serves
 
 
 def test_a_fast_model_answers_inline_without_the_queue():

@@ -1,31 +1,120 @@
-"""The `chassis` command as a user runs it: a subprocess, its exit code and its output."""
+"""The `chassis` command as a user runs it: a subprocess (for argument checks, its entry point
+in this process), its exit code and its output."""
 
+import json
 import re
-import time
+import subprocess
+import sys
 
 import pytest
 
-from tests.fixtures.cli import chassis
-
-
-def test_help_is_fast_and_lists_every_command():
-    started = time.perf_counter()
-    result = chassis("--help")
-    elapsed = time.perf_counter() - started
-    assert result.returncode == 0
-    for command in ("release", "train", "specs", "versions", "scaffold-suite", "ui"):
-        assert command in result.stdout
-    # Not a speed target, a guard against importing torch/Prefect/MLflow for --help.
-    assert elapsed < 10
-
-
-@pytest.mark.parametrize(
-    "command", ["release", "train", "versions", "scaffold-suite", "ui", "specs"]
+from tests.fixtures.cli import (
+    chassis,
+    chassis_commands,
+    chassis_in_process,
+    options,
+    required_arguments,
 )
-def test_every_command_has_help(command):
-    result = chassis(command, "--help")
-    assert result.returncode == 0
-    assert result.stdout.startswith(f"usage: chassis {command}")
+
+COMMANDS = chassis_commands()
+HEAVY_LIBRARIES = ("torch", "mlflow", "prefect", "onnxruntime")
+
+# Runs each `--help` through the `chassis` entry point in one Python process and reports,
+# after each, which heavy libraries are in sys.modules (one start instead of one per command).
+HELP_PROBE = """
+import contextlib, io, json, sys
+from chassis_cli.main import main
+
+heavy = set(sys.argv[2:])
+answers = []
+for argv in json.loads(sys.argv[1]):
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    loaded = sorted(heavy & {name.split(".")[0] for name in sys.modules})
+    answers.append({"argv": argv, "code": code, "stdout": stdout.getvalue(), "heavy": loaded})
+print(json.dumps(answers))
+"""
+
+
+def test_help_imports_no_heavy_library_and_lists_every_command():
+    # The commands this file always had: the loops below are over the real parser's list.
+    assert {"release", "train", "specs", "versions", "scaffold-suite", "ui"} <= set(COMMANDS)
+    invocations = [["--help"], *([name, "--help"] for name in COMMANDS)]
+    probe = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, json.dumps(invocations), *HEAVY_LIBRARIES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    answers = json.loads(probe.stdout)
+    for answer in answers:
+        shown = "chassis " + " ".join(answer["argv"])
+        assert answer["code"] == 0, shown
+        assert answer["heavy"] == [], f"`{shown}` imported {answer['heavy']}"
+    top, *per_command = answers
+    for name in COMMANDS:
+        assert re.search(rf"^\s+{re.escape(name)}\s", top["stdout"], re.MULTILINE), name
+    for name, answer in zip(COMMANDS, per_command, strict=True):
+        assert answer["stdout"].startswith(f"usage: chassis {name}")
+
+
+def assert_one_error_line_naming(stderr: str, *names: str) -> None:
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, stderr
+    for name in names:
+        assert name in errors[0], stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unknown_option_exits_2_naming_it(command):
+    code, _, stderr = chassis_in_process(
+        command, *required_arguments(COMMANDS[command]), "--no-such-option"
+    )
+    assert code == 2
+    assert_one_error_line_naming(stderr, "--no-such-option")
+
+
+REQUIRING = {name: command for name, command in COMMANDS.items() if required_arguments(command)}
+
+
+@pytest.mark.parametrize("command", REQUIRING)
+def test_a_missing_required_argument_exits_2_naming_it(command):
+    required = [action for action in COMMANDS[command]._actions if action.required]
+    code, _, stderr = chassis_in_process(command)
+    assert code == 2
+    assert_one_error_line_naming(
+        stderr, "the following arguments are required", *(a.option_strings[0] for a in required)
+    )
+
+
+CHECKED_OPTIONS = [
+    pytest.param(name, action.option_strings[0], id=f"{name} {action.option_strings[0]}")
+    for name, command in COMMANDS.items()
+    for action in options(command)
+    if action.type is not None or action.choices
+]
+
+
+@pytest.mark.parametrize(("command", "option"), CHECKED_OPTIONS)
+def test_a_bad_value_exits_2_naming_the_option(command, option):
+    code, _, stderr = chassis_in_process(
+        command, *required_arguments(COMMANDS[command]), option, "%not-a-value%"
+    )
+    assert code == 2
+    assert_one_error_line_naming(stderr, f"argument {option}")
+
+
+def test_every_command_with_options_has_one_that_checks_its_value():
+    # Not an empty loop: the commands known to check values are all among CHECKED_OPTIONS.
+    checked = {command for command, _ in (p.values for p in CHECKED_OPTIONS)}
+    assert {"release", "gates", "promote", "rollout", "compress", "traffic", "serve"} <= checked
 
 
 @pytest.mark.parametrize(
