@@ -19,8 +19,9 @@ ROW = [0.5, -1.0, 2.0, 0.0]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
-    """v1 champion and v2 challenger (both gated), and a gateway serving them."""
+def gateway_of_two_versions(tmp_path_factory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """v1 champion and v2 challenger (both gated), and a gateway serving them: one for the
+    module, as starting it takes seconds."""
     home = tmp_path_factory.mktemp("gateway") / "chassis"
     previous = os.environ.get("CHASSIS_HOME")
     os.environ["CHASSIS_HOME"] = str(home)
@@ -37,6 +38,36 @@ def served(tmp_path_factory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
     gateway.start()
     yield gateway, {"Authorization": f"Bearer {token}"}
     gateway.stop()
+
+
+@pytest.fixture
+def served(gateway_of_two_versions) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """The module's gateway, handed back as every test finds it: running, serving v1 alone
+    with no split, and fresh stats. (A test that changes the registry restores it itself.)"""
+    yield gateway_of_two_versions
+    back_to_v1_alone(*gateway_of_two_versions)
+
+
+def admin_state(gateway: GatewayProcess, auth: dict[str, str]) -> dict:
+    answer = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["state"]
+
+
+def back_to_v1_alone(gateway: GatewayProcess, auth: dict[str, str]) -> None:
+    if gateway.process is None or gateway.process.poll() is not None:
+        gateway.start()  # a test stopped it and failed before starting it again
+    deadline = time.monotonic() + 30
+    while (state := admin_state(gateway, auth))["stable_version"] != 1 or state["mode"] != "stable":
+        assert time.monotonic() < deadline, f"the gateway did not return to v1 alone: {state}"
+        if state["mode"] != "stable" or state["warm_version"] is not None:
+            # Candidate traffic to 0; after a blue-green switch, back to the warm color.
+            httpx.post(f"{gateway.url}/admin/models/{MODEL}/rollback", headers=auth, timeout=10)
+        else:
+            time.sleep(0.2)  # poll: stable on another version, it follows the champion back
+    assert state["candidate_version"] is None, state
+    reset = httpx.post(f"{gateway.url}/admin/models/{MODEL}/reset-stats", headers=auth, timeout=10)
+    assert reset.status_code == 200, reset.text
 
 
 def predict(url: str, rows: list, key: str | None = None) -> httpx.Response:
@@ -218,8 +249,15 @@ def test_shadow_compares_without_answering(served):
     rows = specs.blob_dataset().test[list(specs.blob_dataset().feature_columns)].values.tolist()
     for row in rows:
         assert predict(gateway.url, [row]).json()["version"] == 1
-    time.sleep(0.5)
-    stats = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()["stats"]["2"]
+
+    def candidate_stats() -> dict:
+        return httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()["stats"]["2"]
+
+    # The shadow call runs after the answer: poll until every request has been compared.
+    deadline = time.monotonic() + 30
+    while (stats := candidate_stats())["shadow_compared"] < len(rows):
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.1)
     assert stats["shadow_compared"] == len(rows)
     assert 0.5 <= stats["shadow_agreement"] <= 1.0
     httpx.post(f"{gateway.url}/admin/models/{MODEL}/rollback", headers=auth)
@@ -237,18 +275,28 @@ def test_blue_green_switch_under_load_drops_nothing_and_rolls_back(served):
     )
     assert preview.json()["version"] == 2
 
+    answered: list[int] = []
+
     def hammer(n: int) -> list[int]:
+        statuses = []
         with httpx.Client() as client:
-            return [
-                client.post(
-                    f"{gateway.url}/v1/models/{MODEL}/predict", json={"instances": [ROW]}
-                ).status_code
-                for _ in range(n)
-            ]
+            for _ in range(n):
+                statuses.append(
+                    client.post(
+                        f"{gateway.url}/v1/models/{MODEL}/predict", json={"instances": [ROW]}
+                    ).status_code
+                )
+                answered.append(1)
+        return statuses
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(hammer, 150) for _ in range(8)]
-        time.sleep(0.3)
+        # Switch under load: once requests are flowing (a fifth of them answered), not after
+        # a guess at how long the threads take to start.
+        deadline = time.monotonic() + 60
+        while len(answered) < 240:
+            assert time.monotonic() < deadline and not any(f.done() for f in futures)
+            time.sleep(0.01)
         switched = httpx.post(f"{gateway.url}/admin/models/{MODEL}/switch", headers=auth).json()
         statuses = [s for f in futures for s in f.result()]
     assert switched["state"]["stable_version"] == 2 and switched["state"]["warm_version"] == 1
@@ -278,15 +326,18 @@ def test_restart_restores_the_committed_split_but_never_an_unvalidated_candidate
     gateway.stop()
     connect(ChassisSettings(home=gateway.home))
     registry.record_gate_report(MODEL, 2, False, "test: invalidated while the gateway was down")
-    gateway.start()
-    state = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()["state"]
-    assert (state["mode"], state["stable_version"], state["candidate_version"]) == (
-        "stable",
-        1,
-        None,
-    )
-    assert {predict(gateway.url, [ROW], key=f"k{i}").json()["version"] for i in range(40)} == {1}
-    registry.record_gate_report(MODEL, 2, True, "test: restored")
+    try:
+        gateway.start()
+        state = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()["state"]
+        assert (state["mode"], state["stable_version"], state["candidate_version"]) == (
+            "stable",
+            1,
+            None,
+        )
+        versions = {predict(gateway.url, [ROW], key=f"k{i}").json()["version"] for i in range(40)}
+        assert versions == {1}
+    finally:
+        registry.record_gate_report(MODEL, 2, True, "test: restored")
 
 
 def test_follows_a_champion_moved_by_hand_or_by_rollback(served):
@@ -297,12 +348,15 @@ def test_follows_a_champion_moved_by_hand_or_by_rollback(served):
     def served_version() -> int:
         return predict(gateway.url, [ROW]).json()["version"]
 
-    deadline = time.monotonic() + 30
-    while served_version() != 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    status = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=_auth).json()["state"]
-    assert served_version() == 2, (status, registry.current_aliases(MODEL))
-    registry.rollback(MODEL, actor="test", reason="back")
+    try:
+        deadline = time.monotonic() + 30
+        while served_version() != 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=_auth).json()["state"]
+        assert served_version() == 2, (status, registry.current_aliases(MODEL))
+    finally:
+        # Part of the scenario, and what puts the registry back if the first part failed.
+        registry.rollback(MODEL, actor="test", reason="back")
     deadline = time.monotonic() + 30
     while served_version() != 1 and time.monotonic() < deadline:
         time.sleep(0.5)
