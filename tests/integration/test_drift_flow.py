@@ -1,6 +1,5 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +17,7 @@ from flows.monitoring import DataQualityFailure, drift_check
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.prediction_log import logged_rows, wait_until_logged
 from tests.integration.test_training_flow import latest_artifact
 
 
@@ -42,9 +42,11 @@ def suite_gateway(chassis_home, monkeypatch):
 
 
 def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
+    settings = ChassisSettings(home=gateway.home)
+    before = logged_rows(settings, MODEL)
     report = replay(gateway.url, MODEL, rows, max_requests=len(rows), max_seconds=60, concurrency=4)
     assert report.failed == 0 and report.sent == len(rows)
-    time.sleep(1.5)  # two flushes of the prediction log
+    wait_until_logged(settings, MODEL, before + len(rows))  # the gateway flushes every 0.5 s
 
 
 def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway):
