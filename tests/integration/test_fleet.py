@@ -160,6 +160,8 @@ def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet)
         if record is not None and record.mode == "canary":
             break
         time.sleep(0.2)
+    else:
+        raise AssertionError("no canary step committed within 120 s")
     assert victim.process is not None
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
@@ -200,7 +202,9 @@ def test_a_rolling_restart_under_load_loses_no_request(fleet):
     for thread in users:
         thread.start()
     try:
+        deadline = time.monotonic() + 60
         while sum(statuses.values()) < 100:  # load is flowing before the first restart
+            assert time.monotonic() < deadline, f"load stalled: {statuses}"
             time.sleep(0.05)
         for replica in fleet.replicas:  # one at a time, as a Deployment's rolling update
             replica.stop()
@@ -243,6 +247,8 @@ def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
         if record is not None and record.mode == "canary":
             break
         time.sleep(0.2)
+    else:
+        raise AssertionError("no canary step committed within 120 s")
     lost = fleet.replicas[2]
     assert lost.process is not None
     lost.process.send_signal(signal.SIGKILL)

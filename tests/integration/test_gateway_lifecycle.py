@@ -50,7 +50,9 @@ def test_sigterm_drains_answers_every_request_and_writes_the_prediction_log(chas
 
     thread = threading.Thread(target=users)
     thread.start()
+    deadline = time.monotonic() + 60
     while len(answered) < 50:  # traffic is flowing before the signal
+        assert thread.is_alive() and time.monotonic() < deadline, f"no traffic: {answered}"
         time.sleep(0.05)
     signalled = time.monotonic()
     gateway.process.send_signal(signal.SIGTERM)

@@ -192,6 +192,8 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
         except Exception:
             pass
         time.sleep(0.2)
+    else:
+        raise AssertionError("no canary step committed within 60 s")
     gateway.stop()
     state_file = two_versions / "gateway" / "state" / f"{MODEL}.rollout.json"
     assert '"candidate_version": 2' in state_file.read_text()
