@@ -157,6 +157,10 @@ def run_scaffold(args: argparse.Namespace, context: Context) -> int:
     import json
     from pathlib import Path
 
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists():  # said before seconds of loading the data
+        raise ChassisError(f"{output} exists; remove it or choose another --output")
+
     from chassis.data import load_dataset
     from chassis.modelspec import load_spec
     from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
@@ -165,10 +169,7 @@ def run_scaffold(args: argparse.Namespace, context: Context) -> int:
     scaffold = scaffold_training_suite if args.kind == "training" else scaffold_serving_suite
     document = scaffold(load_dataset(spec.load_data, spec.name), f"{spec.name}.{args.kind}")
     text = json.dumps(document, indent=2) + "\n"
-    if args.output:
-        output = Path(args.output)
-        if output.exists():
-            raise ChassisError(f"{output} exists; remove it or choose another --output")
+    if output is not None:
         output.write_text(text)
         print(f"wrote {len(document['expectations'])} expectations to {output}")
     else:

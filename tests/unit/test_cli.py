@@ -157,8 +157,8 @@ def test_specs_lists_bundled_specs():
     assert "chassis.specs.wine:spec" in result.stdout
 
 
-def test_versions_of_unknown_model(tmp_path):
-    result = chassis("versions", "--model", "nope", env={"CHASSIS_HOME": str(tmp_path)})
+def test_versions_of_unknown_model(home_without_models):
+    result = chassis("versions", "--model", "nope", env={"CHASSIS_HOME": str(home_without_models)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'nope'"
 
@@ -196,21 +196,21 @@ def test_scaffold_suite_writes_a_loadable_suite(tmp_path):
     ],
 )
 def test_registry_commands_refuse_bad_arguments(args, message):
-    result = chassis(*args)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, stderr = chassis_in_process(*args)
+    assert code == 2
+    assert message in stderr
 
 
-def test_history_of_unknown_model(tmp_path):
-    result = chassis("history", "--model", "ghost", env={"CHASSIS_HOME": str(tmp_path)})
+def test_history_of_unknown_model(home_without_models):
+    result = chassis("history", "--model", "ghost", env={"CHASSIS_HOME": str(home_without_models)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'ghost'"
 
 
 def test_traffic_help_shows_the_request_limit_and_every_other_default():
-    result = chassis("traffic", "--help")
-    assert result.returncode == 0
-    blocks = option_blocks(result.stdout)
+    code, stdout, _ = chassis_in_process("traffic", "--help")
+    assert code == 0
+    blocks = option_blocks(stdout)
     assert "(default: 1000)" in blocks["--requests"]
     assert re.search(r"\(default: 30(\.0)?\)", blocks["--seconds"])
     assert "(default: 4)" in blocks["--concurrency"]
@@ -305,8 +305,9 @@ def test_rollout_policy_values_out_of_range_fail_before_anything_runs(
 
 
 def test_rollout_policy_options_are_generated_from_the_policy_with_their_defaults():
-    result = chassis("rollout", "--help")
-    text = " ".join(result.stdout.split())
+    code, stdout, _ = chassis_in_process("rollout", "--help")
+    assert code == 0
+    text = " ".join(stdout.split())
     for phrase in (
         "--false-alarm-rate FALSE_ALARM_RATE",
         "(default: 0.01)",

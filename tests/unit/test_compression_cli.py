@@ -1,20 +1,21 @@
-"""`chassis compress` as a user runs it: help and argument checks (exit 2).
+"""`chassis compress` as a user runs it (its entry point, in this process): help and argument
+checks (exit 2).
 
 Its run on an unknown model starts Prefect's API server: tests/integration/test_compression_cli.py.
 """
 
 import pytest
 
-from tests.fixtures.cli import chassis
+from tests.fixtures.cli import chassis_in_process
 
 
 def test_compress_help_names_every_option():
-    result = chassis("compress", "--help")
-    assert result.returncode == 0
-    assert result.stdout.startswith("usage: chassis compress")
+    code, stdout, _ = chassis_in_process("compress", "--help")
+    assert code == 0
+    assert stdout.startswith("usage: chassis compress")
     for option in ("--model", "--version", "--tolerance", "--tolerance-mode", "--objective"):
-        assert option in result.stdout
-    assert "compress" in chassis("--help").stdout
+        assert option in stdout
+    assert "compress" in chassis_in_process("--help")[1]
 
 
 @pytest.mark.parametrize(
@@ -30,20 +31,20 @@ def test_compress_help_names_every_option():
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(extra, message):
-    result = chassis("compress", "--model", "m", "--version", "1", *extra)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, stderr = chassis_in_process("compress", "--model", "m", "--version", "1", *extra)
+    assert code == 2
+    assert message in stderr
 
 
 def test_missing_version_exits_2():
-    result = chassis("compress", "--model", "m")
-    assert result.returncode == 2 and "--version" in result.stderr
+    code, _, stderr = chassis_in_process("compress", "--model", "m")
+    assert code == 2 and "--version" in stderr
 
 
 def test_every_compression_setting_is_an_option_generated_from_the_policy():
     from chassis.compression.policy import CompressionPolicy
 
-    text = " ".join(chassis("compress", "--help").stdout.split())
+    text = " ".join(chassis_in_process("compress", "--help")[1].split())
     for name in CompressionPolicy.model_fields:
         assert f"--{name.replace('_', '-')}" in text, name
     # The epochs the command could not set before it was generated from the policy.
@@ -61,6 +62,6 @@ def test_every_compression_setting_is_an_option_generated_from_the_policy():
     ],
 )
 def test_epoch_options_refuse_bad_values(extra, message):
-    result = chassis("compress", "--model", "m", "--version", "1", *extra)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, stderr = chassis_in_process("compress", "--model", "m", "--version", "1", *extra)
+    assert code == 2
+    assert message in stderr

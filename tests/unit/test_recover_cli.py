@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fixtures.cli import chassis
+from tests.fixtures.cli import chassis, chassis_in_process
 
 
 @pytest.mark.parametrize(
@@ -14,13 +14,14 @@ from tests.fixtures.cli import chassis
     ],
 )
 def test_recover_and_retire_refuse_bad_arguments(args, message):
-    result = chassis(*args)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, stderr = chassis_in_process(*args)
+    assert code == 2
+    assert message in stderr
 
 
-def test_recover_of_an_unknown_model_is_one_line(tmp_path):
-    result = chassis("recover", "--model", "ghost", env={"CHASSIS_HOME": str(tmp_path)})
+def test_recover_of_an_unknown_model_is_one_line(home_without_models):
+    env = {"CHASSIS_HOME": str(home_without_models)}
+    result = chassis("recover", "--model", "ghost", env=env)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'ghost'"
 
