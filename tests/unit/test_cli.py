@@ -172,13 +172,19 @@ def test_invalid_setting_is_named(tmp_path):
 
 def test_scaffold_suite_writes_a_loadable_suite(tmp_path):
     output = tmp_path / "suite.json"
-    result = chassis("scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output))
-    assert result.returncode == 0, result.stderr
+    # In this process (torch and scikit-learn are loaded here already): it prepares no
+    # environment, so nothing is left behind; the refusal below runs as a real process.
+    code, _, stderr = chassis_in_process(
+        "scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output)
+    )
+    assert code == 0, stderr
     from chassis.expectations import load_suite
 
     assert len(load_suite(output).expectations) == 2 + 3 * 13 + 2
+    written = output.read_bytes()
     again = chassis("scaffold-suite", "--spec", "chassis.specs.wine:spec", "--output", str(output))
     assert again.returncode == 1 and "exists" in again.stderr
+    assert output.read_bytes() == written  # refused, not overwritten
 
 
 @pytest.mark.parametrize(
