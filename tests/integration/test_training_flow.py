@@ -33,13 +33,15 @@ def latest_artifact(key: str):
 
 
 def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
+    from chassis.compression.policy import CompressionPolicy
     from chassis.rollout.policy import RolloutPolicy
 
     fast = RolloutPolicy(steps=[50, 100], step_seconds=20)
     # Ranked by size (exact bytes; latency would leave the pick to timing noise), a
     # compressed candidate always beats the baseline: every one of them is a fraction of its
     # size, and on digits each keeps the baseline's accuracy within the 1% tolerance.
-    outcome = release(epochs=4, rollout_policy=fast, compression_objective="size")
+    by_size = CompressionPolicy(objective="size")
+    outcome = release(epochs=4, rollout_policy=fast, compression_policy=by_size)
     training = outcome.training
     assert training.model_name == "digits-mlp" and training.version == 1
     assert training.metrics["test_accuracy"] > 0.85

@@ -6,18 +6,15 @@ names it. Tests that need a server belong in tests/integration.
 """
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-NO_SERVERS = Path(__file__).parent / "no_servers"  # its sitecustomize guards subprocesses
-sys.path.insert(0, str(NO_SERVERS))
-from no_servers_guard import listening_entry_points, refusal, where  # noqa: E402
+from tests.unit.no_servers.no_servers_guard import listening_entry_points, refusal, where
 
-sys.path.remove(str(NO_SERVERS))
+NO_SERVERS = Path(__file__).parent / "no_servers"  # its sitecustomize guards subprocesses
 
 
 def installed_uvloop() -> ModuleType | None:

@@ -63,7 +63,7 @@ def test_a_failing_model_fails_only_its_batch():
 
     inputs = [np.full((1 + i % 3, 2), i, dtype=np.float32) for i in range(8)]
 
-    async def scenario() -> tuple[list[object], np.ndarray]:
+    async def scenario() -> tuple[list[np.ndarray | BaseException], np.ndarray]:
         # One request per batch: each request's fate is its own call's.
         batcher = MicroBatcher(exploding_at_its_second_call, max_batch=1)
         async with asyncio.timeout(30):  # a batcher the fault broke would leave them waiting

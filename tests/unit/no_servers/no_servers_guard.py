@@ -67,5 +67,5 @@ class _PatchUvloopOnImport(importlib.abc.MetaPathFinder):
             run_module(module)
             patch(record, listening_entry_points(module)[1:])
 
-        spec.loader.exec_module = exec_then_patch  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_then_patch
         return spec

@@ -1,0 +1,1 @@
+"""The no-servers guard of the unit tests (see tests/unit/conftest.py)."""
