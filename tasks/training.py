@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -12,14 +12,12 @@ from chassis import data as core_data
 from chassis import expectations, onnx_export, registry, tracking
 from chassis.evaluation import ClassificationReport, classification_report
 from chassis.modelspec import Dataset, ModelSpec, load_spec
+from chassis.reference_sample import reference_sample
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.training import TrainedModel, predict_logits, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
 # here recomputes from its inputs.
@@ -198,15 +196,6 @@ def log_to_mlflow(
             logged.stored_onnx_sha256[:12],
         )
     return logged
-
-
-REFERENCE_ROWS = 5000
-
-
-def reference_sample(dataset: Dataset) -> "pd.DataFrame":
-    columns = [*dataset.feature_columns, dataset.label_column]
-    train = dataset.train[columns]
-    return train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0)
 
 
 @task(name="register-version", **NO_CACHE_TASK)
