@@ -24,16 +24,12 @@ from chassis.rollout.runner import (
     RolloutAborted,
     RolloutFailed,
     RolloutPaused,
-    conclude,
-    decision_markdown,
     run_steps,
-    step_rows,
 )
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, VersionParameter
-from tasks.artifacts import publish_markdown, publish_table
 from tasks.promotion import actor, promote_champion, retire_challenger, set_challenger
-from tasks.rollout import open_fleet, preflight, run_step, start_traffic, test_rows
+from tasks.rollout import finish, open_fleet, preflight, run_step, start_traffic, test_rows
 
 __all__ = ["RolloutAborted", "RolloutFailed", "RolloutPaused", "rollout", "test_rows"]
 
@@ -150,20 +146,7 @@ def rollout(
         decision = run_steps(fleet, candidate, step, promote, retire, get_run_logger())
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
-    table = step_rows(decision.analyses)
-    description = f"{strategy} rollout of {model_name} v{version}: one row per check"
-    publish_table(table, model_name, f"v{version}", "rollout-steps", description=description)
-    description = f"Rollout decision for {model_name} v{version}"
-    markdown = decision_markdown(decision)
-    publish = partial(
-        publish_markdown,
-        markdown,
-        model_name,
-        f"v{version}",
-        "rollout-decision",
-        description=description,
-    )
-    conclude(decision, retire, evidence, publish)
+    table = finish(decision, retire, evidence)
     return RolloutOutcome(
         model_name=model_name,
         version=version,

@@ -20,11 +20,20 @@ from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, resolve_replicas
 from chassis.rollout.orphans import this_process
 from chassis.rollout.record import RolloutRecord
-from chassis.rollout.runner import Candidate, check_candidate, watch_window
+from chassis.rollout.runner import (
+    Candidate,
+    Decision,
+    Retire,
+    check_candidate,
+    conclude,
+    decision_markdown,
+    step_rows,
+    watch_window,
+)
 from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
-from tasks.artifacts import publish_table
+from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
 
 
@@ -68,6 +77,33 @@ def publish_step(analysis: StepAnalysis, model: str, version: int) -> None:
         description=f"{analysis.step} of {model} v{version}: {analysis.verdict} "
         f"({analysis.reason})",
     )
+
+
+def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list[dict[str, str]]:
+    """Publish the steps table and the decision; retire a failed candidate and raise what a
+    paused or failed rollout is (runner.conclude). Returns the table of a promotion."""
+    candidate = decision.candidate
+    model, tag = candidate.model, f"v{candidate.version}"
+    table = step_rows(decision.analyses)
+    publish_table(
+        table,
+        model,
+        tag,
+        "rollout-steps",
+        description=f"{candidate.strategy} rollout of {model} {tag}: one row per check",
+    )
+
+    def publish() -> None:
+        publish_markdown(
+            decision_markdown(decision),
+            model,
+            tag,
+            "rollout-decision",
+            description=f"Rollout decision for {model} {tag}",
+        )
+
+    conclude(decision, retire, evidence, publish)
+    return table
 
 
 def open_fleet(
