@@ -3,7 +3,7 @@ the lineage tags a trained version carries."""
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from chassis import registry
@@ -56,3 +56,20 @@ def trained_version_tags(
     if commit:
         tags[registry.TAG_GIT_COMMIT] = commit
     return tags
+
+
+def same_model_as_champion(
+    onnx_sha256: str,
+    champion: int,
+    champion_tags: Mapping[str, str],
+    root: int,
+    root_tags: Mapping[str, str],
+) -> tuple[int, str] | None:
+    """The existing version whose ONNX bytes equal `onnx_sha256`, and which it is: the
+    champion itself, or the version it was compressed from (`root`: the same trained model,
+    which a release would only compress into the champion again). None: a new model."""
+    if champion_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        return champion, "the champion"
+    if root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        return root, f"the version champion v{champion} was compressed from"
+    return None

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from chassis import data as core_data
 from chassis import expectations, onnx_export, registry, tracking
 from chassis.evaluation import ClassificationReport, classification_report
+from chassis.lineage import same_model_as_champion
 from chassis.modelspec import Dataset, ModelSpec, load_spec
 from chassis.reference_sample import reference_sample
 from chassis.settings import ChassisSettings
@@ -253,12 +254,11 @@ def unchanged_from_champion(
     if champion is None:
         return None
     root, root_tags = registry.lineage_root(model_name, champion)
-    if registry.version_tags(model_name, champion).get(registry.TAG_ONNX_SHA256) == onnx_sha256:
-        same, which = champion, "the champion"
-    elif root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
-        same, which = root, f"the version champion v{champion} was compressed from"
-    else:
+    champion_tags = registry.version_tags(model_name, champion)
+    equal = same_model_as_champion(onnx_sha256, champion, champion_tags, root, root_tags)
+    if equal is None:
         return None
+    same, which = equal
     mlflow.MlflowClient().set_tag(run_id, TAG_UNCHANGED_FROM, str(same))
     why = (
         f"no change: the new ONNX bytes (sha256 {onnx_sha256[:16]}...) equal {model_name} "
