@@ -123,7 +123,7 @@ def gate_and_place(
     candidate: int,
     baseline: int,
     champion: int | None,
-    thresholds: GateSettings | None,
+    thresholds: GatePolicy | None,
     run_url: str,
 ) -> tuple[int | None, GatesOutcome, registry.AliasChange]:
     """Gate the candidate and give it its alias: champion when there is none, else
