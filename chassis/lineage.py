@@ -1,7 +1,12 @@
-"""Where a model came from: the git commit of the user's project, when there is one."""
+"""Where a model came from: the git commit of the user's project, when there is one, and
+the lineage tags a trained version carries."""
 
+import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from chassis import registry
 
 
 def git_commit(directory: Path | None = None) -> str | None:
@@ -26,3 +31,45 @@ def git_commit(directory: Path | None = None) -> str | None:
         return None
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return f"{sha}-dirty" if dirty else sha
+
+
+def trained_version_tags(
+    spec_reference: str,
+    dataset_fingerprint: str,
+    flow_run_id: str,
+    n_features: int,
+    n_classes: int,
+    feature_columns: Sequence[str],
+    commit: str | None,
+) -> dict[str, str]:
+    """The lineage tags of a trained version (and its MLflow run): the spec and data it was
+    trained from, the flow run, its input and output shapes and the input column order;
+    the git commit only inside a repository."""
+    tags = {
+        registry.TAG_SPEC: spec_reference,
+        registry.TAG_DATASET_FINGERPRINT: dataset_fingerprint,
+        registry.TAG_FLOW_RUN_ID: flow_run_id,
+        registry.TAG_N_FEATURES: str(n_features),
+        registry.TAG_N_CLASSES: str(n_classes),
+        registry.TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
+    }
+    if commit:
+        tags[registry.TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def same_model_as_champion(
+    onnx_sha256: str,
+    champion: int,
+    champion_tags: Mapping[str, str],
+    root: int,
+    root_tags: Mapping[str, str],
+) -> tuple[int, str] | None:
+    """The existing version whose ONNX bytes equal `onnx_sha256`, and which it is: the
+    champion itself, or the version it was compressed from (`root`: the same trained model,
+    which a release would only compress into the champion again). None: a new model."""
+    if champion_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        return champion, "the champion"
+    if root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+        return root, f"the version champion v{champion} was compressed from"
+    return None

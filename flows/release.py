@@ -97,18 +97,49 @@ def release(
         candidate = compressed.version
     tracking.connect(settings)
     champion = registry.current_aliases(model).get(CHAMPION)
-    if champion is None and candidate != training.version:
-        # First release: the uncompressed baseline becomes the champion, so the compressed
-        # candidate is rolled out against something real instead of skipping the rollout.
-        baseline_gates = gates(model_name=model, version=training.version, thresholds=thresholds)
+    champion, gate_outcome, change = gate_and_place(
+        model, candidate, training.version, champion, thresholds, run_url
+    )
+    alias = alias_outcome(change)
+    staged = None
+    if champion is not None and rollout_strategy != "none":
+        staged = rollout(
+            model_name=model, version=candidate, strategy=rollout_strategy, policy=rollout_policy
+        )
+    publish_release_summary(training, compressed, candidate, alias, staged)
+    return ReleaseOutcome(
+        training=training,
+        compression=compressed,
+        candidate_version=candidate,
+        gates=gate_outcome,
+        alias=alias,
+        rollout=staged,
+        prefect_flow_run_url=run_url,
+    )
+
+
+def gate_and_place(
+    model: str,
+    candidate: int,
+    baseline: int,
+    champion: int | None,
+    thresholds: GatePolicy | None,
+    run_url: str,
+) -> tuple[int | None, GatesOutcome, registry.AliasChange]:
+    """Gate the candidate and give it its alias: champion when there is none, else
+    challenger (returned with the champion it will be rolled out against). On a first
+    release of a compressed candidate the uncompressed baseline becomes the champion, so
+    the candidate is rolled out against something real instead of skipping the rollout."""
+    if champion is None and candidate != baseline:
+        baseline_gates = gates(model_name=model, version=baseline, thresholds=thresholds)
         promote_champion(
             model,
-            training.version,
+            baseline,
             None,
             "first release: the uncompressed baseline becomes the champion",
             {"gate_report": baseline_gates.report_uri, "flow_run": run_url},
         )
-        champion = training.version
+        champion = baseline
     gate_outcome = gates(model_name=model, version=candidate, thresholds=thresholds)
     evidence = {"gate_report": gate_outcome.report_uri, "flow_run": run_url}
     if champion is None:
@@ -126,22 +157,7 @@ def release(
             f"passed its gates against champion v{champion}; awaiting rollout",
             evidence,
         )
-    alias = alias_outcome(change)
-    staged = None
-    if champion is not None and rollout_strategy != "none":
-        staged = rollout(
-            model_name=model, version=candidate, strategy=rollout_strategy, policy=rollout_policy
-        )
-    publish_release_summary(training, compressed, candidate, alias, staged)
-    return ReleaseOutcome(
-        training=training,
-        compression=compressed,
-        candidate_version=candidate,
-        gates=gate_outcome,
-        alias=alias,
-        rollout=staged,
-        prefect_flow_run_url=run_url,
-    )
+    return champion, gate_outcome, change
 
 
 def release_without_change(training: TrainingOutcome, run_url: str) -> ReleaseOutcome:

@@ -11,7 +11,7 @@ from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, gates
 from flows.release import release
 from flows.rollout import rollout
-from tasks.promotion import actor
+from tasks.promotion import actor, retire_challenger
 
 
 class RetrainOutcome(BaseModel):
@@ -128,5 +128,5 @@ def _gate_hand_set_challenger(name: str, version: int) -> str | None:
         return None
     except Exception as error:  # gates failed, or could not be measured: never take traffic
         reason = f"set by hand as challenger, refused: {error}"
-        registry.retire_challenger(name, version, actor=actor(), reason=reason)
+        retire_challenger(name, version, reason)
         return f"refused by its gates: {error}"

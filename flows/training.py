@@ -1,6 +1,5 @@
 """The training slice: validated data -> baseline -> ONNX (parity checked) -> MLflow version."""
 
-import json
 import shutil
 import uuid
 from typing import Annotated
@@ -12,7 +11,9 @@ from pydantic import BaseModel, Field
 
 from chassis import data as core_data
 from chassis import registry, tracking
-from chassis.lineage import git_commit
+from chassis.evaluation import ClassificationReport
+from chassis.lineage import git_commit, trained_version_tags
+from chassis.onnx_export import ExportedModel
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
@@ -112,17 +113,15 @@ def train(
     try:
         exported = export_onnx(trained, dataset, workdir, tolerance)
         fingerprint = core_data.fingerprint(dataset)
-        lineage = {
-            registry.TAG_SPEC: spec,
-            registry.TAG_DATASET_FINGERPRINT: fingerprint,
-            registry.TAG_FLOW_RUN_ID: str(flow_run.id or ""),
-            registry.TAG_N_FEATURES: str(trained.n_features),
-            registry.TAG_N_CLASSES: str(trained.n_classes),
-            registry.TAG_FEATURE_COLUMNS: json.dumps(list(dataset.feature_columns)),
-        }
-        commit = git_commit()
-        if commit:
-            lineage[registry.TAG_GIT_COMMIT] = commit
+        lineage = trained_version_tags(
+            spec,
+            fingerprint,
+            str(flow_run.id or ""),
+            trained.n_features,
+            trained.n_classes,
+            dataset.feature_columns,
+            git_commit(),
+        )
         logged = log_to_mlflow(
             spec_reference=spec,
             spec=model_spec,
@@ -150,37 +149,61 @@ def train(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    outcome = training_outcome(
+        settings, model_spec.name, logged, fingerprint, report, exported, registered, unchanged
+    )
+    publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered)
+    return outcome
+
+
+def training_outcome(
+    settings: ChassisSettings,
+    model_name: str,
+    logged: tracking.LoggedRun,
+    fingerprint: str,
+    report: ClassificationReport,
+    exported: ExportedModel,
+    registered: registry.RegisteredVersion | None,
+    unchanged: tuple[int, str] | None,
+) -> TrainingOutcome:
+    """The registered version, or (nothing registered) the existing one it equals and why."""
     ui = settings.mlflow_ui_url()
-    version, no_change = (registered.version, None) if registered is not None else unchanged
-    outcome = TrainingOutcome(
-        model_name=model_spec.name,
+    if registered is not None:
+        version, no_change = registered.version, None
+    else:
+        assert unchanged is not None  # registration is skipped only for unchanged bytes
+        version, no_change = unchanged
+    return TrainingOutcome(
+        model_name=model_name,
         version=version,
         run_id=logged.run_id,
         experiment_id=logged.experiment_id,
         onnx_sha256=logged.stored_onnx_sha256,
         dataset_fingerprint=fingerprint,
         metrics={**report.as_metrics("test_"), "parity_max_abs_diff": exported.parity_max_abs_diff},
-        mlflow_version_url=f"{ui}/#/models/{model_spec.name}/versions/{version}",
+        mlflow_version_url=f"{ui}/#/models/{model_name}/versions/{version}",
         mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
         registered=registered is not None,
         no_change=no_change,
     )
+
+
+def publish_training_artifacts(
+    outcome: TrainingOutcome,
+    best_epoch: int,
+    onnx_bytes: int,
+    registered: registry.RegisteredVersion | None,
+) -> None:
     if registered is None:
         publish_markdown(
             f"# {outcome.model_name}: no change\n\n{outcome.no_change}.\n\n"
             f"MLflow run: [{outcome.run_id}]({outcome.mlflow_run_url})\n",
             outcome.model_name,
             "training-summary",
-            description=f"Training of {outcome.model_name}: no change from v{version}",
+            description=f"Training of {outcome.model_name}: no change from v{outcome.version}",
         )
-        return outcome
-    publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered.tags)
-    return outcome
-
-
-def publish_training_artifacts(
-    outcome: TrainingOutcome, best_epoch: int, onnx_bytes: int, tags: dict[str, str]
-) -> None:
+        return
+    tags = registered.tags
     metrics = outcome.metrics
     publish_table(
         [{"metric": name, "value": round(value, 6)} for name, value in metrics.items()],

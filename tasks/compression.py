@@ -15,6 +15,7 @@ from chassis.compression.classification import (
     CompressionOptions,
     build_classifier_candidates,
 )
+from chassis.compression.lineage import compressed_version_tags, run_lineage
 from chassis.compression.measure import (
     Measurement,
     MeasureSettings,
@@ -28,17 +29,6 @@ from chassis.modelspec import Dataset
 from chassis.settings import ChassisSettings
 from chassis.version_loader import LoadedVersion, load_version
 from tasks.training import NO_CACHE_TASK
-
-TAG_RECIPE = "chassis.compression.recipe"
-TAG_PARENT_VERSION = "chassis.compression.parent_version"
-TAG_CANDIDATE = "chassis.compression.candidate"
-INHERITED_TAGS = (
-    registry.TAG_SPEC,
-    registry.TAG_DATASET_FINGERPRINT,
-    registry.TAG_N_FEATURES,
-    registry.TAG_N_CLASSES,
-    registry.TAG_GIT_COMMIT,
-)
 
 
 @task(name="load-parent-version", **NO_CACHE_TASK)
@@ -152,12 +142,7 @@ def log_compression(
     experiment_id = tracking.ensure_experiment(
         settings.experiment_name or loaded.spec.name, settings
     )
-    lineage = {
-        registry.TAG_SPEC: loaded.spec_reference,
-        registry.TAG_FLOW_RUN_ID: flow_run_id,
-        TAG_PARENT_VERSION: str(loaded.files.version),
-        "chassis.stage": "compress",
-    }
+    lineage = run_lineage(loaded.spec_reference, flow_run_id, loaded.files.version)
     verdicts = {v.name: v for v in selection.verdicts}
     children = [
         tracking.CandidateRun(
@@ -213,17 +198,14 @@ def register_selected(
     run = logged.candidates[chosen.name]
     if run.model_uri is None or run.stored_onnx_sha256 is None:
         raise CompressionError(f"candidate {chosen.name!r} was not logged as a model")
-    parent_tags = loaded.files.tags
-    tags = {t: parent_tags[t] for t in INHERITED_TAGS if parent_tags.get(t)}
-    tags.update(
-        {
-            registry.TAG_RUN_ID: run.run_id,
-            registry.TAG_ONNX_SHA256: run.stored_onnx_sha256,
-            registry.TAG_FLOW_RUN_ID: flow_run_id,
-            TAG_PARENT_VERSION: str(loaded.files.version),
-            TAG_CANDIDATE: chosen.name,
-            TAG_RECIPE: json.dumps(chosen.recipe, sort_keys=True),
-        }
+    tags = compressed_version_tags(
+        loaded.files.tags,
+        loaded.files.version,
+        run_id=run.run_id,
+        onnx_sha256=run.stored_onnx_sha256,
+        flow_run_id=flow_run_id,
+        candidate=chosen.name,
+        recipe=chosen.recipe,
     )
     quality = ", ".join(f"{k} {v:.4f}" for k, v in chosen.quality.items())
     registered = registry.register_version(

@@ -197,5 +197,11 @@ def rollback_champion(model_name: str, reason: str) -> registry.AliasChange:
 
 
 @task(name="retire-challenger", **NO_CACHE_TASK)
-def retire_challenger(model_name: str, version: int | None, reason: str) -> registry.AliasChange:
-    return _finish(registry.retire_challenger(model_name, version, actor=actor(), reason=reason))
+def retire_challenger(
+    model_name: str, version: int | None, reason: str, evidence: dict[str, str] | None = None
+) -> registry.AliasChange:
+    return _finish(
+        registry.retire_challenger(
+            model_name, version, actor=actor(), reason=reason, evidence=evidence
+        )
+    )

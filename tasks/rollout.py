@@ -1,79 +1,69 @@
-"""Tasks of a staged rollout: commit a split, watch its window, judge it, publish the table."""
+"""Tasks and adapters of a staged rollout: the gateways, one step, the replayed traffic.
 
+The decisions (which step next, when to stop, how to end safely) are in
+chassis/rollout/runner.py; these only reach out to the registry, the gateways and Prefect.
+"""
+
+import contextlib
 import threading
-import time
 from typing import Any
 
+import numpy as np
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
+from chassis import registry
+from chassis.data import features, load_dataset
+from chassis.modelspec import load_spec
+from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
-from chassis.rollout.counts import VersionCounts
-from chassis.rollout.fleet import Fleet
-from chassis.rollout.policy import RolloutPolicy
+from chassis.rollout.fleet import Fleet, resolve_replicas
+from chassis.rollout.orphans import this_process
 from chassis.rollout.record import RolloutRecord
-from chassis.rollout.window import WindowJudge
-from tasks.artifacts import publish_table
+from chassis.rollout.runner import (
+    Candidate,
+    Decision,
+    Retire,
+    check_candidate,
+    conclude,
+    decision_markdown,
+    step_rows,
+    watch_window,
+)
+from chassis.serving.client import GatewayClient
+from chassis.serving.embedded import check_replicas, gateway_for
+from chassis.settings import ChassisSettings
+from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
 
-POLL_SECONDS = 0.25
 
-
-def judge_window(
-    fleet: Fleet,
-    judged: int,
-    reference: int,
-    label: str,
-    policy: RolloutPolicy,
-    compare: bool,
-) -> StepAnalysis:
-    """Poll every replica's counters from now on until the window judge has a verdict."""
-    logger = get_run_logger()
-    start, started = fleet.read(), time.monotonic()
-    judge = WindowJudge(label, policy, compare)
-    windows_seen = 0
-    while True:
-        time.sleep(POLL_SECONDS)
-        fleet.keep_lease()  # at every look: while this run lives, its split holds
-        counts = fleet.window(fleet.read(), start)
-        analysis = judge.observe(
-            counts.get(judged, VersionCounts()),
-            counts.get(reference, VersionCounts()),
-            time.monotonic() - started,
-        )
-        if judge.window_index > windows_seen:
-            windows_seen = judge.window_index
-            logger.info("%s: window %d of %d ended undecided", label, windows_seen, judge.windows)
-        if analysis is not None:
-            logger.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
-            return analysis
+def preflight(model_name: str, version: int, allow_retired: bool) -> tuple[int, int | None]:
+    """The champion to roll out against and the current challenger; refuses (nothing moved)
+    a version whose gates did not pass, or that is not rollable (runner.check_candidate)."""
+    registry.require_passed_gates(model_name, version)
+    aliases = registry.current_aliases(model_name)
+    retired = registry.retirement(model_name, version)
+    described = retired.describe() if retired is not None else None
+    champion = check_candidate(model_name, version, aliases, described, allow_retired)
+    return champion, aliases.get("challenger")
 
 
 @task(name="rollout-step", **NO_CACHE_TASK)
 def run_step(
-    fleet: Fleet,
-    version: int,
-    stable: int,
-    mode: str,
-    percent: float,
-    policy: RolloutPolicy,
-    actor: str,
+    fleet: Fleet, split: RolloutRecord, label: str, compare: bool, candidate: Candidate
 ) -> StepAnalysis:
     """Commit the split to every replica (the registry's rollout record), then judge it."""
-    label = "shadow" if mode == "shadow" else f"canary {percent:g}%"
-    fleet.commit(
-        RolloutRecord(
-            generation=0,
-            mode=mode,
-            stable_version=stable,
-            candidate_version=version,
-            percent=percent if mode == "canary" else 0.0,
-            mirror_percent=policy.mirror_percent,
-        ),
-        actor,
+    fleet.commit(split, candidate.actor)
+    analysis = watch_window(
+        fleet,
+        candidate.version,
+        candidate.champion,
+        label,
+        candidate.policy,
+        compare,
+        get_run_logger(),
     )
-    compare = mode == "shadow" or policy.mirror_percent > 0
-    analysis = judge_window(fleet, version, stable, label, policy, compare)
-    publish_step(analysis, fleet.model, version)
+    publish_step(analysis, fleet.model, candidate.version)
     return analysis
 
 
@@ -87,6 +77,105 @@ def publish_step(analysis: StepAnalysis, model: str, version: int) -> None:
         description=f"{analysis.step} of {model} v{version}: {analysis.verdict} "
         f"({analysis.reason})",
     )
+
+
+def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list[dict[str, str]]:
+    """Publish the steps table and the decision; retire a failed candidate and raise what a
+    paused or failed rollout is (runner.conclude). Returns the table of a promotion."""
+    candidate = decision.candidate
+    model, tag = candidate.model, f"v{candidate.version}"
+    table = step_rows(decision.analyses)
+    publish_table(
+        table,
+        model,
+        tag,
+        "rollout-steps",
+        description=f"{candidate.strategy} rollout of {model} {tag}: one row per check",
+    )
+
+    def publish() -> None:
+        publish_markdown(
+            decision_markdown(decision),
+            model,
+            tag,
+            "rollout-decision",
+            description=f"Rollout decision for {model} {tag}",
+        )
+
+    conclude(decision, retire, evidence, publish)
+    return table
+
+
+def open_fleet(
+    stack: contextlib.ExitStack,
+    settings: ChassisSettings,
+    candidate: Candidate,
+    replicas: list[str] | None,
+    gateway_url: str | None,
+) -> tuple[Fleet, bool, str]:
+    """The fleet to drive (given replicas, or one gateway, started for this run if need
+    be), each known to serve the champion; whether it was started here; where to replay."""
+    model, champion, policy = candidate.model, candidate.champion, candidate.policy
+    if replicas:
+        urls = resolve_replicas(replicas)
+        check_replicas(settings, urls, model, champion)
+        embedded, traffic_url = False, gateway_url or urls[0]
+    else:
+        gateway = stack.enter_context(
+            gateway_for(settings, model, champion, explicit_url=gateway_url)
+        )
+        urls, embedded, traffic_url = [gateway.url], gateway.embedded, gateway.url
+    fleet = Fleet(
+        [GatewayClient(url, settings.admin_token()) for url in urls],
+        model,
+        sync_seconds=policy.sync_seconds,
+        # A replica restarting comes back at the committed split within this; longer,
+        # the step cannot be judged on the whole fleet and the rollout pauses.
+        retry_seconds=max(policy.retry_seconds, policy.sync_seconds),
+        # Every split this run commits holds only while it renews the lease: if this
+        # process dies, the replicas return to the champion by themselves.
+        owner=lease.owner_for_run(str(flow_run.id), str(flow_run.name), this_process()),
+        lease_seconds=policy.lease_seconds,
+    )
+    stack.callback(fleet.close)
+    get_run_logger().info(
+        "%d gateway replica(s) %s (%s)",
+        len(urls),
+        ", ".join(urls),
+        "started for this run" if embedded else "already running",
+    )
+    return fleet, embedded, traffic_url
+
+
+def test_rows(model_name: str, version: int) -> np.ndarray:
+    """The test split of the version's spec: traffic for demos and blue-green previews."""
+    reference = registry.version_tags(model_name, version)[registry.TAG_SPEC]
+    spec = load_spec(reference)
+    dataset = load_dataset(spec.load_data, spec.name)
+    return features(dataset.test, dataset)
+
+
+def start_traffic(
+    stack: contextlib.ExitStack,
+    drive: str,
+    embedded: bool,
+    url: str,
+    candidate: Candidate,
+    rows: np.ndarray,
+) -> "TrafficDriver | None":
+    """Replay the spec's test rows meanwhile: `drive` "always", or "auto" on a gateway
+    started for this run (it has no other users)."""
+    policy = candidate.policy
+    on = drive == "always" or (drive == "auto" and embedded)
+    get_run_logger().info(
+        "replaying test rows: %s; each step needs %d candidate samples",
+        "yes" if on else "no",
+        policy.required_samples,
+    )
+    if not on:
+        return None
+    budget = policy.step_seconds * (policy.max_extensions + 1) * (policy.max_steps + 2)
+    return stack.enter_context(TrafficDriver(url, candidate.model, rows, 4, budget))
 
 
 class TrafficDriver:

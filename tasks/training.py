@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -11,15 +11,14 @@ from prefect.cache_policies import NO_CACHE
 from chassis import data as core_data
 from chassis import expectations, onnx_export, registry, tracking
 from chassis.evaluation import ClassificationReport, classification_report
+from chassis.lineage import same_model_as_champion
 from chassis.modelspec import Dataset, ModelSpec, load_spec
+from chassis.reference_sample import reference_sample
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.training import TrainedModel, predict_logits, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
 # here recomputes from its inputs.
@@ -200,15 +199,6 @@ def log_to_mlflow(
     return logged
 
 
-REFERENCE_ROWS = 5000
-
-
-def reference_sample(dataset: Dataset) -> "pd.DataFrame":
-    columns = [*dataset.feature_columns, dataset.label_column]
-    train = dataset.train[columns]
-    return train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0)
-
-
 @task(name="register-version", **NO_CACHE_TASK)
 def register_version(
     spec_reference: str,
@@ -264,12 +254,11 @@ def unchanged_from_champion(
     if champion is None:
         return None
     root, root_tags = registry.lineage_root(model_name, champion)
-    if registry.version_tags(model_name, champion).get(registry.TAG_ONNX_SHA256) == onnx_sha256:
-        same, which = champion, "the champion"
-    elif root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
-        same, which = root, f"the version champion v{champion} was compressed from"
-    else:
+    champion_tags = registry.version_tags(model_name, champion)
+    equal = same_model_as_champion(onnx_sha256, champion, champion_tags, root, root_tags)
+    if equal is None:
         return None
+    same, which = equal
     mlflow.MlflowClient().set_tag(run_id, TAG_UNCHANGED_FROM, str(same))
     why = (
         f"no change: the new ONNX bytes (sha256 {onnx_sha256[:16]}...) equal {model_name} "
