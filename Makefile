@@ -31,9 +31,10 @@ test: $(STAMP) ## Run the whole test suite (unit and integration)
 test-fast: $(STAMP) ## Run the unit tests only (seconds, no servers)
 	$(BIN)/python -m pytest tests/unit
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, basedpyright type check (config in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/basedpyright --pythonpath $(BIN)/python
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
