@@ -22,7 +22,7 @@ import logging
 import re
 import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,7 @@ class _ExportedEmbedder(nn.Module):
 
 
 @contextlib.contextmanager
-def _attention_for_export(encoder: nn.Module) -> Iterator[None]:
+def _attention_for_export(encoder: nn.Module) -> Generator[None, None, None]:
     """`_fusable_attention` in every layer for the duration, then the previous one again
     (training keeps SDPA, which is faster in torch)."""
     from transformers import AttentionInterface
