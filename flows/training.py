@@ -3,7 +3,7 @@
 import json
 import shutil
 import uuid
-from typing import Annotated
+from typing import Annotated, cast
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact
@@ -151,7 +151,11 @@ def train(
         shutil.rmtree(workdir, ignore_errors=True)
 
     ui = settings.mlflow_ui_url()
-    version, no_change = (registered.version, None) if registered is not None else unchanged
+    # Nothing is registered only when the bytes are unchanged: `unchanged` is then set.
+    version, no_change = (
+        (registered.version, None) if registered is not None else cast(tuple[int, str], unchanged)
+    )
+
     outcome = TrainingOutcome(
         model_name=model_spec.name,
         version=version,
