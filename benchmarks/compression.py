@@ -394,7 +394,7 @@ def report(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--digits-rounds", type=int, default=20, help="interleaved rounds")
     parser.add_argument("--digits-runs", type=int, default=100, help="timed runs per block")

@@ -5,6 +5,7 @@ No routing, validation, metrics or batching. `python benchmarks/minimal_server.p
 
 import os
 import sys
+from typing import cast
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -33,7 +34,8 @@ def build_app(model_path: str):
             if not message.get("more_body"):
                 break
         rows = np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
-        labels = session.run(output_names, {input_name: rows})[0].argmax(axis=1).tolist()
+        (logits,) = session.run(output_names, {input_name: rows})
+        labels = cast(np.ndarray, logits).argmax(axis=1).tolist()
         payload = orjson.dumps({"predictions": labels})
         await send(
             {

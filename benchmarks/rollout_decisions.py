@@ -50,7 +50,7 @@ SHIFT_2X = 4  # buckets per doubling (chassis.serving.metrics.LATENCY_BUCKETS)
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--home", type=Path, help="CHASSIS_HOME to use (default: a temp dir)")
     parser.add_argument("--record-seconds", type=float, default=240.0)
     parser.add_argument("--scrape-seconds", type=float, default=0.25)

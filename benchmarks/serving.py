@@ -35,7 +35,7 @@ GATEWAY, FLOOR, MLFLOW = "chassis gateway", "minimal server (floor)", "mlflow mo
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--seconds",
         type=int,
@@ -95,12 +95,15 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
 
     def millis(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        assert match, f"no {label}% latency in wrk's output"
         value, unit = float(match.group(1)), match.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps, "no Requests/sec in wrk's output"
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "rps": float(rps.group(1)),
         "p50": millis("50"),
         "p99": millis("99"),
         "non2xx": int(errors.group(1)) if errors else 0,
@@ -214,7 +217,8 @@ def main() -> None:
     files = registry.fetch_version("digits-mlp", 1, home / "bench-model")
     from sklearn.datasets import load_digits
 
-    row = [float(v) for v in load_digits().data[0]]
+    digits: Any = load_digits()  # sklearn has no types
+    row = [float(v) for v in digits.data[0]]
     chassis_body = json.dumps({"instances": [row]})
     # name -> connections -> one wrk result per round
     results: dict[str, dict[int, list[dict[str, float]]]] = {}

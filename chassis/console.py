@@ -10,6 +10,7 @@ the run's logs still reach the Prefect API through its API handler.
 """
 
 import logging
+from typing import Any
 
 _GUARDED = "_chassis_survives_lost_console"
 
@@ -28,7 +29,7 @@ def survive_lost_console() -> None:
                 _guard(handler)
 
 
-def _guard(handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+def _guard(handler: logging.StreamHandler[Any]) -> None:
     emit = handler.emit
 
     def guarded_emit(record: logging.LogRecord) -> None:
@@ -41,5 +42,5 @@ def _guard(handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
         except BrokenPipeError:
             handler.setLevel(logging.CRITICAL + 1)
 
-    handler.emit = guarded_emit  # type: ignore[method-assign]
+    handler.emit = guarded_emit
     setattr(handler, _GUARDED, True)

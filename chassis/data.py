@@ -40,7 +40,8 @@ def check_dataset(dataset: Dataset) -> None:
     if dataset.label_column in dataset.feature_columns:
         problems.append(f"label column {dataset.label_column!r} is also listed as a feature")
     for split, frame in dataset.splits().items():
-        if not isinstance(frame, pd.DataFrame):
+        # Checked at run time too: the splits come from the user's load_data.
+        if not isinstance(frame, pd.DataFrame):  # pyright: ignore[reportUnnecessaryIsInstance]
             problems.append(f"{split}: expected a pandas DataFrame, got {type(frame).__name__}")
             continue
         problems.extend(f"{split}: {p}" for p in frame_problems(frame, dataset))

@@ -16,7 +16,7 @@ judged, and an all-infinite column a ValueError.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -185,13 +185,14 @@ def _column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
 
 def finite_rows(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """The rows whose features are all finite: what the distribution test may see."""
-    return frame[np.isfinite(frame[features].astype("float64")).all(axis=1)]
+    finite = np.isfinite(frame[features].astype("float64")).all(axis=1)
+    return cast(pd.DataFrame, frame[finite])  # a boolean mask selects rows: a frame
 
 
 def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPolicy) -> list[str]:
     if len(current) == 0:
         return ["the window has no rows"]
-    problems = []
+    problems: list[str] = []
     if len(current) < policy.min_rows:
         problems.append(f"the window has {len(current)} rows, fewer than {policy.min_rows}")
     counts = count_non_finite(current, features)
@@ -244,7 +245,7 @@ def _display_name(method: str, reference: pd.Series, current: pd.Series) -> str:
 
 
 def detect_drift(
-    reference: pd.DataFrame,
+    reference: pd.DataFrame | None,
     current: pd.DataFrame,
     features: list[str],
     policy: DriftPolicy,
@@ -325,15 +326,18 @@ def run_evidently(
         drift_share=policy.drift_share,
         method=policy.method,
         threshold=policy.threshold,
-        per_column_method=policy.per_column_method or None,
+        # Evidently also takes StatTest objects here; a dict of names is invariant to it.
+        per_column_method=policy.per_column_method or None,  # pyright: ignore[reportArgumentType]
         per_column_threshold=policy.per_column_threshold or None,
     )
     snapshot = Report([preset]).run(reference_data=reference, current_data=current)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
-    count, share, columns = 0.0, 0.0, []
-    for metric in snapshot.dict()["metrics"]:
+    count, share = 0.0, 0.0
+    columns: list[ColumnDrift] = []
+    metrics = cast(list[dict[str, Any]], snapshot.dict()["metrics"])  # Evidently's JSON form
+    for metric in metrics:
         kind = str(metric["config"].get("type", ""))
         if kind.endswith(":DriftedColumnsCount"):
             count, share = metric["value"]["count"], metric["value"]["share"]

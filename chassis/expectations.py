@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chassis.errors import DataValidationError, ExpectationSuiteError
 
@@ -87,7 +87,7 @@ def read_suite_file(path: Path) -> dict[str, Any]:
         ) from error
     if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
         raise ExpectationSuiteError(f"expectation suite {path} has no 'expectations' list")
-    return document
+    return cast(dict[str, Any], document)  # a JSON object
 
 
 def build_suite(document: dict[str, Any], origin: str) -> "gx.ExpectationSuite":
@@ -166,7 +166,8 @@ IGNORED_KWARGS = {"batch_id", "column", "result_format", "catch_exceptions"}
 def _summarize(result: Any) -> ExpectationResult:
     config = result.expectation_config
     kwargs = dict(config.kwargs)
-    details = result.result or {}
+    details: dict[str, Any] = result.result or {}
+
     if "observed_value" in details:
         observed = _short(details["observed_value"])
     elif "unexpected_count" in details:

@@ -201,7 +201,7 @@ def compare_metric(
 ) -> list[GateResult]:
     """One result per bound that `rule` sets; a missing reference skips relative bounds."""
     sign = 1.0 if rule.greater_is_better else -1.0
-    results = []
+    results: list[GateResult] = []
     if rule.threshold is not None:
         ok = sign * (value - rule.threshold) >= 0
         op = ">=" if rule.greater_is_better else "<="

@@ -36,7 +36,12 @@ class Standardized(nn.Module):
     serving needs no preprocessing code that could drift from training.
     """
 
+    # Buffers, declared for the checker: nn.Module serves them through __getattr__.
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+
         super().__init__()
         self.model = model
         self.register_buffer("mean", mean.to(torch.float32))

@@ -18,7 +18,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chassis.errors import SpecError
 
@@ -84,7 +84,8 @@ class ModelSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not MODEL_NAME_PATTERN.match(self.name):
+        # Checked at run time too, here and below: a spec is written by the user's code.
+        if not isinstance(self.name, str) or not MODEL_NAME_PATTERN.match(self.name):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SpecError(
                 f"spec name {self.name!r} is not a valid registered-model name "
                 "(letters, digits, '-', '_', '.'; at most 128 characters)"
@@ -94,7 +95,7 @@ class ModelSpec:
                 raise SpecError(f"spec {self.name!r}: {part} must be callable")
         if self.build_student is not None and not callable(self.build_student):
             raise SpecError(f"spec {self.name!r}: build_student must be callable or None")
-        if not isinstance(self.training, TrainingConfig):
+        if not isinstance(self.training, TrainingConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SpecError(f"spec {self.name!r}: training must be a chassis TrainingConfig")
 
 
@@ -139,7 +140,8 @@ def coerce_spec(candidate: Any, reference: str) -> ModelSpec:
 
     def part(name: str) -> Any:
         if isinstance(candidate, Mapping):
-            return candidate.get(name)
+            return cast(Mapping[str, Any], candidate).get(name)
+
         return getattr(candidate, name, None)
 
     missing = [

@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from chassis.errors import ChassisError
 
@@ -84,12 +85,15 @@ def alias_set(body: bytes, delivery_id: str) -> AliasSet | None:
         raise WebhookError(400, "the delivery is not JSON") from None
     if not isinstance(document, dict):
         raise WebhookError(400, "the delivery is not a JSON object")
+    document = cast(dict[str, Any], document)
     event = f"{document.get('entity')}.{document.get('action')}"
     if event != ALIAS_CREATED:
         return None
     data = document.get("data")
     if not isinstance(data, dict):
         raise WebhookError(400, f"{ALIAS_CREATED} delivery without a data object")
+    data = cast(dict[str, Any], data)
+
     name, alias, version = data.get("name"), data.get("alias"), data.get("version")
     if not (isinstance(name, str) and name and isinstance(alias, str) and alias):
         raise WebhookError(400, f"{ALIAS_CREATED} delivery without a model name and alias")

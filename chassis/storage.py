@@ -5,7 +5,7 @@ MLflow's own S3 artifact repository reads the same settings from the environment
 """
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from chassis.errors import ChassisError
 from chassis.settings import ChassisSettings
@@ -28,7 +28,7 @@ def s3_client(settings: ChassisSettings) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": settings.s3_max_attempts})
-    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    return cast(Any, boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config))
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -46,7 +46,8 @@ def check_bucket(settings: ChassisSettings, uri: str) -> None:
     try:
         s3_client(settings).head_bucket(Bucket=bucket)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "?")
+        code = str(error.response.get("Error", {}).get("Code", "?"))
+
         raise StorageError(f"S3 bucket {bucket!r} is not usable ({code}): {error}") from error
     except BotoCoreError as error:
         raise StorageError(f"S3 endpoint for bucket {bucket!r} unreachable: {error}") from error

@@ -5,7 +5,7 @@ ranges, no nulls, the label set, and a row-count floor at half of today's rows. 
 encode what the data *should* look like; Chassis only ever reads the committed file.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return cast(Any, value.item()) if isinstance(value, np.generic) else value
 
 
 def scaffold_training_suite(dataset: Dataset, name: str) -> dict[str, Any]:

@@ -95,7 +95,9 @@ def apply_drift(rows: np.ndarray, scenario: str, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     drifted = rows.astype(np.float64).copy()
     std = drifted.std(axis=0) + 1e-9
-    half = np.arange(drifted.shape[1]) < max(1, drifted.shape[1] // 2)
+    columns = int(drifted.shape[1])
+    half = np.arange(columns) < max(1, columns // 2)
+
     if scenario == "shift":
         drifted[:, half] += std[half]
     elif scenario == "scale":

@@ -43,7 +43,8 @@ def build_module(builder: ModelBuilder, n_features: int, n_classes: int, what: s
         module = builder(n_features, n_classes)
     except Exception as error:
         raise SpecError(f"{what}({n_features}, {n_classes}) failed: {error}") from error
-    if not isinstance(module, nn.Module):
+    # Checked at run time too: the builder is the user's code.
+    if not isinstance(module, nn.Module):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise SpecError(f"{what} must return a torch.nn.Module, got {type(module).__name__}")
     return module
 

@@ -98,6 +98,8 @@ def serve_uis(settings: "ChassisSettings") -> int:
     }
     tracking_uri = settings.resolved_tracking_uri()
     if not tracking_uri.startswith(("http://", "https://")):
+        artifact_root = settings.resolved_artifact_root()
+        assert artifact_root is not None  # None only for a remote tracking server
         commands["MLflow UI"] = (
             [
                 executable("mlflow"),
@@ -107,7 +109,7 @@ def serve_uis(settings: "ChassisSettings") -> int:
                 "--registry-store-uri",
                 settings.resolved_registry_uri(),
                 "--default-artifact-root",
-                settings.resolved_artifact_root(),
+                artifact_root,
                 "--host",
                 host,
                 "--port",

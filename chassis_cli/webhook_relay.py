@@ -89,8 +89,9 @@ def mlflow_server_webhook_env(settings: Any, cache_seconds: int = 5) -> dict[str
         "MLFLOW_WEBHOOK_CACHE_TTL": str(cache_seconds),
     }
     if not settings.tracking_is_remote():
+        own_key: str = settings.webhook_encryption_key()
         env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = os.environ.get(
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", settings.webhook_encryption_key()
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", own_key
         )
     return env
 

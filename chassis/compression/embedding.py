@@ -5,6 +5,7 @@ callables, so the recipe is the same for any embedding spec."""
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -38,10 +39,14 @@ def _batches(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, torch.Tensor]
     return [{k: torch.from_numpy(v) for k, v in batch.items()} for batch in feeds]
 
 
+# The teacher's own class, so `make_student` may rely on it (a SentenceEmbedder's encoder).
+TeacherT = TypeVar("TeacherT", bound=nn.Module)
+
+
 def build_embedding_candidates(
     *,
-    teacher: nn.Module,
-    make_student: Callable[[nn.Module], nn.Module],
+    teacher: TeacherT,
+    make_student: Callable[[TeacherT], nn.Module],
     export: Callable[[nn.Module, Path], Path],
     training_batches: list[dict[str, np.ndarray]],
     recipe: EmbeddingRecipe,

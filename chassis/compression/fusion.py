@@ -11,7 +11,7 @@ un-fused int8 graph was dominated by its ~250 small float ops, not by its int8 M
 import collections
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from chassis.compression.quantize import quiet_logging
 from chassis.errors import CompressionError
@@ -50,7 +50,7 @@ def _constant_axes(node: "onnx.NodeProto", constants: dict[str, "onnx.TensorProt
 
     if node.op_type != "Unsqueeze" or len(node.input) < 2 or node.input[1] not in constants:
         return []
-    axes = numpy_helper.to_array(constants[node.input[1]]).tolist()
+    axes: int | list[int] = numpy_helper.to_array(constants[node.input[1]]).tolist()
     return axes if isinstance(axes, list) else [axes]
 
 
@@ -122,13 +122,18 @@ def fuse_transformer(
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         with quiet_logging():
-            optimized = optimize_model(
-                model,
-                model_type="bert",
-                num_heads=shape.num_heads,
-                hidden_size=shape.hidden_size,
-                optimization_options=options,
-                opt_level=0,
+            # An OnnxModel, which the checker cannot see: onnxruntime.transformers imports
+            # its own modules by top-level name (`from onnx_model import OnnxModel`).
+            optimized = cast(
+                Any,
+                optimize_model(
+                    model,
+                    model_type="bert",
+                    num_heads=shape.num_heads,
+                    hidden_size=shape.hidden_size,
+                    optimization_options=options,
+                    opt_level=0,
+                ),
             )
             optimized.save_model_to_file(str(destination), use_external_data_format=False)
     except Exception as error:

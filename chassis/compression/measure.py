@@ -18,7 +18,7 @@ from chassis.compression.latency import Feeds, batch_of, time_runs_ms
 from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
 from chassis.digests import sha256_file
 from chassis.errors import CompressionError
-from chassis.runtime import create_session
+from chassis.runtime import create_session, first_output
 
 QualityFunction = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
@@ -109,7 +109,7 @@ def run_outputs(path: Path, feeds: Feeds, threads: int, batch_size: int) -> np.n
     session = create_session(path, intra_op_threads=threads)
     rows = len(next(iter(feeds.values())))
     outputs = [
-        session.run(None, {n: v[s : s + batch_size] for n, v in feeds.items()})[0]
+        first_output(session, {n: v[s : s + batch_size] for n, v in feeds.items()})
         for s in range(0, rows, batch_size)
     ]
     return np.concatenate(outputs)

@@ -17,6 +17,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -137,7 +138,7 @@ def prunable_groups(module: nn.Module, example: torch.Tensor) -> list[PruningGro
             f"{tuple(example.shape)}: {type(error).__name__}: {error}"
         ) from None
     calls = _module_call_counts(graph)
-    groups = []
+    groups: list[PruningGroup] = []
     for node in graph.graph.nodes:
         if node.op != "call_module" or calls[node.target] != 1:
             continue
@@ -207,10 +208,17 @@ def _only_input_is(node: torch.fx.Node, source: torch.fx.Node) -> bool:
     return not any(isinstance(value, torch.fx.Node) and not _is_shape_read(value) for value in flat)
 
 
+def _module_name(node: torch.fx.Node) -> str:
+    """The qualified module name a `call_module` node calls (fx types targets as str or
+    callable: only call_function nodes hold a callable)."""
+    assert isinstance(node.target, str), node
+    return node.target
+
+
 def _step_kind(graph: torch.fx.GraphModule, step: torch.fx.Node) -> str | None:
     """ "layer", "norm", "flatten" or "channelwise" for a node on a producer's path, else None."""
     if step.op == "call_module":
-        layer = graph.get_submodule(step.target)
+        layer = graph.get_submodule(_module_name(step))
         if _is_prunable_layer(layer):
             return "layer"
         if isinstance(layer, _NORMS):
@@ -238,7 +246,7 @@ def _follow_outputs(
     produced = _shape(producer)
     if produced is None:
         return None
-    linear = isinstance(graph.get_submodule(producer.target), nn.Linear)
+    linear = isinstance(graph.get_submodule(_module_name(producer)), nn.Linear)
     # Where the producer's outputs sit in the tensor: last dimension for Linear, 1 for Conv.
     channel_dim = len(produced) - 1 if linear else 1
     norms: list[tuple[str, int]] = []
@@ -254,17 +262,18 @@ def _follow_outputs(
         if shape_in is None or shape_out is None or kind is None:
             return None
         if kind == "layer":
-            if calls[step.target] != 1:
+            if calls[_module_name(step)] != 1:
                 return None
-            reads_channels_last = isinstance(graph.get_submodule(step.target), nn.Linear)
+            reads_channels_last = isinstance(graph.get_submodule(_module_name(step)), nn.Linear)
             expected_dim = len(shape_in) - 1 if reads_channels_last else 1
             if channel_dim != expected_dim or (flattened > 1 and not reads_channels_last):
                 return None
-            return PruningGroup(producer.target, step.target, tuple(norms), flattened)
+            return PruningGroup(_module_name(producer), _module_name(step), tuple(norms), flattened)
         if kind == "norm":
-            if calls[step.target] != 1 or channel_dim != 1:
+            if calls[_module_name(step)] != 1 or channel_dim != 1:
                 return None
-            norms.append((step.target, flattened))
+            norms.append((_module_name(step), flattened))
+
         elif kind == "flatten" and shape_in != shape_out:  # an unchanged view is a no-op
             flat = _flatten_step(shape_in, shape_out, channel_dim, flattened)
             if flat is None:
@@ -301,34 +310,42 @@ def _narrowed_layer(
     layer: nn.Module, rows: torch.Tensor | None, columns: torch.Tensor | None
 ) -> nn.Module:
     weight = _output_rows(layer).detach()
-    bias = layer.bias.detach() if getattr(layer, "bias", None) is not None else None
+    layer_bias = getattr(layer, "bias", None)
+    bias = layer_bias.detach() if isinstance(layer_bias, torch.Tensor) else None
     if rows is not None:
         weight = weight[rows]
         bias = bias[rows] if bias is not None else None
     if columns is not None:
         weight = weight[:, columns]
     out_width, in_width = weight.shape[0], weight.shape[1]
-    kind = dict(device=weight.device, dtype=weight.dtype)
+    kind: dict[str, Any] = dict(device=weight.device, dtype=weight.dtype)
     if isinstance(layer, nn.Linear):
         narrowed: nn.Module = nn.Linear(in_width, out_width, bias=bias is not None, **kind)
     else:
         assert isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d)
-        narrowed = type(layer)(
-            in_width,
-            out_width,
-            layer.kernel_size,
+        # The layer's own sizes: torch types them tuple[int, ...] on every Conv, while each
+        # constructor wants a tuple of its own length.
+        sizes: dict[str, Any] = dict(
+            kernel_size=layer.kernel_size,
             stride=layer.stride,
             padding=layer.padding,
             dilation=layer.dilation,
+        )
+        narrowed = type(layer)(
+            in_width,
+            out_width,
             groups=1,
             bias=bias is not None,
             padding_mode=layer.padding_mode,
+            **sizes,
             **kind,
         )
+
     with torch.no_grad():
         narrowed.weight.copy_(weight)
         if bias is not None:
-            narrowed.bias.copy_(bias)
+            cast(torch.Tensor, narrowed.bias).copy_(bias)  # built with bias=True above
+
     return narrowed.train(layer.training)
 
 

@@ -6,7 +6,7 @@ model, and what is measured is exactly what would be served.
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from chassis.errors import CalibrationDataError, CompressionError
 
 
 @contextlib.contextmanager
-def quiet_logging() -> Iterator[None]:
+def quiet_logging() -> Generator[None, None, None]:
     """ONNX Runtime's Python tools at ERROR level for the duration.
 
     The quantizer logs a pre-processing hint on the root logger for every call (the graphs
@@ -152,7 +152,10 @@ def quantize_static_int8(
                 [{input_name: rows[i : i + batch_size]} for i in range(0, len(rows), batch_size)]
             )
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
+        # None ends the calibration, as ONNX Runtime's readers do; its base class is
+        # annotated as always returning a dict.
+        def get_next(self) -> dict[str, np.ndarray] | None:  # pyright: ignore[reportIncompatibleMethodOverride]
+
             return next(self.batches, None)
 
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ class SelectionPolicy:
     def __post_init__(self) -> None:
         if (
             isinstance(self.tolerance, bool)
-            or not isinstance(self.tolerance, int | float)
+            # Checked at run time too: the policy is built from YAML and CLI values.
+            or not isinstance(self.tolerance, int | float)  # pyright: ignore[reportUnnecessaryIsInstance]
             or not math.isfinite(self.tolerance)
             or not 0.0 <= self.tolerance < 1.0
         ):
@@ -105,7 +106,8 @@ def select_candidate(
             f"{', '.join(sorted(baseline.quality))}"
         )
     floor = policy.floor(baseline.quality[primary_metric])
-    verdicts = []
+    verdicts: list[Verdict] = []
+
     for m in measurements:
         quality = m.quality.get(primary_metric, -math.inf)
         score = objective_score(m, baseline, policy)

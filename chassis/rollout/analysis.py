@@ -86,7 +86,7 @@ def _error_checks(
 ) -> list[Check]:
     n, errors = candidate.executions, candidate.errors
     rate = errors / n if n else 0.0
-    checks = []
+    checks: list[Check] = []
     if stable.executions:
         lower, upper = difference_bounds(errors, n, stable.errors, stable.executions, z)
         stable_rate = stable.errors / stable.executions
@@ -115,7 +115,7 @@ def _error_checks(
 def _latency_checks(
     candidate: VersionCounts, stable: VersionCounts, policy: RolloutPolicy, z: float
 ) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     slack = policy.latency_slack_ms / 1000
     # Model cost per row (CPU time of each call), not wall time: the version answering live
     # and the one running mirrored copies wait differently on the loop, the GIL and other

@@ -37,7 +37,8 @@ Body = TypeVar("Body", bound=BaseModel)
 def parse_body(raw: bytes, schema: type[Body]) -> Body:
     """`raw` as `schema`; an empty body is the schema's defaults."""
     try:
-        document = orjson.loads(raw) if raw.strip() else {}
+        document: object = orjson.loads(raw) if raw.strip() else {}
+
     except orjson.JSONDecodeError as error:
         raise RequestError(400, f"malformed JSON: {error}") from None
     if not isinstance(document, dict):

@@ -157,7 +157,9 @@ class GatewayApp:
                     await loop.run_in_executor(None, self.gateway.follow_champions)
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        method: str = scope["method"]
+        path: str = scope["path"].rstrip("/") or "/"
+
         parts = path.strip("/").split("/")
         if (
             method == "POST"

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class MicroBatcher:
         # The pace is re-measured at least once a second: an estimate left high by one huge
         # call must not shed every request forever (nothing would run to correct it).
         probe = now - self.last_call_end > PROBE_SECONDS
-        live = []
+        live: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         for index, (rows, future, deadline) in enumerate(waiting):
             last_chance = probe and index == len(waiting) - 1 and not live
             if deadline is not None and finish > deadline and not last_chance:
@@ -222,4 +222,4 @@ def _settle(
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result)  # type: ignore[arg-type]
+        future.set_result(cast(np.ndarray, result))  # given whenever no error is

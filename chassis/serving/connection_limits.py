@@ -10,8 +10,9 @@ the ASGI app is called the head has been parsed whole.
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     limits = ConnectionLimits()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))  # an event loop's is one
         # A connection that never completes a request is timed from its first moment.
         self.in_head = True
         self.head_bytes = 0
@@ -104,7 +105,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _read_timed_out(self) -> None:
         self.read_timer = None
-        cycle = self.cycle
+        # uvicorn annotates `cycle` without None, but it is None until the first request.
+        cycle = cast(RequestResponseCycle | None, self.cycle)
         if not self.in_head and cycle is not None and cycle.response_started:
             # Answered (or answering) before its body came whole: nothing more to say.
             self.transport.close()

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +76,7 @@ def check_replicas(settings: ChassisSettings, urls: list[str], model: str, champ
 @contextmanager
 def gateway_for(
     settings: ChassisSettings, model: str, champion: int, explicit_url: str | None = None
-) -> Iterator[RunningGateway]:
+) -> Generator[RunningGateway, None, None]:
     """A gateway that serves `model` at its champion, found before anything is changed.
 
     An explicit URL must be such a gateway, or this fails naming why. Otherwise the
@@ -108,7 +108,9 @@ def gateway_for(
 
 
 @contextmanager
-def start_gateway(settings: ChassisSettings, models: list[str]) -> Iterator[RunningGateway]:
+def start_gateway(
+    settings: ChassisSettings, models: list[str]
+) -> Generator[RunningGateway, None, None]:
     """`chassis serve` on a free loopback port for as long as the context lasts."""
     port = free_port()
     log_path = settings.gateway_dir / f"embedded-{port}.log"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -19,13 +19,13 @@ from chassis.errors import ChassisError, IntegrityError, RegistryUnreachable
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RecordError, RolloutRecord
-from chassis.runtime import create_session
+from chassis.runtime import create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.routing import choose_version, mirror_pair
-from chassis.serving.state import RolloutState, StateError, load_state, save_state
+from chassis.serving.state import Mode, RolloutState, StateError, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits, RequestError
 
@@ -126,14 +126,14 @@ class Gateway:
         """A verified ONNX file as a served version (feature names from the registry when
         not given)."""
         session = create_session(onnx_path, self.config.intra_op_threads)
-        input_name = session.get_inputs()[0].name
+        input_name = cast(str, session.get_inputs()[0].name)
         n_features = int(session.get_inputs()[0].shape[1])
 
         # Named once here: given None, session.run lists the output names on every call.
-        output_names = [session.get_outputs()[0].name]
+        output_names = [cast(str, session.get_outputs()[0].name)]
 
         def run(rows: np.ndarray) -> np.ndarray:
-            return session.run(output_names, {input_name: rows})[0]
+            return first_output(session, {input_name: rows}, output_names)
 
         # ONNX Runtime's first call sets up its buffers and is many times slower than the
         # next ones: made here, it cannot make the batcher take a fast model for a slow one.
@@ -207,7 +207,7 @@ class Gateway:
         pending = list(self.model_names)
         delay = RETRY_FIRST_SECONDS
         while True:
-            problems = {}
+            problems: dict[str, str] = {}
             for name in pending:
                 try:
                     self._serve(name, self._restore(name))
@@ -522,7 +522,7 @@ class Gateway:
     def set_rollout(
         self,
         name: str,
-        mode: str,
+        mode: Mode,
         candidate: int | None,
         percent: float,
         mirror_percent: float = 0.0,
@@ -534,7 +534,7 @@ class Gateway:
             stable_version=model.state.stable_version,
             candidate_version=candidate,
             mode=mode,
-            candidate_percent=percent if mode == "canary" else 0.0,  # type: ignore[arg-type]
+            candidate_percent=percent if mode == "canary" else 0.0,
             mirror_percent=mirror_percent,
             warm_version=model.state.warm_version,
             warm_until=model.state.warm_until,
@@ -586,7 +586,7 @@ class Gateway:
         if state.mode == "stable" and state.warm_version in model.versions:
             new_state = RolloutState(
                 model=name,
-                stable_version=state.warm_version,  # type: ignore[arg-type]
+                stable_version=state.warm_version,
                 generation=state.generation,
             )
         else:
@@ -672,7 +672,7 @@ class Gateway:
             model=name,
             stable_version=stable,
             candidate_version=record.candidate_version,
-            mode=record.mode,  # type: ignore[arg-type]
+            mode=cast(Mode, record.mode),  # record.validate() checked it is one of MODES
             candidate_percent=record.percent if record.mode == "canary" else 0.0,
             mirror_percent=record.mirror_percent,
             warm_version=warm,
@@ -704,7 +704,7 @@ class Gateway:
 
     def sync_all(self) -> list[str]:
         """One pass over every served model; failures keep the current split serving."""
-        moved = []
+        moved: list[str] = []
         for name in list(self.models):
             if self.end_orphaned_locally(self.models[name], time.time()):
                 moved.append(name)
@@ -750,7 +750,7 @@ class Gateway:
 
     def follow_champions(self) -> list[str]:
         """One pass over every served model; failures keep the current version serving."""
-        moved = []
+        moved: list[str] = []
         for name in list(self.models):
             try:
                 if self.follow_champion(name):

@@ -245,11 +245,13 @@ def _add_histogram(
     total: float,
     created: bool,
 ) -> None:
-    cumulative, buckets = 0, []
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
     for label, count in zip(BUCKET_LABELS, counts, strict=True):
         cumulative += count
         buckets.append((label, cumulative))
     family.add_metric(series.labels, buckets, total)
     if created:
-        labels = dict(zip(("model", "version"), series.labels, strict=True))
+        labels: dict[str, str] = dict(zip(("model", "version"), series.labels, strict=True))
+
         family.samples.append(Sample(f"{family.name}_created", labels, series.created, None, None))

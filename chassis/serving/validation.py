@@ -6,6 +6,7 @@ nothing here can raise anything else for bad input.
 
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import orjson
@@ -54,9 +55,10 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
     # Something is off: the strict checks below find what, and say it.
     if not isinstance(document, dict) or "instances" not in document:
         raise RequestError(422, 'body must be a JSON object with an "instances" list of rows')
-    rows = document["instances"]
+    rows = cast(object, document["instances"])  # JSON, checked from here on
     if not isinstance(rows, list):
         raise RequestError(422, '"instances" must be a list of rows')
+    rows = cast(list[object], rows)
     if not rows:
         raise RequestError(422, '"instances" is empty: send at least one row')
     if len(rows) > limits.max_rows:
@@ -79,7 +81,11 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
     if array.ndim != 2:
         # Rows of n lists each (one level too deep) have the right length and numbers only,
         # so only the rank shows them: refused here, they never reach a batch they would fail.
-        nested = next(i for i, row in enumerate(rows) if any(isinstance(v, list) for v in row))
+        nested = next(
+            i
+            for i, row in enumerate(rows)
+            if any(isinstance(v, list) for v in cast(list[object], row))
+        )
         raise RequestError(
             422,
             f"row {nested} must be a flat list of {n_features} numbers, got nested lists "
@@ -112,7 +118,8 @@ def _well_formed_rows(
     # TypeError it then throws away.
     if body.count(b'"') != 2 or body.find(b"u") >= 0 or body.find(b"l") >= 0:
         return None
-    rows = document.get("instances") if isinstance(document, dict) else None
+    rows = cast(object, document.get("instances")) if isinstance(document, dict) else None
+
     if type(rows) is not list or not rows or len(rows) > max_rows:
         return None
     try:

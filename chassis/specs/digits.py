@@ -3,6 +3,10 @@
 The data is scikit-learn's bundled copy of the UCI digits set, so this works offline.
 """
 
+from typing import Any, cast
+
+import pandas as pd
+
 from chassis.models import MLP
 from chassis.modelspec import Dataset, ModelSpec, TrainingConfig
 from chassis.specs.splitting import stratified_splits
@@ -11,7 +15,8 @@ from chassis.specs.splitting import stratified_splits
 def load_digits_dataset() -> Dataset:
     from sklearn.datasets import load_digits
 
-    frame = load_digits(as_frame=True).frame
+    # sklearn has no types: with as_frame=True its Bunch holds the whole table as `frame`.
+    frame: pd.DataFrame = cast(Any, load_digits(as_frame=True)).frame
     return stratified_splits(frame, label_column="target")
 
 

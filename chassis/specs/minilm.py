@@ -22,10 +22,10 @@ import logging
 import re
 import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,6 +57,10 @@ def model_directory() -> Path:
 
 class SentenceEmbedder(nn.Module):
     """Transformer -> mean pooling over non-padding tokens -> unit-length embedding."""
+
+    # A transformers BertModel, used through its own attribute names (config, encoder.layer)
+    # that the optional extra's types do not all declare.
+    encoder: Any
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
@@ -123,7 +127,7 @@ class _ExportedEmbedder(nn.Module):
 
 
 @contextlib.contextmanager
-def _attention_for_export(encoder: nn.Module) -> Iterator[None]:
+def _attention_for_export(encoder: Any) -> Generator[None, None, None]:
     """`_fusable_attention` in every layer for the duration, then the previous one again
     (training keeps SDPA, which is faster in torch)."""
     from transformers import AttentionInterface
@@ -140,7 +144,7 @@ def _attention_for_export(encoder: nn.Module) -> Iterator[None]:
 def load_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_directory()))
+    return cast(Any, AutoTokenizer.from_pretrained(str(model_directory())))
 
 
 def load_teacher() -> SentenceEmbedder:
@@ -148,7 +152,7 @@ def load_teacher() -> SentenceEmbedder:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        encoder = AutoModel.from_pretrained(str(model_directory()))
+        encoder = cast(nn.Module, AutoModel.from_pretrained(str(model_directory())))
     return SentenceEmbedder(encoder).eval()
 
 
@@ -265,7 +269,7 @@ def _docstring_sentences(source: str) -> list[str]:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return []
-    found = []
+    found: list[str] = []
     nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
     for node in ast.walk(tree):
         if isinstance(node, nodes):
@@ -288,7 +292,8 @@ def stdlib_corpus(limit_files: int | None = None) -> Corpus:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in stdlib.glob("*.py") if not p.name.startswith("_"))
     seen: set[str] = set()
-    train, held_out = [], []
+    train: list[str] = []
+    held_out: list[str] = []
     for path in files[:limit_files]:
         for sentence in _docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
             if sentence in seen:

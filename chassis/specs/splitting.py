@@ -1,5 +1,7 @@
 """Deterministic stratified train/validation/test splits for bundled datasets."""
 
+from typing import cast
+
 import pandas as pd
 
 from chassis.modelspec import Dataset
@@ -15,15 +17,23 @@ def stratified_splits(
 ) -> Dataset:
     from sklearn.model_selection import train_test_split
 
-    rest, test = train_test_split(
-        frame, test_size=test_fraction, stratify=frame[label_column], random_state=seed
+    # sklearn has no types: given a frame, train_test_split returns its two parts as frames.
+    rest, test = cast(
+        list[pd.DataFrame],
+        train_test_split(
+            frame, test_size=test_fraction, stratify=frame[label_column], random_state=seed
+        ),
     )
-    train, validation = train_test_split(
-        rest,
-        test_size=validation_fraction / (1 - test_fraction),
-        stratify=rest[label_column],
-        random_state=seed,
+    train, validation = cast(
+        list[pd.DataFrame],
+        train_test_split(
+            rest,
+            test_size=validation_fraction / (1 - test_fraction),
+            stratify=rest[label_column],
+            random_state=seed,
+        ),
     )
+
     features = tuple(c for c in frame.columns if c != label_column)
     return Dataset(
         train=train.reset_index(drop=True),

@@ -4,6 +4,10 @@ A second bundled tabular set: its features range from ~0.1 to ~1,700, which exer
 standardization Chassis bakes into every exported model.
 """
 
+from typing import Any, cast
+
+import pandas as pd
+
 from chassis.models import MLP
 from chassis.modelspec import Dataset, ModelSpec, TrainingConfig
 from chassis.specs.splitting import stratified_splits
@@ -12,7 +16,8 @@ from chassis.specs.splitting import stratified_splits
 def load_wine_dataset() -> Dataset:
     from sklearn.datasets import load_wine
 
-    frame = load_wine(as_frame=True).frame
+    # sklearn has no types: with as_frame=True its Bunch holds the whole table as `frame`.
+    frame: pd.DataFrame = cast(Any, load_wine(as_frame=True)).frame
     return stratified_splits(frame, label_column="target")
 
 

@@ -204,7 +204,9 @@ def test_drift_retrains_a_challenger_into_production_and_the_cooldown_holds(loop
         assert registry.current_aliases(MODEL).get("champion") == 2
         records = registry.history(MODEL)
     # The audit trail names the retraining run that moved the aliases.
-    moves = {(r.action, m["alias"], m["to"]): r.actor for r in records for m in r.moves}
+    moves: dict[tuple[str, object, object], str] = {
+        (r.action, m["alias"], m["to"]): r.actor for r in records for m in r.moves
+    }
     assert "via flow run" in moves[("set-challenger", "challenger", 2)]
     assert ("promote", "champion", 2) in moves
 

@@ -341,6 +341,7 @@ def test_the_registry_refuses_to_register_a_traversal_name(home):
     """The guard behind the two tests above: such a name never names a version, so no
     cache path is built from it (MLflow refuses '/' and leading dots in model names)."""
     import mlflow
+    import mlflow.exceptions
 
     with home_environment(home):
         tracking.connect(ChassisSettings())

@@ -311,7 +311,7 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
         victim, others = fleet.replicas[0], fleet.replicas[1:]
         for replica in (victim, *others):
             assert replica.process is not None
-            kill(replica.process)  # type: ignore[arg-type]
+            kill(replica.process)
     finally:
         kill(flow)
     orphan = registry.read_rollout_record(MODEL)
@@ -415,7 +415,7 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
 
         until(canary_everywhere, 120, "every replica serves the canary")
         assert lost.process is not None
-        kill(lost.process)  # type: ignore[arg-type]
+        kill(lost.process)
         thread.join(timeout=120)
         assert not thread.is_alive(), "the rollout did not end"
         record = registry.read_rollout_record(MODEL)

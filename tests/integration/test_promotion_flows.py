@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import pytest
 from prefect.settings import PREFECT_API_URL
 
@@ -23,9 +24,11 @@ MODEL = "test-blobs"
 
 def test_release_gates_promote_rollback_round_trip(chassis_home):
     first = release(spec=SPEC, compression="off")
+    assert first.alias is not None and first.gates is not None
     assert first.alias.aliases_after == {"champion": 1}
     assert first.gates.passed
     second = release(spec=SPEC, seed=1, rollout_strategy="none", compression="off")
+    assert second.alias is not None
     assert second.alias.aliases_after == {"champion": 1, "challenger": 2}
 
     tags = registry.version_tags(MODEL, 2)
@@ -103,7 +106,9 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
     # ... the comparison with the champion does not: it is far slower than 1.5x + 1 ms.
     against_champion = gates_by_name["model CPU p50 vs champion v1"]
     assert not against_champion["passed"]
-    times = float(re.search(r"\(([\d.]+)x\)", against_champion["observed"]).group(1))
+    ratio = re.search(r"\(([\d.]+)x\)", against_champion["observed"])
+    assert ratio, against_champion
+    times = float(ratio.group(1))
     assert times > 100, against_champion  # the premise: hundreds of times slower
     assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
 

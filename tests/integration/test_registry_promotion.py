@@ -188,7 +188,8 @@ def test_a_retired_challenger_needs_the_override_and_the_audit_says_it_was_used(
     # Refused: no alias moved, no audit record written.
     assert registry.current_aliases(MODEL) == aliases
     assert len(registry.history(MODEL)) == records
-    assert registry.retirement(MODEL, 2).sequence == 3
+    retired = registry.retirement(MODEL, 2)
+    assert retired is not None and retired.sequence == 3
     assert registry.retirement(MODEL, 3) is None
     set_challenger(3)  # other versions are not affected
 

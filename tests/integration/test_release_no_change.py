@@ -15,6 +15,7 @@ MODEL = "test-blobs"
 
 def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(chassis_home, capsys):
     first = release(spec=SPEC, compression="off")
+    assert first.alias is not None
     assert first.no_change is None and first.alias.aliases_after == {"champion": 1}
     history = registry.history(MODEL)
 
@@ -50,9 +51,11 @@ def test_a_release_equal_to_the_bytes_the_champion_was_compressed_from_is_no_cha
     first = release(spec=SPEC, compression="off")  # v1
     # v2: a compressed child of v1 (other bytes), gated and promoted to champion.
     v1 = registry.version_tags(MODEL, 1)
+    v1_source = mlflow.MlflowClient().get_model_version(MODEL, "1").source
+    assert v1_source is not None
     child = registry.register_version(
         name=MODEL,
-        model_uri=mlflow.MlflowClient().get_model_version(MODEL, "1").source,
+        model_uri=v1_source,
         model_id=None,
         run_id=first.training.run_id,
         tags={

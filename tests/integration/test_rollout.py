@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -167,7 +168,7 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
     slow_steps = FAST.model_copy(
         update={"shadow_first": False, "min_requests": 3000, "step_seconds": 40}
     )
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
 
     def run() -> None:
         try:

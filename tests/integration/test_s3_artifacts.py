@@ -73,7 +73,9 @@ def corrupt_and_expect_refusal(
 def version_model_id(model: str, version: int) -> str:
     import mlflow
 
-    return mlflow.MlflowClient().get_model_version(model, str(version)).source.rsplit("/", 1)[-1]
+    source = mlflow.MlflowClient().get_model_version(model, str(version)).source
+    assert source is not None
+    return source.rsplit("/", 1)[-1]
 
 
 def test_local_tracking_with_s3_artifacts(s3_env, monkeypatch, tmp_path):

@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -29,7 +30,8 @@ def latest_artifact(key: str):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
         )
     assert found, f"no Prefect artifact with key {key}"
-    return max(found, key=lambda artifact: artifact.created)
+    # `created` is Optional in the client's model; every stored artifact has it.
+    return max(found, key=lambda artifact: artifact.created)  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
@@ -61,6 +63,7 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
     run = mlflow.get_run(training.run_id)
     assert run.data.params["dataset_fingerprint"] == tags["chassis.dataset_fingerprint"]
     assert {"test_accuracy", "test_macro_f1", "test_recall_class_9"} <= set(run.data.metrics)
+    assert run.info.artifact_uri is not None and run.inputs is not None
     assert run.info.artifact_uri.startswith((chassis_home / "artifacts").as_uri())
     assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"digits-mlp-train-train"}
 

@@ -155,7 +155,8 @@ def test_a_retired_challenger_is_refused_unless_allowed():
     trail.challenger(3)  # another version is fine
     trail.challenger(2, allow_retired=True)
     assert trail.aliases == {"champion": 1, "challenger": 2}
-    assert retirement(trail, 2).sequence == 3  # still retired until it is promoted
+    retired = retirement(trail, 2)
+    assert retired is not None and retired.sequence == 3  # still retired until it is promoted
     trail.promote(2)
     assert retirement(trail, 2) is None and "previous" in trail.aliases
 
@@ -179,7 +180,8 @@ def test_previous_is_never_rolled_back_or_retired_in_any_sequence(seed):
             elif step == "challenger":
                 trail.challenger(rng.randint(1, next_version), allow_retired=rng.random() < 0.3)
             elif step == "retire":
-                trail.retire(trail.aliases.get("challenger"))
+                # None when there is no challenger: the plan must refuse it.
+                trail.retire(trail.aliases.get("challenger"))  # pyright: ignore[reportArgumentType]
             else:
                 trail.rollback()
         except RegistryError:

@@ -154,6 +154,7 @@ def test_distilled_student_keeps_teacher_scaler_and_learns(blob_setup):
         alpha=0.5,
         epochs=60,
     )
+    assert isinstance(student, Standardized) and isinstance(setup.baseline, Standardized)
     assert torch.equal(student.std, setup.baseline.std)
     with torch.inference_mode():
         predicted = student(torch.from_numpy(x_test)).argmax(dim=1).numpy()

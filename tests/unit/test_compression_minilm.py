@@ -25,7 +25,7 @@ def test_split_unsqueezes_keeps_what_the_graph_computes():
     from onnx import TensorProto, helper
 
     from chassis.compression.fusion import split_unsqueezes
-    from chassis.runtime import create_session
+    from chassis.runtime import create_session, first_output
 
     graph = helper.make_graph(
         [helper.make_node("Unsqueeze", ["mask", "axes"], ["out"], "merged")],
@@ -41,7 +41,7 @@ def test_split_unsqueezes_keeps_what_the_graph_computes():
     onnx.checker.check_model(model)
     mask = np.arange(10, dtype=np.int64).reshape(2, 5)
     outputs = [
-        create_session(blob).run(None, {"mask": mask})[0]
+        first_output(create_session(blob), {"mask": mask})
         for blob in (before, model.SerializeToString())
     ]
     assert outputs[0].shape == outputs[1].shape == (2, 1, 1, 5)
@@ -56,7 +56,7 @@ def test_export_fuses_and_fused_graph_matches_for_any_padding(tmp_path):
 
     from chassis.compression.fusion import fused_operator_counts
     from chassis.compression.measure import cosine_rows
-    from chassis.runtime import create_session
+    from chassis.runtime import create_session, first_output
 
     teacher = minilm.load_teacher()
     exported = minilm.export_embedder(teacher, tmp_path / "baseline.onnx")
@@ -82,8 +82,8 @@ def test_export_fuses_and_fused_graph_matches_for_any_padding(tmp_path):
         reference = teacher(*(torch.from_numpy(right[n]) for n in minilm.INPUT_NAMES)).numpy()
     sessions = [create_session(path, intra_op_threads=2) for path in (exported, fused)]
     for session in sessions:
-        assert cosine_rows(session.run(None, right)[0], reference).min() > 0.99999
-    export_left, fused_left = (session.run(None, left)[0] for session in sessions)
+        assert cosine_rows(first_output(session, right), reference).min() > 0.99999
+    export_left, fused_left = (first_output(session, left) for session in sessions)
     assert cosine_rows(export_left, fused_left).min() > 0.99999
 
 

@@ -52,6 +52,7 @@ def test_fingerprint_is_stable_and_sensitive_to_one_value():
     first = fingerprint(specs.blob_dataset())
     assert first == fingerprint(specs.blob_dataset())
     changed = specs.blobs()
-    changed.loc[5, "f0"] = np.nextafter(changed.loc[5, "f0"], np.inf)
+    changed.loc[5, "f0"] = np.nextafter(changed["f0"].to_numpy()[5], np.inf)
+
     assert fingerprint(specs.blob_dataset(changed)) != first
     assert len(first) == 64

@@ -86,6 +86,7 @@ def test_serving_suites_accept_served_features_and_catch_broken_batches(key):
 
     spec = load_spec(f"chassis.specs.{key}:spec")
     dataset = spec.load_data()
+    assert spec.serving_suite is not None
     suite = load_suite(PROJECT_ROOT / "expectations" / spec.serving_suite)
     batch = dataset.test[list(dataset.feature_columns)]
     assert validate_frame(batch, suite).success

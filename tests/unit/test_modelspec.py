@@ -1,8 +1,10 @@
 import pytest
+from torch import nn
 
 from chassis.errors import SpecError
 from chassis.modelspec import ModelSpec, TrainingConfig, load_spec
 from chassis.specs import BUNDLED_SPECS
+from tests.fixtures.specs import blob_dataset
 
 
 @pytest.mark.parametrize("reference", sorted(BUNDLED_SPECS.values()))
@@ -51,7 +53,7 @@ def test_part_that_is_not_callable():
 @pytest.mark.parametrize("name", ["", "has space", "a/b", "x" * 129])
 def test_invalid_model_name(name):
     with pytest.raises(SpecError, match="not a valid registered-model name"):
-        ModelSpec(name=name, load_data=lambda: None, build_model=lambda a, b: None)
+        ModelSpec(name=name, load_data=blob_dataset, build_model=lambda a, b: nn.Linear(a, b))
 
 
 def test_training_config_is_checked():

@@ -6,6 +6,9 @@ prediction unchanged: any misplaced index (a wrong column after a flatten, a bat
 sliced out of step) shows up as a different output.
 """
 
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -83,7 +86,7 @@ class DataDependent(nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
-def silence_weakest(layer: nn.Module, count: int, norm: nn.Module | None = None) -> None:
+def silence_weakest(layer: Any, count: int, norm: Any = None) -> None:
     """Zero the first `count` outputs of `layer` so they carry nothing and weigh least."""
     with torch.no_grad():
         layer.weight[:count] = 0
@@ -123,7 +126,8 @@ def test_a_plain_sequential_like_the_readme_example_is_pruned_and_shrinks(tmp_pa
     assert result.widths_before == {"model.0": 32}
     assert result.widths_after == {"model.0": 16}
     assert isinstance(result.module, Standardized)  # the user's classes survive
-    assert result.module.model[3].in_features == 16
+    wrapped_model: Any = result.module.model  # layers reached by index and name
+    assert wrapped_model[3].in_features == 16
     before = export_onnx(wrapped, N_FEATURES, tmp_path / "before.onnx")
     after = export_onnx(result.module, N_FEATURES, tmp_path / "after.onnx")
     assert after.stat().st_size < before.stat().st_size
@@ -132,17 +136,17 @@ def test_a_plain_sequential_like_the_readme_example_is_pruned_and_shrinks(tmp_pa
     assert onnx_parameter_count(before) == 2410 + 128
     session = create_session(after)
     (logits,) = session.run(None, {"features": raw_features(3).numpy()})
-    assert logits.shape == (3, 10)
+    assert isinstance(logits, np.ndarray) and logits.shape == (3, 10)
 
 
 def test_a_cnn_with_batch_norm_pool_and_flatten_loses_exactly_its_silent_channels():
     torch.manual_seed(1)
-    model = trained_statistics(PixelCNN())
+    model: Any = trained_statistics(PixelCNN())
     silence_weakest(model.conv, 4, model.norm)
     silence_weakest(model.fc, 8)
     result = prune_half_exactly(model)
     assert result.widths_after == {"conv": 4, "fc": 8}
-    pruned = result.module
+    pruned: Any = result.module
     assert pruned.norm.num_features == 4
     assert pruned.fc.in_features == 4 * 16  # four channels of 4x4 after the pool
     assert model.conv.out_channels == 8  # the original is untouched
@@ -150,12 +154,13 @@ def test_a_cnn_with_batch_norm_pool_and_flatten_loses_exactly_its_silent_channel
 
 def test_conv1d_through_a_size_view_idiom_keeps_the_right_columns():
     torch.manual_seed(2)
-    model = SignalCNN().eval()
+    model: Any = SignalCNN().eval()
     silence_weakest(model.first, 3)
     silence_weakest(model.second, 2)
     result = prune_half_exactly(model)
     assert result.widths_after == {"first": 3, "second": 2}
-    assert result.module.head.in_features == 2 * 32
+    pruned: Any = result.module
+    assert pruned.head.in_features == 2 * 32
 
 
 def test_layers_feeding_a_residual_sum_keep_their_width():
@@ -164,7 +169,8 @@ def test_layers_feeding_a_residual_sum_keep_their_width():
     assert [(g.producer, g.consumer) for g in groups] == [("inner", "outer")]
     result = prune_structured(model, 0.25, raw_features())
     assert result.widths_after == {"inner": 18}
-    assert result.module.stem.out_features == 32 and result.module.outer.out_features == 32
+    pruned: Any = result.module
+    assert pruned.stem.out_features == 32 and pruned.outer.out_features == 32
     assert result.module(raw_features(2)).shape == (2, 5)
 
 
