@@ -8,10 +8,9 @@ import contextlib
 from functools import partial
 from typing import Annotated, Literal
 
-from prefect import flow, get_run_logger
-from prefect.client.schemas.objects import FlowRun
+from prefect import Flow, flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run
-from prefect.states import State
 from pydantic import BaseModel, Field
 
 from chassis import registry, tracking
@@ -43,16 +42,16 @@ class RolloutOutcome(BaseModel):
     traffic: dict[str, int]
 
 
-def end_if_still_owned(flow: object, run: FlowRun, state: State) -> None:
+def end_if_still_owned(flow: Flow[..., object], flow_run: FlowRun, state: State) -> None:
     """Prefect hook when the run is cancelled or crashes: if a split of this run is still
     committed (the run's own rollback did not run, or did not finish), return it to stable
     and retire the challenger now, rather than when the lease passes."""
-    model = run.parameters.get("model_name")
+    model = flow_run.parameters.get("model_name")
     if not isinstance(model, str):
         return
     tracking.connect(ChassisSettings())
     record = registry.read_rollout_record(model)
-    if record is not None and lease.owned_by_run(record, str(run.id)):
+    if record is not None and lease.owned_by_run(record, str(flow_run.id)):
         end_split(model, record, f"{record.owner} ({state.name} hook)", f"rollout {state.name}")
 
 
