@@ -71,13 +71,12 @@ def chassis_env(home: Path) -> dict[str, str]:
 
 def prepare(home: Path) -> tuple[int, int]:
     """(champion, A/A copy) in `home`, running `chassis release` if there is no champion."""
-    from chassis import registry, tracking
     from chassis.errors import RegistryError
+    from chassis.registry import Registry
     from chassis.settings import ChassisSettings
 
     os.environ["CHASSIS_HOME"] = str(home)
-    settings = ChassisSettings(home=home)
-    tracking.connect(settings)
+    registry = Registry.from_settings(ChassisSettings(home=home))
     try:
         existing = registry.version_for_alias(MODEL, "champion")
     except RegistryError:  # no such model yet
@@ -343,7 +342,10 @@ def simulate_legacy(deltas: list[Delta], transform: Transform, seed: int) -> Dec
 
 
 def real_aa_rollouts(home: Path, count: int) -> list[dict]:
-    from chassis import registry
+    from chassis.registry import Registry
+    from chassis.settings import ChassisSettings
+
+    registry = Registry.from_settings(ChassisSettings(home=home))
 
     results = []
     for index in range(count):

@@ -209,12 +209,11 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     os.environ.update(env)
-    from chassis import registry, tracking
+    from chassis.registry import Registry
     from chassis.settings import ChassisSettings
 
     settings = ChassisSettings()
-    tracking.connect(settings)
-    files = registry.fetch_version("digits-mlp", 1, home / "bench-model")
+    files = Registry.from_settings(settings).fetch_version("digits-mlp", 1, home / "bench-model")
     from sklearn.datasets import load_digits
 
     digits: Any = load_digits()  # sklearn has no types

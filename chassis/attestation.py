@@ -14,26 +14,9 @@ import hmac
 import json
 
 from chassis.errors import RegistryError
+from chassis.registry.tags import TAG_ATTESTATION
 
-TAG_ATTESTATION = "chassis.attestation"
 SCHEME = "hmac-sha256-v1"
-
-_key: bytes | None = None
-
-
-def use_key(key: str) -> None:
-    """The key of the installation this process works with (set by `tracking.connect`)."""
-    global _key
-    _key = key.encode()
-
-
-def _current_key() -> bytes:
-    if _key is None:
-        from chassis.settings import ChassisSettings
-
-        use_key(ChassisSettings().resolved_registry_signing_key())
-    assert _key is not None
-    return _key
 
 
 def _statement(name: str, version: int, sha256: str, verdict: str) -> bytes:
@@ -44,14 +27,17 @@ def _statement(name: str, version: int, sha256: str, verdict: str) -> bytes:
     ).encode()
 
 
-def sign(name: str, version: int, sha256: str, verdict: str) -> str:
+def sign(key: str, name: str, version: int, sha256: str, verdict: str) -> str:
+    """The signature of a verdict under the installation's key (the Registry carries it)."""
     digest = hmac.new(
-        _current_key(), _statement(name, version, sha256, verdict), hashlib.sha256
+        key.encode(), _statement(name, version, sha256, verdict), hashlib.sha256
     ).hexdigest()
     return f"{SCHEME}:{digest}"
 
 
-def check(name: str, version: int, tags: dict[str, str], sha_tag: str, verdict_tag: str) -> None:
+def check(
+    key: str, name: str, version: int, tags: dict[str, str], sha_tag: str, verdict_tag: str
+) -> None:
     """Refuse a version whose verdict and digest tags are not signed as they stand."""
     signed = tags.get(TAG_ATTESTATION)
     fix = (
@@ -62,7 +48,7 @@ def check(name: str, version: int, tags: dict[str, str], sha_tag: str, verdict_t
         raise RegistryError(
             f"{name} v{version} has no signed gate verdict ({TAG_ATTESTATION}); {fix}"
         )
-    expected = sign(name, version, tags.get(sha_tag, ""), tags.get(verdict_tag, ""))
+    expected = sign(key, name, version, tags.get(sha_tag, ""), tags.get(verdict_tag, ""))
     if not hmac.compare_digest(signed, expected):
         raise RegistryError(
             f"{name} v{version}: its gate verdict or digest tags do not match their signature "

@@ -6,7 +6,16 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from chassis import registry
+from chassis.registry.tags import (
+    TAG_DATASET_FINGERPRINT,
+    TAG_FEATURE_COLUMNS,
+    TAG_FLOW_RUN_ID,
+    TAG_GIT_COMMIT,
+    TAG_N_CLASSES,
+    TAG_N_FEATURES,
+    TAG_ONNX_SHA256,
+    TAG_SPEC,
+)
 
 
 def git_commit(directory: Path | None = None) -> str | None:
@@ -46,15 +55,15 @@ def trained_version_tags(
     trained from, the flow run, its input and output shapes and the input column order;
     the git commit only inside a repository."""
     tags = {
-        registry.TAG_SPEC: spec_reference,
-        registry.TAG_DATASET_FINGERPRINT: dataset_fingerprint,
-        registry.TAG_FLOW_RUN_ID: flow_run_id,
-        registry.TAG_N_FEATURES: str(n_features),
-        registry.TAG_N_CLASSES: str(n_classes),
-        registry.TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
+        TAG_SPEC: spec_reference,
+        TAG_DATASET_FINGERPRINT: dataset_fingerprint,
+        TAG_FLOW_RUN_ID: flow_run_id,
+        TAG_N_FEATURES: str(n_features),
+        TAG_N_CLASSES: str(n_classes),
+        TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
     }
     if commit:
-        tags[registry.TAG_GIT_COMMIT] = commit
+        tags[TAG_GIT_COMMIT] = commit
     return tags
 
 
@@ -68,8 +77,8 @@ def same_model_as_champion(
     """The existing version whose ONNX bytes equal `onnx_sha256`, and which it is: the
     champion itself, or the version it was compressed from (`root`: the same trained model,
     which a release would only compress into the champion again). None: a new model."""
-    if champion_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+    if champion_tags.get(TAG_ONNX_SHA256) == onnx_sha256:
         return champion, "the champion"
-    if root_tags.get(registry.TAG_ONNX_SHA256) == onnx_sha256:
+    if root_tags.get(TAG_ONNX_SHA256) == onnx_sha256:
         return root, f"the version champion v{champion} was compressed from"
     return None

@@ -1,21 +1,36 @@
 """The one module that writes MLflow runs: experiments, params, metrics, datasets, models.
 
-The model registry (versions, aliases) is `chassis.registry`'s alone. Links to Prefect
-flow runs for audit records are built here too (`flow_run_url`).
+Everything goes through a `Tracking` built from settings with an explicit MLflow client
+(never a process-wide URI, never the fluent API's active run). The model registry
+(versions, aliases) is `chassis.registry`'s alone. Links to Prefect flow runs for audit
+records are built here too (`flow_run_url`).
 """
 
-import logging
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow.data
+import mlflow.onnx
 import numpy as np
+import onnx
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param
+from mlflow.models import Model, infer_signature
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from chassis import attestation
 from chassis.digests import sha256_file
 from chassis.errors import RegistryError
+from chassis.registry.connection import mlflow_client
+from chassis.registry.fetch import download
+from chassis.registry.tags import TAG_CANDIDATE
 from chassis.settings import ChassisSettings
 
 if TYPE_CHECKING:
@@ -32,163 +47,13 @@ class LoggedRun:
     stored_weights_sha256: str | None
 
 
-def connect(settings: ChassisSettings) -> None:
-    """Point MLflow at the configured stores. Called at entry points, never on import."""
-    import mlflow
+@dataclass(frozen=True)
+class LoggedModel:
+    """An ONNX model logged on a run, and its digest as the artifact store holds it."""
 
-    # Creating or migrating the SQLite schema is routine; MLflow announces it at INFO.
-    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    settings.ensure_local_state()
-    if settings.uses_s3():
-        configure_s3_environment(settings)
-        if (settings.artifact_root or "").startswith("s3://"):
-            from chassis.storage import check_bucket
-
-            check_bucket(settings, settings.artifact_root or "")
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
-    mlflow.set_registry_uri(settings.resolved_registry_uri())
-    # Gate verdicts written and checked from now on are signed with this installation's key.
-    attestation.use_key(settings.resolved_registry_signing_key())
-
-
-def bound_http_retries() -> None:
-    """Cap MLflow's own HTTP retries (default 7, exponential: minutes per call) for
-    processes that retry with their own deadlines: the gateway, which keeps serving and
-    retries with backoff, and the rollout flow, which must notice its lease ending while the
-    registry is down. A value the user set is kept."""
-    import os
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-def configure_s3_environment(settings: ChassisSettings) -> None:
-    """MLflow's S3 artifact repository builds its own boto3 client from the environment."""
-    from chassis.storage import apply_s3_environment
-
-    apply_s3_environment(settings)
-
-
-def ensure_experiment(name: str, settings: ChassisSettings) -> str:
-    """The experiment's id, creating it with Chassis's artifact root when it is new."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            raise RegistryError(
-                f"MLflow experiment {name!r} is deleted; restore it in the MLflow UI or set "
-                "CHASSIS_EXPERIMENT_NAME to another name"
-            )
-        return str(experiment.experiment_id)
-    root = settings.resolved_artifact_root()
-    location = f"{root.rstrip('/')}/{name}" if root else None
-    try:
-        return str(client.create_experiment(name, artifact_location=location))
-    except Exception:
-        # Another process created it between our lookup and create.
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
-
-
-def onnx_pip_requirements() -> list[str]:
-    """Explicit requirements: MLflow's inference of them costs ~7 s per logged model."""
-    from importlib.metadata import version
-
-    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
-
-
-def log_training_run(
-    *,
-    experiment_id: str,
-    run_name: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    onnx_path: Path,
-    example_inputs: np.ndarray,
-    example_outputs: np.ndarray,
-    datasets: dict[str, "pd.DataFrame"],
-    label_column: str,
-    text_artifacts: dict[str, str],
-    history: list[dict[str, float]] | None = None,
-    model_files: list[Path] | None = None,
-) -> LoggedRun:
-    """One MLflow run holding everything needed to reproduce and trust the model."""
-    import mlflow
-    import mlflow.onnx
-    import onnx
-    from mlflow.models import infer_signature
-
-    signature = infer_signature(example_inputs, example_outputs)
-    with (
-        warnings.catch_warnings(),
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run,
-    ):
-        # MLflow hints at every integer column of every logged dataset; pixel counts and
-        # class labels are integers on purpose.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        for row in history or []:
-            mlflow.log_metrics(
-                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
-            )
-        for split, frame in datasets.items():
-            mlflow.log_input(
-                mlflow.data.from_pandas(frame, name=f"{run_name}-{split}", targets=label_column),
-                context=split,
-            )
-        for name, text in text_artifacts.items():
-            mlflow.log_text(text, name)
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            signature=signature,
-            pip_requirements=onnx_pip_requirements(),
-            onnx_execution_providers=["CPUExecutionProvider"],
-            save_as_external_data=False,
-            # Stored inside the model's folder, so a version's download URI holds them too.
-            extra_files=[str(p) for p in model_files or []] or None,
-        )
-        stored_sha256 = stored_artifact_sha256(info.model_id, "model.onnx")
-        mlflow.log_param("onnx_sha256", stored_sha256)
-        weights_sha256 = None
-        if any(p.name == "model.safetensors" for p in model_files or []):
-            weights_sha256 = stored_artifact_sha256(info.model_id, "extra_files/model.safetensors")
-    return LoggedRun(
-        run_id=run.info.run_id,
-        experiment_id=experiment_id,
-        model_uri=info.model_uri,
-        model_id=getattr(info, "model_id", None),
-        stored_onnx_sha256=stored_sha256,
-        stored_weights_sha256=weights_sha256,
-    )
-
-
-def stored_artifact_sha256(model_id: str, relative_path: str) -> str:
-    """Digest of a model file as the artifact store holds it: what loads will verify."""
-    import mlflow
-
-    location = mlflow.get_logged_model(model_id).artifact_location.rstrip("/")
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location}/{relative_path}", dst_path=folder
-        )
-        return sha256_file(Path(local))
-
-
-def log_text_to_run(run_id: str, text: str, artifact_file: str) -> str:
-    """Attach a text artifact to an existing run; returns its artifact URI."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.log_text(run_id, text, artifact_file)
-    return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_file}"
+    model_uri: str
+    model_id: str
+    stored_onnx_sha256: str
 
 
 @dataclass(frozen=True)
@@ -218,78 +83,253 @@ class LoggedCompression:
     candidates: dict[str, LoggedCandidate]
 
 
-def log_compression_runs(
-    *,
-    experiment_id: str,
-    run_name: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    text_artifacts: dict[str, str],
-    candidates: list[CandidateRun],
-    model_candidate: str | None,
-) -> LoggedCompression:
-    """A parent run for the compression stage with one nested run per candidate.
+def onnx_pip_requirements() -> list[str]:
+    """Explicit requirements: MLflow's inference of them costs ~7 s per logged model."""
+    return [
+        f"onnx=={installed_version('onnx')}",
+        f"onnxruntime=={installed_version('onnxruntime')}",
+    ]
 
-    Every child holds its metrics and its ONNX file (under `onnx/`). `model_candidate` is
-    also logged as an MLflow model so it can be registered; its digest is read back from the
-    store, as for training runs.
-    """
-    import mlflow
-    import mlflow.onnx
-    import onnx
 
-    logged: dict[str, LoggedCandidate] = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as parent:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        for name, text in text_artifacts.items():
-            mlflow.log_text(text, name)
-        for candidate in candidates:
-            with mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=f"{run_name}-{candidate.name}",
-                nested=True,
-                tags={**candidate.tags, "chassis.compression.candidate": candidate.name},
-            ) as child:
-                mlflow.log_params(candidate.params)
-                mlflow.log_metrics(candidate.metrics)
-                mlflow.log_artifact(str(candidate.onnx_path), artifact_path="onnx")
-                model_uri = model_id = stored = None
-                if candidate.name == model_candidate:
-                    info = mlflow.onnx.log_model(
-                        onnx.load(str(candidate.onnx_path)),
-                        name="model",
-                        pip_requirements=onnx_pip_requirements(),
-                        onnx_execution_providers=["CPUExecutionProvider"],
-                        save_as_external_data=False,
+@dataclass(frozen=True)
+class Tracking:
+    """Writes MLflow runs of one installation through its own client."""
+
+    client: MlflowClient
+    artifact_root: str | None
+
+    @classmethod
+    def from_settings(cls, settings: ChassisSettings) -> "Tracking":
+        return cls(mlflow_client(settings), settings.resolved_artifact_root())
+
+    def ensure_experiment(self, name: str) -> str:
+        """The experiment's id, creating it with Chassis's artifact root when it is new."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise RegistryError(
+                    f"MLflow experiment {name!r} is deleted; restore it in the MLflow UI or set "
+                    "CHASSIS_EXPERIMENT_NAME to another name"
+                )
+            return str(experiment.experiment_id)
+        root = self.artifact_root
+        location = f"{root.rstrip('/')}/{name}" if root else None
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location))
+        except Exception:
+            # Another process created it between our lookup and create.
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def log_training_run(
+        self,
+        *,
+        experiment_id: str,
+        run_name: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        onnx_path: Path,
+        example_inputs: np.ndarray,
+        example_outputs: np.ndarray,
+        datasets: dict[str, "pd.DataFrame"],
+        label_column: str,
+        text_artifacts: dict[str, str],
+        history: list[dict[str, float]] | None = None,
+        model_files: list[Path] | None = None,
+    ) -> LoggedRun:
+        """One MLflow run holding everything needed to reproduce and trust the model."""
+        signature = infer_signature(example_inputs, example_outputs)
+        with self._run(experiment_id, run_name, tags) as run_id:
+            self._log(run_id, params, metrics)
+            for row in history or []:
+                step = int(row["epoch"])
+                self._log(run_id, {}, {k: v for k, v in row.items() if k != "epoch"}, step)
+            with warnings.catch_warnings():
+                # MLflow hints at every integer column of every logged dataset; pixel counts
+                # and class labels are integers on purpose.
+                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+                inputs = [
+                    DatasetInput(
+                        mlflow.data.from_pandas(
+                            frame, name=f"{run_name}-{split}", targets=label_column
+                        )._to_mlflow_entity(),
+                        tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=split)],
                     )
-                    model_uri, model_id = info.model_uri, info.model_id
-                    stored = stored_artifact_sha256(info.model_id, "model.onnx")
-                    mlflow.log_param("onnx_sha256", stored)
-            logged[candidate.name] = LoggedCandidate(
-                candidate.name, child.info.run_id, model_uri, model_id, stored
+                    for split, frame in datasets.items()
+                ]
+            if inputs:
+                self.client.log_inputs(run_id, datasets=inputs)
+            for name, text in text_artifacts.items():
+                self.client.log_text(run_id, text, name)
+            model = self._log_onnx_model(
+                experiment_id,
+                run_id,
+                onnx_path,
+                params,
+                signature=signature,
+                # Stored inside the model's folder, so a version's download URI holds them too.
+                extra_files=[str(p) for p in model_files or []] or None,
             )
-    return LoggedCompression(parent.info.run_id, experiment_id, logged)
+            weights_sha256 = None
+            if any(p.name == "model.safetensors" for p in model_files or []):
+                weights_sha256 = self.stored_artifact_sha256(
+                    model.model_id, "extra_files/model.safetensors"
+                )
+        return LoggedRun(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            model_uri=model.model_uri,
+            model_id=model.model_id,
+            stored_onnx_sha256=model.stored_onnx_sha256,
+            stored_weights_sha256=weights_sha256,
+        )
 
+    def stored_artifact_sha256(self, model_id: str, relative_path: str) -> str:
+        """Digest of a model file as the artifact store holds it: what loads will verify."""
+        location = self.client.get_logged_model(model_id).artifact_location.rstrip("/")
+        with tempfile.TemporaryDirectory() as folder:
+            return sha256_file(download(self.client, f"{location}/{relative_path}", Path(folder)))
 
-def log_monitoring_run(
-    model: str,
-    settings: ChassisSettings,
-    *,
-    metrics: dict[str, float],
-    params: dict[str, Any],
-    html: Path,
-) -> str:
-    """One run per drift check in `<model>-monitoring`; returns the report's artifact URI."""
-    import mlflow
+    def log_text_to_run(self, run_id: str, text: str, artifact_file: str) -> str:
+        """Attach a text artifact to an existing run; returns its artifact URI."""
+        self.client.log_text(run_id, text, artifact_file)
+        return f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_file}"
 
-    experiment_id = ensure_experiment(f"{model}-monitoring", settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{model}") as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(html), "drift")
-    return f"{run.info.artifact_uri.rstrip('/')}/drift/{html.name}"
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def log_compression_runs(
+        self,
+        *,
+        experiment_id: str,
+        run_name: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        text_artifacts: dict[str, str],
+        candidates: list[CandidateRun],
+        model_candidate: str | None,
+    ) -> LoggedCompression:
+        """A parent run for the compression stage with one nested run per candidate.
+
+        Every child holds its metrics and its ONNX file (under `onnx/`). `model_candidate` is
+        also logged as an MLflow model so it can be registered; its digest is read back from
+        the store, as for training runs.
+        """
+        logged: dict[str, LoggedCandidate] = {}
+        with self._run(experiment_id, run_name, tags) as parent_id:
+            self._log(parent_id, params, metrics)
+            for name, text in text_artifacts.items():
+                self.client.log_text(parent_id, text, name)
+            for candidate in candidates:
+                child_tags = {
+                    **candidate.tags,
+                    TAG_CANDIDATE: candidate.name,
+                    MLFLOW_PARENT_RUN_ID: parent_id,
+                }
+                with self._run(
+                    experiment_id, f"{run_name}-{candidate.name}", child_tags
+                ) as child_id:
+                    self._log(child_id, candidate.params, candidate.metrics)
+                    self.client.log_artifact(child_id, str(candidate.onnx_path), "onnx")
+                    model = None
+                    if candidate.name == model_candidate:
+                        model = self._log_onnx_model(
+                            experiment_id, child_id, candidate.onnx_path, candidate.params
+                        )
+                logged[candidate.name] = LoggedCandidate(
+                    candidate.name,
+                    child_id,
+                    model.model_uri if model else None,
+                    model.model_id if model else None,
+                    model.stored_onnx_sha256 if model else None,
+                )
+        return LoggedCompression(parent_id, experiment_id, logged)
+
+    def log_monitoring_run(
+        self,
+        model: str,
+        *,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        html: Path,
+    ) -> str:
+        """One run per drift check in `<model>-monitoring`; returns the report's artifact URI."""
+        experiment_id = self.ensure_experiment(f"{model}-monitoring")
+        with self._run(experiment_id, f"drift-{model}", {}) as run_id:
+            self._log(run_id, params, metrics)
+            self.client.log_artifact(run_id, str(html), "drift")
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        return f"{artifact_uri.rstrip('/')}/drift/{html.name}"
+
+    @contextmanager
+    def _run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """A run that ends FINISHED, or FAILED if its body raised (as `mlflow.start_run`)."""
+        run = self.client.create_run(experiment_id, tags=resolve_tags(tags), run_name=run_name)
+        run_id = str(run.info.run_id)
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _log(
+        self, run_id: str, params: dict[str, Any], metrics: dict[str, float], step: int = 0
+    ) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()],
+            params=[Param(key, str(value)) for key, value in params.items()],
+        )
+
+    def _log_onnx_model(
+        self,
+        experiment_id: str,
+        run_id: str,
+        onnx_path: Path,
+        params: dict[str, Any],
+        **save_options: Any,
+    ) -> LoggedModel:
+        """The run's `model`: created as a logged model, saved locally in MLflow's ONNX format,
+        uploaded, finalized; its stored digest is recorded as the run's `onnx_sha256` param."""
+        created = self.client.create_logged_model(
+            experiment_id,
+            name="model",
+            source_run_id=run_id,
+            params={key: str(value) for key, value in params.items()},
+        )
+        model_id = str(created.model_id)
+        try:
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+            with tempfile.TemporaryDirectory() as folder:
+                local = Path(folder) / "model"
+                mlflow.onnx.save_model(
+                    onnx.load(str(onnx_path)),
+                    str(local),
+                    mlflow_model=Model(
+                        artifact_path=created.artifact_location,
+                        model_uuid=model_id,
+                        run_id=run_id,
+                        model_id=model_id,
+                    ),
+                    pip_requirements=onnx_pip_requirements(),
+                    onnx_execution_providers=["CPUExecutionProvider"],
+                    save_as_external_data=False,
+                    **save_options,
+                )
+                self.client.log_model_artifacts(model_id, str(local))
+        except BaseException:
+            self.client.finalize_logged_model(model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model_id, "READY")
+        stored = self.stored_artifact_sha256(model_id, "model.onnx")
+        self.client.log_param(run_id, "onnx_sha256", stored)
+        return LoggedModel(f"models:/{model_id}", model_id, stored)
 
 
 def prefect_ui_url(settings: ChassisSettings) -> str:

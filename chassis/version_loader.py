@@ -5,33 +5,32 @@ from pathlib import Path
 
 from torch import nn
 
-from chassis import registry
 from chassis.errors import RegistryError
 from chassis.modelspec import ModelSpec, load_spec
+from chassis.registry import Registry, VersionFiles
+from chassis.registry.tags import TAG_N_CLASSES, TAG_N_FEATURES, TAG_SPEC
 from chassis.training import rebuild_classifier
 from chassis.weights import load_weights
 
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    files: registry.VersionFiles
+    files: VersionFiles
     spec_reference: str
     spec: ModelSpec
     module: nn.Module | None  # None when the version carries no torch weights (e.g. int8)
     n_classes: int | None
 
 
-def load_version(name: str, version: int, workdir: Path) -> LoadedVersion:
+def load_version(registry: Registry, name: str, version: int, workdir: Path) -> LoadedVersion:
     """Download and verify a version (sha256), import its spec, rebuild its torch module."""
     files = registry.fetch_version(name, version, workdir / f"v{version}")
-    reference = files.tags.get(registry.TAG_SPEC)
+    reference = files.tags.get(TAG_SPEC)
     if not reference:
-        raise RegistryError(
-            f"{name} v{version} has no {registry.TAG_SPEC} tag; cannot load its spec"
-        )
+        raise RegistryError(f"{name} v{version} has no {TAG_SPEC} tag; cannot load its spec")
     spec = load_spec(reference)
-    n_features = files.tags.get(registry.TAG_N_FEATURES)
-    n_classes = files.tags.get(registry.TAG_N_CLASSES)
+    n_features = files.tags.get(TAG_N_FEATURES)
+    n_classes = files.tags.get(TAG_N_CLASSES)
     module = None
     if files.weights_path is not None and n_features and n_classes:
         module = rebuild_classifier(

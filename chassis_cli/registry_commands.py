@@ -147,11 +147,11 @@ def _champion_now(model: str, context: Context) -> int:
     had finished."""
     import getpass
 
-    from chassis import registry, tracking
     from chassis.aliases import CHAMPION
+    from chassis.registry import Registry
 
     settings = context.prepare()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     actor = f"{getpass.getuser()} via chassis promote"
     champion = registry.settled_aliases(model, actor=actor).get(CHAMPION)
     shown = "no champion" if champion is None else f"champion v{champion}"
@@ -177,10 +177,10 @@ def _recover(args: argparse.Namespace, context: Context) -> int:
     """Without Prefect: a repair must work when the orchestrator does not."""
     import getpass
 
-    from chassis import registry, tracking
+    from chassis.registry import Registry
 
     settings = context.prepare()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     recovery = registry.recover(args.model, actor=f"{getpass.getuser()} via chassis recover")
     if recovery is None:
         out.print(f"{args.model}: no interrupted alias change; nothing to do")
@@ -191,10 +191,10 @@ def _recover(args: argparse.Namespace, context: Context) -> int:
 
 
 def _history(args: argparse.Namespace, context: Context) -> int:
-    from chassis import registry, tracking
+    from chassis.registry import Registry
 
     settings = context.prepare()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     records = registry.history(args.model)
     print_history(args.model, records, registry.current_aliases(args.model))
     if not records:

@@ -146,9 +146,9 @@ def run_versions(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import print_versions
 
     settings = context.prepare()
-    from chassis import registry, tracking
+    from chassis.registry import Registry
 
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     print_versions(args.model, registry.describe_versions(args.model))
     return 0
 

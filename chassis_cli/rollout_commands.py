@@ -123,11 +123,11 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 
 
 def _traffic(args: argparse.Namespace, context: Context) -> int:
-    from chassis import registry, tracking
+    from chassis.registry import Registry
     from chassis.traffic import replay
 
     settings = context.prepare()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     from flows.rollout import test_rows
 
     champion = registry.version_for_alias(args.model, "champion")
@@ -135,7 +135,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
         from chassis.errors import ChassisError
 
         raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
-    rows = test_rows(args.model, champion)
+    rows = test_rows(registry, args.model, champion)
     if args.drift:
         from chassis.traffic import apply_drift
 

@@ -40,7 +40,7 @@ def add_serve_parser(commands: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace, context: Context) -> int:
-    from chassis.tracking import bound_http_retries
+    from chassis.registry.connection import bound_http_retries
 
     # The gateway retries the registry itself, with backoff, and keeps serving meanwhile.
     bound_http_retries()
@@ -48,11 +48,9 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     policy = serving_policy_from(given_values(args, POLICY))
     import uvicorn
 
-    from chassis import tracking
     from chassis.serving.connection_limits import ConnectionLimits, limited_protocol
     from chassis.serving.lifecycle import DrainingServer
 
-    tracking.connect(settings)
     app = build_app(settings, args.models, policy)
     config = uvicorn.Config(
         app,
@@ -79,6 +77,7 @@ def build_app(
     """The gateway's ASGI app as `chassis serve` runs it (the serving benchmark too); the
     policy defaults to the environment's."""
     policy = policy or serving_policy_from({})
+    from chassis.registry import Registry
     from chassis.serving.asgi import GatewayApp
     from chassis.serving.gateway import Gateway, GatewayConfig
     from chassis.serving.validation import Limits
@@ -93,7 +92,11 @@ def build_app(
         request_timeout_seconds=policy.request_timeout_seconds,
         prediction_log=prediction_log_factory(settings),
     )
-    return GatewayApp(Gateway(config, models), settings.admin_token(), policy.follow_seconds)
+    return GatewayApp(
+        Gateway(Registry.from_settings(settings), config, models),
+        settings.admin_token(),
+        policy.follow_seconds,
+    )
 
 
 def prediction_log_factory(settings: "ChassisSettings") -> "Callable[[str, list[str]], Any]":

@@ -54,14 +54,14 @@ def run_webhook_relay(args: argparse.Namespace, context: Context) -> int:
         raise ChassisError(f"no Prefect server answers at {api} (PREFECT_API_URL)")
     import uvicorn
 
-    from chassis import registry, tracking
+    from chassis.registry import Registry
     from chassis.webhook_relay import WebhookRelay
     from tasks.registry_events import emit_challenger_set
 
     secret = settings.resolved_webhook_secret()
     url = settings.resolved_webhook_relay_url()
     allow_local_receiver(url)
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     if not args.no_register:
         webhook_id = registry.ensure_alias_webhook(url, secret)
         print(f"MLflow webhook chassis-relay ({webhook_id}) posts alias events to {url}")

@@ -9,11 +9,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from chassis import tracking
 from chassis.compression.candidates import BASELINE
 from chassis.compression.policy import CompressionPolicy
 from chassis.compression.select import Selection
+from chassis.registry import Registry
 from chassis.settings import ChassisSettings
+from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.compression import (
     build_candidates,
@@ -69,12 +70,12 @@ def compress(
     options = compression.build_options()
     measure_settings = compression.measurement()
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     flow_run_id = str(flow_run.id or "")
 
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
-        loaded, dataset = load_parent(model_name, version, workdir / "parent")
+        loaded, dataset = load_parent(registry, model_name, version, workdir / "parent")
         setup = classifier_setup(loaded, dataset)
         built = build_candidates(setup, options, workdir / "candidates")
         measured, quality = measure_candidates(built, dataset, setup.n_classes, measure_settings)
@@ -88,10 +89,13 @@ def compress(
             settings=settings,
             flow_run_id=flow_run_id,
             skipped=built.skipped,
+            tracking=Tracking.from_settings(settings),
         )
         registered = None
         if selection.selected != BASELINE:
-            registered = register_selected(loaded, measured, selection, logged, flow_run_id)
+            registered = register_selected(
+                registry, loaded, measured, selection, logged, flow_run_id
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -8,10 +8,11 @@ from typing import Annotated
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from chassis import registry, tracking
 from chassis.drift import SHOWN_SUITE_FAILURES, DriftPolicy, DriftResult, SkippedFile
 from chassis.errors import ChassisError
+from chassis.registry import Registry
 from chassis.settings import ChassisSettings
+from chassis.tracking import Tracking
 from flows.promotion import ModelParameter
 from tasks.monitoring import (
     check_serving_suite,
@@ -76,7 +77,7 @@ def drift_check(
     On drift, emit `chassis.model.drift-detected` for the model; a deployment trigger starts
     retraining."""
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
     champion = registry.version_for_alias(model_name, "champion")
     if champion is None:
@@ -85,16 +86,17 @@ def drift_check(
     start = end - timedelta(minutes=window_minutes)
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
-        reference, features = load_reference(model_name, champion, workdir)
+        reference, features = load_reference(registry, model_name, champion, workdir)
         window = load_window(settings, model_name, start, end)
-        suite = check_serving_suite(settings, model_name, champion, window, features, drift_policy)
+        suite = check_serving_suite(
+            registry, settings, model_name, champion, window, features, drift_policy
+        )
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
         result = judge_drift(reference, window, features, drift_policy, html, suite)
         report_uri = None
         if html.exists():
-            report_uri = tracking.log_monitoring_run(
+            report_uri = Tracking.from_settings(settings).log_monitoring_run(
                 model_name,
-                settings,
                 metrics={
                     "drifted_share": result.drifted_share,
                     "drifted_columns": float(result.drifted_columns),

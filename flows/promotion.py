@@ -8,10 +8,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from chassis import registry, tracking
+from chassis import tracking
 from chassis.aliases import CHAMPION
 from chassis.errors import RegistryError
 from chassis.gates import GatePolicy
+from chassis.registry import AliasChange, Registry
+from chassis.registry.tags import TAG_GATE_REPORT
 from chassis.settings import ChassisSettings
 from tasks.promotion import (
     judge_gates,
@@ -51,7 +53,7 @@ def run_url(settings: ChassisSettings) -> str:
     return tracking.flow_run_url(settings, flow_run.id)
 
 
-def alias_outcome(change: registry.AliasChange) -> AliasOutcome:
+def alias_outcome(change: AliasChange) -> AliasOutcome:
     return AliasOutcome(
         model_name=change.name,
         action=change.action,
@@ -76,12 +78,14 @@ def gates(
     fail the run if any gate fails. Thresholds: see chassis.gates.GatePolicy (quality change
     semantics of MLflow's MetricThreshold; negative changes allow a bounded regression)."""
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     policy = thresholds or GatePolicy()
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
-        measured = measure_versions(model_name, version, workdir)
-        report = judge_gates(model_name, measured, policy)
+        measured = measure_versions(registry, model_name, version, workdir)
+        report = judge_gates(
+            registry, tracking.Tracking.from_settings(settings), model_name, measured, policy
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     raise_if_failed(report)
@@ -90,7 +94,7 @@ def gates(
         version=version,
         passed=report.passed,
         report=report.to_dict(),
-        report_uri=registry.version_tags(model_name, version)[registry.TAG_GATE_REPORT],
+        report_uri=registry.version_tags(model_name, version)[TAG_GATE_REPORT],
     )
 
 
@@ -126,23 +130,27 @@ def promote(
     if allow_retired and to != "challenger":
         raise RegistryError("allow_retired applies to to=challenger only; nothing was changed")
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     current = registry.current_aliases(model_name)
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
-        tags = verify_version(model_name, version, workdir)
+        tags = verify_version(registry, model_name, version, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     evidence = {
-        "gate_report": tags.get(registry.TAG_GATE_REPORT, "none"),
+        "gate_report": tags.get(TAG_GATE_REPORT, "none"),
         "flow_run": run_url(settings),
     }
     if to == "challenger":
         return alias_outcome(
-            set_challenger(model_name, version, reason, evidence, allow_retired=allow_retired)
+            set_challenger(
+                registry, model_name, version, reason, evidence, allow_retired=allow_retired
+            )
         )
     expected = current.get(CHAMPION) if expected_champion is None else (expected_champion or None)
-    return alias_outcome(promote_champion(model_name, version, expected, reason, evidence))
+    return alias_outcome(
+        promote_champion(registry, model_name, version, expected, reason, evidence)
+    )
 
 
 @flow(name="rollback", log_prints=True)
@@ -152,8 +160,8 @@ def rollback(
 ) -> AliasOutcome:
     """Make `previous` the champion again, in one step, with an audit record."""
     settings = ChassisSettings()
-    tracking.connect(settings)
-    return alias_outcome(rollback_champion(model_name, reason))
+    registry = Registry.from_settings(settings)
+    return alias_outcome(rollback_champion(registry, model_name, reason))
 
 
 @flow(name="retire", log_prints=True)
@@ -168,5 +176,5 @@ def retire(
     """Remove the challenger alias and record the retirement: the version is not set as
     challenger again without the explicit override, and is never left as `previous`."""
     settings = ChassisSettings()
-    tracking.connect(settings)
-    return alias_outcome(retire_challenger(model_name, version, reason))
+    registry = Registry.from_settings(settings)
+    return alias_outcome(retire_challenger(registry, model_name, version, reason))

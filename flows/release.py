@@ -11,9 +11,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from chassis import registry, tracking
+from chassis import tracking
 from chassis.aliases import CHAMPION
 from chassis.gates import GatePolicy
+from chassis.registry import AliasChange, Registry
 from chassis.rollout.policy import RolloutPolicy
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from flows.compression import CompressionOutcome, CompressionPolicyParameter, compress
@@ -95,10 +96,10 @@ def release(
     if compression == "on":
         compressed = compress(model_name=model, version=training.version, policy=compression_policy)
         candidate = compressed.version
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     champion = registry.current_aliases(model).get(CHAMPION)
     champion, gate_outcome, change = gate_and_place(
-        model, candidate, training.version, champion, thresholds, run_url
+        registry, model, candidate, training.version, champion, thresholds, run_url
     )
     alias = alias_outcome(change)
     staged = None
@@ -119,13 +120,14 @@ def release(
 
 
 def gate_and_place(
+    registry: Registry,
     model: str,
     candidate: int,
     baseline: int,
     champion: int | None,
     thresholds: GatePolicy | None,
     run_url: str,
-) -> tuple[int | None, GatesOutcome, registry.AliasChange]:
+) -> tuple[int | None, GatesOutcome, AliasChange]:
     """Gate the candidate and give it its alias: champion when there is none, else
     challenger (returned with the champion it will be rolled out against). On a first
     release of a compressed candidate the uncompressed baseline becomes the champion, so
@@ -133,6 +135,7 @@ def gate_and_place(
     if champion is None and candidate != baseline:
         baseline_gates = gates(model_name=model, version=baseline, thresholds=thresholds)
         promote_champion(
+            registry,
             model,
             baseline,
             None,
@@ -144,6 +147,7 @@ def gate_and_place(
     evidence = {"gate_report": gate_outcome.report_uri, "flow_run": run_url}
     if champion is None:
         change = promote_champion(
+            registry,
             model,
             candidate,
             None,
@@ -152,6 +156,7 @@ def gate_and_place(
         )
     else:
         change = set_challenger(
+            registry,
             model,
             candidate,
             f"passed its gates against champion v{champion}; awaiting rollout",

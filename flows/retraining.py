@@ -5,8 +5,9 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from chassis import registry, tracking
 from chassis.errors import RegistryError
+from chassis.registry import Registry
+from chassis.registry.tags import TAG_GATES, TAG_SPEC
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, gates
 from flows.release import release
@@ -37,7 +38,7 @@ def retrain(
     event. Within the cooldown (or while another retraining holds it) nothing happens and
     the run says why."""
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     logger = get_run_logger()
     claimed, why = registry.claim_retrain(model_name, cooldown_minutes * 60, actor())
     if not claimed:
@@ -47,7 +48,7 @@ def retrain(
     if champion is None:
         return RetrainOutcome(model_name=model_name, retrained=False, reason="no champion")
     _, tags = registry.lineage_root(model_name, champion)
-    spec = tags[registry.TAG_SPEC]
+    spec = tags[TAG_SPEC]
     logger.info("retraining %s from %s (drifted share %s)", model_name, spec, drifted_share)
     outcome = release(spec=spec, compression="on", rollout_strategy="canary")
     reason = f"drift on v{champion}" + (
@@ -83,7 +84,7 @@ def registry_watch(
     works with every MLflow backend. Either way it reads the registry itself: an alias that
     Chassis moved (it is audited) or that was rolled out already starts nothing."""
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     logger = get_run_logger()
     started: dict[str, int] = {}
     refused: list[str] = []
@@ -98,7 +99,7 @@ def registry_watch(
         if version is None:
             continue
         logger.info("%s: challenger v%d was set by hand; rolling it out", name, version)
-        problem = _gate_hand_set_challenger(name, version)
+        problem = _gate_hand_set_challenger(registry, name, version)
         if problem is None:
             try:
                 rollout(model_name=name, version=version, strategy="canary")
@@ -114,7 +115,7 @@ def registry_watch(
     return started
 
 
-def _gate_hand_set_challenger(name: str, version: int) -> str | None:
+def _gate_hand_set_challenger(registry: Registry, name: str, version: int) -> str | None:
     """Why the hand-set challenger may not take traffic, or None when its gates passed.
 
     A refused challenger loses the alias with an audit record saying why, so the next poll
@@ -122,7 +123,7 @@ def _gate_hand_set_challenger(name: str, version: int) -> str | None:
     starts a new attempt.
     """
     try:
-        if registry.TAG_GATES not in registry.version_tags(name, version):
+        if TAG_GATES not in registry.version_tags(name, version):
             gates(model_name=name, version=version)
         registry.require_passed_gates(name, version)
         return None

@@ -13,8 +13,10 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from chassis import registry, tracking
+from chassis import tracking
 from chassis.console import survive_lost_console
+from chassis.registry import Registry
+from chassis.registry.connection import bound_http_retries
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_split
 from chassis.rollout.policy import RolloutPolicy
@@ -49,10 +51,12 @@ def end_if_still_owned(flow: Flow[..., object], flow_run: FlowRun, state: State)
     model = flow_run.parameters.get("model_name")
     if not isinstance(model, str):
         return
-    tracking.connect(ChassisSettings())
+    registry = Registry.from_settings(ChassisSettings())
     record = registry.read_rollout_record(model)
     if record is not None and lease.owned_by_run(record, str(flow_run.id)):
-        end_split(model, record, f"{record.owner} ({state.name} hook)", f"rollout {state.name}")
+        end_split(
+            registry, model, record, f"{record.owner} ({state.name} hook)", f"rollout {state.name}"
+        )
 
 
 @flow(
@@ -115,13 +119,13 @@ def rollout(
     challenger alias, records why, and fails this run. Too little traffic pauses the rollout
     with nothing lost. Success promotes the version to champion (audited)."""
     settings = ChassisSettings()
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
     # Registry calls must fail within the lease, not after MLflow's minutes of retries: a
     # renewal that cannot land before the lease ends means the replicas ended the split.
-    tracking.bound_http_retries()
+    bound_http_retries()
     # A dead worker must not end this run at its next log line (chassis/console.py).
     survive_lost_console()
-    champion, challenger = preflight(model_name, version, allow_retired)
+    champion, challenger = preflight(registry, model_name, version, allow_retired)
     run_url = tracking.flow_run_url(settings, flow_run.id)
     evidence = {
         "flow_run": run_url,
@@ -130,16 +134,20 @@ def rollout(
     candidate = Candidate(
         model_name, version, champion, strategy, policy or RolloutPolicy(), actor()
     )
-    rows = test_rows(model_name, version)
-    promote = partial(promote_champion, model_name, version, champion, evidence=evidence)
-    retire = partial(retire_challenger, model_name, version)
+    rows = test_rows(registry, model_name, version)
+    promote = partial(promote_champion, registry, model_name, version, champion, evidence=evidence)
+    retire = partial(retire_challenger, registry, model_name, version)
     with contextlib.ExitStack() as stack:
-        fleet, embedded, traffic_url = open_fleet(stack, settings, candidate, replicas, gateway_url)
+        fleet, embedded, traffic_url = open_fleet(
+            stack, settings, registry, candidate, replicas, gateway_url
+        )
         fleet.claim(candidate.actor)  # another live rollout: refused; an orphan: ended first
         # Only now, with every replica known to serve the champion, does an alias move.
         if challenger != version:
             reason = f"rollout by {strategy}"
-            set_challenger(model_name, version, reason, {"flow_run": run_url}, allow_retired)
+            set_challenger(
+                registry, model_name, version, reason, {"flow_run": run_url}, allow_retired
+            )
         driver = start_traffic(stack, drive_traffic, embedded, traffic_url, candidate, rows)
         step = partial(run_step, fleet, candidate=candidate)
         decision = run_steps(fleet, candidate, step, promote, retire, get_run_logger())

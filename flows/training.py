@@ -10,11 +10,12 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis import data as core_data
-from chassis import registry, tracking
 from chassis.evaluation import ClassificationReport
 from chassis.lineage import git_commit, trained_version_tags
 from chassis.onnx_export import ExportedModel
+from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
+from chassis.tracking import LoggedRun, Tracking
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
     evaluate,
@@ -101,7 +102,8 @@ def train(
     """
     settings = ChassisSettings()
     tolerance = parity_tolerance or settings.parity_tolerance
-    tracking.connect(settings)
+    registry = Registry.from_settings(settings)
+    tracking = Tracking.from_settings(settings)
 
     model_spec = resolve_spec(spec)
     dataset = load_dataset(model_spec)
@@ -135,14 +137,17 @@ def train(
             lineage_tags=lineage,
             seed=seed,
             epochs=epochs or model_spec.training.epochs,
+            tracking=tracking,
         )
         unchanged = (
-            unchanged_from_champion(model_spec.name, logged.run_id, logged.stored_onnx_sha256)
+            unchanged_from_champion(
+                registry, tracking, model_spec.name, logged.run_id, logged.stored_onnx_sha256
+            )
             if skip_if_unchanged
             else None
         )
         registered = (
-            register_version(spec, model_spec, logged, report, lineage)
+            register_version(registry, spec, model_spec, logged, report, lineage)
             if unchanged is None
             else None
         )
@@ -159,11 +164,11 @@ def train(
 def training_outcome(
     settings: ChassisSettings,
     model_name: str,
-    logged: tracking.LoggedRun,
+    logged: LoggedRun,
     fingerprint: str,
     report: ClassificationReport,
     exported: ExportedModel,
-    registered: registry.RegisteredVersion | None,
+    registered: RegisteredVersion | None,
     unchanged: tuple[int, str] | None,
 ) -> TrainingOutcome:
     """The registered version, or (nothing registered) the existing one it equals and why."""
@@ -192,7 +197,7 @@ def publish_training_artifacts(
     outcome: TrainingOutcome,
     best_epoch: int,
     onnx_bytes: int,
-    registered: registry.RegisteredVersion | None,
+    registered: RegisteredVersion | None,
 ) -> None:
     if registered is None:
         publish_markdown(

@@ -7,7 +7,6 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from chassis import data as core_data
-from chassis import registry, tracking
 from chassis.compression.candidates import BASELINE
 from chassis.compression.classification import (
     BuildResult,
@@ -26,15 +25,19 @@ from chassis.compression.measure import (
 from chassis.compression.select import Selection, SelectionPolicy, select_candidate
 from chassis.errors import CompressionError
 from chassis.modelspec import Dataset
+from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import ChassisSettings
+from chassis.tracking import CandidateRun, LoggedCompression, Tracking
 from chassis.version_loader import LoadedVersion, load_version
 from tasks.training import NO_CACHE_TASK
 
 
 @task(name="load-parent-version", **NO_CACHE_TASK)
-def load_parent(model_name: str, version: int, workdir: Path) -> tuple[LoadedVersion, Dataset]:
+def load_parent(
+    registry: Registry, model_name: str, version: int, workdir: Path
+) -> tuple[LoadedVersion, Dataset]:
     """The registered version (sha256 verified), its torch twin, and its spec's dataset."""
-    loaded = load_version(model_name, version, workdir)
+    loaded = load_version(registry, model_name, version, workdir)
     if loaded.module is None or loaded.n_classes is None:
         raise CompressionError(
             f"{model_name} v{version} carries no torch weights (was it compressed already?); "
@@ -138,14 +141,13 @@ def log_compression(
     settings: ChassisSettings,
     flow_run_id: str,
     skipped: dict[str, str],
-) -> tracking.LoggedCompression:
-    experiment_id = tracking.ensure_experiment(
-        settings.experiment_name or loaded.spec.name, settings
-    )
+    tracking: Tracking,
+) -> LoggedCompression:
+    experiment_id = tracking.ensure_experiment(settings.experiment_name or loaded.spec.name)
     lineage = run_lineage(loaded.spec_reference, flow_run_id, loaded.files.version)
     verdicts = {v.name: v for v in selection.verdicts}
     children = [
-        tracking.CandidateRun(
+        CandidateRun(
             name=m.name,
             params={"recipe": json.dumps(m.recipe, sort_keys=True), "candidate": m.name},
             metrics={**m.metrics(), "passed": float(verdicts[m.name].passed)},
@@ -187,12 +189,13 @@ def log_compression(
 
 @task(name="register-compressed-version", **NO_CACHE_TASK)
 def register_selected(
+    registry: Registry,
     loaded: LoadedVersion,
     measured: list[Measurement],
     selection: Selection,
-    logged: tracking.LoggedCompression,
+    logged: LoggedCompression,
     flow_run_id: str,
-) -> registry.RegisteredVersion:
+) -> RegisteredVersion:
     """Register the winner as a new version whose tags say how it was made and from what."""
     chosen = next(m for m in measured if m.name == selection.selected)
     run = logged.candidates[chosen.name]

@@ -8,11 +8,14 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
-from chassis import expectations, registry
+from chassis import expectations
 from chassis.drift import DriftInputError, DriftPolicy, DriftResult, detect_drift
+from chassis.errors import RegistryError
 from chassis.expectations import SuiteResult
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
+from chassis.registry import Registry
+from chassis.registry.tags import TAG_SPEC
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from tasks.artifacts import publish_markdown, publish_table
@@ -26,12 +29,14 @@ def model_resource(model: str) -> dict[str, str]:
 
 
 @task(name="load-reference", **NO_CACHE_TASK)
-def load_reference(model: str, version: int, workdir: Path) -> tuple[pd.DataFrame, list[str]]:
+def load_reference(
+    registry: Registry, model: str, version: int, workdir: Path
+) -> tuple[pd.DataFrame, list[str]]:
     """The reference snapshot of the version that was trained (compressed ones inherit it)."""
     root, _ = registry.lineage_root(model, version)
     try:
         path = registry.fetch_reference(model, root, workdir)
-    except registry.RegistryError as error:
+    except RegistryError as error:
         raise DriftInputError(str(error)) from error
     features = registry.feature_columns(model, version)
     if not features:
@@ -59,6 +64,7 @@ def load_window(settings: ChassisSettings, model: str, start: datetime, end: dat
 
 @task(name="check-serving-suite", **NO_CACHE_TASK)
 def check_serving_suite(
+    registry: Registry,
     settings: ChassisSettings,
     model: str,
     version: int,
@@ -75,10 +81,10 @@ def check_serving_suite(
         return None
     if window.frame.empty or not set(features) <= set(window.frame.columns):
         return None
-    reference = registry.version_tags(model, version).get(registry.TAG_SPEC)
+    reference = registry.version_tags(model, version).get(TAG_SPEC)
     if not reference:
         raise DriftInputError(
-            f"{model} v{version} has no {registry.TAG_SPEC} tag, so its serving suite cannot "
+            f"{model} v{version} has no {TAG_SPEC} tag, so its serving suite cannot "
             "be found; run the check with policy serving_suite=skip"
         )
     spec = load_spec(reference)

@@ -8,17 +8,17 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from chassis import registry, tracking
 from chassis.aliases import CHAMPION
 from chassis.data import load_dataset
 from chassis.errors import ChassisError
 from chassis.gates import GatePolicy, GateReport, Measurements, evaluate_gates
+from chassis.registry import AliasChange, Registry
+from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
+from chassis.tracking import Tracking
 from chassis.version_loader import load_version
 from chassis.version_measure import measure_classifier
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
-
-TAG_PARENT_VERSION = "chassis.compression.parent_version"
 
 
 class GatesFailed(ChassisError):  # noqa: N818 (reads as what happened)
@@ -34,15 +34,17 @@ def actor() -> str:
 
 @task(name="measure-versions", **NO_CACHE_TASK)
 def measure_versions(
-    model_name: str, version: int, workdir: Path
+    registry: Registry, model_name: str, version: int, workdir: Path
 ) -> tuple[Measurements, Measurements | None, Measurements | None]:
     """Candidate, its baseline (if compressed from one) and the champion, on one test split."""
     logger = get_run_logger()
-    candidate = load_version(model_name, version, workdir)
+    candidate = load_version(registry, model_name, version, workdir)
     dataset = load_dataset(candidate.spec.load_data, candidate.spec.name)
 
     def measure(number: int) -> Measurements:
-        loaded = candidate if number == version else load_version(model_name, number, workdir)
+        loaded = (
+            candidate if number == version else load_version(registry, model_name, number, workdir)
+        )
         measured = measure_classifier(
             number, loaded.files.onnx_path, dataset, loaded.module, candidate.n_classes
         )
@@ -66,6 +68,8 @@ def measure_versions(
 
 @task(name="judge-gates", **NO_CACHE_TASK)
 def judge_gates(
+    registry: Registry,
+    tracking: Tracking,
     model_name: str,
     measured: tuple[Measurements, Measurements | None, Measurements | None],
     policy: GatePolicy,
@@ -103,16 +107,16 @@ def raise_if_failed(report: GateReport) -> None:
 
 
 @task(name="verify-version", **NO_CACHE_TASK)
-def verify_version(model_name: str, version: int, workdir: Path) -> dict[str, str]:
+def verify_version(
+    registry: Registry, model_name: str, version: int, workdir: Path
+) -> dict[str, str]:
     """Download and check the sha256 of what is about to take traffic."""
     files = registry.fetch_version(model_name, version, workdir / f"v{version}")
-    get_run_logger().info(
-        "v%d verified: sha256 %s", version, files.tags[registry.TAG_ONNX_SHA256][:16]
-    )
+    get_run_logger().info("v%d verified: sha256 %s", version, files.tags[TAG_ONNX_SHA256][:16])
     return files.tags
 
 
-def publish_alias_change(change: registry.AliasChange) -> None:
+def publish_alias_change(change: AliasChange) -> None:
     record = change.audit
     if record is None:
         publish_markdown(
@@ -140,7 +144,7 @@ def publish_alias_change(change: registry.AliasChange) -> None:
     )
 
 
-def _finish(change: registry.AliasChange) -> registry.AliasChange:
+def _finish(change: AliasChange) -> AliasChange:
     publish_alias_change(change)
     get_run_logger().info(
         "%s %s: %s -> %s", change.action, change.name, change.aliases_before, change.aliases_after
@@ -151,12 +155,13 @@ def _finish(change: registry.AliasChange) -> registry.AliasChange:
 # Each alias task is a thin call into chassis.registry, the only code that moves aliases.
 @task(name="promote-champion", **NO_CACHE_TASK)
 def promote_champion(
+    registry: Registry,
     model_name: str,
     version: int,
     expected_champion: int | None,
     reason: str,
     evidence: dict[str, str],
-) -> registry.AliasChange:
+) -> AliasChange:
     return _finish(
         registry.promote(
             model_name,
@@ -171,13 +176,14 @@ def promote_champion(
 
 @task(name="set-challenger", **NO_CACHE_TASK)
 def set_challenger(
+    registry: Registry,
     model_name: str,
     version: int,
     reason: str,
     evidence: dict[str, str],
     allow_retired: bool = False,
-) -> registry.AliasChange:
-    """Refused (registry.RetiredChallenger, nothing moved) for a version a rollout retired,
+) -> AliasChange:
+    """Refused (RetiredChallenger, nothing moved) for a version a rollout retired,
     unless `allow_retired`; the audit record then names the override."""
     return _finish(
         registry.set_challenger(
@@ -192,14 +198,18 @@ def set_challenger(
 
 
 @task(name="rollback-champion", **NO_CACHE_TASK)
-def rollback_champion(model_name: str, reason: str) -> registry.AliasChange:
+def rollback_champion(registry: Registry, model_name: str, reason: str) -> AliasChange:
     return _finish(registry.rollback(model_name, actor=actor(), reason=reason))
 
 
 @task(name="retire-challenger", **NO_CACHE_TASK)
 def retire_challenger(
-    model_name: str, version: int | None, reason: str, evidence: dict[str, str] | None = None
-) -> registry.AliasChange:
+    registry: Registry,
+    model_name: str,
+    version: int | None,
+    reason: str,
+    evidence: dict[str, str] | None = None,
+) -> AliasChange:
     return _finish(
         registry.retire_challenger(
             model_name, version, actor=actor(), reason=reason, evidence=evidence

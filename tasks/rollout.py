@@ -12,9 +12,10 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from chassis import registry
 from chassis.data import features, load_dataset
 from chassis.modelspec import load_spec
+from chassis.registry import Registry
+from chassis.registry.tags import TAG_SPEC
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, resolve_replicas
@@ -37,7 +38,9 @@ from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
 
 
-def preflight(model_name: str, version: int, allow_retired: bool) -> tuple[int, int | None]:
+def preflight(
+    registry: Registry, model_name: str, version: int, allow_retired: bool
+) -> tuple[int, int | None]:
     """The champion to roll out against and the current challenger; refuses (nothing moved)
     a version whose gates did not pass, or that is not rollable (runner.check_candidate)."""
     registry.require_passed_gates(model_name, version)
@@ -109,6 +112,7 @@ def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list
 def open_fleet(
     stack: contextlib.ExitStack,
     settings: ChassisSettings,
+    registry: Registry,
     candidate: Candidate,
     replicas: list[str] | None,
     gateway_url: str | None,
@@ -126,6 +130,7 @@ def open_fleet(
         )
         urls, embedded, traffic_url = [gateway.url], gateway.embedded, gateway.url
     fleet = Fleet(
+        registry,
         [GatewayClient(url, settings.admin_token()) for url in urls],
         model,
         sync_seconds=policy.sync_seconds,
@@ -147,9 +152,9 @@ def open_fleet(
     return fleet, embedded, traffic_url
 
 
-def test_rows(model_name: str, version: int) -> np.ndarray:
+def test_rows(registry: Registry, model_name: str, version: int) -> np.ndarray:
     """The test split of the version's spec: traffic for demos and blue-green previews."""
-    reference = registry.version_tags(model_name, version)[registry.TAG_SPEC]
+    reference = registry.version_tags(model_name, version)[TAG_SPEC]
     spec = load_spec(reference)
     dataset = load_dataset(spec.load_data, spec.name)
     return features(dataset.test, dataset)

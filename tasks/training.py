@@ -9,13 +9,23 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from chassis import data as core_data
-from chassis import expectations, onnx_export, registry, tracking
+from chassis import expectations, onnx_export
+from chassis.aliases import CHAMPION
+from chassis.errors import RegistryError
 from chassis.evaluation import ClassificationReport, classification_report
 from chassis.lineage import same_model_as_champion
 from chassis.modelspec import Dataset, ModelSpec, load_spec
 from chassis.reference_sample import reference_sample
+from chassis.registry import RegisteredVersion, Registry
+from chassis.registry.tags import (
+    TAG_ONNX_SHA256,
+    TAG_RUN_ID,
+    TAG_UNCHANGED_FROM,
+    TAG_WEIGHTS_SHA256,
+)
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
+from chassis.tracking import LoggedRun, Tracking
 from chassis.training import TrainedModel, predict_logits, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
@@ -145,8 +155,9 @@ def log_to_mlflow(
     lineage_tags: dict[str, str],
     seed: int,
     epochs: int,
-) -> tracking.LoggedRun:
-    experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name, settings)
+    tracking: Tracking,
+) -> LoggedRun:
+    experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name)
     # Torch weights travel with the ONNX model so compression can rebuild the module later.
     weights_path = exported.path.with_name("model.safetensors")
     save_weights(trained.module, weights_path)
@@ -201,12 +212,13 @@ def log_to_mlflow(
 
 @task(name="register-version", **NO_CACHE_TASK)
 def register_version(
+    registry: Registry,
     spec_reference: str,
     spec: ModelSpec,
-    logged: tracking.LoggedRun,
+    logged: LoggedRun,
     report: ClassificationReport,
     tags: dict[str, str],
-) -> registry.RegisteredVersion:
+) -> RegisteredVersion:
     registered = registry.register_version(
         name=spec.name,
         model_uri=logged.model_uri,
@@ -214,10 +226,10 @@ def register_version(
         run_id=logged.run_id,
         tags={
             **tags,
-            registry.TAG_ONNX_SHA256: logged.stored_onnx_sha256,
-            registry.TAG_RUN_ID: logged.run_id,
+            TAG_ONNX_SHA256: logged.stored_onnx_sha256,
+            TAG_RUN_ID: logged.run_id,
             **(
-                {registry.TAG_WEIGHTS_SHA256: logged.stored_weights_sha256}
+                {TAG_WEIGHTS_SHA256: logged.stored_weights_sha256}
                 if logged.stored_weights_sha256
                 else {}
             ),
@@ -232,7 +244,7 @@ def register_version(
 
 @task(name="compare-with-champion", **NO_CACHE_TASK)
 def unchanged_from_champion(
-    model_name: str, run_id: str, onnx_sha256: str
+    registry: Registry, tracking: Tracking, model_name: str, run_id: str, onnx_sha256: str
 ) -> tuple[int, str] | None:
     """The existing version whose ONNX bytes equal the new ones, if the champion is one, and
     why: the champion itself, or the version it was compressed from (the same trained model,
@@ -242,11 +254,6 @@ def unchanged_from_champion(
     bytes when asked to (an A/A benchmark does so on purpose). The MLflow run stays, tagged
     with the version it equals.
     """
-    import mlflow
-
-    from chassis.aliases import CHAMPION
-    from chassis.errors import RegistryError
-
     try:
         champion = registry.current_aliases(model_name).get(CHAMPION)
     except RegistryError:
@@ -259,13 +266,10 @@ def unchanged_from_champion(
     if equal is None:
         return None
     same, which = equal
-    mlflow.MlflowClient().set_tag(run_id, TAG_UNCHANGED_FROM, str(same))
+    tracking.set_run_tag(run_id, TAG_UNCHANGED_FROM, str(same))
     why = (
         f"no change: the new ONNX bytes (sha256 {onnx_sha256[:16]}...) equal {model_name} "
         f"v{same}'s, {which}; nothing was registered"
     )
     get_run_logger().info(why)
     return same, why
-
-
-TAG_UNCHANGED_FROM = "chassis.unchanged_from"  # on a run whose model equals an existing version

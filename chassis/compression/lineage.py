@@ -11,25 +11,34 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from chassis import registry
+from chassis.registry.tags import (
+    TAG_CANDIDATE,
+    TAG_DATASET_FINGERPRINT,
+    TAG_FLOW_RUN_ID,
+    TAG_GIT_COMMIT,
+    TAG_N_CLASSES,
+    TAG_N_FEATURES,
+    TAG_ONNX_SHA256,
+    TAG_PARENT_VERSION,
+    TAG_RECIPE,
+    TAG_RUN_ID,
+    TAG_SPEC,
+)
 
-TAG_RECIPE = "chassis.compression.recipe"
-TAG_CANDIDATE = "chassis.compression.candidate"
-TAG_PARENT_VERSION = registry.TAG_PARENT_VERSION
 INHERITED_TAGS = (
-    registry.TAG_SPEC,
-    registry.TAG_DATASET_FINGERPRINT,
-    registry.TAG_N_FEATURES,
-    registry.TAG_N_CLASSES,
-    registry.TAG_GIT_COMMIT,
+    TAG_SPEC,
+    TAG_DATASET_FINGERPRINT,
+    TAG_N_FEATURES,
+    TAG_N_CLASSES,
+    TAG_GIT_COMMIT,
 )
 
 
 def run_lineage(spec_reference: str, flow_run_id: str, parent_version: int) -> dict[str, str]:
     """Tags of every MLflow run of one compression (the parent run and each candidate's)."""
     return {
-        registry.TAG_SPEC: spec_reference,
-        registry.TAG_FLOW_RUN_ID: flow_run_id,
+        TAG_SPEC: spec_reference,
+        TAG_FLOW_RUN_ID: flow_run_id,
         TAG_PARENT_VERSION: str(parent_version),
         "chassis.stage": "compress",
     }
@@ -50,9 +59,9 @@ def compressed_version_tags(
     tags = {t: parent_tags[t] for t in INHERITED_TAGS if parent_tags.get(t)}
     tags.update(
         {
-            registry.TAG_RUN_ID: run_id,
-            registry.TAG_ONNX_SHA256: onnx_sha256,
-            registry.TAG_FLOW_RUN_ID: flow_run_id,
+            TAG_RUN_ID: run_id,
+            TAG_ONNX_SHA256: onnx_sha256,
+            TAG_FLOW_RUN_ID: flow_run_id,
             TAG_PARENT_VERSION: str(parent_version),
             TAG_CANDIDATE: candidate,
             TAG_RECIPE: json.dumps(recipe, sort_keys=True),

@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from chassis import registry
 from chassis.errors import ChassisError
+from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.counts import ModelCounts, add_models, from_exposition, window
 from chassis.rollout.orphans import backoff, end_orphan
@@ -65,6 +65,7 @@ class Fleet:
 
     def __init__(
         self,
+        registry: Registry,
         clients: Sequence[GatewayClient],
         model: str,
         sync_seconds: float = 30.0,
@@ -74,6 +75,7 @@ class Fleet:
     ) -> None:
         if not clients:
             raise FleetError("no gateway replicas to drive")
+        self.registry = registry
         self.clients = list(clients)
         self.model = model
         self.sync_seconds = sync_seconds
@@ -92,7 +94,7 @@ class Fleet:
     def claim(self, actor: str) -> None:
         """Before a rollout moves anything: refuse if another live rollout owns the split;
         end an orphaned one (stable, challenger retired) if its lease has passed."""
-        record = registry.read_rollout_record(self.model)
+        record = self.registry.read_rollout_record(self.model)
         now = time.time()
         held = record is not None and record.leased and not lease.expired(record, now)
         if held and record is not None and record.owner != self.owner:
@@ -100,8 +102,8 @@ class Fleet:
                 f"another rollout of {self.model} holds the split "
                 f"({lease.describe(record)}); nothing was changed"
             )
-        end_orphan(self.model, record, f"{actor} (starting a rollout)", now)
-        latest = registry.read_rollout_record(self.model)
+        end_orphan(self.registry, self.model, record, f"{actor} (starting a rollout)", now)
+        latest = self.registry.read_rollout_record(self.model)
         self.generation = latest.generation if latest else 0
 
     def keep_lease(self) -> None:
@@ -142,7 +144,7 @@ class Fleet:
         return record
 
     def _write(self, split: RolloutRecord, actor: str) -> RolloutRecord:
-        record = registry.write_rollout_record(self.model, split, self.generation, actor)
+        record = self.registry.write_rollout_record(self.model, split, self.generation, actor)
         self.generation = record.generation
         self.held = record if record.leased else None
         return record
@@ -164,7 +166,7 @@ class Fleet:
                 record = self._write(stable, actor)
                 break
             except RecordConflict:
-                current = registry.read_rollout_record(self.model)
+                current = self.registry.read_rollout_record(self.model)
                 if current is not None and not current.leased and current.mode == "stable":
                     self.held, self.generation = None, current.generation
                     return f"the record was returned to stable by {current.written_by}"

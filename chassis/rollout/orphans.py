@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from chassis import registry
+from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.record import RecordConflict, RolloutRecord
 
@@ -61,7 +61,9 @@ def this_process() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def end_orphan(name: str, record: RolloutRecord | None, actor: str, now: float) -> bool:
+def end_orphan(
+    registry: Registry, name: str, record: RolloutRecord | None, actor: str, now: float
+) -> bool:
     """If `record` (the record as read) is orphaned, write a stable record in its place and
     retire the version it was trying out. Returns whether this caller did it: another one
     that wrote first makes this one's compare-and-set fail, and it does nothing."""
@@ -71,10 +73,10 @@ def end_orphan(name: str, record: RolloutRecord | None, actor: str, now: float) 
         f"orphaned rollout: the lease of {record.owner} on {lease.describe(record)} passed "
         "without renewal (its owner is gone)"
     )
-    return end_split(name, record, actor, why)
+    return end_split(registry, name, record, actor, why)
 
 
-def end_split(name: str, record: RolloutRecord, actor: str, why: str) -> bool:
+def end_split(registry: Registry, name: str, record: RolloutRecord, actor: str, why: str) -> bool:
     """Replace `record` by a stable one (compare-and-set on its generation) and, if this
     caller's write won, retire the version it was trying out. Returns whether it won."""
     try:

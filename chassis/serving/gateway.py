@@ -14,8 +14,9 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
-from chassis import registry
 from chassis.errors import ChassisError, IntegrityError, RegistryUnreachable
+from chassis.registry import Registry
+from chassis.registry.tags import TAG_ONNX_SHA256
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RecordError, RolloutRecord
@@ -81,7 +82,8 @@ class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's 
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, model_names: list[str]) -> None:
+    def __init__(self, registry: Registry, config: GatewayConfig, model_names: list[str]) -> None:
+        self.registry = registry
         self.config = config
         self.model_names = model_names
         self.models: dict[str, ServedModel] = {}
@@ -109,8 +111,8 @@ class Gateway:
         Only `_verified` calls it (after the gate check); the verified copy is kept for a
         restart while the registry is unreachable."""
         directory = verified_cache.version_dir(self.config.cache_dir, name, version)
-        files = registry.fetch_version(name, version, directory)
-        sha256 = files.tags[registry.TAG_ONNX_SHA256]
+        files = self.registry.fetch_version(name, version, directory)
+        sha256 = files.tags[TAG_ONNX_SHA256]
         served = self._open(name, version, files.onnx_path, sha256, None)
         verified_cache.remember(directory, files.onnx_path, sha256, served.feature_names)
         return served
@@ -143,7 +145,7 @@ class Gateway:
 
         if feature_names is None:
             # A compressed version inherits the column names of the version it was made from.
-            feature_names = registry.feature_columns(name, version) or [
+            feature_names = self.registry.feature_columns(name, version) or [
                 f"feature_{i}" for i in range(n_features)
             ]
         return ServedVersion(
@@ -167,8 +169,8 @@ class Gateway:
         traffic (restart, record, admin rollout, a champion moved by hand), so a version
         held in memory is checked again too: its gate may have failed since, or its digest
         changed. Raises ChassisError naming the version and the problem."""
-        tags = registry.require_passed_gates(model.name, version)
-        digest = tags.get(registry.TAG_ONNX_SHA256)
+        tags = self.registry.require_passed_gates(model.name, version)
+        digest = tags.get(TAG_ONNX_SHA256)
         held = model.versions.get(version)
         if held is not None and held.sha256 == digest:
             return held
@@ -286,7 +288,7 @@ class Gateway:
     def _serve_champion(self, name: str) -> ServedModel:
         """The champion alone; if it fails verification, the `previous` version when that
         verifies (said on /readyz and in chassis_champion_mismatch), else the refusal."""
-        champion = registry.version_for_alias(name, "champion")
+        champion = self.registry.version_for_alias(name, "champion")
         if champion is None:
             raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
         model = ServedModel(name, RolloutState(model=name, stable_version=champion))
@@ -298,7 +300,7 @@ class Gateway:
         except RegistryUnreachable:
             raise
         except ChassisError as refusal:
-            previous = registry.version_for_alias(name, "previous")
+            previous = self.registry.version_for_alias(name, "previous")
             if previous is None:
                 raise
             try:
@@ -616,7 +618,7 @@ class Gateway:
 
     def _read_record(self, name: str) -> RolloutRecord | None:
         try:
-            return registry.read_rollout_record(name)
+            return self.registry.read_rollout_record(name)
         except RecordError as error:
             # A record this version cannot read: keep serving what is verified, and say so.
             self.record_errors[name] = str(error)
@@ -647,7 +649,7 @@ class Gateway:
             self.record_errors.pop(name, None)
         if orphaned:
             try:
-                end_orphan(name, record, f"gateway replica on {this_process()}", now)
+                end_orphan(self.registry, name, record, f"gateway replica on {this_process()}", now)
             except Exception as error:  # the champion is served already; next sync retries
                 logger.warning("could not end the orphaned rollout of %s: %s", name, error)
         return changed
@@ -662,7 +664,7 @@ class Gateway:
         name = model.name
         stable = record.stable_version
         if stable is None:
-            stable = registry.version_for_alias(name, "champion")
+            stable = self.registry.version_for_alias(name, "champion")
             if stable is None:
                 raise ChassisError(f"{name!r} has no champion to serve")
         warm = record.warm_version
@@ -725,7 +727,7 @@ class Gateway:
         self._expire_warm(model)
         if model.state.mode != "stable" or not model.state.follows_champion:
             return False  # a rollout (or a blue-green switch's live window) is in flight
-        champion = registry.version_for_alias(name, "champion")
+        champion = self.registry.version_for_alias(name, "champion")
         if champion is None or champion == model.state.stable_version:
             self.metrics.set_champion_mismatch(name, None)
             return False

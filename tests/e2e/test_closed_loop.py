@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chassis import registry
+from chassis.registry import Registry
 from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.traffic import apply_drift, replay
@@ -61,26 +61,13 @@ class Loop:
         return self.server.flow_runs(self.retrain_deployment_id)
 
     def versions(self) -> list[int]:
-        with registry_of(self.home):
-            return registry.list_versions(MODEL)
+        registry = registry_of(self.home)
+        return registry.list_versions(MODEL)
 
 
-class registry_of:  # noqa: N801 (used as a context manager, reads as a phrase)
-    """Point this process's MLflow client at the loop's home for a few registry reads."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def __enter__(self) -> None:
-        from chassis.tracking import connect
-
-        self.previous = os.environ.get("CHASSIS_HOME")
-        os.environ["CHASSIS_HOME"] = str(self.home)
-        connect(ChassisSettings())
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            os.environ["CHASSIS_HOME"] = self.previous
+def registry_of(home: Path) -> Registry:
+    """The loop's registry, for a few reads from this process."""
+    return Registry.from_settings(ChassisSettings(home=home))
 
 
 def prefect_cli(*args: str, env: dict[str, str]) -> None:
@@ -200,9 +187,9 @@ def test_drift_retrains_a_challenger_into_production_and_the_cooldown_holds(loop
 
     # A new version was trained, compressed, gated, set as challenger and promoted by canary.
     assert loop.versions() == [1, 2]
-    with registry_of(loop.home):
-        assert registry.current_aliases(MODEL).get("champion") == 2
-        records = registry.history(MODEL)
+    registry = registry_of(loop.home)
+    assert registry.current_aliases(MODEL).get("champion") == 2
+    records = registry.history(MODEL)
     # The audit trail names the retraining run that moved the aliases.
     moves: dict[tuple[str, object, object], str] = {
         (r.action, m["alias"], m["to"]): r.actor for r in records for m in r.moves
@@ -242,9 +229,9 @@ def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
 
     The version set by hand is the champion's twin, so the outcome is known in advance: its
     gates pass and its canary finds no difference from the champion, so it is promoted."""
-    with registry_of(loop.home):
-        champion = registry.current_aliases(MODEL)["champion"]
-        records_before = len(registry.history(MODEL))
+    registry = registry_of(loop.home)
+    champion = registry.current_aliases(MODEL)["champion"]
+    records_before = len(registry.history(MODEL))
     # The champion's spec trained again on the champion's data with the same seed: training
     # is deterministic, so the new version holds the champion's very bytes. (v1 came from
     # the first release, on data draw 0; retrainings ran on the worker, on draw 1.)
@@ -253,10 +240,8 @@ def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
         "train", "--spec", "tests.fixtures.specs:collected", env={specs.DATA_DRAW_ENV: draw}
     )
     twin = max(loop.versions())
-    with registry_of(loop.home):
-        digests = {
-            v: registry.version_tags(MODEL, v)["chassis.onnx_sha256"] for v in (champion, twin)
-        }
+    registry = registry_of(loop.home)
+    digests = {v: registry.version_tags(MODEL, v)["chassis.onnx_sha256"] for v in (champion, twin)}
     assert twin != champion and digests[twin] == digests[champion], digests
 
     mlflow_server = MlflowServer(
@@ -346,10 +331,10 @@ def test_a_challenger_set_by_hand_in_mlflow_is_rolled_out_through_the_webhook(
 
     # Promoted through Chassis's audited moves, and no alias is left pointing at a split.
     assert done["state"]["type"] == "COMPLETED", loop.server.log_messages(runs[0]["id"])[-20:]
-    with registry_of(loop.home):
-        aliases = registry.current_aliases(MODEL)
-        new_records = registry.history(MODEL)[records_before:]
-        assert registry.unaudited_challenger(MODEL) is None
+    registry = registry_of(loop.home)
+    aliases = registry.current_aliases(MODEL)
+    new_records = registry.history(MODEL)[records_before:]
+    assert registry.unaudited_challenger(MODEL) is None
     assert "challenger" not in aliases
     moved = {(r.action, m["alias"], m["to"]) for r in new_records for m in r.moves}
     assert aliases["champion"] == twin and ("promote", "champion", twin) in moved, moved

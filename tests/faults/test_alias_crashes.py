@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from chassis import registry
+from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from tests.fixtures.cli import chassis
 from tests.fixtures.fault_report import FaultReport, ScenarioResult
+from tests.fixtures.registries import home_registry
 from tests.fixtures.registry_versions import register_tiny_versions, stored_onnx
 
 # Short-lived locks: every kill leaves its lock behind, and the next command outwaits it.
@@ -117,12 +118,12 @@ def model_at(start: dict[str, int]) -> str:
     the audit trail is as a real history would leave it)."""
     model = f"crash-{next(_models)}"
     register_tiny_versions(model, 3)
-    registry.promote(model, 1, expected_champion=None, actor="setup", reason="first")
+    home_registry().promote(model, 1, expected_champion=None, actor="setup", reason="first")
     if start["champion"] == 2:
-        registry.promote(model, 2, expected_champion=1, actor="setup", reason="second")
+        home_registry().promote(model, 2, expected_champion=1, actor="setup", reason="second")
     if "challenger" in start:
-        registry.set_challenger(model, start["challenger"], actor="setup", reason="rollout")
-    assert registry.current_aliases(model) == start
+        home_registry().set_challenger(model, start["challenger"], actor="setup", reason="rollout")
+    assert home_registry().current_aliases(model) == start
     return model
 
 
@@ -131,15 +132,14 @@ def run(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedPr
 
 
 def intent_tag(model: str) -> str | None:
-    import mlflow
 
-    return mlflow.MlflowClient().get_registered_model(model).tags.get(registry.TAG_INTENT)
+    return home_registry().client.get_registered_model(model).tags.get(tags.TAG_INTENT)
 
 
 def outcome(op: Operation, model: str, records_before: int) -> tuple[str, str]:
     """("before" | "after" | "inconsistent", description for the `lost` column)."""
-    aliases = registry.current_aliases(model)
-    trail = registry.history(model)
+    aliases = home_registry().current_aliases(model)
+    trail = home_registry().history(model)
     new = trail[records_before:]
     if aliases == op.before and not new:
         return "before", "nothing: half-done change undone, no record"
@@ -178,8 +178,8 @@ def crash_then(env: dict[str, str], case: tuple[str, str, str], model: str) -> t
     after, name, point = case
     op = OPERATIONS[name]
     killed = run(env, *op.args, "--model", model, CHASSIS_FAILPOINTS=f"{point}=kill")
-    left = (intent_tag(model) is not None, registry.current_aliases(model))
-    records_at_kill = len(registry.history(model))
+    left = (intent_tag(model) is not None, home_registry().current_aliases(model))
+    records_at_kill = len(home_registry().history(model))
     killed_recovery = None
     if after == RECOVER_KILLED:
         armed = "recover.after-move-1=kill"
@@ -193,7 +193,7 @@ def crash_then(env: dict[str, str], case: tuple[str, str, str], model: str) -> t
 def recover_here(model: str) -> Ran:
     """`registry.recover`, the function `chassis recover` calls, in this process: the same
     lock wait and resolution without a second interpreter's imports (CPU the module needs)."""
-    recovery = registry.recover(model, actor="fault test")
+    recovery = home_registry().recover(model, actor="fault test")
     described = "nothing to do" if recovery is None else recovery.describe()
     return subprocess.CompletedProcess(["registry.recover", model], 0, described, "")
 
@@ -209,7 +209,7 @@ def crashes(home: Path, cli_env: dict[str, str]) -> dict[tuple[str, str, str], C
     cases += [(REPEAT, name, point) for name, point in REPEATED]
     cases += [(RECOVER_KILLED, "promote", "alias.before-audit")]
     models = {case: model_at(OPERATIONS[case[1]].before) for case in cases}
-    records = {case: len(registry.history(models[case])) for case in cases}
+    records = {case: len(home_registry().history(models[case])) for case in cases}
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {case: pool.submit(crash_then, cli_env, case, models[case]) for case in cases}
         return {
@@ -255,7 +255,9 @@ def test_kill_at_each_step_then_recover_leaves_all_before_or_all_after(
     assert state == expected, (crash.half_state, lost)
     assert intent_tag(crash.model) is None
     if expected == "after":
-        assert registry.history(crash.model)[-1].intent  # the record carries the intent token
+        assert (
+            home_registry().history(crash.model)[-1].intent
+        )  # the record carries the intent token
         assert "had written its audit record: it stands" in recovered.stdout
     else:
         assert "undone, aliases restored" in recovered.stdout
@@ -281,7 +283,7 @@ def test_the_repeated_command_after_a_kill_does_the_change_exactly_once(
     assert crash.then.returncode == 0, crash.then.stderr
     assert state == "after", lost  # done once: one record, not two rollbacks
     assert intent_tag(crash.model) is None
-    recovery = registry.read_last_recovery(crash.model)
+    recovery = home_registry().read_last_recovery(crash.model)
     assert recovery is not None and recovery["outcome"] == "undone"
 
 
@@ -290,7 +292,7 @@ def test_rollback_to_truncated_bytes_is_refused_and_nothing_moves(
 ) -> None:
     op = OPERATIONS["rollback"]
     model = model_at(op.before)
-    records = len(registry.history(model))
+    records = len(home_registry().history(model))
     onnx = stored_onnx(model, 1)
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
 
@@ -322,7 +324,7 @@ def test_promotion_of_truncated_bytes_is_refused_and_nothing_moves(
 ) -> None:
     op = OPERATIONS["promote"]
     model = model_at(op.before)
-    records = len(registry.history(model))
+    records = len(home_registry().history(model))
     onnx = stored_onnx(model, 3)
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
 
@@ -352,8 +354,8 @@ def test_rollback_to_a_version_whose_gates_failed_is_refused_and_nothing_moves(
 ) -> None:
     op = OPERATIONS["rollback"]
     model = model_at(op.before)
-    records = len(registry.history(model))
-    registry.record_gate_report(model, 1, False, "report-of-a-failed-regate")
+    records = len(home_registry().history(model))
+    home_registry().record_gate_report(model, 1, False, "report-of-a-failed-regate")
 
     refused = run(cli_env, "rollback", "--model", model)
     state, lost = outcome(op, model, records)
@@ -418,7 +420,7 @@ def test_staggered_promotions_expecting_the_same_champion_conflict_instead_of_ch
     finally:
         second.send_signal(signal.SIGCONT)
     _, second_err = second.communicate(timeout=240)
-    aliases = registry.current_aliases(model)
+    aliases = home_registry().current_aliases(model)
     fault_report.add(
         ScenarioResult(
             scenario="two promotions given while v1 is champion, the second run after the first",
@@ -435,8 +437,8 @@ def test_staggered_promotions_expecting_the_same_champion_conflict_instead_of_ch
     assert second.returncode == 1, second_err
     assert "expected v1 but found v2" in second_err
     assert aliases == {"champion": 2, "previous": 1}
-    assert [r.actor for r in registry.history(model)][-1] != "setup"
-    assert len(registry.history(model)) == 2  # setup's promotion of v1, then A's only
+    assert [r.actor for r in home_registry().history(model)][-1] != "setup"
+    assert len(home_registry().history(model)) == 2  # setup's promotion of v1, then A's only
 
 
 def test_a_waiter_with_a_short_wait_outwaits_the_lock_of_a_killed_holder(
@@ -447,7 +449,7 @@ def test_a_waiter_with_a_short_wait_outwaits_the_lock_of_a_killed_holder(
     half-done promotion, then roll back from the state before it."""
     op = OPERATIONS["promote"]
     model = model_at(op.before)
-    records = len(registry.history(model))
+    records = len(home_registry().history(model))
     killed = run(
         cli_env,
         *op.args,
@@ -456,15 +458,14 @@ def test_a_waiter_with_a_short_wait_outwaits_the_lock_of_a_killed_holder(
         CHASSIS_FAILPOINTS="alias.after-move-2=kill",
         CHASSIS_LOCK_TTL_SECONDS="5",
     )
-    import mlflow
 
-    lock = mlflow.MlflowClient().get_registered_model(f"{model}{registry.LOCK_SUFFIX}")
+    lock = home_registry().client.get_registered_model(f"{model}{tags.LOCK_SUFFIX}")
     expires = float(lock.tags["chassis.lock_expires"])
     waited_from = time.time()
     rolled = run(cli_env, "rollback", "--model", model, CHASSIS_LOCK_TTL_SECONDS="1")
     done_at = time.time()
-    aliases = registry.current_aliases(model)
-    actions = [r.action for r in registry.history(model)[records:]]
+    aliases = home_registry().current_aliases(model)
+    actions = [r.action for r in home_registry().history(model)[records:]]
     fault_report.add(
         ScenarioResult(
             scenario="kill -9 of promote holding a 5 s lock; a rollback with a 1 s lock waits",

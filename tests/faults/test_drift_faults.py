@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from chassis import registry
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
@@ -23,6 +22,7 @@ from flows.release import ReleaseOutcome, release
 from tests.fixtures import specs
 from tests.fixtures.fault_report import FaultReport, ScenarioResult
 from tests.fixtures.gateway import MODEL
+from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
 SUMMARY = f"{MODEL}-drift-summary"
@@ -44,7 +44,7 @@ class Log:
 
     def __init__(self, root: Path) -> None:
         self.store = BlobStore(ChassisSettings(), str(root))
-        self.features = registry.feature_columns(MODEL, 1) or []
+        self.features = home_registry().feature_columns(MODEL, 1) or []
         self.paths: list[str] = []
 
     def write(self, relative: str, payload: bytes) -> None:
@@ -196,7 +196,7 @@ def test_no_readable_file_is_a_failure_naming_every_file(log, fault_report):
 
 def test_audit_links_name_the_prefect_server_in_use_not_port_4200(champion, fault_report):
     harness = urlparse(PREFECT_API_URL.value())
-    audit = registry.history(MODEL)[-1]
+    audit = home_registry().history(MODEL)[-1]
     link = audit.evidence["flow_run"]
     record(fault_report, "Prefect API on a non-default port (audit link)", "nothing")
     assert harness.port != 4200

@@ -16,12 +16,11 @@ import httpx
 import orjson
 import pytest
 
-from chassis import registry, tracking
 from chassis.errors import ChassisError
-from chassis.settings import ChassisSettings
 from tests.fixtures.fault_gateway import admin_headers, home_environment, release_into
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.registries import home_registry
 
 GOOD = orjson.dumps({"instances": [[0.5, -1.0, 2.0, 0.0]]})
 
@@ -312,10 +311,8 @@ def test_fetching_a_version_by_a_traversal_name_writes_nothing_outside_the_cache
 ):
     before = snapshot(root)
     cache = home / "gateway" / "fetch-cache"
-    with home_environment(home):
-        tracking.connect(ChassisSettings())
-        with pytest.raises(ChassisError) as refused:
-            registry.fetch_version(name, 1, cache / name)
+    with home_environment(home), pytest.raises(ChassisError) as refused:
+        home_registry().fetch_version(name, 1, cache / name)
     changed = sorted(set(snapshot(root).items()) ^ set(before.items()))
     outside = [
         p
@@ -344,8 +341,7 @@ def test_the_registry_refuses_to_register_a_traversal_name(home):
     import mlflow.exceptions
 
     with home_environment(home):
-        tracking.connect(ChassisSettings())
-        client = mlflow.MlflowClient()
+        client = home_registry().client
         for name in ("../../tmp/x", "..", "a/b"):
             with pytest.raises(mlflow.exceptions.MlflowException):
                 client.create_registered_model(name)

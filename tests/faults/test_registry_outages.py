@@ -11,17 +11,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import mlflow
 import pytest
 
-from chassis import registry
 from chassis.errors import RegistryError
+from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from flows.release import release
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.registries import home_registry
 
 ROW = [0.5, -1.0, 2.0, 0.0]
 
@@ -86,7 +86,9 @@ def predict(gateway: GatewayProcess) -> httpx.Response:
 
 def stored_onnx(home: Path, version: int) -> Path:
     use_store(home)
-    return Path(registry.version_artifact_uri(MODEL, version)[len("file://") :]) / "model.onnx"
+    return (
+        Path(home_registry().version_artifact_uri(MODEL, version)[len("file://") :]) / "model.onnx"
+    )
 
 
 def test_registry_down_at_start_says_unreachable_then_serves_when_it_returns(
@@ -184,7 +186,7 @@ def test_a_tampered_champion_falls_back_to_the_previous_version_and_says_so(
     home, server, tmp_path, fault_report
 ):
     use_store(home)
-    registry.promote(MODEL, 2, expected_champion=1, actor="fault-test", reason="set up")
+    home_registry().promote(MODEL, 2, expected_champion=1, actor="fault-test", reason="set up")
     stored = stored_onnx(home, 2)
     original = stored.read_bytes()
     stored.write_bytes(original[:-8] + b"tampered")
@@ -206,7 +208,7 @@ def test_a_tampered_champion_falls_back_to_the_previous_version_and_says_so(
     finally:
         stored.write_bytes(original)
         use_store(home)
-        registry.rollback(MODEL, actor="fault-test", reason="tear down")
+        home_registry().rollback(MODEL, actor="fault-test", reason="tear down")
     fault_report.add(
         ScenarioResult(
             "champion's stored bytes tampered at gateway start",
@@ -242,22 +244,24 @@ def test_a_champion_set_by_hand_that_did_not_pass_its_gates_is_never_served(
     )
     gateway.start()
     use_store(home)
-    registry.record_gate_report(MODEL, 2, False, "fault test: failed on purpose")
-    client = mlflow.MlflowClient()
+    home_registry().record_gate_report(MODEL, 2, False, "fault test: failed on purpose")
+    client = home_registry().client
     try:
         if forged:
             # Anyone with registry write access can edit a tag; only the signature says
             # who wrote the verdict.
-            client.set_model_version_tag(MODEL, "2", registry.TAG_GATES, "passed")
+            client.set_model_version_tag(MODEL, "2", tags.TAG_GATES, "passed")
             with pytest.raises(RegistryError, match=why):
-                registry.promote(MODEL, 2, expected_champion=1, actor="fault", reason="forged")
+                home_registry().promote(
+                    MODEL, 2, expected_champion=1, actor="fault", reason="forged"
+                )
         client.set_registered_model_alias(MODEL, "champion", "2")  # by hand, no checks
         wait_for(lambda: MODEL in readyz(gateway).json()["champion_mismatch"], 30, "the mismatch")
         status = readyz(gateway).json()
         answers = [predict(gateway) for _ in range(50)]
     finally:
         client.set_registered_model_alias(MODEL, "champion", "1")
-        registry.record_gate_report(MODEL, 2, True, "fault test: restored")
+        home_registry().record_gate_report(MODEL, 2, True, "fault test: restored")
         gateway.stop()
     fault_report.add(
         ScenarioResult(
@@ -345,13 +349,13 @@ def test_a_leased_split_ends_on_time_while_the_registry_is_down(
     from chassis.rollout.record import RolloutRecord
 
     use_store(home)
-    current = registry.read_rollout_record(MODEL)
+    current = home_registry().read_rollout_record(MODEL)
     generation = current.generation if current is not None else 0
     split = RolloutRecord(generation=0, mode="canary", stable_version=1, candidate_version=2)
     leased = lease.granted(
         dataclasses.replace(split, percent=50.0), "fault-test run (gone)", 20.0, time.time()
     )
-    written = registry.write_rollout_record(MODEL, leased, generation, actor="fault-test")
+    written = home_registry().write_rollout_record(MODEL, leased, generation, actor="fault-test")
     ends = lease.expires_at(written)
     assert ends is not None
     gateway = GatewayProcess(

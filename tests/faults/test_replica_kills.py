@@ -20,8 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chassis import registry, tracking
-from chassis.settings import ChassisSettings
 from tests.fixtures.fault_gateway import (
     admin_headers,
     home_environment,
@@ -31,6 +29,7 @@ from tests.fixtures.fault_gateway import (
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.haproxy import HAProxy
+from tests.fixtures.registries import home_registry
 
 pytestmark = pytest.mark.slow
 
@@ -158,8 +157,7 @@ def test_kill_9_of_one_replica_under_load_fails_no_request_and_it_rejoins_on_the
     answered = sum(n for (status, _), n in outcomes.items() if isinstance(status, int))
     failed = {key: n for key, n in outcomes.items() if key[0] != 200}
     with home_environment(home):
-        tracking.connect(ChassisSettings())
-        champion = registry.version_for_alias(MODEL, "champion")
+        champion = home_registry().version_for_alias(MODEL, "champion")
     served = [fleet.served(replica) for replica in fleet.replicas]
     stable = [status["state"]["stable_version"] for status in served]
     generations = [status["generation"] for status in served]

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chassis import registry
+import chassis.registry
 from chassis.rollout import lease
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.record import RecordConflict, RolloutRecord
@@ -31,6 +31,7 @@ from chassis.settings import ChassisSettings
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.haproxy import HAProxy
+from tests.fixtures.registries import home_registry
 
 ROW = [0.5, -1.0, 2.0, 0.0]
 CHAMPION = 1
@@ -191,7 +192,7 @@ def canary_served_everywhere(fleet: Fleet, version: int, flow: subprocess.Popen,
 
     def served() -> RolloutRecord | None:
         assert flow.poll() is None, log.read_text()[-3000:]
-        record = registry.read_rollout_record(MODEL)
+        record = home_registry().read_rollout_record(MODEL)
         if record is None or record.mode != "canary" or record.candidate_version != version:
             return None
         states = [fleet.state(replica) for replica in fleet.replicas]
@@ -203,7 +204,7 @@ def canary_served_everywhere(fleet: Fleet, version: int, flow: subprocess.Popen,
     assert committed.leased and str(flow.pid) in committed.owner, committed
 
     def renewed() -> RolloutRecord | None:
-        record = registry.read_rollout_record(MODEL)
+        record = home_registry().read_rollout_record(MODEL)
         assert record is not None
         return record if record.generation > committed.generation else None
 
@@ -218,16 +219,16 @@ def kill(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
-def retirements(version: int) -> list[registry.AuditRecord]:
+def retirements(version: int) -> list[chassis.registry.AuditRecord]:
     return [
         r
-        for r in registry.history(MODEL)
+        for r in home_registry().history(MODEL)
         if r.action == "retire-challenger" and any(m.get("from") == version for m in r.moves)
     ]
 
 
 def test_a_killed_rollout_flow_ends_safe_when_its_lease_passes(fleet, tmp_path, fault_report):
-    version = registry.register_copy(MODEL, CHAMPION, "orphan test: flow killed")
+    version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: flow killed")
     log = tmp_path / "flow.log"
     with Traffic(fleet.proxy.url) as traffic:
         flow = start_flow(fleet, version, HOLDING, log)
@@ -235,7 +236,7 @@ def test_a_killed_rollout_flow_ends_safe_when_its_lease_passes(fleet, tmp_path, 
             canary_served_everywhere(fleet, version, flow, log)
         finally:
             kill(flow)  # SIGKILL: no except, no finally, no hook of the flow runs
-        last = registry.read_rollout_record(MODEL)
+        last = home_registry().read_rollout_record(MODEL)
         assert last is not None and last.leased
         lease_end = lease.expires_at(last)
         assert lease_end is not None
@@ -252,7 +253,7 @@ def test_a_killed_rollout_flow_ends_safe_when_its_lease_passes(fleet, tmp_path, 
         until(all_on_champion, LEASE_SECONDS + 30, "every replica serves the champion alone")
         everywhere_at = time.time()
         record = until(
-            lambda: (r := registry.read_rollout_record(MODEL)) and not r.leased and r,
+            lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
             30,
             "a stable record replaces the orphan",
         )
@@ -268,7 +269,7 @@ def test_a_killed_rollout_flow_ends_safe_when_its_lease_passes(fleet, tmp_path, 
         1 for at, status, served in traffic.answers if at > everywhere_at and served == version
     )
     retired = retirements(version)
-    aliases = registry.current_aliases(MODEL)
+    aliases = home_registry().current_aliases(MODEL)
     states = [fleet.state(replica) for replica in fleet.replicas]
     fault_report.add(
         ScenarioResult(
@@ -301,7 +302,7 @@ def test_a_killed_rollout_flow_ends_safe_when_its_lease_passes(fleet, tmp_path, 
 def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
     fleet, tmp_path, fault_report
 ):
-    version = registry.register_copy(MODEL, CHAMPION, "orphan test: replica restarted")
+    version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: replica restarted")
     log = tmp_path / "flow.log"
     flow = start_flow(fleet, version, HOLDING, log)
     try:
@@ -314,14 +315,14 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
             kill(replica.process)
     finally:
         kill(flow)
-    orphan = registry.read_rollout_record(MODEL)
+    orphan = home_registry().read_rollout_record(MODEL)
     assert orphan is not None and orphan.mode == "canary" and orphan.leased
     lease_end = lease.expires_at(orphan)
     assert lease_end is not None
     until(lambda: time.time() > lease_end, LEASE_SECONDS + 5, "the lease passes")
     # Down for longer than a step window too (HOLDING's windows are 120 s; the flow's read
     # retry is 60 s): nothing but the lease decides what the replica comes back to.
-    still = registry.read_rollout_record(MODEL)
+    still = home_registry().read_rollout_record(MODEL)
     assert still == orphan, "nobody should have touched the record while everyone was down"
 
     victim.start()  # same port and local dir: its saved state is the 25 % split
@@ -337,7 +338,7 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
             versions[int(response.headers.get("x-model-version", "0"))] += 1
     metrics = httpx.get(f"{victim.url}/metrics", timeout=10).text
     ended = until(
-        lambda: (r := registry.read_rollout_record(MODEL)) and not r.leased and r,
+        lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
         30,
         "the restarted replica ends the orphan",
     )
@@ -348,7 +349,7 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
     for replica in others:
         replica.wait_ready()
     states = [fleet.state(replica) for replica in fleet.replicas]
-    aliases = registry.current_aliases(MODEL)
+    aliases = home_registry().current_aliases(MODEL)
     fault_report.add(
         ScenarioResult(
             scenario="replica down past the lease (flow dead too), restarted: reads the "
@@ -383,7 +384,7 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
 def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet, fault_report):
     from flows.rollout import RolloutPaused, rollout
 
-    version = registry.register_copy(MODEL, CHAMPION, "orphan test: gateway unreachable")
+    version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: gateway unreachable")
     policy = HOLDING.model_copy(update={"retry_seconds": 4.0, "sync_seconds": 5.0})
     result: dict[str, object] = {}
 
@@ -406,7 +407,7 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
         thread.start()
 
         def canary_everywhere() -> bool:
-            record = registry.read_rollout_record(MODEL)
+            record = home_registry().read_rollout_record(MODEL)
             return (
                 record is not None
                 and record.candidate_version == version
@@ -418,11 +419,11 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
         kill(lost.process)
         thread.join(timeout=120)
         assert not thread.is_alive(), "the rollout did not end"
-        record = registry.read_rollout_record(MODEL)
+        record = home_registry().read_rollout_record(MODEL)
     sent, answered, failed = traffic.tally()
     lost.start()  # back: it reads the record, not the split it died with
     states = [fleet.state(replica) for replica in fleet.replicas]
-    aliases = registry.current_aliases(MODEL)
+    aliases = home_registry().current_aliases(MODEL)
     fault_report.add(
         ScenarioResult(
             scenario="replica unreachable mid-step, past the flow's retry: paused on the champion",
@@ -451,7 +452,7 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
 def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(fleet, fault_report):
     from flows.rollout import RolloutAborted, rollout
 
-    version = registry.register_copy(MODEL, CHAMPION, "orphan test: record taken mid-step")
+    version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: record taken mid-step")
     result: dict[str, object] = {}
 
     def run() -> None:
@@ -472,7 +473,7 @@ def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(flee
         thread.start()
 
         def canary_everywhere() -> RolloutRecord | None:
-            record = registry.read_rollout_record(MODEL)
+            record = home_registry().read_rollout_record(MODEL)
             if record is None or record.candidate_version != version:
                 return None
             states = [fleet.state(r) for r in fleet.replicas]
@@ -495,9 +496,9 @@ def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(flee
 
         states = until(on_champion, 30, "every replica follows the stable record")
     sent, answered, failed = traffic.tally()
-    aliases = registry.current_aliases(MODEL)
+    aliases = home_registry().current_aliases(MODEL)
     retired = retirements(version)
-    record = registry.read_rollout_record(MODEL)
+    record = home_registry().read_rollout_record(MODEL)
     fault_report.add(
         ScenarioResult(
             scenario="rollout record taken over by hand mid-step: the flow stops and retires",
@@ -526,10 +527,10 @@ def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(flee
 
 def _write_stable_over(model: str, generation: int) -> RolloutRecord | None:
     """A stable record over `generation` or a later renewal of the same split."""
-    current = registry.read_rollout_record(model)
+    current = home_registry().read_rollout_record(model)
     assert current is not None and current.generation >= generation
     try:
-        return registry.write_rollout_record(
+        return home_registry().write_rollout_record(
             model, RolloutRecord(generation=0), current.generation, "test-operator"
         )
     except RecordConflict:  # the flow renewed between the read and the write: read again

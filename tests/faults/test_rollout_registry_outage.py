@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chassis import registry
+import chassis.registry
 from chassis.rollout import lease
 from chassis.rollout.record import RolloutRecord
 from chassis.settings import ChassisSettings
@@ -49,6 +49,7 @@ from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.haproxy import HAProxy
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.prefect_server import BIN, PrefectServer
+from tests.fixtures.registries import home_registry
 
 pytestmark = pytest.mark.slow
 
@@ -219,8 +220,8 @@ class Outage:
     restart_began: float  # the server asked to start again
     restarted_at: float  # and answering
     record: RolloutRecord  # the stable record written after the outage
-    retired: list[registry.AuditRecord]
-    audit_after: list[registry.AuditRecord]  # every audit record after the rollout started
+    retired: list[chassis.registry.AuditRecord]
+    audit_after: list[chassis.registry.AuditRecord]  # every audit record after the rollout started
     states: list[dict]
     aliases: dict[str, int]
     flow_returncode: int | None
@@ -234,9 +235,9 @@ def written_at(record: RolloutRecord) -> float:
 
 @pytest.fixture(scope="module")
 def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_report) -> Outage:
-    version = registry.register_copy(MODEL, CHAMPION, "registry outage mid-rollout")
+    version = home_registry().register_copy(MODEL, CHAMPION, "registry outage mid-rollout")
     log = tmp_path_factory.mktemp("outage-flow") / "flow.log"
-    audit_before = max((r.sequence for r in registry.history(MODEL)), default=0)
+    audit_before = max((r.sequence for r in home_registry().history(MODEL)), default=0)
     flow = start_flow(fleet, version, log)
     try:
         with Traffic(fleet.proxy.url) as traffic:
@@ -245,7 +246,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
                 """A renewal of the canary that every replica has read, written just now:
                 the flow is mid-step, judging its window, for a third of the lease more."""
                 assert flow.poll() is None, log.read_text()[-3000:]
-                record = registry.read_rollout_record(MODEL)
+                record = home_registry().read_rollout_record(MODEL)
                 if record is None or record.candidate_version != version or record.generation < 2:
                     return None
                 if time.time() - written_at(record) > 2.0:
@@ -260,7 +261,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
             assert (renewal.mode, renewal.percent, renewal.leased) == ("canary", 25.0, True)
             fleet.server.stop()
             stopped_at = time.time()
-            orphan = registry.read_rollout_record(MODEL)  # nobody can write it now
+            orphan = home_registry().read_rollout_record(MODEL)  # nobody can write it now
             assert orphan is not None and orphan.candidate_version == version
             lease_end = lease.expires_at(orphan)
             assert lease_end is not None
@@ -290,7 +291,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
             fleet.server.start()
             restarted_at = time.time()
             record = until(
-                lambda: (r := registry.read_rollout_record(MODEL)) and not r.leased and r,
+                lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
                 60,
                 "a stable record replaces the orphan",
             )
@@ -311,7 +312,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
         if flow.poll() is None:
             kill(flow)
     states = [fleet.state(replica) for replica in fleet.replicas]
-    aliases = registry.current_aliases(MODEL)
+    aliases = home_registry().current_aliases(MODEL)
     retired = retirements(version)
     result = Outage(
         version=version,
@@ -324,9 +325,9 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
         flow_returncode_during=returncode_during,
         restart_began=restart_began,
         restarted_at=restarted_at,
-        record=registry.read_rollout_record(MODEL) or record,
+        record=home_registry().read_rollout_record(MODEL) or record,
         retired=retired,
-        audit_after=[r for r in registry.history(MODEL) if r.sequence > audit_before],
+        audit_after=[r for r in home_registry().history(MODEL) if r.sequence > audit_before],
         states=states,
         aliases=aliases,
         flow_returncode=flow.returncode,
@@ -432,7 +433,7 @@ class WorkerKilled:
     logs: list[str]  # the flow run's log lines on the server
     states: list[dict]
     aliases: dict[str, int]
-    retired: list[registry.AuditRecord]
+    retired: list[chassis.registry.AuditRecord]
     traffic: tuple[int, int, int]
 
 
@@ -459,7 +460,7 @@ def worker_killed(
             stderr=out,
             start_new_session=True,
         )
-    version = registry.register_copy(MODEL, CHAMPION, "worker killed mid-rollout")
+    version = home_registry().register_copy(MODEL, CHAMPION, "worker killed mid-rollout")
     parameters = {
         "model_name": MODEL,
         "version": version,
@@ -481,7 +482,7 @@ def worker_killed(
 
             def canary_everywhere() -> RolloutRecord | None:
                 assert final_state() is None, server.log_messages(run["id"])[-10:]
-                record = registry.read_rollout_record(MODEL)
+                record = home_registry().read_rollout_record(MODEL)
                 if record is None or record.candidate_version != version or not record.leased:
                     return None
                 states = [fleet.state(replica) for replica in fleet.replicas]
@@ -491,7 +492,7 @@ def worker_killed(
             # Mid-step: a renewal written, the window being judged.
             at_kill = until(
                 lambda: (
-                    (r := registry.read_rollout_record(MODEL))
+                    (r := home_registry().read_rollout_record(MODEL))
                     and r.generation > committed.generation
                     and r
                 ),
@@ -513,9 +514,9 @@ def worker_killed(
                 return [fleet.state(replica) for replica in fleet.replicas]
 
             states_after_lease = until(past_the_lease_at_kill, 2 * LEASE_SECONDS, "the lease")
-            after_lease = registry.read_rollout_record(MODEL)
+            after_lease = home_registry().read_rollout_record(MODEL)
             ended = until(
-                lambda: (r := registry.read_rollout_record(MODEL)) and not r.leased and r,
+                lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
                 WORKER_POLICY.step_seconds + 60,
                 "the rollout returns to stable",
             )
@@ -546,7 +547,7 @@ def worker_killed(
         state=state,
         logs=server.log_messages(run["id"]),
         states=states,
-        aliases=registry.current_aliases(MODEL),
+        aliases=home_registry().current_aliases(MODEL),
         retired=retirements(version),
         traffic=traffic.tally(),
     )

@@ -4,16 +4,15 @@ import hashlib
 import json
 from pathlib import Path
 
-import mlflow
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from chassis import registry
 from chassis.compression.policy import CompressionPolicy
 from chassis.errors import ChassisError
 from flows.compression import compress
 from flows.training import train
+from tests.fixtures.registries import home_registry
 
 
 def latest_artifact(key: str):
@@ -53,15 +52,15 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
         )
 
     # One nested MLflow run per candidate, each with its metrics and ONNX file.
-    children = mlflow.search_runs(
+    client = home_registry().client
+    children = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'",
-        search_all_experiments=True,
-        output_format="list",
     )
     assert sorted(r.data.tags["chassis.compression.candidate"] for r in children) == sorted(names)
     for run in children:
         assert "size_bytes" in run.data.metrics and "latency_b64_p99_ms" in run.data.metrics
-        files = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "onnx")]
+        files = [a.path for a in home_registry().client.list_artifacts(run.info.run_id, "onnx")]
         assert files and files[0].endswith(".onnx")
 
     table = latest_artifact("test-blobs-compression-candidates")
@@ -71,13 +70,13 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
 
     assert not outcome.fallback_to_baseline  # blobs survive int8: something smaller passes
     assert outcome.registered and outcome.version == trained.version + 1
-    tags = registry.version_tags(trained.model_name, outcome.version)
+    tags = home_registry().version_tags(trained.model_name, outcome.version)
     assert tags["chassis.compression.parent_version"] == str(trained.version)
     assert tags["chassis.compression.candidate"] == outcome.selected
     assert "quantization" in json.loads(tags["chassis.compression.recipe"]) or "pruning" in (
         json.loads(tags["chassis.compression.recipe"])
     )
-    parent_tags = registry.version_tags(trained.model_name, trained.version)
+    parent_tags = home_registry().version_tags(trained.model_name, trained.version)
     for tag in ("chassis.spec", "chassis.dataset_fingerprint", "chassis.n_features"):
         assert tags[tag] == parent_tags[tag]
     child = next(
@@ -85,7 +84,7 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
     )
     assert tags["chassis.run_id"] == child.info.run_id
     # fetch_version verifies the recorded sha256 against the stored bytes.
-    files = registry.fetch_version(trained.model_name, outcome.version, tmp_path / "v")
+    files = home_registry().fetch_version(trained.model_name, outcome.version, tmp_path / "v")
     assert (
         tags["chassis.onnx_sha256"]
         == hashlib.sha256(Path(files.onnx_path).read_bytes()).hexdigest()
@@ -114,7 +113,7 @@ def test_over_compression_leaves_the_baseline_selected(chassis_home):
         assert outcome.selected == "baseline" and outcome.fallback_to_baseline
         assert not outcome.registered and outcome.version == trained.version
         assert "No compressed candidate passed" in outcome.explanation
-        assert registry.list_versions(trained.model_name) == [trained.version]
+        assert home_registry().list_versions(trained.model_name) == [trained.version]
     else:
         pytest.fail("a 1-neuron model without fine-tuning should lose accuracy")
 
@@ -135,7 +134,7 @@ def test_bad_parameters_fail_before_anything_is_registered(chassis_home, paramet
         # As a deployment or the run form passes it: the policy's fields as a mapping.
         compress(model_name=trained.model_name, version=trained.version, policy=parameters)
     assert type(raised.value).__name__ in ("ParameterTypeError", "SelectionPolicyError")
-    assert registry.list_versions(trained.model_name) == [trained.version]
+    assert home_registry().list_versions(trained.model_name) == [trained.version]
 
 
 def test_unknown_version_is_a_clear_error(chassis_home):

@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chassis import registry
 from chassis.drift import DriftInputError, DriftPolicy
+from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
-from chassis.tracking import connect
 from chassis.traffic import apply_drift, replay
 from flows.monitoring import DataQualityFailure, drift_check
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.prediction_log import logged_rows, wait_until_logged
+from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
 
@@ -71,10 +71,9 @@ def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gatewa
 
 def test_a_champion_without_a_reference_snapshot_is_an_error_never_no_drift(chassis_home):
     release(spec="tests.fixtures.specs:good", compression="off")
-    connect(ChassisSettings())
     # As if v1 had been registered by another tool: its reference snapshot is not there.
-    location = registry.version_artifact_uri(MODEL, 1)
-    snapshot = Path(urlparse(location).path) / registry.REFERENCE_FILE
+    location = home_registry().version_artifact_uri(MODEL, 1)
+    snapshot = Path(urlparse(location).path) / tags.REFERENCE_FILE
     assert snapshot.exists()
     snapshot.unlink()
     with pytest.raises(DriftInputError, match="v1 has no reference snapshot"):

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from chassis import registry
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.record import RolloutRecord
 from chassis.serving.client import GatewayClient
@@ -21,6 +20,7 @@ from flows.release import release
 from flows.rollout import rollout
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.haproxy import HAProxy
+from tests.fixtures.registries import home_registry
 
 ROW = [0.5, -1.0, 2.0, 0.0]
 POLICY = RolloutPolicy(steps=[25, 100], step_seconds=20)
@@ -65,8 +65,8 @@ def fleet(chassis_home, tmp_path) -> Iterator[Fleet]:
 
 
 def commit(split: RolloutRecord, fleet: Fleet) -> int:
-    current = registry.read_rollout_record(MODEL)
-    record = registry.write_rollout_record(
+    current = home_registry().read_rollout_record(MODEL)
+    record = home_registry().write_rollout_record(
         MODEL, split, current.generation if current else 0, "test"
     )
     for replica in fleet.replicas:
@@ -125,8 +125,8 @@ def test_a_canary_across_the_fleet_promotes_and_every_replica_serves_the_champio
         replicas=[replica.url for replica in fleet.replicas],
     )
     assert outcome.promoted
-    assert registry.current_aliases(MODEL)["champion"] == 2
-    record = registry.read_rollout_record(MODEL)
+    assert home_registry().current_aliases(MODEL)["champion"] == 2
+    record = home_registry().read_rollout_record(MODEL)
     assert record is not None and record.mode == "stable"
     for status in fleet.statuses():
         assert status["state"]["stable_version"] == 2
@@ -156,7 +156,7 @@ def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet)
     victim = fleet.replicas[1]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the first canary step is committed
-        record = registry.read_rollout_record(MODEL)
+        record = home_registry().read_rollout_record(MODEL)
         if record is not None and record.mode == "canary":
             break
         time.sleep(0.2)
@@ -165,7 +165,7 @@ def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet)
     assert victim.process is not None
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
-    committed = registry.read_rollout_record(MODEL)
+    committed = home_registry().read_rollout_record(MODEL)
     assert committed is not None
     victim.start()  # same port, same local dir: it reads the record, not its old state
     status = fleet.client(victim).status(MODEL)
@@ -173,8 +173,8 @@ def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet)
     assert status["state"]["candidate_version"] == 2
     thread.join(timeout=300)
     assert "error" not in result, result.get("error")
-    final = registry.read_rollout_record(MODEL)
-    assert final is not None and registry.current_aliases(MODEL)["champion"] == 2
+    final = home_registry().read_rollout_record(MODEL)
+    assert final is not None and home_registry().current_aliases(MODEL)["champion"] == 2
     for replica_status in fleet.statuses():
         assert replica_status["state"]["stable_version"] == 2
         assert replica_status["generation"] == final.generation
@@ -243,7 +243,7 @@ def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
     thread.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the first canary step is committed
-        record = registry.read_rollout_record(MODEL)
+        record = home_registry().read_rollout_record(MODEL)
         if record is not None and record.mode == "canary":
             break
         time.sleep(0.2)
@@ -256,9 +256,9 @@ def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
     thread.join(timeout=300)
     assert isinstance(result.get("error"), RolloutPaused), result
     assert lost.url in str(result["error"])
-    record = registry.read_rollout_record(MODEL)
+    record = home_registry().read_rollout_record(MODEL)
     assert record is not None and record.mode == "stable"
-    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
     for replica in fleet.replicas[:2]:
         state = fleet.client(replica).status(MODEL)["state"]
         assert (state["stable_version"], state["candidate_version"]) == (1, None)

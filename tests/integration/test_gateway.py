@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from chassis import registry
+from chassis.registry import Registry
 from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
@@ -209,7 +208,7 @@ def test_canary_split_is_sticky_and_weighted(served):
 
 def test_refuses_a_candidate_that_failed_its_gates(served):
     gateway, auth = served
-    connect(ChassisSettings(home=gateway.home))
+    registry = Registry.from_settings(ChassisSettings(home=gateway.home))
     registry.record_gate_report(MODEL, 2, False, "test: failed on purpose")
     try:
         response = httpx.post(
@@ -324,7 +323,7 @@ def test_restart_restores_the_committed_split_but_never_an_unvalidated_candidate
     )
 
     gateway.stop()
-    connect(ChassisSettings(home=gateway.home))
+    registry = Registry.from_settings(ChassisSettings(home=gateway.home))
     registry.record_gate_report(MODEL, 2, False, "test: invalidated while the gateway was down")
     try:
         gateway.start()
@@ -342,7 +341,7 @@ def test_restart_restores_the_committed_split_but_never_an_unvalidated_candidate
 
 def test_follows_a_champion_moved_by_hand_or_by_rollback(served):
     gateway, _auth = served
-    connect(ChassisSettings(home=gateway.home))
+    registry = Registry.from_settings(ChassisSettings(home=gateway.home))
     registry.promote(MODEL, 2, expected_champion=1, actor="test", reason="by hand in MLflow")
 
     def served_version() -> int:

@@ -14,27 +14,19 @@ from typing import TypeVar
 import mlflow
 import pytest
 
-from chassis import registry
 from chassis.errors import RegistryError
+from chassis.registry.webhooks import WEBHOOK_NAME
 from chassis.registry_webhooks import AliasSet
 from chassis.settings import ChassisSettings
 from chassis.webhook_relay import WEBHOOK_PATH
 from chassis_cli.webhook_relay import mlflow_server_webhook_env
 from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.registries import home_registry
 from tests.fixtures.relay import running_relay
 
 SECRET = "relay-secret"
 MODEL = "hooked"
 T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def restore_mlflow_uris() -> Iterator[None]:
-    """These tests point MLflow's process-wide URIs at their own stores; put them back."""
-    tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry_uri)
 
 
 @dataclass
@@ -66,17 +58,17 @@ def webhook_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         tmp_path / "mlflow-server.log",
     )
     url = server.start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    mlflow.set_tracking_uri(url)
-    mlflow.set_registry_uri(url)
+    # The registry this test's Chassis talks to is the server (tracking and registry).
+    monkeypatch.setenv("CHASSIS_TRACKING_URI", url)
     yield url
     server.stop()
 
 
 def registered_version(client: mlflow.MlflowClient) -> str:
     client.create_registered_model(MODEL)
-    with mlflow.start_run() as run:
-        mlflow.log_text("weights", "model/weights.txt")
+    run = client.create_run("0")
+    client.log_text(run.info.run_id, "weights", "model/weights.txt")
+    client.set_terminated(run.info.run_id)
     source = f"{run.info.artifact_uri}/model"
     return client.create_model_version(MODEL, source, run_id=run.info.run_id).version
 
@@ -97,11 +89,13 @@ PAST_THE_CACHE = CACHE_SECONDS + 0.5
 
 
 def test_a_challenger_set_through_the_mlflow_server_reaches_the_relay(webhook_server, relay):
-    client = mlflow.MlflowClient()
+    client = home_registry().client
     version = registered_version(client)
-    webhook_id = registry.ensure_alias_webhook(relay.url, SECRET)
-    assert registry.ensure_alias_webhook(relay.url, SECRET) == webhook_id  # updated, not added
-    assert [h.name for h in client.list_webhooks()] == [registry.WEBHOOK_NAME]
+    webhook_id = home_registry().ensure_alias_webhook(relay.url, SECRET)
+    assert (
+        home_registry().ensure_alias_webhook(relay.url, SECRET) == webhook_id
+    )  # updated, not added
+    assert [h.name for h in client.list_webhooks()] == [WEBHOOK_NAME]
     time.sleep(PAST_THE_CACHE)
 
     client.set_registered_model_alias(MODEL, "champion", version)  # relayed? no: ignored
@@ -114,9 +108,9 @@ def test_a_challenger_set_through_the_mlflow_server_reaches_the_relay(webhook_se
 
 
 def test_a_webhook_signed_with_another_secret_is_refused(webhook_server, relay):
-    client = mlflow.MlflowClient()
+    client = home_registry().client
     version = registered_version(client)
-    registry.ensure_alias_webhook(relay.url, "not-the-relay-secret")
+    home_registry().ensure_alias_webhook(relay.url, "not-the-relay-secret")
     time.sleep(PAST_THE_CACHE)
     client.set_registered_model_alias(MODEL, "challenger", version)
     wait_for("MLflow's delivery to be answered", lambda: relay.answers)
@@ -125,7 +119,7 @@ def test_a_webhook_signed_with_another_secret_is_refused(webhook_server, relay):
 
     # The same delivery signed with the relay's secret goes through: the 401 was the
     # signature's doing, not a delivery that could never arrive.
-    registry.ensure_alias_webhook(relay.url, SECRET)
+    home_registry().ensure_alias_webhook(relay.url, SECRET)
     time.sleep(PAST_THE_CACHE)
     client.set_registered_model_alias(MODEL, "challenger", version)
     events = wait_for("the relayed challenger", lambda: relay.received)
@@ -135,7 +129,7 @@ def test_a_webhook_signed_with_another_secret_is_refused(webhook_server, relay):
 
 def test_a_registry_that_cannot_hold_webhooks_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("CHASSIS_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
-    mlflow.set_registry_uri((tmp_path / "mlruns").as_uri())
+    # This MLflow opens a file store only when asked to; opened, it cannot hold webhooks.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     with pytest.raises(RegistryError, match="SQL-backed registry only"):
-        registry.ensure_alias_webhook("http://127.0.0.1:9/mlflow/webhook", SECRET)
+        home_registry().ensure_alias_webhook("http://127.0.0.1:9/mlflow/webhook", SECRET)

@@ -9,13 +9,13 @@ import mlflow.artifacts
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from chassis import registry
 from chassis.aliases import RetiredChallenger
 from chassis.errors import IntegrityError, RegistryError
 from chassis.gates import GatePolicy
 from flows.promotion import gates, promote, rollback
 from flows.release import release
 from tasks.promotion import GatesFailed
+from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
 SPEC = "tests.fixtures.specs:good"
@@ -31,7 +31,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     assert second.alias is not None
     assert second.alias.aliases_after == {"champion": 1, "challenger": 2}
 
-    tags = registry.version_tags(MODEL, 2)
+    tags = home_registry().version_tags(MODEL, 2)
     assert tags["chassis.gates"] == "passed"
     report = Path(mlflow.artifacts.download_artifacts(artifact_uri=tags["chassis.gate_report"]))
     assert '"champion_version": 1' in report.read_text()
@@ -43,14 +43,14 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
 
     rolled = rollback(model_name=MODEL, reason="latency regression")
     assert rolled.aliases_after == {"champion": 1}
-    actions = [(r.action, r.reason) for r in registry.history(MODEL)]
+    actions = [(r.action, r.reason) for r in home_registry().history(MODEL)]
     assert actions == [
         ("promote", "first version to pass its gates: no champion to compare with"),
         ("set-challenger", "passed its gates against champion v1; awaiting rollout"),
         ("promote", "canary was clean"),
         ("rollback", "latency regression"),
     ]
-    audit = registry.history(MODEL)[2]
+    audit = home_registry().history(MODEL)[2]
     assert audit.evidence["gate_report"] == tags["chassis.gate_report"]
     # The promote flow's link names the harness's Prefect server (a free port), not 4200.
     harness_ui = PREFECT_API_URL.value().removesuffix("/api")
@@ -67,7 +67,7 @@ def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
     strict = GatePolicy(size_mb_budget=1e-6, latency_p99_ms_budget=1e-6)
     with pytest.raises(GatesFailed, match="failed 2 gate"):
         gates(model_name=MODEL, version=2, thresholds=strict)
-    assert registry.version_tags(MODEL, 2)["chassis.gates"] == "failed"
+    assert home_registry().version_tags(MODEL, 2)["chassis.gates"] == "failed"
     with pytest.raises(RegistryError, match="failed its gates"):
         promote(model_name=MODEL, version=2)
     with pytest.raises(RegistryError, match="has no version 7"):
@@ -75,11 +75,11 @@ def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
 
     # Re-gate v2 with default thresholds, then corrupt its stored ONNX file.
     gates(model_name=MODEL, version=2)
-    stored = Path(registry.version_artifact_uri(MODEL, 2)[len("file://") :]) / "model.onnx"
+    stored = Path(home_registry().version_artifact_uri(MODEL, 2)[len("file://") :]) / "model.onnx"
     stored.write_bytes(stored.read_bytes() + b"\x00")
     with pytest.raises(IntegrityError, match="does not match its recorded digest"):
         promote(model_name=MODEL, version=2)
-    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
 
 
 def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(chassis_home):
@@ -93,7 +93,7 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
             rollout_strategy="none",
             thresholds=GatePolicy(**lenient),
         )
-    tags = registry.version_tags(MODEL, 2)
+    tags = home_registry().version_tags(MODEL, 2)
     assert tags["chassis.gates"] == "failed"
     report = json.loads(
         Path(
@@ -110,7 +110,7 @@ def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(ch
     assert ratio, against_champion
     times = float(ratio.group(1))
     assert times > 100, against_champion  # the premise: hundreds of times slower
-    assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}  # nothing moved
 
     # The threshold is a flow parameter: switched off, the same version passes its gates.
     switched_off = GatePolicy(**lenient, max_latency_ratio_vs_champion=None)
@@ -122,10 +122,10 @@ def test_a_retired_challenger_is_refused_unless_the_override_is_given(chassis_ho
 
     release(spec=SPEC, compression="off")  # v1 champion
     release(spec=SPEC, seed=1, rollout_strategy="none", compression="off")  # v2 challenger
-    registry.retire_challenger(
+    home_registry().retire_challenger(
         MODEL, 2, actor="rollout run", reason="canary failed at shadow: agreement 0.61 < 0.9"
     )
-    records = len(registry.history(MODEL))
+    records = len(home_registry().history(MODEL))
 
     # The flow (and its set-challenger task) refuses, naming the version and why ...
     with pytest.raises(RetiredChallenger, match=r"test-blobs v2 was retired as challenger"):
@@ -136,13 +136,13 @@ def test_a_retired_challenger_is_refused_unless_the_override_is_given(chassis_ho
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: test-blobs v2 was retired as challenger (audit #3, ")
     assert "agreement 0.61 < 0.9" in error and "--allow-retired" in error
-    assert registry.current_aliases(MODEL) == {"champion": 1}  # nothing moved
-    assert len(registry.history(MODEL)) == records
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}  # nothing moved
+    assert len(home_registry().history(MODEL)) == records
 
     argv = ["promote", "--model", MODEL, "--version", "2", "--to", "challenger"]
     assert main([*argv, "--allow-retired", "--reason", "gateway fixed; try again"]) == 0
-    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
-    record = registry.history(MODEL)[-1]
+    assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    record = home_registry().history(MODEL)[-1]
     assert record.reason == "gateway fixed; try again [override allow_retired: retired at audit #3]"
     assert record.evidence["override"].startswith("allow_retired: v2 was retired as challenger")
     assert "via flow run" in record.actor

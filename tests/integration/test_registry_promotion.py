@@ -6,11 +6,9 @@ import os
 import mlflow
 import pytest
 
-from chassis import registry
 from chassis.aliases import PromotionConflict, RetiredChallenger
 from chassis.errors import RegistryError
-from chassis.settings import ChassisSettings
-from chassis.tracking import connect
+from tests.fixtures.registries import home_registry
 from tests.fixtures.registry_versions import register_tiny_versions
 
 MODEL = "race-model"
@@ -24,12 +22,11 @@ def make_versions(count: int, gates: tuple[str, ...] = ()) -> None:
 
 @pytest.fixture
 def store(chassis_home):
-    connect(ChassisSettings())
     return chassis_home
 
 
 def promote(version, expected, reason="test"):
-    return registry.promote(
+    return home_registry().promote(
         MODEL,
         version,
         expected_champion=expected,
@@ -50,9 +47,9 @@ def test_promote_rollback_and_history(store):
     again = promote(3, 2)
     assert again.noop and again.audit is None  # repeating a completed promotion
 
-    rolled = registry.rollback(MODEL, actor="user:test", reason="bad canary")
+    rolled = home_registry().rollback(MODEL, actor="user:test", reason="bad canary")
     assert rolled.aliases_after == {"champion": 2, "previous": 1}
-    records = registry.history(MODEL)
+    records = home_registry().history(MODEL)
     assert [r.action for r in records] == ["promote", "promote", "promote", "rollback"]
     assert [r.sequence for r in records] == [1, 2, 3, 4]
     third = records[2]
@@ -65,7 +62,7 @@ def test_promote_rollback_and_history(store):
 def test_refusals_change_nothing(store):
     make_versions(4, gates=("passed", "passed", "failed", "missing"))
     promote(1, None)
-    before = registry.current_aliases(MODEL)
+    before = home_registry().current_aliases(MODEL)
     with pytest.raises(RegistryError, match="has no version 9"):
         promote(9, 1)
     with pytest.raises(RegistryError, match="failed its gates"):
@@ -73,15 +70,15 @@ def test_refusals_change_nothing(store):
     with pytest.raises(RegistryError, match="has no gate report"):
         promote(4, 1)
     with pytest.raises(RegistryError, match="no `previous` version"):
-        registry.rollback(MODEL, actor="t", reason="r")
+        home_registry().rollback(MODEL, actor="t", reason="r")
     with pytest.raises(PromotionConflict, match="expected v7 but found v1"):
         promote(2, 7)
     with pytest.raises(RegistryError, match="unknown alias 'production'"):
-        registry.version_for_alias(MODEL, "production")
-    assert registry.version_for_alias(MODEL, "champion") == 1
-    assert registry.version_for_alias(MODEL, "challenger") is None
-    assert registry.current_aliases(MODEL) == before
-    assert len(registry.history(MODEL)) == 1
+        home_registry().version_for_alias(MODEL, "production")
+    assert home_registry().version_for_alias(MODEL, "champion") == 1
+    assert home_registry().version_for_alias(MODEL, "challenger") is None
+    assert home_registry().current_aliases(MODEL) == before
+    assert len(home_registry().history(MODEL)) == 1
 
 
 def test_failure_midway_restores_aliases(store, monkeypatch):
@@ -95,20 +92,20 @@ def test_failure_midway_restores_aliases(store, monkeypatch):
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_tag", broken_audit)
     with pytest.raises(RegistryError, match=r"failed midway.*disk full.*aliases were restored"):
         promote(2, 1)
+    registry = home_registry()  # before undo(), which also restores CHASSIS_HOME
     monkeypatch.undo()
     assert registry.current_aliases(MODEL) == {"champion": 1}
     assert len(registry.history(MODEL)) == 1
-    assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [MODEL]
+    assert [m.name for m in registry.client.search_registered_models()] == [MODEL]
 
 
 def _race(home: str, version: int, ready, start, results) -> None:
     os.environ["CHASSIS_HOME"] = home
-    connect(ChassisSettings())
-    registry.current_aliases(MODEL)  # warm up imports and the database connection
+    home_registry().current_aliases(MODEL)  # warm up imports and the database connection
     ready.put(version)
     start.wait()
     try:
-        registry.promote(
+        home_registry().promote(
             MODEL, version, expected_champion=1, actor=f"proc-{version}", reason="race"
         )
         results.put((version, "won"))
@@ -138,14 +135,14 @@ def test_two_processes_racing_exactly_one_wins(store, round_):
     outcomes = dict(results.get(timeout=5) for _ in workers)
     assert sorted(outcomes.values()) == ["conflict", "won"], outcomes
     winner = next(v for v, o in outcomes.items() if o == "won")
-    assert registry.current_aliases(MODEL) == {"champion": winner, "previous": 1}
-    assert [r.actor for r in registry.history(MODEL)] == ["user:test", f"proc-{winner}"]
+    assert home_registry().current_aliases(MODEL) == {"champion": winner, "previous": 1}
+    assert [r.actor for r in home_registry().history(MODEL)] == ["user:test", f"proc-{winner}"]
     # The lock is gone: only the model itself is registered.
-    assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == [MODEL]
+    assert [m.name for m in home_registry().client.search_registered_models()] == [MODEL]
 
 
 def rollback(reason="bad canary"):
-    return registry.rollback(MODEL, actor="user:test", reason=reason)
+    return home_registry().rollback(MODEL, actor="user:test", reason=reason)
 
 
 def test_previous_never_points_at_a_version_that_was_rolled_back(store):
@@ -161,22 +158,24 @@ def test_previous_never_points_at_a_version_that_was_rolled_back(store):
     assert rollback().aliases_after == {"champion": 1}
     with pytest.raises(RegistryError, match="no `previous` version"):
         rollback()
-    actions = [r.action for r in registry.history(MODEL)]
+    actions = [r.action for r in home_registry().history(MODEL)]
     assert actions == ["promote"] * 3 + ["rollback", "promote", "rollback", "rollback"]
 
 
 def set_challenger(version, **kwargs):
-    return registry.set_challenger(MODEL, version, actor="user:test", reason="rollout", **kwargs)
+    return home_registry().set_challenger(
+        MODEL, version, actor="user:test", reason="rollout", **kwargs
+    )
 
 
 def test_a_retired_challenger_needs_the_override_and_the_audit_says_it_was_used(store):
     make_versions(3)
     promote(1, None)
     set_challenger(2)
-    registry.retire_challenger(
+    home_registry().retire_challenger(
         MODEL, 2, actor="rollout-run", reason="canary failed at canary 50%: error rate 4%"
     )
-    aliases, records = registry.current_aliases(MODEL), len(registry.history(MODEL))
+    aliases, records = home_registry().current_aliases(MODEL), len(home_registry().history(MODEL))
 
     with pytest.raises(RetiredChallenger) as refused:
         set_challenger(2)
@@ -186,22 +185,22 @@ def test_a_retired_challenger_needs_the_override_and_the_audit_says_it_was_used(
     assert "allow_retired=True" in message and "--allow-retired" in message
     assert "nothing was changed" in message
     # Refused: no alias moved, no audit record written.
-    assert registry.current_aliases(MODEL) == aliases
-    assert len(registry.history(MODEL)) == records
-    retired = registry.retirement(MODEL, 2)
+    assert home_registry().current_aliases(MODEL) == aliases
+    assert len(home_registry().history(MODEL)) == records
+    retired = home_registry().retirement(MODEL, 2)
     assert retired is not None and retired.sequence == 3
-    assert registry.retirement(MODEL, 3) is None
+    assert home_registry().retirement(MODEL, 3) is None
     set_challenger(3)  # other versions are not affected
 
     change = set_challenger(2, allow_retired=True)
     assert change.aliases_after == {"champion": 1, "challenger": 2}
-    record = registry.history(MODEL)[-1]
+    record = home_registry().history(MODEL)[-1]
     assert record.action == "set-challenger"
     assert record.reason == "rollout [override allow_retired: retired at audit #3]"
     assert record.evidence["override"].startswith("allow_retired: v2 was retired as challenger")
     # Promoted to champion after a new rollout: judged afresh, no longer retired.
     promote(2, 1)
-    assert registry.retirement(MODEL, 2) is None
+    assert home_registry().retirement(MODEL, 2) is None
 
 
 def test_a_retired_challenger_does_not_stay_previous(store):
@@ -209,7 +208,7 @@ def test_a_retired_challenger_does_not_stay_previous(store):
     promote(1, None)
     promote(2, 1)
     set_challenger(1)  # the previous champion, tried again as a challenger, and retired
-    registry.retire_challenger(MODEL, 1, actor="rollout-run", reason="p99 regression")
-    assert registry.current_aliases(MODEL) == {"champion": 2}
+    home_registry().retire_challenger(MODEL, 1, actor="rollout-run", reason="p99 regression")
+    assert home_registry().current_aliases(MODEL) == {"champion": 2}
     with pytest.raises(RegistryError, match="no `previous` version"):
         rollback()

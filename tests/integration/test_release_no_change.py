@@ -1,12 +1,11 @@
 """A release whose model equals the champion's bytes is "no change": real Prefect API, real
 MLflow registry on SQLite."""
 
-import mlflow
-
-from chassis import registry
+from chassis.registry import tags
 from chassis_cli.main import main
 from flows.release import release
 from flows.training import train
+from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
 SPEC = "tests.fixtures.specs:good"
@@ -17,7 +16,7 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     first = release(spec=SPEC, compression="off")
     assert first.alias is not None
     assert first.no_change is None and first.alias.aliases_after == {"champion": 1}
-    history = registry.history(MODEL)
+    history = home_registry().history(MODEL)
 
     # The same spec and seed train the same bytes again (training is deterministic).
     capsys.readouterr()
@@ -29,20 +28,22 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     assert "equal test-blobs v1's, the champion; nothing was registered" in printed
     assert "no alias moved" in printed
 
-    assert registry.list_versions(MODEL) == [1]  # nothing registered ...
-    assert registry.current_aliases(MODEL) == {"champion": 1}  # ... no alias moved ...
-    assert registry.history(MODEL) == history  # ... and no audit record
+    assert home_registry().list_versions(MODEL) == [1]  # nothing registered ...
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}  # ... no alias moved ...
+    assert home_registry().history(MODEL) == history  # ... and no audit record
     summary = latest_artifact("test-blobs-release-summary").data
     assert "no change" in summary and "Nothing was registered, gated or rolled out" in summary
     # The training run is kept, and says which version it equals.
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    runs = home_registry().client.search_runs(
+        [e.experiment_id for e in home_registry().client.search_experiments()]
+    )
     assert sorted(r.data.tags.get("chassis.unchanged_from", "-") for r in runs) == ["-", "1"]
 
     # The registry itself still registers identical bytes when asked explicitly (an A/A
     # benchmark does so on purpose): train on its own registers what it trained.
     again = train(spec=SPEC)
     assert again.registered and again.version == 2
-    assert again.onnx_sha256 == registry.version_tags(MODEL, 1)["chassis.onnx_sha256"]
+    assert again.onnx_sha256 == home_registry().version_tags(MODEL, 1)["chassis.onnx_sha256"]
 
 
 def test_a_release_equal_to_the_bytes_the_champion_was_compressed_from_is_no_change(
@@ -50,24 +51,24 @@ def test_a_release_equal_to_the_bytes_the_champion_was_compressed_from_is_no_cha
 ):
     first = release(spec=SPEC, compression="off")  # v1
     # v2: a compressed child of v1 (other bytes), gated and promoted to champion.
-    v1 = registry.version_tags(MODEL, 1)
-    v1_source = mlflow.MlflowClient().get_model_version(MODEL, "1").source
+    v1 = home_registry().version_tags(MODEL, 1)
+    v1_source = home_registry().client.get_model_version(MODEL, "1").source
     assert v1_source is not None
-    child = registry.register_version(
+    child = home_registry().register_version(
         name=MODEL,
         model_uri=v1_source,
         model_id=None,
         run_id=first.training.run_id,
         tags={
             **{k: v for k, v in v1.items() if not k.startswith("chassis.gate")},
-            registry.TAG_ONNX_SHA256: "0" * 64,  # stands for the int8 file's digest
-            registry.TAG_PARENT_VERSION: "1",
+            tags.TAG_ONNX_SHA256: "0" * 64,  # stands for the int8 file's digest
+            tags.TAG_PARENT_VERSION: "1",
         },
         description="",
     )
-    registry.record_gate_report(MODEL, child.version, True, "test: compressed child of v1")
-    registry.promote(MODEL, 2, expected_champion=1, actor="test", reason="compressed child")
-    aliases = registry.current_aliases(MODEL)
+    home_registry().record_gate_report(MODEL, child.version, True, "test: compressed child of v1")
+    home_registry().promote(MODEL, 2, expected_champion=1, actor="test", reason="compressed child")
+    aliases = home_registry().current_aliases(MODEL)
     assert aliases == {"champion": 2, "previous": 1}
 
     outcome = release(spec=SPEC)  # compression on: it would only compress v1's model again
@@ -77,5 +78,5 @@ def test_a_release_equal_to_the_bytes_the_champion_was_compressed_from_is_no_cha
     )
     assert outcome.candidate_version == 1 and outcome.compression is None
     assert outcome.gates is None and outcome.alias is None and outcome.rollout is None
-    assert registry.list_versions(MODEL) == [1, 2]
-    assert registry.current_aliases(MODEL) == aliases
+    assert home_registry().list_versions(MODEL) == [1, 2]
+    assert home_registry().current_aliases(MODEL) == aliases

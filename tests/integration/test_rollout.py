@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chassis import registry
 from chassis.errors import ChassisError
+from chassis.registry import tags
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
@@ -17,6 +17,7 @@ from flows.release import release
 from flows.rollout import RolloutFailed, RolloutPaused, rollout
 from tasks.promotion import GatesFailed
 from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
 # Default statistics; fewer steps so each test stays short.
@@ -40,8 +41,8 @@ def test_good_canary_is_promoted(two_versions):
         "canary 50%",
         "canary 100%",
     ]
-    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
-    last = registry.history(MODEL)[-1]
+    assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    last = home_registry().history(MODEL)[-1]
     assert last.action == "promote" and "canary rollout passed 3 step(s)" in last.reason
     assert set(outcome.traffic) == {"200"}
     assert "PROMOTED" in latest_artifact("test-blobs-v2-rollout-decision").data
@@ -53,7 +54,7 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
         # v2: registered, gates failed
         release(spec="tests.fixtures.specs:sloppy", rollout_strategy="none", compression="off")
     # Suppose it had slipped past the offline gates: the live analysis must still stop it.
-    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    home_registry().record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     gateway = GatewayProcess(chassis_home)
     gateway.start()
     try:
@@ -70,8 +71,8 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
         assert status["stats"]["1"]["errors"] == 0
     finally:
         gateway.stop()
-    assert registry.current_aliases(MODEL) == {"champion": 1}
-    retired = registry.history(MODEL)[-1]
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
+    retired = home_registry().history(MODEL)[-1]
     assert retired.action == "retire-challenger" and "agreement with stable" in retired.reason
     assert "ROLLED BACK" in latest_artifact("test-blobs-v2-rollout-decision").data
 
@@ -80,7 +81,7 @@ def test_slow_candidate_fails_its_latency_budget(two_versions):
     slow = FAST.model_copy(update={"steps": [100.0], "shadow_first": False, "p99_budget_ms": 0.001})
     with pytest.raises(RolloutFailed, match="canary 100%: p99 latency budget"):
         rollout(model_name=MODEL, version=2, policy=slow, drive_traffic="always")
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
 def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
@@ -88,13 +89,13 @@ def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
     with pytest.raises(RolloutPaused, match="Too little traffic"):
         rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic="never")
     # Nothing against the candidate was seen: it keeps its alias, the champion its traffic.
-    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
     assert "PAUSED" in latest_artifact("test-blobs-v2-rollout-decision").data
 
 
 def test_a_copy_of_the_champion_is_promoted(chassis_home):
     release(spec="tests.fixtures.specs:good", seed=0, compression="off")
-    copy = registry.register_copy(MODEL, 1, "A/A test")
+    copy = home_registry().register_copy(MODEL, 1, "A/A test")
     outcome = rollout(model_name=MODEL, version=copy, policy=FAST, drive_traffic="always")
     assert outcome.promoted
     agreement = [r for r in outcome.steps if r["check"] == "agreement with stable"]
@@ -107,11 +108,11 @@ def test_without_shadow_a_disagreeing_candidate_is_caught_on_mirrored_canary_tra
     release(spec="tests.fixtures.specs:good", seed=0, compression="off")
     with pytest.raises(GatesFailed):
         release(spec="tests.fixtures.specs:sloppy", rollout_strategy="none", compression="off")
-    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    home_registry().record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     no_shadow = FAST.model_copy(update={"shadow_first": False})
     with pytest.raises(RolloutFailed, match="failed at canary 50%: agreement with stable"):
         rollout(model_name=MODEL, version=2, policy=no_shadow, drive_traffic="always")
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def slow_challenger(chassis_home):
         release(spec="tests.fixtures.specs:slow", rollout_strategy="none", compression="off")
     # Correct answers, many times slower: the offline gates stop it; had it slipped past
     # them, the live analysis must stop it on its own.
-    registry.record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
+    home_registry().record_gate_report(MODEL, 2, True, "test: forced past the offline gates")
     return chassis_home
 
 
@@ -134,7 +135,7 @@ def test_a_slower_canary_is_halved_then_rolled_back(slow_challenger):
         rollout(model_name=MODEL, version=2, policy=policy, drive_traffic="always")
     steps = [a["step"] for a in latest_artifact_rows("test-blobs-v2-rollout-steps")]
     assert steps[0] == "canary 20%" and "canary 10%" in steps and "canary 5%" in steps
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
 def test_blue_green_does_not_switch_to_a_slower_color(slow_challenger):
@@ -145,7 +146,7 @@ def test_blue_green_does_not_switch_to_a_slower_color(slow_challenger):
             strategy="blue-green",
             policy=FAST.model_copy(update={"p99_budget_ms": 5000.0}),
         )
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
 def latest_artifact_rows(key: str) -> list[dict[str, str]]:
@@ -159,7 +160,7 @@ def test_blue_green_switches_and_promotes(two_versions):
         model_name=MODEL, version=2, strategy="blue-green", policy=FAST, drive_traffic="always"
     )
     assert outcome.promoted
-    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
 
 
 def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
@@ -207,7 +208,7 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
     finally:
         gateway.stop()
     connect(ChassisSettings(home=two_versions))
-    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
     assert os.environ["CHASSIS_HOME"] == str(two_versions)
 
 
@@ -219,23 +220,24 @@ def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
     )
     assert second.rollout is not None and second.rollout.promoted
     assert set(second.rollout.traffic) == {"200"}  # driven through a gateway of its own
-    assert registry.current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
     assert "promoted to champion" in latest_artifact("test-blobs-release-summary").data
 
 
 def test_an_unreachable_replica_is_refused_with_nothing_changed(two_versions):
-    before = registry.current_aliases(MODEL)
+    before = home_registry().current_aliases(MODEL)
     with pytest.raises(ChassisError, match=r"1 of 1 replica\(s\) cannot roll out.*unreachable"):
         rollout(model_name=MODEL, version=2, policy=FAST, replicas=["http://127.0.0.1:9"])
-    assert registry.current_aliases(MODEL) == before
-    assert [r.action for r in registry.history(MODEL)][-1] == "set-challenger"  # the release's
-    assert registry.read_rollout_record(MODEL) is None
+    assert home_registry().current_aliases(MODEL) == before
+    assert [r.action for r in home_registry().history(MODEL)][
+        -1
+    ] == "set-challenger"  # the release's
+    assert home_registry().read_rollout_record(MODEL) is None
 
 
 def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_serving(
     two_versions,
 ):
-    import mlflow
 
     from chassis.rollout.record import SCHEMA, RecordError
 
@@ -243,8 +245,8 @@ def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_
         f'{{"schema":{SCHEMA + 1},"generation":4,"mode":"canary",'
         '"stable_version":1,"candidate_version":2,"percent":50,"mirror_percent":0}'
     )
-    mlflow.MlflowClient().set_registered_model_tag(MODEL, registry.TAG_ROLLOUT_RECORD, newer)
-    before = registry.current_aliases(MODEL)
+    home_registry().client.set_registered_model_tag(MODEL, tags.TAG_ROLLOUT_RECORD, newer)
+    before = home_registry().current_aliases(MODEL)
     gateway = GatewayProcess(two_versions)
     gateway.start()
     try:
@@ -254,7 +256,7 @@ def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_
         assert f"record schema {SCHEMA + 1}" in status["record_error"]
         with pytest.raises(RecordError, match="written by a newer Chassis"):
             rollout(model_name=MODEL, version=2, policy=FAST, gateway_url=gateway.url)
-        assert registry.current_aliases(MODEL) == before
+        assert home_registry().current_aliases(MODEL) == before
         assert client.status(MODEL)["state"]["candidate_version"] is None
     finally:
         gateway.stop()
@@ -270,12 +272,12 @@ def test_a_retired_challenger_needs_the_override_to_be_rolled_out_again(two_vers
         rollout(model_name=MODEL, version=2, policy=strict, drive_traffic="always")
     with pytest.raises(RetiredChallenger, match="retired"):
         rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic="always")
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
     outcome = rollout(
         model_name=MODEL, version=2, policy=FAST, drive_traffic="always", allow_retired=True
     )
     assert outcome.promoted
-    override = [r for r in registry.history(MODEL) if r.action == "set-challenger"][-1]
+    override = [r for r in home_registry().history(MODEL) if r.action == "set-challenger"][-1]
     assert "override allow_retired" in override.reason and "override" in override.evidence
 
 
@@ -289,7 +291,9 @@ def test_a_candidate_failing_five_percent_of_requests_is_rolled_back(chassis_hom
     release(
         spec="tests.fixtures.specs:fails_on_outliers", rollout_strategy="none", compression="off"
     )
-    assert registry.version_tags(MODEL, 2)["chassis.gates"] == "passed"  # nothing offline saw it
+    assert (
+        home_registry().version_tags(MODEL, 2)["chassis.gates"] == "passed"
+    )  # nothing offline saw it
     rows = specs.blob_traffic(seed=4)
     rows[::20, 0] = 1e6  # 5 % of requests carry an outlier that only v2 fails on
     gateway = GatewayProcess(chassis_home)
@@ -310,7 +314,7 @@ def test_a_candidate_failing_five_percent_of_requests_is_rolled_back(chassis_hom
         stop.set()
         users.join(timeout=30)
         gateway.stop()
-    assert registry.current_aliases(MODEL) == {"champion": 1}
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
 def test_after_a_blue_green_promotion_a_rollback_is_followed_at_once(two_versions):
@@ -329,7 +333,7 @@ def test_after_a_blue_green_promotion_a_rollback_is_followed_at_once(two_version
         client = GatewayClient(gateway.url, ChassisSettings().admin_token())
         state = client.status(MODEL)["state"]
         assert (state["stable_version"], state["warm_version"]) == (2, 1)  # old color warm
-        registry.rollback(MODEL, actor="test", reason="bad news from users")
+        home_registry().rollback(MODEL, actor="test", reason="bad news from users")
         deadline = time.monotonic() + 30
         while client.status(MODEL)["state"]["stable_version"] != 1:
             assert time.monotonic() < deadline, "the gateway did not follow the rollback"
@@ -343,12 +347,12 @@ def test_a_gateway_that_serves_other_models_is_never_driven(two_versions, monkey
     users_gateway = GatewayProcess(two_versions, models=("test-other",))
     users_gateway.start()
     try:
-        before = registry.current_aliases(MODEL)
+        before = home_registry().current_aliases(MODEL)
         # Named explicitly: refused before anything moves.
         with pytest.raises(ChassisError, match=r"cannot roll out test-blobs: .*404"):
             rollout(model_name=MODEL, version=2, policy=FAST, gateway_url=users_gateway.url)
-        assert registry.current_aliases(MODEL) == before
-        assert registry.read_rollout_record(MODEL) is None
+        assert home_registry().current_aliases(MODEL) == before
+        assert home_registry().read_rollout_record(MODEL) is None
         # Configured as the default gateway: the run starts a gateway of its own instead.
         monkeypatch.setenv("CHASSIS_GATEWAY_URL", users_gateway.url)
         outcome = rollout(model_name=MODEL, version=2, policy=FAST)

@@ -8,13 +8,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from chassis import registry
 from chassis.errors import IntegrityError
+from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.storage import StorageError, list_keys
-from chassis.tracking import connect
 from flows.training import train
 from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.registries import home_registry
 
 BUCKET = "chassis-artifacts"
 CREDENTIALS = {
@@ -67,15 +67,12 @@ def corrupt_and_expect_refusal(
     body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     client.put_object(Bucket=BUCKET, Key=key, Body=body[:-10] + b"0123456789")
     with pytest.raises(IntegrityError, match="does not match its recorded digest"):
-        registry.fetch_version(model, version, tmp)
+        home_registry().fetch_version(model, version, tmp)
 
 
 def version_model_id(model: str, version: int) -> str:
-    import mlflow
-
-    source = mlflow.MlflowClient().get_model_version(model, str(version)).source
-    assert source is not None
-    return source.rsplit("/", 1)[-1]
+    """The logged model's id: its files are under .../models/<model id>/artifacts."""
+    return home_registry().version_artifact_uri(model, version).rstrip("/").split("/")[-2]
 
 
 def test_local_tracking_with_s3_artifacts(s3_env, monkeypatch, tmp_path):
@@ -86,7 +83,7 @@ def test_local_tracking_with_s3_artifacts(s3_env, monkeypatch, tmp_path):
     assert any(k.endswith("model.onnx") for k in keys)
     assert any(k.endswith("extra_files/model.safetensors") for k in keys)
     assert not (settings.home / "artifacts").exists()
-    files = registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "ok")
+    files = home_registry().fetch_version(outcome.model_name, outcome.version, tmp_path / "ok")
     assert files.onnx_path.stat().st_size > 0
     corrupt_and_expect_refusal(settings, outcome.model_name, outcome.version, tmp_path / "bad")
 
@@ -94,7 +91,7 @@ def test_local_tracking_with_s3_artifacts(s3_env, monkeypatch, tmp_path):
 def test_missing_bucket_is_named(s3_env, monkeypatch):
     monkeypatch.setenv("CHASSIS_ARTIFACT_ROOT", "s3://no-such-bucket/x")
     with pytest.raises(StorageError, match="S3 bucket 'no-such-bucket' is not usable"):
-        connect(ChassisSettings())
+        Registry.from_settings(ChassisSettings())
 
 
 @pytest.fixture
@@ -121,10 +118,10 @@ def test_remote_mlflow_server_with_s3_artifacts(mlflow_server, monkeypatch, tmp_
     keys = list_keys(settings, f"s3://{BUCKET}/remote/")
     assert any(k.endswith("model.onnx") for k in keys), keys
     # Alias moves work through the server too (the lock is a registry object).
-    registry.record_gate_report(outcome.model_name, outcome.version, True, "s3-test")
-    change = registry.promote(
+    home_registry().record_gate_report(outcome.model_name, outcome.version, True, "s3-test")
+    change = home_registry().promote(
         outcome.model_name, outcome.version, expected_champion=None, actor="test", reason="s3"
     )
     assert change.aliases_after == {"champion": outcome.version}
     corrupt_and_expect_refusal(settings, outcome.model_name, outcome.version, tmp_path / "bad")
-    assert registry.current_aliases(outcome.model_name) == {"champion": outcome.version}
+    assert home_registry().current_aliases(outcome.model_name) == {"champion": outcome.version}

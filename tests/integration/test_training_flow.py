@@ -11,15 +11,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL
 
-from chassis import registry
 from chassis.errors import DatasetError, DataValidationError, SpecError
 from chassis.settings import ChassisSettings
 from flows.release import release
 from flows.training import train
+from tests.fixtures.registries import home_registry
 
 
 def stored_model_bytes(name: str, version: int) -> bytes:
-    location = registry.version_artifact_uri(name, version)
+    location = home_registry().version_artifact_uri(name, version)
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/model.onnx")
     return Path(local).read_bytes()
 
@@ -49,7 +49,7 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
     assert training.metrics["test_accuracy"] > 0.85
     assert training.metrics["parity_max_abs_diff"] < 1e-4
 
-    tags = registry.version_tags("digits-mlp", 1)
+    tags = home_registry().version_tags("digits-mlp", 1)
     assert tags["chassis.spec"] == "chassis.specs.digits:spec"
     assert tags["chassis.run_id"] == training.run_id
     assert len(tags["chassis.dataset_fingerprint"]) == 64
@@ -60,7 +60,7 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
         == hashlib.sha256(stored_model_bytes("digits-mlp", 1)).hexdigest()
     )
 
-    run = mlflow.get_run(training.run_id)
+    run = home_registry().client.get_run(training.run_id)
     assert run.data.params["dataset_fingerprint"] == tags["chassis.dataset_fingerprint"]
     assert {"test_accuracy", "test_macro_f1", "test_recall_class_9"} <= set(run.data.metrics)
     assert run.info.artifact_uri is not None and run.inputs is not None
@@ -80,8 +80,8 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
     assert compressed.registered and not compressed.fallback_to_baseline, compressed.explanation
     assert outcome.candidate_version == compressed.version == 2
     assert outcome.rollout is not None and outcome.rollout.promoted
-    assert registry.current_aliases("digits-mlp") == {"champion": 2, "previous": 1}
-    compressed_tags = registry.version_tags("digits-mlp", 2)
+    assert home_registry().current_aliases("digits-mlp") == {"champion": 2, "previous": 1}
+    compressed_tags = home_registry().version_tags("digits-mlp", 2)
     assert compressed_tags["chassis.compression.parent_version"] == "1"
     assert (
         compressed_tags["chassis.onnx_sha256"]
@@ -118,9 +118,7 @@ def test_same_seed_same_model_and_second_bundled_spec(chassis_home):
 def test_bad_input_fails_the_flow_and_registers_nothing(chassis_home, spec, error, message):
     with pytest.raises(error, match=message):
         train(spec=spec)
-    tracking = ChassisSettings().resolved_tracking_uri()
-    mlflow.set_tracking_uri(tracking)
-    assert mlflow.MlflowClient().search_registered_models() == []
+    assert home_registry().client.search_registered_models() == []
 
 
 def test_failing_expectation_suite_stops_before_registration(chassis_home, tmp_path):
@@ -171,7 +169,7 @@ def test_registered_version_can_be_fetched_verified_and_rebuilt(chassis_home, tm
     from tests.fixtures import specs
 
     outcome = train(spec="tests.fixtures.specs:good")
-    files = registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "a")
+    files = home_registry().fetch_version(outcome.model_name, outcome.version, tmp_path / "a")
     assert files.weights_path is not None
     module = rebuild_classifier(
         specs.small_mlp,
@@ -184,9 +182,9 @@ def test_registered_version_can_be_fetched_verified_and_rebuilt(chassis_home, tm
     assert np.abs(predict_logits(module, x) - onnx_logits).max() < 1e-4
 
     # Truncate the stored ONNX file: the next load must refuse it and name both digests.
-    stored = Path(registry.version_artifact_uri(outcome.model_name, outcome.version)[7:])
+    stored = Path(home_registry().version_artifact_uri(outcome.model_name, outcome.version)[7:])
     onnx_file = stored / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:100])
     with pytest.raises(IntegrityError, match=r"expected sha256 [0-9a-f]{64}, actual [0-9a-f]{64}"):
-        registry.fetch_version(outcome.model_name, outcome.version, tmp_path / "b")
+        home_registry().fetch_version(outcome.model_name, outcome.version, tmp_path / "b")
     assert not (tmp_path / "b" / "model.onnx").exists()

@@ -4,24 +4,19 @@ from chassis import attestation
 from chassis.errors import RegistryError
 
 SHA = "ab" * 32
+KEY = "k" * 32
 
 
 def signed_tags(name: str = "m", version: int = 3, verdict: str = "passed") -> dict[str, str]:
     return {
         "chassis.onnx_sha256": SHA,
         "chassis.gates": verdict,
-        attestation.TAG_ATTESTATION: attestation.sign(name, version, SHA, verdict),
+        attestation.TAG_ATTESTATION: attestation.sign(KEY, name, version, SHA, verdict),
     }
 
 
-def check(tags: dict[str, str], name: str = "m", version: int = 3) -> None:
-    attestation.check(name, version, tags, "chassis.onnx_sha256", "chassis.gates")
-
-
-@pytest.fixture(autouse=True)
-def key(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The module-wide key is restored after each test: other tests sign with their home's.
-    monkeypatch.setattr(attestation, "_key", b"k" * 32)
+def check(tags: dict[str, str], name: str = "m", version: int = 3, key: str = KEY) -> None:
+    attestation.check(key, name, version, tags, "chassis.onnx_sha256", "chassis.gates")
 
 
 def test_a_verdict_signed_as_it_stands_verifies():
@@ -56,6 +51,5 @@ def test_a_missing_signature_is_refused_with_the_fix():
 
 def test_a_verdict_signed_with_another_key_is_refused():
     tags = signed_tags()
-    attestation.use_key("other-key-" * 3)
     with pytest.raises(RegistryError, match="signed with another key"):
-        check(tags)
+        check(tags, key="other-key-" * 3)

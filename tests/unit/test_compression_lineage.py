@@ -2,7 +2,6 @@
 
 import json
 
-from chassis import registry
 from chassis.compression.lineage import (
     INHERITED_TAGS,
     TAG_CANDIDATE,
@@ -11,17 +10,18 @@ from chassis.compression.lineage import (
     compressed_version_tags,
     run_lineage,
 )
+from chassis.registry import tags
 
 PARENT = {
-    registry.TAG_SPEC: "pkg.specs:digits",
-    registry.TAG_DATASET_FINGERPRINT: "fp-1",
-    registry.TAG_N_FEATURES: "64",
-    registry.TAG_N_CLASSES: "10",
-    registry.TAG_GIT_COMMIT: "",  # outside git: empty, so not copied
-    registry.TAG_RUN_ID: "parent-run",
-    registry.TAG_ONNX_SHA256: "parent-digest",
-    registry.TAG_WEIGHTS_SHA256: "parent-weights",
-    registry.TAG_GATES: "passed",
+    tags.TAG_SPEC: "pkg.specs:digits",
+    tags.TAG_DATASET_FINGERPRINT: "fp-1",
+    tags.TAG_N_FEATURES: "64",
+    tags.TAG_N_CLASSES: "10",
+    tags.TAG_GIT_COMMIT: "",  # outside git: empty, so not copied
+    tags.TAG_RUN_ID: "parent-run",
+    tags.TAG_ONNX_SHA256: "parent-digest",
+    tags.TAG_WEIGHTS_SHA256: "parent-weights",
+    tags.TAG_GATES: "passed",
 }
 
 
@@ -40,25 +40,25 @@ def tags() -> dict[str, str]:
 def test_a_compressed_version_keeps_what_describes_the_trained_model():
     child = tags()
     for tag in (
-        registry.TAG_SPEC,
-        registry.TAG_DATASET_FINGERPRINT,
-        registry.TAG_N_FEATURES,
-        registry.TAG_N_CLASSES,
+        tags.TAG_SPEC,
+        tags.TAG_DATASET_FINGERPRINT,
+        tags.TAG_N_FEATURES,
+        tags.TAG_N_CLASSES,
     ):
         assert child[tag] == PARENT[tag]
-    assert registry.TAG_GIT_COMMIT not in child  # empty on the parent: nothing to inherit
+    assert tags.TAG_GIT_COMMIT not in child  # empty on the parent: nothing to inherit
 
 
 def test_its_own_run_digest_and_judgements_are_not_inherited():
     child = tags()
-    assert child[registry.TAG_RUN_ID] == "child-run"
-    assert child[registry.TAG_ONNX_SHA256] == "child-digest"
+    assert child[tags.TAG_RUN_ID] == "child-run"
+    assert child[tags.TAG_ONNX_SHA256] == "child-digest"
     # Torch weights, a gate verdict: the parent's, not this version's.
-    assert registry.TAG_WEIGHTS_SHA256 not in child and registry.TAG_GATES not in child
+    assert tags.TAG_WEIGHTS_SHA256 not in child and tags.TAG_GATES not in child
     assert set(child) - set(INHERITED_TAGS) == {
-        registry.TAG_RUN_ID,
-        registry.TAG_ONNX_SHA256,
-        registry.TAG_FLOW_RUN_ID,
+        tags.TAG_RUN_ID,
+        tags.TAG_ONNX_SHA256,
+        tags.TAG_FLOW_RUN_ID,
         TAG_PARENT_VERSION,
         TAG_CANDIDATE,
         TAG_RECIPE,
@@ -69,20 +69,20 @@ def test_it_names_its_parent_candidate_and_a_stable_recipe():
     child = tags()
     assert child[TAG_PARENT_VERSION] == "3"
     assert child[TAG_CANDIDATE] == "int8_dynamic"
-    assert child[registry.TAG_FLOW_RUN_ID] == "flow-9"
+    assert child[tags.TAG_FLOW_RUN_ID] == "flow-9"
     assert child[TAG_RECIPE] == '{"bits": 8, "quantize": "dynamic"}'  # sorted keys
     assert json.loads(child[TAG_RECIPE]) == {"quantize": "dynamic", "bits": 8}
 
 
 def test_the_parent_version_tag_is_the_one_the_registry_follows_to_the_root():
-    # registry.lineage_root walks this tag back to the trained version.
-    assert TAG_PARENT_VERSION == registry.TAG_PARENT_VERSION
+    # Registry.lineage_root walks this tag back to the trained version.
+    assert TAG_PARENT_VERSION == tags.TAG_PARENT_VERSION
 
 
 def test_every_run_of_a_compression_names_its_spec_flow_run_and_parent():
     assert run_lineage("pkg.specs:digits", "flow-9", 3) == {
-        registry.TAG_SPEC: "pkg.specs:digits",
-        registry.TAG_FLOW_RUN_ID: "flow-9",
+        tags.TAG_SPEC: "pkg.specs:digits",
+        tags.TAG_FLOW_RUN_ID: "flow-9",
         TAG_PARENT_VERSION: "3",
         "chassis.stage": "compress",
     }

@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mlflow import MlflowClient
 
+from chassis.registry import Registry
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel, ServedVersion
 from chassis.serving.state import RolloutState
@@ -24,7 +26,9 @@ def served(version: int) -> ServedVersion:
 
 def test_a_version_dropped_on_a_worker_thread_has_its_batcher_stopped(tmp_path: Path):
     async def scenario() -> tuple[bool, bool]:
-        gateway = Gateway(GatewayConfig(tmp_path / "state", tmp_path / "cache"), ["m"])
+        # A registry client that is never called: the scenario loads nothing from it.
+        unused = Registry(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/unused.db"), "k")
+        gateway = Gateway(unused, GatewayConfig(tmp_path / "state", tmp_path / "cache"), ["m"])
         gateway.loop = asyncio.get_running_loop()
         old, new = served(1), served(2)
         for version in (old, new):

@@ -1,0 +1,221 @@
+"""`Registry`: the one object through which Chassis reads and writes the model registry.
+
+Built once from settings (`Registry.from_settings`) with an explicit MLflow client and the
+installation's signing key, and passed down to whatever needs the registry. Each method is
+one of the package's jobs (registration, reads, verified fetch, gates, alias moves, lineage,
+retrain claim, webhooks, rollout record), called with this registry's client.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from chassis.aliases import Disqualification, Intent, Recovery
+from chassis.registry import (
+    audit,
+    fetch,
+    gates,
+    lineage,
+    moves,
+    reads,
+    registration,
+    retrain,
+    rollout_record,
+    webhooks,
+)
+from chassis.registry.audit import AliasChange, AuditRecord
+from chassis.registry.connection import mlflow_client
+from chassis.registry.fetch import VersionFiles
+from chassis.registry.lock import RegistryLock
+from chassis.registry.registration import RegisteredVersion
+from chassis.rollout.record import RolloutRecord
+from chassis.settings import ChassisSettings
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The model registry of one installation: its MLflow client and gate-signing key."""
+
+    client: MlflowClient
+    signing_key: str
+
+    @classmethod
+    def from_settings(cls, settings: ChassisSettings) -> "Registry":
+        return cls(mlflow_client(settings), settings.resolved_registry_signing_key())
+
+    # Registration ---------------------------------------------------------------------
+    def register_version(
+        self,
+        *,
+        name: str,
+        model_uri: str,
+        model_id: str | None,
+        run_id: str,
+        tags: dict[str, str],
+        description: str,
+        version_description: str = "",
+    ) -> RegisteredVersion:
+        return registration.register_version(
+            self.client,
+            name=name,
+            model_uri=model_uri,
+            model_id=model_id,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+            version_description=version_description,
+        )
+
+    def register_copy(self, name: str, version: int, reason: str) -> int:
+        return registration.register_copy(self.client, self.signing_key, name, version, reason)
+
+    # Reads ----------------------------------------------------------------------------
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        return reads.version_tags(self.client, name, version)
+
+    def list_versions(self, name: str) -> list[int]:
+        return reads.list_versions(self.client, name)
+
+    def describe_versions(self, name: str) -> list[dict[str, object]]:
+        return reads.describe_versions(self.client, name)
+
+    def version_artifact_uri(self, name: str, version: int) -> str:
+        return reads.version_artifact_uri(self.client, name, version)
+
+    def version_run_id(self, name: str, version: int) -> str:
+        return reads.version_run_id(self.client, name, version)
+
+    def current_aliases(self, name: str) -> dict[str, int]:
+        return reads.current_aliases(self.client, name)
+
+    def version_for_alias(self, name: str, alias: str) -> int | None:
+        return reads.version_for_alias(self.client, name, alias)
+
+    # Verified fetch -------------------------------------------------------------------
+    def fetch_version(self, name: str, version: int, destination: Path) -> VersionFiles:
+        return fetch.fetch_version(self.client, name, version, destination)
+
+    def fetch_reference(self, name: str, version: int, destination: Path) -> Path:
+        return fetch.fetch_reference(self.client, name, version, destination)
+
+    # Gates ----------------------------------------------------------------------------
+    def require_passed_gates(self, name: str, version: int) -> dict[str, str]:
+        return gates.require_passed_gates(self.client, self.signing_key, name, version)
+
+    def verify_for_champion(self, name: str, version: int) -> dict[str, str]:
+        return gates.verify_for_champion(self.client, self.signing_key, name, version)
+
+    def record_gate_report(self, name: str, version: int, passed: bool, report_uri: str) -> None:
+        gates.record_gate_report(self.client, self.signing_key, name, version, passed, report_uri)
+
+    # Audit trail and alias moves ------------------------------------------------------
+    def lock(self, name: str, wait_seconds: float | None = None) -> RegistryLock:
+        return RegistryLock(self.client, name, wait_seconds)
+
+    def history(self, name: str) -> list[AuditRecord]:
+        return audit.history(self.client, name)
+
+    def read_intent(self, name: str) -> Intent | None:
+        return audit.read_intent(self.client, name)
+
+    def read_last_recovery(self, name: str) -> dict[str, object] | None:
+        return audit.read_last_recovery(self.client, name)
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        expected_champion: int | None,
+        actor: str,
+        reason: str,
+        evidence: dict[str, str] | None = None,
+    ) -> AliasChange:
+        return moves.promote(
+            self.client,
+            self.signing_key,
+            name,
+            version,
+            expected_champion=expected_champion,
+            actor=actor,
+            reason=reason,
+            evidence=evidence,
+        )
+
+    def set_challenger(
+        self,
+        name: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        evidence: dict[str, str] | None = None,
+        allow_retired: bool = False,
+    ) -> AliasChange:
+        return moves.set_challenger(
+            self.client,
+            self.signing_key,
+            name,
+            version,
+            actor=actor,
+            reason=reason,
+            evidence=evidence,
+            allow_retired=allow_retired,
+        )
+
+    def retirement(self, name: str, version: int) -> Disqualification | None:
+        return moves.retirement(self.client, name, version)
+
+    def retire_challenger(
+        self,
+        name: str,
+        version: int | None,
+        *,
+        actor: str,
+        reason: str,
+        evidence: dict[str, str] | None = None,
+    ) -> AliasChange:
+        return moves.retire_challenger(
+            self.client, name, version, actor=actor, reason=reason, evidence=evidence
+        )
+
+    def rollback(
+        self, name: str, *, actor: str, reason: str, evidence: dict[str, str] | None = None
+    ) -> AliasChange:
+        return moves.rollback(
+            self.client, self.signing_key, name, actor=actor, reason=reason, evidence=evidence
+        )
+
+    def unaudited_challenger(self, name: str) -> int | None:
+        return moves.unaudited_challenger(self.client, name)
+
+    def settled_aliases(self, name: str, *, actor: str) -> dict[str, int]:
+        return moves.settled_aliases(self.client, name, actor=actor)
+
+    def recover(self, name: str, *, actor: str) -> Recovery | None:
+        return moves.recover(self.client, name, actor=actor)
+
+    # Lineage --------------------------------------------------------------------------
+    def lineage_root(self, name: str, version: int) -> tuple[int, dict[str, str]]:
+        return lineage.lineage_root(self.client, name, version)
+
+    def feature_columns(self, name: str, version: int) -> list[str] | None:
+        return lineage.feature_columns(self.client, name, version)
+
+    # Retrain claim, webhooks, rollout record -------------------------------------------
+    def claim_retrain(self, name: str, cooldown_seconds: float, actor: str) -> tuple[bool, str]:
+        return retrain.claim_retrain(self.client, name, cooldown_seconds, actor)
+
+    def ensure_alias_webhook(self, url: str, secret: str) -> str:
+        return webhooks.ensure_alias_webhook(self.client, url, secret)
+
+    def read_rollout_record(self, name: str) -> RolloutRecord | None:
+        return rollout_record.read_rollout_record(self.client, name)
+
+    def write_rollout_record(
+        self, name: str, split: RolloutRecord, expected_generation: int, actor: str
+    ) -> RolloutRecord:
+        return rollout_record.write_rollout_record(
+            self.client, self.signing_key, name, split, expected_generation, actor
+        )

@@ -1,0 +1,94 @@
+"""Downloads of a version's files, verified against the digests recorded at registration."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+
+from chassis.digests import sha256_file
+from chassis.errors import IntegrityError, RegistryError
+from chassis.registry.failures import lookup_failed
+from chassis.registry.reads import no_version, version_artifact_uri
+from chassis.registry.tags import (
+    ONNX_FILE,
+    REFERENCE_FILE,
+    TAG_ONNX_SHA256,
+    TAG_WEIGHTS_SHA256,
+    WEIGHTS_FILE,
+)
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """A version's files, downloaded and verified against the digests recorded with it."""
+
+    name: str
+    version: int
+    onnx_path: Path
+    weights_path: Path | None
+    tags: dict[str, str]
+
+
+def download(client: MlflowClient, artifact_uri: str, destination: Path) -> Path:
+    """One artifact, downloaded through the registry's own tracking server."""
+    return Path(
+        download_artifacts(
+            artifact_uri=artifact_uri,
+            dst_path=str(destination),
+            tracking_uri=client.tracking_uri,
+        )
+    )
+
+
+def fetch_version(client: MlflowClient, name: str, version: int, destination: Path) -> VersionFiles:
+    """Download a version's ONNX model (and torch weights if recorded) and verify sha256.
+
+    A file whose digest differs from the one recorded at registration is refused with both
+    digests named; nothing unverified is returned.
+    """
+    try:
+        model_version = client.get_model_version(name, str(version))
+    except MlflowException as error:
+        raise lookup_failed(error, no_version(name, version)) from None
+    tags = dict(model_version.tags)
+    if TAG_ONNX_SHA256 not in tags:
+        raise IntegrityError(
+            f"{name} v{version} has no {TAG_ONNX_SHA256} tag: it was not registered by Chassis "
+            "and cannot be verified"
+        )
+    location = version_artifact_uri(client, name, version).rstrip("/")
+    destination.mkdir(parents=True, exist_ok=True)
+
+    def verified(relative: str, expected: str) -> Path:
+        try:
+            local = download(client, f"{location}/{relative}", destination)
+        except MlflowException as error:
+            raise lookup_failed(error, f"{name} v{version} has no {relative}") from None
+        actual = sha256_file(local)
+        if actual != expected:
+            local.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{name} v{version}: {relative} does not match its recorded digest "
+                f"(expected sha256 {expected}, actual {actual}); refusing to load it"
+            )
+        return local
+
+    onnx_path = verified(ONNX_FILE, tags[TAG_ONNX_SHA256])
+    weights_path = (
+        verified(WEIGHTS_FILE, tags[TAG_WEIGHTS_SHA256]) if TAG_WEIGHTS_SHA256 in tags else None
+    )
+    return VersionFiles(name, version, onnx_path, weights_path, tags)
+
+
+def fetch_reference(client: MlflowClient, name: str, version: int, destination: Path) -> Path:
+    """The version's reference snapshot (a sample of its training data)."""
+    location = version_artifact_uri(client, name, version).rstrip("/")
+    try:
+        return download(client, f"{location}/{REFERENCE_FILE}", destination)
+    except Exception as error:
+        raise RegistryError(
+            f"{name} v{version} has no reference snapshot ({REFERENCE_FILE}); it was registered "
+            "before Chassis recorded one, or by another tool. Retrain or register it again."
+        ) from error

@@ -1,0 +1,49 @@
+"""Every tag name and stored file name Chassis writes to MLflow, each defined once.
+
+Version tags carry a version's lineage and integrity; registered-model tags carry the alias
+audit trail, the change in progress, the rollout record and the retrain claim.
+"""
+
+# Lineage and integrity tags every Chassis version carries.
+TAG_SPEC = "chassis.spec"
+TAG_DATASET_FINGERPRINT = "chassis.dataset_fingerprint"
+TAG_RUN_ID = "chassis.run_id"
+TAG_GIT_COMMIT = "chassis.git_commit"
+TAG_ONNX_SHA256 = "chassis.onnx_sha256"
+TAG_FLOW_RUN_ID = "chassis.flow_run_id"
+TAG_WEIGHTS_SHA256 = "chassis.weights_sha256"
+TAG_N_FEATURES = "chassis.n_features"
+TAG_N_CLASSES = "chassis.n_classes"
+TAG_FEATURE_COLUMNS = "chassis.feature_columns"  # JSON list, the model's input order
+REQUIRED_VERSION_TAGS = (TAG_SPEC, TAG_DATASET_FINGERPRINT, TAG_RUN_ID, TAG_ONNX_SHA256)
+
+# A compressed version: the version it was made from, and how.
+TAG_PARENT_VERSION = "chassis.compression.parent_version"
+TAG_RECIPE = "chassis.compression.recipe"
+TAG_CANDIDATE = "chassis.compression.candidate"
+
+# Gate verdict, where its report is stored, and its signature (chassis.attestation).
+TAG_GATES = "chassis.gates"  # "passed" or "failed", set with the gate report
+TAG_GATE_REPORT = "chassis.gate_report"
+TAG_ATTESTATION = "chassis.attestation"
+
+# On a training run whose model equals an existing version (nothing new is registered).
+TAG_UNCHANGED_FROM = "chassis.unchanged_from"
+
+# Registered-model tags: alias audit trail, change in progress, last crash recovery.
+AUDIT_TAG_PREFIX = "chassis.audit."
+TAG_INTENT = "chassis.intent"  # the alias change in progress (JSON, see aliases.Intent)
+TAG_LAST_RECOVERY = "chassis.last_recovery"  # how the last interrupted change was resolved
+TAG_ROLLOUT_RECORD = "chassis.rollout"  # the committed traffic split
+TAG_LAST_RETRAIN = "chassis.last_retrain_at"
+TAG_LAST_RETRAIN_BY = "chassis.last_retrain_by"
+
+# The lock is a registered model named <model><LOCK_SUFFIX> with these tags.
+LOCK_SUFFIX = ".chassis-lock"
+TAG_LOCK_OWNER = "chassis.lock_owner"
+TAG_LOCK_EXPIRES = "chassis.lock_expires"
+
+# Files inside a version's model folder.
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "extra_files/model.safetensors"
+REFERENCE_FILE = "extra_files/reference.parquet"
