@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chassis.errors import RegistryError
+from chassis.errors import PromotionConflict, RegistryError, RetiredChallenger
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -28,14 +28,6 @@ PROMOTE = "promote"
 SET_CHALLENGER = "set-challenger"
 RETIRE_CHALLENGER = "retire-challenger"
 ROLLBACK = "rollback"
-
-
-class PromotionConflict(RegistryError):  # noqa: N818 (reads as what happened)
-    """Another promotion moved the champion after this one read it: compare-and-set failed."""
-
-
-class RetiredChallenger(RegistryError):  # noqa: N818 (reads as what happened)
-    """The version was retired as challenger; setting it again needs `allow_retired`."""
 
 
 class AuditEntry(Protocol):

@@ -21,7 +21,8 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from chassis.drift_policy import DriftInputError, DriftPolicy, SuiteAction, drift_policy_from
+from chassis.drift_policy import DriftPolicy, SuiteAction, drift_policy_from
+from chassis.errors import DriftInputError
 from chassis.expectations import SuiteResult, describe_failures
 
 __all__ = ["DriftInputError", "DriftPolicy", "detect_drift", "drift_policy_from"]

@@ -11,13 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chassis.errors import ChassisError
+from chassis.errors import DriftInputError
 from chassis.policies import validated
-
-
-class DriftInputError(ChassisError):
-    """The window cannot be compared with the reference (schema mismatch, no reference)."""
-
 
 SuiteAction = Literal["fail", "warn", "skip"]
 

@@ -60,3 +60,119 @@ class CalibrationDataError(CompressionError):
 
 class SelectionPolicyError(CompressionError):
     """A selection tolerance, tolerance mode or objective is outside what Chassis accepts."""
+
+
+class StorageError(ChassisError):
+    """The artifact store (S3) is unreachable or refuses an operation."""
+
+
+class FailpointError(SettingsError):
+    """CHASSIS_FAILPOINTS holds an entry that is not `name=action` with a known action."""
+
+
+# Gates and aliases ------------------------------------------------------------------------
+
+
+class GateConfigError(ChassisError):
+    """A gate threshold is outside its meaningful range."""
+
+
+class GatesFailed(ChassisError):  # noqa: N818 (reads as what happened)
+    """A version failed at least one gate; the report names each."""
+
+
+class PromotionConflict(RegistryError):  # noqa: N818 (reads as what happened)
+    """Another promotion moved the champion after this one read it: compare-and-set failed."""
+
+
+class RetiredChallenger(RegistryError):  # noqa: N818 (reads as what happened)
+    """The version was retired as challenger; setting it again needs `allow_retired`."""
+
+
+class WebhookError(ChassisError):
+    """A delivery Chassis will not act on; `status` is the HTTP answer for it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Rollout ----------------------------------------------------------------------------------
+
+
+class RolloutPolicyError(ChassisError):
+    """A rollout setting is outside its meaningful range."""
+
+
+class RecordError(ChassisError):
+    """A rollout record that cannot be read or applied (newer schema, bad values)."""
+
+
+class RecordConflict(RecordError):  # noqa: N818 (reads as what happened)
+    """Another writer committed a generation after this one read the record."""
+
+
+class LeaseHeld(RecordConflict):
+    """Another owner's rollout holds the split, and its lease has not passed."""
+
+
+class LeaseLost(RecordConflict):
+    """This owner's lease passed: its split is orphaned and replicas serve the champion."""
+
+
+class CountsError(ChassisError):
+    """Counters that cannot be combined (different histogram buckets) or read."""
+
+
+class FleetError(ChassisError):
+    """The replicas did not all reach a committed split in time, or none were given."""
+
+
+class RolloutFailed(ChassisError):  # noqa: N818 (reads as what happened)
+    """The candidate failed a step's analysis; its traffic is 0 and its alias removed."""
+
+
+class RolloutPaused(ChassisError):  # noqa: N818 (reads as what happened)
+    """Too little traffic to judge the candidate: traffic is back on the champion and the
+    challenger keeps its alias, so the rollout can simply be run again."""
+
+
+class RolloutAborted(ChassisError):  # noqa: N818 (reads as what happened)
+    """The rollout itself failed mid-step (not the candidate, not the replicas): it was
+    ended safely, or its message says what was left and that the lease will end it."""
+
+
+# Drift ------------------------------------------------------------------------------------
+
+
+class DriftInputError(ChassisError):
+    """The window cannot be compared with the reference (schema mismatch, no reference)."""
+
+
+class DataQualityFailure(ChassisError):  # noqa: N818 (reads as what happened)
+    """The served window is unusable; drift cannot be judged (and is never assumed absent)."""
+
+
+# Serving ----------------------------------------------------------------------------------
+
+
+class GatewayError(ChassisError):
+    """The gateway refused an admin call or is unreachable."""
+
+
+class StateError(ChassisError):
+    """A rollout state change is invalid (unknown mode, weight out of range, ...)."""
+
+
+class RequestError(Exception):
+    """A prediction request the gateway answers with `status` (4xx) and `message`: the
+    caller's mistake, answered over HTTP, never printed by the CLI (so not a ChassisError)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
+    """The request would be answered after its client stops waiting: not computed."""

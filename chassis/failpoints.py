@@ -18,16 +18,12 @@ lookup on an empty dict.
 import os
 import signal
 
-from chassis.errors import SettingsError
+from chassis.errors import FailpointError
 
 ENV = "CHASSIS_FAILPOINTS"
 ACTIONS = ("kill",)
 
 _armed: dict[str, str] | None = None
-
-
-class FailpointError(SettingsError):
-    """CHASSIS_FAILPOINTS holds an entry that is not `name=action` with a known action."""
 
 
 def parse(text: str) -> dict[str, str]:

@@ -14,12 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chassis.errors import ChassisError
+from chassis.errors import GateConfigError
 from chassis.policies import validated
-
-
-class GateConfigError(ChassisError):
-    """A gate threshold is outside its meaningful range."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from chassis.errors import ChassisError
+from chassis.errors import WebhookError
 
 SIGNATURE_HEADER = "x-mlflow-signature"
 TIMESTAMP_HEADER = "x-mlflow-timestamp"
@@ -23,14 +23,6 @@ SIGNATURE_VERSION = "v1"
 ALIAS_CREATED = "model_version_alias.created"
 # A delivery older than this is refused, so a captured request cannot be replayed later.
 MAX_AGE_SECONDS = 300.0
-
-
-class WebhookError(ChassisError):
-    """A delivery Chassis will not act on; `status` is the HTTP answer for it."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,8 @@ MLflow's own S3 artifact repository reads the same settings from the environment
 import os
 from typing import Any, cast
 
-from chassis.errors import ChassisError
+from chassis.errors import StorageError
 from chassis.settings import ChassisSettings
-
-
-class StorageError(ChassisError):
-    """The artifact store (S3) is unreachable or refuses an operation."""
 
 
 def apply_s3_environment(settings: ChassisSettings) -> None:

@@ -51,7 +51,7 @@ class LoggedRun:
 class LoggedModel:
     """An ONNX model logged on a run, and its digest as the artifact store holds it."""
 
-    model_uri: str
+    model_uri: str  # its artifact location, what a version is registered from
     model_id: str
     stored_onnx_sha256: str
 
@@ -267,7 +267,7 @@ class Tracking:
 
     @contextmanager
     def _run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
-        """A run that ends FINISHED, or FAILED if its body raised (as `mlflow.start_run`)."""
+        """A run that ends FINISHED, or FAILED if its body raised (as the fluent start_run does)."""
         run = self.client.create_run(experiment_id, tags=resolve_tags(tags), run_name=run_name)
         run_id = str(run.info.run_id)
         try:
@@ -329,7 +329,10 @@ class Tracking:
         self.client.finalize_logged_model(model_id, "READY")
         stored = self.stored_artifact_sha256(model_id, "model.onnx")
         self.client.log_param(run_id, "onnx_sha256", stored)
-        return LoggedModel(f"models:/{model_id}", model_id, stored)
+        # The version is registered from where the files are stored, not `models:/<id>`:
+        # MLflow's registry stores resolve that URI through the process-wide tracking URI
+        # (a TODO in their create_model_version), which Chassis never sets.
+        return LoggedModel(str(created.artifact_location), model_id, stored)
 
 
 def prefect_ui_url(settings: ChassisSettings) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from chassis.aliases import CHALLENGER
-from chassis.registry_webhooks import AliasSet, WebhookError, alias_set, verify
+from chassis.errors import RequestError, WebhookError
+from chassis.registry_webhooks import AliasSet, alias_set, verify
 from chassis.serving.asgi import Receive, Scope, Send, read_body, respond
-from chassis.serving.validation import RequestError
 
 WEBHOOK_PATH = "/mlflow/webhook"
 MAX_BODY_BYTES = 64 * 1024  # alias deliveries are a few hundred bytes

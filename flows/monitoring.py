@@ -9,7 +9,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from chassis.drift import SHOWN_SUITE_FAILURES, DriftPolicy, DriftResult, SkippedFile
-from chassis.errors import ChassisError
+from chassis.errors import ChassisError, DataQualityFailure
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import Tracking
@@ -22,10 +22,6 @@ from tasks.monitoring import (
     publish_drift,
     signal_drift,
 )
-
-
-class DataQualityFailure(ChassisError):  # noqa: N818 (reads as what happened)
-    """The served window is unusable; drift cannot be judged (and is never assumed absent)."""
 
 
 class DriftOutcome(BaseModel):

@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.events import emit_event
 
 from chassis import expectations
-from chassis.drift import DriftInputError, DriftPolicy, DriftResult, detect_drift
-from chassis.errors import RegistryError
+from chassis.drift import DriftPolicy, DriftResult, detect_drift
+from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from chassis.aliases import CHAMPION
 from chassis.data import load_dataset
-from chassis.errors import ChassisError
+from chassis.errors import GatesFailed
 from chassis.gates import GatePolicy, GateReport, Measurements, evaluate_gates
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
@@ -19,10 +19,6 @@ from chassis.version_loader import load_version
 from chassis.version_measure import measure_classifier
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
-
-
-class GatesFailed(ChassisError):  # noqa: N818 (reads as what happened)
-    """A version failed at least one gate; the report names each."""
 
 
 def actor() -> str:

@@ -8,7 +8,9 @@ import logging
 import os
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from chassis.errors import RegistryError
 from chassis.settings import ChassisSettings
 from chassis.storage import apply_s3_environment, check_bucket
 
@@ -30,10 +32,14 @@ def prepare_stores(settings: ChassisSettings) -> None:
 def mlflow_client(settings: ChassisSettings) -> MlflowClient:
     """A client bound to the configured tracking and registry stores."""
     prepare_stores(settings)
-    return MlflowClient(
-        tracking_uri=settings.resolved_tracking_uri(),
-        registry_uri=settings.resolved_registry_uri(),
-    )
+    tracking_uri = settings.resolved_tracking_uri()
+    try:
+        return MlflowClient(
+            tracking_uri=tracking_uri, registry_uri=settings.resolved_registry_uri()
+        )
+    except MlflowException as error:  # a store MLflow refuses to open (e.g. a file store)
+        first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise RegistryError(f"MLflow cannot use the stores at {tracking_uri}: {first}") from None
 
 
 def bound_http_retries() -> None:

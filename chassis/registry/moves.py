@@ -22,11 +22,9 @@ from chassis.aliases import (
     Disqualification,
     Intent,
     Plan,
-    PromotionConflict,
     Recovery,
-    RetiredChallenger,
 )
-from chassis.errors import IntegrityError, RegistryError
+from chassis.errors import IntegrityError, PromotionConflict, RegistryError, RetiredChallenger
 from chassis.failpoints import failpoint
 from chassis.registry.audit import AliasChange, AuditRecord, history, read_intent
 from chassis.registry.gates import require_passed_gates, verify_for_champion

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from chassis.errors import RegistryError
 from chassis.registry.failures import lookup_failed
 from chassis.registry.gates import record_gate_report
-from chassis.registry.reads import no_version
+from chassis.registry.reads import no_version, version_artifact_uri
 from chassis.registry.tags import REQUIRED_VERSION_TAGS, TAG_GATES
 
 
@@ -84,7 +84,8 @@ def register_copy(
     copy = register_version(
         client,
         name=name,
-        model_uri=original.source,
+        # Where the files are, not a `models:/` source (see tracking.Tracking._log_onnx_model).
+        model_uri=version_artifact_uri(client, name, version),
         model_id=getattr(original, "model_id", None),
         run_id=original.run_id,
         tags=tags,

@@ -6,12 +6,13 @@ import time
 
 from mlflow import MlflowClient
 
+from chassis.errors import RecordConflict
 from chassis.registry.gates import require_passed_gates
 from chassis.registry.lock import RegistryLock
 from chassis.registry.reads import model_tags
 from chassis.registry.tags import TAG_ROLLOUT_RECORD
 from chassis.rollout import lease
-from chassis.rollout.record import RecordConflict, RolloutRecord
+from chassis.rollout.record import RolloutRecord
 
 
 def read_rollout_record(client: MlflowClient, name: str) -> RolloutRecord | None:

@@ -31,15 +31,18 @@ def ensure_alias_webhook(client: MlflowClient, url: str, secret: str) -> str:
                 description="Relays challenger aliases set in the registry to Chassis rollouts.",
                 secret=secret,
             )
-    except MlflowException as error:
+    except (MlflowException, NotImplementedError) as error:
+        # A file store answers NotImplementedError ("FileStore does not support ...").
+        message = error.message if isinstance(error, MlflowException) else str(error)
+        lowered = message.lower()
         hint = (
             " (MLflow sends webhooks from a SQL-backed registry only: local SQLite or an "
             "`mlflow server` on a database)"
-            if "file" in error.message.lower() or "not supported" in error.message.lower()
+            if "file" in lowered or "not support" in lowered
             else ""
         )
         raise RegistryError(
-            f"could not register the MLflow webhook for {url}: {error.message}{hint}"
+            f"could not register the MLflow webhook for {url}: {message}{hint}"
         ) from None
     return str(hook.webhook_id)
 

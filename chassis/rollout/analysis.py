@@ -22,8 +22,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chassis.errors import RolloutPolicyError
 from chassis.rollout.counts import VersionCounts
-from chassis.rollout.policy import RolloutPolicy, RolloutPolicyError
+from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.statistics import difference_bounds, quantile_bounds, wilson
 
 __all__ = ["Check", "RolloutPolicy", "RolloutPolicyError", "StepAnalysis", "analyze_step"]

@@ -10,11 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from chassis.errors import ChassisError
-
-
-class CountsError(ChassisError):
-    """Counters that cannot be combined (different histogram buckets) or read."""
+from chassis.errors import CountsError
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,15 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from chassis.errors import ChassisError
+from chassis.errors import FleetError, GatewayError, LeaseHeld, LeaseLost, RecordConflict
 from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.counts import ModelCounts, add_models, from_exposition, window
 from chassis.rollout.orphans import backoff, end_orphan
-from chassis.rollout.record import RecordConflict, RolloutRecord
-from chassis.serving.client import GatewayClient, GatewayError
+from chassis.rollout.record import RolloutRecord
+from chassis.serving.client import GatewayClient
 
 logger = logging.getLogger("chassis.rollout")
-
-
-class FleetError(ChassisError):
-    """The replicas did not all reach a committed split in time, or none were given."""
 
 
 def resolve_replicas(specs: Sequence[str]) -> list[str]:
@@ -98,7 +94,7 @@ class Fleet:
         now = time.time()
         held = record is not None and record.leased and not lease.expired(record, now)
         if held and record is not None and record.owner != self.owner:
-            raise lease.LeaseHeld(
+            raise LeaseHeld(
                 f"another rollout of {self.model} holds the split "
                 f"({lease.describe(record)}); nothing was changed"
             )
@@ -124,7 +120,7 @@ class Fleet:
             if end is not None and time.time() >= end:
                 # Renewals kept failing until the lease passed: the replicas have ended the
                 # split on their own; this run must stop, not judge a split nobody serves.
-                raise lease.LeaseLost(
+                raise LeaseLost(
                     f"the lease on {lease.describe(self.held)} passed while the registry did "
                     f"not answer ({error}); every replica serves the champion by itself"
                 ) from error

@@ -15,19 +15,12 @@ against clock skew between hosts and against the owner's longest pause.
 import dataclasses
 import datetime
 
-from chassis.rollout.record import LEASE_SCHEMA, RecordConflict, RolloutRecord
+from chassis.errors import LeaseHeld, LeaseLost
+from chassis.rollout.record import LEASE_SCHEMA, RolloutRecord
 
 # Renew once this fraction of the lease has passed: an owner may then stall for the other
 # two thirds (a registry lock held by someone else, a slow replica) without losing it.
 RENEW_AFTER = 1 / 3
-
-
-class LeaseHeld(RecordConflict):
-    """Another owner's rollout holds the split, and its lease has not passed."""
-
-
-class LeaseLost(RecordConflict):
-    """This owner's lease passed: its split is orphaned and replicas serve the champion."""
 
 
 def format_time(epoch: float) -> str:

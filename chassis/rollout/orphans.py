@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from chassis.errors import RecordConflict
 from chassis.registry import Registry
 from chassis.rollout import lease
-from chassis.rollout.record import RecordConflict, RolloutRecord
+from chassis.rollout.record import RolloutRecord
 
 logger = logging.getLogger("chassis.rollout")
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chassis.errors import ChassisError
+from chassis.errors import RolloutPolicyError
 from chassis.policies import validated
 from chassis.rollout.statistics import samples_to_detect, z_for
 
@@ -21,10 +21,6 @@ CHECKS_PER_LOOK = 5
 # Looks inside one window: at 1/8, 1/4, 1/2 and all of the samples a verdict needs, so a
 # gross failure is caught after a few requests; then once per extra window.
 EARLY_LOOK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-
-
-class RolloutPolicyError(ChassisError):
-    """A rollout setting is outside its meaningful range."""
 
 
 Percent = Annotated[float, Field(gt=0, le=100)]

@@ -16,19 +16,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chassis.errors import ChassisError
+from chassis.errors import RecordError
 
 SCHEMA = 2  # the newest schema this Chassis reads and writes
 LEASE_SCHEMA = 2  # records that carry an owner and a lease
 MODES = ("stable", "shadow", "canary", "blue-green")
-
-
-class RecordError(ChassisError):
-    """A rollout record that cannot be read or applied (newer schema, bad values)."""
-
-
-class RecordConflict(RecordError):  # noqa: N818 (reads as what happened)
-    """Another writer committed a generation after this one read the record."""
 
 
 @dataclass(frozen=True)

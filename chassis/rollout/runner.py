@@ -14,12 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from chassis.aliases import CHAMPION, RetiredChallenger
-from chassis.errors import ChassisError
+from chassis.aliases import CHAMPION
+from chassis.errors import (
+    ChassisError,
+    FleetError,
+    RetiredChallenger,
+    RolloutAborted,
+    RolloutFailed,
+    RolloutPaused,
+)
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.counts import ModelCounts, VersionCounts
-from chassis.rollout.fleet import FleetError
 from chassis.rollout.orphans import with_backoff
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.record import RolloutRecord
@@ -30,20 +36,6 @@ POLL_SECONDS = 0.25
 
 Strategy = Literal["canary", "blue-green"]
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
-
-
-class RolloutFailed(ChassisError):  # noqa: N818 (reads as what happened)
-    """The candidate failed a step's analysis; its traffic is 0 and its alias removed."""
-
-
-class RolloutPaused(ChassisError):  # noqa: N818 (reads as what happened)
-    """Too little traffic to judge the candidate: traffic is back on the champion and the
-    challenger keeps its alias, so the rollout can simply be run again."""
-
-
-class RolloutAborted(ChassisError):  # noqa: N818 (reads as what happened)
-    """The rollout itself failed mid-step (not the candidate, not the replicas): it was
-    ended safely, or its message says what was left and that the lease will end it."""
 
 
 class SplitFleet(Protocol):

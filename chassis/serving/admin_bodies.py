@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
+from chassis.errors import RequestError
 from chassis.serving.state import Mode
-from chassis.serving.validation import RequestError
 
 # StrictFloat takes 10 as 10.0 but refuses true and "10".
 Percent = Annotated[StrictFloat, Field(ge=0, le=100)]

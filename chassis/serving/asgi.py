@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
+from chassis.errors import RequestError
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
-from chassis.serving.validation import RequestError, parse_instances
+from chassis.serving.validation import parse_instances
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -19,6 +19,8 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
+from chassis.errors import DeadlineExceeded
+
 Runner = Callable[[np.ndarray], np.ndarray]
 INLINE_BUDGET_SECONDS = 0.0002
 # One call counts at most this much in the moving average: one call of a fast model that
@@ -30,10 +32,6 @@ SAMPLE_CAP_SECONDS = 4 * INLINE_BUDGET_SECONDS
 
 # At least one queued request per this many seconds is computed whatever the estimate says.
 PROBE_SECONDS = 1.0
-
-
-class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
-    """The request would be answered after its client stops waiting: not computed."""
 
 
 class Queued(NamedTuple):

@@ -4,11 +4,7 @@ from typing import Any
 
 import httpx
 
-from chassis.errors import ChassisError
-
-
-class GatewayError(ChassisError):
-    """The gateway refused an admin call or is unreachable."""
+from chassis.errors import GatewayError
 
 
 class GatewayClient:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from chassis.errors import ChassisError
-from chassis.serving.client import GatewayClient, GatewayError
+from chassis.errors import ChassisError, GatewayError
+from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 
 

@@ -14,21 +14,28 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
-from chassis.errors import ChassisError, IntegrityError, RegistryUnreachable
+from chassis.errors import (
+    ChassisError,
+    IntegrityError,
+    RecordError,
+    RegistryUnreachable,
+    RequestError,
+    StateError,
+)
 from chassis.registry import Registry
 from chassis.registry.tags import TAG_ONNX_SHA256
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
-from chassis.rollout.record import RecordError, RolloutRecord
+from chassis.rollout.record import RolloutRecord
 from chassis.runtime import create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.routing import choose_version, mirror_pair
-from chassis.serving.state import Mode, RolloutState, StateError, load_state, save_state
+from chassis.serving.state import Mode, RolloutState, load_state, save_state
 from chassis.serving.stats import VersionStats
-from chassis.serving.validation import Limits, RequestError
+from chassis.serving.validation import Limits
 
 logger = logging.getLogger("chassis.gateway")
 

@@ -12,15 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from chassis.errors import ChassisError
+from chassis.errors import StateError
 from chassis.serving.verified_cache import path_component
 
 Mode = Literal["stable", "canary", "shadow", "blue-green"]
 MODES: tuple[str, ...] = ("stable", "canary", "shadow", "blue-green")
-
-
-class StateError(ChassisError):
-    """A rollout state change is invalid (unknown mode, weight out of range, ...)."""
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import cast
 import numpy as np
 import orjson
 
+from chassis.errors import RequestError
+
 # A value beyond float32's range is refused by the finiteness check right after the cast, so
 # numpy's overflow warning would only put noise in the gateway's log for a request already
 # answered with a 422. A filter scoped to this module costs nothing per request, unlike an
@@ -18,12 +20,6 @@ import orjson
 warnings.filterwarnings(
     "ignore", message="overflow encountered in cast", category=RuntimeWarning, module=__name__
 )
-
-
-@dataclass(frozen=True)
-class RequestError(Exception):
-    status: int
-    message: str
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ from pathlib import Path
 import pytest
 
 from chassis.registry import tags
-from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from tests.fixtures.cli import chassis
 from tests.fixtures.fault_report import FaultReport, ScenarioResult
 from tests.fixtures.registries import home_registry
@@ -87,15 +85,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     saved = {name: os.environ.get(name) for name in ("CHASSIS_HOME", "CHASSIS_LOCK_TTL_SECONDS")}
     # This process recovers too (registry.recover): the same lock lifetime as the commands.
     os.environ.update({"CHASSIS_HOME": str(folder), "CHASSIS_LOCK_TTL_SECONDS": TTL})
-    connect(ChassisSettings())
     yield folder
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    if saved["CHASSIS_HOME"] is not None:
-        connect(ChassisSettings())
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from prefect.settings import PREFECT_API_URL
 
+from chassis.errors import DataQualityFailure
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
-from flows.monitoring import DataQualityFailure, DriftOutcome, drift_check
+from flows.monitoring import DriftOutcome, drift_check
 from flows.release import ReleaseOutcome, release
 from tests.fixtures import specs
 from tests.fixtures.fault_report import FaultReport, ScenarioResult

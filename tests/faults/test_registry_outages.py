@@ -14,14 +14,12 @@ import httpx
 import pytest
 
 from chassis.errors import RegistryError
-from chassis.registry import tags
+from chassis.registry import Registry, tags
 from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from flows.release import release
 from tests.fixtures.fault_report import ScenarioResult
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.mlflow_server import MlflowServer
-from tests.fixtures.registries import home_registry
 
 ROW = [0.5, -1.0, 2.0, 0.0]
 
@@ -57,9 +55,9 @@ def server(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlf
     server.stop()
 
 
-def use_store(home: Path) -> None:
+def store(home: Path) -> Registry:
     """This process talks to the SQLite store directly (up whatever the server does)."""
-    connect(ChassisSettings(home=home))
+    return Registry.from_settings(ChassisSettings(home=home))
 
 
 def readyz(gateway: GatewayProcess) -> httpx.Response:
@@ -85,10 +83,8 @@ def predict(gateway: GatewayProcess) -> httpx.Response:
 
 
 def stored_onnx(home: Path, version: int) -> Path:
-    use_store(home)
-    return (
-        Path(home_registry().version_artifact_uri(MODEL, version)[len("file://") :]) / "model.onnx"
-    )
+    registry = store(home)
+    return Path(registry.version_artifact_uri(MODEL, version)[len("file://") :]) / "model.onnx"
 
 
 def test_registry_down_at_start_says_unreachable_then_serves_when_it_returns(
@@ -185,8 +181,8 @@ def test_restart_during_an_outage_serves_the_verified_local_copy(
 def test_a_tampered_champion_falls_back_to_the_previous_version_and_says_so(
     home, server, tmp_path, fault_report
 ):
-    use_store(home)
-    home_registry().promote(MODEL, 2, expected_champion=1, actor="fault-test", reason="set up")
+    registry = store(home)
+    registry.promote(MODEL, 2, expected_champion=1, actor="fault-test", reason="set up")
     stored = stored_onnx(home, 2)
     original = stored.read_bytes()
     stored.write_bytes(original[:-8] + b"tampered")
@@ -207,8 +203,8 @@ def test_a_tampered_champion_falls_back_to_the_previous_version_and_says_so(
             gateway.stop()
     finally:
         stored.write_bytes(original)
-        use_store(home)
-        home_registry().rollback(MODEL, actor="fault-test", reason="tear down")
+        registry = store(home)
+        registry.rollback(MODEL, actor="fault-test", reason="tear down")
     fault_report.add(
         ScenarioResult(
             "champion's stored bytes tampered at gateway start",
@@ -243,25 +239,23 @@ def test_a_champion_set_by_hand_that_did_not_pass_its_gates_is_never_served(
         },
     )
     gateway.start()
-    use_store(home)
-    home_registry().record_gate_report(MODEL, 2, False, "fault test: failed on purpose")
-    client = home_registry().client
+    registry = store(home)
+    registry.record_gate_report(MODEL, 2, False, "fault test: failed on purpose")
+    client = registry.client
     try:
         if forged:
             # Anyone with registry write access can edit a tag; only the signature says
             # who wrote the verdict.
             client.set_model_version_tag(MODEL, "2", tags.TAG_GATES, "passed")
             with pytest.raises(RegistryError, match=why):
-                home_registry().promote(
-                    MODEL, 2, expected_champion=1, actor="fault", reason="forged"
-                )
+                registry.promote(MODEL, 2, expected_champion=1, actor="fault", reason="forged")
         client.set_registered_model_alias(MODEL, "champion", "2")  # by hand, no checks
         wait_for(lambda: MODEL in readyz(gateway).json()["champion_mismatch"], 30, "the mismatch")
         status = readyz(gateway).json()
         answers = [predict(gateway) for _ in range(50)]
     finally:
         client.set_registered_model_alias(MODEL, "champion", "1")
-        home_registry().record_gate_report(MODEL, 2, True, "fault test: restored")
+        registry.record_gate_report(MODEL, 2, True, "fault test: restored")
         gateway.stop()
     fault_report.add(
         ScenarioResult(
@@ -348,14 +342,14 @@ def test_a_leased_split_ends_on_time_while_the_registry_is_down(
     from chassis.rollout import lease
     from chassis.rollout.record import RolloutRecord
 
-    use_store(home)
-    current = home_registry().read_rollout_record(MODEL)
+    registry = store(home)
+    current = registry.read_rollout_record(MODEL)
     generation = current.generation if current is not None else 0
     split = RolloutRecord(generation=0, mode="canary", stable_version=1, candidate_version=2)
     leased = lease.granted(
         dataclasses.replace(split, percent=50.0), "fault-test run (gone)", 20.0, time.time()
     )
-    written = home_registry().write_rollout_record(MODEL, leased, generation, actor="fault-test")
+    written = registry.write_rollout_record(MODEL, leased, generation, actor="fault-test")
     ends = lease.expires_at(written)
     assert ends is not None
     gateway = GatewayProcess(

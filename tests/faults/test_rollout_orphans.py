@@ -23,9 +23,10 @@ import httpx
 import pytest
 
 import chassis.registry
+from chassis.errors import RecordConflict
 from chassis.rollout import lease
 from chassis.rollout.policy import RolloutPolicy
-from chassis.rollout.record import RecordConflict, RolloutRecord
+from chassis.rollout.record import RolloutRecord
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from tests.fixtures.fault_report import ScenarioResult
@@ -382,7 +383,8 @@ def test_a_replica_restarted_after_the_lease_serves_the_champion_not_the_orphan(
 
 
 def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet, fault_report):
-    from flows.rollout import RolloutPaused, rollout
+    from chassis.errors import RolloutPaused
+    from flows.rollout import rollout
 
     version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: gateway unreachable")
     policy = HOLDING.model_copy(update={"retry_seconds": 4.0, "sync_seconds": 5.0})
@@ -450,7 +452,8 @@ def test_a_gateway_unreachable_mid_step_pauses_the_rollout_on_the_champion(fleet
 
 
 def test_a_rollout_whose_record_is_taken_from_it_mid_step_stops_and_retires(fleet, fault_report):
-    from flows.rollout import RolloutAborted, rollout
+    from chassis.errors import RolloutAborted
+    from flows.rollout import rollout
 
     version = home_registry().register_copy(MODEL, CHAMPION, "orphan test: record taken mid-step")
     result: dict[str, object] = {}

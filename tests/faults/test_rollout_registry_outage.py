@@ -28,10 +28,10 @@ import httpx
 import pytest
 
 import chassis.registry
+from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.record import RolloutRecord
 from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from tests.faults.test_rollout_orphans import (
     CHAMPION,
     FLOW_SCRIPT,
@@ -49,7 +49,6 @@ from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.haproxy import HAProxy
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.prefect_server import BIN, PrefectServer
-from tests.fixtures.registries import home_registry
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +58,9 @@ LEASE_SECONDS = 20.0
 POLICY = HOLDING.model_copy(update={"lease_seconds": LEASE_SECONDS, "step_seconds": 300.0})
 
 
-def use_store(home: Path) -> None:
+def store(home: Path) -> Registry:
     """This process reads the SQLite store directly (up whatever the server does)."""
-    connect(ChassisSettings(home=home))
+    return Registry.from_settings(ChassisSettings(home=home))
 
 
 POOL = "chassis-process"
@@ -151,7 +150,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFleet]:
                 replica.wait_ready()
             proxy = HAProxy(root, [replica.url for replica in replicas]).start()
             try:
-                use_store(home)
                 yield ServedFleet(home, replicas, proxy, server, prefect)
             finally:
                 proxy.stop()
@@ -235,9 +233,9 @@ def written_at(record: RolloutRecord) -> float:
 
 @pytest.fixture(scope="module")
 def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_report) -> Outage:
-    version = home_registry().register_copy(MODEL, CHAMPION, "registry outage mid-rollout")
+    version = store(fleet.home).register_copy(MODEL, CHAMPION, "registry outage mid-rollout")
     log = tmp_path_factory.mktemp("outage-flow") / "flow.log"
-    audit_before = max((r.sequence for r in home_registry().history(MODEL)), default=0)
+    audit_before = max((r.sequence for r in store(fleet.home).history(MODEL)), default=0)
     flow = start_flow(fleet, version, log)
     try:
         with Traffic(fleet.proxy.url) as traffic:
@@ -246,7 +244,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
                 """A renewal of the canary that every replica has read, written just now:
                 the flow is mid-step, judging its window, for a third of the lease more."""
                 assert flow.poll() is None, log.read_text()[-3000:]
-                record = home_registry().read_rollout_record(MODEL)
+                record = store(fleet.home).read_rollout_record(MODEL)
                 if record is None or record.candidate_version != version or record.generation < 2:
                     return None
                 if time.time() - written_at(record) > 2.0:
@@ -261,7 +259,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
             assert (renewal.mode, renewal.percent, renewal.leased) == ("canary", 25.0, True)
             fleet.server.stop()
             stopped_at = time.time()
-            orphan = home_registry().read_rollout_record(MODEL)  # nobody can write it now
+            orphan = store(fleet.home).read_rollout_record(MODEL)  # nobody can write it now
             assert orphan is not None and orphan.candidate_version == version
             lease_end = lease.expires_at(orphan)
             assert lease_end is not None
@@ -291,7 +289,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
             fleet.server.start()
             restarted_at = time.time()
             record = until(
-                lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
+                lambda: (r := store(fleet.home).read_rollout_record(MODEL)) and not r.leased and r,
                 60,
                 "a stable record replaces the orphan",
             )
@@ -312,7 +310,7 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
         if flow.poll() is None:
             kill(flow)
     states = [fleet.state(replica) for replica in fleet.replicas]
-    aliases = home_registry().current_aliases(MODEL)
+    aliases = store(fleet.home).current_aliases(MODEL)
     retired = retirements(version)
     result = Outage(
         version=version,
@@ -325,9 +323,9 @@ def outage(fleet: ServedFleet, tmp_path_factory: pytest.TempPathFactory, fault_r
         flow_returncode_during=returncode_during,
         restart_began=restart_began,
         restarted_at=restarted_at,
-        record=home_registry().read_rollout_record(MODEL) or record,
+        record=store(fleet.home).read_rollout_record(MODEL) or record,
         retired=retired,
-        audit_after=[r for r in home_registry().history(MODEL) if r.sequence > audit_before],
+        audit_after=[r for r in store(fleet.home).history(MODEL) if r.sequence > audit_before],
         states=states,
         aliases=aliases,
         flow_returncode=flow.returncode,
@@ -460,7 +458,7 @@ def worker_killed(
             stderr=out,
             start_new_session=True,
         )
-    version = home_registry().register_copy(MODEL, CHAMPION, "worker killed mid-rollout")
+    version = store(fleet.home).register_copy(MODEL, CHAMPION, "worker killed mid-rollout")
     parameters = {
         "model_name": MODEL,
         "version": version,
@@ -482,7 +480,7 @@ def worker_killed(
 
             def canary_everywhere() -> RolloutRecord | None:
                 assert final_state() is None, server.log_messages(run["id"])[-10:]
-                record = home_registry().read_rollout_record(MODEL)
+                record = store(fleet.home).read_rollout_record(MODEL)
                 if record is None or record.candidate_version != version or not record.leased:
                     return None
                 states = [fleet.state(replica) for replica in fleet.replicas]
@@ -492,7 +490,7 @@ def worker_killed(
             # Mid-step: a renewal written, the window being judged.
             at_kill = until(
                 lambda: (
-                    (r := home_registry().read_rollout_record(MODEL))
+                    (r := store(fleet.home).read_rollout_record(MODEL))
                     and r.generation > committed.generation
                     and r
                 ),
@@ -514,9 +512,9 @@ def worker_killed(
                 return [fleet.state(replica) for replica in fleet.replicas]
 
             states_after_lease = until(past_the_lease_at_kill, 2 * LEASE_SECONDS, "the lease")
-            after_lease = home_registry().read_rollout_record(MODEL)
+            after_lease = store(fleet.home).read_rollout_record(MODEL)
             ended = until(
-                lambda: (r := home_registry().read_rollout_record(MODEL)) and not r.leased and r,
+                lambda: (r := store(fleet.home).read_rollout_record(MODEL)) and not r.leased and r,
                 WORKER_POLICY.step_seconds + 60,
                 "the rollout returns to stable",
             )
@@ -547,7 +545,7 @@ def worker_killed(
         state=state,
         logs=server.log_messages(run["id"]),
         states=states,
-        aliases=home_registry().current_aliases(MODEL),
+        aliases=store(fleet.home).current_aliases(MODEL),
         retired=retirements(version),
         traffic=traffic.tally(),
     )

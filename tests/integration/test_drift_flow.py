@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chassis.drift import DriftInputError, DriftPolicy
+from chassis.drift import DriftPolicy
+from chassis.errors import DataQualityFailure, DriftInputError
 from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.traffic import apply_drift, replay
-from flows.monitoring import DataQualityFailure, drift_check
+from flows.monitoring import drift_check
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess

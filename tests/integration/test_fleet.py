@@ -219,7 +219,7 @@ def test_a_rolling_restart_under_load_loses_no_request(fleet):
 
 
 def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
-    from flows.rollout import RolloutPaused
+    from chassis.errors import RolloutPaused
 
     result: dict[str, object] = {}
     patient = POLICY.model_copy(

@@ -9,12 +9,10 @@ import mlflow.artifacts
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from chassis.aliases import RetiredChallenger
-from chassis.errors import IntegrityError, RegistryError
+from chassis.errors import GatesFailed, IntegrityError, RegistryError, RetiredChallenger
 from chassis.gates import GatePolicy
 from flows.promotion import gates, promote, rollback
 from flows.release import release
-from tasks.promotion import GatesFailed
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 

@@ -7,15 +7,14 @@ from typing import Any
 
 import pytest
 
-from chassis.errors import ChassisError
+from chassis.errors import ChassisError, GatesFailed, RolloutFailed, RolloutPaused
 from chassis.registry import tags
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from chassis.tracking import connect
 from flows.release import release
-from flows.rollout import RolloutFailed, RolloutPaused, rollout
-from tasks.promotion import GatesFailed
+from flows.rollout import rollout
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
@@ -239,7 +238,8 @@ def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_
     two_versions,
 ):
 
-    from chassis.rollout.record import SCHEMA, RecordError
+    from chassis.errors import RecordError
+    from chassis.rollout.record import SCHEMA
 
     newer = (
         f'{{"schema":{SCHEMA + 1},"generation":4,"mode":"canary",'
@@ -263,7 +263,7 @@ def test_a_rollout_record_from_a_newer_chassis_is_refused_and_the_gateway_keeps_
 
 
 def test_a_retired_challenger_needs_the_override_to_be_rolled_out_again(two_versions):
-    from chassis.aliases import RetiredChallenger
+    from chassis.errors import RetiredChallenger
 
     strict = FAST.model_copy(
         update={"steps": [100.0], "shadow_first": False, "p99_budget_ms": 0.001}

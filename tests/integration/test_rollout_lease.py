@@ -10,6 +10,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelled, Crashed
 
 import chassis.registry
+from chassis.errors import LeaseHeld
 from chassis.rollout import lease
 from chassis.rollout.fleet import Fleet
 from chassis.rollout.orphans import end_orphan
@@ -115,7 +116,7 @@ def test_a_new_rollout_refuses_a_live_owner_and_ends_an_orphan_first(canary):
         owner="rollout flow run me (new-run) on here",
         lease_seconds=60,
     )
-    with pytest.raises(lease.LeaseHeld, match="another rollout of lease-model holds the split"):
+    with pytest.raises(LeaseHeld, match="another rollout of lease-model holds the split"):
         fleet.claim("user:test")
     assert home_registry().read_rollout_record(MODEL) == live  # nothing changed
     assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}

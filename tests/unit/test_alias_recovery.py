@@ -17,8 +17,8 @@ from chassis.aliases import (
     plan_retire_challenger,
     plan_rollback,
 )
-from chassis.errors import ChassisError, RegistryError
-from chassis.failpoints import FailpointError, parse
+from chassis.errors import ChassisError, FailpointError, RegistryError
+from chassis.failpoints import parse
 
 
 def intent(*moves: AliasMove, action: str = "promote") -> Intent:

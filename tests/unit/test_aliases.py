@@ -5,8 +5,6 @@ import pytest
 
 from chassis.aliases import (
     Plan,
-    PromotionConflict,
-    RetiredChallenger,
     check_alias,
     disqualified,
     plan_challenger,
@@ -15,7 +13,7 @@ from chassis.aliases import (
     plan_rollback,
     retirement,
 )
-from chassis.errors import RegistryError
+from chassis.errors import PromotionConflict, RegistryError, RetiredChallenger
 
 
 def moves(plan):

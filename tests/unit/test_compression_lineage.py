@@ -10,18 +10,18 @@ from chassis.compression.lineage import (
     compressed_version_tags,
     run_lineage,
 )
-from chassis.registry import tags
+from chassis.registry import tags as tag_names
 
 PARENT = {
-    tags.TAG_SPEC: "pkg.specs:digits",
-    tags.TAG_DATASET_FINGERPRINT: "fp-1",
-    tags.TAG_N_FEATURES: "64",
-    tags.TAG_N_CLASSES: "10",
-    tags.TAG_GIT_COMMIT: "",  # outside git: empty, so not copied
-    tags.TAG_RUN_ID: "parent-run",
-    tags.TAG_ONNX_SHA256: "parent-digest",
-    tags.TAG_WEIGHTS_SHA256: "parent-weights",
-    tags.TAG_GATES: "passed",
+    tag_names.TAG_SPEC: "pkg.specs:digits",
+    tag_names.TAG_DATASET_FINGERPRINT: "fp-1",
+    tag_names.TAG_N_FEATURES: "64",
+    tag_names.TAG_N_CLASSES: "10",
+    tag_names.TAG_GIT_COMMIT: "",  # outside git: empty, so not copied
+    tag_names.TAG_RUN_ID: "parent-run",
+    tag_names.TAG_ONNX_SHA256: "parent-digest",
+    tag_names.TAG_WEIGHTS_SHA256: "parent-weights",
+    tag_names.TAG_GATES: "passed",
 }
 
 
@@ -40,25 +40,25 @@ def tags() -> dict[str, str]:
 def test_a_compressed_version_keeps_what_describes_the_trained_model():
     child = tags()
     for tag in (
-        tags.TAG_SPEC,
-        tags.TAG_DATASET_FINGERPRINT,
-        tags.TAG_N_FEATURES,
-        tags.TAG_N_CLASSES,
+        tag_names.TAG_SPEC,
+        tag_names.TAG_DATASET_FINGERPRINT,
+        tag_names.TAG_N_FEATURES,
+        tag_names.TAG_N_CLASSES,
     ):
         assert child[tag] == PARENT[tag]
-    assert tags.TAG_GIT_COMMIT not in child  # empty on the parent: nothing to inherit
+    assert tag_names.TAG_GIT_COMMIT not in child  # empty on the parent: nothing to inherit
 
 
 def test_its_own_run_digest_and_judgements_are_not_inherited():
     child = tags()
-    assert child[tags.TAG_RUN_ID] == "child-run"
-    assert child[tags.TAG_ONNX_SHA256] == "child-digest"
+    assert child[tag_names.TAG_RUN_ID] == "child-run"
+    assert child[tag_names.TAG_ONNX_SHA256] == "child-digest"
     # Torch weights, a gate verdict: the parent's, not this version's.
-    assert tags.TAG_WEIGHTS_SHA256 not in child and tags.TAG_GATES not in child
+    assert tag_names.TAG_WEIGHTS_SHA256 not in child and tag_names.TAG_GATES not in child
     assert set(child) - set(INHERITED_TAGS) == {
-        tags.TAG_RUN_ID,
-        tags.TAG_ONNX_SHA256,
-        tags.TAG_FLOW_RUN_ID,
+        tag_names.TAG_RUN_ID,
+        tag_names.TAG_ONNX_SHA256,
+        tag_names.TAG_FLOW_RUN_ID,
         TAG_PARENT_VERSION,
         TAG_CANDIDATE,
         TAG_RECIPE,
@@ -69,20 +69,20 @@ def test_it_names_its_parent_candidate_and_a_stable_recipe():
     child = tags()
     assert child[TAG_PARENT_VERSION] == "3"
     assert child[TAG_CANDIDATE] == "int8_dynamic"
-    assert child[tags.TAG_FLOW_RUN_ID] == "flow-9"
+    assert child[tag_names.TAG_FLOW_RUN_ID] == "flow-9"
     assert child[TAG_RECIPE] == '{"bits": 8, "quantize": "dynamic"}'  # sorted keys
     assert json.loads(child[TAG_RECIPE]) == {"quantize": "dynamic", "bits": 8}
 
 
 def test_the_parent_version_tag_is_the_one_the_registry_follows_to_the_root():
     # Registry.lineage_root walks this tag back to the trained version.
-    assert TAG_PARENT_VERSION == tags.TAG_PARENT_VERSION
+    assert TAG_PARENT_VERSION == tag_names.TAG_PARENT_VERSION
 
 
 def test_every_run_of_a_compression_names_its_spec_flow_run_and_parent():
     assert run_lineage("pkg.specs:digits", "flow-9", 3) == {
-        tags.TAG_SPEC: "pkg.specs:digits",
-        tags.TAG_FLOW_RUN_ID: "flow-9",
+        tag_names.TAG_SPEC: "pkg.specs:digits",
+        tag_names.TAG_FLOW_RUN_ID: "flow-9",
         TAG_PARENT_VERSION: "3",
         "chassis.stage": "compress",
     }

@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 
 from chassis.drift import (
-    DriftInputError,
     DriftPolicy,
     SkippedFile,
     detect_drift,
     drift_policy_from,
 )
+from chassis.errors import DriftInputError
 from chassis.expectations import ExpectationResult, SuiteResult
 
 FEATURES = ["a", "b", "c", "d"]

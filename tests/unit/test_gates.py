@@ -1,7 +1,7 @@
 import pytest
 
+from chassis.errors import GateConfigError
 from chassis.gates import (
-    GateConfigError,
     GatePolicy,
     Measurements,
     MetricThreshold,

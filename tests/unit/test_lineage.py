@@ -3,7 +3,7 @@
 import json
 
 from chassis.lineage import same_model_as_champion, trained_version_tags
-from chassis.registry import tags as tag
+from chassis.registry import tags as tag_names
 
 
 def tags(commit: str | None) -> dict[str, str]:
@@ -12,34 +12,34 @@ def tags(commit: str | None) -> dict[str, str]:
 
 def test_a_trained_version_names_its_spec_data_run_and_shapes():
     assert tags("abc123") == {
-        tag.TAG_SPEC: "pkg.specs:wine",
-        tag.TAG_DATASET_FINGERPRINT: "fp-1",
-        tag.TAG_FLOW_RUN_ID: "flow-9",
-        tag.TAG_N_FEATURES: "13",
-        tag.TAG_N_CLASSES: "3",
-        tag.TAG_FEATURE_COLUMNS: '["b", "a"]',
-        tag.TAG_GIT_COMMIT: "abc123",
+        tag_names.TAG_SPEC: "pkg.specs:wine",
+        tag_names.TAG_DATASET_FINGERPRINT: "fp-1",
+        tag_names.TAG_FLOW_RUN_ID: "flow-9",
+        tag_names.TAG_N_FEATURES: "13",
+        tag_names.TAG_N_CLASSES: "3",
+        tag_names.TAG_FEATURE_COLUMNS: '["b", "a"]',
+        tag_names.TAG_GIT_COMMIT: "abc123",
     }
 
 
 def test_the_input_column_order_is_kept_as_given():
-    assert json.loads(tags(None)[tag.TAG_FEATURE_COLUMNS]) == ["b", "a"]
+    assert json.loads(tags(None)[tag_names.TAG_FEATURE_COLUMNS]) == ["b", "a"]
 
 
 def test_outside_git_no_commit_tag_is_written():
-    assert tag.TAG_GIT_COMMIT not in tags(None)
-    assert tag.TAG_GIT_COMMIT not in tags("")
+    assert tag_names.TAG_GIT_COMMIT not in tags(None)
+    assert tag_names.TAG_GIT_COMMIT not in tags("")
 
 
 def test_bytes_equal_to_the_champion_are_the_champion():
-    champion = {tag.TAG_ONNX_SHA256: "aaa"}
-    root = {tag.TAG_ONNX_SHA256: "aaa"}
+    champion = {tag_names.TAG_ONNX_SHA256: "aaa"}
+    root = {tag_names.TAG_ONNX_SHA256: "aaa"}
     assert same_model_as_champion("aaa", 4, champion, 4, root) == (4, "the champion")
 
 
 def test_bytes_equal_to_what_the_champion_was_compressed_from_are_that_version():
-    champion = {tag.TAG_ONNX_SHA256: "int8"}
-    root = {tag.TAG_ONNX_SHA256: "fp32"}
+    champion = {tag_names.TAG_ONNX_SHA256: "int8"}
+    root = {tag_names.TAG_ONNX_SHA256: "fp32"}
     assert same_model_as_champion("fp32", 4, champion, 3, root) == (
         3,
         "the version champion v4 was compressed from",
@@ -47,6 +47,8 @@ def test_bytes_equal_to_what_the_champion_was_compressed_from_are_that_version()
 
 
 def test_other_bytes_are_a_new_model():
-    champion = {tag.TAG_ONNX_SHA256: "int8"}
-    assert same_model_as_champion("new", 4, champion, 3, {tag.TAG_ONNX_SHA256: "fp32"}) is None
+    champion = {tag_names.TAG_ONNX_SHA256: "int8"}
+    assert (
+        same_model_as_champion("new", 4, champion, 3, {tag_names.TAG_ONNX_SHA256: "fp32"}) is None
+    )
     assert same_model_as_champion("new", 4, {}, 4, {}) is None  # no digest recorded

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
+from chassis.errors import RolloutPolicyError
 from chassis.rollout.analysis import analyze_step
 from chassis.rollout.counts import VersionCounts
-from chassis.rollout.policy import RolloutPolicy, RolloutPolicyError, policy_from
+from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis.serving.metrics import LATENCY_BUCKETS
 
 POLICY = RolloutPolicy()

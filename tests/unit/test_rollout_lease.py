@@ -2,9 +2,10 @@
 
 import pytest
 
+from chassis.errors import LeaseHeld, LeaseLost, RecordError
 from chassis.rollout import lease
 from chassis.rollout.orphans import backoff, with_backoff
-from chassis.rollout.record import SCHEMA, RecordError, RolloutRecord
+from chassis.rollout.record import SCHEMA, RolloutRecord
 
 T0 = 1_800_000_000.0  # a fixed wall-clock instant
 CANARY = RolloutRecord(
@@ -60,16 +61,16 @@ def test_the_owner_may_renew_its_own_live_lease():
 
 
 def test_an_owner_whose_lease_passed_has_lost_the_split_but_may_return_to_stable():
-    with pytest.raises(lease.LeaseLost, match="passed: replicas serve the champion"):
+    with pytest.raises(LeaseLost, match="passed: replicas serve the champion"):
         lease.check_write("m", leased(), leased(), T0 + 90.0)
     lease.check_write("m", leased(), RolloutRecord(generation=0), T0 + 90.0)
 
 
 def test_another_owner_is_refused_while_the_lease_holds_and_after_it_passed():
     other = leased(owner="rollout flow run 5678 on host-b pid 9")
-    with pytest.raises(lease.LeaseHeld, match="another rollout of m holds the split"):
+    with pytest.raises(LeaseHeld, match="another rollout of m holds the split"):
         lease.check_write("m", leased(), other, T0 + 10.0)
-    with pytest.raises(lease.LeaseHeld, match=r"orphaned .* returned to stable before"):
+    with pytest.raises(LeaseHeld, match=r"orphaned .* returned to stable before"):
         lease.check_write("m", leased(), other, T0 + 100.0)
 
 
@@ -143,10 +144,10 @@ def test_a_conflict_is_not_retried():
 
     def conflicting() -> None:
         calls.append(1)
-        raise lease.LeaseLost("taken over")
+        raise LeaseLost("taken over")
 
-    with pytest.raises(lease.LeaseLost):
-        with_backoff(conflicting, 60.0, give_up_on=(lease.LeaseLost,), sleep=lambda s: None)
+    with pytest.raises(LeaseLost):
+        with_backoff(conflicting, 60.0, give_up_on=(LeaseLost,), sleep=lambda s: None)
     assert calls == [1]
 
 

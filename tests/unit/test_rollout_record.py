@@ -2,8 +2,9 @@
 
 import pytest
 
-from chassis.rollout.fleet import FleetError, resolve_replicas
-from chassis.rollout.record import SCHEMA, RecordError, RolloutRecord
+from chassis.errors import FleetError, RecordError
+from chassis.rollout.fleet import resolve_replicas
+from chassis.rollout.record import SCHEMA, RolloutRecord
 
 
 def test_a_record_round_trips():

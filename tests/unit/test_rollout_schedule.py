@@ -2,7 +2,8 @@
 
 import pytest
 
-from chassis.rollout.counts import CountsError, VersionCounts, add_models, from_exposition
+from chassis.errors import CountsError
+from chassis.rollout.counts import VersionCounts, add_models, from_exposition
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.schedule import look_points, next_share
 from chassis.serving.metrics import GatewayMetrics

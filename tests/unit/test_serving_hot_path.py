@@ -10,10 +10,11 @@ import orjson
 import pandas as pd
 import pytest
 
+from chassis.errors import RequestError
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics
 from chassis.serving.prediction_log import PredictionLogger
-from chassis.serving.validation import Limits, RequestError, parse_instances
+from chassis.serving.validation import Limits, parse_instances
 
 
 def parse(body: bytes) -> np.ndarray:

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from chassis.errors import WebhookError
 from chassis.registry_webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AliasSet,
-    WebhookError,
     alias_set,
     verify,
 )

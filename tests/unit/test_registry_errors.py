@@ -1,0 +1,89 @@
+"""MLflow errors reach the user as one RegistryError naming the model and version asked
+about, never as a raw MlflowException (which the CLI would report as a Chassis bug)."""
+
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+from chassis.errors import ChassisError, RegistryError, RegistryUnreachable
+from chassis.registry import Registry
+from tests.fixtures.cli import chassis
+
+
+class RefusingClient:
+    """An MLflow client whose calls fail the way `error` says; with `writes_only`, reads
+    answer (a version with no tags) and only writes (`set_*`) fail."""
+
+    def __init__(self, error: MlflowException, writes_only: bool) -> None:
+        self.error = error
+        self.writes_only = writes_only
+
+    def __getattr__(self, name: str):
+        def call(*args: object, **kwargs: object) -> object:
+            if self.writes_only and not name.startswith("set_"):
+                return SimpleNamespace(tags={}, aliases={})
+            raise self.error
+
+        return call
+
+
+def registry_failing_with(
+    message: str, code: int = INTERNAL_ERROR, writes_only: bool = False
+) -> Registry:
+    error = MlflowException(message, error_code=code)
+    return Registry(RefusingClient(error, writes_only), "k" * 32)  # type: ignore[arg-type]
+
+
+def test_a_missing_version_is_named():
+    registry = registry_failing_with("Model Version not found", RESOURCE_DOES_NOT_EXIST)
+    with pytest.raises(RegistryError, match=r"^'digits-mlp' has no version 7$"):
+        registry.version_tags("digits-mlp", 7)
+
+
+def test_a_failed_write_names_what_was_written_and_why():
+    registry = registry_failing_with(
+        "permission denied for table model_version_tags", writes_only=True
+    )
+    with pytest.raises(RegistryError) as raised:
+        registry.record_gate_report("digits-mlp", 3, True, "s3://reports/v3.json")
+    assert str(raised.value) == (
+        "recording the gate report of digits-mlp v3 failed: "
+        "permission denied for table model_version_tags"
+    )
+    assert isinstance(raised.value, ChassisError)  # the CLI prints it as one `error:` line
+    assert not isinstance(raised.value, MlflowException)
+
+
+def test_an_unreachable_registry_is_said_so_with_the_model_named():
+    registry = registry_failing_with(
+        "API request to http://127.0.0.1:9/api/2.0/mlflow/registered-models/get failed with "
+        "exception ConnectionRefusedError"
+    )
+    with pytest.raises(RegistryUnreachable) as raised:
+        registry.current_aliases("digits-mlp")
+    message = str(raised.value)
+    assert message.startswith("reading the aliases of 'digits-mlp': registry unreachable: ")
+    assert "ConnectionRefusedError" in message
+
+
+def test_an_error_mid_alias_move_is_wrapped_naming_the_model():
+    registry = registry_failing_with("database schema is newer than this MLflow")
+    with pytest.raises(RegistryError, match=r"^retiring the challenger of 'm' failed: database"):
+        registry.retire_challenger("m", 2, actor="test", reason="test")
+
+
+def test_the_cli_prints_one_error_line_for_an_unreachable_registry(tmp_path):
+    env = {
+        "CHASSIS_HOME": str(tmp_path),
+        "CHASSIS_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens on the discard port
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    result: subprocess.CompletedProcess[str] = chassis("versions", "--model", "ghost", env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: reading the versions of 'ghost': registry unreachable: ")
+    assert "unexpected" not in lines[0]
