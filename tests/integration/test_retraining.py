@@ -3,8 +3,6 @@
 import pytest
 
 from chassis.errors import RegistryError
-from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from flows.release import release
 from flows.retraining import registry_watch, retrain
 from tests.fixtures.registries import home_registry
@@ -13,7 +11,6 @@ MODEL = "test-blobs"
 
 
 def test_cooldown_allows_one_retraining(chassis_home):
-    connect(ChassisSettings())
     home_registry().client.create_registered_model("cool-model")
     first = home_registry().claim_retrain("cool-model", 3600, "test")
     second = home_registry().claim_retrain("cool-model", 3600, "test")
@@ -24,7 +21,6 @@ def test_cooldown_allows_one_retraining(chassis_home):
 
 def test_retrain_skips_within_cooldown(chassis_home):
     release(spec="tests.fixtures.specs:good", compression="off")
-    connect(ChassisSettings())
     home_registry().claim_retrain(MODEL, 3600, "test: a retraining just ran")
     outcome = retrain(model_name=MODEL, champion_version=1, drifted_share=0.75)
     assert not outcome.retrained and "cooldown" in outcome.reason
@@ -34,7 +30,6 @@ def test_retrain_skips_within_cooldown(chassis_home):
 def test_challenger_set_by_hand_is_rolled_out(chassis_home):
     release(spec="tests.fixtures.specs:good", compression="off")
     release(spec="tests.fixtures.specs:good", seed=1, compression="off", rollout_strategy="none")
-    connect(ChassisSettings())
     assert home_registry().unaudited_challenger(MODEL) is None  # Chassis set it: audited
     # Someone moves the alias in the MLflow UI (outside Chassis, so no audit record).
     client = home_registry().client
@@ -51,7 +46,6 @@ def test_challenger_set_by_hand_is_rolled_out(chassis_home):
 def test_a_hand_set_challenger_that_fails_its_gates_is_refused_once(chassis_home):
     release(spec="tests.fixtures.specs:good", compression="off")
     release(spec="tests.fixtures.specs:good", seed=1, compression="off", rollout_strategy="none")
-    connect(ChassisSettings())
     client = home_registry().client
     client.delete_registered_model_alias(MODEL, "challenger")
     release(spec="tests.fixtures.specs:good", seed=2, compression="off", rollout_strategy="none")

@@ -12,7 +12,6 @@ from chassis.registry import tags
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from flows.release import release
 from flows.rollout import rollout
 from tests.fixtures.gateway import MODEL, GatewayProcess
@@ -206,7 +205,6 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
         assert client.status(MODEL)["state"]["stable_version"] == 2
     finally:
         gateway.stop()
-    connect(ChassisSettings(home=two_versions))
     assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
     assert os.environ["CHASSIS_HOME"] == str(two_versions)
 

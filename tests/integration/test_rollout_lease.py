@@ -16,8 +16,6 @@ from chassis.rollout.fleet import Fleet
 from chassis.rollout.orphans import end_orphan
 from chassis.rollout.record import RolloutRecord
 from chassis.serving.client import GatewayClient
-from chassis.settings import ChassisSettings
-from chassis.tracking import connect
 from flows.rollout import end_if_still_owned, rollout
 from tests.fixtures.registries import home_registry
 from tests.fixtures.registry_versions import register_tiny_versions
@@ -28,7 +26,6 @@ MODEL = "lease-model"
 @pytest.fixture
 def canary(chassis_home):
     """v1 champion, v2 challenger; returns a function writing v2's leased 25 % canary."""
-    connect(ChassisSettings())
     register_tiny_versions(MODEL, 2)
     home_registry().promote(MODEL, 1, expected_champion=None, actor="user:test", reason="test")
     home_registry().set_challenger(MODEL, 2, actor="user:test", reason="test")
