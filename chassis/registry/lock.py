@@ -77,9 +77,13 @@ class RegistryLock:
                 )
                 return self
             except MlflowException as error:
-                if error.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(
-                    error
-                ):
+                # Held by another caller; or held and released between MLflow's failed insert
+                # and its read of the holder, which then answers "not found": both mean wait.
+                contended = error.error_code in (
+                    "RESOURCE_ALREADY_EXISTS",
+                    "RESOURCE_DOES_NOT_EXIST",
+                )
+                if not contended and "already exists" not in str(error):
                     raise
             breakable_in = self._break_if_expired()
             # Never give up before the lock we saw can be broken.
