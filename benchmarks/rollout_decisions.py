@@ -108,6 +108,7 @@ class Hogs:
 
 
 def record(home: Path, stable: int, candidate: int, args: argparse.Namespace) -> list[dict]:
+    from chassis.registry import Registry
     from chassis.serving.client import GatewayClient
     from chassis.serving.embedded import free_port
     from chassis.settings import ChassisSettings
@@ -132,7 +133,7 @@ def record(home: Path, stable: int, candidate: int, args: argparse.Namespace) ->
             time.sleep(0.2)
         client.set_rollout(MODEL, "canary", candidate, 50.0, mirror_percent=100.0)
         stop = threading.Event()
-        rows = test_rows(MODEL, stable)
+        rows = test_rows(Registry.from_settings(ChassisSettings(home=home)), MODEL, stable)
         driver = threading.Thread(
             target=replay,
             args=(url, MODEL, rows),

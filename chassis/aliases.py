@@ -33,12 +33,18 @@ ROLLBACK = "rollback"
 class AuditEntry(Protocol):
     """What the rules read of an audit record (chassis.registry.AuditRecord has these)."""
 
-    sequence: int
-    at: str
-    actor: str
-    action: str
-    moves: list[dict[str, Any]]
-    reason: str
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def at(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def moves(self) -> list[dict[str, Any]]: ...
+    @property
+    def reason(self) -> str: ...
 
 
 @dataclass(frozen=True)

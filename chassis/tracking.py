@@ -9,20 +9,20 @@ records are built here too (`flow_run_url`).
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow.data
-import mlflow.onnx
 import numpy as np
 import onnx
 from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param
 from mlflow.models import Model, infer_signature
+from mlflow.onnx import save_model as save_onnx_model
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
@@ -151,11 +151,13 @@ class Tracking:
                 # MLflow hints at every integer column of every logged dataset; pixel counts
                 # and class labels are integers on purpose.
                 warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+                # The client logs dataset entities; MLflow's only way from a pandas dataset
+                # to one is this method (its fluent log_input calls it too).
                 inputs = [
                     DatasetInput(
-                        mlflow.data.from_pandas(
+                        from_pandas(
                             frame, name=f"{run_name}-{split}", targets=label_column
-                        )._to_mlflow_entity(),
+                        )._to_mlflow_entity(),  # pyright: ignore[reportPrivateUsage]
                         tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=split)],
                     )
                     for split, frame in datasets.items()
@@ -189,14 +191,14 @@ class Tracking:
 
     def stored_artifact_sha256(self, model_id: str, relative_path: str) -> str:
         """Digest of a model file as the artifact store holds it: what loads will verify."""
-        location = self.client.get_logged_model(model_id).artifact_location.rstrip("/")
+        location = str(self.client.get_logged_model(model_id).artifact_location).rstrip("/")
         with tempfile.TemporaryDirectory() as folder:
             return sha256_file(download(self.client, f"{location}/{relative_path}", Path(folder)))
 
     def log_text_to_run(self, run_id: str, text: str, artifact_file: str) -> str:
         """Attach a text artifact to an existing run; returns its artifact URI."""
         self.client.log_text(run_id, text, artifact_file)
-        return f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_file}"
+        return f"{str(self.client.get_run(run_id).info.artifact_uri).rstrip('/')}/{artifact_file}"
 
     def set_run_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)
@@ -262,11 +264,13 @@ class Tracking:
         with self._run(experiment_id, f"drift-{model}", {}) as run_id:
             self._log(run_id, params, metrics)
             self.client.log_artifact(run_id, str(html), "drift")
-        artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        artifact_uri = str(self.client.get_run(run_id).info.artifact_uri)
         return f"{artifact_uri.rstrip('/')}/drift/{html.name}"
 
     @contextmanager
-    def _run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+    def _run(
+        self, experiment_id: str, run_name: str, tags: dict[str, str]
+    ) -> Generator[str, None, None]:
         """A run that ends FINISHED, or FAILED if its body raised (as the fluent start_run does)."""
         run = self.client.create_run(experiment_id, tags=resolve_tags(tags), run_name=run_name)
         run_id = str(run.info.run_id)
@@ -308,7 +312,7 @@ class Tracking:
             self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
             with tempfile.TemporaryDirectory() as folder:
                 local = Path(folder) / "model"
-                mlflow.onnx.save_model(
+                save_onnx_model(
                     onnx.load(str(onnx_path)),
                     str(local),
                     mlflow_model=Model(

@@ -129,5 +129,5 @@ def _gate_hand_set_challenger(registry: Registry, name: str, version: int) -> st
         return None
     except Exception as error:  # gates failed, or could not be measured: never take traffic
         reason = f"set by hand as challenger, refused: {error}"
-        retire_challenger(name, version, reason)
+        retire_challenger(registry, name, version, reason)
         return f"refused by its gates: {error}"

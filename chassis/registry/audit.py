@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from mlflow import MlflowClient
 
@@ -16,7 +17,7 @@ class AuditRecord:
     at: str
     actor: str
     action: str
-    moves: list[dict[str, int | None]]
+    moves: list[dict[str, Any]]  # alias, from, to (see aliases.Move.to_dict)
     reason: str
     evidence: dict[str, str]
     intent: str = ""  # token of the intent this record commits (empty before intents existed)

@@ -53,7 +53,7 @@ class Registry:
         name: str,
         model_uri: str,
         model_id: str | None,
-        run_id: str,
+        run_id: str | None,
         tags: dict[str, str],
         description: str,
         version_description: str = "",

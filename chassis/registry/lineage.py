@@ -10,7 +10,7 @@ from chassis.registry.tags import TAG_FEATURE_COLUMNS, TAG_PARENT_VERSION
 
 def lineage_root(client: MlflowClient, name: str, version: int) -> tuple[int, dict[str, str]]:
     """The version that was trained (following compression parents) and its tags."""
-    seen = set()
+    seen: set[int] = set()
     tags = version_tags(client, name, version)
     while TAG_PARENT_VERSION in tags and version not in seen:
         seen.add(version)

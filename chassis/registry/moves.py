@@ -7,7 +7,7 @@ the intent, and whoever takes the lock next resolves it (see aliases.plan_recove
 
 import datetime
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager, suppress
 
 from mlflow import MlflowClient
@@ -226,7 +226,7 @@ def _recover_leftover(client: MlflowClient, name: str, actor: str) -> Recovery |
 
 
 @contextmanager
-def _alias_lock(client: MlflowClient, name: str, actor: str) -> Iterator[RegistryLock]:
+def _alias_lock(client: MlflowClient, name: str, actor: str) -> Generator[RegistryLock, None, None]:
     """The registry lock, with any change a crashed holder left resolved first: every alias
     operation starts from a consistent state."""
     with RegistryLock(client, name) as lock:

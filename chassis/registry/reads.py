@@ -92,7 +92,8 @@ def current_aliases(client: MlflowClient, name: str) -> dict[str, int]:
         model = client.get_registered_model(name)
     except MlflowException as error:
         raise lookup_failed(error, no_model(name)) from None
-    return {alias: int(v) for alias, v in model.aliases.items() if alias in ALIASES}
+    aliases: dict[str, str] = dict(model.aliases)
+    return {alias: int(v) for alias, v in aliases.items() if alias in ALIASES}
 
 
 def version_for_alias(client: MlflowClient, name: str, alias: str) -> int | None:

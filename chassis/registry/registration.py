@@ -29,7 +29,7 @@ def register_version(
     name: str,
     model_uri: str,
     model_id: str | None,
-    run_id: str,
+    run_id: str | None,
     tags: dict[str, str],
     description: str,
     version_description: str = "",
@@ -67,7 +67,7 @@ def register_version(
         if isinstance(error, RegistryError):
             raise
         raise RegistryError(f"registering {name!r} failed: {error}") from error
-    return RegisteredVersion(name, int(created.version), run_id, dict(stored.tags))
+    return RegisteredVersion(name, int(created.version), run_id or "", dict(stored.tags))
 
 
 def register_copy(

@@ -1,6 +1,6 @@
 """The registry webhook that posts alias events to Chassis's relay."""
 
-from typing import Any
+from typing import Any, cast
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -16,7 +16,7 @@ def ensure_alias_webhook(client: MlflowClient, url: str, secret: str) -> str:
     One webhook named `chassis-relay` per registry: starting the relay again (another port,
     a new secret) updates it rather than adding a second sender. Returns its id.
     """
-    events = ["model_version_alias.created"]
+    events: list[Any] = ["model_version_alias.created"]
     try:
         existing = [hook for hook in _all_webhooks(client) if hook.name == WEBHOOK_NAME]
         if existing:
@@ -49,10 +49,10 @@ def ensure_alias_webhook(client: MlflowClient, url: str, secret: str) -> str:
 
 def _all_webhooks(client: MlflowClient) -> list[Any]:
     hooks: list[Any] = []
-    token = None
+    token: Any = None
     while True:
         page = client.list_webhooks(max_results=100, page_token=token)
         hooks.extend(page)
-        token = page.token
+        token = cast("str | None", page.token)
         if not token:
             return hooks
