@@ -105,6 +105,33 @@ class DriftResult:
             f"expectations): {verdict}"
         )
 
+    def unusable_reason(self) -> str | None:
+        """Why the window could not be judged (a data-quality failure), or None."""
+        if self.verdict != "data-quality-failure":
+            return None
+        # Skipped files an empty window's problem already names are not repeated.
+        named = " ".join(self.quality_problems)
+        unnamed = [f for f in self.skipped_files if f.path not in named]
+        return "; ".join(self.quality_problems) + "".join(
+            f" (also skipped: {f.describe()})" for f in unnamed
+        )
+
+    def suite_failures(self) -> list[str]:
+        """The serving suite's failing expectations, at most a few."""
+        if self.serving_suite is None:
+            return []
+        return [r.describe() for r in self.serving_suite.failures[:SHOWN_SUITE_FAILURES]]
+
+    def monitoring_metrics(self) -> dict[str, float]:
+        """The figures of the check logged to the model's monitoring run."""
+        return {
+            "drifted_share": self.drifted_share,
+            "drifted_columns": float(self.drifted_columns),
+            "served_rows": float(self.current_rows),
+            "non_finite_rows_dropped": float(self.dropped_rows),
+            "skipped_files": float(len(self.skipped_files)),
+        }
+
     def notes(self) -> list[str]:
         """What the verdict does not show: values and files the test did not see."""
         notes = [f"column {c.column!r}: {c.counts()}" for c in self.non_finite]

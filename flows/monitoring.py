@@ -8,7 +8,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from chassis.drift import SHOWN_SUITE_FAILURES, DriftPolicy, DriftResult, SkippedFile
+from chassis.drift import DriftPolicy, DriftResult
 from chassis.errors import ChassisError, DataQualityFailure
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
@@ -19,6 +19,7 @@ from tasks.monitoring import (
     judge_drift,
     load_reference,
     load_window,
+    log_drift_report,
     publish_drift,
     signal_drift,
 )
@@ -43,11 +44,24 @@ class DriftOutcome(BaseModel):
     report_uri: str | None
     event_emitted: bool
 
-
-def skipped_unnamed(result: DriftResult) -> list[SkippedFile]:
-    """Skipped files the quality problems do not name already (an empty window names all)."""
-    named = " ".join(result.quality_problems)
-    return [f for f in result.skipped_files if f.path not in named]
+    @classmethod
+    def of(
+        cls, model: str, champion: int, result: DriftResult, report_uri: str | None, emitted: bool
+    ) -> "DriftOutcome":
+        return cls(
+            model_name=model,
+            champion_version=champion,
+            verdict=result.verdict,
+            drifted_share=result.drifted_share,
+            drifted_columns=[c.column for c in result.columns if c.drifted],
+            served_rows=result.current_rows,
+            non_finite_rows_dropped=result.dropped_rows,
+            skipped_files=[f.describe() for f in result.skipped_files],
+            serving_suite=result.serving_suite_status(),
+            serving_suite_failures=result.suite_failures(),
+            report_uri=report_uri,
+            event_emitted=emitted,
+        )
 
 
 @flow(name="drift_check", log_prints=True)
@@ -89,56 +103,21 @@ def drift_check(
         )
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
         result = judge_drift(reference, window, features, drift_policy, html, suite)
-        report_uri = None
-        if html.exists():
-            report_uri = Tracking.from_settings(settings).log_monitoring_run(
-                model_name,
-                metrics={
-                    "drifted_share": result.drifted_share,
-                    "drifted_columns": float(result.drifted_columns),
-                    "served_rows": float(result.current_rows),
-                    "non_finite_rows_dropped": float(result.dropped_rows),
-                    "skipped_files": float(len(result.skipped_files)),
-                },
-                params={
-                    "champion_version": champion,
-                    "window_minutes": window_minutes,
-                    "drift_share": drift_policy.drift_share,
-                    "serving_suite": result.serving_suite_status(),
-                    "verdict": result.verdict,
-                },
-                html=html,
-            )
+        params = {
+            "champion_version": champion,
+            "window_minutes": window_minutes,
+            "drift_share": drift_policy.drift_share,
+        }
+        tracking = Tracking.from_settings(settings)
+        report_uri = log_drift_report(tracking, model_name, params, result, html)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     publish_drift(model_name, champion, result, report_uri)
-    if result.verdict == "data-quality-failure":
+    if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
-            f"{model_name}: served data unusable for a drift check: "
-            + "; ".join(result.quality_problems)
-            + "".join(f" (also skipped: {f.describe()})" for f in skipped_unnamed(result))
+            f"{model_name}: served data unusable for a drift check: {unusable}"
         )
-    emitted = False
-    if result.verdict == "drift" and emit:
+    emitted = result.verdict == "drift" and emit
+    if emitted:
         signal_drift(model_name, champion, result, {"window_minutes": window_minutes})
-        emitted = True
-    return DriftOutcome(
-        model_name=model_name,
-        champion_version=champion,
-        verdict=result.verdict,
-        drifted_share=result.drifted_share,
-        drifted_columns=[c.column for c in result.columns if c.drifted],
-        served_rows=result.current_rows,
-        non_finite_rows_dropped=result.dropped_rows,
-        skipped_files=[f.describe() for f in result.skipped_files],
-        serving_suite=result.serving_suite_status(),
-        serving_suite_failures=suite_failures(result),
-        report_uri=report_uri,
-        event_emitted=emitted,
-    )
-
-
-def suite_failures(result: DriftResult) -> list[str]:
-    if result.serving_suite is None:
-        return []
-    return [r.describe() for r in result.serving_suite.failures[:SHOWN_SUITE_FAILURES]]
+    return DriftOutcome.of(model_name, champion, result, report_uri, emitted)

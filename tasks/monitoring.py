@@ -18,6 +18,7 @@ from chassis.registry import Registry
 from chassis.registry.tags import TAG_SPEC
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.training import NO_CACHE_TASK
 
@@ -118,6 +119,28 @@ def judge_drift(
 ) -> DriftResult:
     return detect_drift(
         reference, window.frame, features, policy, html_path, window.skipped, serving_suite
+    )
+
+
+@task(name="log-drift-report", **NO_CACHE_TASK)
+def log_drift_report(
+    tracking: Tracking,
+    model: str,
+    params: dict[str, Any],
+    result: DriftResult,
+    html: Path,
+) -> str | None:
+    """The check as a run of the model's monitoring experiment, with Evidently's report;
+    None when no report was made (the window failed data quality before the test)."""
+    if not html.exists():
+        return None
+    params = {
+        **params,
+        "serving_suite": result.serving_suite_status(),
+        "verdict": result.verdict,
+    }
+    return tracking.log_monitoring_run(
+        model, metrics=result.monitoring_metrics(), params=params, html=html
     )
 
 
