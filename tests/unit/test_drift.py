@@ -4,6 +4,7 @@ import pytest
 
 from chassis.drift import (
     DriftPolicy,
+    DriftResult,
     SkippedFile,
     detect_drift,
     drift_policy_from,
@@ -206,3 +207,43 @@ def test_a_passing_suite_is_recorded_and_changes_no_verdict():
     assert calm.serving_suite_status() == "passed (blobs.serving, 2 expectations)"
     unvalidated = detect_drift(frame(seed=0), frame(seed=2), FEATURES, DriftPolicy())
     assert unvalidated.serving_suite_status() == "not run"
+
+
+def test_an_unusable_window_names_its_problems_and_only_the_skipped_files_not_named_yet() -> None:
+    named = SkippedFile("m/date=2026-12-02/a.parquet", "ArrowInvalid: magic bytes")
+    other = SkippedFile("m/date=2026-12-02/b.parquet", "OSError: truncated")
+    result = DriftResult(
+        verdict="data-quality-failure",
+        current_rows=0,
+        reference_rows=10,
+        quality_problems=(f"no readable rows; skipped {named.path}",),
+        skipped_files=(named, other),
+    )
+
+    reason = result.unusable_reason()
+
+    assert reason is not None
+    assert reason.startswith("no readable rows; skipped m/date=2026-12-02/a.parquet")
+    assert reason.count("a.parquet") == 1
+    assert reason.endswith(f"(also skipped: {other.describe()})")
+
+
+def test_a_judged_window_is_not_unusable_and_logs_its_figures() -> None:
+    result = DriftResult(
+        verdict="drift",
+        current_rows=200,
+        reference_rows=100,
+        drifted_columns=2,
+        drifted_share=0.5,
+        dropped_rows=3,
+    )
+
+    assert result.unusable_reason() is None
+    assert result.suite_failures() == []
+    assert result.monitoring_metrics() == {
+        "drifted_share": 0.5,
+        "drifted_columns": 2.0,
+        "served_rows": 200.0,
+        "non_finite_rows_dropped": 3.0,
+        "skipped_files": 0.0,
+    }
