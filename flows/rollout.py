@@ -6,7 +6,7 @@ registry's audited alias tasks and Prefect's artifacts."""
 
 import contextlib
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun, State
@@ -44,7 +44,7 @@ class RolloutOutcome(BaseModel):
     traffic: dict[str, int]
 
 
-def end_if_still_owned(flow: Flow[..., object], flow_run: FlowRun, state: State) -> None:
+def end_if_still_owned(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """Prefect hook when the run is cancelled or crashes: if a split of this run is still
     committed (the run's own rollback did not run, or did not finish), return it to stable
     and retire the challenger now, rather than when the lease passes."""
