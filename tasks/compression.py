@@ -29,10 +29,10 @@ from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import CandidateRun, LoggedCompression, Tracking
 from chassis.version_loader import LoadedVersion, load_version
-from tasks.training import NO_CACHE_TASK
+from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 
-@task(name="load-parent-version", **NO_CACHE_TASK)
+@task(name="load-parent-version", **REMOTE_READ_TASK)
 def load_parent(
     registry: Registry, model_name: str, version: int, workdir: Path
 ) -> tuple[LoadedVersion, Dataset]:

@@ -20,7 +20,7 @@ from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.training import NO_CACHE_TASK
+from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 DRIFT_EVENT = "chassis.model.drift-detected"
 
@@ -29,7 +29,7 @@ def model_resource(model: str) -> dict[str, str]:
     return {"prefect.resource.id": f"chassis.model.{model}", "prefect.resource.name": model}
 
 
-@task(name="load-reference", **NO_CACHE_TASK)
+@task(name="load-reference", **REMOTE_READ_TASK)
 def load_reference(
     registry: Registry, model: str, version: int, workdir: Path
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -63,7 +63,7 @@ def load_window(settings: ChassisSettings, model: str, start: datetime, end: dat
     return window
 
 
-@task(name="check-serving-suite", **NO_CACHE_TASK)
+@task(name="check-serving-suite", **REMOTE_READ_TASK)
 def check_serving_suite(
     registry: Registry,
     settings: ChassisSettings,

@@ -18,7 +18,7 @@ from chassis.tracking import Tracking
 from chassis.version_loader import load_version
 from chassis.version_measure import measure_classifier
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.training import NO_CACHE_TASK
+from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 
 def actor() -> str:
@@ -102,7 +102,7 @@ def raise_if_failed(report: GateReport) -> None:
         )
 
 
-@task(name="verify-version", **NO_CACHE_TASK)
+@task(name="verify-version", **REMOTE_READ_TASK)
 def verify_version(
     registry: Registry, model_name: str, version: int, workdir: Path
 ) -> dict[str, str]:

@@ -35,7 +35,7 @@ from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.training import NO_CACHE_TASK
+from tasks.options import NO_CACHE_TASK
 
 
 def preflight(

@@ -2,11 +2,9 @@
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from chassis import data as core_data
 from chassis import expectations, onnx_export
@@ -29,10 +27,7 @@ from chassis.tracking import LoggedRun, Tracking
 from chassis.training import TrainedModel, predict_logits, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
-
-# Specs, frames and torch modules are neither hashable inputs nor worth caching: every task
-# here recomputes from its inputs.
-NO_CACHE_TASK: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 
 @task(name="resolve-spec", **NO_CACHE_TASK)
@@ -242,7 +237,7 @@ def register_version(
     return registered
 
 
-@task(name="compare-with-champion", **NO_CACHE_TASK)
+@task(name="compare-with-champion", **REMOTE_READ_TASK)
 def unchanged_from_champion(
     registry: Registry, tracking: Tracking, model_name: str, run_id: str, onnx_sha256: str
 ) -> tuple[int, str] | None:
