@@ -29,6 +29,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from chassis.digests import sha256_file
 from chassis.errors import RegistryError
 from chassis.registry.connection import mlflow_client
+from chassis.registry.failures import naming
 from chassis.registry.fetch import download
 from chassis.registry.tags import TAG_CANDIDATE
 from chassis.settings import ChassisSettings
@@ -102,6 +103,7 @@ class Tracking:
     def from_settings(cls, settings: ChassisSettings) -> "Tracking":
         return cls(mlflow_client(settings), settings.resolved_artifact_root())
 
+    @naming("opening the MLflow experiment {name!r}")
     def ensure_experiment(self, name: str) -> str:
         """The experiment's id, creating it with Chassis's artifact root when it is new."""
         experiment = self.client.get_experiment_by_name(name)
@@ -123,6 +125,7 @@ class Tracking:
                 raise
             return str(experiment.experiment_id)
 
+    @naming("logging the training run {run_name!r}")
     def log_training_run(
         self,
         *,
@@ -189,20 +192,24 @@ class Tracking:
             stored_weights_sha256=weights_sha256,
         )
 
+    @naming("reading {relative_path} of logged model {model_id}")
     def stored_artifact_sha256(self, model_id: str, relative_path: str) -> str:
         """Digest of a model file as the artifact store holds it: what loads will verify."""
         location = str(self.client.get_logged_model(model_id).artifact_location).rstrip("/")
         with tempfile.TemporaryDirectory() as folder:
             return sha256_file(download(self.client, f"{location}/{relative_path}", Path(folder)))
 
+    @naming("logging {artifact_file} to run {run_id}")
     def log_text_to_run(self, run_id: str, text: str, artifact_file: str) -> str:
         """Attach a text artifact to an existing run; returns its artifact URI."""
         self.client.log_text(run_id, text, artifact_file)
         return f"{str(self.client.get_run(run_id).info.artifact_uri).rstrip('/')}/{artifact_file}"
 
+    @naming("tagging run {run_id} with {key}")
     def set_run_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)
 
+    @naming("logging the compression runs {run_name!r}")
     def log_compression_runs(
         self,
         *,
@@ -251,6 +258,7 @@ class Tracking:
                 )
         return LoggedCompression(parent_id, experiment_id, logged)
 
+    @naming("logging the monitoring run of {model}")
     def log_monitoring_run(
         self,
         model: str,

@@ -87,3 +87,51 @@ def test_the_cli_prints_one_error_line_for_an_unreachable_registry(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: reading the versions of 'ghost': registry unreachable: ")
     assert "unexpected" not in lines[0]
+
+
+class StoreRefusingLogs:
+    """An MLflow client whose experiment and run exist but whose metric writes fail; it
+    records how the run was ended."""
+
+    def __init__(self) -> None:
+        self.terminated: list[str] = []
+
+    def get_experiment_by_name(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(experiment_id="1", lifecycle_stage="active")
+
+    def create_run(self, experiment_id: str, **kwargs: object) -> SimpleNamespace:
+        return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+    def log_batch(self, run_id: str, **kwargs: object) -> None:
+        raise MlflowException("disk I/O error", error_code=INTERNAL_ERROR)
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self.terminated.append(status)
+
+
+def test_a_failed_tracking_write_names_the_run_and_marks_it_failed(tmp_path):
+    from chassis.tracking import Tracking
+
+    client = StoreRefusingLogs()
+    tracking = Tracking(client, None)  # type: ignore[arg-type]
+    html = tmp_path / "drift.html"
+    html.write_text("<html></html>")
+
+    with pytest.raises(RegistryError) as raised:
+        tracking.log_monitoring_run(
+            "digits-mlp", metrics={"drifted_share": 0.5}, params={}, html=html
+        )
+
+    assert str(raised.value) == "logging the monitoring run of digits-mlp failed: disk I/O error"
+    assert not isinstance(raised.value, MlflowException)
+    assert client.terminated == ["FAILED"]
+
+
+def test_an_unreachable_tracking_store_is_said_so_with_the_experiment_named():
+    from chassis.tracking import Tracking
+
+    error = MlflowException("API request to http://127.0.0.1:9/api failed with exception")
+    tracking = Tracking(RefusingClient(error, writes_only=False), None)  # type: ignore[arg-type]
+
+    with pytest.raises(RegistryUnreachable, match=r"^opening the MLflow experiment 'chassis'"):
+        tracking.ensure_experiment("chassis")
