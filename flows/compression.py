@@ -10,9 +10,10 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis.compression.candidates import BASELINE
+from chassis.compression.measure import Measurement
 from chassis.compression.policy import CompressionPolicy
 from chassis.compression.select import Selection
-from chassis.registry import Registry
+from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
@@ -50,6 +51,30 @@ class CompressionOutcome(BaseModel):
     parent_run_id: str
     rows: list[dict[str, Any]]
     skipped: dict[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        model_name: str,
+        parent_version: int,
+        measured: list[Measurement],
+        selection: Selection,
+        parent_run_id: str,
+        registered: RegisteredVersion | None,
+        skipped: dict[str, str],
+    ) -> "CompressionOutcome":
+        return cls(
+            model_name=model_name,
+            parent_version=parent_version,
+            selected=selection.selected,
+            fallback_to_baseline=selection.fallback_to_baseline,
+            version=registered.version if registered else parent_version,
+            registered=registered is not None,
+            explanation=selection.explanation,
+            parent_run_id=parent_run_id,
+            rows=table_rows(measured, selection),
+            skipped=skipped,
+        )
 
 
 @flow(name="compress", log_prints=True)
@@ -99,18 +124,8 @@ def compress(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = table_rows(measured, selection)
-    outcome = CompressionOutcome(
-        model_name=model_name,
-        parent_version=version,
-        selected=selection.selected,
-        fallback_to_baseline=selection.fallback_to_baseline,
-        version=registered.version if registered else version,
-        registered=registered is not None,
-        explanation=selection.explanation,
-        parent_run_id=logged.parent_run_id,
-        rows=rows,
-        skipped=built.skipped,
+    outcome = CompressionOutcome.of(
+        model_name, version, measured, selection, logged.parent_run_id, registered, built.skipped
     )
     publish_compression_artifacts(outcome, selection)
     return outcome
