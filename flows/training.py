@@ -12,10 +12,12 @@ from pydantic import BaseModel, Field
 from chassis import data as core_data
 from chassis.evaluation import ClassificationReport
 from chassis.lineage import git_commit, trained_version_tags
+from chassis.modelspec import Dataset
 from chassis.onnx_export import ExportedModel
 from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.tracking import LoggedRun, Tracking
+from chassis.training import TrainedModel
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
     evaluate,
@@ -115,15 +117,7 @@ def train(
     try:
         exported = export_onnx(trained, dataset, workdir, tolerance)
         fingerprint = core_data.fingerprint(dataset)
-        lineage = trained_version_tags(
-            spec,
-            fingerprint,
-            str(flow_run.id or ""),
-            trained.n_features,
-            trained.n_classes,
-            dataset.feature_columns,
-            git_commit(),
-        )
+        lineage = lineage_tags(spec, fingerprint, trained, dataset)
         logged = log_to_mlflow(
             spec_reference=spec,
             spec=model_spec,
@@ -139,18 +133,15 @@ def train(
             epochs=epochs or model_spec.training.epochs,
             tracking=tracking,
         )
-        unchanged = (
-            unchanged_from_champion(
-                registry, tracking, model_spec.name, logged.run_id, logged.stored_onnx_sha256
+        unchanged = None
+        if skip_if_unchanged:
+            sha256 = logged.stored_onnx_sha256
+            unchanged = unchanged_from_champion(
+                registry, tracking, model_spec.name, logged.run_id, sha256
             )
-            if skip_if_unchanged
-            else None
-        )
-        registered = (
-            register_version(registry, spec, model_spec, logged, report, lineage)
-            if unchanged is None
-            else None
-        )
+        registered = None
+        if unchanged is None:
+            registered = register_version(registry, spec, model_spec, logged, report, lineage)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -159,6 +150,21 @@ def train(
     )
     publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered)
     return outcome
+
+
+def lineage_tags(
+    spec: str, fingerprint: str, trained: TrainedModel, dataset: Dataset
+) -> dict[str, str]:
+    """The lineage a version trained in this flow run carries (its run carries it too)."""
+    return trained_version_tags(
+        spec,
+        fingerprint,
+        str(flow_run.id or ""),
+        trained.n_features,
+        trained.n_classes,
+        dataset.feature_columns,
+        git_commit(),
+    )
 
 
 def training_outcome(
