@@ -77,7 +77,15 @@ def start_webhook_relay(
     return None
 
 
+def stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_uis(settings: "ChassisSettings") -> int:
+    # Ctrl-C and SIGTERM (systemd, `docker stop`) both stop every server. SIGINT is set
+    # explicitly: a process started in the background by a shell inherits it ignored.
+    signal.signal(signal.SIGINT, stop_on_signal)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     # The MLflow server delivers webhooks to the relay, which inherits the same key.
     env = {**mlflow_server_webhook_env(settings), **os.environ}
     env.pop("PREFECT_API_URL", None)  # this process *is* the server
@@ -144,7 +152,9 @@ def serve_uis(settings: "ChassisSettings") -> int:
     finally:
         for process in processes.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: the servers shut down gracefully on it, and a child
+                # may have inherited SIGINT ignored.
+                process.send_signal(signal.SIGTERM)
         for process in processes.values():
             try:
                 process.wait(timeout=15)

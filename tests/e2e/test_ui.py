@@ -1,5 +1,6 @@
 """`chassis ui` as a user starts it (`make ui`): both UIs and the webhook relay come up over
-the local state, the MLflow webhook is registered for the relay, and Ctrl-C stops them all."""
+the local state, the MLflow webhook is registered for the relay, and Ctrl-C or SIGTERM
+stops them all."""
 
 import os
 import signal
@@ -27,8 +28,22 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], second
     raise AssertionError(f"no {text!r} within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def ignore_sigint() -> None:
+    """What a shell does to a command it starts in the background (`chassis ui &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
-def test_chassis_ui_serves_both_uis_and_the_webhook_relay(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param(signal.SIGINT, id="ctrl-c, started in the background"),
+        pytest.param(signal.SIGTERM, id="sigterm, as systemd or docker stop"),
+    ],
+)
+def test_chassis_ui_serves_both_uis_and_the_webhook_relay(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     ports = {name: free_port() for name in ("prefect", "mlflow", "relay")}
     env = {
         **os.environ,
@@ -46,6 +61,7 @@ def test_chassis_ui_serves_both_uis_and_the_webhook_relay(tmp_path: Path) -> Non
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=ignore_sigint,
         )
     try:
         printed = wait_for_line(log, "Ctrl-C stops them all.", process, 240)
@@ -63,13 +79,14 @@ def test_chassis_ui_serves_both_uis_and_the_webhook_relay(tmp_path: Path) -> Non
         assert [(h.name, h.url) for h in hooks] == [("chassis-relay", relay_url)]
         assert (tmp_path / "chassis" / "webhooks" / "secret").stat().st_mode & 0o077 == 0
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    # Ctrl-C stops the UIs and the relay with it: nothing keeps the ports.
+    # The signal stops the UIs and the relay with it: nothing keeps the ports.
+    assert process.returncode == 0
     for port in ports.values():
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
