@@ -29,6 +29,10 @@ class ExportError(ChassisError):
     """A model could not be exported to ONNX."""
 
 
+class ProgramError(ChassisError):
+    """A torch module cannot be stored as a program, or a stored program cannot be rebuilt."""
+
+
 class ParityError(ChassisError):
     """ONNX Runtime's output differs from torch's by more than the tolerance."""
 

@@ -45,7 +45,9 @@ class LoggedRun:
     model_uri: str
     model_id: str | None
     stored_onnx_sha256: str
-    stored_weights_sha256: str | None
+    # Each extra model file's digest as the artifact store holds it, by its path in the
+    # model's folder (extra_files/<name>): what loads will verify.
+    stored_file_sha256: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -178,18 +180,19 @@ class Tracking:
                 # Stored inside the model's folder, so a version's download URI holds them too.
                 extra_files=[str(p) for p in model_files or []] or None,
             )
-            weights_sha256 = None
-            if any(p.name == "model.safetensors" for p in model_files or []):
-                weights_sha256 = self.stored_artifact_sha256(
-                    model.model_id, "extra_files/model.safetensors"
+            stored_file_sha256 = {
+                f"extra_files/{path.name}": self.stored_artifact_sha256(
+                    model.model_id, f"extra_files/{path.name}"
                 )
+                for path in model_files or []
+            }
         return LoggedRun(
             run_id=run_id,
             experiment_id=experiment_id,
             model_uri=model.model_uri,
             model_id=model.model_id,
             stored_onnx_sha256=model.stored_onnx_sha256,
-            stored_weights_sha256=weights_sha256,
+            stored_file_sha256=stored_file_sha256,
         )
 
     @naming("reading {relative_path} of logged model {model_id}")

@@ -1,14 +1,31 @@
-"""A registered version, ready to evaluate: verified files, its spec, its torch module."""
+"""A registered version, ready to judge or compress from its own artifacts: verified files,
+its torch module rebuilt from the program stored with it, and the rows it is judged on.
 
-from dataclasses import dataclass
+Versions registered before Chassis stored programs and evaluation rows fall back to the
+spec named in their tags (its current `build_model` and `load_data`), and say so when that
+no longer fits.
+"""
+
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
-from chassis.errors import RegistryError
-from chassis.modelspec import ModelSpec, load_spec
+from chassis import torch_program
+from chassis.data import load_dataset
+from chassis.errors import ChassisError, GateConfigError, ProgramError, RegistryError
+from chassis.evaluation_split import read_evaluation_split
+from chassis.modelspec import Dataset, ModelSpec, load_spec
 from chassis.registry import Registry, VersionFiles
-from chassis.registry.tags import TAG_N_CLASSES, TAG_N_FEATURES, TAG_SPEC
+from chassis.registry.tags import (
+    TAG_FEATURE_COLUMNS,
+    TAG_N_CLASSES,
+    TAG_N_FEATURES,
+    TAG_PARENT_VERSION,
+    TAG_PROGRAM_MISSING,
+    TAG_SPEC,
+)
 from chassis.training import rebuild_classifier
 from chassis.weights import load_weights
 
@@ -17,23 +34,93 @@ from chassis.weights import load_weights
 class LoadedVersion:
     files: VersionFiles
     spec_reference: str
-    spec: ModelSpec
-    module: nn.Module | None  # None when the version carries no torch weights (e.g. int8)
+    module: nn.Module | None  # None when the version carries no torch program (e.g. int8)
     n_classes: int | None
+    # Why `module` is None, in words a user can act on.
+    no_module_reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.files.name} v{self.files.version}"
+
+    def spec(self) -> ModelSpec:
+        """The spec named in the version's tags, imported now: only compression needs it
+        (for the data to fine-tune on and the student to distil into)."""
+        return load_spec(self.spec_reference)
 
 
 def load_version(registry: Registry, name: str, version: int, workdir: Path) -> LoadedVersion:
-    """Download and verify a version (sha256), import its spec, rebuild its torch module."""
+    """Download and verify a version (sha256), rebuild its torch module if it has one."""
     files = registry.fetch_version(name, version, workdir / f"v{version}")
     reference = files.tags.get(TAG_SPEC)
     if not reference:
         raise RegistryError(f"{name} v{version} has no {TAG_SPEC} tag; cannot load its spec")
-    spec = load_spec(reference)
-    n_features = files.tags.get(TAG_N_FEATURES)
     n_classes = files.tags.get(TAG_N_CLASSES)
-    module = None
-    if files.weights_path is not None and n_features and n_classes:
-        module = rebuild_classifier(
-            spec.build_model, int(n_features), int(n_classes), load_weights(files.weights_path)
+    module, reason = _torch_module(files, reference)
+    return LoadedVersion(files, reference, module, int(n_classes) if n_classes else None, reason)
+
+
+def evaluation_rows(registry: Registry, loaded: LoadedVersion, workdir: Path) -> Dataset:
+    """The rows `loaded` is judged on: its own stored test split, else the one of the version
+    it was compressed from; only a version older than both falls back to its spec's data."""
+    if loaded.files.evaluation_path is not None:
+        return read_evaluation_split(loaded.files.evaluation_path)
+    parent = loaded.files.tags.get(TAG_PARENT_VERSION)
+    if parent:
+        name = loaded.files.name
+        files = registry.fetch_version(name, int(parent), workdir / f"v{parent}")
+        if files.evaluation_path is not None:
+            return read_evaluation_split(files.evaluation_path)
+    spec = loaded.spec()
+    return load_dataset(spec.load_data, spec.name)
+
+
+def rows_for(dataset: Dataset, tags: dict[str, str], label: str) -> Dataset:
+    """`dataset` as another version reads it (its own feature columns, in its order), so a
+    champion whose inputs differ is still measured on the candidate's rows, or refused
+    naming the columns it lacks."""
+    raw = tags.get(TAG_FEATURE_COLUMNS)
+    columns = tuple(json.loads(raw)) if raw else dataset.feature_columns
+    if columns == dataset.feature_columns:
+        return dataset
+    missing = [column for column in columns if column not in dataset.test.columns]
+    if missing:
+        raise GateConfigError(
+            f"{label} reads column(s) {', '.join(map(repr, missing[:5]))} that the candidate's "
+            "test rows do not have; the two cannot be measured on the same rows"
         )
-    return LoadedVersion(files, reference, spec, module, int(n_classes) if n_classes else None)
+    return replace(dataset, feature_columns=columns)
+
+
+def _torch_module(files: VersionFiles, reference: str) -> tuple[nn.Module | None, str]:
+    label = f"{files.name} v{files.version}"
+    if files.weights_path is None:
+        return None, f"{label} carries no torch weights (an int8 or imported ONNX graph)"
+    if files.program_path is not None:
+        try:
+            return torch_program.load(files.program_path, files.weights_path), ""
+        except ProgramError as error:
+            raise ProgramError(f"{label}: its torch program does not load: {error}") from None
+    if TAG_PROGRAM_MISSING in files.tags:
+        return None, f"{label} has no torch program: {files.tags[TAG_PROGRAM_MISSING]}"
+    return _rebuild_from_spec(files, reference, label), ""
+
+
+def _rebuild_from_spec(files: VersionFiles, reference: str, label: str) -> nn.Module:
+    """A version registered before programs were stored: its spec's current code."""
+    assert files.weights_path is not None
+    n_features, n_classes = files.tags.get(TAG_N_FEATURES), files.tags.get(TAG_N_CLASSES)
+    if not n_features or not n_classes:
+        raise RegistryError(f"{label} records no {TAG_N_FEATURES}/{TAG_N_CLASSES} tags")
+    try:
+        return rebuild_classifier(
+            load_spec(reference).build_model,
+            int(n_features),
+            int(n_classes),
+            load_weights(files.weights_path),
+        )
+    except ChassisError as error:
+        raise ProgramError(
+            f"{label} was registered without a torch program, and its spec {reference} no "
+            f"longer rebuilds it: {error}"
+        ) from error

@@ -22,6 +22,7 @@ from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
     evaluate,
     export_onnx,
+    export_torch_program,
     load_dataset,
     log_to_mlflow,
     register_version,
@@ -116,8 +117,9 @@ def train(
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
         exported = export_onnx(trained, dataset, workdir, tolerance)
+        program = export_torch_program(trained, dataset, workdir)
         fingerprint = core_data.fingerprint(dataset)
-        lineage = lineage_tags(spec, fingerprint, trained, dataset)
+        lineage = lineage_tags(spec, fingerprint, trained, dataset) | program.version_tags()
         logged = log_to_mlflow(
             spec_reference=spec,
             spec=model_spec,
@@ -125,6 +127,7 @@ def train(
             trained=trained,
             report=report,
             exported=exported,
+            program=program,
             suite_result=suite_result,
             fingerprint=fingerprint,
             settings=settings,

@@ -40,10 +40,11 @@ def load_parent(
     loaded = load_version(registry, model_name, version, workdir)
     if loaded.module is None or loaded.n_classes is None:
         raise CompressionError(
-            f"{model_name} v{version} carries no torch weights (was it compressed already?); "
-            "compress a version registered by the train flow"
+            f"{loaded.no_module_reason or f'{loaded.label} is not a classifier'}; pruning and "
+            "distillation need its torch module: compress the version it was made from"
         )
-    dataset = core_data.load_dataset(loaded.spec.load_data, loaded.spec.name)
+    spec = loaded.spec()
+    dataset = core_data.load_dataset(spec.load_data, spec.name)
     get_run_logger().info(
         "parent %s v%d (%s), sha256 verified", model_name, version, loaded.spec_reference
     )
@@ -61,7 +62,7 @@ def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup
         y_train=core_data.labels(dataset.train, dataset),
         x_val=core_data.features(dataset.validation, dataset),
         y_val=core_data.labels(dataset.validation, dataset),
-        build_student=loaded.spec.build_student,
+        build_student=loaded.spec().build_student,
     )
 
 
@@ -143,7 +144,7 @@ def log_compression(
     skipped: dict[str, str],
     tracking: Tracking,
 ) -> LoggedCompression:
-    experiment_id = tracking.ensure_experiment(settings.experiment_name or loaded.spec.name)
+    experiment_id = tracking.ensure_experiment(settings.experiment_name or loaded.spec().name)
     lineage = run_lineage(loaded.spec_reference, flow_run_id, loaded.files.version)
     verdicts = {v.name: v for v in selection.verdicts}
     children = [
@@ -158,7 +159,7 @@ def log_compression(
     ]
     logged = tracking.log_compression_runs(
         experiment_id=experiment_id,
-        run_name=f"{loaded.spec.name}-v{loaded.files.version}-compress",
+        run_name=f"{loaded.spec().name}-v{loaded.files.version}-compress",
         params={
             "parent_version": loaded.files.version,
             "tolerance": policy.tolerance,
@@ -217,7 +218,7 @@ def register_selected(
         model_id=run.model_id,
         run_id=run.run_id,
         tags=tags,
-        description=loaded.spec.description,
+        description=loaded.spec().description,
         version_description=f"Compressed by Chassis from v{loaded.files.version} "
         f"({chosen.name}); {quality}.",
     )

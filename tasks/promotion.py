@@ -9,13 +9,12 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from chassis.aliases import CHAMPION
-from chassis.data import load_dataset
 from chassis.errors import GatesFailed
 from chassis.gates import GatePolicy, GateReport, Measurements, evaluate_gates
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
 from chassis.tracking import Tracking
-from chassis.version_loader import load_version
+from chassis.version_loader import evaluation_rows, load_version, rows_for
 from chassis.version_measure import measure_classifier
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
@@ -32,18 +31,22 @@ def actor() -> str:
 def measure_versions(
     registry: Registry, model_name: str, version: int, workdir: Path
 ) -> tuple[Measurements, Measurements | None, Measurements | None]:
-    """Candidate, its baseline (if compressed from one) and the champion, on one test split."""
+    """Candidate, its baseline (if compressed from one) and the champion, on the candidate's
+    stored test split. Only the candidate's torch program is rebuilt (for parity): the others
+    are judged by their ONNX bytes alone, so no version needs the spec's current code."""
     logger = get_run_logger()
     candidate = load_version(registry, model_name, version, workdir)
-    dataset = load_dataset(candidate.spec.load_data, candidate.spec.name)
+    dataset = evaluation_rows(registry, candidate, workdir)
 
     def measure(number: int) -> Measurements:
-        loaded = (
-            candidate if number == version else load_version(registry, model_name, number, workdir)
-        )
-        measured = measure_classifier(
-            number, loaded.files.onnx_path, dataset, loaded.module, candidate.n_classes
-        )
+        if number == version:
+            onnx_path, module = candidate.files.onnx_path, candidate.module
+            rows = dataset
+        else:
+            other = registry.fetch_version(model_name, number, workdir / f"v{number}")
+            onnx_path, module = other.onnx_path, None
+            rows = rows_for(dataset, other.tags, f"{model_name} v{number}")
+        measured = measure_classifier(number, onnx_path, rows, module, candidate.n_classes)
         logger.info(
             "v%d: accuracy %.4f, p99 %.3f ms, %d bytes",
             number,

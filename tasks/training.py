@@ -1,25 +1,29 @@
 """Tasks of the training slice: spec, data checks, training, evaluation, ONNX, MLflow."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from prefect import get_run_logger, task
 
 from chassis import data as core_data
-from chassis import expectations, onnx_export
+from chassis import expectations, onnx_export, torch_program
 from chassis.aliases import CHAMPION
-from chassis.errors import RegistryError
+from chassis.errors import ProgramError, RegistryError
 from chassis.evaluation import ClassificationReport, classification_report
+from chassis.evaluation_split import write_evaluation_split
 from chassis.lineage import same_model_as_champion
 from chassis.modelspec import Dataset, ModelSpec, load_spec
 from chassis.reference_sample import reference_sample
 from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import (
     TAG_ONNX_SHA256,
+    TAG_PROGRAM_MISSING,
     TAG_RUN_ID,
     TAG_UNCHANGED_FROM,
-    TAG_WEIGHTS_SHA256,
+    VERIFIED_FILES,
 )
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
@@ -135,6 +139,39 @@ def export_onnx(
     return exported
 
 
+@dataclass(frozen=True)
+class ProgramExport:
+    """The torch program written for a version, or why there is none (a version without
+    one still serves, gates and rolls back; only pruning and distillation need it)."""
+
+    path: Path | None
+    missing_reason: str = ""
+
+    def version_tags(self) -> dict[str, str]:
+        return {} if self.path is not None else {TAG_PROGRAM_MISSING: self.missing_reason}
+
+
+@task(name="export-torch-program", **NO_CACHE_TASK)
+def export_torch_program(trained: TrainedModel, dataset: Dataset, workdir: Path) -> ProgramExport:
+    """The trained module as data (chassis.torch_program), checked to rebuild and answer
+    like the module before it is kept."""
+    example = torch.from_numpy(core_data.features(dataset.test.head(8), dataset))
+    try:
+        document = torch_program.capture(trained.module, example)
+    except ProgramError as error:
+        get_run_logger().warning(
+            "no torch program stored (pruning and distillation of this version will say so): %s",
+            error,
+        )
+        return ProgramExport(None, str(error))
+    path = workdir / "program.json"
+    torch_program.save(document, path)
+    get_run_logger().info(
+        "torch program: %d layers, %d graph nodes", len(document["layers"]), len(document["nodes"])
+    )
+    return ProgramExport(path)
+
+
 @task(name="log-to-mlflow", **NO_CACHE_TASK)
 def log_to_mlflow(
     *,
@@ -144,6 +181,7 @@ def log_to_mlflow(
     trained: TrainedModel,
     report: ClassificationReport,
     exported: onnx_export.ExportedModel,
+    program: ProgramExport,
     suite_result: expectations.SuiteResult,
     fingerprint: str,
     settings: ChassisSettings,
@@ -153,12 +191,18 @@ def log_to_mlflow(
     tracking: Tracking,
 ) -> LoggedRun:
     experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name)
-    # Torch weights travel with the ONNX model so compression can rebuild the module later.
-    weights_path = exported.path.with_name("model.safetensors")
-    save_weights(trained.module, weights_path)
     # The drift check compares served traffic with this sample of the training data.
     reference_path = exported.path.with_name("reference.parquet")
     reference_sample(dataset).to_parquet(reference_path, index=False)
+    # The version carries all it is judged and compressed with: its test rows, its weights
+    # and its torch program (the module as data), so the spec's code may change later.
+    evaluation_path = exported.path.with_name("evaluation.parquet")
+    write_evaluation_split(dataset, evaluation_path)
+    weights_path = exported.path.with_name("model.safetensors")
+    save_weights(trained.module, weights_path)
+    model_files = [weights_path, reference_path, evaluation_path]
+    if program.path is not None:
+        model_files.append(program.path)
     sample = core_data.features(dataset.test.head(5), dataset)
     logged = tracking.log_training_run(
         experiment_id=experiment_id,
@@ -195,7 +239,7 @@ def log_to_mlflow(
             "validation/training_data_suite.md": suite_result.to_markdown("Training data"),
         },
         history=trained.history,
-        model_files=[weights_path, reference_path],
+        model_files=model_files,
     )
     if logged.stored_onnx_sha256 != exported.sha256:
         get_run_logger().warning(
@@ -223,11 +267,11 @@ def register_version(
             **tags,
             TAG_ONNX_SHA256: logged.stored_onnx_sha256,
             TAG_RUN_ID: logged.run_id,
-            **(
-                {TAG_WEIGHTS_SHA256: logged.stored_weights_sha256}
-                if logged.stored_weights_sha256
-                else {}
-            ),
+            **{
+                VERIFIED_FILES[relative]: digest
+                for relative, digest in logged.stored_file_sha256.items()
+                if relative in VERIFIED_FILES
+            },
         },
         description=spec.description,
         version_description=f"Trained by Chassis from {spec_reference}; test accuracy "

@@ -2,9 +2,9 @@
 parent, and the ones that record how it was made.
 
 A compressed version is the same trained model in another form, so it keeps its parent's
-spec, dataset fingerprint, shapes and git commit (the drift check, a retraining and the
-gates read these on any version) and adds the parent's version, the candidate's name and
-its recipe. Its own run and ONNX digest are its own.
+spec, dataset fingerprint, shapes, input columns and git commit (the drift check, a
+retraining and the gates read these on any version) and adds the parent's version, the
+candidate's name and its recipe. Its own run and ONNX digest are its own.
 """
 
 import json
@@ -14,6 +14,7 @@ from typing import Any
 from chassis.registry.tags import (
     TAG_CANDIDATE,
     TAG_DATASET_FINGERPRINT,
+    TAG_FEATURE_COLUMNS,
     TAG_FLOW_RUN_ID,
     TAG_GIT_COMMIT,
     TAG_N_CLASSES,
@@ -30,6 +31,7 @@ INHERITED_TAGS = (
     TAG_DATASET_FINGERPRINT,
     TAG_N_FEATURES,
     TAG_N_CLASSES,
+    TAG_FEATURE_COLUMNS,
     TAG_GIT_COMMIT,
 )
 

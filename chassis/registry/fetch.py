@@ -12,10 +12,12 @@ from chassis.errors import IntegrityError, RegistryError
 from chassis.registry.failures import lookup_failed
 from chassis.registry.reads import no_version, version_artifact_uri
 from chassis.registry.tags import (
+    EVALUATION_FILE,
     ONNX_FILE,
+    PROGRAM_FILE,
     REFERENCE_FILE,
     TAG_ONNX_SHA256,
-    TAG_WEIGHTS_SHA256,
+    VERIFIED_FILES,
     WEIGHTS_FILE,
 )
 
@@ -27,8 +29,21 @@ class VersionFiles:
     name: str
     version: int
     onnx_path: Path
-    weights_path: Path | None
     tags: dict[str, str]
+    # The optional files the version carries (chassis.registry.tags.VERIFIED_FILES), verified.
+    extra: dict[str, Path]
+
+    @property
+    def weights_path(self) -> Path | None:
+        return self.extra.get(WEIGHTS_FILE)
+
+    @property
+    def program_path(self) -> Path | None:
+        return self.extra.get(PROGRAM_FILE)
+
+    @property
+    def evaluation_path(self) -> Path | None:
+        return self.extra.get(EVALUATION_FILE)
 
 
 def download(client: MlflowClient, artifact_uri: str, destination: Path) -> Path:
@@ -43,7 +58,7 @@ def download(client: MlflowClient, artifact_uri: str, destination: Path) -> Path
 
 
 def fetch_version(client: MlflowClient, name: str, version: int, destination: Path) -> VersionFiles:
-    """Download a version's ONNX model (and torch weights if recorded) and verify sha256.
+    """Download a version's ONNX model and the optional files it records, verifying sha256.
 
     A file whose digest differs from the one recorded at registration is refused with both
     digests named; nothing unverified is returned.
@@ -76,10 +91,12 @@ def fetch_version(client: MlflowClient, name: str, version: int, destination: Pa
         return local
 
     onnx_path = verified(ONNX_FILE, tags[TAG_ONNX_SHA256])
-    weights_path = (
-        verified(WEIGHTS_FILE, tags[TAG_WEIGHTS_SHA256]) if TAG_WEIGHTS_SHA256 in tags else None
-    )
-    return VersionFiles(name, version, onnx_path, weights_path, tags)
+    extra = {
+        relative: verified(relative, tags[tag])
+        for relative, tag in VERIFIED_FILES.items()
+        if tag in tags
+    }
+    return VersionFiles(name, version, onnx_path, tags, extra)
 
 
 def fetch_reference(client: MlflowClient, name: str, version: int, destination: Path) -> Path:

@@ -15,6 +15,11 @@ TAG_WEIGHTS_SHA256 = "chassis.weights_sha256"
 TAG_N_FEATURES = "chassis.n_features"
 TAG_N_CLASSES = "chassis.n_classes"
 TAG_FEATURE_COLUMNS = "chassis.feature_columns"  # JSON list, the model's input order
+# A version's torch module as data (chassis.torch_program), or why it has none.
+TAG_PROGRAM_SHA256 = "chassis.program_sha256"
+TAG_PROGRAM_MISSING = "chassis.program_missing"
+# The rows the version was judged on (its test split), so gates never need the spec again.
+TAG_EVALUATION_SHA256 = "chassis.evaluation_sha256"
 REQUIRED_VERSION_TAGS = (TAG_SPEC, TAG_DATASET_FINGERPRINT, TAG_RUN_ID, TAG_ONNX_SHA256)
 
 # A compressed version: the version it was made from, and how.
@@ -47,3 +52,11 @@ TAG_LOCK_EXPIRES = "chassis.lock_expires"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "extra_files/model.safetensors"
 REFERENCE_FILE = "extra_files/reference.parquet"
+PROGRAM_FILE = "extra_files/program.json"
+EVALUATION_FILE = "extra_files/evaluation.parquet"
+# Optional files a version may carry, each verified against the digest in its tag.
+VERIFIED_FILES = {
+    WEIGHTS_FILE: TAG_WEIGHTS_SHA256,
+    PROGRAM_FILE: TAG_PROGRAM_SHA256,
+    EVALUATION_FILE: TAG_EVALUATION_SHA256,
+}
