@@ -162,6 +162,7 @@ def test_failing_expectation_suite_stops_before_registration(chassis_home, tmp_p
 def test_registered_version_can_be_fetched_verified_and_rebuilt(chassis_home, tmp_path):
     import numpy as np
 
+    from chassis import torch_program
     from chassis.errors import IntegrityError
     from chassis.runtime import create_session, run_batches
     from chassis.training import predict_logits, rebuild_classifier
@@ -180,9 +181,22 @@ def test_registered_version_can_be_fetched_verified_and_rebuilt(chassis_home, tm
     x = np.random.default_rng(1).normal(size=(9, 4)).astype(np.float32)
     onnx_logits = run_batches(create_session(files.onnx_path), x)
     assert np.abs(predict_logits(module, x) - onnx_logits).max() < 1e-4
+    # The same module from the version's own program, with no spec code.
+    assert files.program_path is not None and files.evaluation_path is not None
+    from_program = torch_program.load(files.program_path, files.weights_path)
+    assert np.abs(predict_logits(from_program, x) - onnx_logits).max() < 1e-4
+
+    # An edited program is refused like any other file whose digest differs.
+    stored = Path(home_registry().version_artifact_uri(outcome.model_name, outcome.version)[7:])
+    program_file = stored / "extra_files" / "program.json"
+    original = program_file.read_bytes()
+    program_file.write_bytes(original.replace(b'"torch.relu"', b'"torch.sigmoid"'))
+    assert program_file.read_bytes() != original
+    with pytest.raises(IntegrityError, match=r"extra_files/program\.json does not match"):
+        home_registry().fetch_version(outcome.model_name, outcome.version, tmp_path / "c")
+    program_file.write_bytes(original)
 
     # Truncate the stored ONNX file: the next load must refuse it and name both digests.
-    stored = Path(home_registry().version_artifact_uri(outcome.model_name, outcome.version)[7:])
     onnx_file = stored / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:100])
     with pytest.raises(IntegrityError, match=r"expected sha256 [0-9a-f]{64}, actual [0-9a-f]{64}"):

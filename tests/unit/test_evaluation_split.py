@@ -29,7 +29,7 @@ def test_stored_test_split_reads_back_with_its_roles(tmp_path: Path) -> None:
 def test_a_parquet_file_not_written_by_chassis_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evaluation.parquet"
     blob_dataset().test.to_parquet(path)
-    with pytest.raises(DatasetError, match="has no chassis.evaluation metadata"):
+    with pytest.raises(DatasetError, match=r"has no chassis\.evaluation metadata"):
         read_evaluation_split(path)
 
 
@@ -42,5 +42,5 @@ def test_champion_reading_other_columns_is_measured_on_those_columns() -> None:
 
 def test_champion_reading_columns_the_rows_lack_is_refused_by_name() -> None:
     tags = {TAG_FEATURE_COLUMNS: json.dumps(["f0", "income"])}
-    with pytest.raises(GateConfigError, match="m v1 reads column.*'income'"):
+    with pytest.raises(GateConfigError, match=r"m v1 reads column.*'income'"):
         rows_for(blob_dataset(), tags, "m v1")

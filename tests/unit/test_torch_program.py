@@ -133,7 +133,7 @@ def test_function_outside_torch_is_refused_by_name() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return shift(x)
 
-    with pytest.raises(ProgramError, match="calls .*shift, which is not a torch"):
+    with pytest.raises(ProgramError, match=r"calls .*shift, which is not a torch"):
         torch_program.capture(CallsUserFunction(), torch.randn(2, 4))
 
 
