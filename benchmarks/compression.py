@@ -206,6 +206,7 @@ def bench_digits(
     from chassis.training import train_classifier
 
     dataset = load_dataset(spec.load_data, spec.name)
+    assert spec.build_model is not None  # the bundled digits spec trains its model
     trained = train_classifier(spec.build_model, dataset, spec.training)
     fp32 = export_onnx(trained.module, trained.n_features, workdir / "digits-fp32.onnx")
     int8 = quantize_dynamic_int8(fp32, workdir / "digits-int8.onnx")

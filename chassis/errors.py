@@ -29,6 +29,10 @@ class ExportError(ChassisError):
     """A model could not be exported to ONNX."""
 
 
+class ModelImportError(ChassisError):
+    """A model trained elsewhere does not fit the dataset or the serving contract."""
+
+
 class ProgramError(ChassisError):
     """A torch module cannot be stored as a program, or a stored program cannot be rebuilt."""
 

@@ -188,6 +188,13 @@ class GateReport:
         return "\n".join(lines)
 
 
+def unmeasurable_report(model: str, version: int, reason: str) -> GateReport:
+    """The failed report of a version the gates could not measure (it or a version it is
+    compared with would not load or run), with the reason as what was observed."""
+    result = GateResult("measurable", False, reason, "candidate, baseline and champion run")
+    return GateReport(model, version, None, None, (result,))
+
+
 def _v(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
 

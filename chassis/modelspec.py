@@ -4,7 +4,13 @@ A spec is any importable object reachable as `package.module:attribute` that pro
 
 - `name`: the registered-model name in MLflow (letters, digits, `-`, `_`, `.`);
 - `load_data()`: returns a `Dataset` (train/validation/test frames, feature columns, label);
-- `build_model(n_features, n_classes)`: returns the `torch.nn.Module` to train;
+- the model, in one of three forms:
+  - `build_model(n_features, n_classes)`: returns the `torch.nn.Module` Chassis trains
+    (behind a standardization layer fitted on the train split);
+  - `load_model()`: returns a `torch.nn.Module` trained elsewhere (raw features -> logits),
+    kept as it is, with the user's own preprocessing inside it;
+  - `onnx_file`: the path of an ONNX file trained and exported elsewhere (a relative path
+    resolves against the working directory), registered byte for byte;
 - optionally `build_student(n_features, n_classes)`: a smaller module for distillation;
 - optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
 - optionally `expectation_suite`: a suite file in `expectations/` (or an absolute path)
@@ -18,7 +24,8 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from chassis.errors import SpecError
 
@@ -68,6 +75,13 @@ class Dataset:
 
 
 ModelBuilder = Callable[[int, int], "torch.nn.Module"]
+ModelLoader = Callable[[], "torch.nn.Module"]
+ModelForm = Literal["train", "torch", "onnx"]
+MODEL_FORMS: Mapping[ModelForm, str] = {
+    "train": "build_model (Chassis trains it)",
+    "torch": "load_model (a trained torch module)",
+    "onnx": "onnx_file (an exported ONNX file)",
+}
 
 
 @dataclass(frozen=True)
@@ -76,12 +90,14 @@ class ModelSpec:
 
     name: str
     load_data: Callable[[], Dataset]
-    build_model: ModelBuilder
+    build_model: ModelBuilder | None = None
     build_student: ModelBuilder | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
     expectation_suite: str | None = None
     serving_suite: str | None = None
     description: str = ""
+    load_model: ModelLoader | None = None
+    onnx_file: "str | Path | None" = None
 
     def __post_init__(self) -> None:
         # Checked at run time too, here and below: a spec is written by the user's code.
@@ -90,20 +106,43 @@ class ModelSpec:
                 f"spec name {self.name!r} is not a valid registered-model name "
                 "(letters, digits, '-', '_', '.'; at most 128 characters)"
             )
-        for part in ("load_data", "build_model"):
-            if not callable(getattr(self, part)):
+        if not callable(self.load_data):
+            raise SpecError(f"spec {self.name!r}: load_data must be callable")
+        given = [MODEL_FORMS[form] for form, value in self._forms().items() if value is not None]
+        if len(given) != 1:
+            raise SpecError(
+                f"spec {self.name!r} gives {' and '.join(given) or 'no model'}; give exactly "
+                "one of: " + ", ".join(MODEL_FORMS.values())
+            )
+        for part in ("build_model", "load_model"):
+            if getattr(self, part) is not None and not callable(getattr(self, part)):
                 raise SpecError(f"spec {self.name!r}: {part} must be callable")
+        if self.onnx_file is not None and not isinstance(self.onnx_file, str | Path):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise SpecError(f"spec {self.name!r}: onnx_file must be a path")
         if self.build_student is not None and not callable(self.build_student):
             raise SpecError(f"spec {self.name!r}: build_student must be callable or None")
         if not isinstance(self.training, TrainingConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SpecError(f"spec {self.name!r}: training must be a chassis TrainingConfig")
 
+    def _forms(self) -> dict[ModelForm, object]:
+        return {"train": self.build_model, "torch": self.load_model, "onnx": self.onnx_file}
+
+    @property
+    def form(self) -> ModelForm:
+        """How the model reaches the registry: trained by Chassis, or imported."""
+        return next(form for form, value in self._forms().items() if value is not None)
+
+    def onnx_path(self) -> Path:
+        """The ONNX file of an `onnx_file` spec, resolved against the working directory."""
+        assert self.onnx_file is not None, "only an onnx_file spec has one"
+        return Path(self.onnx_file).expanduser().resolve()
+
 
 REQUIRED_PARTS: Mapping[str, str] = {
     "name": "the registered-model name (str)",
     "load_data": "a callable () -> chassis.modelspec.Dataset",
-    "build_model": "a callable (n_features, n_classes) -> torch.nn.Module",
 }
+MODEL_PARTS = ("build_model", "load_model", "onnx_file")
 OPTIONAL_PARTS = ("build_student", "training", "expectation_suite", "serving_suite", "description")
 
 
@@ -147,15 +186,18 @@ def coerce_spec(candidate: Any, reference: str) -> ModelSpec:
     missing = [
         f"{name} ({meaning})" for name, meaning in REQUIRED_PARTS.items() if part(name) is None
     ]
+    if all(part(name) is None for name in MODEL_PARTS):
+        missing.append(
+            "build_model, load_model or onnx_file (the model: "
+            + ", ".join(MODEL_FORMS.values())
+            + ")"
+        )
     if missing:
         raise SpecError(f"spec {reference!r} is missing required part(s): " + ", ".join(missing))
-    optional = {name: part(name) for name in OPTIONAL_PARTS if part(name) is not None}
+    optional = {
+        name: part(name) for name in (*MODEL_PARTS, *OPTIONAL_PARTS) if part(name) is not None
+    }
     try:
-        return ModelSpec(
-            name=part("name"),
-            load_data=part("load_data"),
-            build_model=part("build_model"),
-            **optional,
-        )
+        return ModelSpec(name=part("name"), load_data=part("load_data"), **optional)
     except TypeError as error:
         raise SpecError(f"spec {reference!r} is not a valid spec: {error}") from error

@@ -27,7 +27,7 @@ class ExportedModel:
     path: Path
     sha256: str
     size_bytes: int
-    parity_max_abs_diff: float
+    parity_max_abs_diff: float | None  # None: no torch twin (an imported ONNX graph)
     opset: int
 
 

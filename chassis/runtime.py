@@ -37,6 +37,16 @@ def first_output(
     return cast(np.ndarray, session.run(output_names, feeds)[0])
 
 
+def onnx_input_name(model: Path) -> str:
+    """The name of a model's one input: Chassis exports `features`; an imported graph has
+    its own."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {tensor.name for tensor in graph.initializer}
+    return next(value.name for value in graph.input if value.name not in weights)
+
+
 def run_batches(
     session: "onnxruntime.InferenceSession", x: np.ndarray, batch_size: int = 4096
 ) -> np.ndarray:

@@ -112,9 +112,15 @@ def _rebuild_from_spec(files: VersionFiles, reference: str, label: str) -> nn.Mo
     n_features, n_classes = files.tags.get(TAG_N_FEATURES), files.tags.get(TAG_N_CLASSES)
     if not n_features or not n_classes:
         raise RegistryError(f"{label} records no {TAG_N_FEATURES}/{TAG_N_CLASSES} tags")
+    spec = load_spec(reference)
+    if spec.build_model is None:
+        raise ProgramError(
+            f"{label} was registered without a torch program, and its spec {reference} no "
+            "longer builds a model (it imports one now)"
+        )
     try:
         return rebuild_classifier(
-            load_spec(reference).build_model,
+            spec.build_model,
             int(n_features),
             int(n_classes),
             load_weights(files.weights_path),

@@ -50,14 +50,18 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
     title = (
         f"{outcome.model_name} version {outcome.version} registered"
         if getattr(outcome, "registered", True)
-        else f"{outcome.model_name}: trained, not registered (equal to v{outcome.version})"
+        else f"{outcome.model_name}: not registered (equal to v{outcome.version})"
     )
     table = Table(title=title, show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("test accuracy", f"{metrics['test_accuracy']:.4f}")
     table.add_row("test macro-F1", f"{metrics['test_macro_f1']:.4f}")
-    table.add_row("ONNX parity max |diff|", f"{metrics['parity_max_abs_diff']:.2e}")
+    parity = metrics.get("parity_max_abs_diff")
+    table.add_row(
+        "ONNX parity max |diff|",
+        "not measured (imported ONNX: no torch twin)" if parity is None else f"{parity:.2e}",
+    )
     table.add_row("ONNX sha256", outcome.onnx_sha256)
     table.add_row("MLflow run", outcome.run_id)
     out.print(table)

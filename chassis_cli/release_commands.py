@@ -1,5 +1,5 @@
-"""`chassis release | train | specs | versions | scaffold-suite`: the release loop on a spec,
-its training slice, and what a user reads or drafts around it."""
+"""`chassis release | train | import | specs | versions | scaffold-suite`: the release loop
+on a spec, its training slice (or import), and what a user reads or drafts around it."""
 
 import argparse
 import sys
@@ -43,6 +43,29 @@ def add_release_parsers(commands: Any) -> None:
     )
     add_training_options(train)
     train.set_defaults(handler=run_train)
+
+    imported = commands.add_parser(
+        "import",
+        help="register a model trained elsewhere (a torch module or an ONNX file)",
+        description="Run the import-model flow: check a model trained elsewhere against its "
+        "spec's dataset and register it as a version, with no training. The spec gives "
+        "load_model (returns a trained torch.nn.Module, kept with your preprocessing inside "
+        "it) or onnx_file (an ONNX file, kept byte for byte), plus load_data. Then gate, "
+        "compress and roll it out like any version (chassis gates / compress / rollout), or "
+        "run chassis release with the same spec to do it all.",
+    )
+    imported.add_argument(
+        "--spec",
+        required=True,
+        help="the import spec as package.module:attribute (see README: Bring your own model)",
+    )
+    imported.add_argument(
+        "--parity-tolerance",
+        type=tolerance,
+        help="max |torch - ONNX Runtime| allowed for a torch module (default: "
+        "CHASSIS_PARITY_TOLERANCE, 1e-4)",
+    )
+    imported.set_defaults(handler=run_import)
 
     specs = commands.add_parser(
         "specs",
@@ -130,6 +153,26 @@ def run_train(args: argparse.Namespace, context: Context) -> int:
         from flows.training import train
 
         outcome = train(**arguments)
+    print_training(outcome, settings)
+    return 0
+
+
+def run_import(args: argparse.Namespace, context: Context) -> int:
+    from chassis.errors import SpecError
+    from chassis.modelspec import MODEL_FORMS, load_spec
+    from chassis_cli.display import print_training, progress
+
+    settings = context.prepare()
+    spec = load_spec(args.spec)  # fail in a second on a bad spec, before Prefect starts
+    if spec.form == "train":
+        raise SpecError(
+            f"spec {args.spec} gives {MODEL_FORMS['train']}: it trains its model; use chassis "
+            f"train or release, or give {MODEL_FORMS['torch']} or {MODEL_FORMS['onnx']}"
+        )
+    with progress("import"):
+        from flows.training import import_model
+
+        outcome = import_model(spec=args.spec, parity_tolerance=args.parity_tolerance)
     print_training(outcome, settings)
     return 0
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from chassis import tracking
 from chassis.aliases import CHAMPION
-from chassis.errors import RegistryError
+from chassis.errors import ChassisError, RegistryError, RegistryUnreachable
 from chassis.gates import GatePolicy
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_GATE_REPORT
@@ -20,6 +20,7 @@ from tasks.promotion import (
     measure_versions,
     promote_champion,
     raise_if_failed,
+    record_unmeasurable,
     retire_challenger,
     rollback_champion,
     set_challenger,
@@ -81,11 +82,16 @@ def gates(
     registry = Registry.from_settings(settings)
     policy = thresholds or GatePolicy()
     workdir = settings.home / "work" / uuid.uuid4().hex
+    store = tracking.Tracking.from_settings(settings)
     try:
         measured = measure_versions(registry, model_name, version, workdir)
-        report = judge_gates(
-            registry, tracking.Tracking.from_settings(settings), model_name, measured, policy
-        )
+        report = judge_gates(registry, store, model_name, measured, policy)
+    except RegistryUnreachable:
+        raise  # nothing is known about the version: no verdict either way
+    except ChassisError as error:
+        if not is_registered(registry, model_name, version):
+            raise
+        report = record_unmeasurable(registry, store, model_name, version, str(error))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     raise_if_failed(report)
@@ -96,6 +102,16 @@ def gates(
         report=report.to_dict(),
         report_uri=registry.version_tags(model_name, version)[TAG_GATE_REPORT],
     )
+
+
+def is_registered(registry: Registry, model_name: str, version: int) -> bool:
+    try:
+        registry.version_tags(model_name, version)
+    except RegistryUnreachable:
+        raise
+    except RegistryError:
+        return False
+    return True
 
 
 @flow(name="promote", log_prints=True)

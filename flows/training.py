@@ -2,6 +2,7 @@
 
 import shutil
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow
@@ -10,19 +11,24 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis import data as core_data
+from chassis.data import class_count
 from chassis.evaluation import ClassificationReport
 from chassis.lineage import git_commit, trained_version_tags
-from chassis.modelspec import Dataset
+from chassis.modelspec import Dataset, ModelForm, ModelSpec
 from chassis.onnx_export import ExportedModel
 from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.tracking import LoggedRun, Tracking
-from chassis.training import TrainedModel
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
+    NO_PROGRAM_FOR_ONNX,
+    NewModel,
+    ProgramExport,
     evaluate,
     export_onnx,
     export_torch_program,
+    import_onnx_file,
+    import_torch_module,
     load_dataset,
     log_to_mlflow,
     register_version,
@@ -76,6 +82,14 @@ class TrainingOutcome(BaseModel):
     no_change: str | None = None
 
 
+ImportSpecParameter = Annotated[
+    str,
+    Field(
+        description="Model spec as package.module:attribute whose model is already trained: "
+        "load_model (a torch module) or onnx_file (an ONNX file).",
+        min_length=1,
+    ),
+]
 SkipIfUnchangedParameter = Annotated[
     bool,
     Field(
@@ -101,33 +115,62 @@ def train(
     check parity with torch; log everything to MLflow; register a version tagged with the
     spec, dataset fingerprint, run id, git commit and the ONNX file's sha256. Any failure
     stops the run before registration, so nothing half-made reaches the registry. With
-    skip_if_unchanged, bytes equal to the champion's register nothing and say so.
+    skip_if_unchanged, bytes equal to the champion's register nothing and say so. A spec
+    that imports its model (load_model, onnx_file) is imported instead of trained.
     """
+    return register_from_spec(spec, epochs, seed, parity_tolerance, skip_if_unchanged)
+
+
+@flow(name="import-model", log_prints=True)
+def import_model(
+    spec: ImportSpecParameter,
+    parity_tolerance: ToleranceParameter = None,
+    skip_if_unchanged: SkipIfUnchangedParameter = False,
+) -> TrainingOutcome:
+    """Register a model trained elsewhere: a torch module (the spec's load_model) or an
+    ONNX file (its onnx_file), kept as it is, with the dataset gates and drift need.
+
+    Steps: import the spec; check the dataset and run its data suite; check the model
+    against the dataset (input width, one score per class, finite answers); export a torch
+    module to ONNX with a parity check and store its torch program, or keep the ONNX file
+    byte for byte; evaluate on the test split; log to MLflow; register a version with its
+    lineage. Nothing is registered when a check fails.
+    """
+    return register_from_spec(
+        spec, None, 0, parity_tolerance, skip_if_unchanged, forms=("torch", "onnx")
+    )
+
+
+def register_from_spec(
+    spec: str,
+    epochs: int | None,
+    seed: int,
+    parity_tolerance: float | None,
+    skip_if_unchanged: bool,
+    forms: tuple[ModelForm, ...] = ("train", "torch", "onnx"),
+) -> TrainingOutcome:
+    """What train and import-model share: the spec's model, checked, made into a version."""
     settings = ChassisSettings()
     tolerance = parity_tolerance or settings.parity_tolerance
     registry = Registry.from_settings(settings)
     tracking = Tracking.from_settings(settings)
 
-    model_spec = resolve_spec(spec)
+    model_spec = resolve_spec(spec, forms)
     dataset = load_dataset(model_spec)
     suite_result = validate_training_data(model_spec, dataset, settings)
-    trained = train_baseline(model_spec, dataset, epochs, seed)
-    report = evaluate(trained, dataset)
 
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
-        exported = export_onnx(trained, dataset, workdir, tolerance)
-        program = export_torch_program(trained, dataset, workdir)
+        new = make_model(model_spec, dataset, workdir, epochs, seed, tolerance)
+        report = evaluate(new, dataset)
         fingerprint = core_data.fingerprint(dataset)
-        lineage = lineage_tags(spec, fingerprint, trained, dataset) | program.version_tags()
+        lineage = lineage_tags(spec, fingerprint, new, dataset) | new.program.version_tags()
         logged = log_to_mlflow(
             spec_reference=spec,
             spec=model_spec,
             dataset=dataset,
-            trained=trained,
+            new=new,
             report=report,
-            exported=exported,
-            program=program,
             suite_result=suite_result,
             fingerprint=fingerprint,
             settings=settings,
@@ -149,22 +192,43 @@ def train(
         shutil.rmtree(workdir, ignore_errors=True)
 
     outcome = training_outcome(
-        settings, model_spec.name, logged, fingerprint, report, exported, registered, unchanged
+        settings, model_spec.name, logged, fingerprint, report, new.exported, registered, unchanged
     )
-    publish_training_artifacts(outcome, trained.best_epoch, exported.size_bytes, registered)
+    publish_training_artifacts(outcome, model_spec.form, new, registered)
     return outcome
 
 
-def lineage_tags(
-    spec: str, fingerprint: str, trained: TrainedModel, dataset: Dataset
-) -> dict[str, str]:
+def make_model(
+    spec: ModelSpec,
+    dataset: Dataset,
+    workdir: Path,
+    epochs: int | None,
+    seed: int,
+    tolerance: float,
+) -> NewModel:
+    """The model a version is made of: trained here (build_model), or imported (a torch
+    module from load_model, kept as it is; an ONNX file, kept byte for byte)."""
+    if spec.form == "onnx":
+        exported = import_onnx_file(spec, dataset, workdir)
+        no_program = ProgramExport(None, NO_PROGRAM_FOR_ONNX)
+        return NewModel(exported, no_program, len(dataset.feature_columns), class_count(dataset))
+    if spec.form == "train":
+        trained = train_baseline(spec, dataset, epochs, seed)
+    else:
+        trained = import_torch_module(spec, dataset)
+    exported = export_onnx(trained, dataset, workdir, tolerance)
+    program = export_torch_program(trained, dataset, workdir)
+    return NewModel(exported, program, trained.n_features, trained.n_classes, trained)
+
+
+def lineage_tags(spec: str, fingerprint: str, new: NewModel, dataset: Dataset) -> dict[str, str]:
     """The lineage a version trained in this flow run carries (its run carries it too)."""
     return trained_version_tags(
         spec,
         fingerprint,
         str(flow_run.id or ""),
-        trained.n_features,
-        trained.n_classes,
+        new.n_features,
+        new.n_classes,
         dataset.feature_columns,
         git_commit(),
     )
@@ -194,7 +258,12 @@ def training_outcome(
         experiment_id=logged.experiment_id,
         onnx_sha256=logged.stored_onnx_sha256,
         dataset_fingerprint=fingerprint,
-        metrics={**report.as_metrics("test_"), "parity_max_abs_diff": exported.parity_max_abs_diff},
+        metrics=report.as_metrics("test_")
+        | (
+            {"parity_max_abs_diff": exported.parity_max_abs_diff}
+            if exported.parity_max_abs_diff is not None
+            else {}
+        ),
         mlflow_version_url=f"{ui}/#/models/{model_name}/versions/{version}",
         mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
         registered=registered is not None,
@@ -203,10 +272,7 @@ def training_outcome(
 
 
 def publish_training_artifacts(
-    outcome: TrainingOutcome,
-    best_epoch: int,
-    onnx_bytes: int,
-    registered: RegisteredVersion | None,
+    outcome: TrainingOutcome, form: ModelForm, new: NewModel, registered: RegisteredVersion | None
 ) -> None:
     if registered is None:
         publish_markdown(
@@ -226,6 +292,13 @@ def publish_training_artifacts(
         description=f"Test-split metrics of {outcome.model_name} v{outcome.version}",
     )
     lineage_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(tags.items()))
+    parity = metrics.get("parity_max_abs_diff")
+    parity_text = "not measured (no torch twin)" if parity is None else f"{parity:.2e}"
+    made = {
+        "train": f"trained by Chassis, best epoch {new.trained.best_epoch if new.trained else '-'}",
+        "torch": "imported torch module (load_model)",
+        "onnx": "imported ONNX file (onnx_file)",
+    }[form]
     publish_markdown(
         f"""# {outcome.model_name} version {outcome.version} registered
 
@@ -233,9 +306,9 @@ def publish_training_artifacts(
 |---|---|
 | test accuracy | {metrics["test_accuracy"]:.4f} |
 | test macro-F1 | {metrics["test_macro_f1"]:.4f} |
-| ONNX parity max abs diff | {metrics["parity_max_abs_diff"]:.2e} |
-| ONNX size | {onnx_bytes:,} bytes |
-| best epoch | {best_epoch} |
+| ONNX parity max abs diff | {parity_text} |
+| ONNX size | {new.exported.size_bytes:,} bytes |
+| made by | {made} |
 | MLflow run | [{outcome.run_id}]({outcome.mlflow_run_url}) |
 | MLflow version | [{outcome.model_name} v{outcome.version}]({outcome.mlflow_version_url}) |
 

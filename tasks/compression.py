@@ -26,6 +26,8 @@ from chassis.compression.select import Selection, SelectionPolicy, select_candid
 from chassis.errors import CompressionError
 from chassis.modelspec import Dataset
 from chassis.registry import RegisteredVersion, Registry
+from chassis.registry.tags import TAG_PARENT_VERSION
+from chassis.runtime import onnx_input_name
 from chassis.settings import ChassisSettings
 from chassis.tracking import CandidateRun, LoggedCompression, Tracking
 from chassis.version_loader import LoadedVersion, load_version
@@ -38,11 +40,15 @@ def load_parent(
 ) -> tuple[LoadedVersion, Dataset]:
     """The registered version (sha256 verified), its torch twin, and its spec's dataset."""
     loaded = load_version(registry, model_name, version, workdir)
-    if loaded.module is None or loaded.n_classes is None:
+    if loaded.n_classes is None:
+        raise CompressionError(f"{loaded.label} records no class count; it is not a classifier")
+    if loaded.module is None and TAG_PARENT_VERSION in loaded.files.tags:
         raise CompressionError(
-            f"{loaded.no_module_reason or f'{loaded.label} is not a classifier'}; pruning and "
-            "distillation need its torch module: compress the version it was made from"
+            f"{loaded.label} was compressed already (from v{loaded.files.tags[TAG_PARENT_VERSION]}"
+            "); compress the version it was made from"
         )
+    if loaded.module is None:
+        get_run_logger().warning("int8 candidates only: %s", loaded.no_module_reason)
     spec = loaded.spec()
     dataset = core_data.load_dataset(spec.load_data, spec.name)
     get_run_logger().info(
@@ -52,7 +58,7 @@ def load_parent(
 
 
 def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup:
-    assert loaded.module is not None and loaded.n_classes is not None
+    assert loaded.n_classes is not None
     return ClassifierSetup(
         baseline=loaded.module,
         baseline_onnx=loaded.files.onnx_path,
@@ -63,6 +69,7 @@ def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup
         x_val=core_data.features(dataset.validation, dataset),
         y_val=core_data.labels(dataset.validation, dataset),
         build_student=loaded.spec().build_student,
+        no_module_reason=loaded.no_module_reason,
     )
 
 
@@ -85,7 +92,9 @@ def measure_candidates(
 ) -> tuple[list[Measurement], QualityTask]:
     """Every candidate on the test split through ONNX Runtime, with identical settings."""
     quality = classification_task(core_data.labels(dataset.test, dataset), n_classes)
-    feeds = {"features": core_data.features(dataset.test, dataset)}
+    feeds = {
+        onnx_input_name(built.candidates[0].onnx_path): core_data.features(dataset.test, dataset)
+    }
     measured = measure_all(built.candidates, feeds, quality, settings, BASELINE)
     logger = get_run_logger()
     for m in measured:

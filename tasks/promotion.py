@@ -10,7 +10,13 @@ from prefect.runtime import flow_run
 
 from chassis.aliases import CHAMPION
 from chassis.errors import GatesFailed
-from chassis.gates import GatePolicy, GateReport, Measurements, evaluate_gates
+from chassis.gates import (
+    GatePolicy,
+    GateReport,
+    Measurements,
+    evaluate_gates,
+    unmeasurable_report,
+)
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
 from chassis.tracking import Tracking
@@ -76,18 +82,32 @@ def judge_gates(
     """Evaluate, store the report with the version (MLflow) and show it (Prefect)."""
     candidate, baseline, champion = measured
     report = evaluate_gates(model_name, candidate, baseline, champion, policy)
-    run_id = registry.version_run_id(model_name, candidate.version)
+    return store_gate_report(registry, tracking, report)
+
+
+@task(name="record-unmeasurable", **NO_CACHE_TASK)
+def record_unmeasurable(
+    registry: Registry, tracking: Tracking, model_name: str, version: int, reason: str
+) -> GateReport:
+    """A version that could not be measured gets a failed verdict saying why, instead of
+    staying registered with no gate report."""
+    return store_gate_report(registry, tracking, unmeasurable_report(model_name, version, reason))
+
+
+def store_gate_report(registry: Registry, tracking: Tracking, report: GateReport) -> GateReport:
+    model_name, version = report.model, report.version
+    run_id = registry.version_run_id(model_name, version)
     uri = tracking.log_text_to_run(
-        run_id, json.dumps(report.to_dict(), indent=2), f"gates/v{candidate.version}.json"
+        run_id, json.dumps(report.to_dict(), indent=2), f"gates/v{version}.json"
     )
-    tracking.log_text_to_run(run_id, report.to_markdown(), f"gates/v{candidate.version}.md")
-    registry.record_gate_report(model_name, candidate.version, report.passed, uri)
+    tracking.log_text_to_run(run_id, report.to_markdown(), f"gates/v{version}.md")
+    registry.record_gate_report(model_name, version, report.passed, uri)
     publish_markdown(
         report.to_markdown(),
         model_name,
-        f"v{candidate.version}",
+        f"v{version}",
         "gates",
-        description=f"Gate report of {model_name} v{candidate.version}",
+        description=f"Gate report of {model_name} v{version}",
     )
     get_run_logger().info(
         "gates %s; report stored at %s", "passed" if report.passed else "FAILED", uri

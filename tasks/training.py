@@ -11,11 +11,12 @@ from prefect import get_run_logger, task
 from chassis import data as core_data
 from chassis import expectations, onnx_export, torch_program
 from chassis.aliases import CHAMPION
-from chassis.errors import ProgramError, RegistryError
+from chassis.errors import ProgramError, RegistryError, SpecError
 from chassis.evaluation import ClassificationReport, classification_report
 from chassis.evaluation_split import write_evaluation_split
 from chassis.lineage import same_model_as_champion
-from chassis.modelspec import Dataset, ModelSpec, load_spec
+from chassis.model_import import imported_module, imported_onnx
+from chassis.modelspec import MODEL_FORMS, Dataset, ModelForm, ModelSpec, load_spec
 from chassis.reference_sample import reference_sample
 from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import (
@@ -25,19 +26,29 @@ from chassis.registry.tags import (
     TAG_UNCHANGED_FROM,
     VERIFIED_FILES,
 )
+from chassis.runtime import create_session, run_batches
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.tracking import LoggedRun, Tracking
-from chassis.training import TrainedModel, predict_logits, train_classifier
+from chassis.training import TrainedModel, train_classifier
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 
 @task(name="resolve-spec", **NO_CACHE_TASK)
-def resolve_spec(reference: str) -> ModelSpec:
+def resolve_spec(
+    reference: str, forms: tuple[ModelForm, ...] = ("train", "torch", "onnx")
+) -> ModelSpec:
     spec = load_spec(reference)
-    get_run_logger().info("spec %s -> registered model %r", reference, spec.name)
+    if spec.form not in forms:
+        raise SpecError(
+            f"spec {reference} gives {MODEL_FORMS[spec.form]}; this flow takes "
+            + " or ".join(MODEL_FORMS[form] for form in forms)
+        )
+    get_run_logger().info(
+        "spec %s -> registered model %r (%s)", reference, spec.name, MODEL_FORMS[spec.form]
+    )
     return spec
 
 
@@ -101,6 +112,7 @@ def train_baseline(
                 "epoch %d/%d loss %.4f val_accuracy %.4f", epoch, config.epochs, loss, val_accuracy
             )
 
+    assert spec.build_model is not None, "only a build_model spec is trained"
     trained = train_classifier(spec.build_model, dataset, config, on_epoch=report)
     logger.info(
         "best epoch %d, validation accuracy %.4f",
@@ -108,17 +120,6 @@ def train_baseline(
         trained.best_validation_accuracy,
     )
     return trained
-
-
-@task(name="evaluate-test-split", **NO_CACHE_TASK)
-def evaluate(trained: TrainedModel, dataset: Dataset) -> ClassificationReport:
-    x = core_data.features(dataset.test, dataset)
-    y = core_data.labels(dataset.test, dataset)
-    report = classification_report(
-        y, predict_logits(trained.module, x).argmax(axis=1), trained.n_classes
-    )
-    get_run_logger().info("test accuracy %.4f, macro-F1 %.4f", report.accuracy, report.macro_f1)
-    return report
 
 
 @task(name="export-onnx", **NO_CACHE_TASK)
@@ -172,16 +173,69 @@ def export_torch_program(trained: TrainedModel, dataset: Dataset, workdir: Path)
     return ProgramExport(path)
 
 
+@task(name="import-torch-module", **NO_CACHE_TASK)
+def import_torch_module(spec: ModelSpec, dataset: Dataset) -> TrainedModel:
+    """The spec's `load_model()` module, trained elsewhere, checked against the dataset."""
+    imported = imported_module(spec, dataset)
+    get_run_logger().info(
+        "imported %s: %d parameters, %d classes, validation accuracy %.4f",
+        type(imported.module).__name__,
+        imported.parameter_count,
+        imported.n_classes,
+        imported.best_validation_accuracy,
+    )
+    return imported
+
+
+@task(name="import-onnx-file", **NO_CACHE_TASK)
+def import_onnx_file(spec: ModelSpec, dataset: Dataset, workdir: Path) -> onnx_export.ExportedModel:
+    """The spec's ONNX file, exported elsewhere, checked and kept byte for byte."""
+    imported = imported_onnx(spec, dataset, workdir / "model.onnx")
+    get_run_logger().info(
+        "imported %s: %d bytes, sha256 %s, opset %d",
+        spec.onnx_path(),
+        imported.size_bytes,
+        imported.sha256[:12],
+        imported.opset,
+    )
+    return imported
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """What a new version is made of, whichever form its spec gives."""
+
+    exported: onnx_export.ExportedModel  # the bytes that will be served
+    program: ProgramExport
+    n_features: int
+    n_classes: int
+    # The torch module, with its training summary when Chassis trained it; None for an
+    # imported ONNX file.
+    trained: TrainedModel | None = None
+
+
+NO_PROGRAM_FOR_ONNX = "imported as an ONNX file: there is no torch module to store"
+
+
+@task(name="evaluate-test-split", **NO_CACHE_TASK)
+def evaluate(new: NewModel, dataset: Dataset) -> ClassificationReport:
+    """Test-split quality of the ONNX bytes that will be served."""
+    x = core_data.features(dataset.test, dataset)
+    y = core_data.labels(dataset.test, dataset)
+    scores = run_batches(create_session(new.exported.path), x)
+    report = classification_report(y, scores.argmax(axis=1), new.n_classes)
+    get_run_logger().info("test accuracy %.4f, macro-F1 %.4f", report.accuracy, report.macro_f1)
+    return report
+
+
 @task(name="log-to-mlflow", **NO_CACHE_TASK)
 def log_to_mlflow(
     *,
     spec_reference: str,
     spec: ModelSpec,
     dataset: Dataset,
-    trained: TrainedModel,
+    new: NewModel,
     report: ClassificationReport,
-    exported: onnx_export.ExportedModel,
-    program: ProgramExport,
     suite_result: expectations.SuiteResult,
     fingerprint: str,
     settings: ChassisSettings,
@@ -191,6 +245,7 @@ def log_to_mlflow(
     tracking: Tracking,
 ) -> LoggedRun:
     experiment_id = tracking.ensure_experiment(settings.experiment_name or spec.name)
+    exported, trained = new.exported, new.trained
     # The drift check compares served traffic with this sample of the training data.
     reference_path = exported.path.with_name("reference.parquet")
     reference_sample(dataset).to_parquet(reference_path, index=False)
@@ -198,47 +253,57 @@ def log_to_mlflow(
     # and its torch program (the module as data), so the spec's code may change later.
     evaluation_path = exported.path.with_name("evaluation.parquet")
     write_evaluation_split(dataset, evaluation_path)
-    weights_path = exported.path.with_name("model.safetensors")
-    save_weights(trained.module, weights_path)
-    model_files = [weights_path, reference_path, evaluation_path]
-    if program.path is not None:
-        model_files.append(program.path)
+    model_files = [reference_path, evaluation_path]
+    if trained is not None:
+        weights_path = exported.path.with_name("model.safetensors")
+        save_weights(trained.module, weights_path)
+        model_files.append(weights_path)
+    if new.program.path is not None:
+        model_files.append(new.program.path)
     sample = core_data.features(dataset.test.head(5), dataset)
-    logged = tracking.log_training_run(
-        experiment_id=experiment_id,
-        run_name=f"{spec.name}-train",
-        params={
-            "spec": spec_reference,
+    params: dict[str, object] = {
+        "spec": spec_reference,
+        "model_form": spec.form,
+        "n_features": new.n_features,
+        "n_classes": new.n_classes,
+        "onnx_opset": exported.opset,
+        "dataset_fingerprint": fingerprint,
+    }
+    metrics = {**report.as_metrics("test_"), "onnx_size_bytes": float(exported.size_bytes)}
+    if exported.parity_max_abs_diff is not None:
+        params["parity_tolerance"] = settings.parity_tolerance
+        metrics["parity_max_abs_diff"] = exported.parity_max_abs_diff
+    if trained is not None:
+        params["parameter_count"] = trained.parameter_count
+        metrics["val_accuracy" if spec.form == "torch" else "best_val_accuracy"] = (
+            trained.best_validation_accuracy
+        )
+    if spec.form == "train":
+        assert trained is not None
+        params |= {
             "epochs": epochs,
             "batch_size": spec.training.batch_size,
             "learning_rate": spec.training.learning_rate,
             "weight_decay": spec.training.weight_decay,
             "seed": seed,
-            "n_features": trained.n_features,
-            "n_classes": trained.n_classes,
-            "parameter_count": trained.parameter_count,
-            "onnx_opset": exported.opset,
-            "parity_tolerance": settings.parity_tolerance,
-            "dataset_fingerprint": fingerprint,
-        },
-        metrics={
-            **report.as_metrics("test_"),
-            "best_val_accuracy": trained.best_validation_accuracy,
-            "best_epoch": float(trained.best_epoch),
-            "parity_max_abs_diff": exported.parity_max_abs_diff,
-            "onnx_size_bytes": float(exported.size_bytes),
-        },
-        tags={**lineage_tags, "chassis.stage": "train"},
+        }
+        metrics["best_epoch"] = float(trained.best_epoch)
+    logged = tracking.log_training_run(
+        experiment_id=experiment_id,
+        run_name=f"{spec.name}-{'train' if spec.form == 'train' else 'import'}",
+        params=params,
+        metrics=metrics,
+        tags={**lineage_tags, "chassis.stage": "train" if spec.form == "train" else "import"},
         onnx_path=exported.path,
         example_inputs=sample,
-        example_outputs=predict_logits(trained.module, sample).astype(np.float32),
+        example_outputs=run_batches(create_session(exported.path), sample).astype(np.float32),
         datasets=dataset.splits(),
         label_column=dataset.label_column,
         text_artifacts={
             "validation/training_data_suite.json": json.dumps(suite_result.to_dict(), indent=2),
             "validation/training_data_suite.md": suite_result.to_markdown("Training data"),
         },
-        history=trained.history,
+        history=trained.history if trained is not None else None,
         model_files=model_files,
     )
     if logged.stored_onnx_sha256 != exported.sha256:
@@ -274,7 +339,8 @@ def register_version(
             },
         },
         description=spec.description,
-        version_description=f"Trained by Chassis from {spec_reference}; test accuracy "
+        version_description=f"{'Trained by Chassis' if spec.form == 'train' else 'Imported'} "
+        f"from {spec_reference}; test accuracy "
         f"{report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}.",
     )
     get_run_logger().info("registered %s version %d", registered.name, registered.version)

@@ -29,7 +29,8 @@ from chassis.compression.quantize import (
 )
 from chassis.errors import CompressionError
 from chassis.modelspec import ModelBuilder
-from chassis.onnx_export import INPUT_NAME, export_and_verify
+from chassis.onnx_export import export_and_verify
+from chassis.runtime import onnx_input_name
 from chassis.training import build_module
 
 
@@ -37,7 +38,7 @@ from chassis.training import build_module
 class ClassifierSetup:
     """The baseline and the data its candidates are made from (features as float32)."""
 
-    baseline: nn.Module
+    baseline: nn.Module | None  # None: an ONNX graph with no torch twin (int8 only)
     baseline_onnx: Path
     n_features: int
     n_classes: int
@@ -46,6 +47,8 @@ class ClassifierSetup:
     x_val: np.ndarray
     y_val: np.ndarray
     build_student: ModelBuilder | None = None
+    # Why `baseline` is None, for the candidates that need a torch module.
+    no_module_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def build_classifier_candidates(
             baseline_path,
             workdir / "static-int8.onnx",
             calibration,
-            input_name=INPUT_NAME,
+            input_name=onnx_input_name(baseline_path),
             per_channel=options.per_channel,
             method=options.calibration_method,
         )
@@ -163,10 +166,17 @@ def build_classifier_candidates(
         }
         built.append(Candidate(names.STATIC_INT8, path, recipe))
 
+    torch_made = (names.PRUNED, names.PRUNED_INT8, names.DISTILLED, names.DISTILLED_INT8)
+    if setup.baseline is None:
+        reason = f"needs a torch module: {setup.no_module_reason}"
+        skipped.update({name: reason for name in torch_made if name in wanted})
+        return BuildResult(built, skipped)
+    baseline = setup.baseline
+
     if names.PRUNED in wanted or names.PRUNED_INT8 in wanted:
         try:
             result = prune_structured(
-                setup.baseline, options.prune_fraction, torch.from_numpy(setup.x_train[:8])
+                baseline, options.prune_fraction, torch.from_numpy(setup.x_train[:8])
             )
         except CompressionError as error:
             skipped.update(dict.fromkeys((names.PRUNED, names.PRUNED_INT8), str(error)))
@@ -208,8 +218,8 @@ def build_classifier_candidates(
                 setup.build_student, setup.n_features, setup.n_classes, "build_student"
             )
             student = distill_classifier(
-                setup.baseline,
-                wrap_like_teacher(student, setup.baseline),
+                baseline,
+                wrap_like_teacher(student, baseline),
                 setup.x_train,
                 setup.y_train,
                 setup.x_val,

@@ -82,8 +82,15 @@ def test_failed_gates_block_promotion_and_tampering_is_refused(chassis_home):
 
 def test_a_version_hundreds_of_times_slower_than_the_champion_fails_its_gates(chassis_home):
     release(spec=SPEC, compression="off")  # v1: the champion, ~0.01 ms at batch 1
-    # Quality thresholds out of the way: this version is judged on latency alone.
-    lenient = {"min_absolute_change_vs_champion": -0.99, "per_class_recall_floor": None}
+    # Quality thresholds out of the way: this version is judged on latency alone. The
+    # absolute budget is a lax one (1 s), as a user might set: its ~10 ms of compute can
+    # exceed the default 50 ms at p99 on a busy machine, and the point is that the
+    # comparison with the champion catches what an absolute budget lets through.
+    lenient = {
+        "min_absolute_change_vs_champion": -0.99,
+        "per_class_recall_floor": None,
+        "latency_p99_ms_budget": 1000.0,
+    }
     with pytest.raises(GatesFailed, match=r"failed 1 gate\(s\): model CPU p50 vs champion v1"):
         release(
             spec="tests.fixtures.specs:hundreds_slower",

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from chassis.compression.policy import CompressionPolicy
+from chassis.errors import GatesFailed
 from chassis.registry.tags import TAG_PROGRAM_SHA256
 from flows.compression import compress
 from flows.promotion import gates, promote, rollback
@@ -128,3 +129,32 @@ def test_versions_gate_compress_serve_and_roll_back_after_the_spec_changed(
         wait_until_served(gateway, 1)
     finally:
         gateway.stop()
+
+
+RENAMED_COLUMNS = """
+from chassis.models import MLP
+from tests.fixtures.specs import blob_dataset as original_blobs, blobs
+
+
+def blob_dataset():
+    frame = blobs().rename(columns={f"f{i}": f"sensor_{i}" for i in range(4)})
+    return original_blobs(frame)
+
+def build(n_features, n_classes):
+    return MLP(n_features, n_classes, hidden=(16,))
+"""
+
+
+def test_a_version_the_gates_cannot_measure_gets_a_failed_report_saying_why(
+    chassis_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_spec(tmp_path, PLAIN_MLP)
+    release(spec=SPEC, compression="off")
+    # The data's columns were renamed: champion v1 reads columns v2's test rows lack.
+    write_spec(tmp_path, RENAMED_COLUMNS)
+    with pytest.raises(GatesFailed, match=r"measurable: observed .*reads column\(s\) 'f0'"):
+        release(spec=SPEC, seed=1, compression="off")
+    tags = home_registry().version_tags(MODEL, 2)
+    assert tags["chassis.gates"] == "failed" and tags["chassis.gate_report"].endswith("v2.json")
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}

@@ -126,6 +126,7 @@ def test_every_command_with_options_has_one_that_checks_its_value():
         (["release", "--seed", "-3"], "must be 0 or more"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["versions"], "the following arguments are required: --model"),
+        (["import"], "the following arguments are required: --spec"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args, message):
@@ -144,6 +145,22 @@ def test_bad_arguments_exit_2_with_a_message(args, message):
 )
 def test_bad_spec_fails_fast_with_one_line(spec, message):
     result = chassis("release", "--spec", spec, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: spec ")
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.fixtures.specs:good", "gives build_model (Chassis trains it): it trains its model"),
+        ("tests.fixtures.specs:missing_builder", "missing required part(s): build_model, load_"),
+    ],
+    ids=["training-spec", "no-model"],
+)
+def test_import_of_a_spec_that_imports_nothing_fails_fast_with_one_line(spec, message):
+    result = chassis("import", "--spec", spec, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: spec ")
