@@ -5,14 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from chassis.errors import ModelImportError, SpecError
 from chassis.model_import import imported_module, imported_onnx
 from chassis.modelspec import ModelSpec, load_spec
 from chassis.runtime import create_session, run_batches
-from tests.fixtures.import_specs import export_elsewhere, trained_elsewhere
+from tests.fixtures.import_specs import linear_onnx, trained_elsewhere
 from tests.fixtures.specs import blob_dataset, small_mlp
 
 
@@ -34,7 +33,7 @@ def test_torch_module_is_kept_as_it_is_with_its_own_preprocessing() -> None:
 
 
 def test_onnx_file_is_kept_byte_for_byte_with_its_own_input_name(tmp_path: Path) -> None:
-    source = export_elsewhere(trained_elsewhere(), tmp_path / "theirs.onnx")
+    source = linear_onnx(tmp_path / "theirs.onnx")
     imported = imported_onnx(onnx_spec(source), blob_dataset(), tmp_path / "kept" / "model.onnx")
     assert imported.path.read_bytes() == source.read_bytes()
     assert imported.parity_max_abs_diff is None  # no torch twin to compare with
@@ -56,28 +55,19 @@ def test_a_missing_onnx_file_is_named(tmp_path: Path) -> None:
 
 
 def test_onnx_input_width_that_does_not_match_the_dataset_is_refused(tmp_path: Path) -> None:
-    wide = nn.Sequential(nn.Linear(6, 3))
-    source = export_elsewhere(wide, tmp_path / "wide.onnx", width=6)
+    source = linear_onnx(tmp_path / "wide.onnx", width=6)
     with pytest.raises(ModelImportError, match="takes 6 features per row; the dataset has 4"):
         imported_onnx(onnx_spec(source), blob_dataset(), tmp_path / "kept.onnx")
 
 
 def test_onnx_with_a_fixed_batch_of_one_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "fixed.onnx"
-    torch.onnx.export(
-        nn.Sequential(nn.Linear(4, 3)),
-        (torch.zeros(1, 4),),
-        str(path),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    path = linear_onnx(tmp_path / "fixed.onnx", batch=1)
     with pytest.raises(ModelImportError, match="batch dimension is fixed at 1"):
         imported_onnx(onnx_spec(path), blob_dataset(), tmp_path / "kept.onnx")
 
 
 def test_onnx_outputs_that_do_not_fit_the_classes_are_refused(tmp_path: Path) -> None:
-    source = export_elsewhere(nn.Sequential(nn.Linear(4, 2)), tmp_path / "two.onnx")
+    source = linear_onnx(tmp_path / "two.onnx", outputs=2)
     with pytest.raises(ModelImportError, match=r"gives 2 scores per row; .* 3 classes"):
         imported_onnx(onnx_spec(source), blob_dataset(), tmp_path / "kept.onnx")
 
