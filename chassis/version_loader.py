@@ -60,18 +60,22 @@ def load_version(registry: Registry, name: str, version: int, workdir: Path) -> 
     return LoadedVersion(files, reference, module, int(n_classes) if n_classes else None, reason)
 
 
-def evaluation_rows(registry: Registry, loaded: LoadedVersion, workdir: Path) -> Dataset:
-    """The rows `loaded` is judged on: its own stored test split, else the one of the version
+def evaluation_rows(registry: Registry, files: VersionFiles, workdir: Path) -> Dataset:
+    """The rows a version is judged on: its own stored test split, else the one of the version
     it was compressed from; only a version older than both falls back to its spec's data."""
-    if loaded.files.evaluation_path is not None:
-        return read_evaluation_split(loaded.files.evaluation_path)
-    parent = loaded.files.tags.get(TAG_PARENT_VERSION)
+    if files.evaluation_path is not None:
+        return read_evaluation_split(files.evaluation_path)
+    parent = files.tags.get(TAG_PARENT_VERSION)
     if parent:
-        name = loaded.files.name
-        files = registry.fetch_version(name, int(parent), workdir / f"v{parent}")
-        if files.evaluation_path is not None:
-            return read_evaluation_split(files.evaluation_path)
-    spec = loaded.spec()
+        parent_files = registry.fetch_version(files.name, int(parent), workdir / f"v{parent}")
+        if parent_files.evaluation_path is not None:
+            return read_evaluation_split(parent_files.evaluation_path)
+    reference = files.tags.get(TAG_SPEC)
+    if not reference:
+        raise RegistryError(
+            f"{files.name} v{files.version} stores no test rows and names no spec to load them"
+        )
+    spec = load_spec(reference)
     return load_dataset(spec.load_data, spec.name)
 
 

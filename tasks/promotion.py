@@ -42,7 +42,7 @@ def measure_versions(
     are judged by their ONNX bytes alone, so no version needs the spec's current code."""
     logger = get_run_logger()
     candidate = load_version(registry, model_name, version, workdir)
-    dataset = evaluation_rows(registry, candidate, workdir)
+    dataset = evaluation_rows(registry, candidate.files, workdir)
 
     def measure(number: int) -> Measurements:
         if number == version:

@@ -5,17 +5,17 @@ chassis/rollout/runner.py; these only reach out to the registry, the gateways an
 """
 
 import contextlib
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from chassis.data import features, load_dataset
-from chassis.modelspec import load_spec
+from chassis.data import features
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_SPEC
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, resolve_replicas
@@ -34,6 +34,7 @@ from chassis.rollout.runner import (
 from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
+from chassis.version_loader import evaluation_rows
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK
 
@@ -153,11 +154,13 @@ def open_fleet(
 
 
 def test_rows(registry: Registry, model_name: str, version: int) -> np.ndarray:
-    """The test split of the version's spec: traffic for demos and blue-green previews."""
-    reference = registry.version_tags(model_name, version)[TAG_SPEC]
-    spec = load_spec(reference)
-    dataset = load_dataset(spec.load_data, spec.name)
-    return features(dataset.test, dataset)
+    """The version's stored test rows (its spec's, for versions older than that): traffic
+    for demos and blue-green previews, without importing the spec's current code."""
+    with tempfile.TemporaryDirectory(prefix="chassis-rows-") as folder:
+        workdir = Path(folder)
+        files = registry.fetch_version(model_name, version, workdir / f"v{version}")
+        dataset = evaluation_rows(registry, files, workdir)
+        return features(dataset.test, dataset)
 
 
 def start_traffic(
