@@ -1,0 +1,136 @@
+"""Per-model readiness: which failures stop a gateway, when it is ready, what /readyz says.
+Pure rules (chassis/serving/readiness.py), then the gateway's first pass against a real
+MLflow store (SQLite, no server)."""
+
+import pytest
+from mlflow import MlflowClient
+
+from chassis.errors import (
+    IntegrityError,
+    NotServable,
+    RegistryError,
+    RegistryUnreachable,
+)
+from chassis.registry import Registry
+from chassis.serving.gateway import Gateway, GatewayConfig
+from chassis.serving.readiness import (
+    LOADING,
+    SERVING,
+    ModelReadiness,
+    fatal_problem,
+    is_ready,
+    model_report,
+    retry_wait,
+    waiting_reason,
+)
+
+MISSING = ModelReadiness.failed(NotServable("'b' has no champion alias"))
+UNREACHABLE = ModelReadiness.failed(RegistryUnreachable("registry unreachable: refused"))
+
+
+def test_what_waiting_cannot_fix_is_missing_and_what_it_may_fix_is_retried():
+    assert (MISSING.state, MISSING.reason) == ("missing", "'b' has no champion alias")
+    digest = IntegrityError("m v1: model.onnx does not match (expected sha256 a, actual b)")
+    assert ModelReadiness.failed(digest).state == "missing"
+    assert (UNREACHABLE.state, UNREACHABLE.reason) == (
+        "retrying",
+        "RegistryUnreachable: registry unreachable: refused",
+    )
+    # The artifact store down reads as a plain RegistryError: worth retrying, not fatal.
+    assert ModelReadiness.failed(RegistryError("m v1 has no model.onnx")).state == "retrying"
+    assert ModelReadiness.failed(OSError("disk")).state == "retrying"
+
+
+def test_by_default_every_model_must_serve_to_be_ready():
+    assert is_ready({"a": SERVING, "b": SERVING}, allow_missing=False)
+    assert not is_ready({"a": SERVING, "b": MISSING}, allow_missing=False)
+    assert not is_ready({"a": SERVING, "b": UNREACHABLE}, allow_missing=False)
+    assert not is_ready({"a": SERVING, "b": LOADING}, allow_missing=False)
+    assert not is_ready({}, allow_missing=False)
+
+
+def test_with_missing_models_allowed_one_serving_model_makes_it_ready():
+    assert is_ready({"a": SERVING, "b": MISSING}, allow_missing=True)
+    assert is_ready({"a": SERVING, "b": UNREACHABLE}, allow_missing=True)
+    # Nothing to answer with: a load balancer must not send it traffic.
+    assert not is_ready({"a": MISSING, "b": UNREACHABLE}, allow_missing=True)
+    assert not is_ready({"a": LOADING}, allow_missing=True)
+
+
+def test_a_missing_model_is_fatal_by_default_naming_it_and_the_way_out():
+    problem = fatal_problem({"a": SERVING, "b": MISSING}, allow_missing=False)
+    assert problem == (
+        "cannot serve 'b': 'b' has no champion alias; or start with --allow-missing-models "
+        "to serve the others and keep looking for it"
+    )
+    assert "\n" not in problem
+
+
+def test_every_missing_model_is_named_in_the_one_line():
+    other = ModelReadiness.failed(NotServable("no registered model named 'c'"))
+    problem = fatal_problem({"b": MISSING, "c": other}, allow_missing=False)
+    assert problem is not None
+    assert problem.startswith("cannot serve 'b': 'b' has no champion alias; cannot serve 'c': ")
+    assert problem.endswith("--allow-missing-models to wait for them instead")
+
+
+def test_nothing_is_fatal_when_allowed_or_when_only_waiting_may_help():
+    assert fatal_problem({"a": SERVING, "b": MISSING}, allow_missing=True) is None
+    assert fatal_problem({"a": SERVING, "b": UNREACHABLE}, allow_missing=False) is None
+    assert fatal_problem({"a": LOADING}, allow_missing=False) is None
+
+
+def test_backoff_while_something_outside_does_not_answer_else_the_steady_pace():
+    assert retry_wait({"a": UNREACHABLE, "b": MISSING}, 4.0, 5.0) == 4.0
+    assert retry_wait({"a": SERVING, "b": MISSING}, 4.0, 5.0) == 5.0
+
+
+def test_the_report_gives_each_model_its_state_and_version_or_reason():
+    states = {"a": SERVING, "b": MISSING, "c": UNREACHABLE}
+    assert model_report(states, {"a": 3}) == {
+        "a": {"state": "serving", "version": 3},
+        "b": {"state": "missing", "reason": "'b' has no champion alias"},
+        "c": {"state": "retrying", "reason": UNREACHABLE.reason},
+    }
+    assert waiting_reason(states) == f"b: {MISSING.reason}; c: {UNREACHABLE.reason}"
+    assert waiting_reason({"a": SERVING}) == ""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A real MLflow registry (SQLite) with one model that has no version at all."""
+    store = tmp_path_factory.mktemp("registry")
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    client.create_registered_model("unpromoted")
+    return Registry(client, "signing-key")
+
+
+def gateway(registry: Registry, tmp_path, names: list[str], allow: bool) -> Gateway:
+    config = GatewayConfig(tmp_path / "state", tmp_path / "cache", allow_missing_models=allow)
+    return Gateway(registry, config, names)
+
+
+def test_the_first_pass_refuses_an_unknown_and_an_unpromoted_model_naming_both(registry, tmp_path):
+    strict = gateway(registry, tmp_path, ["nope", "unpromoted", "../x"], allow=False)
+    with pytest.raises(NotServable) as refused:
+        strict.first_pass()
+    message = str(refused.value)
+    assert "cannot serve 'nope': no registered model named 'nope'" in message
+    assert "cannot serve 'unpromoted': 'unpromoted' has no champion alias" in message
+    assert "chassis promote --model unpromoted" in message
+    assert "cannot serve '../x': no registered model named '../x'" in message  # refused name
+    assert strict.fatal == message
+    assert {s.state for s in strict.readiness.values()} == {"missing"}
+    assert strict.metrics.model_states == {n: "missing" for n in ("nope", "unpromoted", "../x")}
+
+
+def test_allowed_missing_models_pass_the_first_pass_and_are_reported(registry, tmp_path):
+    lenient = gateway(registry, tmp_path, ["nope"], allow=True)
+    lenient.first_pass()
+    assert lenient.fatal is None
+    assert lenient.readiness["nope"].state == "missing"
+    assert not lenient.ready  # nothing serves
+    assert "no registered model named 'nope'" in lenient.not_ready_reason()
+    refusal = lenient.not_served("nope")
+    assert refusal.status == 503 and "no registered model named 'nope'" in refusal.message
+    assert lenient.not_served("other").status == 404
