@@ -323,7 +323,12 @@ class Gateway:
         try:
             return self._restore_from_registry(name)
         except RegistryUnreachable as error:
-            model = self._restore_from_cache(name)
+            try:
+                model = self._restore_from_cache(name)
+            except IntegrityError as refusal:
+                # A local copy refused is no verdict on the model: the registry, once back,
+                # has the verified bytes. Still a matter of waiting, not a missing model.
+                raise RegistryUnreachable(f"{error}; {refusal}") from refusal
             if model is None:
                 raise
             self.degraded[name] = (
