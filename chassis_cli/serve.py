@@ -108,6 +108,7 @@ def build_app(
         allow_missing_models=policy.allow_missing_models,
         # A missing model is looked for as often as champions are followed.
         missing_retry_seconds=policy.follow_seconds or RETRY_MAX_SECONDS,
+        startup_timeout_seconds=policy.startup_timeout_seconds,
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),

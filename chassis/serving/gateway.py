@@ -41,6 +41,7 @@ from chassis.serving.readiness import (
     fatal_problem,
     is_ready,
     retry_wait,
+    startup_overdue,
     waiting_reason,
 )
 from chassis.serving.routing import choose_version, mirror_pair
@@ -73,6 +74,8 @@ class GatewayConfig:
     # start. True: the others serve, and it is looked for every `missing_retry_seconds`.
     allow_missing_models: bool = False
     missing_retry_seconds: float = RETRY_MAX_SECONDS
+    # Not ready this long after it was created, the gateway stops (`fatal`); 0: no limit.
+    startup_timeout_seconds: float = 0.0
 
 
 @dataclass
@@ -115,6 +118,7 @@ class Gateway:
         for name in model_names:
             self._set_readiness(name, LOADING)
         self.tried_once = False  # every model has been tried (`first_pass`)
+        self.created = time.monotonic()  # the startup timeout counts from here
         # The one-line reason a gateway that must serve every model stops (None: it runs).
         self.fatal: str | None = None
         self.retry_note = ""  # when the models not served are tried again
@@ -247,13 +251,14 @@ class Gateway:
     def first_pass(self) -> None:
         """Try every model once, at its last committed state or at its champion; done once.
         Unless missing models are allowed, raises NotServable naming every model that
-        cannot be served (not registered, no champion, refused): `chassis serve` exits with
-        it before it listens. A model the registry or artifact store did not answer for is
-        no such error: `keep_loading` retries it."""
+        cannot be served (not registered, no champion, refused), or every model not served
+        once the startup timeout has passed: `chassis serve` exits with it before it
+        listens. A model the registry or artifact store did not answer for is no such error
+        (within the timeout): `keep_loading` retries it."""
         if not self.tried_once:
             self._try_pending()
             self.tried_once = True
-        self.fatal = fatal_problem(self.readiness, self.config.allow_missing_models)
+        self.fatal = self._stop_reason()
         if self.fatal is not None:
             raise NotServable(self.fatal)
 
@@ -263,11 +268,15 @@ class Gateway:
         outage), every `missing_retry_seconds` for a missing model when missing models are
         allowed (it serves once registered and promoted, without a restart). Each model
         serves as soon as it is loaded. A model found missing here, where every model must
-        serve, sets `fatal` and ends the loop (the server stops on it)."""
+        serve, or the startup timeout passing before the gateway is ready, sets `fatal` and
+        ends the loop (the server stops on it)."""
         delay = RETRY_FIRST_SECONDS
         logged = ""
+        timeout = self.config.startup_timeout_seconds
         while self._pending():
             wait = retry_wait(self.readiness, delay, self.config.missing_retry_seconds)
+            if timeout > 0 and not self.ready:  # the last try falls on the timeout
+                wait = max(0.0, min(wait, self.created + timeout - time.monotonic()))
             self.retry_note = f"retrying in {wait:g} s"
             if wait == delay or waiting_reason(self.readiness) != logged:
                 # Each backoff step is said; a missing model's steady look, once per reason.
@@ -278,7 +287,7 @@ class Gateway:
             if wait == delay:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
             self._try_pending()
-            self.fatal = fatal_problem(self.readiness, self.config.allow_missing_models)
+            self.fatal = self._stop_reason()
             if self.fatal is not None:
                 logger.error("stopping: %s", self.fatal)
                 return
@@ -293,6 +302,17 @@ class Gateway:
             logger.error("%s", error)
             return
         self.keep_loading()
+
+    def _stop_reason(self) -> str | None:
+        """Why the gateway must stop now: a missing model where every model must serve, or
+        not ready within the startup timeout; None: it goes on."""
+        allow = self.config.allow_missing_models
+        return fatal_problem(self.readiness, allow) or startup_overdue(
+            self.readiness,
+            allow,
+            time.monotonic() - self.created,
+            self.config.startup_timeout_seconds,
+        )
 
     def _pending(self) -> list[str]:
         return [name for name in self.model_names if self.readiness[name].state != "serving"]

@@ -70,6 +70,23 @@ def fatal_problem(states: Mapping[str, ModelReadiness], allow_missing: bool) -> 
     return f"{named}; or start with {ALLOW_MISSING_OPTION} to {instead}"
 
 
+def startup_overdue(
+    states: Mapping[str, ModelReadiness],
+    allow_missing: bool,
+    waited_seconds: float,
+    timeout_seconds: float,
+) -> str | None:
+    """The one-line error that stops a gateway still not ready `timeout_seconds` after it
+    started (0: no limit), naming each model not served and why; None while it may wait."""
+    if timeout_seconds <= 0 or waited_seconds < timeout_seconds or is_ready(states, allow_missing):
+        return None
+    names = ", ".join(repr(name) for name, s in states.items() if s.state != "serving")
+    return (
+        f"cannot serve {names} within the {timeout_seconds:g} s startup timeout: "
+        f"{waiting_reason(states)}"
+    )
+
+
 def waiting_reason(states: Mapping[str, ModelReadiness]) -> str:
     """Each model that does not serve, and why ("" when all serve)."""
     return "; ".join(

@@ -208,3 +208,25 @@ def test_a_model_whose_files_do_not_come_never_makes_another_answer_503(home, tm
     assert [r.status_code for r in good] == [200] * 20
     assert other.status_code == 503 and f"{OTHER} v1 has no model.onnx" in other.text
     assert served.status_code == 200
+
+
+def test_a_registry_that_never_answers_stops_serve_at_its_startup_timeout(home, tmp_path):
+    """Without a limit the gateway waits for the registry (a pod restarted during an
+    outage: tests/faults/test_registry_outages.py); with one it stops, naming why."""
+    port = free_port()
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        "CHASSIS_HOME": str(home),
+        "CHASSIS_TRACKING_URI": nobody,
+        "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "local"),  # no verified copy to serve
+        "CHASSIS_GATEWAY_STARTUP_TIMEOUT_SECONDS": "5",
+    }
+    started = time.monotonic()
+    result = chassis("serve", "--model", MODEL, "--port", str(port), env=env, timeout=120)
+    seconds = time.monotonic() - started
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"error: cannot serve '{MODEL}' within the 5 s startup timeout: ")
+    assert "registry unreachable" in line
+    assert seconds < FAIL_FAST_SECONDS + 5, f"took {seconds:.1f} s"
+    assert not listening(port)

@@ -21,6 +21,7 @@ from chassis.serving.readiness import (
     is_ready,
     model_report,
     retry_wait,
+    startup_overdue,
     waiting_reason,
 )
 
@@ -80,6 +81,16 @@ def test_nothing_is_fatal_when_allowed_or_when_only_waiting_may_help():
     assert fatal_problem({"a": LOADING}, allow_missing=False) is None
 
 
+def test_the_startup_timeout_stops_a_gateway_still_not_ready_naming_what_it_waits_for():
+    states = {"a": SERVING, "b": UNREACHABLE}
+    assert startup_overdue(states, False, waited_seconds=9.9, timeout_seconds=10) is None
+    assert startup_overdue(states, False, waited_seconds=50, timeout_seconds=0) is None  # no limit
+    assert startup_overdue(states, False, waited_seconds=10, timeout_seconds=10) == (
+        f"cannot serve 'b' within the 10 s startup timeout: b: {UNREACHABLE.reason}"
+    )
+    assert startup_overdue(states, True, waited_seconds=10, timeout_seconds=10) is None  # ready
+
+
 def test_backoff_while_something_outside_does_not_answer_else_the_steady_pace():
     assert retry_wait({"a": UNREACHABLE, "b": MISSING}, 4.0, 5.0) == 4.0
     assert retry_wait({"a": SERVING, "b": MISSING}, 4.0, 5.0) == 5.0
@@ -134,3 +145,30 @@ def test_allowed_missing_models_pass_the_first_pass_and_are_reported(registry, t
     refusal = lenient.not_served("nope")
     assert refusal.status == 503 and "no registered model named 'nope'" in refusal.message
     assert lenient.not_served("other").status == 404
+
+
+class OnceUnreachable(Registry):
+    """The registry above, not answering its first look-up (an outage at start)."""
+
+    calls: list[str]
+
+    def model_exists(self, name: str) -> bool:
+        self.calls.append(name)
+        if len(self.calls) == 1:
+            raise RegistryUnreachable("registry unreachable: connection refused")
+        return super().model_exists(name)
+
+
+def test_a_model_found_missing_after_an_outage_stops_a_gateway_that_needs_every_model(
+    registry, tmp_path
+):
+    flaky = OnceUnreachable(registry.client, registry.signing_key)
+    object.__setattr__(flaky, "calls", [])
+    strict = gateway(flaky, tmp_path, ["nope"], allow=False)
+    strict.first_pass()  # unreachable: waiting may fix it, so not fatal yet
+    assert strict.readiness["nope"].state == "retrying" and strict.fatal is None
+    strict.keep_loading()  # returns: the registry answered that there is no such model
+    assert flaky.calls == ["nope", "nope"]
+    assert strict.fatal is not None
+    assert strict.fatal.startswith("cannot serve 'nope': no registered model named 'nope'")
+    assert strict.readiness["nope"].state == "missing"
