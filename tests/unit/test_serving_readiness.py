@@ -2,6 +2,9 @@
 Pure rules (chassis/serving/readiness.py), then the gateway's first pass against a real
 MLflow store (SQLite, no server)."""
 
+import asyncio
+from typing import Any
+
 import pytest
 from mlflow import MlflowClient
 
@@ -12,6 +15,7 @@ from chassis.errors import (
     RegistryUnreachable,
 )
 from chassis.registry import Registry
+from chassis.serving.asgi import GatewayApp
 from chassis.serving.gateway import Gateway, GatewayConfig
 from chassis.serving.readiness import (
     LOADING,
@@ -172,3 +176,23 @@ def test_a_model_found_missing_after_an_outage_stops_a_gateway_that_needs_every_
     assert strict.fatal is not None
     assert strict.fatal.startswith("cannot serve 'nope': no registered model named 'nope'")
     assert strict.readiness["nope"].state == "missing"
+
+
+def test_under_another_asgi_server_the_app_fails_its_startup_naming_the_model(registry, tmp_path):
+    """The Python API takes the same path: the ASGI lifespan's startup fails (uvicorn then
+    exits before it listens) with the same line `chassis serve` prints."""
+    app = GatewayApp(gateway(registry, tmp_path, ["nope"], allow=False), "t" * 32)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    assert len(sent) == 1 and sent[0]["type"] == "lifespan.startup.failed"
+    assert sent[0]["message"].startswith(
+        "error: cannot serve 'nope': no registered model named 'nope'"
+    )
+    assert app.gateway.stopping.is_set()  # closed: nothing keeps retrying
