@@ -28,7 +28,8 @@ def add_serve_parser(commands: Any) -> None:
         "verdict) stops it at start with an error naming the model and why, unless "
         "--allow-missing-models is given: then the others serve, /readyz names the missing "
         "one and it is looked for again until it serves. While the registry does not answer, "
-        "it waits and retries. Admin API under /admin needs the bearer token "
+        "it waits and retries (up to --startup-timeout-seconds when set). Admin API under "
+        "/admin needs the bearer token "
         "(CHASSIS_GATEWAY_ADMIN_TOKEN or <home>/gateway/admin-token).",
     )
     serve.add_argument(
