@@ -168,6 +168,13 @@ class GatewayError(ChassisError):
     """The gateway refused an admin call or is unreachable."""
 
 
+class NotServable(ChassisError):  # noqa: N818 (reads as what happened)
+    """A model the gateway was told to serve cannot be, as the registry stands: it is not
+    registered, has no champion, or the version it would serve is refused (its digest or
+    its gate verdict). Waiting alone does not change that, unlike `RegistryUnreachable`:
+    registering, promoting or gating a version does."""
+
+
 class StateError(ChassisError):
     """A rollout state change is invalid (unknown mode, weight out of range, ...)."""
 

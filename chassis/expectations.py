@@ -70,11 +70,16 @@ class SuiteResult:
 
 
 def resolve_suite_path(reference: str, expectations_dir: Path) -> Path:
+    """A spec's suite file: an absolute reference as is, a relative one in the project's
+    expectations folder (CHASSIS_EXPECTATIONS_DIR, ./expectations of the working directory)."""
     path = Path(reference)
     if not path.is_absolute():
         path = expectations_dir / path
     if not path.is_file():
-        raise ExpectationSuiteError(f"expectation suite {reference!r} not found (looked at {path})")
+        where = "" if Path(reference).is_absolute() else " (CHASSIS_EXPECTATIONS_DIR)"
+        raise ExpectationSuiteError(
+            f"expectation suite {reference!r} not found (looked at {path}{where})"
+        )
     return path
 
 

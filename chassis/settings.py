@@ -14,7 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chassis.errors import SettingsError
 
-# The repository root of an editable install: expectations/ lives beside chassis/.
+# The repository root of a checkout (an editable install): the bundled specs' suites live in
+# its expectations/, beside chassis/ (chassis/specs/__init__.py names them from here).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = "chassis.specs.digits:spec"
 
@@ -59,8 +60,10 @@ class ChassisSettings(BaseSettings):
         description="Largest allowed absolute difference between torch and ONNX Runtime outputs.",
     )
     expectations_dir: Path = Field(
-        default=PROJECT_ROOT / "expectations",
-        description="Folder of Great Expectations suites (JSON), one file per suite.",
+        default=Path("expectations"),
+        description="Folder of Great Expectations suites (JSON), one file per suite: a spec's "
+        "relative suite reference is looked up here. Relative to the working directory (your "
+        "project), like the home; the bundled specs name their own suites by absolute path.",
     )
 
     s3_endpoint_url: str | None = Field(

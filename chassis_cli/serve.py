@@ -5,6 +5,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from chassis.errors import ChassisError, NotServable
 from chassis.serving.policy import ServingPolicy, serving_policy_from
 from chassis_cli.argtypes import port
 from chassis_cli.context import Context
@@ -22,9 +23,14 @@ def add_serve_parser(commands: Any) -> None:
         "serve",
         help="serve registered models over HTTP (the gateway)",
         description="Start the gateway: each model's champion (or its last committed rollout "
-        "split) is downloaded, verified by sha256 and served with ONNX Runtime. Admin API "
-        "under /admin needs the bearer token (CHASSIS_GATEWAY_ADMIN_TOKEN or "
-        "<home>/gateway/admin-token).",
+        "split) is downloaded, verified by sha256 and served with ONNX Runtime. A model that "
+        "cannot be served (not registered, no champion, refused by its digest or gate "
+        "verdict) stops it at start with an error naming the model and why, unless "
+        "--allow-missing-models is given: then the others serve, /readyz names the missing "
+        "one and it is looked for again until it serves. While the registry does not answer, "
+        "it waits and retries (up to --startup-timeout-seconds when set). Admin API under "
+        "/admin needs the bearer token "
+        "(CHASSIS_GATEWAY_ADMIN_TOKEN or <home>/gateway/admin-token).",
     )
     serve.add_argument(
         "--model",
@@ -52,6 +58,13 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     from chassis.serving.lifecycle import DrainingServer
 
     app = build_app(settings, args.models, policy)
+    # Every model is tried before anything listens: one that cannot be served ends the
+    # command here, with its reason, unless missing models are allowed.
+    try:
+        app.gateway.first_pass()
+    except ChassisError:
+        app.gateway.close()
+        raise
     config = uvicorn.Config(
         app,
         host=args.host or settings.gateway_host,
@@ -68,6 +81,8 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
         timeout_graceful_shutdown=math.ceil(policy.grace_seconds),
     )
     DrainingServer(config, app, policy.drain_seconds).run()
+    if app.gateway.fatal is not None:
+        raise NotServable(app.gateway.fatal)
     return 0
 
 
@@ -79,7 +94,7 @@ def build_app(
     policy = policy or serving_policy_from({})
     from chassis.registry import Registry
     from chassis.serving.asgi import GatewayApp
-    from chassis.serving.gateway import Gateway, GatewayConfig
+    from chassis.serving.gateway import RETRY_MAX_SECONDS, Gateway, GatewayConfig
     from chassis.serving.validation import Limits
 
     config = GatewayConfig(
@@ -91,6 +106,10 @@ def build_app(
         keep_warm_seconds=policy.keep_warm_seconds,
         request_timeout_seconds=policy.request_timeout_seconds,
         prediction_log=prediction_log_factory(settings),
+        allow_missing_models=policy.allow_missing_models,
+        # A missing model is looked for as often as champions are followed.
+        missing_retry_seconds=policy.follow_seconds or RETRY_MAX_SECONDS,
+        startup_timeout_seconds=policy.startup_timeout_seconds,
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),

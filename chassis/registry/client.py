@@ -74,6 +74,10 @@ class Registry:
         return registration.register_copy(self.client, self.signing_key, name, version, reason)
 
     # Reads ----------------------------------------------------------------------------
+    @naming("looking up {name!r}")
+    def model_exists(self, name: str) -> bool:
+        return reads.model_exists(self.client, name)
+
     @naming("reading the tags of {name} v{version}")
     def version_tags(self, name: str, version: int) -> dict[str, str]:
         return reads.version_tags(self.client, name, version)

@@ -26,6 +26,18 @@ def model_tags(client: MlflowClient, name: str) -> dict[str, str]:
         raise lookup_failed(error, no_model(name)) from None
 
 
+def model_exists(client: MlflowClient, name: str) -> bool:
+    """Whether the registry knows a model by this name; a name it refuses (one with `/`,
+    say) names no model either. Raises when the registry did not answer."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise lookup_failed(error, no_model(name)) from None
+    return True
+
+
 def version_tags(client: MlflowClient, name: str, version: int) -> dict[str, str]:
     try:
         return dict(client.get_model_version(name, str(version)).tags)

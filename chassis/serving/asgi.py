@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-from chassis.errors import RequestError
+from chassis.errors import NotServable, RequestError
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
+from chassis.serving.readiness import model_report
 from chassis.serving.validation import parse_instances
 
 Scope = dict[str, Any]
@@ -128,11 +129,20 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                # Load and verify models off the event loop: /healthz answers meanwhile and
-                # /readyz says 503 until every model is loaded.
                 loop = asyncio.get_running_loop()
                 self.gateway.loop = loop
-                self.loading = loop.run_in_executor(None, self.gateway.start)
+                # Every model is tried once before the server listens (`chassis serve` has
+                # done so already): one that cannot be served fails the startup, unless
+                # missing models are allowed, and nothing listens.
+                try:
+                    await loop.run_in_executor(None, self.gateway.first_pass)
+                except NotServable as error:
+                    await loop.run_in_executor(None, self.gateway.close)
+                    await send({"type": "lifespan.startup.failed", "message": f"error: {error}"})
+                    return
+                # The others are retried off the event loop: /healthz answers meanwhile,
+                # each model serves once loaded, and /readyz says what is still missing.
+                self.loading = loop.run_in_executor(None, self.gateway.keep_loading)
                 if self.follow_seconds > 0:
                     self.follower = loop.create_task(self.follow_champions())
                 await send({"type": "lifespan.startup.complete"})
@@ -150,12 +160,13 @@ class GatewayApp:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.follow_seconds)
-            if self.gateway.ready:
-                # Failures (registry down) must not stop the loop or the serving.
-                with contextlib.suppress(Exception):
-                    await loop.run_in_executor(None, self.gateway.sync_all)
-                with contextlib.suppress(Exception):
-                    await loop.run_in_executor(None, self.gateway.follow_champions)
+            # Each served model follows its own registry entry, whatever another model's
+            # state (both calls pass over the models served only). Failures (registry
+            # down) must not stop the loop or the serving.
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, self.gateway.sync_all)
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, self.gateway.follow_champions)
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -180,18 +191,21 @@ class GatewayApp:
             await respond(send, 200, b'{"status":"ok"}')
         elif method == "GET" and path == "/readyz":
             ready = self.gateway.ready and not self.gateway.draining
-            reason = self.gateway.load_error or (
+            reason = self.gateway.not_ready_reason() or (
                 "ready"
                 if ready
                 else "draining: shutting down"
                 if self.gateway.draining
                 else "loading models"
             )
-            if ready and self.gateway.degraded:
-                # Serving verified versions is ready; how they were found is worth saying.
-                reason = "ready; " + "; ".join(
-                    f"{model}: {why}" for model, why in self.gateway.degraded.items()
-                )
+            if ready:
+                # Serving verified versions is ready; how they were found, and which allowed
+                # models are still missing, is worth saying.
+                notes = [f"{model}: {why}" for model, why in self.gateway.degraded.items()]
+                if self.gateway.not_ready_reason():
+                    notes.append(self.gateway.not_ready_reason())
+                if notes:
+                    reason = "ready; " + "; ".join(notes)
             generations = {n: m.state.generation for n, m in self.gateway.models.items()}
             # Still ready (what is served verified), but never silent about an alias the
             # gateway refused to follow.
@@ -208,6 +222,10 @@ class GatewayApp:
                         "reason": reason,
                         "generations": generations,
                         "champion_mismatch": mismatches,
+                        "models": model_report(
+                            self.gateway.readiness,
+                            {n: m.state.stable_version for n, m in self.gateway.models.items()},
+                        ),
                     }
                 ),
             )

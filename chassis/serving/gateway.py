@@ -17,7 +17,9 @@ import numpy as np
 from chassis.errors import (
     ChassisError,
     IntegrityError,
+    NotServable,
     RecordError,
+    RegistryError,
     RegistryUnreachable,
     RequestError,
     StateError,
@@ -32,6 +34,16 @@ from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
+from chassis.serving.readiness import (
+    LOADING,
+    SERVING,
+    ModelReadiness,
+    fatal_problem,
+    is_ready,
+    retry_wait,
+    startup_overdue,
+    waiting_reason,
+)
 from chassis.serving.routing import choose_version, mirror_pair
 from chassis.serving.state import Mode, RolloutState, load_state, save_state
 from chassis.serving.stats import VersionStats
@@ -58,6 +70,12 @@ class GatewayConfig:
     request_timeout_seconds: float = 30.0
     # Builds the prediction log of a model from its feature names; None: no logging.
     prediction_log: Callable[[str, list[str]], PredictionLogger] | None = None
+    # False: a model that cannot be served (readiness.py's `missing`) stops the gateway at
+    # start. True: the others serve, and it is looked for every `missing_retry_seconds`.
+    allow_missing_models: bool = False
+    missing_retry_seconds: float = RETRY_MAX_SECONDS
+    # Not ready this long after it was created, the gateway stops (`fatal`); 0: no limit.
+    startup_timeout_seconds: float = 0.0
 
 
 @dataclass
@@ -95,9 +113,16 @@ class Gateway:
         self.model_names = model_names
         self.models: dict[str, ServedModel] = {}
         self.metrics = GatewayMetrics()
-        self.ready = False
+        # Each named model's state (readiness.py): one model's never decides another's.
+        self.readiness: dict[str, ModelReadiness] = {}
+        for name in model_names:
+            self._set_readiness(name, LOADING)
+        self.tried_once = False  # every model has been tried (`first_pass`)
+        self.created = time.monotonic()  # the startup timeout counts from here
+        # The one-line reason a gateway that must serve every model stops (None: it runs).
+        self.fatal: str | None = None
+        self.retry_note = ""  # when the models not served are tried again
         self.draining = False  # set on SIGTERM: /readyz says 503, requests still answered
-        self.load_error: str | None = None
         self.rng = random.Random()  # traffic splitting, not security
         self.background: set[asyncio.Task[None]] = set()
         self.logs: dict[str, PredictionLogger] = {}
@@ -176,7 +201,12 @@ class Gateway:
         traffic (restart, record, admin rollout, a champion moved by hand), so a version
         held in memory is checked again too: its gate may have failed since, or its digest
         changed. Raises ChassisError naming the version and the problem."""
-        tags = self.registry.require_passed_gates(model.name, version)
+        try:
+            tags = self.registry.require_passed_gates(model.name, version)
+        except RegistryUnreachable:
+            raise
+        except RegistryError as error:  # the registry answered: no passed, signed verdict
+            raise NotServable(str(error)) from error
         digest = tags.get(TAG_ONNX_SHA256)
         held = model.versions.get(version)
         if held is not None and held.sha256 == digest:
@@ -208,31 +238,97 @@ class Gateway:
             return None
         return self._open(name, version, cached.onnx_path, cached.sha256, cached.feature_names)
 
-    def start(self) -> None:
-        """Load every model at its last committed state, or at its champion, retrying with
-        backoff until each is served: the registry may be down, or a champion not set yet,
-        when the gateway starts (a pod restarted during an outage). Each model serves as
-        soon as it is loaded; /readyz says 503, and why, until all are."""
-        pending = list(self.model_names)
+    @property
+    def ready(self) -> bool:
+        """Whether the models serve as readiness.py's rules want (draining aside)."""
+        return is_ready(self.readiness, self.config.allow_missing_models)
+
+    def not_ready_reason(self) -> str:
+        """Each model that does not serve and why, with when it is tried next ("" if none)."""
+        waiting = waiting_reason(self.readiness)
+        return f"{waiting} ({self.retry_note})" if waiting and self.retry_note else waiting
+
+    def first_pass(self) -> None:
+        """Try every model once, at its last committed state or at its champion; done once.
+        Unless missing models are allowed, raises NotServable naming every model that
+        cannot be served (not registered, no champion, refused), or every model not served
+        once the startup timeout has passed: `chassis serve` exits with it before it
+        listens. A model the registry or artifact store did not answer for is no such error
+        (within the timeout): `keep_loading` retries it."""
+        if not self.tried_once:
+            self._try_pending()
+            self.tried_once = True
+        self.fatal = self._stop_reason()
+        if self.fatal is not None:
+            raise NotServable(self.fatal)
+
+    def keep_loading(self) -> None:
+        """Retry the models not served until each is: with backoff (0.5 s to 30 s) while
+        the registry or the artifact store does not answer (a pod restarted during an
+        outage), every `missing_retry_seconds` for a missing model when missing models are
+        allowed (it serves once registered and promoted, without a restart). Each model
+        serves as soon as it is loaded. A model found missing here, where every model must
+        serve, or the startup timeout passing before the gateway is ready, sets `fatal` and
+        ends the loop (the server stops on it)."""
         delay = RETRY_FIRST_SECONDS
-        while True:
-            problems: dict[str, str] = {}
-            for name in pending:
-                try:
-                    self._serve(name, self._restore(name))
-                except Exception as error:
-                    problems[name] = f"{type(error).__name__}: {error}"
-            pending = [name for name in pending if name in problems]
-            if not pending:
-                break
-            listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
-            self.load_error = f"{listed} (retrying in {delay:g} s)"
-            logger.warning("not serving yet: %s", self.load_error)
-            if self.stopping.wait(delay):
+        logged = ""
+        timeout = self.config.startup_timeout_seconds
+        while self._pending():
+            wait = retry_wait(self.readiness, delay, self.config.missing_retry_seconds)
+            if timeout > 0 and not self.ready:  # the last try falls on the timeout
+                wait = max(0.0, min(wait, self.created + timeout - time.monotonic()))
+            self.retry_note = f"retrying in {wait:g} s"
+            if wait == delay or waiting_reason(self.readiness) != logged:
+                # Each backoff step is said; a missing model's steady look, once per reason.
+                logged = waiting_reason(self.readiness)
+                logger.warning("not serving yet: %s", self.not_ready_reason())
+            if self.stopping.wait(wait):
                 return
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
-        self.load_error = None
-        self.ready = True
+            if wait == delay:
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            self._try_pending()
+            self.fatal = self._stop_reason()
+            if self.fatal is not None:
+                logger.error("stopping: %s", self.fatal)
+                return
+        self.retry_note = ""
+
+    def start(self) -> None:
+        """`first_pass`, then `keep_loading`: the whole of loading, for a caller that runs
+        it on a thread of its own (a refusal is then in `fatal` and on /readyz)."""
+        try:
+            self.first_pass()
+        except NotServable as error:
+            logger.error("%s", error)
+            return
+        self.keep_loading()
+
+    def _stop_reason(self) -> str | None:
+        """Why the gateway must stop now: a missing model where every model must serve, or
+        not ready within the startup timeout; None: it goes on."""
+        allow = self.config.allow_missing_models
+        return fatal_problem(self.readiness, allow) or startup_overdue(
+            self.readiness,
+            allow,
+            time.monotonic() - self.created,
+            self.config.startup_timeout_seconds,
+        )
+
+    def _pending(self) -> list[str]:
+        return [name for name in self.model_names if self.readiness[name].state != "serving"]
+
+    def _try_pending(self) -> None:
+        for name in self._pending():
+            try:
+                self._serve(name, self._restore(name))
+            except Exception as error:
+                self._set_readiness(name, ModelReadiness.failed(error))
+            else:
+                self._set_readiness(name, SERVING)
+
+    def _set_readiness(self, name: str, readiness: ModelReadiness) -> None:
+        self.readiness[name] = readiness
+        self.metrics.set_model_state(name, readiness.state)
 
     def _serve(self, name: str, model: ServedModel) -> None:
         if self.config.prediction_log is not None and name not in self.logs:
@@ -247,7 +343,12 @@ class Gateway:
         try:
             return self._restore_from_registry(name)
         except RegistryUnreachable as error:
-            model = self._restore_from_cache(name)
+            try:
+                model = self._restore_from_cache(name)
+            except IntegrityError as refusal:
+                # A local copy refused is no verdict on the model: the registry, once back,
+                # has the verified bytes. Still a matter of waiting, not a missing model.
+                raise RegistryUnreachable(f"{error}; {refusal}") from refusal
             if model is None:
                 raise
             self.degraded[name] = (
@@ -259,6 +360,11 @@ class Gateway:
     def _restore_from_registry(self, name: str) -> ServedModel:
         """The committed rollout record if there is one (every replica serves the same), else
         the last state this process committed locally, else the champion alone."""
+        if not self.registry.model_exists(name):
+            raise NotServable(
+                f"no registered model named {name!r} (check the name and CHASSIS_TRACKING_URI, "
+                "or register and promote a version)"
+            )
         record = self._read_record(name)
         if record is not None:
             model = ServedModel(name, RolloutState(model=name, stable_version=0))
@@ -297,7 +403,10 @@ class Gateway:
         verifies (said on /readyz and in chassis_champion_mismatch), else the refusal."""
         champion = self.registry.version_for_alias(name, "champion")
         if champion is None:
-            raise ChassisError(f"{name!r} has no champion to serve; promote a version first")
+            raise NotServable(
+                f"{name!r} has no champion alias; promote a version first "
+                f"(`chassis promote --model {name} --version N`)"
+            )
         model = ServedModel(name, RolloutState(model=name, stable_version=champion))
         try:
             model.versions[champion] = self._verified(model, champion)
@@ -367,8 +476,10 @@ class Gateway:
     def not_served(self, name: str) -> RequestError:
         """Why `name` is not answered: not one of this gateway's models (404), or not
         loaded yet (503, with the reason)."""
-        if name in self.model_names:
-            return RequestError(503, f"{name!r} is not loaded yet: {self.load_error or 'loading'}")
+        readiness = self.readiness.get(name)
+        if readiness is not None:
+            note = f" ({self.retry_note})" if self.retry_note else ""
+            return RequestError(503, f"{name!r} is not loaded yet: {readiness.reason}{note}")
         return RequestError(404, f"no model named {name!r} is served here")
 
     # ---- serving -----------------------------------------------------------------------

@@ -13,7 +13,10 @@ class DrainingServer(uvicorn.Server):
     """uvicorn, with a drain before it stops: on SIGTERM the gateway says not ready at once
     and keeps answering for `drain_seconds` (a load balancer takes it out meanwhile); then
     uvicorn stops accepting, answers what is in flight (up to the grace period), and the
-    app's shutdown writes the prediction logs. A second signal, or Ctrl-C, skips the drain."""
+    app's shutdown writes the prediction logs. A second signal, or Ctrl-C, skips the drain.
+    A gateway that must serve every model and finds one missing after start (the registry
+    was down at start, then answered that it has no such model) stops the same way, with
+    `gateway.fatal` saying why."""
 
     def __init__(self, config: uvicorn.Config, app: GatewayApp, drain_seconds: float) -> None:
         super().__init__(config)
@@ -31,3 +34,9 @@ class DrainingServer(uvicorn.Server):
         )
         self.drain_timer.daemon = True
         self.drain_timer.start()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.app.gateway.fatal is not None:
+            self.app.gateway.draining = True
+            return True
+        return await super().on_tick(counter)

@@ -121,6 +121,8 @@ class GatewayMetrics(Collector):
         self.answered_errors: dict[tuple[str, str], list[float]] = {}
         # Models whose champion alias names a version this gateway refused to serve.
         self.champion_mismatch: dict[str, tuple[int, int, str]] = {}
+        # Each named model's readiness state (serving, loading, retrying, missing).
+        self.model_states: dict[str, str] = {}
         self.tallies: dict[tuple[str, str, str], RoleTally] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -154,6 +156,9 @@ class GatewayMetrics(Collector):
             self.champion_mismatch.pop(model, None)
         else:
             self.champion_mismatch[model] = mismatch
+
+    def set_model_state(self, model: str, state: str) -> None:
+        self.model_states[model] = state
 
     def count_error_answer(self, model: str, status: int) -> None:
         tally = self.answered_errors.get((model, str(status)))
@@ -235,7 +240,26 @@ class GatewayMetrics(Collector):
         )
         for model, (champion, served, _) in self.champion_mismatch.items():
             mismatch.add_metric([model, str(champion), str(served)], 1)
-        yield from (requests, errors, latency, cpu, classes, shadow, answered_errors, mismatch)
+        serving = GaugeMetricFamily(
+            "chassis_model_serving",
+            "1 while the model serves; 0 while it is not, labelled with why (loading, "
+            "retrying: the registry or artifact store did not answer, missing: not "
+            "registered, no champion or its version refused)",
+            labels=["model", "state"],
+        )
+        for model, state in self.model_states.items():
+            serving.add_metric([model, state], 1 if state == "serving" else 0)
+        yield from (
+            requests,
+            errors,
+            latency,
+            cpu,
+            classes,
+            shadow,
+            answered_errors,
+            mismatch,
+            serving,
+        )
 
 
 def _add_histogram(

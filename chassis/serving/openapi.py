@@ -131,7 +131,12 @@ def _operational_paths() -> dict[str, Any]:
 
     return {
         "/healthz": get("The process answers", JSON_OBJECT),
-        "/readyz": get("Every model loaded and verified; reasons, mismatches", JSON_OBJECT, "503"),
+        "/readyz": get(
+            "Every model loaded and verified (with --allow-missing-models: one); each model's "
+            "state, reasons, mismatches",
+            JSON_OBJECT,
+            "503",
+        ),
         "/metrics": get("Prometheus exposition", {"text/plain": {"schema": {"type": "string"}}}),
         "/v1/models": get("The models served", JSON_OBJECT),
         "/openapi.json": get("This document", JSON_OBJECT),

@@ -87,7 +87,23 @@ class ServingPolicy(BaseSettings):
         default=5.0,
         ge=0,
         description="How often the gateway checks the champion alias "
-        "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts.",
+        "(0: never); it follows moves made by hand or by `chassis rollback` between rollouts. "
+        "Also how often a missing model is looked for (0: every 30 s).",
+    )
+    startup_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long the gateway may take to get ready at start (every model "
+        "served; one with allow_missing_models) while the registry or artifact store does "
+        "not answer; then it stops with an error naming each model not served and why (0: no "
+        "limit: it retries with backoff, serving verified local copies meanwhile).",
+    )
+    allow_missing_models: bool = Field(
+        default=False,
+        description="Serve the models that can be served when another cannot (not "
+        "registered, no champion, refused by digest or gate verdict): /readyz names it and "
+        "says ready once one model serves, and it is looked for again until it serves. Off: "
+        "the gateway refuses to start, naming the model and why.",
     )
 
 

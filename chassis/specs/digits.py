@@ -9,6 +9,7 @@ import pandas as pd
 
 from chassis.models import MLP
 from chassis.modelspec import Dataset, ModelSpec, TrainingConfig
+from chassis.specs import bundled_suite
 from chassis.specs.splitting import stratified_splits
 
 
@@ -35,6 +36,6 @@ spec = ModelSpec(
     build_model=build_digits_mlp,
     build_student=build_digits_student,
     training=TrainingConfig(epochs=40, batch_size=64, learning_rate=1e-3, seed=0),
-    expectation_suite="digits.training.json",
-    serving_suite="digits.serving.json",
+    expectation_suite=bundled_suite("digits.training.json"),
+    serving_suite=bundled_suite("digits.serving.json"),
 )

@@ -10,6 +10,7 @@ import pandas as pd
 
 from chassis.models import MLP
 from chassis.modelspec import Dataset, ModelSpec, TrainingConfig
+from chassis.specs import bundled_suite
 from chassis.specs.splitting import stratified_splits
 
 
@@ -36,6 +37,6 @@ spec = ModelSpec(
     build_model=build_wine_mlp,
     build_student=build_wine_student,
     training=TrainingConfig(epochs=60, batch_size=16, learning_rate=3e-3, seed=0),
-    expectation_suite="wine.training.json",
-    serving_suite="wine.serving.json",
+    expectation_suite=bundled_suite("wine.training.json"),
+    serving_suite=bundled_suite("wine.serving.json"),
 )

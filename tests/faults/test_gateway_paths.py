@@ -256,10 +256,18 @@ def test_serve_with_a_traversal_model_name_writes_nothing_outside_and_never_gets
     home, root, fault_report, name
 ):
     before = snapshot(root)
+    local = {"CHASSIS_GATEWAY_LOCAL_DIR": str(home / "gateway" / f"serve-{len(name)}")}
+    # By default the name is refused at start: one error line naming it, exit 1.
+    refusing = GatewayProcess(home, models=(name,), env=local)
+    refusing.launch()
+    assert refusing.process is not None
+    assert refusing.process.wait(timeout=60) == 1
+    refusal = (home / f"gateway-{refusing.port}.log").read_text()
+    assert f"error: cannot serve {name!r}: no registered model named {name!r}" in refusal
+    assert "Traceback" not in refusal
+    # Allowed to be missing, the gateway listens: what it answers is checked below.
     process = GatewayProcess(
-        home,
-        models=(name,),
-        env={"CHASSIS_GATEWAY_LOCAL_DIR": str(home / "gateway" / f"serve-{len(name)}")},
+        home, models=(name,), env={**local, "CHASSIS_GATEWAY_ALLOW_MISSING_MODELS": "true"}
     )
     process.launch()
     assert process.process is not None

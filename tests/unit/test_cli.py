@@ -5,8 +5,10 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
+from mlflow import MlflowClient
 
 from tests.fixtures.cli import (
     chassis,
@@ -178,6 +180,30 @@ def test_versions_of_unknown_model(home_without_models):
     result = chassis("versions", "--model", "nope", env={"CHASSIS_HOME": str(home_without_models)})
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no registered model named 'nope'"
+
+
+def test_serve_of_unknown_model_exits_1_at_once_naming_it(home_without_models):
+    started = time.monotonic()
+    result = chassis(
+        "serve", "--model", "nope", env={"CHASSIS_HOME": str(home_without_models)}, timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: cannot serve 'nope': no registered model named 'nope' (check the name and "
+        "CHASSIS_TRACKING_URI, or register and promote a version); or start with "
+        "--allow-missing-models to wait for it instead"
+    )
+    assert elapsed < 30, f"took {elapsed:.1f} s"  # it used to wait forever
+
+
+def test_serve_of_a_model_without_champion_exits_1_naming_it(tmp_path):
+    home = tmp_path / "chassis"
+    home.mkdir()
+    MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db").create_registered_model("draft")
+    result = chassis("serve", "--model", "draft", env={"CHASSIS_HOME": str(home)}, timeout=60)
+    assert result.returncode == 1
+    assert_one_error_line_naming(result.stderr, "cannot serve 'draft'", "has no champion alias")
 
 
 def test_invalid_setting_is_named(tmp_path):

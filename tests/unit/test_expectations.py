@@ -10,7 +10,8 @@ from chassis.expectations import (
     resolve_suite_path,
     validate_frame,
 )
-from chassis.settings import PROJECT_ROOT
+from chassis.modelspec import load_spec
+from chassis.settings import PROJECT_ROOT, ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from tests.fixtures import specs
 
@@ -31,6 +32,33 @@ def test_committed_suites_load_completely(name):
         e["type"] == "expect_table_row_count_to_be_between"
         for e in json.loads(path.read_text())["expectations"]
     )
+
+
+@pytest.mark.parametrize("spec_reference", ["chassis.specs.digits:spec", "chassis.specs.wine:spec"])
+def test_bundled_specs_find_their_suites_from_any_working_directory(
+    spec_reference, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a user's project, with no expectations/ of Chassis's
+    spec = load_spec(spec_reference)
+    for reference in (spec.expectation_suite, spec.serving_suite):
+        assert reference is not None
+        path = resolve_suite_path(reference, ChassisSettings().expectations_dir)
+        assert path.parent == PROJECT_ROOT / "expectations"
+        assert load_suite(path).expectations
+
+
+def test_a_users_relative_suite_is_found_in_their_projects_expectations(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "expectations").mkdir(parents=True)
+    mine = project / "expectations" / "churn.training.json"
+    mine.write_text(json.dumps(scaffold_training_suite(specs.blob_dataset(), "churn")))
+    monkeypatch.chdir(project)
+    path = resolve_suite_path("churn.training.json", ChassisSettings().expectations_dir)
+    assert path == mine
+    assert load_suite(path).expectations
+    # Chassis's own folder is not where a user's reference is looked up.
+    with pytest.raises(ExpectationSuiteError, match=r"looked at .*project/expectations/digits"):
+        resolve_suite_path("digits.training.json", ChassisSettings().expectations_dir)
 
 
 def test_unknown_expectation_type_is_refused_not_dropped():

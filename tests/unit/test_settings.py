@@ -26,3 +26,10 @@ def test_out_of_range_tolerance_is_refused(monkeypatch):
     monkeypatch.setenv("CHASSIS_PARITY_TOLERANCE", "-1")
     with pytest.raises(ValidationError, match="parity_tolerance"):
         ChassisSettings()
+
+
+def test_the_expectations_folder_is_the_working_directorys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ChassisSettings().expectations_dir == tmp_path / "expectations"
+    monkeypatch.setenv("CHASSIS_EXPECTATIONS_DIR", "suites")
+    assert ChassisSettings().expectations_dir == tmp_path / "suites"
