@@ -14,7 +14,8 @@ A spec is any importable object reachable as `package.module:attribute` that pro
 - optionally `build_student(n_features, n_classes)`: a smaller module for distillation;
 - optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
 - optionally `expectation_suite`: a suite file in the project's `expectations/` (of the
-  working directory, or CHASSIS_EXPECTATIONS_DIR; or an absolute path) for the train split, and `serving_suite`: one for batches the gateway serves.
+  working directory, or CHASSIS_EXPECTATIONS_DIR; or an absolute path) for the train
+  split, and `serving_suite`: one for batches the gateway serves.
 
 The usual way is to build a `ModelSpec`; a module, class or mapping with the same parts is
 accepted too, so a spec never has to import anything heavy at module level.
