@@ -1,8 +1,12 @@
 """Checks a spec's dataset before anything is trained, and fingerprints it for lineage.
 
 These are the structural checks a model cannot survive (missing label, empty split,
-non-numeric or non-finite features). Value-level checks (ranges, label set, null ratio) live
-in the Great Expectations suites under `expectations/`.
+non-numeric or non-finite features) and the label checks of the model's task: a
+classifier's classes are 0..K-1, each seen in training, and a class count that looks like a
+quantity (a float target, or more classes than a tenth of the training rows) is refused
+with a pointer to regression; a regressor's target is numeric and finite. Value-level
+checks (ranges, label set, null ratio) live in the Great Expectations suites under
+`expectations/`.
 """
 
 import hashlib
@@ -13,10 +17,16 @@ import pandas as pd
 
 from chassis.errors import DatasetError
 from chassis.modelspec import Dataset
+from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task
+
+# More classes than this share of the training rows looks like a quantity, not classes:
+# fewer than ten examples a class on average cannot train a classifier of each.
+MAX_CLASSES_PER_TRAIN_ROW = 0.1
+REGRESSION_HINT = 'if it is a quantity to predict, declare task="regression" in the spec'
 
 
-def load_dataset(load_data: Any, spec_name: str) -> Dataset:
-    """Call the spec's loader and check what it returned."""
+def load_dataset(load_data: Any, spec_name: str, task: Task = DEFAULT_TASK) -> Dataset:
+    """Call the spec's loader and check what it returned, for a model of `task`."""
     try:
         dataset = load_data()
     except Exception as error:
@@ -28,12 +38,13 @@ def load_dataset(load_data: Any, spec_name: str) -> Dataset:
             f"spec {spec_name!r}: load_data() must return chassis.modelspec.Dataset, "
             f"got {type(dataset).__name__}"
         )
-    check_dataset(dataset)
+    check_dataset(dataset, task)
     return dataset
 
 
-def check_dataset(dataset: Dataset) -> None:
-    """Raise DatasetError naming every structural problem of every split."""
+def check_dataset(dataset: Dataset, task: Task = DEFAULT_TASK) -> None:
+    """Raise DatasetError naming every structural problem of every split, then the label
+    problems of `task` over the splits together."""
     problems: list[str] = []
     if not dataset.feature_columns:
         problems.append("no feature columns declared")
@@ -44,18 +55,55 @@ def check_dataset(dataset: Dataset) -> None:
         if not isinstance(frame, pd.DataFrame):  # pyright: ignore[reportUnnecessaryIsInstance]
             problems.append(f"{split}: expected a pandas DataFrame, got {type(frame).__name__}")
             continue
-        problems.extend(f"{split}: {p}" for p in frame_problems(frame, dataset))
+        problems.extend(f"{split}: {p}" for p in frame_problems(frame, dataset, task))
     if problems:
         raise DatasetError("dataset is unusable: " + "; ".join(problems))
-    train_labels = set(dataset.train[dataset.label_column].unique().tolist())
+    problems = class_problems(dataset) if task == CLASSIFICATION else target_problems(dataset)
+    if problems:
+        raise DatasetError("dataset is unusable: " + "; ".join(problems))
+
+
+def class_problems(dataset: Dataset) -> list[str]:
+    """A classifier's labels over all splits: classes 0..K-1, each seen in training, and
+    not so many that the label looks like a quantity."""
+    label = dataset.label_column
+    train_labels = set(dataset.train[label].unique().tolist())
     if len(train_labels) < 2:
-        raise DatasetError(
-            f"dataset is unusable: train: label column {dataset.label_column!r} has "
-            f"{len(train_labels)} distinct value(s); a classifier needs at least 2"
-        )
+        return [
+            f"train: label column {label!r} has {len(train_labels)} distinct value(s); "
+            "a classifier needs at least 2"
+        ]
+    n_classes = class_count(dataset)
+    rows = len(dataset.train)
+    if n_classes > MAX_CLASSES_PER_TRAIN_ROW * rows:
+        return [
+            f"label column {label!r} has {n_classes} classes (0..{n_classes - 1}) for {rows} "
+            f"training rows, more than a tenth of them: it looks like a quantity, not "
+            f"classes; {REGRESSION_HINT}"
+        ]
+    unseen = sorted(set(range(n_classes)) - train_labels)
+    if unseen:
+        shown = ", ".join(map(str, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
+        return [
+            f"classes must be 0..K-1 and each seen in training: {len(unseen)} of "
+            f"0..{n_classes - 1} never appear in train ({shown}); re-encode the labels "
+            "as 0..K-1 or put examples of each class in the train split"
+        ]
+    return []
 
 
-def frame_problems(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
+def target_problems(dataset: Dataset) -> list[str]:
+    """A regressor's target: it must vary over the training split."""
+    distinct = dataset.train[dataset.label_column].nunique()
+    if distinct < 2:
+        return [
+            f"train: target column {dataset.label_column!r} has {distinct} distinct value(s); "
+            "a regressor needs a target that varies"
+        ]
+    return []
+
+
+def frame_problems(frame: pd.DataFrame, dataset: Dataset, task: Task = DEFAULT_TASK) -> list[str]:
     problems: list[str] = []
     label = dataset.label_column
     missing = [c for c in dataset.feature_columns if c not in frame.columns]
@@ -84,14 +132,36 @@ def frame_problems(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
                 + ", ".join(map(repr, columns[:10]))
                 + (" ..." if len(columns) > 10 else "")
             )
-    labels = frame[label]
-    if not pd.api.types.is_integer_dtype(labels):
-        problems.append(
-            f"label column {label!r} has dtype {labels.dtype}; class labels must be integers"
-        )
-    elif (labels < 0).any():
-        problems.append(f"label column {label!r} has negative class labels")
+    problems.extend(
+        label_problems(frame[label], label)
+        if task == CLASSIFICATION
+        else target_dtype_problems(frame[label], label)
+    )
     return problems
+
+
+def label_problems(labels: pd.Series, label: str) -> list[str]:
+    """One split's class labels: integers, none negative."""
+    if pd.api.types.is_float_dtype(labels):
+        return [
+            f"label column {label!r} has dtype {labels.dtype}; class labels must be "
+            f"integers; {REGRESSION_HINT}"
+        ]
+    if not pd.api.types.is_integer_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+        return [f"label column {label!r} has dtype {labels.dtype}; class labels must be integers"]
+    if (labels < 0).any():
+        return [f"label column {label!r} has negative class labels"]
+    return []
+
+
+def target_dtype_problems(target: pd.Series, label: str) -> list[str]:
+    """One split's regression target: numeric and finite."""
+    if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        return [f"target column {label!r} has dtype {target.dtype}; a regression target is numeric"]
+    bad = int((~np.isfinite(target.to_numpy(dtype=np.float64))).sum())
+    if bad:
+        return [f"target column {label!r} has {bad} NaN or infinite value(s)"]
+    return []
 
 
 def class_count(dataset: Dataset) -> int:
@@ -105,6 +175,11 @@ def features(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
 
 def labels(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
     return frame[dataset.label_column].to_numpy(dtype=np.int64)
+
+
+def targets(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """A regressor's target values, as the float32 its model outputs."""
+    return frame[dataset.label_column].to_numpy(dtype=np.float32)
 
 
 def fingerprint(dataset: Dataset) -> str:

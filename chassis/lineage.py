@@ -13,9 +13,12 @@ from chassis.registry.tags import (
     TAG_GIT_COMMIT,
     TAG_N_CLASSES,
     TAG_N_FEATURES,
+    TAG_N_OUTPUTS,
     TAG_ONNX_SHA256,
     TAG_SPEC,
+    TAG_TASK,
 )
+from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task, output_width
 
 
 def git_commit(directory: Path | None = None) -> str | None:
@@ -47,21 +50,25 @@ def trained_version_tags(
     dataset_fingerprint: str,
     flow_run_id: str,
     n_features: int,
-    n_classes: int,
+    n_classes: int | None,
     feature_columns: Sequence[str],
     commit: str | None,
+    task: Task = DEFAULT_TASK,
 ) -> dict[str, str]:
     """The lineage tags of a trained version (and its MLflow run): the spec and data it was
-    trained from, the flow run, its input and output shapes and the input column order;
-    the git commit only inside a repository."""
+    trained from, the flow run, its task, input and output shapes (classes only for a
+    classifier) and the input column order; the git commit only inside a repository."""
     tags = {
         TAG_SPEC: spec_reference,
         TAG_DATASET_FINGERPRINT: dataset_fingerprint,
         TAG_FLOW_RUN_ID: flow_run_id,
+        TAG_TASK: task,
         TAG_N_FEATURES: str(n_features),
-        TAG_N_CLASSES: str(n_classes),
+        TAG_N_OUTPUTS: str(output_width(task, n_classes)),
         TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
     }
+    if task == CLASSIFICATION:
+        tags[TAG_N_CLASSES] = str(n_classes)
     if commit:
         tags[TAG_GIT_COMMIT] = commit
     return tags

@@ -5,13 +5,16 @@ A spec is any importable object reachable as `package.module:attribute` that pro
 - `name`: the registered-model name in MLflow (letters, digits, `-`, `_`, `.`);
 - `load_data()`: returns a `Dataset` (train/validation/test frames, feature columns, label);
 - the model, in one of three forms:
-  - `build_model(n_features, n_classes)`: returns the `torch.nn.Module` Chassis trains
-    (behind a standardization layer fitted on the train split);
+  - `build_model(n_features, n_outputs)`: returns the `torch.nn.Module` Chassis trains
+    (behind a standardization layer fitted on the train split), mapping float32
+    `[batch, n_features]` to `[batch, n_outputs]`: class logits (n_outputs = number of
+    classes) for a classifier, the predicted value (n_outputs = 1) for a regressor;
   - `load_model()`: returns a `torch.nn.Module` trained elsewhere (raw features -> logits),
     kept as it is, with the user's own preprocessing inside it;
   - `onnx_file`: the path of an ONNX file trained and exported elsewhere (a relative path
     resolves against the working directory), registered byte for byte;
-- optionally `build_student(n_features, n_classes)`: a smaller module for distillation;
+- optionally `task`: "classification" (the default) or "regression" (chassis/task.py);
+- optionally `build_student(n_features, n_outputs)`: a smaller module for distillation;
 - optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
 - optionally `expectation_suite`: a suite file in the project's `expectations/` (of the
   working directory, or CHASSIS_EXPECTATIONS_DIR; or an absolute path) for the train
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from chassis.errors import SpecError
+from chassis.task import DEFAULT_TASK, Task, parse_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,6 +103,7 @@ class ModelSpec:
     description: str = ""
     load_model: ModelLoader | None = None
     onnx_file: "str | Path | None" = None
+    task: Task = DEFAULT_TASK
 
     def __post_init__(self) -> None:
         # Checked at run time too, here and below: a spec is written by the user's code.
@@ -124,6 +129,7 @@ class ModelSpec:
             raise SpecError(f"spec {self.name!r}: build_student must be callable or None")
         if not isinstance(self.training, TrainingConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SpecError(f"spec {self.name!r}: training must be a chassis TrainingConfig")
+        parse_task(self.task, f"spec {self.name!r}")
 
     def _forms(self) -> dict[ModelForm, object]:
         return {"train": self.build_model, "torch": self.load_model, "onnx": self.onnx_file}
@@ -144,7 +150,14 @@ REQUIRED_PARTS: Mapping[str, str] = {
     "load_data": "a callable () -> chassis.modelspec.Dataset",
 }
 MODEL_PARTS = ("build_model", "load_model", "onnx_file")
-OPTIONAL_PARTS = ("build_student", "training", "expectation_suite", "serving_suite", "description")
+OPTIONAL_PARTS = (
+    "build_student",
+    "training",
+    "expectation_suite",
+    "serving_suite",
+    "description",
+    "task",
+)
 
 
 def load_spec(reference: str) -> ModelSpec:

@@ -15,6 +15,8 @@ TAG_WEIGHTS_SHA256 = "chassis.weights_sha256"
 TAG_N_FEATURES = "chassis.n_features"
 TAG_N_CLASSES = "chassis.n_classes"
 TAG_FEATURE_COLUMNS = "chassis.feature_columns"  # JSON list, the model's input order
+TAG_TASK = "chassis.task"  # chassis.task.Task; absent on versions older than the tag
+TAG_N_OUTPUTS = "chassis.n_outputs"  # output width: classes, or 1 for a regressor
 # A version's torch module as data (chassis.torch_program), or why it has none.
 TAG_PROGRAM_SHA256 = "chassis.program_sha256"
 TAG_PROGRAM_MISSING = "chassis.program_missing"

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from chassis.data import check_dataset, class_count, fingerprint, load_dataset
@@ -56,3 +57,88 @@ def test_fingerprint_is_stable_and_sensitive_to_one_value():
 
     assert fingerprint(specs.blob_dataset(changed)) != first
     assert len(first) == 64
+
+
+# ---- label checks of the task --------------------------------------------------------------
+
+
+def regression_frame(rows: int = 120) -> pd.DataFrame:
+    frame = specs.blobs(rows=rows)
+    frame["label"] = frame["f0"] * 3.0 + 0.5  # a quantity, float64
+    return frame
+
+
+def test_a_float_target_of_a_classifier_is_refused_pointing_to_regression():
+    with pytest.raises(DatasetError, match=r'dtype float64; .*declare task="regression"'):
+        check_dataset(specs.blob_dataset(regression_frame()))
+
+
+def test_a_quantity_cast_to_int_is_refused_as_too_many_classes_pointing_to_regression():
+    frame = regression_frame()
+    frame["label"] = (frame["label"] - frame["label"].min()).round().astype("int64")
+    with pytest.raises(
+        DatasetError,
+        match=r"has \d+ classes \(0\.\.\d+\) for 80 training rows, more than a tenth of them"
+        r'.*declare task="regression"',
+    ):
+        check_dataset(specs.blob_dataset(frame))
+
+
+def test_classes_that_never_appear_in_training_are_refused():
+    frame = specs.blobs()
+    frame.loc[frame["label"] == 1, "label"] = 3  # classes 0, 2, 3: class 1 is never seen
+    with pytest.raises(DatasetError, match=r"1 of 0\.\.3 never appear in train \(1\)"):
+        check_dataset(specs.blob_dataset(frame))
+
+
+def test_a_class_seen_only_outside_training_is_refused():
+    frame = specs.blobs()
+    frame.loc[110, "label"] = 3  # a test row of a class the train split never has
+    with pytest.raises(DatasetError, match=r"never appear in train \(3\)"):
+        check_dataset(specs.blob_dataset(frame))
+
+
+def test_negative_class_labels_are_refused():
+    frame = specs.blobs()
+    frame.loc[0, "label"] = -1
+    with pytest.raises(DatasetError, match="negative class labels"):
+        check_dataset(specs.blob_dataset(frame))
+
+
+def test_a_float_target_is_a_valid_regression_dataset():
+    check_dataset(specs.blob_dataset(regression_frame()), "regression")
+
+
+def test_an_integer_target_is_a_valid_regression_dataset():
+    frame = regression_frame()
+    frame["label"] = frame["label"].round().astype("int64") + 1000
+    check_dataset(specs.blob_dataset(frame), "regression")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.nan, r"validation: target column 'label' has 1 NaN or infinite value\(s\)"),
+        (np.inf, r"validation: target column 'label' has 1 NaN or infinite value\(s\)"),
+    ],
+    ids=["nan", "inf"],
+)
+def test_a_non_finite_regression_target_is_refused(value, message):
+    frame = regression_frame()
+    frame.loc[85, "label"] = value
+    with pytest.raises(DatasetError, match=message):
+        check_dataset(specs.blob_dataset(frame), "regression")
+
+
+def test_a_non_numeric_regression_target_is_refused():
+    frame = regression_frame()
+    frame["label"] = frame["label"].astype(str)
+    with pytest.raises(DatasetError, match="target column 'label' has dtype object"):
+        check_dataset(specs.blob_dataset(frame), "regression")
+
+
+def test_a_constant_regression_target_is_refused():
+    frame = regression_frame()
+    frame["label"] = 2.5
+    with pytest.raises(DatasetError, match=r"1 distinct value.*a regressor needs a target"):
+        check_dataset(specs.blob_dataset(frame), "regression")

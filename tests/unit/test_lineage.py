@@ -15,11 +15,22 @@ def test_a_trained_version_names_its_spec_data_run_and_shapes():
         tag_names.TAG_SPEC: "pkg.specs:wine",
         tag_names.TAG_DATASET_FINGERPRINT: "fp-1",
         tag_names.TAG_FLOW_RUN_ID: "flow-9",
+        tag_names.TAG_TASK: "classification",
         tag_names.TAG_N_FEATURES: "13",
+        tag_names.TAG_N_OUTPUTS: "3",
         tag_names.TAG_N_CLASSES: "3",
         tag_names.TAG_FEATURE_COLUMNS: '["b", "a"]',
         tag_names.TAG_GIT_COMMIT: "abc123",
     }
+
+
+def test_a_regressor_records_its_task_and_one_output_and_no_classes():
+    regressor = trained_version_tags(
+        "pkg.specs:diabetes", "fp-1", "flow-9", 10, None, ("a",), None, task="regression"
+    )
+    assert regressor[tag_names.TAG_TASK] == "regression"
+    assert regressor[tag_names.TAG_N_OUTPUTS] == "1"
+    assert tag_names.TAG_N_CLASSES not in regressor
 
 
 def test_the_input_column_order_is_kept_as_given():
