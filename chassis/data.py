@@ -182,6 +182,11 @@ def targets(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
     return frame[dataset.label_column].to_numpy(dtype=np.float32)
 
 
+def truth(frame: pd.DataFrame, dataset: Dataset, task: Task) -> np.ndarray:
+    """What a model of `task` is judged against: class labels, or target values."""
+    return labels(frame, dataset) if task == CLASSIFICATION else targets(frame, dataset)
+
+
 def fingerprint(dataset: Dataset) -> str:
     """A sha256 over schema and values of every split: equal data gives an equal digest."""
     digest = hashlib.sha256()

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chassis.errors import GateConfigError
+from chassis.evaluation import TASK_METRICS, greater_is_better
 from chassis.policies import validated
+from chassis.task import CLASSIFICATION, REGRESSION, Task
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,16 @@ class MetricThreshold:
 
 
 QualityMetric = Literal["accuracy", "macro_f1"]
+RegressionMetric = Literal["rmse", "mae", "r2"]
 
 
 class GatePolicy(BaseModel):
-    """What a version must satisfy to take traffic. Defaults suit a small classifier.
+    """What a version must satisfy to take traffic. Defaults suit a small model.
+
+    The quality gates follow the version's task (chassis/task.py): a classifier is judged
+    on `quality_metric` with the classification fields, a regressor on `regression_metric`
+    with the regression_* fields (MAE and RMSE: lower is better; R2: higher). The baseline,
+    parity, latency and size gates are the same for both.
 
     The gates flow takes it as its `thresholds` parameter, `chassis gates` builds its options
     from these fields, and `evaluate_gates` reads it: each threshold is defined here only."""
@@ -44,24 +52,41 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     quality_metric: QualityMetric = Field(
-        default="accuracy", description="Metric the quality gates compare."
+        default="accuracy", description="Metric the quality gates of a classifier compare."
     )
     max_relative_drop_vs_baseline: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.01,
-        description="Largest relative drop of the metric allowed vs the uncompressed baseline "
-        "(0.01 = 1%).",
+        description="Largest relative loss of the quality metric allowed vs the uncompressed "
+        "baseline (0.01 = 1%; for an error metric such as RMSE, a rise).",
     )
     min_absolute_change_vs_champion: Annotated[float, Field(gt=-1, lt=1)] = Field(
         default=-0.01,
-        description="MLflow min_absolute_change of the metric vs the champion; negative "
-        "allows that much regression.",
+        description="Classifier: MLflow min_absolute_change of the metric vs the champion; "
+        "negative allows that much regression.",
     )
     min_relative_change_vs_champion: Annotated[float | None, Field(gt=-1, lt=10)] = Field(
         default=None,
-        description="MLflow min_relative_change of the metric vs the champion (empty: none).",
+        description="Classifier: MLflow min_relative_change of the metric vs the champion "
+        "(empty: none).",
     )
     quality_floor: Annotated[float | None, Field(ge=0, le=1)] = Field(
-        default=None, description="Absolute minimum of the metric (empty: none)."
+        default=None, description="Classifier: absolute minimum of the metric (empty: none)."
+    )
+    regression_metric: RegressionMetric = Field(
+        default="rmse",
+        description="Metric the quality gates of a regressor compare (rmse and mae: lower is "
+        "better; r2: higher).",
+    )
+    regression_max_relative_loss_vs_champion: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.05,
+        description="Regressor: largest relative loss of regression_metric allowed vs the "
+        "champion (0.05 = RMSE or MAE at most 5% higher, or R2 at most 5% lower). Relative, "
+        "because RMSE and MAE are in the target's units.",
+    )
+    regression_r2_floor: Annotated[float | None, Field(le=1, allow_inf_nan=False)] = Field(
+        default=None,
+        description="Regressor: absolute minimum of R2 on the test split, whatever "
+        "regression_metric is (empty: none; 0 = no better than predicting the mean).",
     )
     parity_tolerance: Annotated[float, Field(gt=0, le=1)] = Field(
         default=1e-4,
@@ -113,6 +138,23 @@ class GatePolicy(BaseModel):
             min_relative_change=self.min_relative_change_vs_champion,
         )
 
+    def metric_for(self, task: Task) -> str:
+        """The metric the quality gates of a version of `task` compare."""
+        return self.regression_metric if task == REGRESSION else self.quality_metric
+
+    def quality_rules(self, task: Task) -> tuple[MetricThreshold, MetricThreshold]:
+        """(vs baseline, vs champion) for a version of `task`, in its metric's direction."""
+        better = greater_is_better(self.metric_for(task))
+        vs_baseline = MetricThreshold(
+            min_relative_change=-self.max_relative_drop_vs_baseline, greater_is_better=better
+        )
+        if task == CLASSIFICATION:
+            return vs_baseline, self.vs_champion
+        return vs_baseline, MetricThreshold(
+            min_relative_change=-self.regression_max_relative_loss_vs_champion,
+            greater_is_better=better,
+        )
+
     @property
     def size_bytes_budget(self) -> int | None:
         return None if self.size_mb_budget is None else int(self.size_mb_budget * 1024 * 1024)
@@ -135,6 +177,12 @@ class Measurements:
     parity_max_abs_diff: float | None
     # Median CPU time of one batch-1 call on the measuring thread (None: not measured).
     model_cpu_p50_ms: float | None = None
+    task: Task = CLASSIFICATION
+
+    @classmethod
+    def of_other_task(cls, version: int, task: Task) -> "Measurements":
+        """A version of another task than the one judged: nothing measurable to compare."""
+        return cls(version, {}, {}, math.nan, 0, None, None, task)
 
 
 @dataclass(frozen=True)
@@ -241,23 +289,45 @@ def evaluate_gates(
     champion: Measurements | None,
     policy: GatePolicy,
 ) -> GateReport:
-    metric = policy.quality_metric
+    task = candidate.task
+    metric = policy.metric_for(task)
     if metric not in candidate.metrics:
         raise GateConfigError(
             f"unknown quality metric {metric!r}; measured: {', '.join(sorted(candidate.metrics))}"
         )
     value = candidate.metrics[metric]
+    vs_baseline, vs_champion = policy.quality_rules(task)
+    champion_version = champion.version if champion is not None else None
     results: list[GateResult] = []
-    if policy.quality_floor is not None:
+    if champion is not None and champion.task != task:
+        # A registered model keeps one task: a regressor judged against a classifier's
+        # numbers (or the reverse) would compare nothing.
+        results.append(
+            GateResult(
+                f"task vs champion v{champion.version}",
+                False,
+                f"candidate is {task}, champion is {champion.task}",
+                f"same task ({', '.join(TASK_METRICS[task])})",
+            )
+        )
+        champion = None
+    if task == CLASSIFICATION and policy.quality_floor is not None:
         results += compare_metric(
             metric, value, None, MetricThreshold(threshold=policy.quality_floor)
+        )
+    if task == REGRESSION and policy.regression_r2_floor is not None:
+        results += compare_metric(
+            "r2",
+            candidate.metrics["r2"],
+            None,
+            MetricThreshold(threshold=policy.regression_r2_floor),
         )
     if baseline is not None and baseline.version != candidate.version:
         results += compare_metric(
             f"{metric} vs baseline v{baseline.version}",
             value,
             baseline.metrics[metric],
-            policy.vs_baseline,
+            vs_baseline,
         )
     else:
         results.append(
@@ -268,7 +338,7 @@ def evaluate_gates(
             f"{metric} vs champion v{champion.version}",
             value,
             champion.metrics[metric],
-            policy.vs_champion,
+            vs_champion,
         )
     else:
         results.append(GateResult(f"{metric} vs champion", True, "no other champion", "-", True))
@@ -323,7 +393,6 @@ def evaluate_gates(
                 f">= {policy.per_class_recall_floor:g}",
             )
         )
-    champion_version = champion.version if champion is not None else None
     baseline_version = baseline.version if baseline is not None else None
     return GateReport(model, candidate.version, baseline_version, champion_version, tuple(results))
 

@@ -50,3 +50,26 @@ class Standardized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+class ScaledOutput(nn.Module):
+    """Turns a regressor's standardized output back into target units, with the target's
+    training mean and standard deviation frozen in.
+
+    Training fits the standardized target (a unit-scale loss whatever the target's units);
+    baking the inverse into the module means the exported ONNX graph outputs raw values.
+    """
+
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("target_mean", mean.to(torch.float32).reshape(1))
+        self.register_buffer(
+            "target_std", torch.where(std > 0, std, torch.ones_like(std)).float().reshape(1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.target_std + self.target_mean

@@ -1,7 +1,8 @@
-"""Exports a torch classifier to a single-file ONNX model and checks it against torch.
+"""Exports a torch model to a single-file ONNX model and checks it against torch.
 
 The graph takes `features` (float32, [batch, n_features]) and returns `logits`
-(float32, [batch, n_classes]); the batch axis is dynamic.
+(float32, [batch, n_classes]) for a classifier or `prediction` (float32, [batch, 1]) for a
+regressor; the batch axis is dynamic.
 """
 
 import logging
@@ -16,10 +17,12 @@ from torch import nn
 from chassis.digests import sha256_file
 from chassis.errors import ExportError, ParityError
 from chassis.runtime import create_session, run_batches
+from chassis.task import CLASSIFICATION, REGRESSION, Task
 from chassis.training import predict_logits
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
+OUTPUT_NAMES: dict[Task, str] = {CLASSIFICATION: OUTPUT_NAME, REGRESSION: "prediction"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,9 @@ class ExportedModel:
     opset: int
 
 
-def export_onnx(module: nn.Module, n_features: int, destination: Path) -> Path:
+def export_onnx(
+    module: nn.Module, n_features: int, destination: Path, output_name: str = OUTPUT_NAME
+) -> Path:
     """Export with torch's dynamo exporter into one file (no external data)."""
     module.eval()
     example = torch.zeros(2, n_features, dtype=torch.float32)
@@ -46,7 +51,7 @@ def export_onnx(module: nn.Module, n_features: int, destination: Path) -> Path:
                 (example,),
                 str(destination),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[output_name],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 external_data=False,
                 dynamo=True,
@@ -85,8 +90,9 @@ def export_and_verify(
     parity_inputs: np.ndarray,
     destination: Path,
     tolerance: float,
+    task: Task = CLASSIFICATION,
 ) -> ExportedModel:
-    path = export_onnx(module, n_features, destination)
+    path = export_onnx(module, n_features, destination, OUTPUT_NAMES[task])
     diff = check_parity(module, path, parity_inputs, tolerance)
     import onnx
 

@@ -1,7 +1,8 @@
 """Drafts a training-data expectation suite from a dataset, for a user to review and commit.
 
 The draft pins what the training split looks like today: the columns, numeric dtypes, value
-ranges, no nulls, the label set, and a row-count floor at half of today's rows. Edit it to
+ranges, no nulls, the label set (a regressor's target: its range), and a row-count floor at
+half of today's rows. Edit it to
 encode what the data *should* look like; Chassis only ever reads the committed file.
 """
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from chassis.modelspec import Dataset
+from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 
@@ -19,7 +21,9 @@ def _plain(value: Any) -> Any:
     return cast(Any, value.item()) if isinstance(value, np.generic) else value
 
 
-def scaffold_training_suite(dataset: Dataset, name: str) -> dict[str, Any]:
+def scaffold_training_suite(
+    dataset: Dataset, name: str, task: Task = DEFAULT_TASK
+) -> dict[str, Any]:
     frame: pd.DataFrame = dataset.train
     expectations: list[dict[str, Any]] = [
         {
@@ -53,16 +57,30 @@ def scaffold_training_suite(dataset: Dataset, name: str) -> dict[str, Any]:
             },
         ]
     label = dataset.label_column
-    expectations += [
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label}},
-        {
-            "type": "expect_column_values_to_be_in_set",
-            "kwargs": {
-                "column": label,
-                "value_set": sorted(_plain(v) for v in frame[label].unique()),
-            },
-        },
-    ]
+    expectations.append(
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label}}
+    )
+    if task == CLASSIFICATION:
+        expectations.append(
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {
+                    "column": label,
+                    "value_set": sorted(_plain(v) for v in frame[label].unique()),
+                },
+            }
+        )
+    else:
+        expectations.append(
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": label,
+                    "min_value": _plain(frame[label].min()),
+                    "max_value": _plain(frame[label].max()),
+                },
+            }
+        )
     return {
         "name": name,
         "meta": {"generated_by": "chassis scaffold-suite", "split": "train"},

@@ -22,11 +22,13 @@ from chassis.registry.tags import (
     TAG_FEATURE_COLUMNS,
     TAG_N_CLASSES,
     TAG_N_FEATURES,
+    TAG_N_OUTPUTS,
     TAG_PARENT_VERSION,
     TAG_PROGRAM_MISSING,
     TAG_SPEC,
 )
-from chassis.training import rebuild_classifier
+from chassis.task import Task, task_of
+from chassis.training import rebuild_module
 from chassis.weights import load_weights
 
 
@@ -38,6 +40,7 @@ class LoadedVersion:
     n_classes: int | None
     # Why `module` is None, in words a user can act on.
     no_module_reason: str
+    task: Task = "classification"
 
     @property
     def label(self) -> str:
@@ -57,7 +60,9 @@ def load_version(registry: Registry, name: str, version: int, workdir: Path) -> 
         raise RegistryError(f"{name} v{version} has no {TAG_SPEC} tag; cannot load its spec")
     n_classes = files.tags.get(TAG_N_CLASSES)
     module, reason = _torch_module(files, reference)
-    return LoadedVersion(files, reference, module, int(n_classes) if n_classes else None, reason)
+    return LoadedVersion(
+        files, reference, module, int(n_classes) if n_classes else None, reason, task_of(files.tags)
+    )
 
 
 def evaluation_rows(registry: Registry, files: VersionFiles, workdir: Path) -> Dataset:
@@ -76,7 +81,7 @@ def evaluation_rows(registry: Registry, files: VersionFiles, workdir: Path) -> D
             f"{files.name} v{files.version} stores no test rows and names no spec to load them"
         )
     spec = load_spec(reference)
-    return load_dataset(spec.load_data, spec.name)
+    return load_dataset(spec.load_data, spec.name, task_of(files.tags))
 
 
 def rows_for(dataset: Dataset, tags: dict[str, str], label: str) -> Dataset:
@@ -113,8 +118,9 @@ def _torch_module(files: VersionFiles, reference: str) -> tuple[nn.Module | None
 def _rebuild_from_spec(files: VersionFiles, reference: str, label: str) -> nn.Module:
     """A version registered before programs were stored: its spec's current code."""
     assert files.weights_path is not None
-    n_features, n_classes = files.tags.get(TAG_N_FEATURES), files.tags.get(TAG_N_CLASSES)
-    if not n_features or not n_classes:
+    n_features = files.tags.get(TAG_N_FEATURES)
+    n_outputs = files.tags.get(TAG_N_OUTPUTS) or files.tags.get(TAG_N_CLASSES)
+    if not n_features or not n_outputs:
         raise RegistryError(f"{label} records no {TAG_N_FEATURES}/{TAG_N_CLASSES} tags")
     spec = load_spec(reference)
     if spec.build_model is None:
@@ -123,10 +129,11 @@ def _rebuild_from_spec(files: VersionFiles, reference: str, label: str) -> nn.Mo
             "longer builds a model (it imports one now)"
         )
     try:
-        return rebuild_classifier(
+        return rebuild_module(
             spec.build_model,
+            task_of(files.tags),
             int(n_features),
-            int(n_classes),
+            int(n_outputs),
             load_weights(files.weights_path),
         )
     except ChassisError as error:

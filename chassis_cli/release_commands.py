@@ -209,8 +209,11 @@ def run_scaffold(args: argparse.Namespace, context: Context) -> int:
     from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
 
     spec = load_spec(args.spec)
-    scaffold = scaffold_training_suite if args.kind == "training" else scaffold_serving_suite
-    document = scaffold(load_dataset(spec.load_data, spec.name), f"{spec.name}.{args.kind}")
+    dataset = load_dataset(spec.load_data, spec.name, spec.task)
+    if args.kind == "training":
+        document = scaffold_training_suite(dataset, f"{spec.name}.training", spec.task)
+    else:
+        document = scaffold_serving_suite(dataset, f"{spec.name}.serving")
     text = json.dumps(document, indent=2) + "\n"
     if output is not None:
         output.write_text(text)

@@ -103,8 +103,12 @@ def compress(
         loaded, dataset = load_parent(registry, model_name, version, workdir / "parent")
         setup = classifier_setup(loaded, dataset)
         built = build_candidates(setup, options, workdir / "candidates")
-        measured, quality = measure_candidates(built, dataset, setup.n_classes, measure_settings)
-        selection = select(measured, quality.primary_metric, selection_policy)
+        measured, quality = measure_candidates(
+            built, dataset, setup.n_classes, measure_settings, setup.task
+        )
+        selection = select(
+            measured, quality.primary_metric, selection_policy, quality.greater_is_better
+        )
         logged = log_compression(
             loaded=loaded,
             measured=measured,

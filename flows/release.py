@@ -21,6 +21,7 @@ from flows.compression import CompressionOutcome, CompressionPolicyParameter, co
 from flows.promotion import AliasOutcome, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, rollout
 from flows.training import (
+    TEST_METRIC_NAMES,
     EpochsParameter,
     SeedParameter,
     SpecParameter,
@@ -210,8 +211,11 @@ def publish_release_summary(
         ("training data suite", "passed"),
         (
             "baseline",
-            f"test accuracy {metrics['test_accuracy']:.4f}, "
-            f"macro-F1 {metrics['test_macro_f1']:.4f}",
+            ", ".join(
+                f"test {shown} {metrics[f'test_{name}']:.4f}"
+                for name, shown in TEST_METRIC_NAMES.items()
+                if f"test_{name}" in metrics
+            ),
         ),
         (
             "ONNX parity",

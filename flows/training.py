@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from chassis import data as core_data
 from chassis.data import class_count
-from chassis.evaluation import ClassificationReport
+from chassis.evaluation import METRIC_LABELS, QualityReport
 from chassis.lineage import git_commit, trained_version_tags
 from chassis.modelspec import Dataset, ModelForm, ModelSpec
 from chassis.onnx_export import ExportedModel
@@ -218,7 +218,7 @@ def make_model(
         trained = import_torch_module(spec, dataset)
     exported = export_onnx(trained, dataset, workdir, tolerance)
     program = export_torch_program(trained, dataset, workdir)
-    return NewModel(exported, program, trained.n_features, trained.n_classes, trained)
+    return NewModel(exported, program, trained.n_features, trained.n_classes, trained, trained.task)
 
 
 def lineage_tags(spec: str, fingerprint: str, new: NewModel, dataset: Dataset) -> dict[str, str]:
@@ -231,6 +231,7 @@ def lineage_tags(spec: str, fingerprint: str, new: NewModel, dataset: Dataset) -
         new.n_classes,
         dataset.feature_columns,
         git_commit(),
+        new.task,
     )
 
 
@@ -239,7 +240,7 @@ def training_outcome(
     model_name: str,
     logged: LoggedRun,
     fingerprint: str,
-    report: ClassificationReport,
+    report: QualityReport,
     exported: ExportedModel,
     registered: RegisteredVersion | None,
     unchanged: tuple[int, str] | None,
@@ -292,6 +293,11 @@ def publish_training_artifacts(
         description=f"Test-split metrics of {outcome.model_name} v{outcome.version}",
     )
     lineage_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(tags.items()))
+    test_rows = "\n".join(
+        f"| test {label} | {metrics[f'test_{name}']:.4f} |"
+        for name, label in METRIC_LABELS.items()
+        if f"test_{name}" in metrics
+    )
     parity = metrics.get("parity_max_abs_diff")
     parity_text = "not measured (no torch twin)" if parity is None else f"{parity:.2e}"
     made = {
@@ -304,8 +310,7 @@ def publish_training_artifacts(
 
 | | |
 |---|---|
-| test accuracy | {metrics["test_accuracy"]:.4f} |
-| test macro-F1 | {metrics["test_macro_f1"]:.4f} |
+{test_rows}
 | ONNX parity max abs diff | {parity_text} |
 | ONNX size | {new.exported.size_bytes:,} bytes |
 | made by | {made} |

@@ -19,8 +19,8 @@ from chassis.compression.measure import (
     Measurement,
     MeasureSettings,
     QualityTask,
-    classification_task,
     measure_all,
+    quality_task,
 )
 from chassis.compression.select import Selection, SelectionPolicy, select_candidate
 from chassis.errors import CompressionError
@@ -29,6 +29,7 @@ from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import TAG_PARENT_VERSION
 from chassis.runtime import onnx_input_name
 from chassis.settings import ChassisSettings
+from chassis.task import CLASSIFICATION, Task
 from chassis.tracking import CandidateRun, LoggedCompression, Tracking
 from chassis.version_loader import LoadedVersion, load_version
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
@@ -40,7 +41,7 @@ def load_parent(
 ) -> tuple[LoadedVersion, Dataset]:
     """The registered version (sha256 verified), its torch twin, and its spec's dataset."""
     loaded = load_version(registry, model_name, version, workdir)
-    if loaded.n_classes is None:
+    if loaded.n_classes is None and loaded.task == CLASSIFICATION:
         raise CompressionError(f"{loaded.label} records no class count; it is not a classifier")
     if loaded.module is None and TAG_PARENT_VERSION in loaded.files.tags:
         raise CompressionError(
@@ -50,26 +51,31 @@ def load_parent(
     if loaded.module is None:
         get_run_logger().warning("int8 candidates only: %s", loaded.no_module_reason)
     spec = loaded.spec()
-    dataset = core_data.load_dataset(spec.load_data, spec.name)
+    dataset = core_data.load_dataset(spec.load_data, spec.name, loaded.task)
     get_run_logger().info(
-        "parent %s v%d (%s), sha256 verified", model_name, version, loaded.spec_reference
+        "parent %s v%d (%s, %s), sha256 verified",
+        model_name,
+        version,
+        loaded.spec_reference,
+        loaded.task,
     )
     return loaded, dataset
 
 
 def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup:
-    assert loaded.n_classes is not None
+    task = loaded.task
     return ClassifierSetup(
         baseline=loaded.module,
         baseline_onnx=loaded.files.onnx_path,
         n_features=len(dataset.feature_columns),
         n_classes=loaded.n_classes,
         x_train=core_data.features(dataset.train, dataset),
-        y_train=core_data.labels(dataset.train, dataset),
+        y_train=core_data.truth(dataset.train, dataset, task),
         x_val=core_data.features(dataset.validation, dataset),
-        y_val=core_data.labels(dataset.validation, dataset),
+        y_val=core_data.truth(dataset.validation, dataset, task),
         build_student=loaded.spec().build_student,
         no_module_reason=loaded.no_module_reason,
+        task=task,
     )
 
 
@@ -88,10 +94,14 @@ def build_candidates(
 
 @task(name="measure-candidates", **NO_CACHE_TASK)
 def measure_candidates(
-    built: BuildResult, dataset: Dataset, n_classes: int, settings: MeasureSettings
+    built: BuildResult,
+    dataset: Dataset,
+    n_classes: int | None,
+    settings: MeasureSettings,
+    task: Task = CLASSIFICATION,
 ) -> tuple[list[Measurement], QualityTask]:
     """Every candidate on the test split through ONNX Runtime, with identical settings."""
-    quality = classification_task(core_data.labels(dataset.test, dataset), n_classes)
+    quality = quality_task(task, core_data.truth(dataset.test, dataset, task), n_classes)
     feeds = {
         onnx_input_name(built.candidates[0].onnx_path): core_data.features(dataset.test, dataset)
     }
@@ -99,10 +109,9 @@ def measure_candidates(
     logger = get_run_logger()
     for m in measured:
         logger.info(
-            "%s: accuracy %.4f, agreement %.4f, b1 p50 %.3f ms, %d bytes",
+            "%s: %s, b1 p50 %.3f ms, %d bytes",
             m.name,
-            m.quality["accuracy"],
-            m.quality["agreement"],
+            ", ".join(f"{k} {v:.4f}" for k, v in m.quality.items()),
             m.latency_ms.get("b1_p50", float("nan")),
             m.size_bytes,
         )
@@ -110,8 +119,13 @@ def measure_candidates(
 
 
 @task(name="select-candidate", **NO_CACHE_TASK)
-def select(measured: list[Measurement], primary_metric: str, policy: SelectionPolicy) -> Selection:
-    selection = select_candidate(measured, BASELINE, primary_metric, policy)
+def select(
+    measured: list[Measurement],
+    primary_metric: str,
+    policy: SelectionPolicy,
+    greater_is_better: bool = True,
+) -> Selection:
+    selection = select_candidate(measured, BASELINE, primary_metric, policy, greater_is_better)
     get_run_logger().info(selection.explanation)
     return selection
 

@@ -19,6 +19,7 @@ from chassis.gates import (
 )
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
+from chassis.task import task_of
 from chassis.tracking import Tracking
 from chassis.version_loader import evaluation_rows, load_version, rows_for
 from chassis.version_measure import measure_classifier
@@ -50,13 +51,18 @@ def measure_versions(
             rows = dataset
         else:
             other = registry.fetch_version(model_name, number, workdir / f"v{number}")
+            if task_of(other.tags) != candidate.task:
+                # Measured on this data as its own task would mean nothing: the gates say so.
+                return Measurements.of_other_task(number, task_of(other.tags))
             onnx_path, module = other.onnx_path, None
             rows = rows_for(dataset, other.tags, f"{model_name} v{number}")
-        measured = measure_classifier(number, onnx_path, rows, module, candidate.n_classes)
+        measured = measure_classifier(
+            number, onnx_path, rows, module, candidate.n_classes, candidate.task
+        )
         logger.info(
-            "v%d: accuracy %.4f, p99 %.3f ms, %d bytes",
+            "v%d: %s, p99 %.3f ms, %d bytes",
             number,
-            measured.metrics["accuracy"],
+            ", ".join(f"{k} {v:.4f}" for k, v in measured.metrics.items()),
             measured.latency_p99_ms,
             measured.size_bytes,
         )

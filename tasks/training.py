@@ -1,6 +1,7 @@
 """Tasks of the training slice: spec, data checks, training, evaluation, ONNX, MLflow."""
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from chassis import data as core_data
 from chassis import expectations, onnx_export, torch_program
 from chassis.aliases import CHAMPION
 from chassis.errors import ProgramError, RegistryError, SpecError
-from chassis.evaluation import ClassificationReport, classification_report
+from chassis.evaluation import QualityReport, quality_report
 from chassis.evaluation_split import write_evaluation_split
 from chassis.lineage import same_model_as_champion
 from chassis.model_import import imported_module, imported_onnx
@@ -30,7 +31,8 @@ from chassis.runtime import create_session, run_batches
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.tracking import LoggedRun, Tracking
-from chassis.training import TrainedModel, train_classifier
+from chassis.task import CLASSIFICATION, REGRESSION, Task
+from chassis.training import VALIDATION_METRIC, TrainedModel, train_model
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
@@ -54,9 +56,10 @@ def resolve_spec(
 
 @task(name="load-dataset", **NO_CACHE_TASK)
 def load_dataset(spec: ModelSpec) -> Dataset:
-    dataset = core_data.load_dataset(spec.load_data, spec.name)
+    dataset = core_data.load_dataset(spec.load_data, spec.name, spec.task)
     get_run_logger().info(
-        "dataset: %d train / %d validation / %d test rows, %d features, label %r",
+        "%s dataset: %d train / %d validation / %d test rows, %d features, label %r",
+        spec.task,
         len(dataset.train),
         len(dataset.validation),
         len(dataset.test),
@@ -76,7 +79,7 @@ def validate_training_data(
         suite = expectations.load_suite(path)
     else:
         # No suite committed: check the structural draft so the data is at least well-formed.
-        document = scaffold_training_suite(dataset, f"{spec.name}.training (draft)")
+        document = scaffold_training_suite(dataset, f"{spec.name}.training (draft)", spec.task)
         document["expectations"] = [
             e for e in document["expectations"] if e["type"] != "expect_column_values_to_be_between"
         ]
@@ -106,18 +109,18 @@ def train_baseline(
         overrides["epochs"] = epochs
     config = type(config)(**{**config.__dict__, **overrides})
 
-    def report(epoch: int, loss: float, val_accuracy: float) -> None:
+    metric = VALIDATION_METRIC[spec.task]
+
+    def report(epoch: int, loss: float, validation: float) -> None:
         if epoch == 1 or epoch % 10 == 0 or epoch == config.epochs:
             logger.info(
-                "epoch %d/%d loss %.4f val_accuracy %.4f", epoch, config.epochs, loss, val_accuracy
+                "epoch %d/%d loss %.4f val_%s %.4f", epoch, config.epochs, loss, metric, validation
             )
 
     assert spec.build_model is not None, "only a build_model spec is trained"
-    trained = train_classifier(spec.build_model, dataset, config, on_epoch=report)
+    trained = train_model(spec.build_model, dataset, config, spec.task, on_epoch=report)
     logger.info(
-        "best epoch %d, validation accuracy %.4f",
-        trained.best_epoch,
-        trained.best_validation_accuracy,
+        "best epoch %d, validation %s %.4f", trained.best_epoch, metric, trained.best_validation
     )
     return trained
 
@@ -128,7 +131,12 @@ def export_onnx(
 ) -> onnx_export.ExportedModel:
     parity_inputs = core_data.features(dataset.test, dataset)
     exported = onnx_export.export_and_verify(
-        trained.module, trained.n_features, parity_inputs, workdir / "model.onnx", tolerance
+        trained.module,
+        trained.n_features,
+        parity_inputs,
+        workdir / "model.onnx",
+        tolerance,
+        trained.task,
     )
     get_run_logger().info(
         "ONNX %d bytes, sha256 %s, parity max |diff| %.2e (tolerance %.0e)",
@@ -208,23 +216,32 @@ class NewModel:
     exported: onnx_export.ExportedModel  # the bytes that will be served
     program: ProgramExport
     n_features: int
-    n_classes: int
+    n_classes: int | None  # None for a regressor
     # The torch module, with its training summary when Chassis trained it; None for an
     # imported ONNX file.
     trained: TrainedModel | None = None
+    task: Task = CLASSIFICATION
+
+    def reference_predictions(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A regressor's predicted values of its reference rows, from the bytes that will be
+        served (drift on predictions); None for a classifier."""
+        if self.task != REGRESSION:
+            return None
+        session = create_session(self.exported.path)
+        return lambda x: run_batches(session, x)[:, 0]
 
 
 NO_PROGRAM_FOR_ONNX = "imported as an ONNX file: there is no torch module to store"
 
 
 @task(name="evaluate-test-split", **NO_CACHE_TASK)
-def evaluate(new: NewModel, dataset: Dataset) -> ClassificationReport:
+def evaluate(new: NewModel, dataset: Dataset) -> QualityReport:
     """Test-split quality of the ONNX bytes that will be served."""
     x = core_data.features(dataset.test, dataset)
-    y = core_data.labels(dataset.test, dataset)
+    y = core_data.truth(dataset.test, dataset, new.task)
     scores = run_batches(create_session(new.exported.path), x)
-    report = classification_report(y, scores.argmax(axis=1), new.n_classes)
-    get_run_logger().info("test accuracy %.4f, macro-F1 %.4f", report.accuracy, report.macro_f1)
+    report = quality_report(new.task, y, scores, new.n_classes)
+    get_run_logger().info("test %s", report.summary())
     return report
 
 
@@ -235,7 +252,7 @@ def log_to_mlflow(
     spec: ModelSpec,
     dataset: Dataset,
     new: NewModel,
-    report: ClassificationReport,
+    report: QualityReport,
     suite_result: expectations.SuiteResult,
     fingerprint: str,
     settings: ChassisSettings,
@@ -248,7 +265,9 @@ def log_to_mlflow(
     exported, trained = new.exported, new.trained
     # The drift check compares served traffic with this sample of the training data.
     reference_path = exported.path.with_name("reference.parquet")
-    reference_sample(dataset).to_parquet(reference_path, index=False)
+    reference_sample(dataset, predict=new.reference_predictions()).to_parquet(
+        reference_path, index=False
+    )
     # The version carries all it is judged and compressed with: its test rows, its weights
     # and its torch program (the module as data), so the spec's code may change later.
     evaluation_path = exported.path.with_name("evaluation.parquet")
@@ -264,8 +283,9 @@ def log_to_mlflow(
     params: dict[str, object] = {
         "spec": spec_reference,
         "model_form": spec.form,
+        "task": new.task,
         "n_features": new.n_features,
-        "n_classes": new.n_classes,
+        **({"n_classes": new.n_classes} if new.n_classes is not None else {}),
         "onnx_opset": exported.opset,
         "dataset_fingerprint": fingerprint,
     }
@@ -275,8 +295,9 @@ def log_to_mlflow(
         metrics["parity_max_abs_diff"] = exported.parity_max_abs_diff
     if trained is not None:
         params["parameter_count"] = trained.parameter_count
-        metrics["val_accuracy" if spec.form == "torch" else "best_val_accuracy"] = (
-            trained.best_validation_accuracy
+        validation = f"val_{trained.validation_metric}"
+        metrics[validation if spec.form == "torch" else f"best_{validation}"] = (
+            trained.best_validation
         )
     if spec.form == "train":
         assert trained is not None
@@ -320,7 +341,7 @@ def register_version(
     spec_reference: str,
     spec: ModelSpec,
     logged: LoggedRun,
-    report: ClassificationReport,
+    report: QualityReport,
     tags: dict[str, str],
 ) -> RegisteredVersion:
     registered = registry.register_version(
@@ -340,8 +361,7 @@ def register_version(
         },
         description=spec.description,
         version_description=f"{'Trained by Chassis' if spec.form == 'train' else 'Imported'} "
-        f"from {spec_reference}; test accuracy "
-        f"{report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}.",
+        f"from {spec_reference}; test {report.summary()}.",
     )
     get_run_logger().info("registered %s version %d", registered.name, registered.version)
     return registered

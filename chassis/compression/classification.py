@@ -1,10 +1,12 @@
-"""Builds the compression candidates of a classifier (raw features -> logits).
+"""Builds the compression candidates of a classifier (raw features -> logits) or a
+regressor (raw features -> [batch, 1] values in target units).
 
 Each candidate is exported to ONNX (parity checked against its torch module where it has
 one) so that measuring, logging and registering all deal with files.
 """
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
 from chassis.compression import candidates as names
 from chassis.compression.candidates import CANDIDATE_NAMES, Candidate
 from chassis.compression.distill import (
     check_distillation_options,
     distill_classifier,
+    distill_regressor,
     wrap_like_teacher,
 )
 from chassis.compression.policy import CALIBRATION_METHODS, DEFAULT_POLICY
@@ -31,17 +35,19 @@ from chassis.errors import CompressionError
 from chassis.modelspec import ModelBuilder
 from chassis.onnx_export import export_and_verify
 from chassis.runtime import onnx_input_name
+from chassis.task import CLASSIFICATION, REGRESSION, Task, output_width
 from chassis.training import build_module
 
 
 @dataclass(frozen=True)
 class ClassifierSetup:
-    """The baseline and the data its candidates are made from (features as float32)."""
+    """The baseline and the data its candidates are made from (features as float32; `y_*`
+    class labels, or a regressor's targets). `n_classes` is None for a regressor."""
 
     baseline: nn.Module | None  # None: an ONNX graph with no torch twin (int8 only)
     baseline_onnx: Path
     n_features: int
-    n_classes: int
+    n_classes: int | None
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -49,6 +55,23 @@ class ClassifierSetup:
     build_student: ModelBuilder | None = None
     # Why `baseline` is None, for the candidates that need a torch module.
     no_module_reason: str = ""
+    task: Task = CLASSIFICATION
+
+    @property
+    def n_outputs(self) -> int:
+        return output_width(self.task, self.n_classes)
+
+    def fine_tune_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """What fine-tuning after pruning minimizes: cross-entropy (None) for a classifier,
+        squared error over the target's variance (unit scale) for a regressor."""
+        if self.task != REGRESSION:
+            return None
+        variance = max(float(np.var(self.y_train)), 1e-12)
+
+        def scaled_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return functional.mse_loss(outputs[:, 0], targets.float()) / variance
+
+        return scaled_mse
 
 
 @dataclass(frozen=True)
@@ -133,6 +156,7 @@ def build_classifier_candidates(
             setup.x_val,
             workdir / f"{stem}.onnx",
             options.parity_tolerance,
+            setup.task,
         ).path
 
     def dynamic(source: Path, stem: str) -> Path:
@@ -188,6 +212,7 @@ def build_classifier_candidates(
                 epochs=options.finetune_epochs,
                 learning_rate=options.learning_rate,
                 seed=options.seed,
+                loss_fn=setup.fine_tune_loss(),
             )
             path = export(pruned, "pruned")
             recipe = {
@@ -215,23 +240,14 @@ def build_classifier_candidates(
         else:
             torch.manual_seed(options.seed)
             student = build_module(
-                setup.build_student, setup.n_features, setup.n_classes, "build_student"
+                setup.build_student, setup.n_features, setup.n_outputs, "build_student"
             )
-            student = distill_classifier(
-                baseline,
-                wrap_like_teacher(student, baseline),
-                setup.x_train,
-                setup.y_train,
-                setup.x_val,
-                setup.y_val,
-                temperature=options.temperature,
-                alpha=options.alpha,
-                epochs=options.distill_epochs,
-                seed=options.seed,
-            )
+            student = distill(setup, baseline, wrap_like_teacher(student, baseline), options)
             path = export(student, "distilled")
             recipe = {
-                "distillation": "kd-soft-targets",
+                "distillation": "kd-soft-targets"
+                if setup.task == CLASSIFICATION
+                else "mse-to-teacher",
                 "temperature": options.temperature,
                 "alpha": options.alpha,
                 "distill_epochs": options.distill_epochs,
@@ -249,3 +265,34 @@ def build_classifier_candidates(
                     )
                 )
     return BuildResult(built, skipped)
+
+
+def distill(
+    setup: ClassifierSetup, teacher: nn.Module, student: nn.Module, options: CompressionOptions
+) -> nn.Module:
+    """The student taught by the baseline: soft targets for a classifier, the squared error
+    to the teacher's outputs for a regressor (no temperature there)."""
+    if setup.task == REGRESSION:
+        return distill_regressor(
+            teacher,
+            student,
+            setup.x_train,
+            setup.y_train,
+            setup.x_val,
+            setup.y_val,
+            alpha=options.alpha,
+            epochs=options.distill_epochs,
+            seed=options.seed,
+        )
+    return distill_classifier(
+        teacher,
+        student,
+        setup.x_train,
+        setup.y_train,
+        setup.x_val,
+        setup.y_val,
+        temperature=options.temperature,
+        alpha=options.alpha,
+        epochs=options.distill_epochs,
+        seed=options.seed,
+    )

@@ -2,6 +2,8 @@
 
 Classifiers: loss = alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE(labels).
 The T^2 factor keeps the soft-target gradients on the scale of the hard-label ones.
+Regressors: loss = alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, targets), both
+over the target's variance (unit scale whatever its units); no temperature.
 Embedding models: loss = 1 - cosine(student, teacher) + MSE of the embeddings, optionally
 plus the MSE of every token's hidden state, on unlabelled text.
 """
@@ -15,7 +17,7 @@ from torch import nn
 from torch.nn import functional
 
 from chassis.errors import CompressionError
-from chassis.models import Standardized
+from chassis.models import ScaledOutput, Standardized
 
 
 def check_distillation_options(temperature: float, alpha: float) -> None:
@@ -26,10 +28,66 @@ def check_distillation_options(temperature: float, alpha: float) -> None:
 
 
 def wrap_like_teacher(student: nn.Module, teacher: nn.Module) -> nn.Module:
-    """The student behind the teacher's frozen scaler, so both take the same raw features."""
+    """The student behind the teacher's frozen scalers, so both take the same raw features
+    (and a regressor's student outputs the same target units)."""
+    if isinstance(teacher, ScaledOutput):
+        return ScaledOutput(
+            wrap_like_teacher(student, teacher.model),
+            teacher.target_mean.clone(),
+            teacher.target_std.clone(),
+        )
     if isinstance(teacher, Standardized):
         return Standardized(student, teacher.mean.clone(), teacher.std.clone())
     return student
+
+
+def distill_regressor(
+    teacher: nn.Module,
+    student: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    alpha: float = 0.7,
+    epochs: int = 30,
+    learning_rate: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
+    """Train `student` (raw features -> [batch, 1] values) on the squared error to the
+    teacher's outputs (weight alpha) and to the targets; lowest validation RMSE wins."""
+    check_distillation_options(1.0, alpha)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    teacher.eval()
+    inputs = torch.from_numpy(x_train)
+    targets = torch.from_numpy(y_train.astype(np.float32)).reshape(-1, 1)
+    with torch.no_grad():
+        taught = teacher(inputs)
+    variance = targets.var().clamp(min=1e-12)
+    val_inputs, val_targets = torch.from_numpy(x_val), torch.from_numpy(y_val.astype(np.float32))
+    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
+    best_state, best_rmse = copy.deepcopy(student.state_dict()), float("inf")
+    for _ in range(max(1, epochs)):
+        student.train()
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad()
+            predicted = student(inputs[batch])
+            soft = functional.mse_loss(predicted, taught[batch]) / variance
+            hard = functional.mse_loss(predicted, targets[batch]) / variance
+            (alpha * soft + (1.0 - alpha) * hard).backward()
+            optimizer.step()
+        student.eval()
+        with torch.inference_mode():
+            errors = student(val_inputs)[:, 0] - val_targets
+            rmse = float(errors.pow(2).mean().sqrt())
+        if rmse < best_rmse:
+            best_state, best_rmse = copy.deepcopy(student.state_dict()), rmse
+    student.load_state_dict(best_state)
+    return student.eval()
 
 
 def distill_classifier(

@@ -2,8 +2,9 @@
 
 Quality is pluggable: a `QualityTask` turns (candidate outputs, baseline outputs) into
 metrics and names the one selection compares. Classifiers use labels (accuracy, macro-F1)
-and agreement with the baseline's predictions; embedding models use cosine similarity to
-the baseline's embeddings.
+and agreement with the baseline's predictions; regressors use targets (RMSE, lower is
+better, MAE, R2) and their largest relative difference from the baseline's predictions;
+embedding models use cosine similarity to the baseline's embeddings.
 """
 
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
 from chassis.digests import sha256_file
 from chassis.errors import CompressionError
 from chassis.runtime import create_session, first_output
+from chassis.task import REGRESSION, Task
 
 QualityFunction = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
@@ -30,6 +32,7 @@ class QualityTask:
     kind: str
     primary_metric: str
     evaluate: QualityFunction
+    greater_is_better: bool = True
 
 
 def classification_task(labels: np.ndarray, n_classes: int) -> QualityTask:
@@ -42,6 +45,29 @@ def classification_task(labels: np.ndarray, n_classes: int) -> QualityTask:
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "agreement": agreement}
 
     return QualityTask("classification", "accuracy", evaluate)
+
+
+def regression_task(targets: np.ndarray) -> QualityTask:
+    from chassis.evaluation import regression_report
+
+    def evaluate(outputs: np.ndarray, baseline_outputs: np.ndarray) -> dict[str, float]:
+        report = regression_report(targets, outputs[:, 0])
+        difference = np.abs(outputs[:, 0] - baseline_outputs[:, 0]).astype(np.float64)
+        scale = np.maximum(np.abs(baseline_outputs[:, 0]).astype(np.float64), 1e-12)
+        return {
+            **report.quality(),
+            "max_relative_difference": float((difference / scale).max(initial=0.0)),
+        }
+
+    return QualityTask("regression", "rmse", evaluate, greater_is_better=False)
+
+
+def quality_task(task: Task, truth: np.ndarray, n_classes: int | None) -> QualityTask:
+    """The quality measure of a model of `task` on labelled rows."""
+    if task == REGRESSION:
+        return regression_task(truth)
+    assert n_classes is not None, "a classifier's quality needs its number of classes"
+    return classification_task(truth, n_classes)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -38,13 +38,14 @@ class CompressionPolicy(BaseModel):
 
     tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.01,
-        description="How much test accuracy a candidate may lose against the baseline: a "
-        "fraction of it (relative, 0.01 = 1%) or accuracy points (absolute).",
+        description="How much of the task's primary test metric a candidate may lose against "
+        "the baseline (a classifier's accuracy; a regressor's RMSE, which may rise): a "
+        "fraction of it (relative, 0.01 = 1%) or metric units (absolute).",
     )
     tolerance_mode: ToleranceMode = Field(
         default="relative",
-        description="relative: tolerance is a fraction of the baseline's accuracy; absolute: "
-        "accuracy points.",
+        description="relative: tolerance is a fraction of the baseline's metric; absolute: "
+        "metric units (accuracy points, or the target's units for RMSE).",
     )
     objective: Objective = Field(
         default="balanced",

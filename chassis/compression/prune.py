@@ -378,15 +378,17 @@ def fine_tune(
     learning_rate: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> nn.Module:
-    """A few epochs of cross-entropy on the training split to recover what pruning cost."""
+    """A few epochs on the training split to recover what pruning cost: cross-entropy on
+    class labels unless `loss_fn` (outputs, targets -> loss) says otherwise."""
     if epochs <= 0:
         return module.eval()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     for _ in range(epochs):
         module.train()
         order = torch.randperm(len(inputs), generator=generator)

@@ -1,5 +1,8 @@
 """Accuracy-aware selection: the best candidate whose quality stays within tolerance.
 
+Quality is the task's primary metric in its own direction: a classifier's accuracy may fall
+to a floor below the baseline's, a regressor's RMSE may rise to a ceiling above it.
+
 Pure: takes measurements, returns the winner and a plain-language explanation. The baseline
 always qualifies, so selection never fails on quality; when no compressed candidate passes,
 the baseline is selected and the explanation says so.
@@ -44,10 +47,13 @@ class SelectionPolicy:
                 f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}"
             )
 
-    def floor(self, baseline_quality: float) -> float:
+    def floor(self, baseline_quality: float, greater_is_better: bool = True) -> float:
+        """The worst quality a candidate may have: below the baseline's when higher is
+        better, above it (a ceiling) when lower is better."""
+        loss = -1.0 if greater_is_better else 1.0
         if self.mode == "relative":
-            return baseline_quality * (1.0 - self.tolerance)
-        return baseline_quality - self.tolerance
+            return baseline_quality * (1.0 + loss * self.tolerance)
+        return baseline_quality + loss * self.tolerance
 
     def describe(self) -> str:
         if self.mode == "relative":
@@ -95,6 +101,7 @@ def select_candidate(
     baseline_name: str,
     primary_metric: str,
     policy: SelectionPolicy,
+    greater_is_better: bool = True,
 ) -> Selection:
     by_name = {m.name: m for m in measurements}
     if baseline_name not in by_name:
@@ -105,26 +112,35 @@ def select_candidate(
             f"quality metric {primary_metric!r} was not measured; measured: "
             f"{', '.join(sorted(baseline.quality))}"
         )
-    floor = policy.floor(baseline.quality[primary_metric])
+    floor = policy.floor(baseline.quality[primary_metric], greater_is_better)
+    # sign * quality is higher-is-better whatever the metric's direction.
+    sign = 1.0 if greater_is_better else -1.0
+    bound, beyond = ("floor", "below") if greater_is_better else ("ceiling", "above")
+    within = ">=" if greater_is_better else "<="
     verdicts: list[Verdict] = []
 
     for m in measurements:
-        quality = m.quality.get(primary_metric, -math.inf)
+        quality = m.quality.get(primary_metric, -sign * math.inf)
         score = objective_score(m, baseline, policy)
         if m.name == baseline_name:
             passed, reason = True, "reference"
-        elif not math.isfinite(quality) or quality < floor:
+        elif not math.isfinite(quality) or sign * quality < sign * floor:
             passed = False
-            reason = f"{primary_metric} {quality:.4f} below floor {floor:.4f}"
+            reason = f"{primary_metric} {quality:.4f} {beyond} {bound} {floor:.4f}"
         else:
-            passed, reason = True, f"{primary_metric} {quality:.4f} >= floor {floor:.4f}"
+            passed = True
+            reason = f"{primary_metric} {quality:.4f} {within} {bound} {floor:.4f}"
         verdicts.append(Verdict(m.name, quality, passed, score, reason))
 
     passing = [v for v in verdicts if v.passed]
-    # Lower objective score wins; ties go to higher quality, then to the baseline.
-    winner = min(passing, key=lambda v: (v.score, -v.quality, v.name != baseline_name, v.name))
+    # Lower objective score wins; ties go to better quality, then to the baseline.
+    winner = min(
+        passing, key=lambda v: (v.score, -sign * v.quality, v.name != baseline_name, v.name)
+    )
     fallback = all(v.name == baseline_name for v in passing)
-    explanation = explain(winner, baseline_name, fallback, floor, primary_metric, policy, verdicts)
+    explanation = explain(
+        winner, baseline_name, fallback, floor, primary_metric, policy, verdicts, greater_is_better
+    )
     return Selection(
         winner.name, baseline_name, fallback, floor, primary_metric, verdicts, explanation
     )
@@ -138,10 +154,13 @@ def explain(
     primary_metric: str,
     policy: SelectionPolicy,
     verdicts: list[Verdict],
+    greater_is_better: bool = True,
 ) -> str:
     base = next(v for v in verdicts if v.name == baseline_name)
+    within = ">=" if greater_is_better else "<="
     rule = (
-        f"Candidates must keep {primary_metric} >= {floor:.4f} (baseline {base.quality:.4f}, "
+        f"Candidates must keep {primary_metric} {within} {floor:.4f} (baseline "
+        f"{base.quality:.4f}, "
         f"{policy.describe()}); among those, the lowest {policy.objective} score wins "
         f"(score relative to the baseline, which scores 1.00)."
     )

@@ -16,4 +16,5 @@ def bundled_suite(file_name: str) -> str:
 BUNDLED_SPECS: dict[str, str] = {
     "digits": "chassis.specs.digits:spec",
     "wine": "chassis.specs.wine:spec",
+    "diabetes": "chassis.specs.diabetes:spec",
 }

@@ -1,4 +1,5 @@
-"""Deterministic stratified train/validation/test splits for bundled datasets."""
+"""Deterministic train/validation/test splits for bundled datasets: stratified by class for
+a classifier, plain shuffled for a regressor (a continuous target has no classes)."""
 
 from typing import cast
 
@@ -15,13 +16,39 @@ def stratified_splits(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> Dataset:
+    return _splits(frame, label_column, validation_fraction, test_fraction, seed, stratify=True)
+
+
+def random_splits(
+    frame: pd.DataFrame,
+    label_column: str,
+    *,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    return _splits(frame, label_column, validation_fraction, test_fraction, seed, stratify=False)
+
+
+def _splits(
+    frame: pd.DataFrame,
+    label_column: str,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+    *,
+    stratify: bool,
+) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     # sklearn has no types: given a frame, train_test_split returns its two parts as frames.
     rest, test = cast(
         list[pd.DataFrame],
         train_test_split(
-            frame, test_size=test_fraction, stratify=frame[label_column], random_state=seed
+            frame,
+            test_size=test_fraction,
+            stratify=frame[label_column] if stratify else None,
+            random_state=seed,
         ),
     )
     train, validation = cast(
@@ -29,7 +56,7 @@ def stratified_splits(
         train_test_split(
             rest,
             test_size=validation_fraction / (1 - test_fraction),
-            stratify=rest[label_column],
+            stratify=rest[label_column] if stratify else None,
             random_state=seed,
         ),
     )

@@ -108,3 +108,45 @@ def test_unknown_objective_and_mode_are_refused():
 def test_unmeasured_metric_is_refused():
     with pytest.raises(SelectionPolicyError, match="'cosine_mean' was not measured"):
         select_candidate([BASELINE], "baseline", "cosine_mean", SelectionPolicy())
+
+
+def regressor(name, rmse, size, latency):
+    return Measurement(
+        name=name,
+        recipe={},
+        quality={"rmse": rmse, "mae": rmse * 0.8, "r2": 0.5},
+        latency_ms={"b1_p50": latency, "b1_p99": latency * 2},
+        size_bytes=size,
+        parameter_count=size // 4,
+        sha256="0" * 64,
+        onnx_path=Path(f"{name}.onnx"),
+    )
+
+
+def test_a_regressor_may_lose_rmse_up_to_a_ceiling_above_the_baseline():
+    pool = [
+        regressor("baseline", 50.0, 200_000, 1.0),
+        regressor("small", 50.4, 20_000, 0.9),  # +0.8 %: within 1 %
+        regressor("crushed", 51.0, 1_000, 0.1),  # +2 %: beyond it
+    ]
+    selection = select_candidate(
+        pool, "baseline", "rmse", SelectionPolicy(), greater_is_better=False
+    )
+    assert selection.selected == "small"
+    assert selection.floor == pytest.approx(50.5)
+    verdicts = {v.name: v for v in selection.verdicts}
+    assert verdicts["crushed"].reason == "rmse 51.0000 above ceiling 50.5000"
+    assert verdicts["small"].reason == "rmse 50.4000 <= ceiling 50.5000"
+    assert "keep rmse <= 50.5000" in selection.explanation
+
+
+def test_a_lower_rmse_wins_a_tie_on_the_objective():
+    pool = [
+        regressor("baseline", 50.0, 200_000, 1.0),
+        regressor("b", 49.0, 20_000, 0.5),
+        regressor("a", 50.2, 20_000, 0.5),
+    ]
+    selection = select_candidate(
+        pool, "baseline", "rmse", SelectionPolicy(), greater_is_better=False
+    )
+    assert selection.selected == "b"
