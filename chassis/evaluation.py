@@ -25,6 +25,15 @@ TASK_METRICS: dict[Task, tuple[str, ...]] = {
     REGRESSION: ("rmse", "mae", "r2"),
 }
 
+# How reports and summaries name each metric.
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R2",
+}
+
 
 def primary_metric(task: Task) -> str:
     return TASK_METRICS[task][0]

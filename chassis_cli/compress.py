@@ -30,8 +30,8 @@ def add_compress_parser(commands: Any) -> None:
         description="Build compression candidates of a registered version (ONNX Runtime "
         "dynamic and static int8, structured pruning, distillation into the spec's student, "
         "and their int8 combinations), measure each as ONNX on the test split, and register "
-        "the best one whose accuracy stays within the tolerance. If none does, the version "
-        "stays selected and nothing is registered.",
+        "the best one whose accuracy (a regressor: RMSE) stays within the tolerance. If "
+        "none does, the version stays selected and nothing is registered.",
     )
     parser.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
     parser.add_argument(
@@ -57,17 +57,22 @@ def run_compress(args: argparse.Namespace, context: Context) -> int:
 def print_compression(outcome: Any) -> None:
     from rich.table import Table
 
+    from chassis.evaluation import METRIC_LABELS
     from chassis_cli.display import out
 
     table = Table(title=f"{outcome.model_name} v{outcome.parent_version}: compression")
-    for column in ("candidate", "passed", "accuracy", "b1 p50 ms", "size bytes", "score"):
+    # The task's primary metric: accuracy for a classifier, RMSE for a regressor.
+    first = outcome.rows[0] if outcome.rows else {}
+    metric = next((m for m in ("accuracy", "rmse") if m in first), "accuracy")
+    for column in ("candidate", "passed", METRIC_LABELS[metric], "b1 p50 ms", "size bytes"):
         table.add_column(column)
+    table.add_column("score")
     for row in outcome.rows:
         name = row["candidate"] + (" *" if row["selected"] else "")
         table.add_row(
             name,
             row["passed"],
-            f"{row.get('accuracy', float('nan')):.4f}",
+            f"{row.get(metric, float('nan')):.4f}",
             f"{row.get('b1_p50_ms', float('nan')):.4f}",
             f"{row['size_bytes']:,}",
             f"{row['score']:.3f}",

@@ -55,8 +55,11 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
     table = Table(title=title, show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_row("test accuracy", f"{metrics['test_accuracy']:.4f}")
-    table.add_row("test macro-F1", f"{metrics['test_macro_f1']:.4f}")
+    from chassis.evaluation import METRIC_LABELS
+
+    for name, label in METRIC_LABELS.items():  # the test metrics of the version's task
+        if f"test_{name}" in metrics:
+            table.add_row(f"test {label}", f"{metrics[f'test_{name}']:.4f}")
     parity = metrics.get("parity_max_abs_diff")
     table.add_row(
         "ONNX parity max |diff|",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from chassis import tracking
 from chassis.aliases import CHAMPION
+from chassis.evaluation import METRIC_LABELS
 from chassis.gates import GatePolicy
 from chassis.registry import AliasChange, Registry
 from chassis.rollout.policy import RolloutPolicy
@@ -21,7 +22,6 @@ from flows.compression import CompressionOutcome, CompressionPolicyParameter, co
 from flows.promotion import AliasOutcome, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, rollout
 from flows.training import (
-    TEST_METRIC_NAMES,
     EpochsParameter,
     SeedParameter,
     SpecParameter,
@@ -213,7 +213,7 @@ def publish_release_summary(
             "baseline",
             ", ".join(
                 f"test {shown} {metrics[f'test_{name}']:.4f}"
-                for name, shown in TEST_METRIC_NAMES.items()
+                for name, shown in METRIC_LABELS.items()
                 if f"test_{name}" in metrics
             ),
         ),

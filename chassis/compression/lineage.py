@@ -2,7 +2,7 @@
 parent, and the ones that record how it was made.
 
 A compressed version is the same trained model in another form, so it keeps its parent's
-spec, dataset fingerprint, shapes, input columns and git commit (the drift check, a
+spec, dataset fingerprint, task, shapes, input columns and git commit (the drift check, a
 retraining and the gates read these on any version) and adds the parent's version, the
 candidate's name and its recipe. Its own run and ONNX digest are its own.
 """
@@ -19,17 +19,21 @@ from chassis.registry.tags import (
     TAG_GIT_COMMIT,
     TAG_N_CLASSES,
     TAG_N_FEATURES,
+    TAG_N_OUTPUTS,
     TAG_ONNX_SHA256,
     TAG_PARENT_VERSION,
     TAG_RECIPE,
     TAG_RUN_ID,
     TAG_SPEC,
+    TAG_TASK,
 )
 
 INHERITED_TAGS = (
     TAG_SPEC,
     TAG_DATASET_FINGERPRINT,
+    TAG_TASK,
     TAG_N_FEATURES,
+    TAG_N_OUTPUTS,
     TAG_N_CLASSES,
     TAG_FEATURE_COLUMNS,
     TAG_GIT_COMMIT,

@@ -49,6 +49,21 @@ def test_a_compressed_version_keeps_what_describes_the_trained_model():
     assert tag_names.TAG_GIT_COMMIT not in child  # empty on the parent: nothing to inherit
 
 
+def test_a_compressed_regressor_keeps_its_task_and_output_width():
+    parent = {
+        tag_names.TAG_SPEC: "pkg.specs:diabetes",
+        tag_names.TAG_TASK: "regression",
+        tag_names.TAG_N_FEATURES: "10",
+        tag_names.TAG_N_OUTPUTS: "1",
+    }
+    child = compressed_version_tags(
+        parent, 1, run_id="r", onnx_sha256="d", flow_run_id="f", candidate="pruned", recipe={}
+    )
+    assert child[tag_names.TAG_TASK] == "regression"
+    assert child[tag_names.TAG_N_OUTPUTS] == "1"
+    assert tag_names.TAG_N_CLASSES not in child
+
+
 def test_its_own_run_digest_and_judgements_are_not_inherited():
     child = tags()
     assert child[tag_names.TAG_RUN_ID] == "child-run"
