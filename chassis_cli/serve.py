@@ -14,6 +14,7 @@ from chassis_cli.policy_options import add_model_options, given_values
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
     from chassis.settings import ChassisSettings
+    from chassis.task import Task
 
 POLICY = "serving_"
 
@@ -118,19 +119,22 @@ def build_app(
     )
 
 
-def prediction_log_factory(settings: "ChassisSettings") -> "Callable[[str, list[str]], Any]":
+def prediction_log_factory(
+    settings: "ChassisSettings",
+) -> "Callable[[str, list[str], Task], Any]":
     from chassis.serving.prediction_log import PredictionLogger
     from chassis.storage import BlobStore
 
     store = BlobStore(settings, settings.resolved_prediction_log_root())
 
-    def build(model: str, feature_names: list[str]) -> PredictionLogger:
+    def build(model: str, feature_names: list[str], task: "Task") -> PredictionLogger:
         return PredictionLogger(
             model,
             feature_names,
             store.write,
             settings.prediction_log_sample_rate,
             settings.prediction_log_flush_seconds,
+            task=task,
         ).start()
 
     return build

@@ -12,7 +12,8 @@ one slow request, a GC pause or a small sample cannot decide a rollout:
   `max_latency_ratio` x stable's upper bound + slack;
 - latency budget: fail when the candidate's p99 lower bound exceeds the budget;
 - agreement with stable on mirrored requests: fail when its upper bound is below
-  `min_agreement`.
+  `min_agreement`. A classifier agrees on a row when the labels are equal; a regressor when
+  the relative difference of the values is at most `value_agreement_tolerance`.
 
 A step passes only with the samples that would have caught a candidate as bad as the
 policy's detect_* settings; before that it is inconclusive.
@@ -149,13 +150,19 @@ def _latency_checks(
 
 
 def _agreement_check(candidate: VersionCounts, policy: RolloutPolicy, z: float) -> Check:
-    lower, upper = wilson(candidate.agreed, candidate.compared, z)
-    share = candidate.agreed / candidate.compared if candidate.compared else math.nan
+    agreed, compared = candidate.agreement(policy.value_agreement_tolerance)
+    lower, upper = wilson(agreed, compared, z)
+    share = agreed / compared if compared else math.nan
+    within = (
+        f" within relative difference {policy.value_agreement_tolerance:g}"
+        if any(candidate.difference_buckets)
+        else ""
+    )
     return Check(
         "agreement with stable",
-        "fail" if candidate.compared and upper < policy.min_agreement else "ok",
-        f"{share:.4f} over {candidate.compared} mirrored rows, in [{lower:.4f}, {upper:.4f}]",
-        f">= {policy.min_agreement:g}",
+        "fail" if compared and upper < policy.min_agreement else "ok",
+        f"{share:.4f} over {compared} mirrored rows, in [{lower:.4f}, {upper:.4f}]",
+        f">= {policy.min_agreement:g}{within}",
     )
 
 

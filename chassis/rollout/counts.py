@@ -27,10 +27,28 @@ class VersionCounts:
     # whatever the load (see chassis.serving.batching).
     cpu_buckets: tuple[int, ...] = ()
     latency_sum: float = field(default=0.0, compare=False)
+    # A regressor's mirrored rows by relative difference from the other version's answer
+    # (upper bounds, and per-bucket counts with one more for above the last bound). Its
+    # `compared` is their total; which of them agree depends on the policy's tolerance.
+    difference_bounds: tuple[float, ...] = ()
+    difference_buckets: tuple[int, ...] = ()
 
     @property
     def answered(self) -> int:
         return int(sum(self.buckets))
+
+    def agreement(self, value_tolerance: float) -> tuple[int, int]:
+        """(agreed, compared) rows: a classifier's equal labels; a regressor's rows whose
+        relative difference is at most `value_tolerance`, counted up to the largest bucket
+        bound not above it, so never more rows than truly agree."""
+        if not any(self.difference_buckets):
+            return self.agreed, self.compared
+        within = sum(
+            count
+            for bound, count in zip(self.difference_bounds, self.difference_buckets, strict=False)
+            if bound <= value_tolerance
+        )
+        return within, self.compared
 
     def _combine(self, other: "VersionCounts", sign: int) -> "VersionCounts":
         if self.bounds and other.bounds and self.bounds != other.bounds:
@@ -38,11 +56,24 @@ class VersionCounts:
                 "latency histograms with different buckets cannot be combined; "
                 "run the same Chassis version on every replica"
             )
+        if (
+            self.difference_bounds
+            and other.difference_bounds
+            and self.difference_bounds != other.difference_bounds
+        ):
+            raise CountsError(
+                "relative-difference histograms with different buckets cannot be combined; "
+                "run the same Chassis version on every replica"
+            )
         bounds = self.bounds or other.bounds
         empty = (0,) * (len(bounds) + 1 if bounds else 0)
+        difference_bounds = self.difference_bounds or other.difference_bounds
+        no_differences = (0,) * (len(difference_bounds) + 1 if difference_bounds else 0)
 
-        def combined(mine: tuple[int, ...], theirs: tuple[int, ...]) -> tuple[int, ...]:
-            mine, theirs = mine or empty, theirs or empty
+        def combined(
+            mine: tuple[int, ...], theirs: tuple[int, ...], zero: tuple[int, ...] = empty
+        ) -> tuple[int, ...]:
+            mine, theirs = mine or zero, theirs or zero
             return tuple(a + sign * b for a, b in zip(mine, theirs, strict=True))
 
         return VersionCounts(
@@ -54,6 +85,10 @@ class VersionCounts:
             buckets=combined(self.buckets, other.buckets),
             cpu_buckets=combined(self.cpu_buckets, other.cpu_buckets),
             latency_sum=self.latency_sum + sign * other.latency_sum,
+            difference_bounds=difference_bounds,
+            difference_buckets=combined(
+                self.difference_buckets, other.difference_buckets, no_differences
+            ),
         )
 
     def __add__(self, other: "VersionCounts") -> "VersionCounts":
@@ -67,7 +102,7 @@ class VersionCounts:
             window.executions < 0
             or window.errors < 0
             or window.compared < 0
-            or any(b < 0 for b in window.buckets + window.cpu_buckets)
+            or any(b < 0 for b in window.buckets + window.cpu_buckets + window.difference_buckets)
         ):
             return self
         return window
@@ -105,6 +140,7 @@ def from_exposition(text: str, model: str) -> ModelCounts:
     agreed: dict[int, float] = {}
     le_samples: dict[int, list[tuple[str, float]]] = {}
     cpu_samples: dict[int, list[tuple[str, float]]] = {}
+    difference_samples: dict[int, list[tuple[str, float]]] = {}
     sums: dict[int, float] = {}
     try:
         families = list(text_string_to_metric_families(text))
@@ -133,23 +169,30 @@ def from_exposition(text: str, model: str) -> ModelCounts:
                 le_samples.setdefault(version, []).append((labels["le"], sample.value))
             elif name == "chassis_model_cpu_seconds_bucket":
                 cpu_samples.setdefault(version, []).append((labels["le"], sample.value))
+            elif name == "chassis_shadow_relative_difference_bucket":
+                difference_samples.setdefault(version, []).append((labels["le"], sample.value))
             elif name == "chassis_request_latency_seconds_sum":
                 sums[version] = sample.value
-    versions = set(executions) | set(compared) | set(le_samples)
+    versions = set(executions) | set(compared) | set(le_samples) | set(difference_samples)
     result: ModelCounts = {}
     for version in versions:
         bounds, buckets = _histogram(le_samples.get(version, []))
         cpu_bounds, cpu_buckets = _histogram(cpu_samples.get(version, []))
         if bounds and cpu_bounds and cpu_bounds != bounds:
             raise CountsError("the CPU and latency histograms of a version differ in buckets")
+        difference_bounds, difference_buckets = _histogram(difference_samples.get(version, []))
+        # A regressor's mirrored rows are counted in its difference histogram only.
+        compared_rows = compared.get(version, 0) + sum(difference_buckets)
         result[version] = VersionCounts(
             executions=int(executions.get(version, 0)),
             errors=int(errors.get(version, 0)),
-            compared=int(compared.get(version, 0)),
+            compared=int(compared_rows),
             agreed=int(agreed.get(version, 0)),
             bounds=bounds or cpu_bounds,
             buckets=buckets,
             cpu_buckets=cpu_buckets,
             latency_sum=sums.get(version, 0.0),
+            difference_bounds=difference_bounds,
+            difference_buckets=difference_buckets,
         )
     return result

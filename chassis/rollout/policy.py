@@ -135,6 +135,12 @@ class RolloutPolicy(BaseModel):
         default=0.05,
         description="Agreement below min_agreement by this much must be caught by one step.",
     )
+    value_agreement_tolerance: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.1,
+        description="Regressor: a mirrored prediction agrees with the champion's when their "
+        "relative difference |candidate - champion| / |champion| is at most this (0.1 = "
+        "10%); the share that agrees is judged against min_agreement.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "RolloutPolicy":

@@ -48,6 +48,7 @@ from chassis.serving.routing import choose_version, mirror_pair
 from chassis.serving.state import Mode, RolloutState, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits
+from chassis.task import CLASSIFICATION, REGRESSION, Task, task_of
 
 logger = logging.getLogger("chassis.gateway")
 
@@ -68,8 +69,8 @@ class GatewayConfig:
     keep_warm_seconds: float = 300.0
     # A prediction not answered by then gets a 504 and its queued work is dropped.
     request_timeout_seconds: float = 30.0
-    # Builds the prediction log of a model from its feature names; None: no logging.
-    prediction_log: Callable[[str, list[str]], PredictionLogger] | None = None
+    # Builds the prediction log of a model from its feature names and task; None: no logging.
+    prediction_log: Callable[[str, list[str], Task], PredictionLogger] | None = None
     # False: a model that cannot be served (readiness.py's `missing`) stops the gateway at
     # start. True: the others serve, and it is looked for every `missing_retry_seconds`.
     allow_missing_models: bool = False
@@ -86,6 +87,8 @@ class ServedVersion:
     batcher: MicroBatcher
     feature_names: list[str]
     stats: VersionStats = field(default_factory=VersionStats)
+    # What its answers are: class labels (argmax of its logits) or predicted values.
+    task: Task = CLASSIFICATION
     # Metric tallies by role, looked up once per version and role, not per request.
     tallies: dict[str, RoleTally] = field(default_factory=dict)
 
@@ -103,7 +106,7 @@ class ServedModel:
 
 class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's cost
     version: int
-    predictions: list[int]
+    predictions: list[int] | list[float]  # class labels, or a regressor's values
 
 
 class Gateway:
@@ -145,8 +148,9 @@ class Gateway:
         directory = verified_cache.version_dir(self.config.cache_dir, name, version)
         files = self.registry.fetch_version(name, version, directory)
         sha256 = files.tags[TAG_ONNX_SHA256]
-        served = self._open(name, version, files.onnx_path, sha256, None)
-        verified_cache.remember(directory, files.onnx_path, sha256, served.feature_names)
+        task = task_of(files.tags)
+        served = self._open(name, version, files.onnx_path, sha256, None, task)
+        verified_cache.remember(directory, files.onnx_path, sha256, served.feature_names, task)
         return served
 
     def _open(
@@ -156,6 +160,7 @@ class Gateway:
         onnx_path: Path,
         sha256: str,
         feature_names: list[str] | None,
+        task: Task,
     ) -> ServedVersion:
         """A verified ONNX file as a served version (feature names from the registry when
         not given)."""
@@ -193,6 +198,7 @@ class Gateway:
                 self.metrics.version(name, str(version)).record_cpu,
             ),
             feature_names=feature_names,
+            task=task,
         )
 
     def _verified(self, model: ServedModel, version: int) -> ServedVersion:
@@ -236,7 +242,9 @@ class Gateway:
             return None
         if cached is None or cached.sha256 != digest:
             return None
-        return self._open(name, version, cached.onnx_path, cached.sha256, cached.feature_names)
+        return self._open(
+            name, version, cached.onnx_path, cached.sha256, cached.feature_names, cached.task
+        )
 
     @property
     def ready(self) -> bool:
@@ -332,9 +340,8 @@ class Gateway:
 
     def _serve(self, name: str, model: ServedModel) -> None:
         if self.config.prediction_log is not None and name not in self.logs:
-            self.logs[name] = self.config.prediction_log(
-                name, model.versions[model.state.stable_version].feature_names
-            )
+            stable = model.versions[model.state.stable_version]
+            self.logs[name] = self.config.prediction_log(name, stable.feature_names, stable.task)
         self.models[name] = model  # one assignment: its requests are answered from now on
 
     def _restore(self, name: str) -> ServedModel:
@@ -452,7 +459,7 @@ class Gateway:
                     return None
                 continue
             model.versions[version] = self._open(
-                name, version, cached.onnx_path, cached.sha256, cached.feature_names
+                name, version, cached.onnx_path, cached.sha256, cached.feature_names, cached.task
             )
         if state.candidate_version in model.versions and not state.orphaned(time.time()):
             model.state = state
@@ -494,10 +501,10 @@ class Gateway:
         answered = self._answer_now(model, served, rows, role)
         if answered is None:
             answered = await self._answer_queued(model, served, rows, role)
-        labels, predictions = answered
+        answers, predictions = answered
         log = self.logs.get(name)
         if log is not None:
-            log.record(version, rows, labels)
+            log.record(version, rows, answers)
         # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
         if state.mode != "stable" or state.warm_version is not None:
             pair = mirror_pair(state, self.rng)
@@ -522,8 +529,9 @@ class Gateway:
 
     async def _run(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
-    ) -> tuple[np.ndarray, list[int]]:
-        """Labels (array and list) of `rows`, measured under `role`."""
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
+        """Answers (array and list: labels, or a regressor's values) of `rows`, measured
+        under `role`."""
         answered = self._answer_now(model, served, rows, role)
         if answered is None:
             answered = await self._answer_queued(model, served, rows, role)
@@ -531,7 +539,7 @@ class Gateway:
 
     def _answer_now(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
-    ) -> tuple[np.ndarray, list[int]] | None:
+    ) -> tuple[np.ndarray, list[int] | list[float]] | None:
         if rows.shape[1] != served.n_features:
             raise _width_error(served, rows)
         started = time.perf_counter()
@@ -546,7 +554,7 @@ class Gateway:
 
     async def _answer_queued(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
-    ) -> tuple[np.ndarray, list[int]]:
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
         if rows.shape[1] != served.n_features:
             raise _width_error(served, rows)
         started = time.perf_counter()
@@ -577,15 +585,20 @@ class Gateway:
         role: str,
         logits: np.ndarray,
         seconds: float,
-    ) -> tuple[np.ndarray, list[int]]:
-        labels = logits.argmax(axis=1)
-        predictions = labels.tolist()
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
         served.stats.requests += 1
         served.stats.latencies_ms.append(seconds * 1000)
         tally = served.tallies.get(role)
         if tally is None:
             tally = self.metrics.tally(model.name, str(served.version), role)
             served.tallies[role] = tally
+        if served.task == REGRESSION:
+            values = logits[:, 0]
+            answered_values: list[float] = values.tolist()
+            tally.record_values(seconds, answered_values)
+            return values, answered_values
+        labels = logits.argmax(axis=1)
+        predictions: list[int] = labels.tolist()
         tally.record(seconds, predictions)
         return labels, predictions
 
@@ -606,7 +619,7 @@ class Gateway:
         version. (Timing X then Y showed two same-sized MLPs 1.7x apart in a shadow step,
         the one that had just answered live being the fast one; X, Y, X still 1.2x.)"""
         first, second = (judged, reference) if self.rng.random() < 0.5 else (reference, judged)
-        labels: dict[int, np.ndarray] = {}
+        answers: dict[int, np.ndarray] = {}
         calls = ((first, False), (second, False), (first, True), (second, True))
         for served, timed in calls:
             try:
@@ -618,8 +631,14 @@ class Gateway:
                     series.record_cpu(len(rows), served.batcher.last_cpu)
             except Exception:
                 return  # counted as an error of that version; the caller has its answer
-            labels[served.version] = answered[0]
-        agreed = int((labels[judged.version] == labels[reference.version]).sum())
+            answers[served.version] = answered[0]
+        if judged.task == REGRESSION and reference.task == REGRESSION:
+            # Agreement of values needs the rollout policy's tolerance: the gateway counts
+            # each row's relative difference; the analysis reads those counts (rollout/counts).
+            relative = relative_differences(answers[judged.version], answers[reference.version])
+            self.metrics.count_differences(model.name, str(judged.version), relative.tolist())
+            return
+        agreed = int((answers[judged.version] == answers[reference.version]).sum())
         judged.stats.shadow_compared += len(rows)
         judged.stats.shadow_agreed += agreed
         self.metrics.count_shadow(model.name, str(judged.version), agreed, len(rows))
@@ -914,6 +933,13 @@ class Gateway:
             close()
         else:
             loop.call_soon_threadsafe(close)
+
+
+def relative_differences(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|values - reference| / |reference| per row, in float64 (a zero reference: the
+    absolute difference over a tiny floor, so any difference from 0 counts as large)."""
+    reference = reference.astype(np.float64)
+    return np.abs(values.astype(np.float64) - reference) / np.maximum(np.abs(reference), 1e-12)
 
 
 def _width_error(served: ServedVersion, rows: np.ndarray) -> RequestError:

@@ -1,11 +1,12 @@
 """Prometheus metrics per model version, on a registry of the gateway's own.
 
 A request adds to plain numbers: its (model, version, role) tally and the latency buckets
-and class counts of its version. The Prometheus families are built from those numbers
-when /metrics is scraped. prometheus_client's labelled children take a lock and a few
-Python calls per update, and four updates a request cost ~6 us, more than half the model
-itself. Updates and scrapes all run on the event loop's thread, so nothing needs a lock.
-The exposition (names, labels, `_created` series) is what Counter and Histogram give.
+and class counts (a regressor: the sum and count of its predicted values) of its version.
+The Prometheus families are built from those numbers when /metrics is scraped.
+prometheus_client's labelled children take a lock and a few Python calls per update, and
+four updates a request cost ~6 us, more than half the model itself. Updates and scrapes
+all run on the event loop's thread, so nothing needs a lock. The exposition (names,
+labels, `_created` series) is what Counter and Histogram give.
 """
 
 import os
@@ -19,6 +20,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -29,6 +31,12 @@ from prometheus_client.utils import floatToGoString
 # from their sum over replicas, or Prometheus's). The hot path's bisect costs the same.
 LATENCY_BUCKETS = tuple(2 ** (k / 4) for k in range(-64, 17))
 BUCKET_LABELS = [*(floatToGoString(bound) for bound in LATENCY_BUCKETS), "+Inf"]
+# A regressor's mirrored predictions are compared by relative difference |a - b| / |b|:
+# four buckets per doubling from ~1e-6 to 16, so the rollout analysis counts the rows within
+# its policy's tolerance from these counts alone (the bucket at or below it; see
+# rollout/counts.py), summed over replicas like every other counter.
+DIFFERENCE_BUCKETS = tuple(2 ** (k / 4) for k in range(-80, 17))
+DIFFERENCE_LABELS = [*(floatToGoString(bound) for bound in DIFFERENCE_BUCKETS), "+Inf"]
 
 
 def _created_series() -> bool:
@@ -46,10 +54,14 @@ class VersionSeries:
         "cpu_buckets",
         "cpu_sum",
         "created",
+        "difference_sum",
+        "differences",
         "errors",
         "labels",
         "latency_sum",
         "shadow",
+        "value_count",
+        "value_sum",
     )
 
     def __init__(self, model: str, version: str) -> None:
@@ -65,6 +77,12 @@ class VersionSeries:
         self.classes: dict[int, list[float]] = {}  # label -> [count, created]
         self.errors: dict[str, list[float]] = {}  # status -> [count, created]
         self.shadow: dict[str, list[float]] = {}  # "yes"/"no" -> [count, created]
+        # A regressor's predicted values (live answers), and the relative differences of its
+        # mirrored predictions from the other version's (per bucket, see DIFFERENCE_BUCKETS).
+        self.value_sum = 0.0
+        self.value_count = 0
+        self.differences = [0] * (len(DIFFERENCE_BUCKETS) + 1)
+        self.difference_sum = 0.0
 
     def record_cpu(self, rows: int, cpu_seconds: float) -> None:
         per_row = cpu_seconds / rows if rows else cpu_seconds
@@ -102,6 +120,17 @@ class RoleTally:
                 classes[label] = [1, time.time()]
             else:
                 tally[0] += 1
+
+    def record_values(self, seconds: float, values: list[float]) -> None:
+        """`record` for a regressor: its predicted values instead of classes."""
+        self.requests += 1
+        if not self.live:
+            return
+        series = self.series
+        series.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        series.latency_sum += seconds
+        series.value_sum += sum(values)
+        series.value_count += len(values)
 
 
 def _count(tallies: dict[str, list[float]], key: str, amount: int) -> None:
@@ -172,6 +201,14 @@ class GatewayMetrics(Collector):
         _count(shadow, "yes", agreed)
         _count(shadow, "no", compared - agreed)
 
+    def count_differences(self, model: str, version: str, relative: list[float]) -> None:
+        """A regressor's mirrored rows: each one's relative difference from the other's."""
+        series = self.version(model, version)
+        differences = series.differences
+        for value in relative:
+            differences[bisect_left(DIFFERENCE_BUCKETS, value)] += 1
+        series.difference_sum += sum(relative)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -207,6 +244,16 @@ class GatewayMetrics(Collector):
             "Shadow predictions compared with the stable answer",
             labels=["model", "version", "agreed"],
         )
+        values = SummaryMetricFamily(
+            "chassis_predicted_value",
+            "A regressor's predicted values (sum and count of the answers given)",
+            labels=["model", "version"],
+        )
+        differences = HistogramMetricFamily(
+            "chassis_shadow_relative_difference",
+            "A regressor's mirrored predictions: |this - other| / |other| per row",
+            labels=["model", "version"],
+        )
         for series in self.series.values():
             for family, tallies in (
                 (errors, series.errors),
@@ -224,6 +271,17 @@ class GatewayMetrics(Collector):
                 if not any(counts):
                     continue  # a version with errors only has no latency series, as before
                 _add_histogram(family, series, counts, total, created)
+            if series.value_count:
+                values.add_metric(series.labels, series.value_count, series.value_sum)
+            if any(series.differences):
+                _add_histogram(
+                    differences,
+                    series,
+                    series.differences,
+                    series.difference_sum,
+                    created,
+                    DIFFERENCE_LABELS,
+                )
         answered_errors = CounterMetricFamily(
             "chassis_http_errors",
             "Requests answered with an error status, by status (client errors included; the "
@@ -259,6 +317,8 @@ class GatewayMetrics(Collector):
             answered_errors,
             mismatch,
             serving,
+            values,
+            differences,
         )
 
 
@@ -268,10 +328,11 @@ def _add_histogram(
     counts: list[int],
     total: float,
     created: bool,
+    bucket_labels: list[str] = BUCKET_LABELS,
 ) -> None:
     cumulative = 0
     buckets: list[tuple[str, float]] = []
-    for label, count in zip(BUCKET_LABELS, counts, strict=True):
+    for label, count in zip(bucket_labels, counts, strict=True):
         cumulative += count
         buckets.append((label, cumulative))
     family.add_metric(series.labels, buckets, total)

@@ -96,7 +96,12 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                     "properties": {
                         "model": {"type": "string"},
                         "version": {"type": "integer"},
-                        "predictions": {"type": "array", "items": {"type": "integer"}},
+                        "predictions": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "description": "One per row: the class label (an integer) for "
+                            "a classifier, the predicted value for a regressor",
+                        },
                     },
                 },
                 "Error": {

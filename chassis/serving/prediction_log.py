@@ -1,5 +1,8 @@
 """The prediction log: served inputs, predictions, version and time, as Parquet files.
 
+The prediction column holds class labels (int64), or a regressor's predicted values
+(float64), so drift can be judged on predictions of either kind.
+
 Recording appends a reference to one request's arrays to a queue (sampled) on the request
 path: no lock and no copy there. A background thread drains the queue every few seconds
 into a preallocated column-major buffer, in chunks, and writes it as a Parquet file under
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from chassis.task import CLASSIFICATION, REGRESSION, Task
 
 if TYPE_CHECKING:
     from chassis.storage import BlobStore
@@ -45,11 +50,11 @@ def _yield_gil() -> None:
 
 
 class _Buffer:
-    def __init__(self, capacity: int, width: int) -> None:
+    def __init__(self, capacity: int, width: int, task: Task) -> None:
         # Column-major: each feature's values contiguous, as Arrow and Parquet take them.
         # (Transposing a row-major buffer at write time held the GIL for 5-20 ms.)
         self.features = np.empty((width, capacity), dtype=np.float32)
-        self.labels = np.empty(capacity, dtype=np.int64)
+        self.labels = np.empty(capacity, dtype=np.float64 if task == REGRESSION else np.int64)
         self.versions = np.empty(capacity, dtype=np.int64)
         self.times = np.empty(capacity, dtype=np.float64)
         self.size = 0
@@ -64,6 +69,7 @@ class PredictionLogger:
         sample_rate: float = 1.0,
         flush_seconds: float = 5.0,
         capacity: int = 100_000,
+        task: Task = CLASSIFICATION,
     ) -> None:
         self.model = model
         self.feature_names = feature_names
@@ -78,7 +84,7 @@ class PredictionLogger:
         # difference bounds the queue, and neither counter has two writers.
         self.queued_rows = 0
         self.taken_rows = 0
-        self.buffer = _Buffer(capacity, len(feature_names))
+        self.buffer = _Buffer(capacity, len(feature_names), task)
         self.flush_lock = threading.Lock()  # the thread and close() may both flush
         self.dropped_rows = 0
         self.rng = np.random.default_rng()
@@ -90,10 +96,10 @@ class PredictionLogger:
         return self
 
     def record(self, version: int, rows: np.ndarray, labels: np.ndarray) -> None:
-        """Queue one request's rows and predicted labels. The arrays are kept, not copied:
-        the caller must not change them afterwards (the gateway never does, every request
-        has its own). When a file's worth of rows is waiting (a stuck store), rows are
-        counted and dropped so memory can never grow without bound."""
+        """Queue one request's rows and predictions (labels, or a regressor's values). The
+        arrays are kept, not copied: the caller must not change them afterwards (the gateway
+        never does, every request has its own). When a file's worth of rows is waiting (a
+        stuck store), rows are counted and dropped so memory can never grow without bound."""
         if self.sample_rate < 1.0 and self.rng.random() >= self.sample_rate:
             return
         count = len(rows)

@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from chassis.digests import sha256_file
-from chassis.errors import IntegrityError
+from chassis.errors import ChassisError, IntegrityError
+from chassis.task import DEFAULT_TASK, Task, parse_task
 
 MANIFEST = "verified.json"
 
@@ -38,15 +39,23 @@ class CachedVersion:
     sha256: str
     feature_names: list[str]
     verified_at: float
+    task: Task = DEFAULT_TASK
 
 
-def remember(directory: Path, onnx_path: Path, sha256: str, feature_names: list[str]) -> None:
+def remember(
+    directory: Path,
+    onnx_path: Path,
+    sha256: str,
+    feature_names: list[str],
+    task: Task = DEFAULT_TASK,
+) -> None:
     """Record that `onnx_path` (inside `directory`) verified as `sha256`; atomic."""
     manifest = {
         "onnx": onnx_path.name,
         "sha256": sha256,
         "feature_names": feature_names,
         "verified_at": time.time(),
+        "task": task,
     }
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".manifest-")
     with os.fdopen(handle, "w") as file:
@@ -64,7 +73,9 @@ def recall(cache_dir: Path, name: str, version: int) -> CachedVersion | None:
         expected = str(manifest["sha256"])
         feature_names = [str(n) for n in manifest["feature_names"]]
         verified_at = float(manifest["verified_at"])
-    except (OSError, ValueError, KeyError, TypeError):
+        # A copy remembered before tasks were recorded is a classifier's.
+        task = parse_task(manifest.get("task", DEFAULT_TASK), "verified copy")
+    except (OSError, ValueError, KeyError, TypeError, ChassisError):
         return None
     if onnx_path.parent != directory or not onnx_path.is_file():
         return None
@@ -74,4 +85,4 @@ def recall(cache_dir: Path, name: str, version: int) -> CachedVersion | None:
             f"{name} v{version}: the local copy changed since it was verified (expected "
             f"sha256 {expected}, actual {actual}); refusing to load it"
         )
-    return CachedVersion(onnx_path, expected, feature_names, verified_at)
+    return CachedVersion(onnx_path, expected, feature_names, verified_at, task)
