@@ -7,10 +7,12 @@ finite value, no null or infinity spike) and, when the policy says so, pass the 
 serving suite (Great Expectations, run beforehand and handed in), else the verdict is
 `data-quality-failure`, never a silent "no drift"; only then Evidently's DataDriftPreset
 decides `drift` or `no-drift` from the share of drifted columns, on the rows whose
-features are all finite (the rows left out are counted in the result). Handed +/-inf,
-Evidently's column tests drop them silently while its dataset share counts such columns
-as drifted: a spike of infinities got a "no drift" (or "drift") verdict nobody had
-judged, and an all-infinite column a ValueError.
+features are all finite (the rows left out are counted in the result). A regressor's
+predicted values are one more numeric column when its reference holds them
+(`prediction_column`): predictions that move are drift even when no single feature does.
+Handed +/-inf, Evidently's column tests drop them silently while its dataset share counts
+such columns as drifted: a spike of infinities got a "no drift" (or "drift") verdict nobody
+had judged, and an all-infinite column a ValueError.
 """
 
 from collections.abc import Sequence
@@ -280,11 +282,14 @@ def detect_drift(
     html_path: Path | None = None,
     skipped_files: Sequence[SkippedFile] = (),
     serving_suite: SuiteResult | None = None,
+    prediction_column: str | None = None,
 ) -> DriftResult:
     """Judge `current` against `reference`; `skipped_files` (the window's unreadable log
     files) are carried into the result, and name the files when the window is empty.
     `serving_suite` is the window's result against the model's serving suite: failed, it is
-    a data-quality problem beside the others (policy serving_suite=fail) or a note (warn)."""
+    a data-quality problem beside the others (policy serving_suite=fail) or a note (warn).
+    `prediction_column` (a regressor's numeric predictions, in both frames) is judged as
+    one more column beside the features."""
     if reference is None or len(reference) == 0:
         raise DriftInputError("the reference snapshot is empty; cannot judge drift")
     check_schema(reference, features)
@@ -317,8 +322,16 @@ def detect_drift(
     finite_reference = finite_rows(reference, features)
     if len(finite_reference) == 0:
         raise DriftInputError("the reference snapshot has no row with every feature finite")
+    judged = [*features, prediction_column] if prediction_column else features
+    if prediction_column:
+        check_schema(reference, judged)
+        check_schema(current, judged)
     count, share, columns = run_evidently(
-        finite_reference, finite_current, features, policy, html_path
+        finite_rows(finite_reference, judged),
+        finite_rows(finite_current, judged),
+        judged,
+        policy,
+        html_path,
     )
     verdict: Verdict = "drift" if share >= policy.drift_share else "no-drift"
     return DriftResult(

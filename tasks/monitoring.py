@@ -16,6 +16,7 @@ from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
 from chassis.registry import Registry
 from chassis.registry.tags import TAG_SPEC
+from chassis.serving.prediction_log import PREDICTION
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.tracking import Tracking
@@ -117,8 +118,17 @@ def judge_drift(
     html_path: Path,
     serving_suite: SuiteResult | None,
 ) -> DriftResult:
+    # A regressor's reference holds its predicted values: judged as one more column.
+    prediction = PREDICTION if PREDICTION in reference.columns else None
     return detect_drift(
-        reference, window.frame, features, policy, html_path, window.skipped, serving_suite
+        reference,
+        window.frame,
+        features,
+        policy,
+        html_path,
+        window.skipped,
+        serving_suite,
+        prediction,
     )
 
 

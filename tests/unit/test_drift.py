@@ -247,3 +247,47 @@ def test_a_judged_window_is_not_unusable_and_logs_its_figures() -> None:
         "non_finite_rows_dropped": 3.0,
         "skipped_files": 0.0,
     }
+
+
+def with_predictions(data: pd.DataFrame, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """A regressor's frame: its predicted value beside the features (float64)."""
+    rng = np.random.default_rng([seed, 7])
+    return data.assign(prediction=150.0 + 40.0 * rng.normal(size=len(data)) + shift)
+
+
+def test_a_regressors_predictions_that_move_are_drift_though_no_feature_does():
+    reference = with_predictions(frame(seed=0))
+    current = with_predictions(frame(seed=1), shift=120.0, seed=1)
+    result = detect_drift(
+        reference, current, FEATURES, DriftPolicy(drift_share=0.2), None, (), None, "prediction"
+    )
+    assert result.verdict == "drift"
+    assert {c.column for c in result.columns if c.drifted} == {"prediction"}
+    # Without the prediction column judged, the same window is calm.
+    assert detect_drift(reference, current, FEATURES, DriftPolicy(drift_share=0.2)).verdict == (
+        "no-drift"
+    )
+
+
+def test_a_regressors_steady_predictions_are_no_drift():
+    result = detect_drift(
+        with_predictions(frame(seed=0)),
+        with_predictions(frame(seed=1), seed=1),
+        FEATURES,
+        DriftPolicy(),
+        prediction_column="prediction",
+    )
+    assert result.verdict == "no-drift"
+    assert "prediction" in {c.column for c in result.columns}
+
+
+def test_a_non_numeric_prediction_column_is_refused_naming_it():
+    current = frame(seed=1).assign(prediction="high")
+    with pytest.raises(DriftInputError, match=r"non-numeric column\(s\) \['prediction'\]"):
+        detect_drift(
+            with_predictions(frame(seed=0)),
+            current,
+            FEATURES,
+            DriftPolicy(),
+            prediction_column="prediction",
+        )

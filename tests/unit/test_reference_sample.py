@@ -49,3 +49,11 @@ def test_the_same_data_gives_the_same_reference():
 
 def test_the_bound_can_be_given():
     assert len(reference_sample(dataset(100), rows=10)) == 10
+
+
+def test_a_regressors_reference_holds_its_predicted_value_of_each_row():
+    data = dataset(100)
+    sample = reference_sample(data, rows=10, predict=lambda x: x[:, 0] * 2.0)
+    assert sample["prediction"].dtype == np.float64
+    assert np.allclose(sample["prediction"], sample[data.feature_columns[0]] * 2.0)
+    assert "prediction" not in reference_sample(data, rows=10).columns
