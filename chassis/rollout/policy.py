@@ -135,11 +135,16 @@ class RolloutPolicy(BaseModel):
         default=0.05,
         description="Agreement below min_agreement by this much must be caught by one step.",
     )
+    # A regressor's agreement checks that the candidate computes the same function (a lost
+    # scaler, a unit change or a swapped feature moves most rows by far more), not its
+    # quality, which the gates judged on RMSE. On a noisy target two good models differ row
+    # by row: the diabetes spec's distilled student, equal in RMSE, is within 10% of its
+    # teacher on 93% of test rows and within 20% on all of them.
     value_agreement_tolerance: Annotated[float, Field(gt=0, le=10)] = Field(
-        default=0.1,
+        default=0.2,
         description="Regressor: a mirrored prediction agrees with the champion's when their "
-        "relative difference |candidate - champion| / |champion| is at most this (0.1 = "
-        "10%); the share that agrees is judged against min_agreement.",
+        "relative difference |candidate - champion| / |champion| is at most this (0.2 = "
+        "20%); the share that agrees is judged against min_agreement.",
     )
 
     @model_validator(mode="after")

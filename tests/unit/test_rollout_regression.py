@@ -57,13 +57,13 @@ def test_a_regressor_within_the_tolerance_passes_and_one_beyond_it_fails():
     needed = POLICY.required_samples
     stable = regressor_counts(rng, 4 * needed, [])
     close = [abs(rng.gauss(0, 0.01)) for _ in range(needed * 2)]
-    far = [abs(rng.gauss(0.3, 0.05)) for _ in range(needed * 2)]
+    far = [abs(rng.gauss(0.4, 0.05)) for _ in range(needed * 2)]
     passed = analyze_step("canary", regressor_counts(rng, 2 * needed, close), stable, POLICY)
     failed = analyze_step("canary", regressor_counts(rng, 2 * needed, far), stable, POLICY)
     assert passed.verdict == "pass", passed.reason
     assert failed.verdict == "fail"
     check = next(c for c in failed.checks if c.name == "agreement with stable")
-    assert check.threshold == ">= 0.95 within relative difference 0.1"
+    assert check.threshold == ">= 0.95 within relative difference 0.2"
     # A looser tolerance lets the same differences agree.
     loose = RolloutPolicy(value_agreement_tolerance=1.0)
     assert (
