@@ -210,7 +210,7 @@ def bench_digits(
     trained = train_classifier(spec.build_model, dataset, spec.training)
     fp32 = export_onnx(trained.module, trained.n_features, workdir / "digits-fp32.onnx")
     int8 = quantize_dynamic_int8(fp32, workdir / "digits-int8.onnx")
-    task = classification_task(labels(dataset.test, dataset), trained.n_classes)
+    task = classification_task(labels(dataset.test, dataset), trained.n_outputs)
     feeds = {"features": features(dataset.test, dataset)}
     measured = measure_all(
         [Candidate(names.BASELINE, fp32), Candidate(names.DYNAMIC_INT8, int8)],
