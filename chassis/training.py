@@ -181,7 +181,7 @@ def train_regressor(
     def negative_rmse(trained: nn.Module) -> float:
         return -rmse(predict_logits(trained, x_val), y_val)
 
-    trained = _fit(
+    return _fit(
         module,
         inner,
         x_train,
@@ -193,7 +193,6 @@ def train_regressor(
         REGRESSION,
         1,
     )
-    return trained
 
 
 def _fit(
