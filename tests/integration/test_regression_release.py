@@ -1,6 +1,7 @@
 """A regressor released end to end and served: the bundled diabetes spec through the release
 flow (train, compress, gates, aliases) on a real Prefect API and MLflow registry, then
-`chassis serve` answering its predicted values over HTTP."""
+`chassis serve` answering its predicted values over HTTP, then its compressed challenger
+canaried through a gateway, agreement judged by relative difference."""
 
 import json
 
@@ -11,6 +12,7 @@ from chassis.data import features, load_dataset
 from chassis.runtime import create_session, run_batches
 from chassis.specs.diabetes import spec as diabetes
 from flows.release import release
+from flows.rollout import rollout
 from tests.fixtures.gateway import GatewayProcess
 from tests.fixtures.registries import home_registry
 
@@ -69,3 +71,12 @@ def test_a_regression_spec_is_released_gated_and_served_with_its_predicted_value
         assert "chassis_predicted_class_total{" not in metrics_text
     finally:
         gateway.stop()
+
+    # The challenger canaried through a gateway started for the run (test rows replayed):
+    # mirrored predictions agree when within the policy's relative difference.
+    staged = rollout(model_name=MODEL, version=2)
+    assert staged.promoted, staged.steps
+    agreement = [row for row in staged.steps if row["check"] == "agreement with stable"]
+    assert agreement and all(row["result"] == "ok" for row in agreement)
+    assert agreement[0]["threshold"] == ">= 0.95 within relative difference 0.2"
+    assert registry.current_aliases(MODEL)["champion"] == 2
