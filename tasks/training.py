@@ -30,8 +30,8 @@ from chassis.registry.tags import (
 from chassis.runtime import create_session, run_batches
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
-from chassis.tracking import LoggedRun, Tracking
 from chassis.task import CLASSIFICATION, REGRESSION, Task
+from chassis.tracking import LoggedRun, Tracking
 from chassis.training import VALIDATION_METRIC, TrainedModel, train_model
 from chassis.weights import save_weights
 from tasks.artifacts import publish_markdown
