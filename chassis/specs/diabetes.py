@@ -12,6 +12,7 @@ import pandas as pd
 
 from chassis.models import MLP
 from chassis.modelspec import Dataset, ModelSpec, TrainingConfig
+from chassis.specs import bundled_suite
 from chassis.specs.splitting import random_splits
 
 
@@ -39,6 +40,6 @@ spec = ModelSpec(
     build_model=build_diabetes_mlp,
     build_student=build_diabetes_student,
     training=TrainingConfig(epochs=60, batch_size=32, learning_rate=1e-3, weight_decay=1e-4),
-    expectation_suite="diabetes.training.json",
-    serving_suite="diabetes.serving.json",
+    expectation_suite=bundled_suite("diabetes.training.json"),
+    serving_suite=bundled_suite("diabetes.serving.json"),
 )
