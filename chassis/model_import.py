@@ -3,7 +3,8 @@
 A torch module (`load_model`) or an ONNX file (`onnx_file`) is kept as the user made it:
 no standardization layer is added, the user's own preprocessing stays inside the model.
 What is checked is the contract every version keeps: one float input of the dataset's
-width with a free batch axis, one score per class out, finite on the test rows.
+width with a free batch axis, one score per class out (a regressor: one predicted value),
+finite on the test rows.
 """
 
 import shutil
@@ -14,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from chassis.data import class_count, features, labels
+from chassis.data import class_count, features, labels, targets
 from chassis.digests import sha256_file
 from chassis.errors import ModelImportError
 from chassis.modelspec import Dataset, ModelSpec
 from chassis.onnx_export import ExportedModel
 from chassis.runtime import create_session, run_batches
-from chassis.training import TrainedModel, predict_logits
+from chassis.task import REGRESSION, Task, output_width
+from chassis.training import TrainedModel, predict_logits, rmse
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -57,18 +59,19 @@ def imported_module(spec: ModelSpec, dataset: Dataset) -> TrainedModel:
             f"spec {spec.name!r}: the module returns a {type(scores).__name__}; a classifier "
             "returns one tensor of scores (logits), one row per input row"
         )
-    n_classes = _check_scores(spec.name, scores.numpy(), len(x), dataset)
+    n_outputs = _check_scores(spec.name, scores.numpy(), len(x), dataset, spec.task)
     x_val = features(dataset.validation, dataset)
-    accuracy = (
-        float(
+    if not len(x_val):
+        validation = float("nan")
+    elif spec.task == REGRESSION:
+        validation = rmse(predict_logits(module, x_val), targets(dataset.validation, dataset))
+    else:
+        validation = float(
             (
                 predict_logits(module, x_val).argmax(axis=1) == labels(dataset.validation, dataset)
             ).mean()
         )
-        if len(x_val)
-        else float("nan")
-    )
-    return TrainedModel(module, x.shape[1], n_classes, 0, accuracy, [])
+    return TrainedModel(module, x.shape[1], n_outputs, 0, validation, [], spec.task)
 
 
 def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> ExportedModel:
@@ -106,7 +109,7 @@ def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> Expor
             f"spec {spec.name!r}: ONNX Runtime cannot run {source.name} on {len(x)} test "
             f"rows: {_first_line(error)}"
         ) from error
-    _check_scores(spec.name, scores, len(x), dataset)
+    _check_scores(spec.name, scores, len(x), dataset, spec.task)
     opset = next(
         (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         0,
@@ -155,12 +158,22 @@ def _check_onnx_input(name: str, file: str, model: "ModelProto", width: int) -> 
         )
 
 
-def _check_scores(name: str, scores: np.ndarray, rows: int, dataset: Dataset) -> int:
-    expected = class_count(dataset)
+def _check_scores(name: str, scores: np.ndarray, rows: int, dataset: Dataset, task: Task) -> int:
+    if task == REGRESSION:
+        expected = output_width(task, None)
+        shape = f"a regressor answers [rows, 1] = [{rows}, 1] (one predicted value a row)"
+    else:
+        expected = class_count(dataset)
+        shape = f"a classifier answers [rows, classes] = [{rows}, {expected}]"
     if scores.ndim != 2 or scores.shape[0] != rows:
         raise ModelImportError(
             f"spec {name!r}: the model answers {rows} rows with shape {tuple(scores.shape)}; "
-            f"a classifier answers [rows, classes] = [{rows}, {expected}]"
+            + shape
+        )
+    if task == REGRESSION and scores.shape[1] != expected:
+        raise ModelImportError(
+            f"spec {name!r}: the model gives {scores.shape[1]} values per row; a regressor "
+            "(task='regression') gives one predicted value"
         )
     if scores.shape[1] != expected:
         raise ModelImportError(

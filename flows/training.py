@@ -18,6 +18,7 @@ from chassis.modelspec import Dataset, ModelForm, ModelSpec
 from chassis.onnx_export import ExportedModel
 from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
+from chassis.task import CLASSIFICATION
 from chassis.tracking import LoggedRun, Tracking
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
@@ -211,7 +212,9 @@ def make_model(
     if spec.form == "onnx":
         exported = import_onnx_file(spec, dataset, workdir)
         no_program = ProgramExport(None, NO_PROGRAM_FOR_ONNX)
-        return NewModel(exported, no_program, len(dataset.feature_columns), class_count(dataset))
+        classes = class_count(dataset) if spec.task == CLASSIFICATION else None
+        width = len(dataset.feature_columns)
+        return NewModel(exported, no_program, width, classes, task=spec.task)
     if spec.form == "train":
         trained = train_baseline(spec, dataset, epochs, seed)
     else:

@@ -186,11 +186,13 @@ def import_torch_module(spec: ModelSpec, dataset: Dataset) -> TrainedModel:
     """The spec's `load_model()` module, trained elsewhere, checked against the dataset."""
     imported = imported_module(spec, dataset)
     get_run_logger().info(
-        "imported %s: %d parameters, %d classes, validation accuracy %.4f",
+        "imported %s (%s): %d parameters, %d outputs, validation %s %.4f",
         type(imported.module).__name__,
+        imported.task,
         imported.parameter_count,
-        imported.n_classes,
-        imported.best_validation_accuracy,
+        imported.n_outputs,
+        imported.validation_metric,
+        imported.best_validation,
     )
     return imported
 

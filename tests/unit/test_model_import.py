@@ -110,3 +110,37 @@ def test_spec_forms_are_named() -> None:
     assert load_spec("tests.fixtures.import_specs:torch_module").form == "torch"
     relative = ModelSpec(name="m", load_data=blob_dataset, onnx_file="models/m.onnx")
     assert relative.onnx_path() == Path.cwd() / "models" / "m.onnx"
+
+
+def regression_spec(module: nn.Module) -> ModelSpec:
+    from tests.unit.test_regression_training import linear_dataset
+
+    return ModelSpec(
+        name="imported-regressor",
+        load_data=linear_dataset,
+        load_model=lambda: module,
+        task="regression",
+    )
+
+
+def test_a_regressor_trained_elsewhere_is_imported_with_its_validation_rmse() -> None:
+    import torch
+
+    from tests.unit.test_regression_training import linear_dataset
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).eval()
+    imported = imported_module(regression_spec(module), linear_dataset())
+    assert (imported.task, imported.n_outputs, imported.n_classes) == ("regression", 1, None)
+    assert imported.validation_metric == "rmse" and imported.best_validation > 0
+
+
+def test_a_regressor_import_with_more_than_one_output_is_refused() -> None:
+    from tests.unit.test_regression_training import linear_dataset
+
+    module = nn.Sequential(nn.Linear(3, 2)).eval()
+    with pytest.raises(
+        ModelImportError,
+        match=r"gives 2 values per row; a regressor \(task='regression'\) gives one predicted",
+    ):
+        imported_module(regression_spec(module), linear_dataset())
