@@ -65,7 +65,12 @@ def test_torch_module_is_released_with_its_own_preprocessing_and_compressed(
         model_name=MODEL,
         version=1,
         policy=CompressionPolicy(
-            tolerance=0.5, candidates=["pruned"], prune_fraction=0.5, finetune_epochs=1, repeats=3
+            tolerance=0.5,
+            objective="size",  # smaller for certain; a busy machine can blur latency
+            candidates=["pruned"],
+            prune_fraction=0.5,
+            finetune_epochs=1,
+            repeats=3,
         ),
     )
     assert pruned.registered and pruned.selected == "pruned"

@@ -116,7 +116,12 @@ def test_versions_gate_compress_serve_and_roll_back_after_the_spec_changed(
         model_name=MODEL,
         version=1,
         policy=CompressionPolicy(
-            tolerance=0.5, candidates=["pruned"], prune_fraction=0.5, finetune_epochs=1, repeats=3
+            tolerance=0.5,
+            objective="size",  # smaller for certain; a busy machine can blur latency
+            candidates=["pruned"],
+            prune_fraction=0.5,
+            finetune_epochs=1,
+            repeats=3,
         ),
     )
     assert pruned.selected == "pruned" and pruned.registered and pruned.version == 3
