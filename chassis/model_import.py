@@ -74,8 +74,9 @@ def imported_module(spec: ModelSpec, dataset: Dataset) -> TrainedModel:
     return TrainedModel(module, x.shape[1], n_outputs, 0, validation, [], spec.task)
 
 
-def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> ExportedModel:
-    """The spec's ONNX file, checked and copied byte for byte to `destination`."""
+def checked_onnx_file(spec: ModelSpec) -> "ModelProto":
+    """The spec's ONNX file, if it exists, parses and passes the ONNX checker as one file:
+    what can be known without the data, so the CLI checks it before any flow starts."""
     import onnx
 
     source = spec.onnx_path()
@@ -96,6 +97,13 @@ def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> Expor
             f"spec {spec.name!r}: {source.name} keeps its weights in external data files; "
             "save it as one file (onnx.save_model(..., save_as_external_data=False))"
         )
+    return model
+
+
+def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> ExportedModel:
+    """The spec's ONNX file, checked and copied byte for byte to `destination`."""
+    source = spec.onnx_path()
+    model = checked_onnx_file(spec)
     width = len(dataset.feature_columns)
     _check_onnx_input(spec.name, source.name, model, width)
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from chassis_cli.argtypes import non_negative_int, positive_int, tolerance
 from chassis_cli.context import Context
 
 if TYPE_CHECKING:
+    from chassis.modelspec import ModelSpec
     from chassis.settings import ChassisSettings
 
 
@@ -115,16 +116,27 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") -> dict[str, Any]:
-    from chassis.modelspec import load_spec
-
     spec = args.spec or settings.default_spec
-    load_spec(spec)  # fail in a second on a bad spec, before Prefect starts its server
+    checked_spec(spec)  # fail in a second on a bad spec, before Prefect starts its server
     return {
         "spec": spec,
         "epochs": args.epochs,
         "seed": args.seed,
         "parity_tolerance": args.parity_tolerance,
     }
+
+
+def checked_spec(reference: str) -> "ModelSpec":
+    """The spec, imported, and its ONNX file checked when it names one: what fails without
+    loading data fails before Prefect starts its server."""
+    from chassis.modelspec import load_spec
+
+    spec = load_spec(reference)
+    if spec.form == "onnx":
+        from chassis.model_import import checked_onnx_file
+
+        checked_onnx_file(spec)
+    return spec
 
 
 def run_release(args: argparse.Namespace, context: Context) -> int:
@@ -159,11 +171,11 @@ def run_train(args: argparse.Namespace, context: Context) -> int:
 
 def run_import(args: argparse.Namespace, context: Context) -> int:
     from chassis.errors import SpecError
-    from chassis.modelspec import MODEL_FORMS, load_spec
+    from chassis.modelspec import MODEL_FORMS
     from chassis_cli.display import print_training, progress
 
     settings = context.prepare()
-    spec = load_spec(args.spec)  # fail in a second on a bad spec, before Prefect starts
+    spec = checked_spec(args.spec)  # fail in a second on a bad spec, before Prefect starts
     if spec.form == "train":
         raise SpecError(
             f"spec {args.spec} gives {MODEL_FORMS['train']}: it trains its model; use chassis "

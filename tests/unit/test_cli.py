@@ -158,10 +158,11 @@ def test_bad_spec_fails_fast_with_one_line(spec, message):
     [
         ("tests.fixtures.specs:good", "gives build_model (Chassis trains it): it trains its model"),
         ("tests.fixtures.specs:missing_builder", "missing required part(s): build_model, load_"),
+        ("tests.fixtures.import_specs:not_onnx", "import_specs.py is not a valid ONNX model"),
     ],
-    ids=["training-spec", "no-model"],
+    ids=["training-spec", "no-model", "not-onnx"],
 )
-def test_import_of_a_spec_that_imports_nothing_fails_fast_with_one_line(spec, message):
+def test_import_of_a_spec_it_cannot_import_fails_fast_with_one_line(spec, message):
     result = chassis("import", "--spec", spec, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
