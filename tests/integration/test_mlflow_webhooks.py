@@ -124,6 +124,8 @@ def test_a_webhook_signed_with_another_secret_is_refused(webhook_server, relay):
     client.set_registered_model_alias(MODEL, "challenger", version)
     events = wait_for("the relayed challenger", lambda: relay.received)
     assert [(e.model_name, e.alias, e.version) for e in events] == [(MODEL, "challenger", 1)]
+    # The relay hands the event on before it answers: wait for the answer it then gives.
+    wait_for("the answer to the relayed delivery", lambda: len(relay.answers) >= 2)
     assert relay.answers == [401, 202]
 
 
