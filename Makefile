@@ -28,8 +28,8 @@ release: $(STAMP) ## Run the release loop on the embedded default (digits) and p
 test: $(STAMP) ## Run the whole test suite (unit and integration)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## Run the unit tests only (seconds, no servers)
-	$(BIN)/python -m pytest tests/unit
+test-fast: $(STAMP) ## Run the unit tests only (no servers), without those marked slow
+	$(BIN)/python -m pytest tests/unit -m "not slow"
 
 # The type check reads the optional MiniLM extra's packages too (chassis/specs/minilm.py
 # imports them), so its verdict is the same on every machine.
