@@ -10,14 +10,16 @@ checks (ranges, label set, null ratio) live in the Great Expectations suites und
 """
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chassis.errors import DatasetError
+from chassis.errors import DatasetError, TextInputError
 from chassis.modelspec import Dataset
 from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task
+from chassis.text_input import TextInput
 
 # More classes than this share of the training rows looks like a quantity, not classes:
 # fewer than ten examples a class on average cannot train a classifier of each.
@@ -25,8 +27,11 @@ MAX_CLASSES_PER_TRAIN_ROW = 0.1
 REGRESSION_HINT = 'if it is a quantity to predict, declare task="regression" in the spec'
 
 
-def load_dataset(load_data: Any, spec_name: str, task: Task = DEFAULT_TASK) -> Dataset:
-    """Call the spec's loader and check what it returned, for a model of `task`."""
+def load_dataset(
+    load_data: Any, spec_name: str, task: Task = DEFAULT_TASK, text_input: TextInput | None = None
+) -> Dataset:
+    """Call the spec's loader and check what it returned, for a model of `task` (reading
+    text through `text_input`'s tokenizer when given)."""
     try:
         dataset = load_data()
     except Exception as error:
@@ -38,6 +43,8 @@ def load_dataset(load_data: Any, spec_name: str, task: Task = DEFAULT_TASK) -> D
             f"spec {spec_name!r}: load_data() must return chassis.modelspec.Dataset, "
             f"got {type(dataset).__name__}"
         )
+    if text_input is not None:
+        dataset = replace(dataset, text_encoder=text_input.encoder())
     check_dataset(dataset, task)
     return dataset
 
@@ -48,6 +55,11 @@ def check_dataset(dataset: Dataset, task: Task = DEFAULT_TASK) -> None:
     problems: list[str] = []
     if not dataset.feature_columns:
         problems.append("no feature columns declared")
+    if dataset.text_encoder is not None and len(dataset.feature_columns) > 1:
+        problems.append(
+            f"a text model reads one text column; {len(dataset.feature_columns)} feature "
+            "columns are declared"
+        )
     if dataset.label_column in dataset.feature_columns:
         problems.append(f"label column {dataset.label_column!r} is also listed as a feature")
     for split, frame in dataset.splits().items():
@@ -115,6 +127,33 @@ def frame_problems(frame: pd.DataFrame, dataset: Dataset, task: Task = DEFAULT_T
         problems.append("no rows")
     if problems:
         return problems
+    if dataset.text_encoder is not None:
+        problems.extend(text_problems(frame, dataset))
+    else:
+        problems.extend(number_problems(frame, dataset))
+    problems.extend(
+        label_problems(frame[label], label)
+        if task == CLASSIFICATION
+        else target_dtype_problems(frame[label], label)
+    )
+    return problems
+
+
+def text_problems(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
+    """A text model's column: strings its tokenizer reads within the maximum length."""
+    assert dataset.text_encoder is not None
+    column = dataset.feature_columns[0]
+    try:
+        dataset.text_encoder.encode(frame[column].tolist())
+    except TextInputError as error:
+        row = frame.index[error.index]
+        return [f"text column {column!r}, row {row!r}: {error.problem}"]
+    return []
+
+
+def number_problems(frame: pd.DataFrame, dataset: Dataset) -> list[str]:
+    """A tabular model's columns: numeric and finite."""
+    problems: list[str] = []
     non_numeric = [
         f"{c!r} ({frame[c].dtype})"
         for c in dataset.feature_columns
@@ -132,11 +171,6 @@ def frame_problems(frame: pd.DataFrame, dataset: Dataset, task: Task = DEFAULT_T
                 + ", ".join(map(repr, columns[:10]))
                 + (" ..." if len(columns) > 10 else "")
             )
-    problems.extend(
-        label_problems(frame[label], label)
-        if task == CLASSIFICATION
-        else target_dtype_problems(frame[label], label)
-    )
     return problems
 
 
@@ -170,7 +204,19 @@ def class_count(dataset: Dataset) -> int:
 
 
 def features(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """What the model takes for `frame`'s rows: float32 features, or a text model's int64
+    token ids."""
+    if dataset.text_encoder is not None:
+        return dataset.text_encoder.encode(frame[dataset.feature_columns[0]].tolist())
     return frame[list(dataset.feature_columns)].to_numpy(dtype=np.float32)
+
+
+def request_rows(frame: pd.DataFrame, dataset: Dataset) -> list[Any]:
+    """`frame`'s rows as a client sends them to the gateway (`{"instances": rows}`): lists
+    of numbers, or a text model's strings."""
+    if dataset.text_encoder is not None:
+        return [str(text) for text in frame[dataset.feature_columns[0]].tolist()]
+    return features(frame, dataset).astype(np.float64).tolist()
 
 
 def labels(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:

@@ -25,6 +25,15 @@ class DataValidationError(ChassisError):
     """Data failed its Great Expectations suite; the message lists every failing expectation."""
 
 
+class TextInputError(ChassisError):
+    """A text a text model cannot read: not a string, empty, or longer than its tokens."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        super().__init__(f"text {index} {problem}")
+        self.index = index
+        self.problem = problem
+
+
 class ExportError(ChassisError):
     """A model could not be exported to ONNX."""
 

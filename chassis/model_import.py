@@ -3,7 +3,8 @@
 A torch module (`load_model`) or an ONNX file (`onnx_file`) is kept as the user made it:
 no standardization layer is added, the user's own preprocessing stays inside the model.
 What is checked is the contract every version keeps: one float input of the dataset's
-width with a free batch axis, one score per class out (a regressor: one predicted value),
+width with a free batch axis (a text model: one int64 input of token ids, [batch,
+max_length]), one score per class out (a regressor: one predicted value),
 finite on the test rows.
 """
 
@@ -104,8 +105,9 @@ def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> Expor
     """The spec's ONNX file, checked and copied byte for byte to `destination`."""
     source = spec.onnx_path()
     model = checked_onnx_file(spec)
-    width = len(dataset.feature_columns)
-    _check_onnx_input(spec.name, source.name, model, width)
+    encoder = dataset.text_encoder
+    width = encoder.max_length if encoder is not None else len(dataset.feature_columns)
+    _check_onnx_input(spec.name, source.name, model, width, text=encoder is not None)
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, destination)
     x = features(dataset.test.head(CHECK_ROWS), dataset)
@@ -128,29 +130,33 @@ def imported_onnx(spec: ModelSpec, dataset: Dataset, destination: Path) -> Expor
     )
 
 
-def _check_onnx_input(name: str, file: str, model: "ModelProto", width: int) -> None:
+def _check_onnx_input(
+    name: str, file: str, model: "ModelProto", width: int, *, text: bool = False
+) -> None:
     import onnx
 
+    expected = onnx.TensorProto.INT64 if text else onnx.TensorProto.FLOAT
+    what = "INT64 (token ids)" if text else "FLOAT (float32 features)"
+    shape = "[batch, max_length]" if text else "[batch, features]"
     weights = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in weights]
     if len(inputs) != 1:
         raise ModelImportError(
             f"spec {name!r}: {file} has {len(inputs)} inputs "
             f"({', '.join(value.name for value in inputs)}); Chassis serves models with one input "
-            "of shape [batch, features]"
+            f"of shape {shape}"
         )
     tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
+    if tensor.elem_type != expected:
         kind = onnx.TensorProto.DataType.Name(tensor.elem_type)
         raise ModelImportError(
-            f"spec {name!r}: {file}'s input {inputs[0].name!r} is {kind}; it must be FLOAT "
-            "(float32 features)"
+            f"spec {name!r}: {file}'s input {inputs[0].name!r} is {kind}; it must be {what}"
         )
     dims = list(tensor.shape.dim)
     if len(dims) != 2:
         raise ModelImportError(
             f"spec {name!r}: {file}'s input {inputs[0].name!r} has {len(dims)} dimensions; "
-            "it must be [batch, features]"
+            f"it must be {shape}"
         )
     batch, columns = dims
     if batch.HasField("dim_value") and batch.dim_value != 0:
@@ -158,8 +164,15 @@ def _check_onnx_input(name: str, file: str, model: "ModelProto", width: int) -> 
             f"spec {name!r}: {file}'s batch dimension is fixed at {batch.dim_value}; export "
             "it with a dynamic batch axis so the gateway can batch requests"
         )
+    if text and not (columns.HasField("dim_value") and columns.dim_value != width):
+        return  # a fixed length equal to max_length, or a free one
     if not columns.HasField("dim_value") or columns.dim_value != width:
         seen = columns.dim_value if columns.HasField("dim_value") else repr(columns.dim_param)
+        if text:
+            raise ModelImportError(
+                f"spec {name!r}: {file} takes {seen} tokens per row; the spec's text_input "
+                f"pads every text to max_length {width}"
+            )
         raise ModelImportError(
             f"spec {name!r}: {file} takes {seen} features per row; the dataset has {width} "
             "feature columns"

@@ -14,6 +14,10 @@ A spec is any importable object reachable as `package.module:attribute` that pro
   - `onnx_file`: the path of an ONNX file trained and exported elsewhere (a relative path
     resolves against the working directory), registered byte for byte;
 - optionally `task`: "classification" (the default) or "regression" (chassis/task.py);
+- optionally `text_input`: a `chassis.text_input.TextInput` (a tokenizer file and a maximum
+  length) for a text model: the dataset has one feature column of strings, and the model
+  (load_model or onnx_file: Chassis trains tabular models only) takes int64 token ids
+  `[batch, max_length]`, padded with the tokenizer's pad id;
 - optionally `build_student(n_features, n_outputs)`: a smaller module for distillation;
 - optionally `training`: a `TrainingConfig` (epochs, batch size, learning rate, seed, ...);
 - optionally `expectation_suite`: a suite file in the project's `expectations/` (of the
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from chassis.errors import SpecError
 from chassis.task import DEFAULT_TASK, Task, parse_task
+from chassis.text_input import TextEncoder, TextInput
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,6 +79,9 @@ class Dataset:
     test: "pd.DataFrame"
     feature_columns: tuple[str, ...]
     label_column: str
+    # A text model's tokenizer: set by Chassis from the spec's (or the version's) text
+    # input, never by load_data. None: the features are numbers.
+    text_encoder: TextEncoder | None = None
 
     def splits(self) -> dict[str, "pd.DataFrame"]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -104,6 +112,7 @@ class ModelSpec:
     load_model: ModelLoader | None = None
     onnx_file: "str | Path | None" = None
     task: Task = DEFAULT_TASK
+    text_input: TextInput | None = None
 
     def __post_init__(self) -> None:
         # Checked at run time too, here and below: a spec is written by the user's code.
@@ -130,6 +139,14 @@ class ModelSpec:
         if not isinstance(self.training, TrainingConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SpecError(f"spec {self.name!r}: training must be a chassis TrainingConfig")
         parse_task(self.task, f"spec {self.name!r}")
+        if self.text_input is not None:
+            if not isinstance(self.text_input, TextInput):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise SpecError(f"spec {self.name!r}: text_input must be a chassis TextInput")
+            if self.build_model is not None:
+                raise SpecError(
+                    f"spec {self.name!r}: a text model is imported (load_model or onnx_file); "
+                    "Chassis trains tabular models only"
+                )
 
     def _forms(self) -> dict[ModelForm, object]:
         return {"train": self.build_model, "torch": self.load_model, "onnx": self.onnx_file}
@@ -157,6 +174,7 @@ OPTIONAL_PARTS = (
     "serving_suite",
     "description",
     "task",
+    "text_input",
 )
 
 

@@ -1,6 +1,7 @@
 """Exports a torch model to a single-file ONNX model and checks it against torch.
 
-The graph takes `features` (float32, [batch, n_features]) and returns `logits`
+The graph takes `features` (float32, [batch, n_features]; a text model: `input_ids`, int64
+[batch, max_length], see chassis/text_input.py) and returns `logits`
 (float32, [batch, n_classes]) for a classifier or `prediction` (float32, [batch, 1]) for a
 regressor; the batch axis is dynamic.
 """
@@ -18,6 +19,7 @@ from chassis.digests import sha256_file
 from chassis.errors import ExportError, ParityError
 from chassis.runtime import create_session, run_batches
 from chassis.task import CLASSIFICATION, REGRESSION, Task
+from chassis.text_input import TEXT_INPUT_NAME
 from chassis.training import predict_logits
 
 INPUT_NAME = "features"
@@ -35,11 +37,20 @@ class ExportedModel:
 
 
 def export_onnx(
-    module: nn.Module, n_features: int, destination: Path, output_name: str = OUTPUT_NAME
+    module: nn.Module,
+    n_features: int,
+    destination: Path,
+    output_name: str = OUTPUT_NAME,
+    token_ids: bool = False,
 ) -> Path:
-    """Export with torch's dynamo exporter into one file (no external data)."""
+    """Export with torch's dynamo exporter into one file (no external data). With
+    `token_ids`, the module is a text model taking int64 `input_ids` [batch, n_features]
+    (n_features is then its maximum length in tokens)."""
     module.eval()
-    example = torch.zeros(2, n_features, dtype=torch.float32)
+    if token_ids:
+        example = torch.ones(2, n_features, dtype=torch.int64)
+    else:
+        example = torch.zeros(2, n_features, dtype=torch.float32)
     # The exporter warns once per missing torchvision operator; they are irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +61,7 @@ def export_onnx(
                 module,
                 (example,),
                 str(destination),
-                input_names=[INPUT_NAME],
+                input_names=[TEXT_INPUT_NAME if token_ids else INPUT_NAME],
                 output_names=[output_name],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 external_data=False,
@@ -92,7 +103,8 @@ def export_and_verify(
     tolerance: float,
     task: Task = CLASSIFICATION,
 ) -> ExportedModel:
-    path = export_onnx(module, n_features, destination, OUTPUT_NAMES[task])
+    token_ids = parity_inputs.dtype.kind in "iu"  # a text model's token ids
+    path = export_onnx(module, n_features, destination, OUTPUT_NAMES[task], token_ids)
     diff = check_parity(module, path, parity_inputs, tolerance)
     import onnx
 

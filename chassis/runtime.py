@@ -47,10 +47,22 @@ def onnx_input_name(model: Path) -> str:
     return next(value.name for value in graph.input if value.name not in weights)
 
 
+# Rows per call when a whole split runs at once: tabular rows are tiny, while a row of token
+# ids goes through a transformer (4096 rows of 128 tokens would need gigabytes of attention).
+TABULAR_BATCH_ROWS = 4096
+TOKEN_BATCH_ROWS = 32
+
+
+def batch_rows(x: np.ndarray) -> int:
+    """How many rows of `x` to run per call: integer inputs are a text model's token ids."""
+    return TOKEN_BATCH_ROWS if x.dtype.kind in "iu" else TABULAR_BATCH_ROWS
+
+
 def run_batches(
-    session: "onnxruntime.InferenceSession", x: np.ndarray, batch_size: int = 4096
+    session: "onnxruntime.InferenceSession", x: np.ndarray, batch_size: int | None = None
 ) -> np.ndarray:
     """Run the session's first input/output over `x` in batches."""
+    batch_size = batch_size or batch_rows(x)
     input_name = cast(str, session.get_inputs()[0].name)
     outputs = [
         first_output(session, {input_name: x[start : start + batch_size]})

@@ -8,7 +8,9 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
@@ -29,7 +31,7 @@ class TrafficReport:
 def replay(
     url: str,
     model: str,
-    rows: np.ndarray,
+    rows: Sequence[Any],
     *,
     max_requests: int,
     max_seconds: float,
@@ -37,14 +39,15 @@ def replay(
     stop: threading.Event | None = None,
     sticky_keys: int = 0,
 ) -> TrafficReport:
-    """Send one row per request, cycling through `rows`, until a bound or `stop` is hit."""
+    """Send one row per request (a list of numbers, or a text model's string), cycling
+    through `rows`, until a bound or `stop` is hit."""
     report = TrafficReport()
     lock = threading.Lock()
     counter = itertools.count()
     deadline = time.monotonic() + max_seconds
     stop = stop or threading.Event()
     endpoint = f"{url.rstrip('/')}/v1/models/{model}/predict"
-    payloads = [{"instances": [row]} for row in rows.astype(float).tolist()]
+    payloads = [{"instances": [row]} for row in rows]
 
     def worker() -> None:
         with httpx.Client(timeout=10) as client:

@@ -19,6 +19,7 @@ from chassis.data import class_count, features, labels, targets
 from chassis.errors import SpecError
 from chassis.models import ScaledOutput, Standardized
 from chassis.modelspec import Dataset, ModelBuilder, TrainingConfig
+from chassis.runtime import batch_rows
 from chassis.task import CLASSIFICATION, REGRESSION, Task
 
 EpochCallback = Callable[[int, float, float], None]
@@ -94,7 +95,8 @@ def check_output_shape(
         )
 
 
-def predict_logits(module: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def predict_logits(module: nn.Module, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    batch_size = batch_size or batch_rows(x)
     module.eval()
     outputs = []
     with torch.inference_mode():

@@ -66,30 +66,44 @@ def load_version(registry: Registry, name: str, version: int, workdir: Path) -> 
 
 
 def evaluation_rows(registry: Registry, files: VersionFiles, workdir: Path) -> Dataset:
-    """The rows a version is judged on: its own stored test split, else the one of the version
-    it was compressed from; only a version older than both falls back to its spec's data."""
+    """The rows a version is judged on, read as it reads them (a text model through its own
+    tokenizer): its own stored test split, else the one of the version it was compressed
+    from; only a version older than both falls back to its spec's data."""
     if files.evaluation_path is not None:
-        return read_evaluation_split(files.evaluation_path)
+        return _read_as(files, files.evaluation_path)
     parent = files.tags.get(TAG_PARENT_VERSION)
     if parent:
         parent_files = registry.fetch_version(files.name, int(parent), workdir / f"v{parent}")
         if parent_files.evaluation_path is not None:
-            return read_evaluation_split(parent_files.evaluation_path)
+            return _read_as(files, parent_files.evaluation_path)
     reference = files.tags.get(TAG_SPEC)
     if not reference:
         raise RegistryError(
             f"{files.name} v{files.version} stores no test rows and names no spec to load them"
         )
     spec = load_spec(reference)
-    return load_dataset(spec.load_data, spec.name, task_of(files.tags))
+    return load_dataset(spec.load_data, spec.name, task_of(files.tags), spec.text_input)
 
 
-def rows_for(dataset: Dataset, tags: dict[str, str], label: str) -> Dataset:
-    """`dataset` as another version reads it (its own feature columns, in its order), so a
-    champion whose inputs differ is still measured on the candidate's rows, or refused
-    naming the columns it lacks."""
-    raw = tags.get(TAG_FEATURE_COLUMNS)
+def _read_as(files: VersionFiles, path: Path) -> Dataset:
+    return replace(read_evaluation_split(path), text_encoder=files.text_encoder())
+
+
+def rows_for(dataset: Dataset, files: VersionFiles, label: str) -> Dataset:
+    """`dataset` as another version reads it (its own feature columns, in its order; a text
+    model through its own tokenizer), so a champion whose inputs differ is still measured on
+    the candidate's rows, or refused naming the columns it lacks."""
+    raw = files.tags.get(TAG_FEATURE_COLUMNS)
     columns = tuple(json.loads(raw)) if raw else dataset.feature_columns
+    encoder = files.text_encoder()
+    if (encoder is None) != (dataset.text_encoder is None):
+        raise GateConfigError(
+            f"{label} reads {'text' if encoder is not None else 'numbers'} and the candidate "
+            f"{'text' if dataset.text_encoder is not None else 'numbers'}; the two cannot be "
+            "measured on the same rows"
+        )
+    if encoder is not None:
+        dataset = replace(dataset, text_encoder=encoder)
     if columns == dataset.feature_columns:
         return dataset
     missing = [column for column in columns if column not in dataset.test.columns]

@@ -123,6 +123,9 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 
 
 def _traffic(args: argparse.Namespace, context: Context) -> int:
+    import numpy as np
+
+    from chassis.errors import ChassisError
     from chassis.registry import Registry
     from chassis.traffic import replay
 
@@ -132,14 +135,17 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
 
     champion = registry.version_for_alias(args.model, "champion")
     if champion is None:
-        from chassis.errors import ChassisError
-
         raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
     rows = test_rows(registry, args.model, champion)
     if args.drift:
         from chassis.traffic import apply_drift
 
-        rows = apply_drift(rows, args.drift)
+        if rows and isinstance(rows[0], str):
+            raise ChassisError(
+                f"{args.model} is a text model; --drift scenarios change numeric features "
+                "(send drifted text with your own client)"
+            )
+        rows = apply_drift(np.asarray(rows, dtype=np.float64), args.drift).tolist()
     url = args.gateway_url or settings.resolved_gateway_url()
     report = replay(
         url,

@@ -1,5 +1,6 @@
 """The training slice: validated data -> baseline -> ONNX (parity checked) -> MLflow version."""
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from chassis.lineage import git_commit, trained_version_tags
 from chassis.modelspec import Dataset, ModelForm, ModelSpec
 from chassis.onnx_export import ExportedModel
 from chassis.registry import RegisteredVersion, Registry
+from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.task import CLASSIFICATION
 from chassis.tracking import LoggedRun, Tracking
@@ -213,7 +215,8 @@ def make_model(
         exported = import_onnx_file(spec, dataset, workdir)
         no_program = ProgramExport(None, NO_PROGRAM_FOR_ONNX)
         classes = class_count(dataset) if spec.task == CLASSIFICATION else None
-        width = len(dataset.feature_columns)
+        encoder = dataset.text_encoder
+        width = encoder.max_length if encoder is not None else len(dataset.feature_columns)
         return NewModel(exported, no_program, width, classes, task=spec.task)
     if spec.form == "train":
         trained = train_baseline(spec, dataset, epochs, seed)
@@ -226,7 +229,9 @@ def make_model(
 
 def lineage_tags(spec: str, fingerprint: str, new: NewModel, dataset: Dataset) -> dict[str, str]:
     """The lineage a version trained in this flow run carries (its run carries it too)."""
-    return trained_version_tags(
+    encoder = dataset.text_encoder
+    text = {} if encoder is None else {TAG_TEXT_INPUT: json.dumps(encoder.settings())}
+    return text | trained_version_tags(
         spec,
         fingerprint,
         str(flow_run.id or ""),

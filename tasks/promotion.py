@@ -55,7 +55,7 @@ def measure_versions(
                 # Measured on this data as its own task would mean nothing: the gates say so.
                 return Measurements.of_other_task(number, task_of(other.tags))
             onnx_path, module = other.onnx_path, None
-            rows = rows_for(dataset, other.tags, f"{model_name} v{number}")
+            rows = rows_for(dataset, other, f"{model_name} v{number}")
         measured = measure_classifier(
             number, onnx_path, rows, module, candidate.n_classes, candidate.task
         )

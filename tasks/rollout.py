@@ -10,11 +10,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from chassis.data import features
+from chassis.data import request_rows
 from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
@@ -153,14 +152,15 @@ def open_fleet(
     return fleet, embedded, traffic_url
 
 
-def test_rows(registry: Registry, model_name: str, version: int) -> np.ndarray:
-    """The version's stored test rows (its spec's, for versions older than that): traffic
-    for demos and blue-green previews, without importing the spec's current code."""
+def test_rows(registry: Registry, model_name: str, version: int) -> list[Any]:
+    """The version's stored test rows (its spec's, for versions older than that) as request
+    rows (numbers, or a text model's strings): traffic for demos and blue-green previews,
+    without importing the spec's current code."""
     with tempfile.TemporaryDirectory(prefix="chassis-rows-") as folder:
         workdir = Path(folder)
         files = registry.fetch_version(model_name, version, workdir / f"v{version}")
         dataset = evaluation_rows(registry, files, workdir)
-        return features(dataset.test, dataset)
+        return request_rows(dataset.test, dataset)
 
 
 def start_traffic(
@@ -169,7 +169,7 @@ def start_traffic(
     embedded: bool,
     url: str,
     candidate: Candidate,
-    rows: np.ndarray,
+    rows: list[Any],
 ) -> "TrafficDriver | None":
     """Replay the spec's test rows meanwhile: `drive` "always", or "auto" on a gateway
     started for this run (it has no other users)."""

@@ -1,6 +1,7 @@
 """Tasks of the training slice: spec, data checks, training, evaluation, ONNX, MLflow."""
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from chassis.runtime import create_session, run_batches
 from chassis.settings import ChassisSettings
 from chassis.suite_scaffold import scaffold_training_suite
 from chassis.task import CLASSIFICATION, REGRESSION, Task
+from chassis.text_input import TOKENIZER_FILE_NAME
 from chassis.tracking import LoggedRun, Tracking
 from chassis.training import VALIDATION_METRIC, TrainedModel, train_model
 from chassis.weights import save_weights
@@ -56,10 +58,11 @@ def resolve_spec(
 
 @task(name="load-dataset", **NO_CACHE_TASK)
 def load_dataset(spec: ModelSpec) -> Dataset:
-    dataset = core_data.load_dataset(spec.load_data, spec.name, spec.task)
+    dataset = core_data.load_dataset(spec.load_data, spec.name, spec.task, spec.text_input)
     get_run_logger().info(
-        "%s dataset: %d train / %d validation / %d test rows, %d features, label %r",
+        "%s%s dataset: %d train / %d validation / %d test rows, %d features, label %r",
         spec.task,
+        " (text)" if spec.text_input is not None else "",
         len(dataset.train),
         len(dataset.validation),
         len(dataset.test),
@@ -281,6 +284,12 @@ def log_to_mlflow(
         model_files.append(weights_path)
     if new.program.path is not None:
         model_files.append(new.program.path)
+    if spec.text_input is not None:
+        # A text version reads strings through this tokenizer wherever it is served or
+        # judged: it is stored with it, verified like its ONNX bytes.
+        tokenizer_path = exported.path.with_name(TOKENIZER_FILE_NAME)
+        shutil.copyfile(spec.text_input.tokenizer_path(), tokenizer_path)
+        model_files.append(tokenizer_path)
     sample = core_data.features(dataset.test.head(5), dataset)
     params: dict[str, object] = {
         "spec": spec_reference,

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
@@ -17,9 +18,14 @@ from chassis.registry.tags import (
     PROGRAM_FILE,
     REFERENCE_FILE,
     TAG_ONNX_SHA256,
+    TAG_TEXT_INPUT,
+    TOKENIZER_FILE,
     VERIFIED_FILES,
     WEIGHTS_FILE,
 )
+
+if TYPE_CHECKING:
+    from chassis.text_input import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,23 @@ class VersionFiles:
     @property
     def evaluation_path(self) -> Path | None:
         return self.extra.get(EVALUATION_FILE)
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        return self.extra.get(TOKENIZER_FILE)
+
+    def text_encoder(self) -> "TextEncoder | None":
+        """How strings become this version's input; None for a tabular model."""
+        from chassis.text_input import TextEncoder
+
+        settings = self.tags.get(TAG_TEXT_INPUT)
+        if settings is None:
+            return None
+        if self.tokenizer_path is None:
+            raise RegistryError(
+                f"{self.name} v{self.version} is a text model but stores no {TOKENIZER_FILE}"
+            )
+        return TextEncoder.from_settings(self.tokenizer_path, settings)
 
 
 def download(client: MlflowClient, artifact_uri: str, destination: Path) -> Path:

@@ -22,6 +22,10 @@ TAG_PROGRAM_SHA256 = "chassis.program_sha256"
 TAG_PROGRAM_MISSING = "chassis.program_missing"
 # The rows the version was judged on (its test split), so gates never need the spec again.
 TAG_EVALUATION_SHA256 = "chassis.evaluation_sha256"
+# A text model's input (chassis.text_input): JSON {"max_length": n, "truncate": bool}, and the
+# digest of the tokenizer file stored with it. Absent on a tabular model.
+TAG_TEXT_INPUT = "chassis.text_input"
+TAG_TOKENIZER_SHA256 = "chassis.tokenizer_sha256"
 REQUIRED_VERSION_TAGS = (TAG_SPEC, TAG_DATASET_FINGERPRINT, TAG_RUN_ID, TAG_ONNX_SHA256)
 
 # A compressed version: the version it was made from, and how.
@@ -56,9 +60,11 @@ WEIGHTS_FILE = "extra_files/model.safetensors"
 REFERENCE_FILE = "extra_files/reference.parquet"
 PROGRAM_FILE = "extra_files/program.json"
 EVALUATION_FILE = "extra_files/evaluation.parquet"
+TOKENIZER_FILE = "extra_files/tokenizer.json"
 # Optional files a version may carry, each verified against the digest in its tag.
 VERIFIED_FILES = {
     WEIGHTS_FILE: TAG_WEIGHTS_SHA256,
     PROGRAM_FILE: TAG_PROGRAM_SHA256,
     EVALUATION_FILE: TAG_EVALUATION_SHA256,
+    TOKENIZER_FILE: TAG_TOKENIZER_SHA256,
 }

@@ -9,6 +9,7 @@ import pytest
 
 from chassis.errors import DatasetError, GateConfigError
 from chassis.evaluation_split import read_evaluation_split, write_evaluation_split
+from chassis.registry import VersionFiles
 from chassis.registry.tags import TAG_FEATURE_COLUMNS
 from chassis.version_loader import rows_for
 from tests.fixtures.specs import blob_dataset
@@ -33,14 +34,21 @@ def test_a_parquet_file_not_written_by_chassis_is_refused(tmp_path: Path) -> Non
         read_evaluation_split(path)
 
 
+def version_with(tags: dict[str, str]) -> VersionFiles:
+    return VersionFiles("m", 1, Path("model.onnx"), tags, {})
+
+
 def test_champion_reading_other_columns_is_measured_on_those_columns() -> None:
     dataset = blob_dataset()
-    reordered = rows_for(dataset, {TAG_FEATURE_COLUMNS: json.dumps(["f3", "f1"])}, "m v1")
+    reordered = rows_for(
+        dataset, version_with({TAG_FEATURE_COLUMNS: json.dumps(["f3", "f1"])}), "m v1"
+    )
     assert reordered.feature_columns == ("f3", "f1")
-    assert rows_for(dataset, {}, "m v1") is dataset  # an old version: the candidate's columns
+    # An old version (no column tag) reads the candidate's columns.
+    assert rows_for(dataset, version_with({}), "m v1") is dataset
 
 
 def test_champion_reading_columns_the_rows_lack_is_refused_by_name() -> None:
     tags = {TAG_FEATURE_COLUMNS: json.dumps(["f0", "income"])}
     with pytest.raises(GateConfigError, match=r"m v1 reads column.*'income'"):
-        rows_for(blob_dataset(), tags, "m v1")
+        rows_for(blob_dataset(), version_with(tags), "m v1")
