@@ -193,7 +193,7 @@ def run_specs(args: argparse.Namespace, context: Context) -> int:
     from chassis.specs import BUNDLED_SPECS
 
     for key, reference in BUNDLED_SPECS.items():
-        print(f"{key:10} {reference}")
+        print(f"{key:12} {reference}")
     return 0
 
 
@@ -221,7 +221,7 @@ def run_scaffold(args: argparse.Namespace, context: Context) -> int:
     from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
 
     spec = load_spec(args.spec)
-    dataset = load_dataset(spec.load_data, spec.name, spec.task)
+    dataset = load_dataset(spec.load_data, spec.name, spec.task, spec.text_input)
     if args.kind == "training":
         document = scaffold_training_suite(dataset, f"{spec.name}.training", spec.task)
     else:

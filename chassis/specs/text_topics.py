@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from chassis.modelspec import Dataset, ModelSpec
+from chassis.specs import bundled_suite
 from chassis.specs.minilm import (
     FUSABLE_ATTENTION,
     _fusable_attention,  # pyright: ignore[reportPrivateUsage]
@@ -149,4 +150,5 @@ spec = ModelSpec(
     load_data=load_topics_dataset,
     load_model=load_topic_classifier,
     text_input=text_input,
+    expectation_suite=bundled_suite("text_topics.training.json"),
 )
