@@ -7,6 +7,7 @@ Real Prefect harness and MLflow store; a small word-level model (tests/fixtures/
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chassis.compression.policy import CompressionPolicy
@@ -20,7 +21,10 @@ from chassis.runtime import create_session, run_batches
 from chassis.text_input import TEXT_INPUT_NAME
 from flows.compression import compress
 from flows.promotion import gates
+from flows.release import release
+from flows.rollout import rollout
 from flows.training import import_model
+from tests.fixtures.gateway import GatewayProcess
 from tests.fixtures.registries import home_registry
 from tests.fixtures.text_specs import MAX_LENGTH, TOKENIZER_ENV, VOCABULARY, write_tokenizer
 
@@ -91,3 +95,38 @@ def test_a_text_too_long_for_the_model_registers_nothing(
     with pytest.raises(DatasetError, match=r"text column 'text', row \d+: has \d+ tokens"):
         import_model(spec=SPEC)
     assert home_registry().client.search_registered_models() == []
+
+
+def test_a_text_model_is_released_served_and_canaried_over_http(
+    chassis_home: Path, tokenizer: Path
+) -> None:
+    outcome = release(spec=SPEC, rollout_strategy="none")
+    assert outcome.compression is not None and outcome.candidate_version == 2
+    assert outcome.gates is not None and outcome.gates.passed
+    registry = home_registry()
+    assert registry.current_aliases(MODEL) == {"champion": 1, "challenger": 2}
+
+    gateway = GatewayProcess(chassis_home, models=(MODEL,))
+    gateway.start()
+    try:
+        endpoint = f"{gateway.url}/v1/models/{MODEL}/predict"
+        answered = httpx.post(
+            endpoint, json={"instances": ["the old owl near a fox", "my red tram"]}, timeout=10
+        )
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["predictions"] == [0, 1]
+        too_long = httpx.post(endpoint, json={"instances": ["the cat " * 10]}, timeout=10)
+        assert too_long.status_code == 422
+        assert "has 20 tokens; the model reads at most 12" in too_long.text
+        numbers = httpx.post(endpoint, json={"instances": [[1.0, 2.0]]}, timeout=10)
+        assert numbers.status_code == 422
+    finally:
+        gateway.stop()
+
+    # The int8 challenger canaried through a gateway started for the run, the stored test
+    # texts replayed: mirrored labels agree, as for any classifier.
+    staged = rollout(model_name=MODEL, version=2)
+    assert staged.promoted, staged.steps
+    agreement = [row for row in staged.steps if row["check"] == "agreement with stable"]
+    assert agreement and all(row["result"] == "ok" for row in agreement)
+    assert registry.current_aliases(MODEL)["champion"] == 2
