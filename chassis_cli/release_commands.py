@@ -127,8 +127,8 @@ def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") ->
 
 
 def checked_spec(reference: str) -> "ModelSpec":
-    """The spec, imported, and its ONNX file checked when it names one: what fails without
-    loading data fails before Prefect starts its server."""
+    """The spec, imported, and its ONNX file and tokenizer checked when it names them: what
+    fails without loading data fails before Prefect starts its server."""
     from chassis.modelspec import load_spec
 
     spec = load_spec(reference)
@@ -136,6 +136,13 @@ def checked_spec(reference: str) -> "ModelSpec":
         from chassis.model_import import checked_onnx_file
 
         checked_onnx_file(spec)
+    if spec.text_input is not None:
+        from chassis.errors import SpecError
+
+        try:
+            spec.text_input.encoder()  # the tokenizer file exists and is a tokenizer
+        except SpecError as error:
+            raise SpecError(f"spec {reference!r}: {error}") from None
     return spec
 
 
