@@ -75,3 +75,15 @@ def test_a_torch_text_module_is_imported_with_its_width_in_tokens(tokenizer: Pat
     dataset = load_dataset(spec.load_data, spec.name, spec.task, spec.text_input)
     imported = imported_module(spec, dataset)
     assert imported.module is module and imported.n_features == MAX_LENGTH
+
+
+def test_a_dynamic_int8_graph_is_known_to_answer_by_batch(tmp_path: Path) -> None:
+    from chassis.compression.quantize import quantize_dynamic_int8
+    from chassis.runtime import answer_batch_rows, answers_depend_on_batch
+
+    float_graph = linear_onnx(tmp_path / "float.onnx", width=16, outputs=4)
+    int8 = quantize_dynamic_int8(float_graph, tmp_path / "int8.onnx", per_channel=False)
+    rows = np.zeros((40, 16), dtype=np.float32)
+    assert not answers_depend_on_batch(float_graph)
+    assert answers_depend_on_batch(int8)
+    assert answer_batch_rows(int8, rows) == 1 and answer_batch_rows(float_graph, rows) == 4096
