@@ -73,8 +73,11 @@ def main() -> None:
     }
     serve = [str(BIN / "chassis"), "serve", "--model", MODEL]
     commands = {
-        ON: [*serve, "--port", str(ports[ON]), "--max-batch", str(args.max_batch)]
-        + ["--max-wait-ms", str(args.max_wait_ms)],
+        ON: [
+            *serve,
+            *("--port", str(ports[ON]), "--max-batch", str(args.max_batch)),
+            *("--max-wait-ms", str(args.max_wait_ms)),
+        ],
         OFF: [*serve, "--port", str(ports[OFF]), "--max-batch", "1"],
     }
     results: dict[str, dict[int, list[dict[str, float]]]] = {}
