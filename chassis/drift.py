@@ -41,6 +41,9 @@ class ColumnDrift:
     threshold: float
     score: float
     drifted: bool
+    # False for a column shown to explain the verdict but not counted in it (a text
+    # column's descriptors, such as its length in tokens).
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,14 @@ class DriftResult:
     # the spec, the policy skips it, or the window has no rows to validate).
     serving_suite: SuiteResult | None = None
     serving_suite_action: SuiteAction = "fail"
+
+    def drifted_column_names(self) -> list[str]:
+        """The columns whose drift counts toward the verdict, drifted."""
+        return [c.column for c in self.columns if c.drifted and c.counted]
+
+    def methods(self) -> str:
+        """The test of each column counted in the verdict, as `column: method`."""
+        return "; ".join(f"{c.column}: {c.method}" for c in self.columns if c.counted)
 
     def serving_suite_status(self) -> str:
         suite = self.serving_suite
@@ -163,6 +174,7 @@ class DriftResult:
                 "threshold": c.threshold,
                 "score": round(c.score, 6),
                 "drifted": c.drifted,
+                "in_verdict": c.counted,
             }
             for c in self.columns
         ]
@@ -263,13 +275,14 @@ def _column_drifted(method: str, score: float, threshold: float) -> bool:
     return score < threshold if "p_value" in method else score >= threshold
 
 
-def _display_name(method: str, reference: pd.Series, current: pd.Series) -> str:
+def _display_name(method: str, reference: pd.Series, current: pd.Series, text: bool) -> str:
     """`ks` -> `K-S p_value`: a method given by its short name, as Evidently displays it."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
+    kind = ColumnType.Text if text else ColumnType.Numerical
     try:
-        return str(get_stattest(reference, current, ColumnType.Numerical, method).display_name)
+        return str(get_stattest(reference, current, kind, method).display_name)
     except Exception:
         return method  # already a display name (Evidently's default methods are reported so)
 
@@ -355,23 +368,45 @@ def run_evidently(
     features: list[str],
     policy: DriftPolicy,
     html_path: Path | None,
+    text_columns: Sequence[str] = (),
 ) -> tuple[int, float, tuple[ColumnDrift, ...]]:
-    """Drifted-column count and share, and per-column results, on finite rows only."""
-    from evidently import Report
+    """Drifted-column count and share, and per-column results, on finite rows only.
+    `text_columns` (strings) are judged by the text domain classifier
+    (chassis.text_domain_classifier); the policy's global method is for numeric columns."""
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     reference = sample_rows(reference[features], policy.max_rows, policy.seed)
     current = sample_rows(current[features], policy.max_rows, policy.seed + 1)
+    per_column_method: dict[str, str] = dict(policy.per_column_method)
+    per_column_threshold = dict(policy.per_column_threshold)
+    if text_columns:
+        from chassis import text_domain_classifier as text_test
+
+        text_test.register()
+        for column in text_columns:
+            per_column_method[column] = text_test.TEXT_DRIFT_METHOD
+            per_column_threshold.setdefault(column, text_test.DEFAULT_TEXT_THRESHOLD)
     preset = DataDriftPreset(
         columns=features,
         drift_share=policy.drift_share,
         method=policy.method,
         threshold=policy.threshold,
         # Evidently also takes StatTest objects here; a dict of names is invariant to it.
-        per_column_method=policy.per_column_method or None,  # pyright: ignore[reportArgumentType]
-        per_column_threshold=policy.per_column_threshold or None,
+        per_column_method=per_column_method or None,  # pyright: ignore[reportArgumentType]
+        per_column_threshold=per_column_threshold or None,
     )
-    snapshot = Report([preset]).run(reference_data=reference, current_data=current)
+    if text_columns:
+        definition = DataDefinition(
+            numerical_columns=[c for c in features if c not in text_columns],
+            text_columns=list(text_columns),
+        )
+        snapshot = Report([preset]).run(
+            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+            current_data=Dataset.from_pandas(current, data_definition=definition),
+        )
+    else:
+        snapshot = Report([preset]).run(reference_data=reference, current_data=current)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
@@ -385,7 +420,9 @@ def run_evidently(
         elif kind.endswith(":ValueDrift"):
             config_ = metric["config"]
             column = str(config_["column"])
-            method = _display_name(str(config_["method"]), reference[column], current[column])
+            method = _display_name(
+                str(config_["method"]), reference[column], current[column], column in text_columns
+            )
             threshold, score = float(config_["threshold"]), float(metric["value"])
             columns.append(
                 ColumnDrift(

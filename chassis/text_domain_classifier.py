@@ -1,0 +1,112 @@
+"""Content drift of a text column: can a classifier tell the window's texts from the reference's?
+
+A domain classifier (logistic regression on TF-IDF of character 2-4-grams within words) is
+trained on a stratified half of reference + window texts, labelled by where they came from,
+and scores the other half. If the two sets come from one distribution, the held-out scores of
+window texts are no higher than those of reference texts: the one-sided Mann-Whitney U test on
+them gives the p-value (U / (n_window * n_reference) is the classifier's ROC AUC). Small p:
+the classifier learned something real that separates the window, so the content drifted.
+
+Why this and not Evidently's own text test (the same idea on English word TF-IDF): character
+n-grams see typos, casing, encoding damage and non-English text as well as new topics (words
+unseen in training are features of nothing; their n-grams are shared); the Mann-Whitney
+p-value is exact enough without Evidently's 1000 random-classifier AUCs (seconds per check, and
+it reseeds NumPy's global generator); and one method at every reference size (Evidently
+switches to a fixed AUC > 0.55 rule above 1000 reference rows, which ignores the window size).
+It is registered as an Evidently stat test so the check runs through the same report as
+numeric drift, and its name ends with `p_value`, as Evidently names tests whose score is one.
+"""
+
+import hashlib
+import math
+from collections import OrderedDict
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+TEXT_DRIFT_METHOD = "text_domain_classifier"
+TEXT_DRIFT_DISPLAY_NAME = "Domain classifier (char n-gram TF-IDF) p_value"
+DEFAULT_TEXT_THRESHOLD = 0.01
+# Enough to learn from and to test on, on each side; below it the test has no power.
+MIN_SIDE_ROWS = 10
+SEED = 0
+# Evidently calls a column's stat test once per metric that shows it (three in the drift
+# preset): the same pair of samples is trained on once.
+_RESULTS: "OrderedDict[tuple[str, str], tuple[float, float]]" = OrderedDict()
+_KEPT_RESULTS = 4
+
+
+def _digest(texts: pd.Series) -> str:
+    hashed = pd.util.hash_pandas_object(texts.astype(str), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def mann_whitney_greater(higher: np.ndarray, lower: np.ndarray) -> tuple[float, float]:
+    """(one-sided p-value, U / (n1 * n2)) of `higher` being stochastically greater than
+    `lower`: the normal approximation with tie correction and continuity correction, exact
+    enough for the tens of rows a side and more the check needs."""
+    n1, n2 = len(higher), len(lower)
+    ranks = pd.Series(np.r_[higher, lower]).rank(method="average").to_numpy()
+    u = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    _, ties = np.unique(ranks, return_counts=True)
+    tie_term = float((ties.astype(np.float64) ** 3 - ties).sum()) / (n * (n - 1))
+    sd = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term))
+    if sd == 0.0:  # every score equal: nothing separates the two sides
+        return 1.0, 0.5
+    z = (u - n1 * n2 / 2 - 0.5) / sd
+    return 0.5 * math.erfc(z / math.sqrt(2)), u / (n1 * n2)
+
+
+def domain_classifier_p_value(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    """(p-value, held-out ROC AUC) of a classifier telling `current` texts from `reference`."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    if min(len(reference), len(current)) < MIN_SIDE_ROWS:
+        raise ValueError(f"text content drift needs at least {MIN_SIDE_ROWS} texts a side")
+    texts = np.asarray([*reference.astype(str), *current.astype(str)], dtype=object)
+    labels = np.r_[np.zeros(len(reference), dtype=np.int8), np.ones(len(current), dtype=np.int8)]
+    # sklearn has no types: given arrays, train_test_split returns arrays.
+    train_x, test_x, train_y, test_y = cast(
+        list[np.ndarray],
+        train_test_split(texts, labels, test_size=0.5, stratify=labels, random_state=SEED),
+    )
+    vectorizer = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, max_features=2**16
+    )
+    # Balanced classes: a 5000-row reference against a 300-row window still learns the window.
+    classifier = LogisticRegression(class_weight="balanced", max_iter=1000)
+    classifier.fit(vectorizer.fit_transform(train_x), train_y)
+    scores = np.asarray(classifier.decision_function(vectorizer.transform(test_x)), np.float64)
+    return mann_whitney_greater(scores[test_y == 1], scores[test_y == 0])
+
+
+def _stat_test(
+    reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
+) -> tuple[float, bool]:
+    key = (_digest(reference), _digest(current))
+    if key not in _RESULTS:
+        _RESULTS[key] = domain_classifier_p_value(reference, current)
+        while len(_RESULTS) > _KEPT_RESULTS:
+            _RESULTS.popitem(last=False)
+    p_value, _ = _RESULTS[key]
+    return p_value, p_value < threshold
+
+
+def register() -> None:
+    """Make the method known to Evidently by name (idempotent: same name, same test)."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    register_stattest(
+        StatTest(
+            name=TEXT_DRIFT_METHOD,
+            display_name=TEXT_DRIFT_DISPLAY_NAME,
+            allowed_feature_types=[ColumnType.Text],
+            default_threshold=DEFAULT_TEXT_THRESHOLD,
+        ),
+        _stat_test,
+    )
