@@ -15,10 +15,12 @@ from chassis.expectations import SuiteResult
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_SPEC
+from chassis.registry.tags import TAG_SPEC, TAG_TEXT_INPUT
 from chassis.serving.prediction_log import PREDICTION
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.text_drift import detect_text_drift
+from chassis.text_input import TextEncoder
 from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
@@ -44,6 +46,20 @@ def load_reference(
     if not features:
         raise DriftInputError(f"{model} v{version} records no feature columns")
     return pd.read_parquet(path), features
+
+
+@task(name="load-text-encoder", **REMOTE_READ_TASK)
+def load_text_encoder(
+    registry: Registry, model: str, version: int, workdir: Path
+) -> TextEncoder | None:
+    """The served version's tokenizer when it is a text model (tag chassis.text_input), else
+    None: a text column's descriptors are read the way the model reads its input."""
+    if TAG_TEXT_INPUT not in registry.version_tags(model, version):
+        return None
+    try:
+        return registry.fetch_version(model, version, workdir / "version").text_encoder()
+    except RegistryError as error:
+        raise DriftInputError(str(error)) from error
 
 
 @task(name="load-window", **NO_CACHE_TASK)
@@ -117,9 +133,26 @@ def judge_drift(
     policy: DriftPolicy,
     html_path: Path,
     serving_suite: SuiteResult | None,
+    text_encoder: TextEncoder | None = None,
 ) -> DriftResult:
     # A regressor's reference holds its predicted values: judged as one more column.
     prediction = PREDICTION if PREDICTION in reference.columns else None
+    if text_encoder is not None:
+        if len(features) != 1:
+            raise DriftInputError(
+                f"a text model has one feature column (its texts); the version records {features}"
+            )
+        return detect_text_drift(
+            reference,
+            window.frame,
+            features[0],
+            text_encoder,
+            policy,
+            html_path,
+            window.skipped,
+            serving_suite,
+            prediction,
+        )
     return detect_drift(
         reference,
         window.frame,
@@ -170,6 +203,7 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
         f"| reference rows | {result.reference_rows} |\n"
         f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n"
+        f"| tests | {result.methods() or 'none run'} |\n"
         f"| serving suite | {result.serving_suite_status()} |\n\n"
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
@@ -189,7 +223,7 @@ def signal_drift(model: str, version: int, result: DriftResult, extra: dict[str,
             "model_name": model,
             "champion_version": version,
             "drifted_share": result.drifted_share,
-            "drifted_columns": [c.column for c in result.columns if c.drifted],
+            "drifted_columns": result.drifted_column_names(),
             **extra,
         },
     )

@@ -3,6 +3,7 @@
 import ast
 import random
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def encoder(corpora: tuple[list[str], list[str]]) -> TextEncoder:
     return TextEncoder(tokenizer.to_str(), max_length=256, truncate=True)
 
 
-def texts_frame(texts: list[str], **extra: object) -> pd.DataFrame:
+def texts_frame(texts: Sequence[object], **extra: object) -> pd.DataFrame:
     return pd.DataFrame({TEXT: texts, **extra})
 
 
@@ -213,3 +214,20 @@ def test_mann_whitney_matches_scipy_with_ties_and_gives_the_auc():
     assert p_value == pytest.approx(expected.pvalue, rel=1e-9)
     assert auc == pytest.approx(expected.statistic / (80 * 300))
     assert mann_whitney_greater(np.ones(20), np.ones(30)) == (1.0, 0.5)
+
+
+def test_the_drift_task_judges_a_text_model_by_its_text(corpora, encoder, tmp_path):
+    from chassis.prediction_window import Window
+    from tasks.monitoring import judge_drift
+
+    topic_a, topic_b = corpora
+    window = Window(texts_frame(topic_b[:150]), 1, ())
+    reference = texts_frame(topic_a[:300], label=0)
+    result = judge_drift.fn(
+        reference, window, [TEXT], DriftPolicy(), tmp_path / "r.html", None, encoder
+    )
+    assert result.verdict == "drift" and result.drifted_column_names() == [TEXT]
+    with pytest.raises(DriftInputError, match="one feature column"):
+        judge_drift.fn(
+            reference, window, [TEXT, "label"], DriftPolicy(), tmp_path / "r.html", None, encoder
+        )
