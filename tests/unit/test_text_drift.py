@@ -19,6 +19,7 @@ from chassis.text_domain_classifier import (
 )
 from chassis.text_drift import descriptors, detect_text_drift
 from chassis.text_input import TextEncoder
+from chassis.traffic import TYPO_RATE, apply_text_drift
 
 TEXT = "text"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -71,11 +72,6 @@ def texts_frame(texts: Sequence[object], **extra: object) -> pd.DataFrame:
     return pd.DataFrame({TEXT: texts, **extra})
 
 
-def typos(text: str, rate: float, rng: random.Random) -> str:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return "".join(rng.choice(letters) if c.isalpha() and rng.random() < rate else c for c in text)
-
-
 def test_same_topic_is_no_drift_and_another_topic_is_drift_naming_column_and_method(
     corpora, encoder, tmp_path
 ):
@@ -108,10 +104,9 @@ def test_descriptors_explain_but_do_not_vote(corpora, encoder):
     assert result.drifted_columns == 1  # the text column alone is counted
 
 
-def test_typos_are_drift_and_their_unknown_tokens_show(corpora, encoder):
+def test_the_typos_scenario_of_chassis_traffic_is_drift_and_longer_in_tokens(corpora, encoder):
     topic_a, _ = corpora
-    rng = random.Random(1)
-    window = [typos(t, 0.2, rng) for t in topic_a[600:750]]
+    window = apply_text_drift(topic_a[600:750], "typos", seed=1)
     result = detect_text_drift(
         texts_frame(topic_a[:300]), texts_frame(window), TEXT, encoder, DriftPolicy()
     )
@@ -216,6 +211,7 @@ def test_mann_whitney_matches_scipy_with_ties_and_gives_the_auc():
     assert mann_whitney_greater(np.ones(20), np.ones(30)) == (1.0, 0.5)
 
 
+@pytest.mark.slow  # imports Prefect (seconds) for the task's own function
 def test_the_drift_task_judges_a_text_model_by_its_text(corpora, encoder, tmp_path):
     from chassis.prediction_window import Window
     from tasks.monitoring import judge_drift
@@ -231,3 +227,52 @@ def test_the_drift_task_judges_a_text_model_by_its_text(corpora, encoder, tmp_pa
         judge_drift.fn(
             reference, window, [TEXT, "label"], DriftPolicy(), tmp_path / "r.html", None, encoder
         )
+
+
+def test_traffic_typos_change_letters_at_the_rate(corpora):
+    topic_a, _ = corpora
+    sent = topic_a[600:750]
+    typed = apply_text_drift(sent, "typos", seed=0)
+    assert typed == apply_text_drift(sent, "typos", seed=0)  # a demo can be replayed
+    letters = sum(c.isalpha() for t in sent for c in t)
+    changed = sum(
+        a != b for s, t in zip(sent, typed, strict=True) for a, b in zip(s, t, strict=True)
+    )
+    assert [len(t) for t in typed] == [len(t) for t in sent]
+    # Replaced by a random letter: one in 26 lands on the same one.
+    assert changed / letters == pytest.approx(TYPO_RATE * 25 / 26, abs=0.02)
+
+
+def test_traffic_topic_sends_the_given_texts_and_needs_some():
+    assert apply_text_drift(["a", "b", "c"], "topic", replacements=["x", " ", "y"]) == [
+        "x",
+        "y",
+        "x",
+    ]
+    with pytest.raises(ValueError, match="needs texts of another topic"):
+        apply_text_drift(["a"], "topic", replacements=["  "])
+    with pytest.raises(ValueError, match="unknown text drift scenario 'shift'"):
+        apply_text_drift(["a"], "shift")
+
+
+def test_traffic_refuses_a_scenario_of_the_other_kind_of_model(tmp_path):
+    from chassis.errors import ChassisError
+    from chassis_cli.rollout_commands import drifted_rows
+
+    with pytest.raises(ChassisError, match="text model; --drift shift changes numeric"):
+        drifted_rows("m", ["a text"], "shift", None)
+    with pytest.raises(ChassisError, match="reads numeric features; --drift typos is for text"):
+        drifted_rows("m", [[1.0, 2.0]], "typos", None)
+    with pytest.raises(ChassisError, match="--drift topic needs --texts FILE"):
+        drifted_rows("m", ["a text"], "topic", None)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(ChassisError, match="holds no text"):
+        drifted_rows("m", ["a text"], "topic", empty)
+    other = tmp_path / "other.txt"
+    other.write_text("about networking\nabout processes\n", encoding="utf-8")
+    assert drifted_rows("m", ["a", "b", "c"], "topic", other) == [
+        "about networking",
+        "about processes",
+        "about networking",
+    ]
