@@ -15,7 +15,7 @@ from chassis.expectations import SuiteResult
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_SPEC, TAG_TEXT_INPUT
+from chassis.registry.tags import TAG_SPEC
 from chassis.serving.prediction_log import PREDICTION
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
@@ -54,10 +54,8 @@ def load_text_encoder(
 ) -> TextEncoder | None:
     """The served version's tokenizer when it is a text model (tag chassis.text_input), else
     None: a text column's descriptors are read the way the model reads its input."""
-    if TAG_TEXT_INPUT not in registry.version_tags(model, version):
-        return None
     try:
-        return registry.fetch_version(model, version, workdir / "version").text_encoder()
+        return registry.fetch_text_encoder(model, version, workdir / "tokenizer")
     except RegistryError as error:
         raise DriftInputError(str(error)) from error
 
