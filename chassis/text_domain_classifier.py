@@ -59,15 +59,26 @@ def mann_whitney_greater(higher: np.ndarray, lower: np.ndarray) -> tuple[float, 
     return 0.5 * math.erfc(z / math.sqrt(2)), u / (n1 * n2)
 
 
+def distinct_texts(texts: pd.Series) -> pd.Series:
+    return pd.Series(pd.unique(texts.astype(str).to_numpy()), dtype=object)
+
+
 def domain_classifier_p_value(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
-    """(p-value, held-out ROC AUC) of a classifier telling `current` texts from `reference`."""
+    """(p-value, held-out ROC AUC) of a classifier telling `current` texts from `reference`.
+
+    Each side's distinct texts are judged: a text sent many times would otherwise land in
+    both halves, be learnt by heart from the training half and "recognised" in the test
+    half, a separation that says nothing about the distribution (a calm window drawn with
+    repeats from the reference's own texts scored p < 1e-15). Repeats are not independent
+    rows either, which the p-value assumes."""
+    reference, current = distinct_texts(reference), distinct_texts(current)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
     if min(len(reference), len(current)) < MIN_SIDE_ROWS:
-        raise ValueError(f"text content drift needs at least {MIN_SIDE_ROWS} texts a side")
-    texts = np.asarray([*reference.astype(str), *current.astype(str)], dtype=object)
+        raise ValueError(f"text content drift needs at least {MIN_SIDE_ROWS} distinct texts a side")
+    texts = np.asarray([*reference, *current], dtype=object)
     labels = np.r_[np.zeros(len(reference), dtype=np.int8), np.ones(len(current), dtype=np.int8)]
     # sklearn has no types: given arrays, train_test_split returns arrays.
     train_x, test_x, train_y, test_y = cast(

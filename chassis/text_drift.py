@@ -39,6 +39,7 @@ from chassis.drift import (
 )
 from chassis.errors import DriftInputError
 from chassis.expectations import SuiteResult
+from chassis.text_domain_classifier import MIN_SIDE_ROWS
 from chassis.text_input import TextEncoder
 
 TOKENS, UNKNOWN_SHARE = "tokens", "unknown_share"
@@ -137,6 +138,12 @@ def quality_problems(
         problems.append(
             f"{rows - kept} of {rows} rows have no text or a non-finite prediction; the "
             f"{kept} left are fewer than {policy.min_rows}"
+        )
+    distinct = int(current.loc[usable, column].nunique())
+    if not problems and distinct < MIN_SIDE_ROWS:
+        problems.append(
+            f"column {column!r} holds {distinct} distinct text(s) in {kept} rows; the content "
+            f"test needs at least {MIN_SIDE_ROWS}"
         )
     return problems, tuple(c for c in counts if c.total), rows - kept
 

@@ -91,6 +91,17 @@ def test_same_topic_is_no_drift_and_another_topic_is_drift_naming_column_and_met
     assert (tmp_path / "r.html").stat().st_size > 10_000
 
 
+def test_texts_sent_many_times_are_not_mistaken_for_drift(corpora, encoder):
+    # Repeats would sit in both halves of the classifier's split and be recognised by heart.
+    topic_a, _ = corpora
+    window = random.Random(0).choices(topic_a[600:750], k=400)
+    result = detect_text_drift(
+        texts_frame(topic_a[:300]), texts_frame(window), TEXT, encoder, DriftPolicy()
+    )
+    assert result.verdict == "no-drift"
+    assert result.columns[0].column == TEXT and result.columns[0].score > 0.01
+
+
 def test_descriptors_explain_but_do_not_vote(corpora, encoder):
     topic_a, topic_b = corpora
     result = detect_text_drift(
@@ -171,8 +182,9 @@ def test_window_without_the_text_column_or_without_strings_is_an_error(corpora, 
         ([None] * 40, "holds no text"),
         (["a real sentence about widgets"] * 20 + ["  "] * 20, "50% null, empty or not a string"),
         (["a real sentence about widgets"] * 5, "fewer than 30"),
+        (["the same request", "another one"] * 30, "holds 2 distinct text(s) in 60 rows"),
     ],
-    ids=["all-null", "blank-spike", "too-few"],
+    ids=["all-null", "blank-spike", "too-few", "two-distinct"],
 )
 def test_unusable_texts_are_a_quality_failure_never_no_drift(corpora, encoder, window, problem):
     result = detect_text_drift(
