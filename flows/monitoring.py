@@ -85,6 +85,9 @@ def drift_check(
     the artifact (none readable: a data-quality failure naming them). The window is validated
     against the serving suite of the champion's spec (recorded in the outcome and an
     artifact); a failure is a data-quality failure, or with policy serving_suite=warn a note.
+    A text champion (tag chassis.text_input) is judged by its text column: a domain
+    classifier's p-value (chassis/text_domain_classifier.py), with token count and
+    unknown-token share from its own tokenizer shown beside it.
     On drift, emit `chassis.model.drift-detected` for the model; a deployment trigger starts
     retraining."""
     settings = ChassisSettings()
