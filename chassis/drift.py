@@ -201,7 +201,7 @@ def count_non_finite(frame: pd.DataFrame, features: list[str]) -> list[NonFinite
     return [NonFinite(c, len(frame), int(nulls[c]), int(pos[c]), int(neg[c])) for c in features]
 
 
-def _column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
+def column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
     name, rows = repr(count.column), count.rows
     if count.total == rows:
         if count.infinite == 0:
@@ -238,7 +238,7 @@ def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPo
     if len(current) < policy.min_rows:
         problems.append(f"the window has {len(current)} rows, fewer than {policy.min_rows}")
     counts = count_non_finite(current, features)
-    problems += [p for p in (_column_problem(c, policy) for c in counts) if p]
+    problems += [p for p in (column_problem(c, policy) for c in counts) if p]
     if not problems:
         kept = len(finite_rows(current, features))
         if kept < policy.min_rows:  # each column passes, but together they leave too few
@@ -256,7 +256,7 @@ def suite_problems(serving_suite: SuiteResult | None, policy: DriftPolicy) -> li
     return [describe_failures(serving_suite, "the window", SHOWN_SUITE_FAILURES)]
 
 
-def _no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
+def no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
     if not skipped:
         return "the window has no rows"
     return (
@@ -312,7 +312,7 @@ def detect_drift(
             "data-quality-failure",
             0,
             len(reference),
-            quality_problems=(_no_rows_problem(skipped),),
+            quality_problems=(no_rows_problem(skipped),),
             skipped_files=skipped,
         )
     check_schema(current, features)

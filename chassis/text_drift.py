@@ -29,11 +29,11 @@ from chassis.drift import (
     NonFinite,
     SkippedFile,
     Verdict,
-    _column_problem,  # pyright: ignore[reportPrivateUsage]  # same rule, same wording
-    _no_rows_problem,  # pyright: ignore[reportPrivateUsage]
     check_schema,
+    column_problem,
     count_non_finite,
     finite_rows,
+    no_rows_problem,
     run_evidently,
     suite_problems,
 )
@@ -131,7 +131,7 @@ def quality_problems(
     if prediction:
         counted = count_non_finite(current, [prediction])
         counts += counted
-        problems += [p for p in (_column_problem(c, policy) for c in counted) if p]
+        problems += [p for p in (column_problem(c, policy) for c in counted) if p]
         usable &= np.isfinite(current[prediction].astype("float64"))
     kept = int(usable.sum())
     if not problems and kept < policy.min_rows:
@@ -178,7 +178,7 @@ def detect_text_drift(
             "data-quality-failure",
             0,
             len(reference),
-            quality_problems=(_no_rows_problem(skipped),),
+            quality_problems=(no_rows_problem(skipped),),
             skipped_files=skipped,
         )
     check_text_schema(current, column)
