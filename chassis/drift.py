@@ -97,6 +97,11 @@ class DriftResult:
     # the spec, the policy skips it, or the window has no rows to validate).
     serving_suite: SuiteResult | None = None
     serving_suite_action: SuiteAction = "fail"
+    # What a human reads to see what moved (a text column: how well a classifier tells the
+    # window from the reference, and the character n-grams typical of the window).
+    explanations: tuple[str, ...] = ()
+    # A text column's domain classifier's held-out ROC AUC: its effect size, to trend.
+    text_content_auc: float | None = None
 
     def drifted_column_names(self) -> list[str]:
         """The columns whose drift counts toward the verdict, drifted."""
@@ -137,13 +142,16 @@ class DriftResult:
 
     def monitoring_metrics(self) -> dict[str, float]:
         """The figures of the check logged to the model's monitoring run."""
-        return {
+        metrics = {
             "drifted_share": self.drifted_share,
             "drifted_columns": float(self.drifted_columns),
             "served_rows": float(self.current_rows),
             "non_finite_rows_dropped": float(self.dropped_rows),
             "skipped_files": float(len(self.skipped_files)),
         }
+        if self.text_content_auc is not None:
+            metrics["text_content_auc"] = self.text_content_auc
+        return metrics
 
     def notes(self) -> list[str]:
         """What the verdict does not show: values and files the test did not see."""

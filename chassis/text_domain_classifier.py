@@ -20,6 +20,7 @@ numeric drift, and its name ends with `p_value`, as Evidently names tests whose 
 import hashlib
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -33,8 +34,27 @@ MIN_SIDE_ROWS = 10
 SEED = 0
 # Evidently calls a column's stat test once per metric that shows it (three in the drift
 # preset): the same pair of samples is trained on once.
-_RESULTS: "OrderedDict[tuple[str, str], tuple[float, float]]" = OrderedDict()
+_RESULTS: "OrderedDict[tuple[str, str], ContentTest]" = OrderedDict()
 _KEPT_RESULTS = 4
+# Character n-grams shown as typical of the window, the classifier's strongest.
+SHOWN_NGRAMS = 8
+
+
+@dataclass(frozen=True)
+class ContentTest:
+    """The domain classifier's verdict on a pair of samples, and what it learnt."""
+
+    p_value: float
+    auc: float  # held-out ROC AUC: 0.5 cannot tell the sides apart, 1.0 always can
+    window_ngrams: tuple[str, ...]  # the n-grams that most mark a text as the window's
+
+    def describe(self, column: str) -> str:
+        typical = ", ".join(repr(n) for n in self.window_ngrams) or "none"
+        return (
+            f"text column {column!r}: a classifier tells the window's texts from the "
+            f"reference's with ROC AUC {self.auc:.2f} (0.5: it cannot; p-value "
+            f"{self.p_value:.2g}); character n-grams typical of the window: {typical}"
+        )
 
 
 def _digest(texts: pd.Series) -> str:
@@ -63,19 +83,19 @@ def distinct_texts(texts: pd.Series) -> pd.Series:
     return pd.Series(pd.unique(texts.astype(str).to_numpy()), dtype=object)
 
 
-def domain_classifier_p_value(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
-    """(p-value, held-out ROC AUC) of a classifier telling `current` texts from `reference`.
+def domain_classifier(reference: pd.Series, current: pd.Series) -> ContentTest:
+    """How well a classifier tells `current` texts from `reference` ones, on held-out texts.
 
     Each side's distinct texts are judged: a text sent many times would otherwise land in
     both halves, be learnt by heart from the training half and "recognised" in the test
     half, a separation that says nothing about the distribution (a calm window drawn with
     repeats from the reference's own texts scored p < 1e-15). Repeats are not independent
     rows either, which the p-value assumes."""
-    reference, current = distinct_texts(reference), distinct_texts(current)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
+    reference, current = distinct_texts(reference), distinct_texts(current)
     if min(len(reference), len(current)) < MIN_SIDE_ROWS:
         raise ValueError(f"text content drift needs at least {MIN_SIDE_ROWS} distinct texts a side")
     texts = np.asarray([*reference, *current], dtype=object)
@@ -92,18 +112,27 @@ def domain_classifier_p_value(reference: pd.Series, current: pd.Series) -> tuple
     classifier = LogisticRegression(class_weight="balanced", max_iter=1000)
     classifier.fit(vectorizer.fit_transform(train_x), train_y)
     scores = np.asarray(classifier.decision_function(vectorizer.transform(test_x)), np.float64)
-    return mann_whitney_greater(scores[test_y == 1], scores[test_y == 0])
+    p_value, auc = mann_whitney_greater(scores[test_y == 1], scores[test_y == 0])
+    weights = np.asarray(classifier.coef_, np.float64)[0]
+    names = [str(n) for n in vectorizer.get_feature_names_out()]
+    strongest = [i for i in np.argsort(-weights)[:SHOWN_NGRAMS] if weights[i] > 0]
+    return ContentTest(p_value, auc, tuple(names[i] for i in strongest))
+
+
+def judged(reference: pd.Series, current: pd.Series) -> ContentTest:
+    """`domain_classifier`, remembered for the last few pairs of samples."""
+    key = (_digest(reference), _digest(current))
+    if key not in _RESULTS:
+        _RESULTS[key] = domain_classifier(reference, current)
+        while len(_RESULTS) > _KEPT_RESULTS:
+            _RESULTS.popitem(last=False)
+    return _RESULTS[key]
 
 
 def _stat_test(
     reference: pd.Series, current: pd.Series, feature_type: Any, threshold: float
 ) -> tuple[float, bool]:
-    key = (_digest(reference), _digest(current))
-    if key not in _RESULTS:
-        _RESULTS[key] = domain_classifier_p_value(reference, current)
-        while len(_RESULTS) > _KEPT_RESULTS:
-            _RESULTS.popitem(last=False)
-    p_value, _ = _RESULTS[key]
+    p_value = judged(reference, current).p_value
     return p_value, p_value < threshold
 
 

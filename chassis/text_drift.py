@@ -35,11 +35,12 @@ from chassis.drift import (
     finite_rows,
     no_rows_problem,
     run_evidently,
+    sample_rows,
     suite_problems,
 )
 from chassis.errors import DriftInputError
 from chassis.expectations import SuiteResult
-from chassis.text_domain_classifier import MIN_SIDE_ROWS
+from chassis.text_domain_classifier import MIN_SIDE_ROWS, judged
 from chassis.text_input import TextEncoder
 
 TOKENS, UNKNOWN_SHARE = "tokens", "unknown_share"
@@ -101,7 +102,7 @@ def descriptors(texts: pd.Series, column: str, encoder: TextEncoder) -> pd.DataF
     return frame
 
 
-def _judged(
+def _usable_rows(
     frame: pd.DataFrame, column: str, prediction: str | None, encoder: TextEncoder
 ) -> pd.DataFrame:
     """The usable rows as Evidently sees them: the text, its descriptors, the prediction."""
@@ -197,13 +198,19 @@ def detect_text_drift(
             serving_suite=serving_suite,
             serving_suite_action=policy.serving_suite,
         )
-    judged_reference = _judged(reference, column, prediction_column, encoder)
+    judged_reference = _usable_rows(reference, column, prediction_column, encoder)
     if len(judged_reference) == 0:
         raise DriftInputError("the reference snapshot has no row with a usable text")
-    judged_current = _judged(current, column, prediction_column, encoder)
+    judged_current = _usable_rows(current, column, prediction_column, encoder)
     names = list(judged_current.columns)
     _, _, columns = run_evidently(
         judged_reference, judged_current, names, policy, html_path, text_columns=[column]
+    )
+    # The samples Evidently judged (run_evidently draws them so): the classifier's result
+    # is remembered, not trained again.
+    content = judged(
+        sample_rows(judged_reference, policy.max_rows, policy.seed)[column],
+        sample_rows(judged_current, policy.max_rows, policy.seed + 1)[column],
     )
     counted_names = {column, prediction_column}
     columns = tuple(c if c.column in counted_names else replace(c, counted=False) for c in columns)
@@ -223,4 +230,6 @@ def detect_text_drift(
         skipped_files=skipped,
         serving_suite=serving_suite,
         serving_suite_action=policy.serving_suite,
+        explanations=(content.describe(column),),
+        text_content_auc=content.auc,
     )

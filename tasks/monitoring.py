@@ -195,6 +195,8 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         )
     problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
     notes = "\n".join(f"- {n}" for n in result.notes()) or "- none"
+    moved = "".join(f"- {e}\n" for e in result.explanations)
+    moved = f"## What moved\n{moved}\n" if moved else ""
     link = f"[Evidently report]({report_uri})" if report_uri else "no report (data quality first)"
     publish_markdown(
         f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
@@ -203,6 +205,7 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n"
         f"| tests | {result.methods() or 'none run'} |\n"
         f"| serving suite | {result.serving_suite_status()} |\n\n"
+        f"{moved}"
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
         f"{link}\n",

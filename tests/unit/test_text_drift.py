@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chassis import text_domain_classifier
 from chassis.drift import DriftPolicy, SkippedFile
 from chassis.errors import DriftInputError
 from chassis.text_domain_classifier import (
     TEXT_DRIFT_DISPLAY_NAME,
-    domain_classifier_p_value,
+    domain_classifier,
     mann_whitney_greater,
 )
 from chassis.text_drift import descriptors, detect_text_drift
@@ -88,7 +89,28 @@ def test_same_topic_is_no_drift_and_another_topic_is_drift_naming_column_and_met
     assert text.method == TEXT_DRIFT_DISPLAY_NAME and text.threshold == 0.01
     assert text.score < 1e-6 and text.counted
     assert f"{TEXT}: {TEXT_DRIFT_DISPLAY_NAME}" in drifted.methods()
+    assert drifted.text_content_auc is not None and drifted.text_content_auc > 0.8
+    assert drifted.monitoring_metrics()["text_content_auc"] == drifted.text_content_auc
+    (explained,) = drifted.explanations
+    assert f"text column {TEXT!r}" in explained and "character n-grams typical" in explained
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_the_classifier_is_trained_once_a_check(corpora, encoder, monkeypatch):
+    # Evidently calls a column's test once per metric showing it; the explanation reads it too.
+    calls: list[int] = []
+    train = text_domain_classifier.domain_classifier
+
+    def counted(reference: pd.Series, current: pd.Series) -> text_domain_classifier.ContentTest:
+        calls.append(len(current))
+        return train(reference, current)
+
+    monkeypatch.setattr(text_domain_classifier, "domain_classifier", counted)
+    topic_a, topic_b = corpora
+    detect_text_drift(
+        texts_frame(topic_a[:200]), texts_frame(topic_b[200:300]), TEXT, encoder, DriftPolicy()
+    )
+    assert calls == [100]
 
 
 def test_texts_sent_many_times_are_not_mistaken_for_drift(corpora, encoder):
@@ -130,9 +152,7 @@ def test_domain_classifier_p_values_are_calm_on_one_distribution(corpora):
     topic_a, _ = corpora
     reference = pd.Series(topic_a[:400])
     p_values = [
-        domain_classifier_p_value(
-            reference, pd.Series(random.Random(s).sample(topic_a[400:], 150))
-        )[0]
+        domain_classifier(reference, pd.Series(random.Random(s).sample(topic_a[400:], 150))).p_value
         for s in range(3)
     ]
     assert min(p_values) > 0.01  # false alarms at 0.05 are 1 in 20; three below 0.01: broken
