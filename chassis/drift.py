@@ -41,6 +41,9 @@ class ColumnDrift:
     threshold: float
     score: float
     drifted: bool
+    # False for a column shown to explain the verdict but not counted in it (a text
+    # column's descriptors, such as its length in tokens).
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,19 @@ class DriftResult:
     # the spec, the policy skips it, or the window has no rows to validate).
     serving_suite: SuiteResult | None = None
     serving_suite_action: SuiteAction = "fail"
+    # What a human reads to see what moved (a text column: how well a classifier tells the
+    # window from the reference, and the character n-grams typical of the window).
+    explanations: tuple[str, ...] = ()
+    # A text column's domain classifier's held-out ROC AUC: its effect size, to trend.
+    text_content_auc: float | None = None
+
+    def drifted_column_names(self) -> list[str]:
+        """The columns whose drift counts toward the verdict, drifted."""
+        return [c.column for c in self.columns if c.drifted and c.counted]
+
+    def methods(self) -> str:
+        """The test of each column counted in the verdict, as `column: method`."""
+        return "; ".join(f"{c.column}: {c.method}" for c in self.columns if c.counted)
 
     def serving_suite_status(self) -> str:
         suite = self.serving_suite
@@ -126,13 +142,16 @@ class DriftResult:
 
     def monitoring_metrics(self) -> dict[str, float]:
         """The figures of the check logged to the model's monitoring run."""
-        return {
+        metrics = {
             "drifted_share": self.drifted_share,
             "drifted_columns": float(self.drifted_columns),
             "served_rows": float(self.current_rows),
             "non_finite_rows_dropped": float(self.dropped_rows),
             "skipped_files": float(len(self.skipped_files)),
         }
+        if self.text_content_auc is not None:
+            metrics["text_content_auc"] = self.text_content_auc
+        return metrics
 
     def notes(self) -> list[str]:
         """What the verdict does not show: values and files the test did not see."""
@@ -163,6 +182,7 @@ class DriftResult:
                 "threshold": c.threshold,
                 "score": round(c.score, 6),
                 "drifted": c.drifted,
+                "in_verdict": c.counted,
             }
             for c in self.columns
         ]
@@ -189,7 +209,7 @@ def count_non_finite(frame: pd.DataFrame, features: list[str]) -> list[NonFinite
     return [NonFinite(c, len(frame), int(nulls[c]), int(pos[c]), int(neg[c])) for c in features]
 
 
-def _column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
+def column_problem(count: NonFinite, policy: DriftPolicy) -> str | None:
     name, rows = repr(count.column), count.rows
     if count.total == rows:
         if count.infinite == 0:
@@ -226,7 +246,7 @@ def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPo
     if len(current) < policy.min_rows:
         problems.append(f"the window has {len(current)} rows, fewer than {policy.min_rows}")
     counts = count_non_finite(current, features)
-    problems += [p for p in (_column_problem(c, policy) for c in counts) if p]
+    problems += [p for p in (column_problem(c, policy) for c in counts) if p]
     if not problems:
         kept = len(finite_rows(current, features))
         if kept < policy.min_rows:  # each column passes, but together they leave too few
@@ -244,7 +264,7 @@ def suite_problems(serving_suite: SuiteResult | None, policy: DriftPolicy) -> li
     return [describe_failures(serving_suite, "the window", SHOWN_SUITE_FAILURES)]
 
 
-def _no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
+def no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
     if not skipped:
         return "the window has no rows"
     return (
@@ -263,13 +283,14 @@ def _column_drifted(method: str, score: float, threshold: float) -> bool:
     return score < threshold if "p_value" in method else score >= threshold
 
 
-def _display_name(method: str, reference: pd.Series, current: pd.Series) -> str:
+def _display_name(method: str, reference: pd.Series, current: pd.Series, text: bool) -> str:
     """`ks` -> `K-S p_value`: a method given by its short name, as Evidently displays it."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
+    kind = ColumnType.Text if text else ColumnType.Numerical
     try:
-        return str(get_stattest(reference, current, ColumnType.Numerical, method).display_name)
+        return str(get_stattest(reference, current, kind, method).display_name)
     except Exception:
         return method  # already a display name (Evidently's default methods are reported so)
 
@@ -299,7 +320,7 @@ def detect_drift(
             "data-quality-failure",
             0,
             len(reference),
-            quality_problems=(_no_rows_problem(skipped),),
+            quality_problems=(no_rows_problem(skipped),),
             skipped_files=skipped,
         )
     check_schema(current, features)
@@ -355,23 +376,45 @@ def run_evidently(
     features: list[str],
     policy: DriftPolicy,
     html_path: Path | None,
+    text_columns: Sequence[str] = (),
 ) -> tuple[int, float, tuple[ColumnDrift, ...]]:
-    """Drifted-column count and share, and per-column results, on finite rows only."""
-    from evidently import Report
+    """Drifted-column count and share, and per-column results, on finite rows only.
+    `text_columns` (strings) are judged by the text domain classifier
+    (chassis.text_domain_classifier); the policy's global method is for numeric columns."""
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     reference = sample_rows(reference[features], policy.max_rows, policy.seed)
     current = sample_rows(current[features], policy.max_rows, policy.seed + 1)
+    per_column_method: dict[str, str] = dict(policy.per_column_method)
+    per_column_threshold = dict(policy.per_column_threshold)
+    if text_columns:
+        from chassis import text_domain_classifier as text_test
+
+        text_test.register()
+        for column in text_columns:
+            per_column_method[column] = text_test.TEXT_DRIFT_METHOD
+            per_column_threshold.setdefault(column, text_test.DEFAULT_TEXT_THRESHOLD)
     preset = DataDriftPreset(
         columns=features,
         drift_share=policy.drift_share,
         method=policy.method,
         threshold=policy.threshold,
         # Evidently also takes StatTest objects here; a dict of names is invariant to it.
-        per_column_method=policy.per_column_method or None,  # pyright: ignore[reportArgumentType]
-        per_column_threshold=policy.per_column_threshold or None,
+        per_column_method=per_column_method or None,  # pyright: ignore[reportArgumentType]
+        per_column_threshold=per_column_threshold or None,
     )
-    snapshot = Report([preset]).run(reference_data=reference, current_data=current)
+    if text_columns:
+        definition = DataDefinition(
+            numerical_columns=[c for c in features if c not in text_columns],
+            text_columns=list(text_columns),
+        )
+        snapshot = Report([preset]).run(
+            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+            current_data=Dataset.from_pandas(current, data_definition=definition),
+        )
+    else:
+        snapshot = Report([preset]).run(reference_data=reference, current_data=current)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
@@ -385,7 +428,9 @@ def run_evidently(
         elif kind.endswith(":ValueDrift"):
             config_ = metric["config"]
             column = str(config_["column"])
-            method = _display_name(str(config_["method"]), reference[column], current[column])
+            method = _display_name(
+                str(config_["method"]), reference[column], current[column], column in text_columns
+            )
             threshold, score = float(config_["threshold"]), float(metric["value"])
             columns.append(
                 ColumnDrift(

@@ -24,12 +24,13 @@ def reference_sample(
     rows: int = REFERENCE_ROWS,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> "pd.DataFrame":
-    """`predict` (float32 features -> one value a row): a regressor's predictions, kept in
-    the `prediction` column."""
+    """`predict` (the model's input -> one value a row: float32 features, or a text model's
+    token ids): a regressor's predictions, kept in the `prediction` column."""
     columns = [*dataset.feature_columns, dataset.label_column]
     train = dataset.train[columns]
     sample = train.sample(n=min(rows, len(train)), random_state=0)
     if predict is not None:
-        features = sample[list(dataset.feature_columns)].to_numpy(dtype=np.float32)
-        sample[PREDICTION] = predict(features).astype(np.float64)
+        from chassis.data import features
+
+        sample[PREDICTION] = predict(features(sample, dataset)).astype(np.float64)
     return sample

@@ -5,6 +5,7 @@ embedded default. Loopback only by design: the URL comes from Chassis's own sett
 """
 
 import itertools
+import random
 import threading
 import time
 from collections import Counter
@@ -111,3 +112,37 @@ def apply_drift(rows: np.ndarray, scenario: str, seed: int = 0) -> np.ndarray:
         mask = (rng.random(drifted.shape) < 1 / 3) & half
         drifted[mask] = 0.0
     return drifted.astype(np.float32)
+
+
+TEXT_DRIFT_SCENARIOS = ("typos", "topic")
+# A letter in seven replaced: enough for the text drift check to see on a few hundred rows
+# (at one in ten its p-value on 150 rows hovers near 0.01), still legible to a person.
+TYPO_RATE = 0.15
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def apply_text_drift(
+    texts: Sequence[str], scenario: str, seed: int = 0, replacements: Sequence[str] = ()
+) -> list[str]:
+    """Texts as a changing world would send them, for demos and tests.
+
+    typos: letters replaced by random ones at TYPO_RATE (sloppy input, a broken OCR or
+    encoding step); topic: the texts replaced by `replacements` (texts of another topic,
+    one for each text, cycling), as when users start asking about something else.
+    """
+    if scenario not in TEXT_DRIFT_SCENARIOS:
+        raise ValueError(
+            f"unknown text drift scenario {scenario!r}; one of {', '.join(TEXT_DRIFT_SCENARIOS)}"
+        )
+    if scenario == "topic":
+        others = [t for t in replacements if t.strip()]
+        if not others:
+            raise ValueError("the topic scenario needs texts of another topic to send")
+        return [others[i % len(others)] for i in range(len(texts))]
+    rng = random.Random(seed)
+    return [
+        "".join(
+            rng.choice(_LETTERS) if c.isalpha() and rng.random() < TYPO_RATE else c for c in text
+        )
+        for text in texts
+    ]

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -95,3 +96,11 @@ def ratio_at_least_one(text: str) -> float:
     if not 1 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite ratio >= 1, got {text}")
     return value
+
+
+def existing_file(text: str) -> Path:
+    """A path to a file that exists (read later, so a typo fails before any work starts)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path

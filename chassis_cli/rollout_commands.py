@@ -1,11 +1,12 @@
 """`chassis rollout | traffic`: stage a version through the gateway, or send it requests."""
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from chassis.drift_policy import DriftPolicy, drift_policy_from
 from chassis.rollout.policy import RolloutPolicy, policy_from
-from chassis_cli.argtypes import positive_float, positive_int, version_number
+from chassis_cli.argtypes import existing_file, positive_float, positive_int, version_number
 from chassis_cli.context import Context
 from chassis_cli.display import out
 from chassis_cli.policy_options import add_model_options, given_values
@@ -78,9 +79,16 @@ def add_rollout_parsers(commands: Any) -> None:
     traffic.add_argument("--gateway-url", help="gateway (default CHASSIS_GATEWAY_URL)")
     traffic.add_argument(
         "--drift",
-        choices=("shift", "scale", "noise", "missing"),
+        choices=("shift", "scale", "noise", "missing", "typos", "topic"),
         help="send drifted rows: shift (half the features +1 std), scale (x1.5), noise "
-        "(+0.5 std), missing (a third of half the features arrive as 0)",
+        "(+0.5 std), missing (a third of half the features arrive as 0); a text model's: "
+        "typos (about one letter in seven replaced), topic (the texts of --texts instead)",
+    )
+    traffic.add_argument(
+        "--texts",
+        type=existing_file,
+        metavar="FILE",
+        help="with --drift topic: a UTF-8 file of texts of another topic, one a line",
     )
     traffic.set_defaults(handler=_traffic)
 
@@ -123,7 +131,6 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 
 
 def _traffic(args: argparse.Namespace, context: Context) -> int:
-    import numpy as np
 
     from chassis.errors import ChassisError
     from chassis.registry import Registry
@@ -137,15 +144,10 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     if champion is None:
         raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
     rows = test_rows(registry, args.model, champion)
+    if args.texts is not None and args.drift != "topic":
+        raise ChassisError("--texts is for --drift topic")
     if args.drift:
-        from chassis.traffic import apply_drift
-
-        if rows and isinstance(rows[0], str):
-            raise ChassisError(
-                f"{args.model} is a text model; --drift scenarios change numeric features "
-                "(send drifted text with your own client)"
-            )
-        rows = apply_drift(np.asarray(rows, dtype=np.float64), args.drift).tolist()
+        rows = drifted_rows(args.model, rows, args.drift, args.texts)
     url = args.gateway_url or settings.resolved_gateway_url()
     report = replay(
         url,
@@ -165,6 +167,40 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
         f"status {by_status}; answered by {by_version}"
     )
     return 0 if report.failed == 0 else 1
+
+
+def drifted_rows(model: str, rows: list[Any], scenario: str, texts: Path | None) -> list[Any]:
+    """The test rows as the --drift scenario changes them; a scenario of the other kind of
+    model (numeric for a text model, or text for a numeric one) is refused, naming both."""
+    import numpy as np
+
+    from chassis.errors import ChassisError
+    from chassis.traffic import DRIFT_SCENARIOS, TEXT_DRIFT_SCENARIOS, apply_drift, apply_text_drift
+
+    is_text = bool(rows) and isinstance(rows[0], str)
+    if is_text and scenario not in TEXT_DRIFT_SCENARIOS:
+        raise ChassisError(
+            f"{model} is a text model; --drift {scenario} changes numeric features (a text "
+            f"model's scenarios: {', '.join(TEXT_DRIFT_SCENARIOS)})"
+        )
+    if not is_text:
+        if scenario not in DRIFT_SCENARIOS:
+            raise ChassisError(
+                f"{model} reads numeric features; --drift {scenario} is for text models "
+                f"(numeric scenarios: {', '.join(DRIFT_SCENARIOS)})"
+            )
+        return apply_drift(np.asarray(rows, dtype=np.float64), scenario).tolist()
+    others: list[str] = []
+    if scenario == "topic":
+        if texts is None:
+            raise ChassisError("--drift topic needs --texts FILE: texts of another topic")
+        try:
+            others = [line.strip() for line in texts.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ChassisError(f"cannot read --texts {texts}: {error}") from None
+        if not any(others):
+            raise ChassisError(f"--texts {texts} holds no text (one a line)")
+    return apply_text_drift(rows, scenario, replacements=others)
 
 
 def _drift_check(args: argparse.Namespace, context: Context) -> int:

@@ -18,6 +18,7 @@ from tasks.monitoring import (
     check_serving_suite,
     judge_drift,
     load_reference,
+    load_text_encoder,
     load_window,
     log_drift_report,
     publish_drift,
@@ -53,7 +54,7 @@ class DriftOutcome(BaseModel):
             champion_version=champion,
             verdict=result.verdict,
             drifted_share=result.drifted_share,
-            drifted_columns=[c.column for c in result.columns if c.drifted],
+            drifted_columns=result.drifted_column_names(),
             served_rows=result.current_rows,
             non_finite_rows_dropped=result.dropped_rows,
             skipped_files=[f.describe() for f in result.skipped_files],
@@ -84,6 +85,9 @@ def drift_check(
     the artifact (none readable: a data-quality failure naming them). The window is validated
     against the serving suite of the champion's spec (recorded in the outcome and an
     artifact); a failure is a data-quality failure, or with policy serving_suite=warn a note.
+    A text champion (tag chassis.text_input) is judged by its text column: a domain
+    classifier's p-value (chassis/text_domain_classifier.py), with token count and
+    unknown-token share from its own tokenizer shown beside it.
     On drift, emit `chassis.model.drift-detected` for the model; a deployment trigger starts
     retraining."""
     settings = ChassisSettings()
@@ -102,7 +106,8 @@ def drift_check(
             registry, settings, model_name, champion, window, features, drift_policy
         )
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
-        result = judge_drift(reference, window, features, drift_policy, html, suite)
+        encoder = load_text_encoder(registry, model_name, champion, workdir)
+        result = judge_drift(reference, window, features, drift_policy, html, suite, encoder)
         params = {
             "champion_version": champion,
             "window_minutes": window_minutes,

@@ -19,6 +19,8 @@ from chassis.registry.tags import TAG_SPEC
 from chassis.serving.prediction_log import PREDICTION
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.text_drift import detect_text_drift
+from chassis.text_input import TextEncoder
 from chassis.tracking import Tracking
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
@@ -44,6 +46,18 @@ def load_reference(
     if not features:
         raise DriftInputError(f"{model} v{version} records no feature columns")
     return pd.read_parquet(path), features
+
+
+@task(name="load-text-encoder", **REMOTE_READ_TASK)
+def load_text_encoder(
+    registry: Registry, model: str, version: int, workdir: Path
+) -> TextEncoder | None:
+    """The served version's tokenizer when it is a text model (tag chassis.text_input), else
+    None: a text column's descriptors are read the way the model reads its input."""
+    try:
+        return registry.fetch_text_encoder(model, version, workdir / "tokenizer")
+    except RegistryError as error:
+        raise DriftInputError(str(error)) from error
 
 
 @task(name="load-window", **NO_CACHE_TASK)
@@ -117,9 +131,26 @@ def judge_drift(
     policy: DriftPolicy,
     html_path: Path,
     serving_suite: SuiteResult | None,
+    text_encoder: TextEncoder | None = None,
 ) -> DriftResult:
     # A regressor's reference holds its predicted values: judged as one more column.
     prediction = PREDICTION if PREDICTION in reference.columns else None
+    if text_encoder is not None:
+        if len(features) != 1:
+            raise DriftInputError(
+                f"a text model has one feature column (its texts); the version records {features}"
+            )
+        return detect_text_drift(
+            reference,
+            window.frame,
+            features[0],
+            text_encoder,
+            policy,
+            html_path,
+            window.skipped,
+            serving_suite,
+            prediction,
+        )
     return detect_drift(
         reference,
         window.frame,
@@ -164,13 +195,17 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         )
     problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
     notes = "\n".join(f"- {n}" for n in result.notes()) or "- none"
+    moved = "".join(f"- {e}\n" for e in result.explanations)
+    moved = f"## What moved\n{moved}\n" if moved else ""
     link = f"[Evidently report]({report_uri})" if report_uri else "no report (data quality first)"
     publish_markdown(
         f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
         f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
         f"| reference rows | {result.reference_rows} |\n"
         f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n"
+        f"| tests | {result.methods() or 'none run'} |\n"
         f"| serving suite | {result.serving_suite_status()} |\n\n"
+        f"{moved}"
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
         f"{link}\n",
@@ -189,7 +224,7 @@ def signal_drift(model: str, version: int, result: DriftResult, extra: dict[str,
             "model_name": model,
             "champion_version": version,
             "drifted_share": result.drifted_share,
-            "drifted_columns": [c.column for c in result.columns if c.drifted],
+            "drifted_columns": result.drifted_column_names(),
             **extra,
         },
     )

@@ -8,6 +8,7 @@ retrain claim, webhooks, rollout record), called with this registry's client.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 
@@ -32,6 +33,9 @@ from chassis.registry.lock import RegistryLock
 from chassis.registry.registration import RegisteredVersion
 from chassis.rollout.record import RolloutRecord
 from chassis.settings import ChassisSettings
+
+if TYPE_CHECKING:
+    from chassis.text_input import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,12 @@ class Registry:
     @naming("fetching {name} v{version}")
     def fetch_version(self, name: str, version: int, destination: Path) -> VersionFiles:
         return fetch.fetch_version(self.client, name, version, destination)
+
+    @naming("fetching the tokenizer of {name} v{version}")
+    def fetch_text_encoder(
+        self, name: str, version: int, destination: Path
+    ) -> "TextEncoder | None":
+        return fetch.fetch_text_encoder(self.client, name, version, destination)
 
     @naming("fetching the reference snapshot of {name} v{version}")
     def fetch_reference(self, name: str, version: int, destination: Path) -> Path:

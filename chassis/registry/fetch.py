@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from chassis.digests import sha256_file
 from chassis.errors import IntegrityError, RegistryError
 from chassis.registry.failures import lookup_failed
-from chassis.registry.reads import no_version, version_artifact_uri
+from chassis.registry.reads import no_version, version_artifact_uri, version_tags
 from chassis.registry.tags import (
     EVALUATION_FILE,
     ONNX_FILE,
@@ -19,6 +19,7 @@ from chassis.registry.tags import (
     REFERENCE_FILE,
     TAG_ONNX_SHA256,
     TAG_TEXT_INPUT,
+    TAG_TOKENIZER_SHA256,
     TOKENIZER_FILE,
     VERIFIED_FILES,
     WEIGHTS_FILE,
@@ -80,6 +81,31 @@ def download(client: MlflowClient, artifact_uri: str, destination: Path) -> Path
     )
 
 
+def _verified(
+    client: MlflowClient,
+    name: str,
+    version: int,
+    location: str,
+    relative: str,
+    expected: str,
+    destination: Path,
+) -> Path:
+    """One file of a version (`relative` to its artifacts at `location`), downloaded and
+    checked against its recorded sha256."""
+    try:
+        local = download(client, f"{location}/{relative}", destination)
+    except MlflowException as error:
+        raise lookup_failed(error, f"{name} v{version} has no {relative}") from None
+    actual = sha256_file(local)
+    if actual != expected:
+        local.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{name} v{version}: {relative} does not match its recorded digest "
+            f"(expected sha256 {expected}, actual {actual}); refusing to load it"
+        )
+    return local
+
+
 def fetch_version(client: MlflowClient, name: str, version: int, destination: Path) -> VersionFiles:
     """Download a version's ONNX model and the optional files it records, verifying sha256.
 
@@ -100,18 +126,7 @@ def fetch_version(client: MlflowClient, name: str, version: int, destination: Pa
     destination.mkdir(parents=True, exist_ok=True)
 
     def verified(relative: str, expected: str) -> Path:
-        try:
-            local = download(client, f"{location}/{relative}", destination)
-        except MlflowException as error:
-            raise lookup_failed(error, f"{name} v{version} has no {relative}") from None
-        actual = sha256_file(local)
-        if actual != expected:
-            local.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"{name} v{version}: {relative} does not match its recorded digest "
-                f"(expected sha256 {expected}, actual {actual}); refusing to load it"
-            )
-        return local
+        return _verified(client, name, version, location, relative, expected, destination)
 
     onnx_path = verified(ONNX_FILE, tags[TAG_ONNX_SHA256])
     extra = {
@@ -120,6 +135,34 @@ def fetch_version(client: MlflowClient, name: str, version: int, destination: Pa
         if tag in tags
     }
     return VersionFiles(name, version, onnx_path, tags, extra)
+
+
+def fetch_text_encoder(
+    client: MlflowClient, name: str, version: int, destination: Path
+) -> "TextEncoder | None":
+    """A text version's encoder from its tokenizer file alone (verified), without the ONNX
+    model: what the drift check needs to read served texts as the model does. None for a
+    tabular version."""
+    from chassis.text_input import TextEncoder
+
+    tags = version_tags(client, name, version)
+    settings = tags.get(TAG_TEXT_INPUT)
+    if settings is None:
+        return None
+    if TAG_TOKENIZER_SHA256 not in tags:
+        raise RegistryError(f"{name} v{version} is a text model but stores no {TOKENIZER_FILE}")
+    location = version_artifact_uri(client, name, version).rstrip("/")
+    destination.mkdir(parents=True, exist_ok=True)
+    path = _verified(
+        client,
+        name,
+        version,
+        location,
+        TOKENIZER_FILE,
+        tags[TAG_TOKENIZER_SHA256],
+        destination,
+    )
+    return TextEncoder.from_settings(path, settings)
 
 
 def fetch_reference(client: MlflowClient, name: str, version: int, destination: Path) -> Path:

@@ -57,3 +57,34 @@ def test_a_regressors_reference_holds_its_predicted_value_of_each_row():
     assert sample["prediction"].dtype == np.float64
     assert np.allclose(sample["prediction"], sample[data.feature_columns[0]] * 2.0)
     assert "prediction" not in reference_sample(data, rows=10).columns
+
+
+def test_a_text_regressors_predictions_are_made_from_its_token_ids():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from chassis.text_input import TextEncoder
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "short": 2, "a": 3, "longer": 4, "text": 5}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    texts = ["short", "a longer text", "text"] * 10
+
+    def frame() -> pd.DataFrame:
+        return pd.DataFrame({"text": texts, "label": np.arange(30.0)})
+
+    data = Dataset(
+        frame(), frame(), frame(), ("text",), "label", TextEncoder(tokenizer.to_str(), 8)
+    )
+    seen: list[np.ndarray] = []
+
+    def tokens_per_row(ids: np.ndarray) -> np.ndarray:
+        seen.append(ids)
+        return (ids != 0).sum(axis=1)
+
+    sample = reference_sample(data, predict=tokens_per_row)
+    assert seen[0].dtype == np.int64 and seen[0].shape == (30, 8)
+    assert dict(zip(sample["text"], sample["prediction"], strict=True)) == {
+        "short": 1.0,
+        "a longer text": 3.0,
+        "text": 1.0,
+    }
