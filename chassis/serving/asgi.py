@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from chassis.errors import NotServable, RequestError
+from chassis.errors import NotServable, RequestError, TextRefused
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
-from chassis.serving.validation import TextRefused, parse_instances, parse_texts
+from chassis.serving.validation import parse_instances, parse_texts
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

@@ -564,7 +564,7 @@ class Gateway:
         rows = (
             request
             if served.encoder is None and type(request) is np.ndarray
-            else (self._model_input(model, served, request))
+            else self._model_input(model, served, request)
         )
         # A fast model with nothing queued answers in this call; only the others await.
         answered = self._answer_now(model, served, rows, role)

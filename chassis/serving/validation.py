@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 import orjson
 
-from chassis.errors import RequestError
+from chassis.errors import RequestError, TextRefused
 
 # A value beyond float32's range is refused by the finiteness check right after the cast, so
 # numpy's overflow warning would only put noise in the gateway's log for a request already
@@ -136,16 +136,6 @@ def _well_formed_rows(
     if np.isfinite(values).tobytes().find(0) >= 0:
         return None
     return values
-
-
-class TextRefused(RequestError):  # noqa: N818 (reads as what happened)
-    """A text request refused before any version ran (422), with why, as the
-    chassis_text_refused_total counter labels it: "empty" or "not_text" ("too_long" is
-    found when a version's own tokenizer reads the text)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(422, message)
-        self.reason = reason
 
 
 def parse_texts(body: bytes, content_type: str, limits: Limits) -> list[str]:
