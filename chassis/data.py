@@ -211,6 +211,13 @@ def features(frame: pd.DataFrame, dataset: Dataset) -> np.ndarray:
     return frame[list(dataset.feature_columns)].to_numpy(dtype=np.float32)
 
 
+def input_width(dataset: Dataset) -> int:
+    """The model's input width: its feature columns, or a text model's length in tokens."""
+    if dataset.text_encoder is not None:
+        return dataset.text_encoder.max_length
+    return len(dataset.feature_columns)
+
+
 def request_rows(frame: pd.DataFrame, dataset: Dataset) -> list[Any]:
     """`frame`'s rows as a client sends them to the gateway (`{"instances": rows}`): lists
     of numbers, or a text model's strings."""

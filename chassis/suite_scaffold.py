@@ -1,8 +1,9 @@
 """Drafts a training-data expectation suite from a dataset, for a user to review and commit.
 
 The draft pins what the training split looks like today: the columns, numeric dtypes, value
-ranges, no nulls, the label set (a regressor's target: its range), and a row-count floor at
-half of today's rows. Edit it to
+ranges (a text model's column: strings, their lengths in characters), no nulls, the label
+set (a regressor's target: its range), and a row-count floor at half of today's rows. Edit
+it to
 encode what the data *should* look like; Chassis only ever reads the committed file.
 """
 
@@ -15,6 +16,30 @@ from chassis.modelspec import Dataset
 from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+# Great Expectations names a pandas object column's value types by their Python type.
+TEXT_TYPES = ["str"]
+
+
+def _text_expectations(
+    frame: pd.DataFrame, column: str, max_length: int | None, mostly: float = 1.0
+) -> list[dict[str, Any]]:
+    """A text column: no nulls, strings, at least one character (and at most `max_length`)."""
+    lengths: dict[str, Any] = {"column": column, "min_value": 1}
+    if max_length is not None:
+        lengths["max_value"] = max_length
+    if mostly < 1.0:
+        lengths["mostly"] = mostly
+    return [
+        {
+            "type": "expect_column_values_to_not_be_null",
+            "kwargs": {"column": column, **({"mostly": mostly} if mostly < 1.0 else {})},
+        },
+        {
+            "type": "expect_column_values_to_be_in_type_list",
+            "kwargs": {"column": column, "type_list": TEXT_TYPES},
+        },
+        {"type": "expect_column_value_lengths_to_be_between", "kwargs": lengths},
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -41,6 +66,10 @@ def scaffold_training_suite(
     ]
     for column in dataset.feature_columns:
         values = frame[column]
+        if dataset.text_encoder is not None:
+            longest = int(values.astype(str).str.len().max())
+            expectations += _text_expectations(frame, column, longest)
+            continue
         expectations += [
             {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}},
             {
@@ -108,6 +137,10 @@ def scaffold_serving_suite(
     ]
     for column in dataset.feature_columns:
         values = frame[column]
+        if dataset.text_encoder is not None:
+            # No upper bound in characters: the gateway refuses a text by its tokens.
+            expectations += _text_expectations(frame, column, None, mostly)
+            continue
         expectations += [
             {
                 "type": "expect_column_values_to_not_be_null",

@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Generator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,8 @@ class LoggedCandidate:
     model_uri: str | None  # set for the candidate logged as an MLflow model (to register)
     model_id: str | None
     stored_onnx_sha256: str | None
+    # Digests of the files stored with the model, by path in its folder (as for training).
+    stored_file_sha256: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,12 +226,14 @@ class Tracking:
         text_artifacts: dict[str, str],
         candidates: list[CandidateRun],
         model_candidate: str | None,
+        model_files: list[Path] | None = None,
     ) -> LoggedCompression:
         """A parent run for the compression stage with one nested run per candidate.
 
         Every child holds its metrics and its ONNX file (under `onnx/`). `model_candidate` is
-        also logged as an MLflow model so it can be registered; its digest is read back from
-        the store, as for training runs.
+        also logged as an MLflow model so it can be registered, with `model_files` beside it
+        (a text model's tokenizer); their digests are read back from the store, as for
+        training runs.
         """
         logged: dict[str, LoggedCandidate] = {}
         with self._run(experiment_id, run_name, tags) as parent_id:
@@ -248,16 +252,29 @@ class Tracking:
                     self._log(child_id, candidate.params, candidate.metrics)
                     self.client.log_artifact(child_id, str(candidate.onnx_path), "onnx")
                     model = None
+                    stored_files: dict[str, str] = {}
                     if candidate.name == model_candidate:
+                        extra = [str(path) for path in model_files or []]
                         model = self._log_onnx_model(
-                            experiment_id, child_id, candidate.onnx_path, candidate.params
+                            experiment_id,
+                            child_id,
+                            candidate.onnx_path,
+                            candidate.params,
+                            **({"extra_files": extra} if extra else {}),
                         )
+                        stored_files = {
+                            f"extra_files/{path.name}": self.stored_artifact_sha256(
+                                model.model_id, f"extra_files/{path.name}"
+                            )
+                            for path in model_files or []
+                        }
                 logged[candidate.name] = LoggedCandidate(
                     candidate.name,
                     child_id,
                     model.model_uri if model else None,
                     model.model_id if model else None,
                     model.stored_onnx_sha256 if model else None,
+                    stored_files,
                 )
         return LoggedCompression(parent_id, experiment_id, logged)
 

@@ -215,9 +215,9 @@ def make_model(
         exported = import_onnx_file(spec, dataset, workdir)
         no_program = ProgramExport(None, NO_PROGRAM_FOR_ONNX)
         classes = class_count(dataset) if spec.task == CLASSIFICATION else None
-        encoder = dataset.text_encoder
-        width = encoder.max_length if encoder is not None else len(dataset.feature_columns)
-        return NewModel(exported, no_program, width, classes, task=spec.task)
+        return NewModel(
+            exported, no_program, core_data.input_width(dataset), classes, task=spec.task
+        )
     if spec.form == "train":
         trained = train_baseline(spec, dataset, epochs, seed)
     else:

@@ -1,6 +1,7 @@
 """Tasks of the compression stage: load the parent version, build, measure, select, record."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from chassis.compression.measure import (
     measure_all,
     quality_task,
 )
+from chassis.compression.policy import TEXT_TIMED_BATCH_SIZES
 from chassis.compression.select import Selection, SelectionPolicy, select_candidate
 from chassis.errors import CompressionError
 from chassis.modelspec import Dataset
 from chassis.registry import RegisteredVersion, Registry
-from chassis.registry.tags import TAG_PARENT_VERSION
-from chassis.runtime import onnx_input_name
+from chassis.registry.tags import TAG_PARENT_VERSION, VERIFIED_FILES
+from chassis.runtime import TOKEN_BATCH_ROWS, onnx_input_name
 from chassis.settings import ChassisSettings
 from chassis.task import CLASSIFICATION, Task
 from chassis.tracking import CandidateRun, LoggedCompression, Tracking
@@ -51,7 +53,10 @@ def load_parent(
     if loaded.module is None:
         get_run_logger().warning("int8 candidates only: %s", loaded.no_module_reason)
     spec = loaded.spec()
-    dataset = core_data.load_dataset(spec.load_data, spec.name, loaded.task)
+    dataset = core_data.load_dataset(spec.load_data, spec.name, loaded.task, spec.text_input)
+    encoder = loaded.files.text_encoder()
+    if encoder is not None:  # the version reads text through its own tokenizer
+        dataset = replace(dataset, text_encoder=encoder)
     get_run_logger().info(
         "parent %s v%d (%s, %s), sha256 verified",
         model_name,
@@ -67,7 +72,7 @@ def classifier_setup(loaded: LoadedVersion, dataset: Dataset) -> ClassifierSetup
     return ClassifierSetup(
         baseline=loaded.module,
         baseline_onnx=loaded.files.onnx_path,
-        n_features=len(dataset.feature_columns),
+        n_features=core_data.input_width(dataset),
         n_classes=loaded.n_classes,
         x_train=core_data.features(dataset.train, dataset),
         y_train=core_data.truth(dataset.train, dataset, task),
@@ -105,6 +110,10 @@ def measure_candidates(
     feeds = {
         onnx_input_name(built.candidates[0].onnx_path): core_data.features(dataset.test, dataset)
     }
+    if dataset.text_encoder is not None:
+        settings = replace(
+            settings, batch_sizes=TEXT_TIMED_BATCH_SIZES, inference_batch=TOKEN_BATCH_ROWS
+        )
     measured = measure_all(built.candidates, feeds, quality, settings, BASELINE)
     logger = get_run_logger()
     for m in measured:
@@ -204,6 +213,8 @@ def log_compression(
         },
         candidates=children,
         model_candidate=None if selection.selected == BASELINE else selection.selected,
+        # A compressed text model reads strings through its parent's tokenizer.
+        model_files=[loaded.files.tokenizer_path] if loaded.files.tokenizer_path else None,
     )
     get_run_logger().info(
         "logged parent run %s with %d candidate runs", logged.parent_run_id, len(children)
@@ -233,7 +244,11 @@ def register_selected(
         flow_run_id=flow_run_id,
         candidate=chosen.name,
         recipe=chosen.recipe,
-    )
+    ) | {
+        VERIFIED_FILES[relative]: digest
+        for relative, digest in run.stored_file_sha256.items()
+        if relative in VERIFIED_FILES
+    }
     quality = ", ".join(f"{k} {v:.4f}" for k, v in chosen.quality.items())
     registered = registry.register_version(
         name=loaded.files.name,

@@ -26,6 +26,7 @@ from chassis.registry.tags import (
     TAG_RUN_ID,
     TAG_SPEC,
     TAG_TASK,
+    TAG_TEXT_INPUT,
 )
 
 INHERITED_TAGS = (
@@ -36,6 +37,7 @@ INHERITED_TAGS = (
     TAG_N_OUTPUTS,
     TAG_N_CLASSES,
     TAG_FEATURE_COLUMNS,
+    TAG_TEXT_INPUT,
     TAG_GIT_COMMIT,
 )
 

@@ -264,7 +264,7 @@ def export_embedder(module: nn.Module, destination: Path) -> Path:
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _docstring_sentences(source: str) -> list[str]:
+def docstring_sentences(source: str) -> list[str]:
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -295,7 +295,7 @@ def stdlib_corpus(limit_files: int | None = None) -> Corpus:
     train: list[str] = []
     held_out: list[str] = []
     for path in files[:limit_files]:
-        for sentence in _docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
+        for sentence in docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
             if sentence in seen:
                 continue
             seen.add(sentence)
@@ -319,7 +319,7 @@ def training_sentences(corpus: Corpus) -> list[str]:
     for path in sorted(stdlib.rglob("*.py")):
         if path.parent == stdlib or skipped & set(path.relative_to(stdlib).parts):
             continue
-        for sentence in _docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
+        for sentence in docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
             if sentence in seen:
                 continue
             seen.add(sentence)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from chassis.errors import GateConfigError
@@ -8,6 +10,7 @@ from chassis.gates import (
     compare_metric,
     evaluate_gates,
     gate_policy_from,
+    latency_budget,
 )
 
 
@@ -204,3 +207,13 @@ def test_the_champion_comparison_uses_model_cpu_time_when_both_were_measured():
     assert latency_vs_champion(measured(4, 0.95, p99=2.97), champion, 1.5, 1.0).gate == (
         "latency p99 vs champion v1"
     )
+
+
+def test_latency_budget_judges_cpu_time_when_measured_not_a_busy_clock():
+    # Preempted by other work, a call is 80 ms on the clock but costs 12 ms of CPU: the
+    # budget judges the model, so it passes; a model that costs 80 ms of CPU fails.
+    busy = replace(measured(3, 0.96, p99=80.0), model_cpu_p50_ms=10.0, model_cpu_p99_ms=12.0)
+    result = latency_budget(busy, 50.0)
+    assert result.passed and "12.000 ms CPU (wall 80.000 ms)" in result.observed
+    slow = replace(busy, model_cpu_p99_ms=80.0)
+    assert not latency_budget(slow, 50.0).passed
