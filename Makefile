@@ -73,6 +73,10 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py
 
+.PHONY: bench-text-serving
+bench-text-serving: $(STAMP) ## Gateway on the MiniLM topic classifier: micro-batching off/greedy/held at 1, 8, 32 connections
+	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/text_serving.py
+
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
 	$(BIN)/python benchmarks/drift.py
