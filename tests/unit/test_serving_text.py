@@ -421,3 +421,13 @@ def test_the_blue_green_preview_reads_texts_through_the_idle_colors_tokenizer(
     # v2 reads 4 tokens at most (v1, live, would read this one).
     assert long_status == 422
     assert "row 0 has 5 tokens; the model reads at most 4 (reviews v2)" in long_answer["error"]
+
+
+def test_a_graph_whose_width_is_not_the_versions_max_length_is_not_served(tmp_path: Path):
+    from chassis.errors import NotServable
+
+    mismatched = Version(tmp_path / "v1", WORDS_V1, max_length=6)
+    write_classifier(mismatched.onnx, WORDS_V1, CLASSES, 2, 8)  # 8 token ids per text
+    gateway = gateway_for(tmp_path, FakeRegistry({1: mismatched}))
+    with pytest.raises(NotServable, match="reads 8 token ids per text, but its text input"):
+        opened(gateway, 1, mismatched)
