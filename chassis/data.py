@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chassis.errors import DatasetError, TextInputError
+from chassis.errors import DatasetError, SpecError, TextInputError
 from chassis.modelspec import Dataset
 from chassis.task import CLASSIFICATION, DEFAULT_TASK, Task
 from chassis.text_input import TextInput
@@ -44,7 +44,11 @@ def load_dataset(
             f"got {type(dataset).__name__}"
         )
     if text_input is not None:
-        dataset = replace(dataset, text_encoder=text_input.encoder())
+        try:
+            encoder = text_input.encoder()
+        except SpecError as error:
+            raise SpecError(f"spec {spec_name!r}: {error}") from None
+        dataset = replace(dataset, text_encoder=encoder)
     check_dataset(dataset, task)
     return dataset
 

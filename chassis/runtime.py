@@ -53,6 +53,27 @@ TABULAR_BATCH_ROWS = 4096
 TOKEN_BATCH_ROWS = 32
 
 
+# Operators that quantize activations with a scale computed over their whole input at run
+# time (ONNX Runtime's dynamic int8): a row's answer then depends on the rows run with it.
+BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul"})
+
+
+def answers_depend_on_batch(model: Path) -> bool:
+    """Whether the graph's answer to a row depends on the other rows of its batch: with
+    dynamic int8, 4.8 % of the text spec's labels differ between one text a call and 32
+    (docs/architecture.md). Such a graph is run one row a call wherever its answers count
+    (gates, compression quality, the gateway), so they never depend on other requests."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return any(node.op_type in BATCH_DEPENDENT_OPS for node in graph.node)
+
+
+def answer_batch_rows(model: Path, x: np.ndarray) -> int:
+    """Rows per call when answers count: one for a batch-dependent graph, else `batch_rows`."""
+    return 1 if answers_depend_on_batch(model) else batch_rows(x)
+
+
 def batch_rows(x: np.ndarray) -> int:
     """How many rows of `x` to run per call: integer inputs are a text model's token ids."""
     return TOKEN_BATCH_ROWS if x.dtype.kind in "iu" else TABULAR_BATCH_ROWS

@@ -147,7 +147,7 @@ class TextEncoder:
 def _pad_id(tokenizer: "Tokenizer", document: dict[str, Any]) -> int:
     padding = document.get("padding")
     if isinstance(padding, dict) and isinstance(padding.get("pad_id"), int):
-        return int(padding["pad_id"])  # pyright: ignore[reportUnknownArgumentType]
+        return int(padding["pad_id"])
     for token in PAD_TOKENS:
         found = tokenizer.token_to_id(token)
         if found is not None:

@@ -9,7 +9,13 @@ from chassis.data import class_count, features, truth
 from chassis.evaluation import ClassificationReport, quality_report
 from chassis.gates import Measurements
 from chassis.modelspec import Dataset
-from chassis.runtime import create_session, measure_latency_ms, model_cpu_ms, run_batches
+from chassis.runtime import (
+    answer_batch_rows,
+    create_session,
+    measure_latency_ms,
+    model_cpu_ms,
+    run_batches,
+)
 from chassis.task import CLASSIFICATION, Task
 from chassis.training import predict_logits
 
@@ -30,7 +36,7 @@ def measure_classifier(
     """
     x, y = features(dataset.test, dataset), truth(dataset.test, dataset, task)
     session = create_session(onnx_path)
-    logits = run_batches(session, x)
+    logits = run_batches(session, x, answer_batch_rows(onnx_path, x))
     classes = (n_classes or class_count(dataset)) if task == CLASSIFICATION else None
     report = quality_report(task, y, logits, classes)
     parity = None

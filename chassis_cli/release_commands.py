@@ -127,8 +127,8 @@ def training_arguments(args: argparse.Namespace, settings: "ChassisSettings") ->
 
 
 def checked_spec(reference: str) -> "ModelSpec":
-    """The spec, imported, and its ONNX file checked when it names one: what fails without
-    loading data fails before Prefect starts its server."""
+    """The spec, imported, and its ONNX file and tokenizer checked when it names them: what
+    fails without loading data fails before Prefect starts its server."""
     from chassis.modelspec import load_spec
 
     spec = load_spec(reference)
@@ -136,6 +136,13 @@ def checked_spec(reference: str) -> "ModelSpec":
         from chassis.model_import import checked_onnx_file
 
         checked_onnx_file(spec)
+    if spec.text_input is not None:
+        from chassis.errors import SpecError
+
+        try:
+            spec.text_input.encoder()  # the tokenizer file exists and is a tokenizer
+        except SpecError as error:
+            raise SpecError(f"spec {reference!r}: {error}") from None
     return spec
 
 
@@ -193,7 +200,7 @@ def run_specs(args: argparse.Namespace, context: Context) -> int:
     from chassis.specs import BUNDLED_SPECS
 
     for key, reference in BUNDLED_SPECS.items():
-        print(f"{key:10} {reference}")
+        print(f"{key:12} {reference}")
     return 0
 
 
@@ -221,7 +228,7 @@ def run_scaffold(args: argparse.Namespace, context: Context) -> int:
     from chassis.suite_scaffold import scaffold_serving_suite, scaffold_training_suite
 
     spec = load_spec(args.spec)
-    dataset = load_dataset(spec.load_data, spec.name, spec.task)
+    dataset = load_dataset(spec.load_data, spec.name, spec.task, spec.text_input)
     if args.kind == "training":
         document = scaffold_training_suite(dataset, f"{spec.name}.training", spec.task)
     else:

@@ -19,7 +19,7 @@ from chassis.compression.latency import Feeds, batch_of, time_runs_ms
 from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
 from chassis.digests import sha256_file
 from chassis.errors import CompressionError
-from chassis.runtime import create_session, first_output
+from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.task import REGRESSION, Task
 
 QualityFunction = Callable[[np.ndarray, np.ndarray], dict[str, float]]
@@ -131,7 +131,10 @@ def onnx_parameter_count(path: Path) -> int:
 
 
 def run_outputs(path: Path, feeds: Feeds, threads: int, batch_size: int) -> np.ndarray:
-    """The first output over all rows of `feeds`, in batches."""
+    """The first output over all rows of `feeds`, in batches (one row a call for a graph
+    whose answers depend on the batch, as the gateway runs it)."""
+    if answers_depend_on_batch(path):
+        batch_size = 1
     session = create_session(path, intra_op_threads=threads)
     rows = len(next(iter(feeds.values())))
     outputs = [

