@@ -198,5 +198,15 @@ class RequestError(Exception):
         self.message = message
 
 
+class TextRefused(RequestError):  # noqa: N818 (reads as what happened)
+    """A text request refused before any version ran (422), with why, as the
+    chassis_text_refused_total counter labels it: "empty" or "not_text" ("too_long" is
+    found when a version's own tokenizer reads the text)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(422, message)
+        self.reason = reason
+
+
 class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
     """The request would be answered after its client stops waiting: not computed."""

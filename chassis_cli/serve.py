@@ -121,13 +121,13 @@ def build_app(
 
 def prediction_log_factory(
     settings: "ChassisSettings",
-) -> "Callable[[str, list[str], Task], Any]":
+) -> "Callable[[str, list[str], Task, bool], Any]":
     from chassis.serving.prediction_log import PredictionLogger
     from chassis.storage import BlobStore
 
     store = BlobStore(settings, settings.resolved_prediction_log_root())
 
-    def build(model: str, feature_names: list[str], task: "Task") -> PredictionLogger:
+    def build(model: str, feature_names: list[str], task: "Task", text: bool) -> PredictionLogger:
         return PredictionLogger(
             model,
             feature_names,
@@ -135,6 +135,7 @@ def prediction_log_factory(
             settings.prediction_log_sample_rate,
             settings.prediction_log_flush_seconds,
             task=task,
+            text=text,
         ).start()
 
     return build

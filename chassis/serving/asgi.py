@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from chassis.errors import NotServable, RequestError
+from chassis.errors import NotServable, RequestError, TextRefused
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
-from chassis.serving.validation import parse_instances
+from chassis.serving.validation import parse_instances, parse_texts
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -254,14 +254,20 @@ class GatewayApp:
         body = message.get("body", b"")
         if message.get("more_body", False) or len(body) > limits.max_body_bytes:
             body = await read_body(receive, limits.max_body_bytes, message)
-        rows = parse_instances(
-            body, headers.get(b"content-type", b"").decode("latin-1"), model.n_features, limits
-        )
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if model.reads_text:
+            try:
+                request = parse_texts(body, content_type, limits)
+            except TextRefused as refusal:
+                gateway.metrics.count_text_refused(name, refusal.reason)
+                raise
+        else:
+            request = parse_instances(body, content_type, model.n_features, limits)
         if preview:
-            result = await gateway.predict_preview(name, rows)
+            result = await gateway.predict_preview(name, request)
         else:
             key = headers.get(b"x-request-key")
-            result = await gateway.predict(name, rows, key.decode("latin-1") if key else None)
+            result = await gateway.predict(name, request, key.decode("latin-1") if key else None)
         parts = self.answer_parts.get((name, result.version))
         if parts is None:
             parts = self.answer_parts[(name, result.version)] = answer_parts(name, result.version)

@@ -23,9 +23,10 @@ from chassis.errors import (
     RegistryUnreachable,
     RequestError,
     StateError,
+    TextInputError,
 )
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_ONNX_SHA256
+from chassis.registry.tags import TAG_ONNX_SHA256, TAG_TEXT_INPUT, TAG_TOKENIZER_SHA256
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RolloutRecord
@@ -49,6 +50,7 @@ from chassis.serving.state import Mode, RolloutState, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits
 from chassis.task import CLASSIFICATION, REGRESSION, Task, task_of
+from chassis.text_input import TextEncoder
 
 logger = logging.getLogger("chassis.gateway")
 
@@ -69,8 +71,9 @@ class GatewayConfig:
     keep_warm_seconds: float = 300.0
     # A prediction not answered by then gets a 504 and its queued work is dropped.
     request_timeout_seconds: float = 30.0
-    # Builds the prediction log of a model from its feature names and task; None: no logging.
-    prediction_log: Callable[[str, list[str], Task], PredictionLogger] | None = None
+    # Builds the prediction log of a model from its feature names, task and whether it reads
+    # text (its one feature column then holds the texts); None: no logging.
+    prediction_log: Callable[[str, list[str], Task, bool], PredictionLogger] | None = None
     # False: a model that cannot be served (readiness.py's `missing`) stops the gateway at
     # start. True: the others serve, and it is looked for every `missing_retry_seconds`.
     allow_missing_models: bool = False
@@ -91,6 +94,9 @@ class ServedVersion:
     task: Task = CLASSIFICATION
     # Metric tallies by role, looked up once per version and role, not per request.
     tallies: dict[str, RoleTally] = field(default_factory=dict)
+    # A text model's own tokenizer and length (n_features is its max_length); None: it
+    # reads rows of numbers.
+    encoder: TextEncoder | None = None
 
 
 @dataclass
@@ -102,6 +108,16 @@ class ServedModel:
     @property
     def n_features(self) -> int:
         return self.versions[self.state.stable_version].n_features
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether requests carry texts (the stable version is a text model's)."""
+        return self.versions[self.state.stable_version].encoder is not None
+
+
+# What a request carries: rows of numbers (float32), or a text model's texts, which each
+# version tokenizes with its own tokenizer once it is the one that reads them.
+Request = np.ndarray | list[str]
 
 
 class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's cost
@@ -149,8 +165,18 @@ class Gateway:
         files = self.registry.fetch_version(name, version, directory)
         sha256 = files.tags[TAG_ONNX_SHA256]
         task = task_of(files.tags)
-        served = self._open(name, version, files.onnx_path, sha256, None, task)
-        verified_cache.remember(directory, files.onnx_path, sha256, served.feature_names, task)
+        encoder = files.text_encoder()
+        served = self._open(name, version, files.onnx_path, sha256, None, task, encoder)
+        text = None
+        if encoder is not None and files.tokenizer_path is not None:
+            # Kept with the ONNX bytes, digest and settings, so a restart while the registry
+            # is unreachable tokenizes exactly as this version did.
+            text = verified_cache.CachedText(
+                files.tokenizer_path, files.tags[TAG_TOKENIZER_SHA256], files.tags[TAG_TEXT_INPUT]
+            )
+        verified_cache.remember(
+            directory, files.onnx_path, sha256, served.feature_names, task, text
+        )
         return served
 
     def _open(
@@ -161,12 +187,24 @@ class Gateway:
         sha256: str,
         feature_names: list[str] | None,
         task: Task,
+        encoder: TextEncoder | None = None,
     ) -> ServedVersion:
         """A verified ONNX file as a served version (feature names from the registry when
-        not given)."""
+        not given); with `encoder`, a text model's, whose input is its token ids."""
         session = create_session(onnx_path, self.config.intra_op_threads)
         input_name = cast(str, session.get_inputs()[0].name)
-        n_features = int(session.get_inputs()[0].shape[1])
+        width = cast(object, session.get_inputs()[0].shape[1])  # an int, or a symbolic name
+        if encoder is None:
+            n_features = int(cast(int, width))
+            warm_up = np.zeros((1, n_features), dtype=np.float32)
+        else:
+            n_features = encoder.max_length
+            if isinstance(width, int) and width != n_features:
+                raise NotServable(
+                    f"{name} v{version} reads {width} token ids per text, but its text input "
+                    f"settings say max_length {n_features}"
+                )
+            warm_up = np.full((1, n_features), encoder.pad_id, dtype=np.int64)
 
         # Named once here: given None, session.run lists the output names on every call.
         output_names = [cast(str, session.get_outputs()[0].name)]
@@ -178,7 +216,7 @@ class Gateway:
         # next ones: made here, it cannot make the batcher take a fast model for a slow one.
         # A model that fails it fails its requests as before, with their 500s.
         with contextlib.suppress(Exception):
-            run(np.zeros((1, n_features), dtype=np.float32))
+            run(warm_up)
 
         if feature_names is None:
             # A compressed version inherits the column names of the version it was made from.
@@ -199,6 +237,7 @@ class Gateway:
             ),
             feature_names=feature_names,
             task=task,
+            encoder=encoder,
         )
 
     def _verified(self, model: ServedModel, version: int) -> ServedVersion:
@@ -222,7 +261,7 @@ class Gateway:
         refused = self.refused.get((model.name, version))
         if refused is not None and refused[0] == digest:
             raise IntegrityError(refused[1])
-        local = self._recall(model.name, version, digest)
+        local = self._recall(model.name, version, tags)
         if local is not None:
             return local
         try:
@@ -231,19 +270,44 @@ class Gateway:
             self.refused[(model.name, version)] = (digest, str(error))
             raise
 
-    def _recall(self, name: str, version: int, digest: str | None) -> ServedVersion | None:
-        """The local copy of `version` when its bytes hash to the registry's signed digest:
-        as safe as a download (the same check), faster, and possible while the artifact
-        store is down. None: no such copy (it is then downloaded)."""
+    def _recall(self, name: str, version: int, tags: dict[str, str]) -> ServedVersion | None:
+        """The local copy of `version` when its bytes (and a text model's tokenizer) hash to
+        the registry's signed digests: as safe as a download (the same check), faster, and
+        possible while the artifact store is down. None: no such copy (it is then
+        downloaded)."""
         try:
             cached = verified_cache.recall(self.config.cache_dir, name, version)
         except IntegrityError as error:
             logger.warning("%s; downloading it again", error)
             return None
-        if cached is None or cached.sha256 != digest:
+        if cached is None or cached.sha256 != tags.get(TAG_ONNX_SHA256):
             return None
+        text = cached.text
+        kept = None if text is None else (text.tokenizer_sha256, text.settings)
+        registered = (
+            None
+            if TAG_TEXT_INPUT not in tags
+            else (tags.get(TAG_TOKENIZER_SHA256), tags[TAG_TEXT_INPUT])
+        )
+        if kept != registered:
+            return None  # a copy kept before text inputs were, or another tokenizer
+        return self._open_cached(name, version, cached)
+
+    def _open_cached(
+        self, name: str, version: int, cached: verified_cache.CachedVersion
+    ) -> ServedVersion:
+        text = cached.text
+        encoder = (
+            None if text is None else TextEncoder.from_settings(text.tokenizer_path, text.settings)
+        )
         return self._open(
-            name, version, cached.onnx_path, cached.sha256, cached.feature_names, cached.task
+            name,
+            version,
+            cached.onnx_path,
+            cached.sha256,
+            cached.feature_names,
+            cached.task,
+            encoder,
         )
 
     @property
@@ -341,7 +405,9 @@ class Gateway:
     def _serve(self, name: str, model: ServedModel) -> None:
         if self.config.prediction_log is not None and name not in self.logs:
             stable = model.versions[model.state.stable_version]
-            self.logs[name] = self.config.prediction_log(name, stable.feature_names, stable.task)
+            self.logs[name] = self.config.prediction_log(
+                name, stable.feature_names, stable.task, stable.encoder is not None
+            )
         self.models[name] = model  # one assignment: its requests are answered from now on
 
     def _restore(self, name: str) -> ServedModel:
@@ -458,9 +524,7 @@ class Gateway:
                 if version == state.stable_version:
                     return None
                 continue
-            model.versions[version] = self._open(
-                name, version, cached.onnx_path, cached.sha256, cached.feature_names, cached.task
-            )
+            model.versions[version] = self._open_cached(name, version, cached)
         if state.candidate_version in model.versions and not state.orphaned(time.time()):
             model.state = state
         return model
@@ -491,12 +555,17 @@ class Gateway:
 
     # ---- serving -----------------------------------------------------------------------
 
-    async def predict(self, name: str, rows: np.ndarray, key: str | None) -> Prediction:
+    async def predict(self, name: str, request: Request, key: str | None) -> Prediction:
         model = self.model(name)
         state = model.state
         version = choose_version(state, key, self.rng)
         served = model.versions[version]
         role = "stable" if version == state.stable_version else "candidate"
+        rows = (
+            request
+            if served.encoder is None and type(request) is np.ndarray
+            else self._model_input(model, served, request)
+        )
         # A fast model with nothing queued answers in this call; only the others await.
         answered = self._answer_now(model, served, rows, role)
         if answered is None:
@@ -504,19 +573,19 @@ class Gateway:
         answers, predictions = answered
         log = self.logs.get(name)
         if log is not None:
-            log.record(version, rows, answers)
+            log.record(version, request, answers)  # a text model's: the texts themselves
         # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
         if state.mode != "stable" or state.warm_version is not None:
             pair = mirror_pair(state, self.rng)
             if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
                 task = asyncio.get_running_loop().create_task(
-                    self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], rows)
+                    self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], request)
                 )
                 self.background.add(task)
                 task.add_done_callback(self.background.discard)
         return Prediction(version, predictions)
 
-    async def predict_preview(self, name: str, rows: np.ndarray) -> Prediction:
+    async def predict_preview(self, name: str, request: Request) -> Prediction:
         """Blue-green: the idle color answers, for checks before the switch."""
         model = self.model(name)
         if model.state.mode != "blue-green" or model.state.candidate_version is None:
@@ -524,8 +593,40 @@ class Gateway:
                 409, f"{name!r} has no idle color to preview (mode {model.state.mode})"
             )
         served = model.versions[model.state.candidate_version]
+        rows = self._model_input(model, served, request)
         _, predictions = await self._run(model, served, rows, "preview")
         return Prediction(served.version, predictions)
+
+    def _model_input(
+        self, model: ServedModel, served: ServedVersion, request: Request, count: bool = True
+    ) -> np.ndarray:
+        """What `served` runs on: a numeric request's rows as they are, a text request's
+        texts as token ids from this version's own tokenizer. A text it cannot read (more
+        tokens than it takes, unless it truncates) is the client's 422 naming the row, never
+        the version's error; `count`: counted in chassis_text_refused_total."""
+        encoder = served.encoder
+        if encoder is None:
+            if isinstance(request, np.ndarray):
+                return request
+            raise RequestError(
+                422,
+                f"{model.name} v{served.version} reads rows of {served.n_features} numbers, "
+                'not texts: send {"instances": [[f1, ..., fn], ...]}',
+            )
+        if isinstance(request, np.ndarray):
+            raise RequestError(
+                422,
+                f"{model.name} v{served.version} reads texts, not numbers: send "
+                '{"instances": ["some text", ...]}',
+            )
+        try:
+            return encoder.encode(request)
+        except TextInputError as error:
+            if count:
+                self.metrics.count_text_refused(model.name, _refusal_reason(error))
+            raise RequestError(
+                422, f"row {error.index} {error.problem} ({model.name} v{served.version})"
+            ) from None
 
     async def _run(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
@@ -608,9 +709,9 @@ class Gateway:
         self.metrics.count_error(model.name, str(served.version), status)
 
     async def _mirror(
-        self, model: ServedModel, judged: ServedVersion, reference: ServedVersion, rows: np.ndarray
+        self, model: ServedModel, judged: ServedVersion, reference: ServedVersion, request: Request
     ) -> None:
-        """Run `rows` on both versions off the request path: their answers are compared
+        """Run the request on both versions off the request path: their answers are compared
         (agreement, counted for `judged`) and the CPU time of each call is recorded.
 
         Like with like: the live answer just before was made by one of the two, whose
@@ -621,7 +722,16 @@ class Gateway:
         first, second = (judged, reference) if self.rng.random() < 0.5 else (reference, judged)
         answers: dict[int, np.ndarray] = {}
         calls = ((first, False), (second, False), (first, True), (second, True))
+        try:
+            # Each version reads a text through its own tokenizer. One that cannot read it
+            # (fewer tokens allowed) has nothing to compare; the client had its answer.
+            inputs = {
+                v.version: self._model_input(model, v, request, False) for v in (first, second)
+            }
+        except RequestError:
+            return
         for served, timed in calls:
+            rows = inputs[served.version]
             try:
                 answered = self._answer_now(model, served, rows, "shadow")
                 if answered is None:  # queued: its batch's cost is recorded by the batcher
@@ -639,9 +749,10 @@ class Gateway:
             self.metrics.count_differences(model.name, str(judged.version), relative.tolist())
             return
         agreed = int((answers[judged.version] == answers[reference.version]).sum())
-        judged.stats.shadow_compared += len(rows)
+        compared = len(answers[judged.version])
+        judged.stats.shadow_compared += compared
         judged.stats.shadow_agreed += agreed
-        self.metrics.count_shadow(model.name, str(judged.version), agreed, len(rows))
+        self.metrics.count_shadow(model.name, str(judged.version), agreed, compared)
 
     # ---- admin -------------------------------------------------------------------------
 
@@ -940,6 +1051,13 @@ def relative_differences(values: np.ndarray, reference: np.ndarray) -> np.ndarra
     absolute difference over a tiny floor, so any difference from 0 counts as large)."""
     reference = reference.astype(np.float64)
     return np.abs(values.astype(np.float64) - reference) / np.maximum(np.abs(reference), 1e-12)
+
+
+def _refusal_reason(error: TextInputError) -> str:
+    """chassis_text_refused_total's reason for a text a version's encoder refused."""
+    if error.problem.startswith("has "):
+        return "too_long"
+    return "empty" if error.problem == "is empty" else "not_text"
 
 
 def _width_error(served: ServedVersion, rows: np.ndarray) -> RequestError:

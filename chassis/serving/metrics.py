@@ -153,6 +153,8 @@ class GatewayMetrics(Collector):
         # Each named model's readiness state (serving, loading, retrying, missing).
         self.model_states: dict[str, str] = {}
         self.tallies: dict[tuple[str, str, str], RoleTally] = {}
+        # A text model's refused texts by (model, reason): too_long, empty, not_text.
+        self.text_refused: dict[tuple[str, str], list[float]] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -193,6 +195,13 @@ class GatewayMetrics(Collector):
         tally = self.answered_errors.get((model, str(status)))
         if tally is None:
             self.answered_errors[(model, str(status))] = [1, time.time()]
+        else:
+            tally[0] += 1
+
+    def count_text_refused(self, model: str, reason: str) -> None:
+        tally = self.text_refused.get((model, reason))
+        if tally is None:
+            self.text_refused[(model, reason)] = [1, time.time()]
         else:
             tally[0] += 1
 
@@ -307,6 +316,14 @@ class GatewayMetrics(Collector):
         )
         for model, state in self.model_states.items():
             serving.add_metric([model, state], 1 if state == "serving" else 0)
+        refused = CounterMetricFamily(
+            "chassis_text_refused",
+            "Requests to a text model refused (422) before the model ran, by reason: too_long "
+            "(more tokens than the answering version reads), empty, not_text",
+            labels=["model", "reason"],
+        )
+        for (model, reason), (count, since) in self.text_refused.items():
+            refused.add_metric([model, reason], count, created=since if created else None)
         yield from (
             requests,
             errors,
@@ -319,6 +336,7 @@ class GatewayMetrics(Collector):
             serving,
             values,
             differences,
+            refused,
         )
 
 

@@ -1,4 +1,5 @@
-"""The gateway's OpenAPI document, built from the models it serves (their input width).
+"""The gateway's OpenAPI document, built from the models it serves (their input width, or
+texts for a text model).
 
 Every route is described, with every status it can answer, so a schema-driven fuzzer (the
 fault suite runs schemathesis against it) or a generated client knows what to expect.
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 def openapi_document(gateway: "Gateway") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for name, model in gateway.models.items():
-        width = model.n_features
         request = {
             "required": True,
             "content": {
@@ -28,17 +28,7 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": gateway.config.limits.max_rows,
-                                "items": {
-                                    "type": "array",
-                                    "minItems": width,
-                                    "maxItems": width,
-                                    # What the model takes: float32, finite.
-                                    "items": {
-                                        "type": "number",
-                                        "minimum": -FLOAT32_MAX,
-                                        "maximum": FLOAT32_MAX,
-                                    },
-                                },
+                                "items": _text() if model.reads_text else _row(model.n_features),
                             }
                         },
                     }
@@ -117,6 +107,28 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _row(width: int) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "minItems": width,
+        "maxItems": width,
+        # What the model takes: float32, finite.
+        "items": {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
+    }
+
+
+def _text() -> dict[str, Any]:
+    return {
+        "type": "string",
+        # Something besides whitespace. How many tokens a text may have depends on the
+        # version that reads it; a longer one is refused with a 422 naming its row.
+        "pattern": "\\S",
+        "description": "A text, tokenized by the answering version's own tokenizer",
+    }
+
+
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 

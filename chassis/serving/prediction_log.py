@@ -1,7 +1,9 @@
 """The prediction log: served inputs, predictions, version and time, as Parquet files.
 
 The prediction column holds class labels (int64), or a regressor's predicted values
-(float64), so drift can be judged on predictions of either kind.
+(float64), so drift can be judged on predictions of either kind. A text model's one feature
+column holds the texts themselves (strings, as sent), not their token ids: drift is judged
+on what clients sent, whatever tokenizer read it.
 
 Recording appends a reference to one request's arrays to a queue (sampled) on the request
 path: no lock and no copy there. A background thread drains the queue every few seconds
@@ -13,6 +15,7 @@ the GIL, so serving latency barely moves (see BENCHMARKS.md).
 """
 
 import io
+import itertools
 import logging
 import threading
 import time
@@ -50,10 +53,15 @@ def _yield_gil() -> None:
 
 
 class _Buffer:
-    def __init__(self, capacity: int, width: int, task: Task) -> None:
+    def __init__(self, capacity: int, width: int, task: Task, text: bool = False) -> None:
         # Column-major: each feature's values contiguous, as Arrow and Parquet take them.
-        # (Transposing a row-major buffer at write time held the GIL for 5-20 ms.)
-        self.features = np.empty((width, capacity), dtype=np.float32)
+        # (Transposing a row-major buffer at write time held the GIL for 5-20 ms.) A text
+        # model's one column holds references to the request's strings.
+        self.features = (
+            np.empty((1, capacity), dtype=object)
+            if text
+            else np.empty((width, capacity), dtype=np.float32)
+        )
         self.labels = np.empty(capacity, dtype=np.float64 if task == REGRESSION else np.int64)
         self.versions = np.empty(capacity, dtype=np.int64)
         self.times = np.empty(capacity, dtype=np.float64)
@@ -70,6 +78,7 @@ class PredictionLogger:
         flush_seconds: float = 5.0,
         capacity: int = 100_000,
         task: Task = CLASSIFICATION,
+        text: bool = False,
     ) -> None:
         self.model = model
         self.feature_names = feature_names
@@ -77,14 +86,17 @@ class PredictionLogger:
         self.sample_rate = sample_rate
         self.flush_seconds = flush_seconds
         self.capacity = capacity
+        # True: a text model's; each request's rows are its texts (`feature_names` names
+        # the one text column).
+        self.text = text
         # (rows, labels, version, time) per request. deque.append and popleft are atomic,
         # so the request path and the flushing thread share it without a lock.
-        self.pending: deque[tuple[np.ndarray, np.ndarray, int, float]] = deque()
+        self.pending: deque[tuple[np.ndarray | list[str], np.ndarray, int, float]] = deque()
         # Rows queued (written by record only) and rows taken (by flush only): their
         # difference bounds the queue, and neither counter has two writers.
         self.queued_rows = 0
         self.taken_rows = 0
-        self.buffer = _Buffer(capacity, len(feature_names), task)
+        self.buffer = _Buffer(capacity, len(feature_names), task, text)
         self.flush_lock = threading.Lock()  # the thread and close() may both flush
         self.dropped_rows = 0
         self.rng = np.random.default_rng()
@@ -95,8 +107,9 @@ class PredictionLogger:
         self.thread.start()
         return self
 
-    def record(self, version: int, rows: np.ndarray, labels: np.ndarray) -> None:
-        """Queue one request's rows and predictions (labels, or a regressor's values). The
+    def record(self, version: int, rows: np.ndarray | list[str], labels: np.ndarray) -> None:
+        """Queue one request's rows (a text model's: its texts) and predictions (labels, or
+        a regressor's values). The
         arrays are kept, not copied: the caller must not change them afterwards (the gateway
         never does, every request has its own). When a file's worth of rows is waiting (a
         stuck store), rows are counted and dropped so memory can never grow without bound."""
@@ -132,10 +145,16 @@ class PredictionLogger:
             rows, labels, versions, times = zip(
                 *[pending.popleft() for _ in range(taken)], strict=True
             )
-            features = np.concatenate(rows)
-            start, end = buffer.size, buffer.size + len(features)
+            start = buffer.size
+            if self.text:
+                texts = list(itertools.chain.from_iterable(rows))
+                end = start + len(texts)
+                buffer.features[0, start:end] = texts
+            else:
+                features = np.concatenate(rows)
+                end = start + len(features)
+                buffer.features[:, start:end] = features.T
             self.taken_rows += end - start
-            buffer.features[:, start:end] = features.T
             np.concatenate(labels, out=buffer.labels[start:end])
             if end - start == taken:  # one row per request, the common case
                 buffer.versions[start:end] = versions
@@ -151,7 +170,10 @@ class PredictionLogger:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        arrays = [pa.array(column[:rows]) for column in buffer.features]  # no copies
+        if self.text:
+            arrays = [pa.array(buffer.features[0, :rows], type=pa.string())]
+        else:
+            arrays = [pa.array(column[:rows]) for column in buffer.features]  # no copies
         arrays += [
             pa.array(buffer.labels[:rows]),
             pa.array(buffer.versions[:rows]),

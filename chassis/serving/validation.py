@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 import orjson
 
-from chassis.errors import RequestError
+from chassis.errors import RequestError, TextRefused
 
 # A value beyond float32's range is refused by the finiteness check right after the cast, so
 # numpy's overflow warning would only put noise in the gateway's log for a request already
@@ -59,6 +59,12 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
         raise RequestError(422, '"instances" is empty: send at least one row')
     if len(rows) > limits.max_rows:
         raise RequestError(413, f"{len(rows)} rows exceed the {limits.max_rows}-row limit")
+    if any(isinstance(row, str) for row in rows):
+        raise RequestError(
+            422,
+            f"this model reads rows of {n_features} numbers, not texts: send "
+            '{"instances": [[f1, ..., fn], ...]}',
+        )
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != n_features:
             size = len(row) if isinstance(row, list) else type(row).__name__
@@ -130,3 +136,60 @@ def _well_formed_rows(
     if np.isfinite(values).tobytes().find(0) >= 0:
         return None
     return values
+
+
+def parse_texts(body: bytes, content_type: str, limits: Limits) -> list[str]:
+    """`{"instances": ["a text", ...]}` -> the texts, each a string with something besides
+    whitespace in it. How many tokens a text has depends on the version that reads it
+    (a canary's two versions may tokenize differently), so its length is checked there."""
+    document = _json_document(body, content_type, limits)
+    texts = cast(object, document.get("instances")) if isinstance(document, dict) else None
+    if texts is None:
+        raise RequestError(422, 'body must be a JSON object with an "instances" list of texts')
+    if not isinstance(texts, list):
+        raise TextRefused("not_text", '"instances" must be a list of texts')
+    texts = cast(list[object], texts)
+    if not texts:
+        raise RequestError(422, '"instances" is empty: send at least one text')
+    if len(texts) > limits.max_rows:
+        raise RequestError(413, f"{len(texts)} rows exceed the {limits.max_rows}-row limit")
+    for index, text in enumerate(texts):
+        if type(text) is not str:
+            got = _json_kind(text)
+            raise TextRefused(
+                "not_text",
+                f"row {index} must be a text (a JSON string): this model reads texts, "
+                f'{{"instances": ["some text", ...]}}; got {got}',
+            )
+        if not text.strip():
+            raise TextRefused("empty", f"row {index} is an empty text")
+    return cast(list[str], texts)
+
+
+def _json_document(body: bytes, content_type: str, limits: Limits) -> object:
+    """The parsed body, after the content type and size checks every request has."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise RequestError(
+            415, f"content type must be application/json, got {content_type or 'none'!r}"
+        )
+    if len(body) > limits.max_body_bytes:
+        raise RequestError(
+            413, f"body of {len(body)} bytes exceeds the {limits.max_body_bytes}-byte limit"
+        )
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(400, f"malformed JSON: {error}") from None
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"

@@ -29,7 +29,7 @@ def test_a_regressor_is_answered_with_values_logged_measured_and_compared(tmp_pa
     files: dict[str, bytes] = {}
     built: list[tuple[str, str]] = []
 
-    def prediction_log(model: str, features: list[str], task: str) -> PredictionLogger:
+    def prediction_log(model: str, features: list[str], task: str, text: bool) -> PredictionLogger:
         built.append((model, task))
         return PredictionLogger(model, features, files.__setitem__, task=task)  # type: ignore[arg-type]
 
