@@ -30,7 +30,7 @@ from chassis.registry.tags import TAG_ONNX_SHA256, TAG_TEXT_INPUT, TAG_TOKENIZER
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RolloutRecord
-from chassis.runtime import create_session, first_output
+from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.metrics import GatewayMetrics, RoleTally
@@ -209,8 +209,13 @@ class Gateway:
         # Named once here: given None, session.run lists the output names on every call.
         output_names = [cast(str, session.get_outputs()[0].name)]
 
-        def run(rows: np.ndarray) -> np.ndarray:
+        def call(rows: np.ndarray) -> np.ndarray:
             return first_output(session, {input_name: rows}, output_names)
+
+        # Dynamic int8 scales each call's activations over all its rows: a request's answer
+        # would depend on the requests batched with it. Requests still queue and batch; the
+        # model is called one row at a time, as the gates judged it.
+        run = row_by_row(call) if answers_depend_on_batch(onnx_path) else call
 
         # ONNX Runtime's first call sets up its buffers and is many times slower than the
         # next ones: made here, it cannot make the batcher take a fast model for a slow one.
@@ -1044,6 +1049,17 @@ class Gateway:
             close()
         else:
             loop.call_soon_threadsafe(close)
+
+
+def row_by_row(call: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """`call` made one row at a time over a batch, its answers stacked in order."""
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 1:
+            return call(rows)
+        return np.concatenate([call(rows[i : i + 1]) for i in range(len(rows))])
+
+    return run
 
 
 def relative_differences(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
