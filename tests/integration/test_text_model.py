@@ -18,15 +18,25 @@ from chassis.registry.tags import (
     TAG_TOKENIZER_SHA256,
 )
 from chassis.runtime import create_session, run_batches
+from chassis.settings import ChassisSettings
 from chassis.text_input import TEXT_INPUT_NAME
+from chassis.traffic import apply_text_drift, replay
 from flows.compression import compress
+from flows.monitoring import drift_check
 from flows.promotion import gates
 from flows.release import release
 from flows.rollout import rollout
 from flows.training import import_model
 from tests.fixtures.gateway import GatewayProcess
+from tests.fixtures.prediction_log import logged_rows, wait_until_logged
 from tests.fixtures.registries import home_registry
-from tests.fixtures.text_specs import MAX_LENGTH, TOKENIZER_ENV, VOCABULARY, write_tokenizer
+from tests.fixtures.text_specs import (
+    MAX_LENGTH,
+    TOKENIZER_ENV,
+    VOCABULARY,
+    texts,
+    write_tokenizer,
+)
 
 MODEL = "test-texts"
 SPEC = "tests.fixtures.text_specs:spec"
@@ -100,7 +110,9 @@ def test_a_text_too_long_for_the_model_registers_nothing(
 def test_a_text_model_is_released_served_and_canaried_over_http(
     chassis_home: Path, tokenizer: Path
 ) -> None:
-    outcome = release(spec=SPEC, rollout_strategy="none")
+    # The bag of words is tiny: int8 wins only on size (its embedding table stays float).
+    by_size = CompressionPolicy(tolerance=0.5, candidates=["dynamic-int8"], objective="size")
+    outcome = release(spec=SPEC, rollout_strategy="none", compression_policy=by_size)
     assert outcome.compression is not None and outcome.candidate_version == 2
     assert outcome.gates is not None and outcome.gates.passed
     registry = home_registry()
@@ -130,3 +142,34 @@ def test_a_text_model_is_released_served_and_canaried_over_http(
     agreement = [row for row in staged.steps if row["check"] == "agreement with stable"]
     assert agreement and all(row["result"] == "ok" for row in agreement)
     assert registry.current_aliases(MODEL)["champion"] == 2
+
+
+def send_texts(gateway: GatewayProcess, texts: list[str]) -> None:
+    settings = ChassisSettings(home=gateway.home)
+    before = logged_rows(settings, MODEL)
+    report = replay(gateway.url, MODEL, texts, max_requests=len(texts), max_seconds=60)
+    assert report.failed == 0 and report.sent == len(texts)
+    wait_until_logged(settings, MODEL, before + len(texts))  # the gateway flushes every 0.5 s
+
+
+def test_drift_on_served_texts_is_judged_by_their_content(
+    chassis_home: Path, tokenizer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHASSIS_PREDICTION_LOG_FLUSH_SECONDS", "0.5")
+    release(spec=SPEC, compression="off")
+    gateway = GatewayProcess(chassis_home, models=(MODEL,))
+    gateway.start()
+    try:
+        # Texts from the training distribution (another seed): nothing fires.
+        send_texts(gateway, texts(300, 5)["text"].tolist())
+        calm = drift_check(model_name=MODEL, window_minutes=10)
+        assert calm.verdict == "no-drift" and not calm.event_emitted, calm
+        assert calm.served_rows == 300
+
+        # The same kind of texts typed sloppily: the served text itself has changed.
+        send_texts(gateway, apply_text_drift(texts(300, 6)["text"].tolist(), "typos"))
+        drifted = drift_check(model_name=MODEL, window_minutes=10)
+        assert drifted.verdict == "drift" and drifted.event_emitted
+        assert drifted.drifted_columns == ["text"]
+    finally:
+        gateway.stop()
