@@ -53,6 +53,9 @@ def export_onnx(
         example = torch.zeros(2, n_features, dtype=torch.float32)
     # The exporter warns once per missing torchvision operator; they are irrelevant here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # Constant folding reports each subgraph it leaves unfolded (a transformer's mask
+    # reshapes); the graph is correct either way, and parity is checked next.
+    logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
