@@ -6,12 +6,16 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from chassis.errors import ChassisError
+from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import non_negative_int, positive_int, tolerance
 from chassis_cli.context import Context
+from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.modelspec import ModelSpec
     from chassis.settings import ChassisSettings
+
+ROLLOUT_POLICY = "rollout_policy_"
 
 
 def add_release_parsers(commands: Any) -> None:
@@ -34,6 +38,11 @@ def add_release_parsers(commands: Any) -> None:
         choices=("canary", "blue-green", "none"),
         default="canary",
         help="how a challenger reaches traffic when a champion exists",
+    )
+    # The canary's thresholds, as `chassis rollout` takes them: a model whose answers take
+    # tens of milliseconds (a transformer) needs its own latency budget, for one.
+    add_model_options(
+        release, RolloutPolicy, ROLLOUT_POLICY, aliases={"shadow_first": ["--shadow"]}
     )
     release.set_defaults(handler=run_release)
 
@@ -150,10 +159,13 @@ def run_release(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import print_release, progress
 
     settings = context.prepare()
+    given = given_values(args, ROLLOUT_POLICY)
     arguments = {
         **training_arguments(args, settings),
         "compression": args.compression,
         "rollout_strategy": args.rollout,
+        # Only what the user gave: the flow's own default policy otherwise.
+        "rollout_policy": policy_from(given) if given else None,
     }
     with progress("release"):
         from flows.release import release

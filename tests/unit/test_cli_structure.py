@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import chassis_cli
+from chassis.rollout.policy import RolloutPolicy
 from chassis_cli import context as context_module
 from chassis_cli.context import Context
 from chassis_cli.main import build_parser, main
@@ -131,3 +132,30 @@ def test_a_context_loads_settings_and_prepares_the_environment_once(monkeypatch)
     first = context.settings
     assert context.prepare() is first and context.prepare() is first
     assert loaded == [first] and prepared == [first]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ([], None),
+        (
+            ["--p99-budget-ms", "400", "--min-agreement", "0.9"],
+            RolloutPolicy(p99_budget_ms=400, min_agreement=0.9),
+        ),
+    ],
+    ids=["defaults", "given"],
+)
+def test_release_hands_the_canary_thresholds_it_is_given_to_the_flow(
+    given: list[str],
+    expected: RolloutPolicy | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import flows.release
+
+    captured: dict[str, object] = {}
+    monkeypatch.setenv("CHASSIS_HOME", str(tmp_path))
+    monkeypatch.setattr(flows.release, "release", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.setattr("chassis_cli.display.print_release", lambda *args: None)
+    assert main(["release", *given]) == 0
+    assert captured["rollout_policy"] == expected
