@@ -213,9 +213,12 @@ class Gateway:
             return first_output(session, {input_name: rows}, output_names)
 
         # Dynamic int8 scales each call's activations over all its rows: a request's answer
-        # would depend on the requests batched with it. Requests still queue and batch; the
-        # model is called one row at a time, as the gates judged it.
-        run = row_by_row(call) if answers_depend_on_batch(onnx_path) else call
+        # would depend on the requests batched with it. Such a version takes one request a
+        # call (no batching across requests) and runs its rows one at a time, as the gates
+        # judged it. (Batching requests and then running rows one by one made every request
+        # of a batch wait for the whole batch: a canary's p99 rose to 650 ms.)
+        per_row = answers_depend_on_batch(onnx_path)
+        run = row_by_row(call) if per_row else call
 
         # ONNX Runtime's first call sets up its buffers and is many times slower than the
         # next ones: made here, it cannot make the batcher take a fast model for a slow one.
@@ -236,7 +239,7 @@ class Gateway:
             # load). Inline calls are recorded only when mirrored (see _mirror).
             batcher=MicroBatcher(
                 run,
-                self.config.max_batch,
+                1 if per_row else self.config.max_batch,
                 self.config.max_wait_ms,
                 self.metrics.version(name, str(version)).record_cpu,
             ),
