@@ -32,7 +32,7 @@ class TrafficReport:
 def replay(
     url: str,
     model: str,
-    rows: Sequence[Any],
+    rows: "Sequence[Any] | np.ndarray",
     *,
     max_requests: int,
     max_seconds: float,
@@ -48,6 +48,8 @@ def replay(
     deadline = time.monotonic() + max_seconds
     stop = stop or threading.Event()
     endpoint = f"{url.rstrip('/')}/v1/models/{model}/predict"
+    if isinstance(rows, np.ndarray):  # numeric rows as an array: JSON needs plain lists
+        rows = rows.astype(np.float64).tolist()
     payloads = [{"instances": [row]} for row in rows]
 
     def worker() -> None:

@@ -161,7 +161,7 @@ def test_bad_spec_fails_fast_with_one_line(spec, message):
         ("tests.fixtures.import_specs:not_onnx", "import_specs.py is not a valid ONNX model"),
         (
             "tests.fixtures.text_specs:missing_tokenizer",
-            "text_input.tokenizer_file /work",
+            "no/such/tokenizer.json does not exist",
         ),
         ("tests.fixtures.text_specs:not_a_tokenizer", "not a tokenizers JSON file"),
     ],
