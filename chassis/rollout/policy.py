@@ -114,7 +114,10 @@ class RolloutPolicy(BaseModel):
         description="Error-rate increase over the champion a step must be able to catch.",
     )
     p99_budget_ms: Annotated[float, Field(gt=0)] = Field(
-        default=50.0, description="Hard limit: a candidate whose p99 is surely above fails."
+        default=50.0,
+        description="Hard limit, in ms: a candidate whose p99 model time per row (CPU) is "
+        "surely above this fails. Time queued behind other requests is load, not the model: "
+        "it is not judged here.",
     )
     max_latency_ratio: Annotated[float, Field(ge=1, le=100)] = Field(
         default=1.5,

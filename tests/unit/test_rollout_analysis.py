@@ -25,17 +25,24 @@ def counts(
     spread: float = 0.4,
     agreement: float | None = None,
     outliers: tuple[float, ...] = (),
+    queued_s: float = 0.0,
 ) -> VersionCounts:
+    """`queued_s`: mean wait in the queue (exponential) added to each request's wall time,
+    not to the model's CPU time."""
     buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+    cpu_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
     errors = 0
     for _ in range(n):
         if rng.random() < error_rate:
             errors += 1
             continue
         latency = median_s * math.exp(rng.gauss(0, spread))
-        buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+        cpu_buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+        wait = rng.expovariate(1 / queued_s) if queued_s else 0.0
+        buckets[bisect.bisect_left(LATENCY_BUCKETS, latency + wait)] += 1
     for latency in outliers:
         buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+        cpu_buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
     compared = n if agreement is not None else 0
     agreed = sum(rng.random() < agreement for _ in range(n)) if agreement is not None else 0
     return VersionCounts(
@@ -45,7 +52,7 @@ def counts(
         agreed=agreed,
         bounds=LATENCY_BUCKETS,
         buckets=tuple(buckets),
-        cpu_buckets=tuple(buckets),  # one row per call: the model's cost is its latency
+        cpu_buckets=tuple(cpu_buckets),  # one row per call
     )
 
 
@@ -109,6 +116,27 @@ def test_a_candidate_surely_over_the_hard_latency_budget_fails():
     rng = random.Random(5)
     stable = counts(rng, 2000, median_s=0.04)
     analysis = judge(counts(rng, 2000, median_s=0.08, agreement=1.0), stable)
+    assert analysis.verdict == "fail"
+    assert "p99 latency budget" in analysis.reason
+
+
+def test_queueing_on_a_busy_machine_does_not_fail_a_model_within_its_budget():
+    # A 20 ms model on a saturated machine: requests wait ~300 ms in the queue, both
+    # versions alike. The model costs what it costs; the wait is load.
+    rng = random.Random(7)
+    stable = counts(rng, 2000, median_s=0.02, spread=0.1, queued_s=0.3)
+    candidate = counts(rng, 2000, median_s=0.02, spread=0.1, queued_s=0.3, agreement=1.0)
+    analysis = judge(candidate, stable)
+    budget = next(c for c in analysis.checks if c.name == "p99 latency budget")
+    assert budget.outcome == "ok", budget.observed
+    assert "incl. queueing" in budget.observed
+    assert analysis.verdict == "pass"
+
+
+def test_a_model_over_budget_fails_even_when_nothing_waits_in_the_queue():
+    rng = random.Random(8)
+    stable = counts(rng, 2000, median_s=0.04, spread=0.1)
+    analysis = judge(counts(rng, 2000, median_s=0.07, spread=0.1, agreement=1.0), stable)
     assert analysis.verdict == "fail"
     assert "p99 latency budget" in analysis.reason
 
