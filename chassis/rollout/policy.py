@@ -55,8 +55,8 @@ class RolloutPolicy(BaseModel):
         default=100.0,
         description="Share of live requests also run on the other version during every step "
         "and compared (agreement); also gives the analysis samples of both versions however "
-        "small the canary share. Each mirrored request costs four extra model calls (both "
-        "versions, twice: see docs/architecture.md).",
+        "small the canary share. Each mirrored request costs four extra model calls of a "
+        "fast model (both versions, twice), two of a slower one: see docs/architecture.md.",
     )
     step_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="Longest a step waits for the samples a verdict needs."

@@ -67,10 +67,16 @@ class MicroBatcher:
         # CPU seconds of the last call made by `answer_now` (read right after it returns).
         self.last_cpu = 0.0
 
+    @property
+    def inline(self) -> bool:
+        """Whether the model is fast enough to be called on the event loop (when nothing
+        is queued); a slower one's calls go through the queue, each batch's cost recorded."""
+        return self.run_seconds < INLINE_BUDGET_SECONDS
+
     def answer_now(self, rows: np.ndarray) -> np.ndarray | None:
         """The model's output, computed right here when the model is fast and nothing is
         queued or running (so no batch is being formed to join); None: await `predict`."""
-        if self.queued or self.run_seconds >= INLINE_BUDGET_SECONDS:
+        if self.queued or not self.inline:
             return None
         outputs, self.last_cpu = self._timed(rows)
         return outputs

@@ -431,3 +431,30 @@ def test_a_graph_whose_width_is_not_the_versions_max_length_is_not_served(tmp_pa
     gateway = gateway_for(tmp_path, FakeRegistry({1: mismatched}))
     with pytest.raises(NotServable, match="reads 8 token ids per text, but its text input"):
         opened(gateway, 1, mismatched)
+
+
+@pytest.mark.parametrize(("slow", "mirror_calls"), [(False, 2), (True, 1)])
+def test_a_mirrored_request_warms_caches_first_only_for_a_fast_model(
+    tmp_path: Path, v1: Version, v2: Version, slow: bool, mirror_calls: int
+):
+    # X, Y, X, Y evens out warm caches, which matter at microseconds; a model slow enough
+    # to be queued runs X, Y once, half the load mirroring puts on the machine.
+    async def scenario() -> dict[int, int]:
+        state = RolloutState(
+            model=MODEL, stable_version=1, candidate_version=2, mode="shadow", mirror_percent=100
+        )
+        gateway, app = serving(tmp_path, {1: v1, 2: v2}, state)
+        gateway.loop = asyncio.get_running_loop()
+        versions = gateway.models[MODEL].versions
+        for served in versions.values():
+            # The pace the batcher measured (a busy machine can make the tiny model look
+            # slow, so it is set): as MiniLM's, ~20 ms a call, or a few microseconds.
+            served.batcher.run_seconds = 0.02 if slow else 0.0
+        before = {n: served.batcher.batches for n, served in versions.items()}
+        status, answer = await predict(app, {"instances": ["good film"]})
+        assert (status, answer["version"]) == (200, 1), answer
+        await asyncio.gather(*gateway.background)
+        return {n: served.batcher.batches - before[n] for n, served in versions.items()}
+
+    calls = run(scenario)
+    assert calls == {1: 1 + mirror_calls, 2: mirror_calls}
