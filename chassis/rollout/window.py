@@ -3,6 +3,8 @@ machine fed with the window's counts so far, used by the rollout task (polling r
 gateways) and by the decision benchmark (replaying recorded counters) alike.
 """
 
+import math
+
 from chassis.rollout.analysis import StepAnalysis, analyze_step
 from chassis.rollout.counts import VersionCounts
 from chassis.rollout.policy import RolloutPolicy
@@ -46,10 +48,23 @@ class WindowJudge:
             "paused",
             analysis.checks,
             f"still inconclusive after {self.windows} window(s) of "
-            f"{self.policy.step_seconds:g} s: {analysis.reason}. Too little traffic to judge: "
-            "send traffic to the gateway (chassis traffic), give steps longer (step_seconds, "
-            "max_extensions), or detect only larger effects (detect_error_increase, "
-            "detect_agreement_drop)",
+            f"{self.policy.step_seconds:g} s: {analysis.reason}. Too little traffic to judge"
+            f"{self._pace(analysis, elapsed_seconds)}: send traffic to the gateway (chassis "
+            "traffic), give steps longer (step_seconds, max_extensions), or detect only "
+            "larger effects (detect_error_increase, detect_agreement_drop)",
             analysis.candidate_samples,
             analysis.samples_needed,
+        )
+
+    def _pace(self, analysis: StepAnalysis, elapsed_seconds: float) -> str:
+        """The step length the samples' pace so far asks for: when traffic flows but slowly
+        (a heavy model on a busy machine), the user learns what to set, not just that."""
+        if analysis.candidate_samples <= 0 or elapsed_seconds <= 0:
+            return ""
+        rate = analysis.candidate_samples / elapsed_seconds
+        needed_seconds = analysis.samples_needed / rate
+        step = math.ceil(needed_seconds / self.windows / 10) * 10
+        return (
+            f" ({rate:.1f} candidate samples/s: {self.windows} window(s) of about {step} s "
+            "would collect them at this pace)"
         )

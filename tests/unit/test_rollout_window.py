@@ -1,5 +1,7 @@
 """The window judge: looks at its points, waits through windows, pauses without traffic."""
 
+import re
+
 from chassis.rollout.counts import VersionCounts
 from chassis.rollout.policy import RolloutPolicy
 from chassis.rollout.window import WindowJudge
@@ -34,6 +36,19 @@ def test_no_traffic_pauses_after_every_window_and_names_what_to_do():
     paused = judge.observe(VersionCounts(), VersionCounts(), 20.0)
     assert paused is not None and paused.verdict == "paused"
     assert "2 window(s) of 10 s" in paused.reason and "chassis traffic" in paused.reason
+
+
+def test_slow_traffic_pauses_saying_what_step_length_its_pace_needs():
+    judge = WindowJudge("canary 10%", POLICY, compare=True)
+    needed = POLICY.required_samples
+    quarter = needed // 4  # a quarter of the samples in two windows of 10 s
+    assert judge.observe(healthy(quarter // 2), healthy(10 * quarter), 10.0) is None
+    paused = judge.observe(healthy(quarter), healthy(10 * quarter), 20.0)
+    assert paused is not None and paused.verdict == "paused"
+    # All of them at this pace: ~80 s, so two windows of ~40 s (rounded up to tens).
+    suggested = re.search(r"2 window\(s\) of about (\d+) s would collect them", paused.reason)
+    assert suggested is not None, paused.reason
+    assert 40 <= int(suggested.group(1)) <= 50
 
 
 def test_errors_fail_at_an_early_look():
