@@ -20,6 +20,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = "chassis.specs.digits:spec"
 
 
+# Bind addresses that mean "every interface": no browser can open them as a host.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def url_host(bind_host: str) -> str:
+    """The host part of a URL for a server bound to `bind_host`: a wildcard bind is reached
+    at loopback on this machine (a browser elsewhere needs the machine's own name, which
+    only the user knows), an IPv6 literal goes in brackets."""
+    if bind_host in WILDCARD_HOSTS:
+        return "127.0.0.1"
+    if ":" in bind_host and not bind_host.startswith("["):
+        return f"[{bind_host}]"
+    return bind_host
+
+
 class ChassisSettings(BaseSettings):
     """Every knob of Chassis, each overridable as `CHASSIS_<NAME>`. The gateway's batching,
     timeouts and limits (`CHASSIS_GATEWAY_MAX_BATCH`, ...) are its serving policy:
@@ -165,10 +180,11 @@ class ChassisSettings(BaseSettings):
         """Where a person looks at runs and versions: the tracking server itself if remote."""
         if self.tracking_is_remote():
             return self.resolved_tracking_uri().rstrip("/")
-        return f"http://{self.ui_host}:{self.mlflow_ui_port}"
+        return f"http://{url_host(self.ui_host)}:{self.mlflow_ui_port}"
 
     def prefect_ui_url(self) -> str:
-        return f"http://{self.ui_host}:{self.prefect_ui_port}"
+        """Where a browser opens the Prefect UI `chassis ui` serves; its API is under /api."""
+        return f"http://{url_host(self.ui_host)}:{self.prefect_ui_port}"
 
     def resolved_prediction_log_root(self) -> str:
         return self.prediction_log_root or str(self.home / "predictions")

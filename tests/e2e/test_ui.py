@@ -1,19 +1,24 @@
 """`chassis ui` as a user starts it (`make ui`): both UIs and the webhook relay come up over
 the local state, the MLflow webhook is registered for the relay, and Ctrl-C or SIGTERM
-stops them all."""
+stops them all; on other ports, a headless Chromium reads a release's runs, artifacts and
+aliases from the pages."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
 import pytest
 
 from chassis.serving.embedded import free_port
+from tests.fixtures.browser import CHROMIUM, MISSING, headless_chromium
+from tests.fixtures.cli import chassis
 from tests.fixtures.prefect_server import REPO
 
 
@@ -90,3 +95,133 @@ def test_chassis_ui_serves_both_uis_and_the_webhook_relay(
     for port in ports.values():
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+@dataclass
+class Release:
+    """What the Prefect and MLflow APIs say a release made: what the pages must show."""
+
+    run_id: str
+    run_name: str
+    subflow_names: list[str]
+    artifact_keys: list[str]
+    model: str
+    champion: int
+    source_run_name: str
+
+
+def read_release(prefect_api: str, mlflow_url: str, model: str) -> Release:
+    def prefect(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        answer = httpx.post(f"{prefect_api}{path}", json=body, timeout=30)
+        answer.raise_for_status()
+        found: list[dict[str, Any]] = answer.json()
+        return found
+
+    def mlflow_get(path: str, **params: str) -> dict[str, Any]:
+        answer = httpx.get(f"{mlflow_url}/api/2.0/mlflow/{path}", params=params, timeout=30)
+        answer.raise_for_status()
+        found: dict[str, Any] = answer.json()
+        return found
+
+    top = {"parent_task_run_id": {"is_null_": True}}
+    [run] = prefect(
+        "/flow_runs/filter", {"flows": {"name": {"any_": ["release"]}}, "flow_runs": top}
+    )
+    children = {"parent_flow_run_id": {"any_": [run["id"]]}}
+    subflows = prefect("/flow_runs/filter", {"flow_runs": children})
+    artifacts = prefect("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    # The run's own artifacts: those its tasks made are listed further down the same tab.
+    keys = [a["key"] for a in artifacts if a["key"] and a["task_run_id"] is None]
+    aliases = mlflow_get("registered-models/get", name=model)["registered_model"]["aliases"]
+    champion = next(int(a["version"]) for a in aliases if a["alias"] == "champion")
+    version = mlflow_get("model-versions/get", name=model, version=str(champion))
+    source = mlflow_get("runs/get", run_id=version["model_version"]["run_id"])
+    return Release(
+        run_id=run["id"],
+        run_name=run["name"],
+        subflow_names=[s["name"] for s in subflows],
+        artifact_keys=keys,
+        model=model,
+        champion=champion,
+        source_run_name=source["run"]["info"]["run_name"],
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
+def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
+    tmp_path: Path,
+) -> None:
+    """Item 6 of issue 14: after a release, a browser opens the Prefect flow-run page and the
+    MLflow model pages of `chassis ui` started on ports that are not the defaults (where the
+    Prefect UI used to call its API on :4200 and showed "Can't connect to Server API"), and
+    reads the runs, artifacts and aliases from the DOM."""
+    ports = {name: free_port() for name in ("prefect", "mlflow", "relay")}
+    home = tmp_path / "chassis"
+    env = {**os.environ, "CHASSIS_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "ui.log"
+    options = ["--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])]
+    options += ["--relay-port", str(ports["relay"])]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chassis_cli.main", "ui", *options],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    prefect_url = f"http://127.0.0.1:{ports['prefect']}"
+    mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
+    shots = Path(os.environ.get("UI_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    try:
+        printed = wait_for_line(log, "Ctrl-C stops them all.", process, 240)
+        api = f"{prefect_url}/api"
+        assert f"Prefect UI: {prefect_url} (the browser calls its API at {api})" in printed
+        assert f"MLflow UI:  {mlflow_url}" in printed
+        # The ports were options, so other shells would not find the server: it says how.
+        assert f"set PREFECT_API_URL={api}" in printed
+        # What the browser is told, before any browser asks.
+        assert httpx.get(f"{prefect_url}/ui-settings").json()["api_url"] == api
+
+        # The fastest release the suite has, reported live to this server as printed above.
+        release_env = {"CHASSIS_HOME": str(home), "PREFECT_API_URL": api}
+        spec = ["--spec", "tests.fixtures.specs:collected", "--compression", "off"]
+        result = chassis("release", *spec, timeout=600, env=release_env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        release = read_release(api, mlflow_url, "test-blobs")
+        assert release.subflow_names and release.artifact_keys, release
+
+        with headless_chromium() as page:
+            page.open(f"{prefect_url}/runs/flow-run/{release.run_id}")
+            page.wait_for_text([release.run_name, "Completed"])
+            page.select_tab("Subflow Runs")
+            page.wait_for_text(release.subflow_names)
+            page.select_tab("Artifacts")
+            page.wait_for_text(release.artifact_keys)
+            page.screenshot(shots / "prefect-flow-run.png")
+
+            page.open(f"{mlflow_url}/#/models/{release.model}")
+            page.wait_for_text([release.model, f"Version {release.champion}", "@ champion"])
+            # The alias is on its version's row of the versions table.
+            rows = page.row_texts()
+            assert any(
+                row.startswith(f"Version {release.champion} ") and "@ champion" in row
+                for row in rows
+            ), rows
+            page.screenshot(shots / "mlflow-model.png")
+
+            page.open(f"{mlflow_url}/#/models/{release.model}/versions/{release.champion}")
+            shown = page.wait_for_text(["Source Run", release.source_run_name, "@ champion"])
+            assert "Can't connect" not in shown
+            page.screenshot(shots / "mlflow-version.png")
+            # Everything the pages loaded came from this machine: the UIs work offline.
+            assert page.requested and page.off_loopback() == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0
