@@ -19,6 +19,7 @@ from chassis.serving.asgi import GatewayApp
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel, ServedVersion
 from chassis.serving.state import RolloutState
+from tests.fixtures.gateway import log_event
 
 DIGEST_1, DIGEST_2 = "1" * 64, "2" * 64
 
@@ -37,12 +38,6 @@ def logged(log_format: gateway_log.LogFormat, emit: Any) -> list[str]:
     finally:
         logger.removeHandler(handler)
     return stream.getvalue().splitlines()
-
-
-def logfmt(line: str) -> dict[str, str]:
-    """A logfmt line's pairs, quoted values unescaped as JSON strings."""
-    pairs = re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line)
-    return {key: json.loads(value) if value.startswith('"') else value for key, value in pairs}
 
 
 def test_json_lines_parse_with_every_field_and_null_for_what_does_not_apply():
@@ -90,7 +85,8 @@ def test_text_is_one_logfmt_line_quoting_only_what_needs_it():
     assert line.startswith("ts=") and " level=warning event=version.refused model=digits-mlp " in (
         line
     )
-    pairs = logfmt(line)
+    pairs = log_event(line)
+    assert pairs is not None
     assert pairs["version"] == "2" and pairs["percent"] == "12.5" and pairs["ready"] == "false"
     assert pairs["models"] == "a,b"
     assert pairs["error"] == 'digest "x" differs\nsee=here'  # quoted, escaped, round-trips
@@ -110,7 +106,7 @@ def test_a_record_without_an_event_is_the_log_event_with_its_logger_message_and_
     assert record["message"] == "Application startup failed."
     assert "ValueError: boom" in record["traceback"]
     [line] = logged("text", emit)  # the traceback stays on the one line
-    assert "ValueError: boom" in logfmt(line)["traceback"]
+    assert "ValueError: boom" in str((log_event(line) or {})["traceback"])
 
 
 @pytest.fixture
