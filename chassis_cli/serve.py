@@ -1,6 +1,7 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,14 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     # command here, with its reason, unless missing models are allowed.
     try:
         app.gateway.first_pass()
-    except ChassisError:
+    except ChassisError as error:
+        # Also as an event: a log pipeline reading JSON lines sees why the gateway stopped.
+        gateway_log.event(
+            logging.getLogger("chassis.gateway"),
+            logging.ERROR,
+            gateway_log.GATEWAY_FATAL,
+            error=str(error),
+        )
         app.gateway.close()
         raise
     config = uvicorn.Config(

@@ -12,10 +12,12 @@ event `log` with `logger` and `message`: one style for everything the process wr
 The standard logging module carries it all; `configure` installs the one handler.
 """
 
-import datetime
+import functools
 import json
 import logging
+import re
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import Literal, TextIO, cast
 
@@ -70,9 +72,8 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Value) -> Non
 def record_fields(record: logging.LogRecord) -> dict[str, object]:
     """A record as the ordered keys of its line: ts, level, event, then the event's fields
     (or, for a record without an event, logger and message); a traceback last."""
-    stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
     fields: dict[str, object] = {
-        "ts": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": _timestamp(record.created),
         "level": record.levelname.lower(),
     }
     name = cast(str | None, getattr(record, _EVENT, None))
@@ -86,6 +87,18 @@ def record_fields(record: logging.LogRecord) -> dict[str, object]:
     if record.exc_info:
         fields["traceback"] = logging.Formatter().formatException(record.exc_info)
     return fields
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-12-02T22:57:47.374Z."""
+    seconds = int(created)
+    return f"{_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    # Formatted once per second, not per line (a busy access log writes thousands).
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class TextFormatter(logging.Formatter):
@@ -106,17 +119,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(record_fields(record), separators=(",", ":"), default=str)
 
 
+# A value written bare: printable ASCII but for space, `"`, `=` and `\\`; anything else is
+# quoted. Checked with one regex: the access log formats a line per request.
+_BARE = re.compile(r"[!#-<>-\[\]-~]+")
+
+
 def _text(value: object) -> str:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        text = cast(str, value)
+    elif kind is bool:
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    if isinstance(value, list | tuple):
-        value = ",".join(_text(item) for item in cast(Iterable[object], value))
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
-        return json.dumps(text)  # quoted, with JSON's escapes: still one line
-    return text
+    elif kind is int:
+        return str(value)
+    elif kind is float:
+        return f"{value:g}"
+    elif isinstance(value, list | tuple):
+        text = ",".join(_text(item) for item in cast(Iterable[object], value))
+    else:
+        text = str(value)
+    if _BARE.fullmatch(text):
+        return text
+    return json.dumps(text)  # quoted, with JSON's escapes: still one line
 
 
 def formatter(log_format: LogFormat) -> logging.Formatter:
@@ -135,6 +159,11 @@ def configure(log_format: LogFormat, level: LogLevel, stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    # No line shows a record's thread or process names: not looked up for every record
+    # (the logging documentation's own optimisation; the access log makes one a request).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in GATEWAY_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(LEVELS[level])
