@@ -64,7 +64,17 @@ class SettingsError(ChassisError):
 
 
 class IntegrityError(ChassisError):
-    """A stored artifact's sha256 differs from the digest recorded at registration."""
+    """A stored artifact's sha256 differs from the digest recorded at registration.
+
+    `expected` and `actual` are the two digests when a file was hashed (None when there was
+    nothing to hash, e.g. no digest recorded): the gateway's log names them as fields."""
+
+    def __init__(
+        self, message: str, expected: str | None = None, actual: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
 
 
 class CompressionError(ChassisError):

@@ -1,6 +1,7 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -55,23 +56,38 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     policy = serving_policy_from(given_values(args, POLICY))
     import uvicorn
 
+    from chassis.serving import gateway_log
+    from chassis.serving.access_log import AccessLog
     from chassis.serving.connection_limits import ConnectionLimits, limited_protocol
     from chassis.serving.lifecycle import DrainingServer
 
+    # Before anything loads: a version refused at start is logged in the format asked for.
+    gateway_log.configure(policy.log_format, policy.log_level)
     app = build_app(settings, args.models, policy)
     # Every model is tried before anything listens: one that cannot be served ends the
     # command here, with its reason, unless missing models are allowed.
     try:
         app.gateway.first_pass()
-    except ChassisError:
+    except ChassisError as error:
+        # Also as an event: a log pipeline reading JSON lines sees why the gateway stopped.
+        gateway_log.event(
+            logging.getLogger("chassis.gateway"),
+            logging.ERROR,
+            gateway_log.GATEWAY_FATAL,
+            error=str(error),
+        )
         app.gateway.close()
         raise
     config = uvicorn.Config(
-        app,
+        AccessLog(app) if policy.access_log else app,
         host=args.host or settings.gateway_host,
         port=args.port or settings.gateway_port,
-        log_level="warning",
-        access_log=False,  # Prometheus counts requests; a log line each costs throughput
+        # uvicorn's loggers write through the gateway's handler (configured above), in its
+        # format and at its level; uvicorn's own access log stays off (AccessLog, when
+        # asked for, names the model and version too).
+        log_config=None,
+        log_level=policy.log_level,
+        access_log=False,
         lifespan="on",
         # httptools, named rather than "auto" (without it uvicorn falls back to h11 silently,
         # at about half the throughput), with the head-size and read-time limits it lacks.
@@ -81,7 +97,7 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
         limit_concurrency=policy.max_connections,
         timeout_graceful_shutdown=math.ceil(policy.grace_seconds),
     )
-    DrainingServer(config, app, policy.drain_seconds).run()
+    DrainingServer(config, app, policy.drain_seconds, policy.access_log).run()
     if app.gateway.fatal is not None:
         raise NotServable(app.gateway.fatal)
     return 0

@@ -101,7 +101,9 @@ def _verified(
         local.unlink(missing_ok=True)
         raise IntegrityError(
             f"{name} v{version}: {relative} does not match its recorded digest "
-            f"(expected sha256 {expected}, actual {actual}); refusing to load it"
+            f"(expected sha256 {expected}, actual {actual}); refusing to load it",
+            expected,
+            actual,
         )
     return local
 

@@ -112,13 +112,13 @@ class GatewayApp:
             else:
                 await self.route(scope, receive, send)
         except RequestError as error:
-            self.gateway.metrics.count_error_answer(self._model_label(scope["path"]), error.status)
+            self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), error.status)
             await respond(send, error.status, error_body(error.status, error.message))
         except Exception as error:  # a bug or a model failure: 500 with the cause, never a hang
-            self.gateway.metrics.count_error_answer(self._model_label(scope["path"]), 500)
+            self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), 500)
             await respond(send, 500, error_body(500, f"{type(error).__name__}: {error}"))
 
-    def _model_label(self, path: str) -> str:
+    def model_label(self, path: str) -> str:
         """The served model a path names, or "" (any other text is a client's, unbounded)."""
         parts = path.split("/")
         if len(parts) > 3 and parts[3] in self.gateway.models:

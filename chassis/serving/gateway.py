@@ -3,6 +3,8 @@ what is measured, and the admin operations of a rollout. `asgi.py` puts HTTP aro
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime
 import logging
 import random
 import threading
@@ -33,6 +35,25 @@ from chassis.rollout.record import RolloutRecord
 from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
+from chassis.serving.gateway_log import (
+    CHAMPION_NOT_FOLLOWED,
+    CHAMPION_REFUSED,
+    GATEWAY_FATAL,
+    GATEWAY_READINESS,
+    GATEWAY_WAITING,
+    MODEL_DEGRADED,
+    MODEL_SERVING,
+    MODEL_STATE,
+    ORPHAN_NOT_ENDED,
+    PREDICTION_LOG_NOT_FLUSHED,
+    RECORD_UNREADABLE,
+    SPLIT_CHANGED,
+    SPLIT_NOT_APPLIED,
+    VERSION_LOAD_FAILED,
+    VERSION_REFUSED,
+    Value,
+    event,
+)
 from chassis.serving.metrics import GatewayMetrics, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.readiness import (
@@ -134,6 +155,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         # Each named model's state (readiness.py): one model's never decides another's.
         self.readiness: dict[str, ModelReadiness] = {}
+        self.ready_said = False  # the gateway's readiness as last logged
         for name in model_names:
             self._set_readiness(name, LOADING)
         self.tried_once = False  # every model has been tried (`first_pass`)
@@ -154,6 +176,9 @@ class Gateway:
         self.stopping = threading.Event()  # set at shutdown: start() stops retrying
         # The event loop serving requests (set by the ASGI app at startup).
         self.loop: asyncio.AbstractEventLoop | None = None
+        # What a repeated problem last logged, by subject (`_say_once`): a poll that meets
+        # the same refusal every few seconds says it once, and again when it changes.
+        self.said: dict[str, str] = {}
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -254,15 +279,28 @@ class Gateway:
         traffic (restart, record, admin rollout, a champion moved by hand), so a version
         held in memory is checked again too: its gate may have failed since, or its digest
         changed. Raises ChassisError naming the version and the problem."""
+        refusal = f"refused:{model.name}:{version}"
         try:
             tags = self.registry.require_passed_gates(model.name, version)
         except RegistryUnreachable:
             raise
         except RegistryError as error:  # the registry answered: no passed, signed verdict
+            self._say_once(
+                refusal,
+                logging.ERROR,
+                VERSION_REFUSED,
+                model=model.name,
+                version=version,
+                check="gates",
+                expected_sha256=None,
+                found_sha256=None,
+                error=str(error),
+            )
             raise NotServable(str(error)) from error
         digest = tags.get(TAG_ONNX_SHA256)
         held = model.versions.get(version)
         if held is not None and held.sha256 == digest:
+            self.said.pop(refusal, None)
             return held
         # A version refused for its bytes is not downloaded again on every poll while its
         # registry entry is unchanged: the refusal stands until its digest tag changes.
@@ -271,12 +309,38 @@ class Gateway:
             raise IntegrityError(refused[1])
         local = self._recall(model.name, version, tags)
         if local is not None:
+            self.said.pop(refusal, None)
             return local
         try:
-            return self.load_version(model.name, version)  # fetch_version checks the digest
+            served = self.load_version(model.name, version)  # fetch_version checks the digest
         except IntegrityError as error:
             self.refused[(model.name, version)] = (digest, str(error))
+            self._say_once(
+                refusal,
+                logging.ERROR,
+                VERSION_REFUSED,
+                model=model.name,
+                version=version,
+                check="sha256",
+                expected_sha256=error.expected or digest,
+                found_sha256=error.actual,
+                error=str(error),
+            )
             raise
+        except Exception as error:
+            # Not a verdict on the version (the artifact store did not answer, a file the
+            # runtime cannot open): said each time, as each try may end differently.
+            event(
+                logger,
+                logging.WARNING,
+                VERSION_LOAD_FAILED,
+                model=model.name,
+                version=version,
+                error=f"{type(error).__name__}: {error}",
+            )
+            raise
+        self.said.pop(refusal, None)
+        return served
 
     def _recall(self, name: str, version: int, tags: dict[str, str]) -> ServedVersion | None:
         """The local copy of `version` when its bytes (and a text model's tokenizer) hash to
@@ -286,7 +350,17 @@ class Gateway:
         try:
             cached = verified_cache.recall(self.config.cache_dir, name, version)
         except IntegrityError as error:
-            logger.warning("%s; downloading it again", error)
+            event(
+                logger,
+                logging.WARNING,
+                VERSION_REFUSED,
+                model=name,
+                version=version,
+                check="local_copy",
+                expected_sha256=error.expected,
+                found_sha256=error.actual,
+                error=f"{error}; downloading it again",
+            )
             return None
         if cached is None or cached.sha256 != tags.get(TAG_ONNX_SHA256):
             return None
@@ -361,7 +435,13 @@ class Gateway:
             if wait == delay or waiting_reason(self.readiness) != logged:
                 # Each backoff step is said; a missing model's steady look, once per reason.
                 logged = waiting_reason(self.readiness)
-                logger.warning("not serving yet: %s", self.not_ready_reason())
+                event(
+                    logger,
+                    logging.WARNING,
+                    GATEWAY_WAITING,
+                    reason=waiting_reason(self.readiness),
+                    retry_seconds=round(wait, 3),
+                )
             if self.stopping.wait(wait):
                 return
             if wait == delay:
@@ -369,7 +449,7 @@ class Gateway:
             self._try_pending()
             self.fatal = self._stop_reason()
             if self.fatal is not None:
-                logger.error("stopping: %s", self.fatal)
+                event(logger, logging.ERROR, GATEWAY_FATAL, error=self.fatal)
                 return
         self.retry_note = ""
 
@@ -379,7 +459,7 @@ class Gateway:
         try:
             self.first_pass()
         except NotServable as error:
-            logger.error("%s", error)
+            event(logger, logging.ERROR, GATEWAY_FATAL, error=str(error))
             return
         self.keep_loading()
 
@@ -407,8 +487,31 @@ class Gateway:
                 self._set_readiness(name, SERVING)
 
     def _set_readiness(self, name: str, readiness: ModelReadiness) -> None:
+        previous = self.readiness.get(name)
         self.readiness[name] = readiness
         self.metrics.set_model_state(name, readiness.state)
+        # A model that starts serving says so with its versions (`_serve`); a model that
+        # does not, and each new reason why not, here.
+        if previous is not None and previous != readiness and readiness.state != "serving":
+            event(
+                logger,
+                logging.WARNING,
+                MODEL_STATE,
+                model=name,
+                state=readiness.state,
+                previous=previous.state,
+                reason=readiness.reason,
+            )
+        ready = self.ready
+        if ready != self.ready_said:
+            self.ready_said = ready
+            event(
+                logger,
+                logging.INFO if ready else logging.WARNING,
+                GATEWAY_READINESS,
+                ready=ready,
+                reason="ready" if ready else self.not_ready_reason() or "loading models",
+            )
 
     def _serve(self, name: str, model: ServedModel) -> None:
         if self.config.prediction_log is not None and name not in self.logs:
@@ -417,6 +520,37 @@ class Gateway:
                 name, stable.feature_names, stable.task, stable.encoder is not None
             )
         self.models[name] = model  # one assignment: its requests are answered from now on
+        event(
+            logger,
+            logging.INFO,
+            MODEL_SERVING,
+            **split_fields(model),
+            degraded=self.degraded.get(name),
+        )
+
+    def _say_once(self, subject: str, level: int, name: str, **fields: Value) -> None:
+        """Log the event unless `subject` last said the same (a poll meeting the same
+        problem every few seconds); `self.said.pop(subject)` when it is over."""
+        said = repr(sorted(fields.items()))
+        if self.said.get(subject) != said:
+            self.said[subject] = said
+            event(logger, level, name, **fields)
+
+    def _changed(self, model: ServedModel, previous: RolloutState, cause: str) -> None:
+        """Log a split change of `model` (its state is the new one), if anything changed."""
+        if split_key(previous) == split_key(model.state):
+            return
+        event(
+            logger,
+            logging.INFO,
+            SPLIT_CHANGED,
+            **split_fields(model),
+            cause=cause,
+            previous_generation=previous.generation,
+            previous_mode=previous.mode,
+            previous_stable=previous.stable_version,
+            previous_candidate=previous.candidate_version,
+        )
 
     def _restore(self, name: str) -> ServedModel:
         """What to serve at start: from the registry, or, while the registry is unreachable,
@@ -435,7 +569,7 @@ class Gateway:
             self.degraded[name] = (
                 f"{error}; serving the verified local copy of v{model.state.stable_version}"
             )
-            logger.warning("%s: %s", name, self.degraded[name])
+            event(logger, logging.WARNING, MODEL_DEGRADED, model=name, reason=self.degraded[name])
             return model
 
     def _restore_from_registry(self, name: str) -> ServedModel:
@@ -456,7 +590,15 @@ class Gateway:
                 raise
             except ChassisError as error:
                 # e.g. a candidate that no longer verifies: serve the champion alone.
-                logger.warning("not serving the rollout record of %s: %s", name, error)
+                event(
+                    logger,
+                    logging.WARNING,
+                    SPLIT_NOT_APPLIED,
+                    model=name,
+                    source="record",
+                    generation=record.generation,
+                    error=str(error),
+                )
         state = load_state(self.config.state_dir, name)
         if state is not None:
             model = ServedModel(name, state)
@@ -465,15 +607,32 @@ class Gateway:
             except RegistryUnreachable:
                 raise
             except ChassisError as error:
-                logger.warning("not restoring the saved split of %s: %s", name, error)
+                event(
+                    logger,
+                    logging.WARNING,
+                    SPLIT_NOT_APPLIED,
+                    model=name,
+                    source="saved_state",
+                    generation=state.generation,
+                    error=str(error),
+                )
             else:
                 if state.candidate_version is not None:
                     try:
                         model.versions[state.candidate_version] = self._verified(
                             model, state.candidate_version
                         )
-                    except ChassisError:
+                    except ChassisError as error:
                         # Never come back to an unvalidated candidate: the stable one only.
+                        event(
+                            logger,
+                            logging.WARNING,
+                            SPLIT_NOT_APPLIED,
+                            model=name,
+                            source="saved_state",
+                            generation=state.generation,
+                            error=str(error),
+                        )
                         model.state = RolloutState(model=name, stable_version=state.stable_version)
                         save_state(self.config.state_dir, model.state)
                 return model
@@ -507,12 +666,14 @@ class Gateway:
             model.state = RolloutState(model=name, stable_version=previous)
             save_state(self.config.state_dir, model.state)
             self.metrics.set_champion_mismatch(name, (champion, previous, str(refusal)))
-            logger.error(
-                "%s: champion v%d refused (%s); serving previous v%d",
-                name,
-                champion,
-                refusal,
-                previous,
+            event(
+                logger,
+                logging.ERROR,
+                CHAMPION_REFUSED,
+                model=name,
+                champion=champion,
+                serving=previous,
+                error=str(refusal),
             )
             return model
 
@@ -544,7 +705,13 @@ class Gateway:
             try:
                 log.close()
             except Exception as error:  # one model's log must not keep the others unwritten
-                logger.warning("prediction log of %s not flushed: %s", name, error)
+                event(
+                    logger,
+                    logging.WARNING,
+                    PREDICTION_LOG_NOT_FLUSHED,
+                    model=name,
+                    error=f"{type(error).__name__}: {error}",
+                )
 
     def model(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -813,7 +980,8 @@ class Gateway:
             except ChassisError as error:
                 raise RequestError(409, str(error)) from None
         save_state(self.config.state_dir, new_state)
-        model.state = new_state
+        previous, model.state = model.state, new_state
+        self._changed(model, previous, "admin.rollout")
         self._unload_unused(model)
         return self.status(name)
 
@@ -840,6 +1008,7 @@ class Gateway:
             raise RequestError(422, str(error)) from None
         save_state(self.config.state_dir, new_state)
         model.state = new_state  # one reference swap: a request sees the old or the new state
+        self._changed(model, state, "admin.switch")
         return self.status(name)
 
     def rollback(self, name: str) -> dict[str, object]:
@@ -858,6 +1027,7 @@ class Gateway:
             )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
+        self._changed(model, state, "admin.rollback")
         self._unload_unused(model)
         return self.status(name)
 
@@ -872,6 +1042,7 @@ class Gateway:
         )
         save_state(self.config.state_dir, new_state)
         model.state = new_state
+        self._changed(model, state, "admin.promote")
         self._unload_unused(model)
         return self.status(name)
 
@@ -883,8 +1054,11 @@ class Gateway:
         except RecordError as error:
             # A record this version cannot read: keep serving what is verified, and say so.
             self.record_errors[name] = str(error)
-            logger.error("%s", error)
+            self._say_once(
+                f"record:{name}", logging.ERROR, RECORD_UNREADABLE, model=name, error=str(error)
+            )
             return None
+        self.said.pop(f"record:{name}", None)
 
     def sync(self, name: str) -> bool:
         """Serve the rollout record's split if its generation is not the one served, or
@@ -912,7 +1086,15 @@ class Gateway:
             try:
                 end_orphan(self.registry, name, record, f"gateway replica on {this_process()}", now)
             except Exception as error:  # the champion is served already; next sync retries
-                logger.warning("could not end the orphaned rollout of %s: %s", name, error)
+                event(
+                    logger,
+                    logging.WARNING,
+                    ORPHAN_NOT_ENDED,
+                    model=name,
+                    generation=record.generation,
+                    owner=record.owner,
+                    error=f"{type(error).__name__}: {error}",
+                )
         return changed
 
     def _apply_record(
@@ -946,7 +1128,9 @@ class Gateway:
         ).validate()
         model.versions.update(loaded)
         save_state(self.config.state_dir, new_state)
-        model.state = new_state
+        previous, model.state = model.state, new_state
+        if model.name in self.models:  # at start, `_serve` says what it serves
+            self._changed(model, previous, "record")
         self._unload_unused(model)
 
     def end_orphaned_locally(self, model: ServedModel, now: float) -> bool:
@@ -954,13 +1138,9 @@ class Gateway:
         no registry read (which may be what fails): the stable version alone serves."""
         if not model.state.orphaned(now):
             return False
-        logger.warning(
-            "%s: the rollout lease of generation %d ended; serving v%d alone",
-            model.name,
-            model.state.generation,
-            model.state.stable_version,
-        )
+        previous = model.state
         model.state = model.state.stable_only()
+        self._changed(model, previous, "lease_ended")
         save_state(self.config.state_dir, model.state)
         self._unload_unused(model)
         return True
@@ -974,8 +1154,17 @@ class Gateway:
             try:
                 if self.sync(name):
                     moved.append(name)
+                self.said.pop(f"sync:{name}", None)
             except ChassisError as error:
-                logger.warning("not applying the rollout record of %s: %s", name, error)
+                self._say_once(
+                    f"sync:{name}",
+                    logging.WARNING,
+                    SPLIT_NOT_APPLIED,
+                    model=name,
+                    source="record",
+                    generation=None,
+                    error=str(error),
+                )
         return moved
 
     def follow_champion(self, name: str) -> bool:
@@ -1007,7 +1196,8 @@ class Gateway:
             model=name, stable_version=champion, generation=model.state.generation
         )
         save_state(self.config.state_dir, new_state)
-        model.state = new_state
+        previous, model.state = model.state, new_state
+        self._changed(model, previous, "champion")
         self._unload_unused(model)
         return True
 
@@ -1019,9 +1209,17 @@ class Gateway:
                 if self.follow_champion(name):
                     moved.append(name)
                 self.degraded.pop(name, None)  # the registry answered: no longer degraded
+                self.said.pop(f"champion:{name}", None)
             except ChassisError as error:
                 # e.g. a tampered champion: keep serving what was verified, and say why.
-                logger.warning("not following the champion of %s: %s", name, error)
+                self._say_once(
+                    f"champion:{name}",
+                    logging.WARNING,
+                    CHAMPION_NOT_FOLLOWED,
+                    model=name,
+                    serving=self.models[name].state.stable_version,
+                    error=str(error),
+                )
         return moved
 
     def reset_stats(self, name: str) -> None:
@@ -1030,8 +1228,10 @@ class Gateway:
 
     def _expire_warm(self, model: ServedModel) -> None:
         if model.state.warm_version is not None and time.time() > model.state.warm_until:
+            previous = dataclasses.replace(model.state)
             model.state.warm_version = None
             model.state.follows_champion = True
+            self._changed(model, previous, "warm_expired")
             self._unload_unused(model)
 
     def _unload_unused(self, model: ServedModel) -> None:
@@ -1057,6 +1257,49 @@ class Gateway:
             close()
         else:
             loop.call_soon_threadsafe(close)
+
+
+def split_key(state: RolloutState) -> tuple[object, ...]:
+    """What a split change changes: a state with the same key serves the same way."""
+    return (
+        state.generation,
+        state.mode,
+        state.stable_version,
+        state.candidate_version,
+        state.candidate_percent,
+        state.mirror_percent,
+        state.warm_version,
+    )
+
+
+def split_fields(model: ServedModel) -> dict[str, Value]:
+    """A model's split as log fields: each version by role with its sha256, the shares,
+    the rollout record's generation (None: does not apply)."""
+    state = model.state
+
+    def digest(version: int | None) -> str | None:
+        served = model.versions.get(version) if version is not None else None
+        return served.sha256 if served is not None else None
+
+    split = state.candidate_version is not None or state.warm_version is not None
+    return {
+        "model": model.name,
+        "generation": state.generation,
+        "mode": state.mode,
+        "stable": state.stable_version,
+        "stable_sha256": digest(state.stable_version),
+        "candidate": state.candidate_version,
+        "candidate_sha256": digest(state.candidate_version),
+        "candidate_percent": state.candidate_percent if state.mode == "canary" else None,
+        "mirror_percent": state.mirror_percent if split else None,
+        "warm": state.warm_version,
+        "warm_sha256": digest(state.warm_version),
+        "lease_until": (
+            datetime.datetime.fromtimestamp(state.lease_until, datetime.UTC).isoformat()
+            if state.lease_until
+            else None
+        ),
+    }
 
 
 def row_by_row(call: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:

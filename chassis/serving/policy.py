@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chassis.errors import SettingsError
+from chassis.serving.gateway_log import LogFormat, LogLevel
 
 ENV_PREFIX = "CHASSIS_GATEWAY_"
 
@@ -104,6 +105,23 @@ class ServingPolicy(BaseSettings):
         "registered, no champion, refused by digest or gate verdict): /readyz names it and "
         "says ready once one model serves, and it is looked for again until it serves. Off: "
         "the gateway refuses to start, naming the model and why.",
+    )
+
+    log_format: LogFormat = Field(
+        default="text",
+        description="The gateway's log on stderr: `text` (one key=value line per event) or "
+        "`json` (JSON lines); uvicorn's own lines too. Events and fields: README.md, "
+        '"Gateway logs".',
+    )
+    log_level: LogLevel = Field(
+        default="info",
+        description="Lowest level the gateway and uvicorn log (info: start-up, every split "
+        "change, readiness, drain; warning: only what went wrong).",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="Log every request (method, path, status, model, version, latency) at "
+        'info. Off by default: it costs throughput (README.md, "Gateway logs").',
     )
 
 

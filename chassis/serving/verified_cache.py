@@ -125,5 +125,7 @@ def _check(name: str, version: int, path: Path, expected: str) -> None:
     if actual != expected:
         raise IntegrityError(
             f"{name} v{version}: the local copy changed since it was verified ({path.name}: "
-            f"expected sha256 {expected}, actual {actual}); refusing to load it"
+            f"expected sha256 {expected}, actual {actual}); refusing to load it",
+            expected,
+            actual,
         )

@@ -102,6 +102,10 @@ def test_one_committed_split_is_served_by_every_replica_with_consistent_keys(fle
             fleet,
         )
         assert [s["generation"] for s in fleet.statuses()] == [generation] * 3
+        for replica in fleet.replicas:  # each replica logged the record's split it serves
+            changed = replica.events("split.changed")[-1]
+            assert (changed["cause"], changed["generation"]) == ("record", str(generation))
+            assert (changed["candidate"], changed["candidate_percent"]) == ("2", f"{percent:g}")
         # 10,000 distinct keys through the load balancer (round robin over the replicas),
         # then 300 keys sent 4 times each, which land on different replicas.
         answers = send(fleet.proxy.url, [f"user-{percent}-{i}" for i in range(10_000)])

@@ -33,7 +33,8 @@ def gateway_of_two_versions(tmp_path_factory) -> Iterator[tuple[GatewayProcess, 
     finally:
         if previous is not None:
             os.environ["CHASSIS_HOME"] = previous
-    gateway = GatewayProcess(home)
+    # JSON lines here (text, the default, in test_serve_startup): the log is read below.
+    gateway = GatewayProcess(home, env={"CHASSIS_GATEWAY_LOG_FORMAT": "json"})
     gateway.start()
     yield gateway, {"Authorization": f"Bearer {token}"}
     gateway.stop()
@@ -74,6 +75,28 @@ def predict(url: str, rows: list, key: str | None = None) -> httpx.Response:
     return httpx.post(
         f"{url}/v1/models/{MODEL}/predict", json={"instances": rows}, headers=headers, timeout=10
     )
+
+
+def admin_status(gateway: GatewayProcess, auth: dict[str, str]) -> dict:
+    answer = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_start_up_is_logged_with_the_versions_served_and_their_digests(served):
+    gateway, auth = served
+    status = admin_status(gateway, auth)
+    [serving, *_] = gateway.events("model.serving")  # the first start's
+    assert (serving["model"], serving["mode"], serving["stable"]) == (MODEL, "stable", 1)
+    assert serving["stable_sha256"] == status["sha256"]["1"]
+    assert serving["generation"] == status["generation"]
+    [started, *_] = gateway.events("gateway.started")
+    assert started["listen"] == [gateway.url] and started["models"] == [MODEL]
+    assert started["serving"] == [MODEL] and started["ready"] is True
+    assert started["access_log"] is False
+    # uvicorn's own lines come out in the same form, not in a second style.
+    [running] = [e for e in gateway.events("log") if "Uvicorn running" in str(e["message"])][:1]
+    assert running["logger"] == "uvicorn.error" and running["level"] == "info"
 
 
 def test_predicts_with_the_champion_and_reports_the_version(served):
@@ -194,6 +217,13 @@ def test_canary_split_is_sticky_and_weighted(served):
         json={"mode": "canary", "candidate_version": 2, "percent": 30},
     )
     assert response.status_code == 200, response.text
+    # Logged before the answer was sent: the new split, its versions by role and digest.
+    changed = gateway.events("split.changed")[-1]
+    assert (changed["cause"], changed["mode"]) == ("admin.rollout", "canary")
+    assert (changed["candidate"], changed["candidate_percent"]) == (2, 30)
+    assert changed["previous_mode"] == "stable"
+    assert changed["candidate_sha256"] == response.json()["sha256"]["2"]
+    assert changed["generation"] == response.json()["generation"]
     versions = [predict(gateway.url, [ROW], key=f"user-{i}").json()["version"] for i in range(300)]
     share = versions.count(2) / len(versions)
     assert 0.2 < share < 0.4
@@ -201,6 +231,8 @@ def test_canary_split_is_sticky_and_weighted(served):
     assert again == versions  # the same key always reaches the same version
     rolled = httpx.post(f"{gateway.url}/admin/models/{MODEL}/rollback", headers=auth).json()
     assert rolled["state"]["mode"] == "stable" and rolled["state"]["candidate_version"] is None
+    back = gateway.events("split.changed")[-1]
+    assert (back["cause"], back["mode"], back["candidate"]) == ("admin.rollback", "stable", None)
     assert {predict(gateway.url, [ROW], key=f"user-{i}").json()["version"] for i in range(50)} == {
         1
     }
@@ -222,6 +254,9 @@ def test_refuses_a_candidate_that_failed_its_gates(served):
     # is checked again before it takes traffic.
     assert response.status_code == 409, response.text
     assert "failed its gates" in response.json()["error"]
+    refused = gateway.events("version.refused")[-1]
+    assert (refused["model"], refused["version"], refused["check"]) == (MODEL, 2, "gates")
+    assert "failed its gates" in str(refused["error"]) and refused["level"] == "error"
     bad = httpx.post(
         f"{gateway.url}/admin/models/{MODEL}/rollout",
         headers=auth,

@@ -28,6 +28,7 @@ def test_sigterm_drains_answers_every_request_and_writes_the_prediction_log(chas
             "CHASSIS_GATEWAY_GRACE_SECONDS": "10",
             # Longer than the test: only the shutdown can have written the log.
             "CHASSIS_PREDICTION_LOG_FLUSH_SECONDS": "3600",
+            "CHASSIS_GATEWAY_ACCESS_LOG": "true",
         },
     )
     gateway.start()
@@ -77,3 +78,13 @@ def test_sigterm_drains_answers_every_request_and_writes_the_prediction_log(chas
         now + timedelta(minutes=1),
     )
     assert len(logged) == len(answered)
+    # Its log: the drain from the signal to the end, and a `request` line per answer.
+    [drain] = gateway.events("drain.started")
+    assert (drain["signal"], drain["drain_seconds"]) == ("SIGTERM", f"{DRAIN_SECONDS:g}")
+    [ended] = gateway.events("drain.ended")
+    assert float(str(ended["seconds"])) >= DRAIN_SECONDS and "in_flight" in ended
+    predictions = [
+        e for e in gateway.events("request") if e["path"] == f"/v1/models/{MODEL}/predict"
+    ]
+    assert len(predictions) == len(answered)
+    assert {(e["status"], e["model"], e["version"]) for e in predictions} == {("200", MODEL, "1")}

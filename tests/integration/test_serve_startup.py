@@ -16,7 +16,7 @@ from chassis.registry import tags
 from chassis.serving.embedded import free_port
 from tests.fixtures.cli import chassis
 from tests.fixtures.fault_gateway import home_environment, release_into
-from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.gateway import MODEL, GatewayProcess, log_events
 from tests.fixtures.registries import home_registry
 from tests.fixtures.registry_versions import stored_onnx
 
@@ -93,6 +93,10 @@ def test_a_champion_with_tampered_bytes_stops_serve_naming_both_digests(home, tm
     line = one_error_line(stderr)
     assert line.startswith(f"error: cannot serve '{MODEL}': {MODEL} v1: model.onnx does not match")
     assert f"expected sha256 {recorded}, actual {tampered}" in line
+    # The log (text, the default) names the refusal with both digests as fields.
+    [refused] = log_events(stderr, "version.refused")
+    assert (refused["model"], refused["version"], refused["check"]) == (MODEL, "1", "sha256")
+    assert (refused["expected_sha256"], refused["found_sha256"]) == (recorded, tampered)
     assert seconds < FAIL_FAST_SECONDS, f"took {seconds:.1f} s"
     assert not listening(port)
 

@@ -17,6 +17,7 @@ from tests.fixtures.cli import (
     options,
     required_arguments,
 )
+from tests.fixtures.gateway import log_events
 
 COMMANDS = chassis_commands()
 HEAVY_LIBRARIES = ("torch", "mlflow", "prefect", "onnxruntime")
@@ -195,11 +196,17 @@ def test_serve_of_unknown_model_exits_1_at_once_naming_it(home_without_models):
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 1
-    assert result.stderr.strip() == (
+    *logged, error = result.stderr.strip().splitlines()
+    assert error == (
         "error: cannot serve 'nope': no registered model named 'nope' (check the name and "
         "CHASSIS_TRACKING_URI, or register and promote a version); or start with "
         "--allow-missing-models to wait for it instead"
     )
+    # Before it, the gateway's log: the model's state and the stop, as events.
+    [state] = log_events("\n".join(logged), "model.state")
+    assert (state["model"], state["state"]) == ("nope", "missing")
+    [fatal] = log_events("\n".join(logged), "gateway.fatal")
+    assert fatal["error"] == error.removeprefix("error: ")
     assert elapsed < 30, f"took {elapsed:.1f} s"  # it used to wait forever
 
 
