@@ -41,7 +41,7 @@ def failures_reported_by_the_cli() -> Iterator[None]:
 
     Call after `Context.prepare()`: importing Prefect configures its logging (its console
     handler exists from then on), and PREFECT_HOME must be set before that."""
-    import prefect  # noqa: F401  (configures Prefect's logging)
+    import prefect.main  # noqa: F401  (what configures Prefect's logging, as a flow import does)
     from prefect.logging.handlers import PrefectConsoleHandler
 
     quiet = RunFailuresFilter()
