@@ -151,13 +151,9 @@ def print_versions(document: "VersionsDocument") -> None:
         out.print(f"{document.model}: no versions registered")
         return
     table = Table(title=f"{document.model} versions")
-    # Identifiers are folded onto a second line in a narrow terminal, never cut short.
-    table.add_column("version", justify="right", no_wrap=True)
-    table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("aliases")
-    table.add_column("run id", overflow="fold")
-    table.add_column("onnx sha256", overflow="fold")
-    table.add_column("spec", overflow="fold")
+    # In a narrow terminal every cell folds onto more lines; none is cut short ("…").
+    for column in ("version", "created (UTC)", "aliases", "run id", "onnx sha256", "spec"):
+        table.add_column(column, overflow="fold")
     for v in document.versions:
         table.add_row(
             str(v.version),
@@ -208,13 +204,8 @@ def print_history(document: "HistoryDocument") -> None:
         out.print(f"{document.model}: no alias has moved yet; now {now}")
         return
     table = Table(title=f"{document.model}: {len(document.records)} alias move(s); now {now}")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("when (UTC)", no_wrap=True)
-    table.add_column("who", overflow="fold")
-    table.add_column("action", no_wrap=True)
-    table.add_column("version", justify="right", no_wrap=True)
-    table.add_column("from -> to", no_wrap=True)
-    table.add_column("reason", overflow="fold")
+    for column in ("#", "when (UTC)", "who", "action", "version", "from -> to", "reason"):
+        table.add_column(column, overflow="fold")
     table.add_column("evidence", overflow="fold")
     for record in document.records:
         table.add_row(
