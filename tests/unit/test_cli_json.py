@@ -10,13 +10,14 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from mlflow import MlflowClient
 
 from chassis.registry.audit import AuditRecord
+from chassis.traffic import TrafficReport
 from chassis_cli import display
 from chassis_cli.documents import (
     CandidateEntry,
@@ -26,6 +27,7 @@ from chassis_cli.documents import (
 )
 from chassis_cli.flow_console import RunFailuresFilter, failures_reported_by_the_cli
 from chassis_cli.main import error_kind
+from flows.promotion import GatesOutcome
 from tests.fixtures.cli import chassis_commands, chassis_in_process
 
 MODEL = "draft"
@@ -187,7 +189,7 @@ def test_a_piped_console_is_as_wide_as_its_content():
     assert display.UncutConsole(file=io.StringIO(), force_terminal=True, width=70).width == 70
 
 
-def gates_outcome(skipped_parity: bool) -> SimpleNamespace:
+def gates_outcome(skipped_parity: bool) -> GatesOutcome:
     gates = [
         {"gate": "accuracy vs baseline", "passed": True, "observed": "+0.0", "threshold": ">= 0"},
         {"gate": "ONNX parity", "passed": True, "observed": "-", "threshold": "-"},
@@ -195,7 +197,7 @@ def gates_outcome(skipped_parity: bool) -> SimpleNamespace:
     ]
     gates[1]["skipped"] = skipped_parity
     report = {"gates": gates, "baseline_version": 1, "champion_version": None}
-    return SimpleNamespace(
+    return GatesOutcome(
         model_name=MODEL, version=2, passed=True, report=report, report_uri="file:///r.json"
     )
 
@@ -235,7 +237,7 @@ def test_a_number_that_is_not_finite_is_null_so_the_document_stays_json():
 
 
 def test_traffic_counts_no_answer_as_a_null_status():
-    report = SimpleNamespace(sent=3, failed=1, seconds=1.5, statuses={200: 2, 0: 1}, versions={})
+    report = TrafficReport(sent=3, statuses=Counter({200: 2, 0: 1}), seconds=1.5)
     document = TrafficDocument.of(MODEL, "http://127.0.0.1:8000", report)
     statuses = [(s.status, s.count) for s in document.statuses]
     assert statuses == [(None, 1), (200, 2)]
