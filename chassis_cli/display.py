@@ -197,16 +197,17 @@ def _aliases(aliases: dict[str, int]) -> str:
 
 
 def print_history(document: "HistoryDocument") -> None:
-    """The audit trail as a table, oldest first, like `git log --reverse` reads; the
-    evidence (gate report, flow run) is in its own column, folded, never cut."""
+    """The audit trail as a table, oldest first, like `git log --reverse` reads; then each
+    move's evidence (gate report, flow run) as whole lines, where a terminal can open the
+    links (a table column would fold them)."""
     now = _aliases(document.aliases) if document.aliases else "no aliases"
     if not document.records:
         out.print(f"{document.model}: no alias has moved yet; now {now}")
         return
     table = Table(title=f"{document.model}: {len(document.records)} alias move(s); now {now}")
     for column in ("#", "when (UTC)", "who", "action", "version", "from -> to", "reason"):
+        # A narrow terminal folds cells onto more lines; none is cut short ("…").
         table.add_column(column, overflow="fold")
-    table.add_column("evidence", overflow="fold")
     for record in document.records:
         table.add_row(
             str(record.sequence),
@@ -216,9 +217,11 @@ def print_history(document: "HistoryDocument") -> None:
             _v(record.version),
             "\n".join(_move(m) for m in record.moves) or "-",
             record.reason,
-            "\n".join(f"{k}: {v}" for k, v in record.evidence.items()) or "-",
         )
     out.print(table)
+    for record in document.records:
+        for name, value in record.evidence.items():
+            out.print(f"#{record.sequence} {name}: {value}", soft_wrap=True, highlight=False)
 
 
 def _move(move: "AliasMoveEntry") -> str:

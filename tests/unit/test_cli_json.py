@@ -108,13 +108,12 @@ def test_history_is_a_table_with_who_when_action_version_moves_and_reason(home):
     assert code == 0, stderr
     header = next(line for line in stdout.splitlines() if "when (UTC)" in line)
     columns = [c.strip() for c in header.strip("┃ ").split("┃")]
-    assert columns == [
-        *("#", "when (UTC)", "who", "action", "version", "from -> to", "reason", "evidence")
-    ]
+    assert columns == ["#", "when (UTC)", "who", "action", "version", "from -> to", "reason"]
     row = next(line for line in stdout.splitlines() if "promote" in line)
     for cell in ("2026-12-02 10:00:00", "ana via flow run 'brave-otter'", "v1"):
         assert cell in row
     assert "champion - -> v1" in row
+    assert f"#1 flow_run: http://127.0.0.1:4200/runs/flow-run/{RUN_ID}" in stdout
 
 
 # The versions table of VERSIONS_ROW, printed by a process whose stdout is a pipe.
