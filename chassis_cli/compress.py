@@ -1,16 +1,20 @@
 """`chassis compress`: the compression flow on an already registered version."""
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chassis.compression.policy import CompressionPolicy, compression_policy_from
 from chassis_cli.context import Context
+from chassis_cli.parsing import add_json_option
 from chassis_cli.policy_options import add_model_options, given_values
+
+if TYPE_CHECKING:
+    from chassis_cli.documents import CompressionDocument
 
 POLICY = "policy_"
 
 
-def whole_number(minimum: int) -> Any:
+def wholenumber(minimum: int) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -34,52 +38,53 @@ def add_compress_parser(commands: Any) -> None:
         "none does, the version stays selected and nothing is registered.",
     )
     parser.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
-    parser.add_argument(
-        "--version", required=True, type=whole_number(1), help="version to compress"
-    )
+    parser.add_argument("--version", required=True, type=wholenumber(1), help="version to compress")
     add_model_options(parser, CompressionPolicy, POLICY)
+    add_json_option(parser)
     parser.set_defaults(handler=run_compress)
 
 
 def run_compress(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import progress
+    from chassis_cli.documents import CompressionDocument
+    from chassis_cli.flow_console import failures_reported_by_the_cli
 
     policy = compression_policy_from(given_values(args, POLICY))  # fails before any run
-    context.prepare()
-    with progress("compress"):
+    context.require_registered(args.model, args.version)
+    with failures_reported_by_the_cli(), progress("compress"):
         from flows.compression import compress
 
         outcome = compress(model_name=args.model, version=args.version, policy=policy)
-    print_compression(outcome)
+    document = CompressionDocument.of(outcome)
+    context.show(document, lambda: print_compression(document))
     return 0
 
 
-def print_compression(outcome: Any) -> None:
+def print_compression(document: "CompressionDocument") -> None:
     from rich.table import Table
 
     from chassis.evaluation import METRIC_LABELS
-    from chassis_cli.display import out
+    from chassis_cli.display import number, out
 
-    table = Table(title=f"{outcome.model_name} v{outcome.parent_version}: compression")
+    table = Table(title=f"{document.model} v{document.parent_version}: compression")
     # The task's primary metric: accuracy for a classifier, RMSE for a regressor.
-    first = outcome.rows[0] if outcome.rows else {}
+    first = document.candidates[0].quality if document.candidates else {}
     metric = next((m for m in ("accuracy", "rmse") if m in first), "accuracy")
-    for column in ("candidate", "passed", METRIC_LABELS[metric], "b1 p50 ms", "size bytes"):
-        table.add_column(column)
-    table.add_column("score")
-    for row in outcome.rows:
-        name = row["candidate"] + (" *" if row["selected"] else "")
+    table.add_column("candidate", overflow="fold")
+    for column in ("passed", METRIC_LABELS[metric], "b1 p50 ms", "size bytes", "score"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for candidate in document.candidates:
         table.add_row(
-            name,
-            row["passed"],
-            f"{row.get(metric, float('nan')):.4f}",
-            f"{row.get('b1_p50_ms', float('nan')):.4f}",
-            f"{row['size_bytes']:,}",
-            f"{row['score']:.3f}",
+            candidate.name + (" *" if candidate.selected else ""),
+            "yes" if candidate.passed else "no",
+            number(candidate.quality.get(metric), ".4f"),
+            number(candidate.latency_ms.get("b1_p50"), ".4f"),
+            f"{candidate.size_bytes:,}",
+            number(candidate.score, ".3f"),
         )
     out.print(table)
-    out.print(outcome.explanation)
-    if outcome.registered:
-        out.print(f"registered {outcome.model_name} version {outcome.version}")
+    out.print(document.explanation, soft_wrap=True)
+    if document.registered:
+        out.print(f"registered {document.model} version {document.version}")
     else:
-        out.print(f"nothing registered; {outcome.model_name} v{outcome.version} stays selected")
+        out.print(f"nothing registered; {document.model} v{document.version} stays selected")

@@ -8,11 +8,13 @@ Nothing heavy is imported here: `chassis --help` loads this module too.
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from chassis.settings import ChassisSettings
+    from chassis_cli.documents import Document
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # what argparse exits with on a bad option, and UsageError too
@@ -35,12 +37,16 @@ class UsageError(Exception):
 
 
 class Context:
-    """Settings loaded once, on first use (so `chassis specs` works with a bad setting), and
-    the environment prepared once, before any heavy import."""
+    """Settings loaded once, on first use (so `chassis specs` works with a bad setting), the
+    environment prepared once, before any heavy import, and where the result goes."""
 
     def __init__(self) -> None:
         self._settings: ChassisSettings | None = None
         self._prepared = False
+        # With --json: the command's one document goes to `stdout`, while everything else
+        # the command prints is sent to stderr (see main).
+        self.as_json = False
+        self.stdout: TextIO = sys.stdout
 
     @property
     def settings(self) -> "ChassisSettings":
@@ -58,15 +64,31 @@ class Context:
             self._prepared = True
         return settings
 
+    def show(self, document: "Document", human: Callable[[], None]) -> None:
+        """A command's result: with --json its document, else `human()`'s rendering of it."""
+        if self.as_json:
+            self.stdout.write(document.to_json())
+            self.stdout.flush()
+        else:
+            human()
+
+    def require_registered(self, model: str, version: int | None = None) -> None:
+        """Refuse an unknown model or version before a flow run is created for it."""
+        from chassis_cli.preflight import require_registered
+
+        require_registered(self.prepare(), model, version)
+
     def run_flow(self, name: str, parameters: dict[str, Any]) -> Any:
-        """Prepare the environment, then run a flow of `FLOWS` with a progress display."""
+        """Prepare the environment, then run a flow of `FLOWS` with a progress display;
+        a failure is the command's one `error:` line, not Prefect's traceback."""
         import importlib
 
         from chassis_cli.display import progress
+        from chassis_cli.flow_console import failures_reported_by_the_cli
 
         self.prepare()
         module, _, attribute = FLOWS[name].partition(":")
-        with progress(name):
+        with failures_reported_by_the_cli(), progress(name):
             flow = getattr(importlib.import_module(module), attribute)
             return flow(**parameters)
 

@@ -1,18 +1,50 @@
-"""Terminal output: a live status line during long flows and a short summary after."""
+"""Terminal output: a live status line during long flows and a short summary after.
+
+The summaries render the same documents `--json` prints (chassis_cli/documents.py), so a
+table and its JSON never disagree.
+"""
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 if TYPE_CHECKING:
     from chassis.settings import ChassisSettings
+    from chassis_cli.documents import (
+        AliasChangeDocument,
+        AliasMoveEntry,
+        GatesDocument,
+        HistoryDocument,
+        ReleaseDocument,
+        TrainingDocument,
+        VersionsDocument,
+    )
+
+# Wide enough for any line Chassis prints; not unbounded, since rich sizes some buffers by it.
+UNCUT_WIDTH = 10_000
+
+
+class UncutConsole(Console):
+    """A terminal's console, as rich sizes it; anything else (a pipe, a file) is as wide as
+    each line's content: rich would otherwise take 80 columns and cut a table's digests and
+    run ids to fit them."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNCUT_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size  # as rich's own setter does
+
 
 console = Console(stderr=True)
-out = Console()
+out = UncutConsole()
 
 
 class StepStatus(logging.Handler):
@@ -45,62 +77,63 @@ def progress(flow_name: str) -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-def print_training(outcome: Any, settings: "ChassisSettings") -> None:
-    metrics = outcome.metrics
+def print_training(document: "TrainingDocument", settings: "ChassisSettings") -> None:
     title = (
-        f"{outcome.model_name} version {outcome.version} registered"
-        if getattr(outcome, "registered", True)
-        else f"{outcome.model_name}: not registered (equal to v{outcome.version})"
+        f"{document.model} version {document.version} registered"
+        if document.registered
+        else f"{document.model}: not registered (equal to v{document.version})"
     )
     table = Table(title=title, show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
     from chassis.evaluation import METRIC_LABELS
 
+    metrics = document.metrics
     for name, label in METRIC_LABELS.items():  # the test metrics of the version's task
         if f"test_{name}" in metrics:
-            table.add_row(f"test {label}", f"{metrics[f'test_{name}']:.4f}")
+            table.add_row(f"test {label}", number(metrics[f"test_{name}"], ".4f"))
     parity = metrics.get("parity_max_abs_diff")
     table.add_row(
         "ONNX parity max |diff|",
         "not measured (imported ONNX: no torch twin)" if parity is None else f"{parity:.2e}",
     )
-    table.add_row("ONNX sha256", outcome.onnx_sha256)
-    table.add_row("MLflow run", outcome.run_id)
+    table.add_row("ONNX sha256", document.onnx_sha256)
+    table.add_row("MLflow run", document.run_id)
     out.print(table)
-    print_where_to_look(outcome.mlflow_version_url, None, settings)
+    print_where_to_look(document.mlflow_version_url, None, settings)
 
 
-def print_release(outcome: Any, settings: "ChassisSettings") -> None:
-    print_training(outcome.training, settings)
-    if outcome.no_change:
+def number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_release(document: "ReleaseDocument", settings: "ChassisSettings") -> None:
+    print_training(document.training, settings)
+    if document.no_change:
         out.print(
-            f"Release: {outcome.no_change}. Nothing was gated or rolled out; no alias moved.",
+            f"Release: {document.no_change}. Nothing was gated or rolled out; no alias moved.",
             soft_wrap=True,
         )
-        print_where_to_look(None, outcome.prefect_flow_run_url, settings)
+        print_where_to_look(None, document.prefect_flow_run_url, settings)
         return
-    if outcome.compression is not None:
-        compressed = outcome.compression
+    if document.compression is not None:
         out.print(
-            f"Compression: selected {compressed.selected} -> "
-            f"{outcome.training.model_name} v{outcome.candidate_version}",
+            f"Compression: selected {document.compression.selected} -> "
+            f"{document.training.model} v{document.candidate_version}",
             soft_wrap=True,
         )
-    failed = [g for g in outcome.gates.report["gates"] if not g["passed"]]
-    out.print(
-        f"Gates: {'passed' if outcome.gates.passed else 'FAILED'} "
-        f"({len(outcome.gates.report['gates']) - len(failed)}/{len(outcome.gates.report['gates'])})"
-    )
-    print_alias_outcome(outcome.alias)
-    if outcome.rollout is not None:
-        steps = list(dict.fromkeys(row["step"] for row in outcome.rollout.steps))
+    if document.gates is not None:
+        out.print(f"Gates: {document.gates.tally.describe(document.gates.passed)}", soft_wrap=True)
+    if document.alias is not None:
+        print_alias_outcome(document.alias)
+    if document.rollout is not None:
+        rollout = document.rollout
         out.print(
-            f"Rollout ({outcome.rollout.strategy}): {' -> '.join(steps)}; "
-            f"v{outcome.rollout.version} promoted to champion",
+            f"Rollout ({rollout.strategy}): {' -> '.join(rollout.steps)}; "
+            f"v{rollout.version} promoted to champion",
             soft_wrap=True,
         )
-    print_where_to_look(None, outcome.prefect_flow_run_url, settings)
+    print_where_to_look(None, document.prefect_flow_run_url, settings)
 
 
 def print_where_to_look(
@@ -113,61 +146,91 @@ def print_where_to_look(
         out.print(f"Start both UIs with `make ui` (or `chassis ui`); state is in {settings.home}")
 
 
-def print_versions(model: str, versions: list[dict[str, Any]]) -> None:
-    if not versions:
-        out.print(f"{model}: no versions registered")
+def print_versions(document: "VersionsDocument") -> None:
+    if not document.versions:
+        out.print(f"{document.model}: no versions registered")
         return
-    table = Table(title=f"{model} versions")
-    for column in ("version", "created", "aliases", "run id", "onnx sha256", "spec"):
-        table.add_column(column)
-    for v in versions:
+    table = Table(title=f"{document.model} versions")
+    # In a narrow terminal every cell folds onto more lines; none is cut short ("…").
+    for column in ("version", "created (UTC)", "aliases", "run id", "onnx sha256", "spec"):
+        table.add_column(column, overflow="fold")
+    for v in document.versions:
         table.add_row(
-            str(v["version"]),
-            v["created"],
-            ", ".join(v["aliases"]) or "-",
-            v["run_id"],
-            v["tags"].get("chassis.onnx_sha256", "-")[:16],
-            v["tags"].get("chassis.spec", "-"),
+            str(v.version),
+            v.created_at.replace("T", " ").removesuffix("Z"),
+            ", ".join(v.aliases) or "-",
+            v.run_id or "-",
+            v.onnx_sha256 or "-",
+            v.spec or "-",
         )
     out.print(table)
 
 
-def print_gates(outcome: Any) -> None:
-    report = outcome.report
+def print_gates(document: "GatesDocument") -> None:
+    verdict = "PASSED" if document.passed else "FAILED"
     table = Table(
-        title=f"Gates for {outcome.model_name} v{outcome.version}: "
-        + ("PASSED" if outcome.passed else "FAILED")
+        title=f"Gates for {document.model} v{document.version}: {verdict} "
+        f"({document.tally.counts()})"
     )
     for column in ("gate", "result", "observed", "threshold"):
         table.add_column(column, overflow="fold")
-    for gate in report["gates"]:
-        result = "skipped" if gate["skipped"] else ("pass" if gate["passed"] else "FAIL")
-        table.add_row(gate["gate"], result, gate["observed"], gate["threshold"])
+    for gate in document.gates:
+        result = "FAIL" if gate.result == "fail" else gate.result
+        table.add_row(gate.gate, result, gate.observed, gate.threshold)
     out.print(table)
-    out.print(f"Report stored at {outcome.report_uri}", soft_wrap=True)
+    out.print(f"Report stored at {document.report_uri}", soft_wrap=True)
 
 
-def print_alias_outcome(outcome: Any) -> None:
-    if outcome.noop:
-        out.print(f"{outcome.model_name}: nothing to do, already {outcome.aliases_after}")
+def print_alias_outcome(document: "AliasChangeDocument") -> None:
+    if not document.changed:
+        out.print(f"{document.model}: nothing to do, already {_aliases(document.aliases_after)}")
         return
     out.print(
-        f"{outcome.model_name}: {outcome.action} recorded as audit #{outcome.audit_sequence}; "
-        f"aliases {outcome.aliases_before} -> {outcome.aliases_after}"
+        f"{document.model}: {document.action} recorded as audit #{document.audit_sequence}; "
+        f"aliases {_aliases(document.aliases_before)} -> {_aliases(document.aliases_after)}",
+        soft_wrap=True,
     )
 
 
-def print_history(model: str, records: list[Any], aliases: dict[str, int]) -> None:
-    """One block per alias move, newest last, like `git log` reads."""
-    now = ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "no aliases"
-    out.print(f"[bold]{model}[/]: {len(records)} alias move(s); now {now}")
-    for r in records:
-        moves = ", ".join(f"{m['alias']} {_v(m['from'])} -> {_v(m['to'])}" for m in r.moves)
-        out.print(f"\n[bold]#{r.sequence}[/] {r.at}  [cyan]{r.action}[/]  {moves}")
-        out.print(f"    who: {r.actor}", soft_wrap=True)
-        out.print(f"    why: {r.reason}", soft_wrap=True)
-        for key, value in r.evidence.items():
-            out.print(f"    {key}: {value}", soft_wrap=True)
+def _aliases(aliases: dict[str, int]) -> str:
+    return ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "none"
+
+
+def print_history(document: "HistoryDocument") -> None:
+    """The audit trail as a table, oldest first, like `git log --reverse` reads; then each
+    move's evidence (gate report, flow run) as whole lines, where a terminal can open the
+    links (a table column would fold them)."""
+    now = _aliases(document.aliases) if document.aliases else "no aliases"
+    if not document.records:
+        out.print(f"{document.model}: no alias has moved yet; now {now}")
+        return
+    table = Table(title=f"{document.model}: {len(document.records)} alias move(s); now {now}")
+    for column in ("#", "when (UTC)", "who", "action", "version", "from -> to", "reason"):
+        # A narrow terminal folds cells onto more lines; none is cut short ("…").
+        table.add_column(column, overflow="fold")
+    for record in document.records:
+        table.add_row(
+            str(record.sequence),
+            _when(record.at),
+            record.actor,
+            record.action,
+            _v(record.version),
+            "\n".join(_move(m) for m in record.moves) or "-",
+            record.reason,
+        )
+    out.print(table)
+    for record in document.records:
+        for name, value in record.evidence.items():
+            out.print(f"#{record.sequence} {name}: {value}", soft_wrap=True, highlight=False)
+
+
+def _move(move: "AliasMoveEntry") -> str:
+    return f"{move.alias} {_v(move.from_version)} -> {_v(move.to_version)}"
+
+
+def _when(at: str) -> str:
+    """An audit time (ISO 8601, UTC) to the second, as a person reads it."""
+    return at.replace("T", " ")[:19]
 
 
 def _v(version: int | None) -> str:

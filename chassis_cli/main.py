@@ -5,6 +5,7 @@ one line and an exit code; each command's work is in its own module, given a `Co
 """
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -55,21 +56,48 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    context = context or Context()
+    context.as_json = bool(getattr(args, "json", False))
+    context.stdout = sys.stdout
     try:
-        return handler(args, context or Context())
+        # With --json, stdout carries the one document (Context.show writes it to the
+        # stdout kept above); whatever else is printed meanwhile goes to stderr.
+        with (
+            contextlib.redirect_stdout(sys.stderr) if context.as_json else contextlib.nullcontext()
+        ):
+            return handler(args, context)
     except UsageError as error:
         command_parser: argparse.ArgumentParser = args.command_parser
         command_parser.error(str(error))  # exits 2, like argparse's own refusals
     except ChassisError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return fail(context, str(error), error_kind(error), EXIT_FAILURE)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return fail(context, "interrupted", "interrupted", EXIT_INTERRUPTED)
     except Exception as error:  # anything else is a Chassis bug; still one line, still non-zero
-        cause = parameter_error(error) or f"unexpected {type(error).__name__}: {error}"
-        print(f"error: {cause}", file=sys.stderr)
-        return EXIT_FAILURE
+        cause = parameter_error(error)
+        if cause is not None:
+            return fail(context, cause, "invalid_parameter", EXIT_FAILURE)
+        return fail(
+            context, f"unexpected {type(error).__name__}: {error}", "unexpected", EXIT_FAILURE
+        )
+
+
+def fail(context: Context, message: str, kind: str, code: int) -> int:
+    """The one `error:` line on stderr (`interrupted` as it is); with --json, also the
+    error document on stdout, so a script always has one document to parse."""
+    print(message if kind == "interrupted" else f"error: {message}", file=sys.stderr)
+    if context.as_json:
+        from chassis_cli.documents import ErrorDocument
+
+        context.stdout.write(ErrorDocument(error=message, kind=kind).to_json())
+    return code
+
+
+def error_kind(error: Exception) -> str:
+    """`PromotionConflict` -> `promotion_conflict`: what a script branches on."""
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
 def parameter_error(error: Exception) -> str | None:

@@ -43,3 +43,14 @@ class ChassisArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json` for a command that reads or decides: its result as one JSON document."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON document on stdout (fields: README, "
+        "Machine-readable output); progress and logs go to stderr; on failure the document "
+        'is {"error": ..., "kind": ...}',
+    )

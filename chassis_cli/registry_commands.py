@@ -9,6 +9,7 @@ from chassis.gates import GatePolicy, gate_policy_from
 from chassis_cli.argtypes import expected_champion, version_number
 from chassis_cli.context import Context, UsageError
 from chassis_cli.display import out, print_alias_outcome, print_gates, print_history
+from chassis_cli.parsing import add_json_option
 from chassis_cli.policy_options import add_model_options, given_values
 
 ALIAS_TARGETS = ("champion", "challenger")
@@ -35,6 +36,7 @@ def add_registry_parsers(commands: Any) -> None:
     gates.add_argument("--model", required=True, help="registered-model name")
     gates.add_argument("--version", required=True, type=version_number, help="version number")
     add_model_options(gates, GatePolicy, GATE, aliases=GATE_OPTION_ALIASES)
+    add_json_option(gates)
     gates.set_defaults(handler=_gates)
 
     promote = commands.add_parser(
@@ -60,6 +62,7 @@ def add_registry_parsers(commands: Any) -> None:
         help="with --to challenger: set a version that a rollout retired as challenger again "
         "(refused otherwise); the audit record says the override was used",
     )
+    add_json_option(promote)
     promote.set_defaults(handler=_promote)
 
     rollback = commands.add_parser(
@@ -72,6 +75,7 @@ def add_registry_parsers(commands: Any) -> None:
     rollback.add_argument(
         "--reason", default="rolled back by hand", help="recorded in the audit trail"
     )
+    add_json_option(rollback)
     rollback.set_defaults(handler=_rollback)
 
     retire = commands.add_parser(
@@ -87,6 +91,7 @@ def add_registry_parsers(commands: Any) -> None:
         help="retire only if this version is the challenger (default: whichever is)",
     )
     retire.add_argument("--reason", default="retired by hand", help="recorded in the audit trail")
+    add_json_option(retire)
     retire.set_defaults(handler=_retire)
 
     recover = commands.add_parser(
@@ -97,6 +102,7 @@ def add_registry_parsers(commands: Any) -> None:
         "goes back. Every alias command does this first anyway; this one does only that.",
     )
     recover.add_argument("--model", required=True, help="registered-model name")
+    add_json_option(recover)
     recover.set_defaults(handler=_recover)
 
     history = commands.add_parser(
@@ -106,21 +112,27 @@ def add_registry_parsers(commands: Any) -> None:
         "evidence, read from the MLflow registry.",
     )
     history.add_argument("--model", required=True, help="registered-model name")
+    add_json_option(history)
     history.set_defaults(handler=_history)
 
 
 def _gates(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.documents import GatesDocument
+
     thresholds = gate_policy_from(given_values(args, GATE))  # a bad value fails before any run
+    context.require_registered(args.model, args.version)
     outcome = context.run_flow(
         "gates", {"model_name": args.model, "version": args.version, "thresholds": thresholds}
     )
-    print_gates(outcome)
+    document = GatesDocument.of(outcome)
+    context.show(document, lambda: print_gates(document))
     return 0
 
 
 def _promote(args: argparse.Namespace, context: Context) -> int:
     if args.allow_retired and args.to != "challenger":
         raise UsageError("--allow-retired applies to --to challenger only")
+    context.require_registered(args.model, args.version)
     expected = args.expect_champion
     if args.to == "champion" and expected is None:
         expected = _champion_now(args.model, context)
@@ -135,8 +147,15 @@ def _promote(args: argparse.Namespace, context: Context) -> int:
             "allow_retired": args.allow_retired,
         },
     )
-    print_alias_outcome(outcome)
+    _show_alias_change(outcome, context)
     return 0
+
+
+def _show_alias_change(outcome: Any, context: Context) -> None:
+    from chassis_cli.documents import AliasChangeDocument
+
+    document = AliasChangeDocument.of(outcome)
+    context.show(document, lambda: print_alias_outcome(document))
 
 
 def _champion_now(model: str, context: Context) -> int:
@@ -161,15 +180,16 @@ def _champion_now(model: str, context: Context) -> int:
 
 
 def _rollback(args: argparse.Namespace, context: Context) -> int:
-    print_alias_outcome(
-        context.run_flow("rollback", {"model_name": args.model, "reason": args.reason})
-    )
+    context.require_registered(args.model)
+    outcome = context.run_flow("rollback", {"model_name": args.model, "reason": args.reason})
+    _show_alias_change(outcome, context)
     return 0
 
 
 def _retire(args: argparse.Namespace, context: Context) -> int:
+    context.require_registered(args.model, args.version)
     parameters = {"model_name": args.model, "version": args.version, "reason": args.reason}
-    print_alias_outcome(context.run_flow("retire", parameters))
+    _show_alias_change(context.run_flow("retire", parameters), context)
     return 0
 
 
@@ -178,25 +198,36 @@ def _recover(args: argparse.Namespace, context: Context) -> int:
     import getpass
 
     from chassis.registry import Registry
+    from chassis_cli.documents import RecoverDocument
 
     settings = context.prepare()
     registry = Registry.from_settings(settings)
     recovery = registry.recover(args.model, actor=f"{getpass.getuser()} via chassis recover")
-    if recovery is None:
-        out.print(f"{args.model}: no interrupted alias change; nothing to do")
-    else:
-        out.print(f"{args.model}: {recovery.describe()}", soft_wrap=True)
-    out.print(f"{args.model}: aliases now {registry.current_aliases(args.model)}")
+    document = RecoverDocument(
+        model=args.model,
+        recovered=recovery is not None,
+        description=None if recovery is None else recovery.describe(),
+        aliases=dict(sorted(registry.current_aliases(args.model).items())),
+    )
+
+    def human() -> None:
+        if document.description is None:
+            out.print(f"{args.model}: no interrupted alias change; nothing to do")
+        else:
+            out.print(f"{args.model}: {document.description}", soft_wrap=True)
+        out.print(f"{args.model}: aliases now {document.aliases}")
+
+    context.show(document, human)
     return 0
 
 
 def _history(args: argparse.Namespace, context: Context) -> int:
     from chassis.registry import Registry
+    from chassis_cli.documents import HistoryDocument
 
     settings = context.prepare()
     registry = Registry.from_settings(settings)
     records = registry.history(args.model)
-    print_history(args.model, records, registry.current_aliases(args.model))
-    if not records:
-        out.print("no alias has moved yet")
+    document = HistoryDocument.of(args.model, records, registry.current_aliases(args.model))
+    context.show(document, lambda: print_history(document))
     return 0

@@ -3,17 +3,20 @@ on a spec, its training slice (or import), and what a user reads or drafts aroun
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chassis.errors import ChassisError
 from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import non_negative_int, positive_int, tolerance
 from chassis_cli.context import Context
+from chassis_cli.parsing import add_json_option
 from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.modelspec import ModelSpec
     from chassis.settings import ChassisSettings
+    from flows.release import ReleaseOutcome
+    from flows.training import TrainingOutcome
 
 ROLLOUT_POLICY = "rollout_policy_"
 
@@ -44,6 +47,7 @@ def add_release_parsers(commands: Any) -> None:
     add_model_options(
         release, RolloutPolicy, ROLLOUT_POLICY, aliases={"shadow_first": ["--shadow"]}
     )
+    add_json_option(release)
     release.set_defaults(handler=run_release)
 
     train = commands.add_parser(
@@ -52,6 +56,7 @@ def add_release_parsers(commands: Any) -> None:
         description="Run the train flow alone (what release does first).",
     )
     add_training_options(train)
+    add_json_option(train)
     train.set_defaults(handler=run_train)
 
     imported = commands.add_parser(
@@ -75,6 +80,7 @@ def add_release_parsers(commands: Any) -> None:
         help="max |torch - ONNX Runtime| allowed for a torch module (default: "
         "CHASSIS_PARITY_TOLERANCE, 1e-4)",
     )
+    add_json_option(imported)
     imported.set_defaults(handler=run_import)
 
     specs = commands.add_parser(
@@ -82,6 +88,7 @@ def add_release_parsers(commands: Any) -> None:
         help="list the bundled model specs",
         description="List the specs that ship with Chassis and work offline.",
     )
+    add_json_option(specs)
     specs.set_defaults(handler=run_specs)
 
     versions = commands.add_parser(
@@ -90,6 +97,7 @@ def add_release_parsers(commands: Any) -> None:
         description="List a registered model's versions from the MLflow registry.",
     )
     versions.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
+    add_json_option(versions)
     versions.set_defaults(handler=run_versions)
 
     scaffold = commands.add_parser(
@@ -157,6 +165,8 @@ def checked_spec(reference: str) -> "ModelSpec":
 
 def run_release(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import print_release, progress
+    from chassis_cli.documents import ReleaseDocument
+    from chassis_cli.flow_console import failures_reported_by_the_cli
 
     settings = context.prepare()
     given = given_values(args, ROLLOUT_POLICY)
@@ -167,24 +177,29 @@ def run_release(args: argparse.Namespace, context: Context) -> int:
         # Only what the user gave: the flow's own default policy otherwise.
         "rollout_policy": policy_from(given) if given else None,
     }
-    with progress("release"):
+    with failures_reported_by_the_cli(), progress("release"):
         from flows.release import release
 
         outcome = release(**arguments)
-    print_release(outcome, settings)
+    # `**arguments` could hold return_state, as far as the checker knows: it holds none.
+    document = ReleaseDocument.of(cast("ReleaseOutcome", outcome))
+    context.show(document, lambda: print_release(document, settings))
     return 0
 
 
 def run_train(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import print_training, progress
+    from chassis_cli.documents import TrainingDocument
+    from chassis_cli.flow_console import failures_reported_by_the_cli
 
     settings = context.prepare()
     arguments = training_arguments(args, settings)
-    with progress("train"):
+    with failures_reported_by_the_cli(), progress("train"):
         from flows.training import train
 
         outcome = train(**arguments)
-    print_training(outcome, settings)
+    document = TrainingDocument.of(cast("TrainingOutcome", outcome))
+    context.show(document, lambda: print_training(document, settings))
     return 0
 
 
@@ -192,6 +207,8 @@ def run_import(args: argparse.Namespace, context: Context) -> int:
     from chassis.errors import SpecError
     from chassis.modelspec import MODEL_FORMS
     from chassis_cli.display import print_training, progress
+    from chassis_cli.documents import TrainingDocument
+    from chassis_cli.flow_console import failures_reported_by_the_cli
 
     settings = context.prepare()
     spec = checked_spec(args.spec)  # fail in a second on a bad spec, before Prefect starts
@@ -200,30 +217,41 @@ def run_import(args: argparse.Namespace, context: Context) -> int:
             f"spec {args.spec} gives {MODEL_FORMS['train']}: it trains its model; use chassis "
             f"train or release, or give {MODEL_FORMS['torch']} or {MODEL_FORMS['onnx']}"
         )
-    with progress("import"):
+    with failures_reported_by_the_cli(), progress("import"):
         from flows.training import import_model
 
         outcome = import_model(spec=args.spec, parity_tolerance=args.parity_tolerance)
-    print_training(outcome, settings)
+    document = TrainingDocument.of(outcome)
+    context.show(document, lambda: print_training(document, settings))
     return 0
 
 
 def run_specs(args: argparse.Namespace, context: Context) -> int:
     from chassis.specs import BUNDLED_SPECS
+    from chassis_cli.documents import SpecEntry, SpecsDocument
 
-    for key, reference in BUNDLED_SPECS.items():
-        print(f"{key:12} {reference}")
+    document = SpecsDocument(
+        specs=[SpecEntry(key=key, reference=ref) for key, ref in BUNDLED_SPECS.items()]
+    )
+
+    def human() -> None:
+        for spec in document.specs:
+            print(f"{spec.key:12} {spec.reference}")
+
+    context.show(document, human)
     return 0
 
 
 def run_versions(args: argparse.Namespace, context: Context) -> int:
     from chassis_cli.display import print_versions
+    from chassis_cli.documents import VersionsDocument
 
     settings = context.prepare()
     from chassis.registry import Registry
 
     registry = Registry.from_settings(settings)
-    print_versions(args.model, registry.describe_versions(args.model))
+    document = VersionsDocument.of(args.model, registry.describe_versions(args.model))
+    context.show(document, lambda: print_versions(document))
     return 0
 
 

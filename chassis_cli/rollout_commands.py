@@ -2,14 +2,18 @@
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chassis.drift_policy import DriftPolicy, drift_policy_from
 from chassis.rollout.policy import RolloutPolicy, policy_from
 from chassis_cli.argtypes import existing_file, positive_float, positive_int, version_number
 from chassis_cli.context import Context
 from chassis_cli.display import out
+from chassis_cli.parsing import add_json_option
 from chassis_cli.policy_options import add_model_options, given_values
+
+if TYPE_CHECKING:
+    from chassis_cli.documents import DriftDocument
 
 POLICY = "policy_"
 DRIFT_POLICY = "drift_policy_"
@@ -58,6 +62,7 @@ def add_rollout_parsers(commands: Any) -> None:
         help="roll out a version an earlier rollout retired (the audit record says so)",
     )
     add_model_options(rollout, RolloutPolicy, POLICY, aliases={"shadow_first": ["--shadow"]})
+    add_json_option(rollout)
     rollout.set_defaults(handler=_rollout)
 
     traffic = commands.add_parser(
@@ -90,6 +95,7 @@ def add_rollout_parsers(commands: Any) -> None:
         metavar="FILE",
         help="with --drift topic: a UTF-8 file of texts of another topic, one a line",
     )
+    add_json_option(traffic)
     traffic.set_defaults(handler=_traffic)
 
     drift = commands.add_parser(
@@ -105,11 +111,15 @@ def add_rollout_parsers(commands: Any) -> None:
     )
     drift.add_argument("--no-event", action="store_true", help="do not emit the drift event")
     add_model_options(drift, DriftPolicy, DRIFT_POLICY)
+    add_json_option(drift)
     drift.set_defaults(handler=_drift_check)
 
 
 def _rollout(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.documents import RolloutDocument
+
     policy = policy_from(given_values(args, POLICY))  # a bad value fails before any run
+    context.require_registered(args.model, args.version)
     outcome = context.run_flow(
         "rollout",
         {
@@ -123,9 +133,14 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
             "allow_retired": args.allow_retired,
         },
     )
-    out.print(
-        f"{outcome.model_name} v{outcome.version}: {outcome.strategy} rollout passed; "
-        "promoted to champion"
+    document = RolloutDocument.of(outcome)
+    context.show(
+        document,
+        lambda: out.print(
+            f"{document.model} v{document.version}: {document.strategy} rollout passed "
+            f"({' -> '.join(document.steps)}); promoted to champion",
+            soft_wrap=True,
+        ),
     )
     return 0
 
@@ -135,6 +150,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     from chassis.errors import ChassisError
     from chassis.registry import Registry
     from chassis.traffic import replay
+    from chassis_cli.documents import TrafficDocument
 
     settings = context.prepare()
     registry = Registry.from_settings(settings)
@@ -157,15 +173,19 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
         max_seconds=args.seconds,
         concurrency=args.concurrency,
     )
-    by_status = ", ".join(
-        f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items())
-    )
-    by_version = ", ".join(f"v{v}: {n}" for v, n in sorted(report.versions.items())) or "-"
-    rate = report.sent / report.seconds if report.seconds else 0.0
-    out.print(
-        f"sent {report.sent} requests in {report.seconds:.1f} s ({rate:.0f}/s); "
-        f"status {by_status}; answered by {by_version}"
-    )
+    document = TrafficDocument.of(args.model, url, report)
+
+    def human() -> None:
+        by_status = ", ".join(f"{s.status or 'no answer'}: {s.count}" for s in document.statuses)
+        by_version = ", ".join(f"v{v.version}: {v.count}" for v in document.versions) or "-"
+        out.print(
+            f"sent {document.sent} requests in {document.seconds:.1f} s "
+            f"({document.requests_per_second:.0f}/s); status {by_status}; "
+            f"answered by {by_version}",
+            soft_wrap=True,
+        )
+
+    context.show(document, human)
     return 0 if report.failed == 0 else 1
 
 
@@ -204,7 +224,10 @@ def drifted_rows(model: str, rows: list[Any], scenario: str, texts: Path | None)
 
 
 def _drift_check(args: argparse.Namespace, context: Context) -> int:
+    from chassis_cli.documents import DriftDocument
+
     policy = drift_policy_from(given_values(args, DRIFT_POLICY))  # fails before any run
+    context.require_registered(args.model)
     outcome = context.run_flow(
         "drift_check",
         {
@@ -214,16 +237,22 @@ def _drift_check(args: argparse.Namespace, context: Context) -> int:
             "emit": not args.no_event,
         },
     )
-    columns = ", ".join(outcome.drifted_columns[:10]) or "none"
+    document = DriftDocument.of(outcome)
+    context.show(document, lambda: print_drift(document))
+    return 0
+
+
+def print_drift(document: "DriftDocument") -> None:
+    columns = ", ".join(document.drifted_columns[:10]) or "none"
     out.print(
-        f"{outcome.model_name} v{outcome.champion_version}: {outcome.verdict} "
-        f"({outcome.drifted_share:.0%} of columns drifted: {columns}) over {outcome.served_rows} "
-        f"served rows" + ("; retraining event emitted" if outcome.event_emitted else ""),
+        f"{document.model} v{document.champion_version}: {document.verdict} "
+        f"({document.drifted_share:.0%} of columns drifted: {columns}) over "
+        f"{document.served_rows} served rows"
+        + ("; retraining event emitted" if document.event_emitted else ""),
         soft_wrap=True,
     )
-    out.print(f"serving suite: {outcome.serving_suite}", soft_wrap=True)
-    for failure in outcome.serving_suite_failures:
+    out.print(f"serving suite: {document.serving_suite}", soft_wrap=True)
+    for failure in document.serving_suite_failures:
         out.print(f"  {failure}", soft_wrap=True)
-    if outcome.report_uri:
-        out.print(f"Evidently report: {outcome.report_uri}", soft_wrap=True)
-    return 0
+    if document.report_uri:
+        out.print(f"Evidently report: {document.report_uri}", soft_wrap=True)

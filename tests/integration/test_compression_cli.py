@@ -1,8 +1,9 @@
-"""`chassis compress` as a user runs it, on a registry that lacks the version: one line, exit 1.
+"""`chassis compress` as a user runs it, on a registry that lacks the model: one line, exit 1.
 
-The command runs the compress flow, which starts Prefect's temporary API server, so this is
-not a unit test (tests/unit/test_compression_cli.py checks its help and arguments).
-"""
+The model is refused before the compress flow is called, so no Prefect server starts and no
+failed flow run is left (tests/unit/test_cli_json.py checks the same for a missing version
+and the other commands that run flows; tests/unit/test_compression_cli.py checks the help
+and arguments)."""
 
 import pytest
 
@@ -21,4 +22,4 @@ def test_unknown_model_is_a_one_line_error_with_exit_1(tmp_path):
         env={"CHASSIS_HOME": str(tmp_path / "home")},
     )
     assert result.returncode == 1
-    assert "error: 'nope' has no version 3" in result.stderr
+    assert result.stderr == "error: no registered model named 'nope'\n"  # no Prefect line

@@ -13,6 +13,7 @@ from chassis.errors import GatesFailed, IntegrityError, RegistryError, RetiredCh
 from chassis.gates import GatePolicy
 from flows.promotion import gates, promote, rollback
 from flows.release import release
+from tests.fixtures.cli import chassis
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
@@ -143,6 +144,18 @@ def test_a_retired_challenger_is_refused_unless_the_override_is_given(chassis_ho
     assert "agreement 0.61 < 0.9" in error and "--allow-retired" in error
     assert home_registry().current_aliases(MODEL) == {"champion": 1}  # nothing moved
     assert len(home_registry().history(MODEL)) == records
+
+    # As a user's process: a flow that fails (here in its task) prints no traceback, only
+    # the error line; Prefect's run keeps its failure logs. --json: one error document.
+    result = chassis(
+        *("promote", "--model", MODEL, "--version", "2", "--to", "challenger", "--json"),
+        env={"PREFECT_API_URL": PREFECT_API_URL.value()},  # the harness: no second server
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Failed" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: {json.loads(result.stdout)['error']}"], result.stderr
+    assert json.loads(result.stdout)["kind"] == "retired_challenger"
 
     argv = ["promote", "--model", MODEL, "--version", "2", "--to", "challenger"]
     assert main([*argv, "--allow-retired", "--reason", "gateway fixed; try again"]) == 0

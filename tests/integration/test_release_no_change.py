@@ -1,6 +1,8 @@
 """A release whose model equals the champion's bytes is "no change": real Prefect API, real
 MLflow registry on SQLite."""
 
+import json
+
 from chassis.registry import tags
 from chassis_cli.main import main
 from flows.release import release
@@ -20,13 +22,26 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
 
     # The same spec and seed train the same bytes again (training is deterministic).
     capsys.readouterr()
-    code = main(["release", "--spec", SPEC, "--compression", "off"])
+    code = main(["release", "--spec", SPEC, "--compression", "off", "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err  # ends successfully
-    printed = " ".join(captured.out.split())
-    assert "no change: the new ONNX bytes" in printed
-    assert "equal test-blobs v1's, the champion; nothing was registered" in printed
-    assert "no alias moved" in printed
+    document = json.loads(captured.out)  # stdout is the one document, nothing else
+    assert "no change: the new ONNX bytes" in document["no_change"]
+    assert "equal test-blobs v1's, the champion; nothing was registered" in document["no_change"]
+    assert document["training"]["registered"] is False
+    assert document["training"]["version"] == 1  # the version its bytes equal
+    assert document["gates"] is None and document["alias"] is None
+    assert document["training"]["onnx_sha256"] == first.training.onnx_sha256
+    assert document["prefect_flow_run_url"].startswith("http")
+
+    # The registry's side, as a script reads it.
+    assert main(["versions", "--model", MODEL, "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["champion"])]
+    assert main(["history", "--model", MODEL, "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)["records"]
+    assert (record["action"], record["version"]) == ("promote", 1)
+    assert record["moves"] == [{"alias": "champion", "from_version": None, "to_version": 1}]
 
     assert home_registry().list_versions(MODEL) == [1]  # nothing registered ...
     assert home_registry().current_aliases(MODEL) == {"champion": 1}  # ... no alias moved ...

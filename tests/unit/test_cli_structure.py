@@ -84,6 +84,10 @@ class RecordingContext(Context):
         super().__init__()
         self.outcome = outcome
         self.runs: list[tuple[str, dict[str, Any]]] = []
+        self.checked: list[tuple[str, int | None]] = []
+
+    def require_registered(self, model: str, version: int | None = None) -> None:
+        self.checked.append((model, version))
 
     def run_flow(self, name: str, parameters: dict[str, Any]) -> Any:
         self.runs.append((name, parameters))
@@ -101,6 +105,7 @@ def test_a_command_runs_its_flow_through_the_context_it_is_given(capsys):
     )
     context = RecordingContext(moved)
     assert main(["rollback", "--model", "m", "--reason", "bad canary"], context) == 0
+    assert context.checked == [("m", None)]  # the model is checked before the flow runs
     assert context.runs == [("rollback", {"model_name": "m", "reason": "bad canary"})]
     assert "m: rollback recorded as audit #4" in capsys.readouterr().out
 
@@ -156,6 +161,7 @@ def test_release_hands_the_canary_thresholds_it_is_given_to_the_flow(
     captured: dict[str, object] = {}
     monkeypatch.setenv("CHASSIS_HOME", str(tmp_path))
     monkeypatch.setattr(flows.release, "release", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.setattr("chassis_cli.documents.ReleaseDocument.of", lambda outcome: None)
     monkeypatch.setattr("chassis_cli.display.print_release", lambda *args: None)
     assert main(["release", *given]) == 0
     assert captured["rollout_policy"] == expected
