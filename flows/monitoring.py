@@ -14,6 +14,7 @@ from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import Tracking
 from flows.promotion import ModelParameter
+from flows.run_form import described
 from tasks.monitoring import (
     check_serving_suite,
     judge_drift,
@@ -65,7 +66,8 @@ class DriftOutcome(BaseModel):
         )
 
 
-@flow(name="drift_check", log_prints=True)
+@described
+@flow(name="drift_check", flow_run_name="drift check {model_name}", log_prints=True)
 def drift_check(
     model_name: ModelParameter,
     window_minutes: Annotated[

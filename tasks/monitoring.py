@@ -111,8 +111,8 @@ def check_serving_suite(
     result = expectations.validate_frame(window.frame[features], expectations.load_suite(path))
     publish_markdown(
         result.to_markdown(f"Served window of {model} v{version}: {result.suite_name}"),
-        model,
         "serving-suite",
+        model,
         description=f"Serving suite of {model} on its served window: "
         + ("passed" if result.success else "FAILED"),
     )
@@ -189,8 +189,8 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
     if result.columns:
         publish_table(
             result.summary_rows(),
-            model,
             "drift-columns",
+            model,
             description=f"Per-column drift of {model} v{version}: {result.verdict}",
         )
     problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
@@ -209,8 +209,8 @@ def publish_drift(model: str, version: int, result: DriftResult, report_uri: str
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
         f"{link}\n",
-        model,
         "drift-summary",
+        model,
         description=f"Drift verdict for {model}: {result.verdict}",
     )
 
