@@ -9,6 +9,7 @@ renamed then ("release digits" -> "release digits-mlp v3").
 from collections.abc import Callable
 
 from prefect import get_client
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 
@@ -41,9 +42,12 @@ def by_models(verb: str) -> Callable[[], str]:
 
 
 def rename_run(name: str) -> None:
-    """Rename the flow run in progress (nothing outside a flow run)."""
-    run_id = flow_run.id
-    if run_id is None:
+    """Rename the flow run in progress (nothing outside a flow run): on the server, and in
+    the run's context, so that its later log lines carry the new name too (Prefect's own
+    start and end lines keep the first one)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
         return
     with get_client(sync_client=True) as client:
-        client.set_flow_run_name(run_id, name)
+        client.set_flow_run_name(context.flow_run.id, name)
+    context.flow_run.name = name
