@@ -11,8 +11,10 @@ import re
 from collections.abc import Iterable, Sequence
 
 # Inline markup anywhere in a cell (emphasis, code, links, HTML, strike-through), the table
-# column separator, and the backslash that escapes them.
-_INLINE = re.compile(r"([\\`*_\[\]<>|~])")
+# column separator, and the backslash that escapes them. An underscore inside a word
+# (`recall_class_9`) is no emphasis in CommonMark, so it is left as written: table data read
+# through the API keeps its names.
+_INLINE = re.compile(r"([\\`*\[\]<>|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 # What opens a block at the start of a cell: a heading, a list item (or, alone, a thematic
 # break), and an ordered list's "1." or "1)" when a space or the end follows.
 _BLOCK_START = re.compile(r"^([#+\-=])")

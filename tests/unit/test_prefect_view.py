@@ -29,7 +29,8 @@ DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments" / "prefect.yam
         ("1. first", "1\\. first"),  # an ordered list otherwise
         ("1.0000", "1.0000"),  # a number stays as it is
         ("a | b", "a \\| b"),  # would split a markdown table's row
-        ("recall_class_9", "recall\\_class\\_9"),
+        ("recall_class_9", "recall_class_9"),  # no emphasis inside a word
+        ("_private_", "\\_private\\_"),
         ("[7]", "\\[7\\]"),
         ("two\nlines", "two lines"),
         ("    indented", "indented"),  # a code block otherwise
@@ -42,7 +43,7 @@ def test_a_cell_renders_as_the_text_put_in_it(text, shown):
 
 def test_markdown_on_purpose_is_kept_and_link_text_is_escaped():
     assert cell(Markdown("**drift**")) == "**drift**"
-    assert link("my_model v2", "http://x/#/m") == "[my\\_model v2](http://x/#/m)"
+    assert link("[beta] v2", "http://x/#/m") == "[\\[beta\\] v2](http://x/#/m)"
     assert code("ab`c|d") == "`ab'c/d`"
 
 
