@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chassis.errors import DataValidationError, ExpectationSuiteError
+from chassis.markdown import table
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -49,16 +50,14 @@ class SuiteResult:
             "",
             f"Suite `{self.suite_name}`: **{verdict}**, {len(self.results)} expectations.",
             "",
-            "| expectation | column | result | observed | expected |",
-            "|---|---|---|---|---|",
         ]
         # Failures first: they are what a reader came for.
         ordered = sorted(self.results, key=lambda r: r.success)
-        for r in ordered:
-            lines.append(
-                f"| {r.expectation} | {r.column or ''} | {'pass' if r.success else 'FAIL'} "
-                f"| {r.observed} | {r.detail} |"
-            )
+        rows = [
+            (r.expectation, r.column or "", "pass" if r.success else "FAIL", r.observed, r.detail)
+            for r in ordered
+        ]
+        lines.append(table(["expectation", "column", "result", "observed", "expected"], rows))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chassis.errors import GateConfigError
 from chassis.evaluation import TASK_METRICS, greater_is_better
+from chassis.markdown import table
 from chassis.policies import validated
 from chassis.task import CLASSIFICATION, REGRESSION, Task
 
@@ -229,12 +230,17 @@ class GateReport:
             "",
             f"Baseline: {_v(self.baseline_version)}; champion: {_v(self.champion_version)}.",
             "",
-            "| gate | result | observed | threshold |",
-            "|---|---|---|---|",
         ]
-        for r in self.results:
-            result = "skipped" if r.skipped else ("pass" if r.passed else "FAIL")
-            lines.append(f"| {r.gate} | {result} | {r.observed} | {r.threshold} |")
+        rows = [
+            (
+                r.gate,
+                "skipped" if r.skipped else ("pass" if r.passed else "FAIL"),
+                r.observed,
+                r.threshold,
+            )
+            for r in self.results
+        ]
+        lines.append(table(["gate", "result", "observed", "threshold"], rows))
         return "\n".join(lines)
 
 

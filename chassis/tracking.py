@@ -97,6 +97,25 @@ def onnx_pip_requirements() -> list[str]:
 
 
 @dataclass(frozen=True)
+class StoredArtifact:
+    """A file logged to an MLflow run: where it is stored, and the run it belongs to."""
+
+    uri: str  # in the artifact store (file://, s3://): what a program reads
+    experiment_id: str
+    run_id: str
+    path: str  # inside the run's artifacts
+
+    def ui_url(self, settings: ChassisSettings) -> str:
+        """The run's artifact page in the MLflow UI with this file open: a browser cannot
+        open the store's file:// or s3:// URI from a web page, and the page shows an HTML
+        report in place."""
+        return (
+            f"{settings.mlflow_ui_url()}/#/experiments/{self.experiment_id}"
+            f"/runs/{self.run_id}/artifactPath/{self.path}"
+        )
+
+
+@dataclass(frozen=True)
 class Tracking:
     """Writes MLflow runs of one installation through its own client."""
 
@@ -286,14 +305,15 @@ class Tracking:
         metrics: dict[str, float],
         params: dict[str, Any],
         html: Path,
-    ) -> str:
-        """One run per drift check in `<model>-monitoring`; returns the report's artifact URI."""
+    ) -> "StoredArtifact":
+        """One run per drift check in `<model>-monitoring`, holding the report."""
         experiment_id = self.ensure_experiment(f"{model}-monitoring")
         with self._run(experiment_id, f"drift-{model}", {}) as run_id:
             self._log(run_id, params, metrics)
             self.client.log_artifact(run_id, str(html), "drift")
         artifact_uri = str(self.client.get_run(run_id).info.artifact_uri)
-        return f"{artifact_uri.rstrip('/')}/drift/{html.name}"
+        path = f"drift/{html.name}"
+        return StoredArtifact(f"{artifact_uri.rstrip('/')}/{path}", experiment_id, run_id, path)
 
     @contextmanager
     def _run(

@@ -16,6 +16,7 @@ from chassis.compression.select import Selection
 from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import Tracking
+from flows.run_form import described
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.compression import (
     build_candidates,
@@ -77,7 +78,8 @@ class CompressionOutcome(BaseModel):
         )
 
 
-@flow(name="compress", log_prints=True)
+@described
+@flow(name="compress", flow_run_name="compress {model_name} v{version}", log_prints=True)
 def compress(
     model_name: ModelNameParameter,
     version: VersionParameter,
@@ -138,8 +140,8 @@ def compress(
 def publish_compression_artifacts(outcome: CompressionOutcome, selection: Selection) -> None:
     publish_table(
         outcome.rows,
-        outcome.model_name,
         "compression-candidates",
+        outcome.model_name,
         description=f"Compression candidates of {outcome.model_name} v{outcome.parent_version}",
     )
     if outcome.registered:
@@ -165,7 +167,7 @@ def publish_compression_artifacts(outcome: CompressionOutcome, selection: Select
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in outcome.skipped.items())]
     publish_markdown(
         "\n".join(lines),
-        outcome.model_name,
         "compression-summary",
+        outcome.model_name,
         description=f"Why {outcome.selected} was selected",
     )

@@ -12,8 +12,9 @@ from chassis.drift import DriftPolicy, DriftResult
 from chassis.errors import ChassisError, DataQualityFailure
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
-from chassis.tracking import Tracking
+from chassis.tracking import StoredArtifact, Tracking
 from flows.promotion import ModelParameter
+from flows.run_form import described
 from tasks.monitoring import (
     check_serving_suite,
     judge_drift,
@@ -42,12 +43,20 @@ class DriftOutcome(BaseModel):
     # "not run"; with its failing expectations (at most a few, as "expectation(column) ...").
     serving_suite: str
     serving_suite_failures: list[str]
+    # Evidently's report in the artifact store, and its page in the MLflow UI.
     report_uri: str | None
     event_emitted: bool
+    report_url: str | None = None
 
     @classmethod
     def of(
-        cls, model: str, champion: int, result: DriftResult, report_uri: str | None, emitted: bool
+        cls,
+        model: str,
+        champion: int,
+        result: DriftResult,
+        report: StoredArtifact | None,
+        report_url: str | None,
+        emitted: bool,
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -60,12 +69,14 @@ class DriftOutcome(BaseModel):
             skipped_files=[f.describe() for f in result.skipped_files],
             serving_suite=result.serving_suite_status(),
             serving_suite_failures=result.suite_failures(),
-            report_uri=report_uri,
+            report_uri=report.uri if report else None,
+            report_url=report_url,
             event_emitted=emitted,
         )
 
 
-@flow(name="drift_check", log_prints=True)
+@described
+@flow(name="drift_check", flow_run_name="drift check {model_name}", log_prints=True)
 def drift_check(
     model_name: ModelParameter,
     window_minutes: Annotated[
@@ -114,10 +125,11 @@ def drift_check(
             "drift_share": drift_policy.drift_share,
         }
         tracking = Tracking.from_settings(settings)
-        report_uri = log_drift_report(tracking, model_name, params, result, html)
+        report = log_drift_report(tracking, model_name, params, result, html)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    publish_drift(model_name, champion, result, report_uri)
+    report_url = report.ui_url(settings) if report else None
+    publish_drift(model_name, champion, result, report_url)
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: {unusable}"
@@ -125,4 +137,4 @@ def drift_check(
     emitted = result.verdict == "drift" and emit
     if emitted:
         signal_drift(model_name, champion, result, {"window_minutes": window_minutes})
-    return DriftOutcome.of(model_name, champion, result, report_uri, emitted)
+    return DriftOutcome.of(model_name, champion, result, report, report_url, emitted)

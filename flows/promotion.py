@@ -15,6 +15,7 @@ from chassis.gates import GatePolicy
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_GATE_REPORT
 from chassis.settings import ChassisSettings
+from flows.run_form import described
 from tasks.promotion import (
     judge_gates,
     measure_versions,
@@ -65,7 +66,8 @@ def alias_outcome(change: AliasChange) -> AliasOutcome:
     )
 
 
-@flow(name="gates", log_prints=True)
+@described
+@flow(name="gates", flow_run_name="gates {model_name} v{version}", log_prints=True)
 def gates(
     model_name: ModelParameter,
     version: VersionParameter,
@@ -114,7 +116,8 @@ def is_registered(registry: Registry, model_name: str, version: int) -> bool:
     return True
 
 
-@flow(name="promote", log_prints=True)
+@described
+@flow(name="promote", flow_run_name="promote {model_name} v{version} to {to}", log_prints=True)
 def promote(
     model_name: ModelParameter,
     version: VersionParameter,
@@ -169,10 +172,13 @@ def promote(
     )
 
 
-@flow(name="rollback", log_prints=True)
+@described
+@flow(name="rollback", flow_run_name="rollback {model_name}", log_prints=True)
 def rollback(
     model_name: ModelParameter,
-    reason: Annotated[str, Field(max_length=500)] = "rolled back by hand",
+    reason: Annotated[
+        str, Field(max_length=500, description="Why, for the audit record.")
+    ] = "rolled back by hand",
 ) -> AliasOutcome:
     """Make `previous` the champion again, in one step, with an audit record."""
     settings = ChassisSettings()
@@ -180,14 +186,17 @@ def rollback(
     return alias_outcome(rollback_champion(registry, model_name, reason))
 
 
-@flow(name="retire", log_prints=True)
+@described
+@flow(name="retire", flow_run_name="retire challenger of {model_name}", log_prints=True)
 def retire(
     model_name: ModelParameter,
     version: Annotated[
         int | None,
         Field(ge=1, description="The challenger to retire; empty: whichever is challenger."),
     ] = None,
-    reason: Annotated[str, Field(max_length=500)] = "retired by hand",
+    reason: Annotated[
+        str, Field(max_length=500, description="Why, for the audit record.")
+    ] = "retired by hand",
 ) -> AliasOutcome:
     """Remove the challenger alias and record the retirement: the version is not set as
     challenger again without the explicit override, and is never left as `previous`."""

@@ -15,12 +15,15 @@ from chassis import tracking
 from chassis.aliases import CHAMPION
 from chassis.evaluation import METRIC_LABELS
 from chassis.gates import GatePolicy
+from chassis.markdown import Markdown, cell, code, link, table
 from chassis.registry import AliasChange, Registry
 from chassis.rollout.policy import RolloutPolicy
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from flows.compression import CompressionOutcome, CompressionPolicyParameter, compress
 from flows.promotion import AliasOutcome, GatesOutcome, alias_outcome, gates
 from flows.rollout import RolloutOutcome, rollout
+from flows.run_form import described
+from flows.run_names import by_spec, rename_run
 from flows.training import (
     EpochsParameter,
     SeedParameter,
@@ -46,18 +49,25 @@ class ReleaseOutcome(BaseModel):
     no_change: str | None = None
 
 
-@flow(name="release", log_prints=True)
+@described
+@flow(name="release", flow_run_name=by_spec("release"), log_prints=True)
 def release(
     spec: SpecParameter = DEFAULT_SPEC,
     epochs: EpochsParameter = None,
     seed: SeedParameter = 0,
     parity_tolerance: ToleranceParameter = None,
-    thresholds: GatePolicy | None = None,
+    thresholds: Annotated[
+        GatePolicy | None,
+        Field(description="Gate thresholds of the candidate (defaults when empty)."),
+    ] = None,
     rollout_strategy: Annotated[
         Literal["canary", "blue-green", "none"],
         Field(description="How a challenger reaches traffic; none leaves it as challenger."),
     ] = "canary",
-    rollout_policy: RolloutPolicy | None = None,
+    rollout_policy: Annotated[
+        RolloutPolicy | None,
+        Field(description="Rollout analysis thresholds and step schedule (defaults when empty)."),
+    ] = None,
     compression: Annotated[
         Literal["on", "off"],
         Field(
@@ -97,6 +107,7 @@ def release(
     if compression == "on":
         compressed = compress(model_name=model, version=training.version, policy=compression_policy)
         candidate = compressed.version
+    rename_run(f"release {model} v{candidate}")
     registry = Registry.from_settings(settings)
     champion = registry.current_aliases(model).get(CHAMPION)
     champion, gate_outcome, change = gate_and_place(
@@ -108,7 +119,9 @@ def release(
         staged = rollout(
             model_name=model, version=candidate, strategy=rollout_strategy, policy=rollout_policy
         )
-    publish_release_summary(training, compressed, candidate, alias, staged)
+    publish_release_summary(
+        training, compressed, candidate, registry.current_aliases(model), staged
+    )
     return ReleaseOutcome(
         training=training,
         compression=compressed,
@@ -173,16 +186,16 @@ def release_without_change(training: TrainingOutcome, run_url: str) -> ReleaseOu
     publish_markdown(
         "\n".join(
             [
-                f"# Release of {training.model_name}: no change",
+                f"# Release of {cell(training.model_name)}: no change",
                 "",
-                f"{reason[0].upper()}{reason[1:]}.",
+                f"{cell(reason[0].upper() + reason[1:])}.",
                 "",
                 "Nothing was registered, gated or rolled out; no alias moved. "
-                f"The training run is in MLflow: [{training.run_id}]({training.mlflow_run_url}).",
+                f"The training run is in MLflow: {link(training.run_id, training.mlflow_run_url)}.",
             ]
         ),
-        training.model_name,
         "release-summary",
+        training.model_name,
         description=f"Release of {training.model_name}: no change from v{training.version}",
     )
     return ReleaseOutcome(
@@ -201,13 +214,15 @@ def publish_release_summary(
     training: TrainingOutcome,
     compressed: CompressionOutcome | None,
     candidate: int,
-    alias: AliasOutcome,
+    aliases: dict[str, int],
     staged: RolloutOutcome | None,
 ) -> None:
+    """The release at a glance; `aliases` are the model's aliases at its end (after the
+    rollout: a promoted candidate is the champion, not the challenger it was)."""
+    model = training.model_name
     metrics = training.metrics
-    version_link = f"[{training.model_name} v{training.version}]({training.mlflow_version_url})"
-    given = [a for a, v in alias.aliases_after.items() if v == candidate]
-    rows = [
+    version = link(f"{model} v{training.version}", training.mlflow_version_url)
+    rows: list[tuple[str, object]] = [
         ("training data suite", "passed"),
         (
             "baseline",
@@ -223,7 +238,7 @@ def publish_release_summary(
             if "parity_max_abs_diff" in metrics
             else "not measured: an imported ONNX graph has no torch twin",
         ),
-        ("registry", f"{version_link}, sha256 `{training.onnx_sha256[:16]}...`"),
+        ("registry", Markdown(f"{version}, sha256 {code(training.onnx_sha256[:16] + '...')}")),
         (
             "compression",
             "off"
@@ -231,19 +246,29 @@ def publish_release_summary(
             else f"selected {compressed.selected} -> v{candidate}: {compressed.explanation}",
         ),
         (f"gates of v{candidate}", "passed"),
-        ("alias", f"@{', @'.join(given) or 'none'} (aliases now {alias.aliases_after})"),
+        ("aliases", describe_aliases(aliases, candidate)),
     ]
     if staged is not None:
-        steps = sorted({row["step"] for row in staged.steps})
-        rows.append(
-            ("rollout", f"{staged.strategy}: promoted to champion after {', '.join(steps)}")
-        )
+        rows.append(("rollout", describe_rollout(staged)))
     publish_markdown(
-        "\n".join(
-            [f"# Release of {training.model_name}", "", "| stage | result |", "|---|---|"]
-            + [f"| {stage} | {result} |" for stage, result in rows]
-        ),
-        training.model_name,
+        f"# Release of {cell(model)} v{candidate}\n\n" + table(["stage", "result"], rows),
         "release-summary",
-        description=f"Release of {training.model_name} v{training.version}",
+        model,
+        description=f"Release of {model} v{candidate}",
     )
+
+
+def describe_aliases(aliases: dict[str, int], candidate: int) -> str:
+    """E.g. "v3 is @champion (@previous: v1)"; "v3 has no alias" when none points at it."""
+    held = [f"@{a}" for a, v in sorted(aliases.items()) if v == candidate]
+    others = ", ".join(f"@{a}: v{v}" for a, v in sorted(aliases.items()) if v != candidate)
+    own = f"v{candidate} is {' and '.join(held)}" if held else f"v{candidate} has no alias"
+    return f"{own} ({others})" if others else own
+
+
+def describe_rollout(staged: RolloutOutcome) -> str:
+    """The steps in the order they ran (the table has a row per check, so each step
+    appears several times)."""
+    steps = list(dict.fromkeys(row["step"] for row in staged.steps))
+    result = "promoted to champion" if staged.promoted else "not promoted"
+    return f"{staged.strategy}: {result} after {', '.join(steps)}"

@@ -12,6 +12,8 @@ from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, gates
 from flows.release import release
 from flows.rollout import rollout
+from flows.run_form import described
+from flows.run_names import by_models
 from tasks.promotion import actor, retire_challenger
 
 
@@ -22,13 +24,17 @@ class RetrainOutcome(BaseModel):
     released_version: int | None = None
 
 
-@flow(name="retrain", log_prints=True)
+@described
+@flow(name="retrain", flow_run_name="retrain {model_name}", log_prints=True)
 def retrain(
     model_name: ModelParameter,
     champion_version: Annotated[
         int | None, Field(description="The champion that drifted (from the drift event).")
     ] = None,
-    drifted_share: Annotated[float | None, Field(ge=0, le=1)] = None,
+    drifted_share: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="Share of drifted columns (from the drift event)."),
+    ] = None,
     cooldown_minutes: Annotated[
         float, Field(ge=0, description="No second retraining of a model within this time.")
     ] = 60,
@@ -67,7 +73,8 @@ def retrain(
     )
 
 
-@flow(name="registry_watch", log_prints=True)
+@described
+@flow(name="registry_watch", flow_run_name=by_models("registry watch"), log_prints=True)
 def registry_watch(
     model_names: Annotated[
         list[str] | str,

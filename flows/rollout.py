@@ -29,6 +29,8 @@ from chassis.rollout.runner import (
 )
 from chassis.settings import ChassisSettings
 from flows.promotion import ModelParameter, VersionParameter
+from flows.run_form import described
+from tasks.artifacts import artifact_key
 from tasks.promotion import actor, promote_champion, retire_challenger, set_challenger
 from tasks.rollout import finish, open_fleet, preflight, run_step, start_traffic, test_rows
 
@@ -59,8 +61,10 @@ def end_if_still_owned(flow: Flow[..., Any], flow_run: FlowRun, state: State) ->
         )
 
 
+@described
 @flow(
     name="rollout",
+    flow_run_name="rollout {model_name} v{version}",
     log_prints=True,
     on_cancellation=[end_if_still_owned],
     on_crashed=[end_if_still_owned],
@@ -129,7 +133,7 @@ def rollout(
     run_url = tracking.flow_run_url(settings, flow_run.id)
     evidence = {
         "flow_run": run_url,
-        "analysis": f"prefect artifact {model_name}-v{version}-rollout-steps",
+        "analysis": f"prefect artifact {artifact_key('rollout-steps', model_name)}",
     }
     candidate = Candidate(
         model_name, version, champion, strategy, policy or RolloutPolicy(), actor()

@@ -22,6 +22,8 @@ from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.task import CLASSIFICATION
 from chassis.tracking import LoggedRun, Tracking
+from flows.run_form import described
+from flows.run_names import by_spec
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
 from tasks.training import (
     NO_PROGRAM_FOR_ONNX,
@@ -103,7 +105,8 @@ SkipIfUnchangedParameter = Annotated[
 ]
 
 
-@flow(name="train", log_prints=True)
+@described
+@flow(name="train", flow_run_name=by_spec("train"), log_prints=True)
 def train(
     spec: SpecParameter = DEFAULT_SPEC,
     epochs: EpochsParameter = None,
@@ -124,7 +127,8 @@ def train(
     return register_from_spec(spec, epochs, seed, parity_tolerance, skip_if_unchanged)
 
 
-@flow(name="import-model", log_prints=True)
+@described
+@flow(name="import-model", flow_run_name=by_spec("import"), log_prints=True)
 def import_model(
     spec: ImportSpecParameter,
     parity_tolerance: ToleranceParameter = None,
@@ -287,8 +291,8 @@ def publish_training_artifacts(
         publish_markdown(
             f"# {outcome.model_name}: no change\n\n{outcome.no_change}.\n\n"
             f"MLflow run: [{outcome.run_id}]({outcome.mlflow_run_url})\n",
-            outcome.model_name,
             "training-summary",
+            outcome.model_name,
             description=f"Training of {outcome.model_name}: no change from v{outcome.version}",
         )
         return
@@ -296,8 +300,8 @@ def publish_training_artifacts(
     metrics = outcome.metrics
     publish_table(
         [{"metric": name, "value": round(value, 6)} for name, value in metrics.items()],
-        outcome.model_name,
         "training-metrics",
+        outcome.model_name,
         description=f"Test-split metrics of {outcome.model_name} v{outcome.version}",
     )
     lineage_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(tags.items()))
@@ -331,13 +335,13 @@ def publish_training_artifacts(
 |---|---|
 {lineage_rows}
 """,
-        outcome.model_name,
         "training-summary",
+        outcome.model_name,
         description=f"Training summary of {outcome.model_name} v{outcome.version}",
     )
     create_link_artifact(
         link=outcome.mlflow_version_url,
         link_text=f"{outcome.model_name} v{outcome.version} in MLflow",
-        key=artifact_key(outcome.model_name, "mlflow-version"),
+        key=artifact_key("mlflow-version", outcome.model_name),
         description="The registered version in the MLflow UI",
     )

@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
-from chassis import expectations
+from chassis import expectations, markdown
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
@@ -21,7 +21,7 @@ from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.text_drift import detect_text_drift
 from chassis.text_input import TextEncoder
-from chassis.tracking import Tracking
+from chassis.tracking import StoredArtifact, Tracking
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
@@ -111,8 +111,8 @@ def check_serving_suite(
     result = expectations.validate_frame(window.frame[features], expectations.load_suite(path))
     publish_markdown(
         result.to_markdown(f"Served window of {model} v{version}: {result.suite_name}"),
-        model,
         "serving-suite",
+        model,
         description=f"Serving suite of {model} on its served window: "
         + ("passed" if result.success else "FAILED"),
     )
@@ -170,7 +170,7 @@ def log_drift_report(
     params: dict[str, Any],
     result: DriftResult,
     html: Path,
-) -> str | None:
+) -> StoredArtifact | None:
     """The check as a run of the model's monitoring experiment, with Evidently's report;
     None when no report was made (the window failed data quality before the test)."""
     if not html.exists():
@@ -185,32 +185,43 @@ def log_drift_report(
     )
 
 
-def publish_drift(model: str, version: int, result: DriftResult, report_uri: str | None) -> None:
+def publish_drift(model: str, version: int, result: DriftResult, report_url: str | None) -> None:
+    """The verdict in Prefect; `report_url` is the report's page in the MLflow UI."""
     if result.columns:
         publish_table(
             result.summary_rows(),
-            model,
             "drift-columns",
+            model,
             description=f"Per-column drift of {model} v{version}: {result.verdict}",
         )
     problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
     notes = "\n".join(f"- {n}" for n in result.notes()) or "- none"
     moved = "".join(f"- {e}\n" for e in result.explanations)
     moved = f"## What moved\n{moved}\n" if moved else ""
-    link = f"[Evidently report]({report_uri})" if report_uri else "no report (data quality first)"
+    link = (
+        f"{markdown.link('Evidently report', report_url)} (in MLflow, the drift check's run)"
+        if report_url
+        else "no report (data quality first)"
+    )
+    figures = markdown.table(
+        ["", ""],
+        [
+            ("served rows", result.current_rows),
+            ("reference rows", result.reference_rows),
+            ("drifted columns", f"{result.drifted_columns} ({result.drifted_share:.0%})"),
+            ("tests", result.methods() or "none run"),
+            ("serving suite", result.serving_suite_status()),
+        ],
+    )
     publish_markdown(
-        f"# Drift check of {model} v{version}: **{result.verdict}**\n\n"
-        f"| | |\n|---|---|\n| served rows | {result.current_rows} |\n"
-        f"| reference rows | {result.reference_rows} |\n"
-        f"| drifted columns | {result.drifted_columns} ({result.drifted_share:.0%}) |\n"
-        f"| tests | {result.methods() or 'none run'} |\n"
-        f"| serving suite | {result.serving_suite_status()} |\n\n"
+        f"# Drift check of {markdown.cell(model)} v{version}: **{result.verdict}**\n\n"
+        f"{figures}\n\n"
         f"{moved}"
         f"## Data quality\n{problems}\n\n"
         f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
         f"{link}\n",
-        model,
         "drift-summary",
+        model,
         description=f"Drift verdict for {model}: {result.verdict}",
     )
 

@@ -110,9 +110,8 @@ def store_gate_report(registry: Registry, tracking: Tracking, report: GateReport
     registry.record_gate_report(model_name, version, report.passed, uri)
     publish_markdown(
         report.to_markdown(),
-        model_name,
-        f"v{version}",
         "gates",
+        model_name,
         description=f"Gate report of {model_name} v{version}",
     )
     get_run_logger().info(
@@ -146,8 +145,8 @@ def publish_alias_change(change: AliasChange) -> None:
     if record is None:
         publish_markdown(
             f"# {change.name}: {change.action} was already done\n\nAliases: {change.aliases_after}",
-            change.name,
             "alias-change",
+            change.name,
             description="No alias moved (repeated request)",
         )
         return
@@ -155,7 +154,7 @@ def publish_alias_change(change: AliasChange) -> None:
         {"alias": m["alias"], "from": m["from"], "to": m["to"]} for m in record.moves
     ]
     publish_table(
-        rows, change.name, "alias-moves", description=f"{change.action} by {record.actor}"
+        rows, "alias-moves", change.name, description=f"{change.action} by {record.actor}"
     )
     evidence = "\n".join(f"- {k}: {v}" for k, v in record.evidence.items()) or "- none"
     publish_markdown(
@@ -163,8 +162,8 @@ def publish_alias_change(change: AliasChange) -> None:
         f"- when: {record.at}\n- who: {record.actor}\n- why: {record.reason}\n\n"
         f"## Evidence\n{evidence}\n\n## Aliases\n- before: {change.aliases_before}\n"
         f"- after: {change.aliases_after}\n",
-        change.name,
         "alias-change",
+        change.name,
         description=f"Audit record #{record.sequence}",
     )
 

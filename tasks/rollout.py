@@ -51,7 +51,13 @@ def preflight(
     return champion, aliases.get("challenger")
 
 
-@task(name="rollout-step", **NO_CACHE_TASK)
+# Named for what it judges, e.g. "canary 25% digits-mlp v3": every step of every rollout
+# was "rollout-step-<random>" in the run graph.
+@task(
+    name="rollout-step",
+    task_run_name="{label} {candidate.model} v{candidate.version}",
+    **NO_CACHE_TASK,
+)
 def run_step(
     fleet: Fleet, split: RolloutRecord, label: str, compare: bool, candidate: Candidate
 ) -> StepAnalysis:
@@ -71,12 +77,12 @@ def run_step(
 
 
 def publish_step(analysis: StepAnalysis, model: str, version: int) -> None:
+    """The step's checks on its own task run, as soon as it is judged (no key: the
+    rollout's steps table, published at the end, is the one with a history)."""
     publish_table(
         analysis.rows(),
+        None,
         model,
-        f"v{version}",
-        "rollout-step",
-        analysis.step,
         description=f"{analysis.step} of {model} v{version}: {analysis.verdict} "
         f"({analysis.reason})",
     )
@@ -90,19 +96,17 @@ def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list
     table = step_rows(decision.analyses)
     publish_table(
         table,
-        model,
-        tag,
         "rollout-steps",
+        model,
         description=f"{candidate.strategy} rollout of {model} {tag}: one row per check",
     )
 
     def publish() -> None:
         publish_markdown(
             decision_markdown(decision),
-            model,
-            tag,
             "rollout-decision",
-            description=f"Rollout decision for {model} {tag}",
+            model,
+            description=f"Rollout decision for {model} {tag}: {decision.headline}",
         )
 
     conclude(decision, retire, evidence, publish)

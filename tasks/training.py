@@ -90,8 +90,8 @@ def validate_training_data(
     result = expectations.validate_frame(dataset.train, suite)
     publish_markdown(
         result.to_markdown(f"Training data of {spec.name}: {result.suite_name}"),
-        spec.name,
         "training-data-validation",
+        spec.name,
         description="Great Expectations results on the training split",
     )
     expectations.raise_for_failures(result, f"training data of {spec.name}")

@@ -23,6 +23,7 @@ from chassis.errors import (
     RolloutFailed,
     RolloutPaused,
 )
+from chassis.markdown import table
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.counts import ModelCounts, VersionCounts
@@ -370,9 +371,11 @@ def decision_markdown(decision: Decision) -> str:
         "",
         decision.reason,
         "",
-        "| step | verdict | reason |",
-        "|---|---|---|",
-    ] + [f"| {a.step} | {a.verdict} | {a.reason} |" for a in decision.analyses]
+        table(
+            ["step", "verdict", "reason"],
+            [(a.step, a.verdict, a.reason) for a in decision.analyses],
+        ),
+    ]
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from tests.fixtures.gateway import MODEL
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
-SUMMARY = f"{MODEL}-drift-summary"
+SUMMARY = "drift-summary-test-blobs"
 
 
 @pytest.fixture(scope="module")

@@ -63,9 +63,9 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
         files = [a.path for a in home_registry().client.list_artifacts(run.info.run_id, "onnx")]
         assert files and files[0].endswith(".onnx")
 
-    table = latest_artifact("test-blobs-compression-candidates")
+    table = latest_artifact("compression-candidates-test-blobs")
     assert "pruned+int8" in str(table.data)
-    summary = latest_artifact("test-blobs-compression-summary")
+    summary = latest_artifact("compression-summary-test-blobs")
     assert f"Selected **{outcome.selected}**" in summary.data
 
     assert not outcome.fallback_to_baseline  # blobs survive int8: something smaller passes

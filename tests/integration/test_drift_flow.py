@@ -1,5 +1,6 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -63,13 +64,28 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     assert drifted.verdict == "drift" and drifted.event_emitted
     assert {"f0", "f1"} <= set(drifted.drifted_columns)
     assert drifted.report_uri and drifted.report_uri.endswith(".html")
-    assert "drift" in latest_artifact("test-blobs-drift-summary").data
+    summary = latest_artifact("drift-summary-test-blobs").data
+    assert "drift" in summary
+    # The report is linked as its page in the MLflow UI (the run's artifacts, the file
+    # open), which a browser opens from Prefect's UI; never as the store's file:// URI.
+    url = drifted.report_url or ""
+    page = re.fullmatch(
+        re.escape(ChassisSettings().mlflow_ui_url())
+        + r"/#/experiments/(\d+)/runs/([0-9a-f]+)/artifactPath/(drift/[^/]+\.html)",
+        url,
+    )
+    assert page, url
+    assert f"[Evidently report]({url})" in summary and "file://" not in summary
+    listed = home_registry().client.list_artifacts(page.group(2), "drift")
+    assert [a.path for a in listed] == [page.group(3)]
+    run = home_registry().client.get_run(page.group(2))
+    assert run.info.experiment_id == page.group(1)
 
 
 def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gateway):
     with pytest.raises(DataQualityFailure, match="the window has no rows"):
         drift_check(model_name=MODEL, window_minutes=5)
-    assert "data-quality-failure" in latest_artifact("test-blobs-drift-summary").data
+    assert "data-quality-failure" in latest_artifact("drift-summary-test-blobs").data
 
 
 def test_a_champion_without_a_reference_snapshot_is_an_error_never_no_drift(chassis_home):
@@ -104,9 +120,9 @@ def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(
     assert calm.serving_suite == "passed (test-blobs.serving, 10 expectations)"
     assert calm.serving_suite_failures == []
     assert (
-        "Suite `test-blobs.serving`: **passed**" in latest_artifact("test-blobs-serving-suite").data
+        "Suite `test-blobs.serving`: **passed**" in latest_artifact("serving-suite-test-blobs").data
     )
-    assert "passed (test-blobs.serving" in latest_artifact("test-blobs-drift-summary").data
+    assert "passed (test-blobs.serving" in latest_artifact("drift-summary-test-blobs").data
 
 
 def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_drift(
@@ -121,10 +137,10 @@ def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_dr
         r"expect_column_values_to_be_between\(f0\)",
     ):
         drift_check(model_name=MODEL, window_minutes=10)
-    summary = latest_artifact("test-blobs-drift-summary").data
+    summary = latest_artifact("drift-summary-test-blobs").data
     assert "**data-quality-failure**" in summary
     assert "FAILED (test-blobs.serving, 4 of 10 expectations): data-quality failure" in summary
-    assert "FAILED (4 failing)" in latest_artifact("test-blobs-serving-suite").data
+    assert "FAILED (4 failing)" in latest_artifact("serving-suite-test-blobs").data
 
     # The policy decides: with warn the failure is recorded and drift is judged all the same.
     warned = drift_check(
@@ -136,4 +152,4 @@ def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_dr
     assert all(
         f.startswith("expect_column_values_to_be_between(f") for f in warned.serving_suite_failures
     )
-    assert "drift judged anyway" in latest_artifact("test-blobs-drift-summary").data
+    assert "drift judged anyway" in latest_artifact("drift-summary-test-blobs").data

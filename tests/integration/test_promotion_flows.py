@@ -34,7 +34,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     assert tags["chassis.gates"] == "passed"
     report = Path(mlflow.artifacts.download_artifacts(artifact_uri=tags["chassis.gate_report"]))
     assert '"champion_version": 1' in report.read_text()
-    assert "Gates for test-blobs v2: PASSED" in latest_artifact("test-blobs-v2-gates").data
+    assert "Gates for test-blobs v2: PASSED" in latest_artifact("gates-test-blobs").data
 
     promoted = promote(model_name=MODEL, version=2, reason="canary was clean")
     assert promoted.aliases_after == {"champion": 2, "previous": 1}
@@ -55,7 +55,7 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     harness_ui = PREFECT_API_URL.value().removesuffix("/api")
     assert audit.evidence["flow_run"].startswith(f"{harness_ui}/runs/flow-run/")
     assert "via flow run" in audit.actor
-    assert "audit #4" in latest_artifact("test-blobs-alias-change").data
+    assert "audit #4" in latest_artifact("alias-change-test-blobs").data
     with pytest.raises(RegistryError, match="no `previous` version"):
         rollback(model_name=MODEL)
 

@@ -46,7 +46,7 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     assert home_registry().list_versions(MODEL) == [1]  # nothing registered ...
     assert home_registry().current_aliases(MODEL) == {"champion": 1}  # ... no alias moved ...
     assert home_registry().history(MODEL) == history  # ... and no audit record
-    summary = latest_artifact("test-blobs-release-summary").data
+    summary = latest_artifact("release-summary-test-blobs").data
     assert "no change" in summary and "Nothing was registered, gated or rolled out" in summary
     # The training run is kept, and says which version it equals.
     runs = home_registry().client.search_runs(

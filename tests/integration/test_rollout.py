@@ -1,11 +1,22 @@
 """Rollout flows against a real gateway process over HTTP and a real MLflow registry."""
 
 import os
+import re
 import threading
 import time
 from typing import Any
+from uuid import UUID
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterName,
+    FlowRunFilterParentFlowRunId,
+)
 
 from chassis.errors import ChassisError, GatesFailed, RolloutFailed, RolloutPaused
 from chassis.registry import tags
@@ -43,7 +54,7 @@ def test_good_canary_is_promoted(two_versions):
     last = home_registry().history(MODEL)[-1]
     assert last.action == "promote" and "canary rollout passed 3 step(s)" in last.reason
     assert set(outcome.traffic) == {"200"}
-    assert "PROMOTED" in latest_artifact("test-blobs-v2-rollout-decision").data
+    assert "PROMOTED" in latest_artifact("rollout-decision-test-blobs").data
 
 
 def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
@@ -72,7 +83,7 @@ def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
     assert home_registry().current_aliases(MODEL) == {"champion": 1}
     retired = home_registry().history(MODEL)[-1]
     assert retired.action == "retire-challenger" and "agreement with stable" in retired.reason
-    assert "ROLLED BACK" in latest_artifact("test-blobs-v2-rollout-decision").data
+    assert "ROLLED BACK" in latest_artifact("rollout-decision-test-blobs").data
 
 
 def test_slow_candidate_fails_its_latency_budget(two_versions):
@@ -88,7 +99,7 @@ def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
         rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic="never")
     # Nothing against the candidate was seen: it keeps its alias, the champion its traffic.
     assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
-    assert "PAUSED" in latest_artifact("test-blobs-v2-rollout-decision").data
+    assert "PAUSED" in latest_artifact("rollout-decision-test-blobs").data
 
 
 def test_a_copy_of_the_champion_is_promoted(chassis_home):
@@ -131,7 +142,7 @@ def test_a_slower_canary_is_halved_then_rolled_back(slow_challenger):
     )
     with pytest.raises(RolloutFailed, match=r"latency vs stable.*minimum share 5"):
         rollout(model_name=MODEL, version=2, policy=policy, drive_traffic="always")
-    steps = [a["step"] for a in latest_artifact_rows("test-blobs-v2-rollout-steps")]
+    steps = [a["step"] for a in latest_artifact_rows("rollout-steps-test-blobs")]
     assert steps[0] == "canary 20%" and "canary 10%" in steps and "canary 5%" in steps
     assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
@@ -218,7 +229,36 @@ def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
     assert second.rollout is not None and second.rollout.promoted
     assert set(second.rollout.traffic) == {"200"}  # driven through a gateway of its own
     assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
-    assert "promoted to champion" in latest_artifact("test-blobs-release-summary").data
+    summary = latest_artifact("release-summary-test-blobs")
+    # The steps in the order they ran, the aliases the release ended with, no Python dict.
+    assert "promoted to champion after shadow, canary 50%, canary 100%" in summary.data
+    assert "v2 is @champion (@previous: v1)" in summary.data
+    assert "@challenger" not in summary.data and "{" not in summary.data
+    assert summary.description == "Release of test-blobs v2"
+    # One key per model and kind: the second release added to the keys' histories.
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts() if a.key}
+        assert not [k for k in keys if re.search(r"-v\d+(-|$)", k)], keys
+        assert {"rollout-steps-test-blobs", "rollout-decision-test-blobs"} <= keys
+        summaries = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[summary.key or ""]))
+        )
+        assert len(summaries) >= 2
+        # Run names say what ran on which model and version.
+        run = client.read_flow_run(UUID(second.prefect_flow_run_url.rsplit("/", 1)[1]))
+        assert run.name == "release test-blobs v2"
+        (staged,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]),
+                name=FlowRunFilterName(any_=["rollout test-blobs v2"]),
+            )
+        )
+        steps = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[staged.id]))
+        )
+    assert {"shadow test-blobs v2", "canary 50% test-blobs v2", "canary 100% test-blobs v2"} <= {
+        t.name for t in steps
+    }
 
 
 def test_an_unreachable_replica_is_refused_with_nothing_changed(two_versions):

@@ -67,11 +67,11 @@ def test_release_registers_digits_with_sha256_and_lineage(chassis_home):
     assert run.info.artifact_uri.startswith((chassis_home / "artifacts").as_uri())
     assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"digits-mlp-train-train"}
 
-    summary = latest_artifact("digits-mlp-training-summary")
+    summary = latest_artifact("training-summary-digits-mlp")
     assert "digits-mlp version 1 registered" in summary.data
-    metrics_table = latest_artifact("digits-mlp-training-metrics")
+    metrics_table = latest_artifact("training-metrics-digits-mlp")
     assert "test_accuracy" in str(metrics_table.data)
-    assert "release" in latest_artifact("digits-mlp-release-summary").data.lower()
+    assert "release" in latest_artifact("release-summary-digits-mlp").data.lower()
 
     # The whole loop on the embedded default: the compressed candidate is registered as v2
     # with its lineage, the baseline became champion and v2 was rolled out against it.
@@ -155,7 +155,7 @@ def test_failing_expectation_suite_stops_before_registration(chassis_home, tmp_p
     )
     assert store.search_registered_models() == []
     assert store.search_model_versions() == []
-    report = latest_artifact("test-strict-training-data-validation")
+    report = latest_artifact("training-data-validation-test-strict")
     assert "FAILED" in report.data
 
 

@@ -291,3 +291,34 @@ def test_a_non_numeric_prediction_column_is_refused_naming_it():
             DriftPolicy(),
             prediction_column="prediction",
         )
+
+
+def test_a_constant_column_is_judged_without_numpy_warnings(tmp_path):
+    """A column that never changes (digits has three blank pixels) made Evidently's
+    dataset-level correlation matrix divide by zero: 8 RuntimeWarnings a check."""
+    import warnings
+
+    reference, current = frame(seed=0).assign(blank=0.0), frame(seed=1).assign(blank=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = detect_drift(
+            reference, current, [*FEATURES, "blank"], DriftPolicy(), tmp_path / "r.html"
+        )
+    blank = next(c for c in result.columns if c.column == "blank")
+    assert result.verdict == "no-drift" and not blank.drifted
+
+
+def test_the_report_shows_the_drifted_columns_first_and_at_most_a_few():
+    from chassis.drift import REPORT_COLUMNS, ColumnDrift, report_columns
+
+    p_value, distance = "K-S p_value", "Wasserstein distance (normed)"
+    columns = [ColumnDrift(f"c{i}", distance, 0.1, 0.01 * i, False) for i in range(30)]
+    columns[3] = ColumnDrift("c3", p_value, 0.05, 0.001, True)
+    columns[7] = ColumnDrift("c7", distance, 0.1, 0.9, True)
+    shown = report_columns(columns)
+    assert len(shown) == REPORT_COLUMNS
+    assert {"c3", "c7"} <= set(shown)
+    # Then the others nearest their threshold: the largest distances.
+    assert set(shown) - {"c3", "c7"} == {f"c{i}" for i in range(29, 29 - REPORT_COLUMNS + 2, -1)}
+    assert shown == sorted(shown, key=lambda name: int(name[1:]))  # in the judged order
+    assert report_columns(columns[:5]) == [c.column for c in columns[:5]]
