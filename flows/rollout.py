@@ -5,6 +5,7 @@ The control flow is chassis/rollout/runner.py; this flow wires it to the gateway
 registry's audited alias tasks and Prefect's artifacts."""
 
 import contextlib
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -32,7 +33,15 @@ from flows.promotion import ModelParameter, VersionParameter
 from flows.run_form import described
 from tasks.artifacts import artifact_key
 from tasks.promotion import actor, promote_champion, retire_challenger, set_challenger
-from tasks.rollout import finish, open_fleet, preflight, run_step, start_traffic, test_rows
+from tasks.rollout import (
+    finish,
+    open_fleet,
+    preflight,
+    replays_traffic,
+    run_step,
+    start_traffic,
+    test_rows,
+)
 
 __all__ = ["RolloutAborted", "RolloutFailed", "RolloutPaused", "rollout", "test_rows"]
 
@@ -152,7 +161,8 @@ def rollout(
             set_challenger(
                 registry, model_name, version, reason, {"flow_run": run_url}, allow_retired
             )
-        driver = start_traffic(stack, drive_traffic, embedded, traffic_url, candidate, rows)
+        candidate = replace(candidate, paced=replays_traffic(drive_traffic, embedded))
+        driver = start_traffic(stack, traffic_url, candidate, rows)
         step = partial(run_step, fleet, candidate=candidate)
         decision = run_steps(fleet, candidate, step, promote, retire, get_run_logger())
     # Read after the driver stopped: its report is complete only then.

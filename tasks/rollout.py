@@ -71,6 +71,7 @@ def run_step(
         candidate.policy,
         compare,
         get_run_logger(),
+        paced=candidate.paced,
     )
     publish_step(analysis, fleet.model, candidate.version)
     return analysis
@@ -167,26 +168,28 @@ def test_rows(registry: Registry, model_name: str, version: int) -> list[Any]:
         return request_rows(dataset.test, dataset)
 
 
+def replays_traffic(drive: str, embedded: bool) -> bool:
+    """`drive` "always", or "auto" on a gateway started for this run (it has no users)."""
+    return drive == "always" or (drive == "auto" and embedded)
+
+
 def start_traffic(
-    stack: contextlib.ExitStack,
-    drive: str,
-    embedded: bool,
-    url: str,
-    candidate: Candidate,
-    rows: list[Any],
+    stack: contextlib.ExitStack, url: str, candidate: Candidate, rows: list[Any]
 ) -> "TrafficDriver | None":
-    """Replay the spec's test rows meanwhile: `drive` "always", or "auto" on a gateway
-    started for this run (it has no other users)."""
+    """Replay the spec's test rows meanwhile when the candidate's traffic is paced by this
+    rollout (`Candidate.paced`), for as long as its steps can take."""
     policy = candidate.policy
-    on = drive == "always" or (drive == "auto" and embedded)
     get_run_logger().info(
         "replaying test rows: %s; each step needs %d candidate samples",
-        "yes" if on else "no",
+        "yes" if candidate.paced else "no",
         policy.required_samples,
     )
-    if not on:
+    if not candidate.paced:
         return None
-    budget = policy.step_seconds * (policy.max_extensions + 1) * (policy.max_steps + 2)
+    longest_step = max(
+        policy.step_seconds * (policy.max_extensions + 1), policy.max_replay_step_seconds
+    )
+    budget = longest_step * (policy.max_steps + 2)
     return stack.enter_context(TrafficDriver(url, candidate.model, rows, 4, budget))
 
 

@@ -66,6 +66,14 @@ class RolloutPolicy(BaseModel):
         description="Extra windows an inconclusive step gets; still inconclusive after them, "
         "the rollout pauses (traffic back to the champion, challenger kept).",
     )
+    max_replay_step_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=600.0,
+        description="When the rollout replays test rows itself (the gateway it started has "
+        "no users, or drive_traffic=always), samples come as fast as the machine answers "
+        "them, so a step's windows stretch to the pace of the first (a heavy model on a busy "
+        "machine), up to this long a step; never shorter than with step_seconds. With live "
+        "traffic only, a slow pace means too little traffic and the step pauses.",
+    )
     sync_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0,
         description="Longest every gateway replica may take to serve a committed split; "

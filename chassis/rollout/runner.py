@@ -83,6 +83,8 @@ class Candidate:
     strategy: Strategy
     policy: RolloutPolicy
     actor: str
+    # The traffic is this rollout's own replay: its pace is the machine's (window.WindowJudge).
+    paced: bool = False
 
 
 def check_candidate(
@@ -119,11 +121,12 @@ def watch_window(
     log: Log,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    paced: bool = False,
 ) -> StepAnalysis:
     """Poll every replica's counters from now on until the window judge has a verdict,
     renewing the split's lease at every look (while this run lives, its split holds)."""
     start, started = fleet.read(), clock()
-    judge = WindowJudge(label, policy, compare)
+    judge = WindowJudge(label, policy, compare, paced)
     windows_seen = 0
     while True:
         sleep(POLL_SECONDS)
@@ -136,7 +139,13 @@ def watch_window(
         )
         if judge.window_index > windows_seen:
             windows_seen = judge.window_index
-            log.info("%s: window %d of %d ended undecided", label, windows_seen, judge.windows)
+            log.info(
+                "%s: window %d of %d ended undecided; next window %.0f s",
+                label,
+                windows_seen,
+                judge.windows,
+                judge.window_seconds,
+            )
         if analysis is not None:
             log.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
             return analysis

@@ -16,13 +16,22 @@ class WindowJudge:
     of each window of `step_seconds`; an undecided step gets `max_extensions` more
     windows and is then "paused": too little traffic says nothing against a candidate."""
 
-    def __init__(self, label: str, policy: RolloutPolicy, compare: bool) -> None:
+    def __init__(
+        self, label: str, policy: RolloutPolicy, compare: bool, paced: bool = False
+    ) -> None:
+        """`paced`: the traffic is the rollout's own replay, so its pace is the machine's,
+        not the users': after the first window, the windows stretch to the time the samples
+        need at that pace (up to `max_replay_step_seconds` a step). They stay as many, so
+        the looks, and the false-alarm budget spread over them, do not change."""
         self.label = label
         self.policy = policy
         self.compare = compare
+        self.paced = paced
         self.points = look_points(policy.required_samples)
         self.windows = policy.max_extensions + 1
         self.window_index = 0
+        self.window_seconds = policy.step_seconds
+        self.window_end = policy.step_seconds  # seconds into the step
         self.looks = 0
 
     def observe(
@@ -32,7 +41,7 @@ class WindowJudge:
         samples = (
             min(candidate.executions, candidate.compared) if self.compare else candidate.executions
         )
-        ended = elapsed_seconds >= (self.window_index + 1) * self.policy.step_seconds
+        ended = elapsed_seconds >= self.window_end
         if not ended and not any(samples >= point for point in self.points):
             return None
         self.points = [point for point in self.points if samples < point]
@@ -42,19 +51,44 @@ class WindowJudge:
             return None if analysis.verdict == "inconclusive" else analysis
         self.window_index += 1
         if self.window_index < self.windows:
+            if self.paced and self.window_index == 1:
+                self._stretch(analysis, elapsed_seconds)
+            self.window_end += self.window_seconds
             return None
         return StepAnalysis(
             self.label,
             "paused",
             analysis.checks,
-            f"still inconclusive after {self.windows} window(s) of "
-            f"{self.policy.step_seconds:g} s: {analysis.reason}. Too little traffic to judge"
+            f"still inconclusive after {self.windows} window(s) ({elapsed_seconds:.0f} s): "
+            f"{analysis.reason}. Too little traffic to judge"
             f"{self._pace(analysis, elapsed_seconds)}: send traffic to the gateway (chassis "
-            "traffic), give steps longer (step_seconds, max_extensions), or detect only "
-            "larger effects (detect_error_increase, detect_agreement_drop)",
+            f"traffic), give steps longer ({self._longer}), or detect only larger effects "
+            "(detect_error_increase, detect_agreement_drop)",
             analysis.candidate_samples,
             analysis.samples_needed,
         )
+
+    @property
+    def _longer(self) -> str:
+        """The settings that make this step longer."""
+        return (
+            "max_replay_step_seconds, max_extensions"
+            if self.paced
+            else "step_seconds, max_extensions"
+        )
+
+    def _stretch(self, analysis: StepAnalysis, elapsed_seconds: float) -> None:
+        """The remaining windows' length: the time the missing samples need at the first
+        window's pace, with a quarter more for a machine that gets busier, spread over
+        them; at least `step_seconds`, and the step at most `max_replay_step_seconds`."""
+        if analysis.candidate_samples <= 0:
+            return  # nothing came at all: the replay is not reaching the model
+        rate = analysis.candidate_samples / elapsed_seconds
+        missing = max(analysis.samples_needed - analysis.candidate_samples, 0)
+        remaining = self.windows - 1
+        wanted = 1.25 * missing / rate / remaining
+        room = (self.policy.max_replay_step_seconds - elapsed_seconds) / remaining
+        self.window_seconds = max(self.policy.step_seconds, min(wanted, room))
 
     def _pace(self, analysis: StepAnalysis, elapsed_seconds: float) -> str:
         """The step length the samples' pace so far asks for: when traffic flows but slowly

@@ -35,7 +35,7 @@ def test_no_traffic_pauses_after_every_window_and_names_what_to_do():
     assert judge.window_index == 1
     paused = judge.observe(VersionCounts(), VersionCounts(), 20.0)
     assert paused is not None and paused.verdict == "paused"
-    assert "2 window(s) of 10 s" in paused.reason and "chassis traffic" in paused.reason
+    assert "2 window(s) (20 s)" in paused.reason and "chassis traffic" in paused.reason
 
 
 def test_slow_traffic_pauses_saying_what_step_length_its_pace_needs():
@@ -49,6 +49,39 @@ def test_slow_traffic_pauses_saying_what_step_length_its_pace_needs():
     suggested = re.search(r"2 window\(s\) of about (\d+) s would collect them", paused.reason)
     assert suggested is not None, paused.reason
     assert 40 <= int(suggested.group(1)) <= 50
+
+
+def test_replayed_traffic_stretches_the_windows_to_its_pace_without_more_looks():
+    policy = RolloutPolicy(step_seconds=10, max_extensions=2, max_replay_step_seconds=600)
+    needed = policy.required_samples
+    judge = WindowJudge("shadow", policy, compare=True, paced=True)
+    # A heavy model on a busy machine: a tenth of the samples in the first 10 s window.
+    assert judge.observe(healthy(needed // 10), healthy(needed), 10.0) is None
+    # The 90 % missing need ~90 s at that pace: two windows of ~56 s (a quarter more),
+    # not the 20 s that would pause it.
+    assert 50 < judge.window_seconds < 60, judge.window_seconds
+    assert judge.observe(healthy(needed // 2), healthy(needed), 30.0) is None
+    analysis = judge.observe(healthy(needed), healthy(2 * needed), 95.0)
+    assert analysis is not None and analysis.verdict == "pass"
+    assert judge.looks <= policy.looks_per_step
+
+
+def test_replayed_traffic_stretches_no_further_than_its_limit():
+    policy = RolloutPolicy(step_seconds=10, max_extensions=1, max_replay_step_seconds=60)
+    judge = WindowJudge("shadow", policy, compare=True, paced=True)
+    assert judge.observe(healthy(5), healthy(100), 10.0) is None  # far too slow
+    assert judge.window_seconds == 50  # the step ends at 60 s
+    paused = judge.observe(healthy(30), healthy(100), 60.0)
+    assert paused is not None and paused.verdict == "paused"
+    assert "max_replay_step_seconds" in paused.reason
+
+
+def test_live_traffic_keeps_its_windows_when_slow():
+    judge = WindowJudge("canary 10%", POLICY, compare=True)
+    assert judge.observe(healthy(5), healthy(100), 10.0) is None
+    assert judge.window_seconds == POLICY.step_seconds
+    paused = judge.observe(healthy(10), healthy(100), 20.0)
+    assert paused is not None and paused.verdict == "paused"
 
 
 def test_errors_fail_at_an_early_look():
