@@ -154,14 +154,16 @@ def track(
 
 
 @contextmanager
-def log_fallback(log: Log, every_seconds: float = 10.0) -> Generator[None]:
+def log_fallback(
+    log: Log, every_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+) -> Generator[None]:
     """Inside the block, with no display installed, trackers write plain progress lines to
     `log` (a Prefect run logger: they reach the run's log in the UI), paced as
     `LogReporter` says. Nothing with `CHASSIS_PROGRESS=off`."""
     if mode() == "off":
         yield
         return
-    token = _fallback.set(LogReporter(log.info, every_seconds=every_seconds))
+    token = _fallback.set(LogReporter(log.info, every_seconds=every_seconds, clock=clock))
     try:
         yield
     finally:
