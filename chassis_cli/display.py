@@ -41,6 +41,10 @@ def progress(flow_name: str) -> Iterator[None]:
     if not tracking.enabled():
         yield
         return
+    # Prefect configures logging once, on import, replacing the handlers of its loggers:
+    # import it first so the status line's handler below is not removed.
+    import prefect.main  # noqa: F401
+
     # CHASSIS_PROGRESS=on draws on a stderr that is not a terminal too.
     shown_on = console if console.is_terminal else Console(stderr=True, force_terminal=True)
     with LiveDisplay(shown_on, f"[bold cyan]{escape(flow_name)}[/] starting ...") as display:

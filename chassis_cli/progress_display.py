@@ -4,7 +4,15 @@ line) above one progress bar per piece of work the core tracks (chassis.progress
 One rich `Live` draws both, so the status spinner and the bars never fight over the
 terminal. It never writes to stdout (`redirect_stdout=False`: a command's result printed
 meanwhile stays on stdout), and disappears when the work ends (the summary follows).
+Prefect's console log handler writes to the stderr it found when logging was configured,
+past the display, which then redraws over half-written lines: while the display is up,
+that handler's lines go through the display's console instead, above the bars.
 """
+
+import io
+import logging
+import sys
+from typing import IO, cast
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -97,7 +105,57 @@ class LiveDisplay:
 
     def __enter__(self) -> "LiveDisplay":
         self.live.start()
+        self.rerouted = _route_log_consoles(self.live.console)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for handler_console, file in self.rerouted:
+            handler_console.file = file
         self.live.stop()
+
+
+class _ThroughDisplay(io.TextIOBase):
+    """A log handler console's file that prints each whole line through the display's
+    console (rich's own FileProxy would not do: a Console unwraps it back to the file)."""
+
+    def __init__(self, display: Console) -> None:
+        self.display = display
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.display.print(Text("\n").join(Text.from_ansi(line) for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.display.print(Text.from_ansi(self.pending))
+            self.pending = ""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _route_log_consoles(display: Console) -> list[tuple[Console, IO[str]]]:
+    """Point every log handler that prints to stderr through a rich console (Prefect's)
+    at `display`; returns each such console and the file to give back."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    rerouted: list[tuple[Console, IO[str]]] = []
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler_console = getattr(handler, "console", None)
+            if not isinstance(handler_console, Console) or handler_console is display:
+                continue
+            file = handler_console.file
+            if file in (sys.stderr, sys.__stderr__) and all(
+                c is not handler_console for c, _ in rerouted
+            ):
+                handler_console.file = cast(IO[str], _ThroughDisplay(display))
+                rerouted.append((handler_console, file))
+    return rerouted
