@@ -31,7 +31,7 @@ class StepStatus(logging.Handler):
 
 
 @contextmanager
-def progress(flow_name: str) -> Iterator[None]:
+def progress(flow_name: str, status: str = "starting ...") -> Iterator[None]:
     """While a flow (or other long work) runs: a status line with the current step and a
     bar per tracked piece of work (chassis.progress), on stderr; nothing when the display
     is off (not a terminal, CHASSIS_PROGRESS=off): then Prefect's plain logs say it."""
@@ -47,7 +47,7 @@ def progress(flow_name: str) -> Iterator[None]:
 
     # CHASSIS_PROGRESS=on draws on a stderr that is not a terminal too.
     shown_on = console if console.is_terminal else Console(stderr=True, force_terminal=True)
-    with LiveDisplay(shown_on, f"[bold cyan]{escape(flow_name)}[/] starting ...") as display:
+    with LiveDisplay(shown_on, f"[bold cyan]{escape(flow_name)}[/] {escape(status)}") as display:
         handler = StepStatus(display.status)
         logger = logging.getLogger("prefect")
         logger.addHandler(handler)

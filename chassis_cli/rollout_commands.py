@@ -135,6 +135,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     from chassis.errors import ChassisError
     from chassis.registry import Registry
     from chassis.traffic import replay
+    from chassis_cli.display import progress
 
     settings = context.prepare()
     registry = Registry.from_settings(settings)
@@ -149,14 +150,15 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     if args.drift:
         rows = drifted_rows(args.model, rows, args.drift, args.texts)
     url = args.gateway_url or settings.resolved_gateway_url()
-    report = replay(
-        url,
-        args.model,
-        rows,
-        max_requests=args.requests,
-        max_seconds=args.seconds,
-        concurrency=args.concurrency,
-    )
+    with progress("traffic", f"to {url} (at most {args.requests} requests in {args.seconds:g} s)"):
+        report = replay(
+            url,
+            args.model,
+            rows,
+            max_requests=args.requests,
+            max_seconds=args.seconds,
+            concurrency=args.concurrency,
+        )
     by_status = ", ".join(
         f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items())
     )

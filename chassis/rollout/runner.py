@@ -290,12 +290,15 @@ class Decision:
 
 
 def _counted(step: StepRunner, bar: progress.Tracker) -> StepRunner:
-    """`step`, advancing `bar` with the verdict so far after each step."""
+    """`step`, advancing `bar` after each step; its detail says the step being judged and
+    the verdicts so far."""
+    verdicts: list[str] = []
 
     def counted(split: RolloutRecord, label: str, compare: bool) -> StepAnalysis:
-        bar.update(detail=f"{label}: judging")
+        bar.update(detail="; ".join([*verdicts, f"{label}: judging"]))
         analysis = step(split, label, compare)
-        bar.advance(1, detail=f"{label}: {analysis.verdict}")
+        verdicts.append(f"{label}: {analysis.verdict}")
+        bar.advance(1, detail="; ".join(verdicts))
         return analysis
 
     return counted

@@ -259,7 +259,10 @@ def test_a_rollout_shows_each_step_with_its_verdict_so_far():
         run_steps(fleet, candidate(), steps, lambda reason: None, lambda *a: None, LOG)
     [rollout] = recorder.trackers
     assert rollout.description == "canary v2" and rollout.completed == 3
-    assert rollout.details[-2:] == ["canary 100%: judging", "canary 100%: pass"]
+    assert rollout.details[-2:] == [
+        "shadow: pass; canary 50%: pass; canary 100%: judging",
+        "shadow: pass; canary 50%: pass; canary 100%: pass",
+    ]
 
 
 def test_a_rollout_step_shows_samples_collected_of_those_needed():
