@@ -253,7 +253,9 @@ class _LogTracker:
         if since < self.pacing.min_gap:
             return
         step = self._step()
-        if step > self.last_step or since >= self.pacing.every_seconds:
+        # The end is said once, by `close` (with the time it took).
+        unfinished = not self.total or self.completed < self.total
+        if (step > self.last_step and unfinished) or since >= self.pacing.every_seconds:
             self.last_step = step
             self._write(now, "")
 

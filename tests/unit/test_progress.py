@@ -159,6 +159,7 @@ def test_a_long_loop_logs_a_bounded_number_of_lines():
     assert 10 <= len(lines) <= 12
     assert lines[0] == "requests to m: 10000/100000 requests (10%), 1000.0/s, 10.0 s"
     assert lines[-1].startswith("requests to m: 100000/100000 requests (100%), 1000.0/s, done in")
+    assert sum("(100%)" in line for line in lines) == 1  # the end is said once
     # An open-ended hour: one line per 10 s, not per request.
     assert 359 <= len(paced_lines(360_000, 0.01, total=None)) <= 361
     # A burst of a second or less: at most one line.
