@@ -255,7 +255,7 @@ class _LogTracker:
         step = self._step()
         # The end is said once, by `close` (with the time it took).
         unfinished = not self.total or self.completed < self.total
-        if (step > self.last_step and unfinished) or since >= self.pacing.every_seconds:
+        if unfinished and (step > self.last_step or since >= self.pacing.every_seconds):
             self.last_step = step
             self._write(now, "")
 
