@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from chassis import progress
+
 
 @dataclass
 class TrafficReport:
@@ -39,9 +41,12 @@ def replay(
     concurrency: int = 4,
     stop: threading.Event | None = None,
     sticky_keys: int = 0,
+    counted_to_total: bool = True,
 ) -> TrafficReport:
     """Send one row per request (a list of numbers, or a text model's string), cycling
-    through `rows`, until a bound or `stop` is hit."""
+    through `rows`, until a bound or `stop` is hit. Progress shows requests sent of
+    `max_requests` and their rate (`counted_to_total=False`: a count and rate only, for a
+    replay that a `stop` ends rather than its request bound)."""
     report = TrafficReport()
     lock = threading.Lock()
     counter = itertools.count()
@@ -72,13 +77,17 @@ def replay(
                     report.statuses[status] += 1
                     if version:
                         report.versions[version] += 1
+                    failed = report.failed if status != 200 else None
+                bar.advance(1, detail=None if failed is None else f"{failed} not answered 200")
 
     started = time.monotonic()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max_seconds + 15)
+    total = max_requests if counted_to_total else None
+    with progress.track(f"requests to {model}", total, "requests", rate=True) as bar:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max_seconds + 15)
     report.seconds = time.monotonic() - started
     return report
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chassis import progress
 from chassis.data import class_count, features, labels, targets
 from chassis.errors import SpecError
 from chassis.models import ScaledOutput, Standardized
@@ -222,29 +223,31 @@ def _fit(
 
     best_state, best_score, best_epoch = copy.deepcopy(module.state_dict()), -math.inf, 0
     history: list[dict[str, float]] = []
-    for epoch in range(1, config.epochs + 1):
-        module.train()
-        order = torch.randperm(len(train_tensor), generator=generator)
-        total_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(trained_part(train_tensor[batch]), train_targets[batch])
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(batch)
-        train_loss = total_loss / len(order)
-        epoch_score = score(module)
-        shown = sign * epoch_score
-        history.append({"epoch": epoch, "train_loss": train_loss, f"val_{metric}": shown})
-        if on_epoch is not None:
-            on_epoch(epoch, train_loss, shown)
-        if epoch_score > best_score:
-            best_state, best_score, best_epoch = (
-                copy.deepcopy(module.state_dict()),
-                epoch_score,
-                epoch,
-            )
+    with progress.track("training", total=config.epochs, unit="epochs") as bar:
+        for epoch in range(1, config.epochs + 1):
+            module.train()
+            order = torch.randperm(len(train_tensor), generator=generator)
+            total_loss = 0.0
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                optimizer.zero_grad()
+                loss = loss_fn(trained_part(train_tensor[batch]), train_targets[batch])
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(batch)
+            train_loss = total_loss / len(order)
+            epoch_score = score(module)
+            shown = sign * epoch_score
+            history.append({"epoch": epoch, "train_loss": train_loss, f"val_{metric}": shown})
+            bar.advance(1, detail=f"loss {train_loss:.4f}, val {metric} {shown:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch, train_loss, shown)
+            if epoch_score > best_score:
+                best_state, best_score, best_epoch = (
+                    copy.deepcopy(module.state_dict()),
+                    epoch_score,
+                    epoch,
+                )
     module.load_state_dict(best_state)
     module.eval()
     n_features = x_train.shape[1]

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from chassis import progress
 from chassis.data import class_count, features, truth
 from chassis.evaluation import ClassificationReport, quality_report
 from chassis.gates import Measurements
@@ -35,15 +36,24 @@ def measure_classifier(
     a quantized graph has no torch twin, so its parity is left unmeasured (None).
     """
     x, y = features(dataset.test, dataset), truth(dataset.test, dataset, task)
-    session = create_session(onnx_path)
-    logits = run_batches(session, x, answer_batch_rows(onnx_path, x))
-    classes = (n_classes or class_count(dataset)) if task == CLASSIFICATION else None
-    report = quality_report(task, y, logits, classes)
-    parity = None
-    if torch_module is not None:
-        parity = float(np.max(np.abs(predict_logits(torch_module, x) - logits)))
-    latency = measure_latency_ms(session, x[:1])
-    cpu = model_cpu_ms(session, x[:1])
+    steps = ["quality", "parity", "latency", "CPU time"]
+    if torch_module is None:
+        steps.remove("parity")
+    with progress.track(f"measuring v{version}", total=len(steps), unit="steps") as bar:
+        bar.update(detail=f"quality on {len(x)} test rows")
+        session = create_session(onnx_path)
+        logits = run_batches(session, x, answer_batch_rows(onnx_path, x))
+        classes = (n_classes or class_count(dataset)) if task == CLASSIFICATION else None
+        report = quality_report(task, y, logits, classes)
+        parity = None
+        if torch_module is not None:
+            bar.advance(1, detail="parity with torch")
+            parity = float(np.max(np.abs(predict_logits(torch_module, x) - logits)))
+        bar.advance(1, detail="p99 latency at batch 1")
+        latency = measure_latency_ms(session, x[:1])
+        bar.advance(1, detail="CPU time at batch 1")
+        cpu = model_cpu_ms(session, x[:1])
+        bar.advance(1, detail="done")
     return Measurements(
         version=version,
         metrics=report.quality(),

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -57,22 +58,34 @@ class StepStatus(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         step = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
         if step:
-            message = record.getMessage().splitlines()[0][:70]
-            self.update(f"[bold cyan]{step}[/] {message}")
+            message = escape(record.getMessage().splitlines()[0][:70])
+            self.update(f"[bold cyan]{escape(step)}[/] {message}")
 
 
 @contextmanager
-def progress(flow_name: str) -> Iterator[None]:
-    """A spinner with the current step while a flow runs (plain logs when not a terminal)."""
-    if not console.is_terminal:
+def progress(flow_name: str, status: str = "starting ...") -> Iterator[None]:
+    """While a flow (or other long work) runs: a status line with the current step and a
+    bar per tracked piece of work (chassis.progress), on stderr; nothing when the display
+    is off (not a terminal, CHASSIS_PROGRESS=off): then Prefect's plain logs say it."""
+    from chassis import progress as tracking
+    from chassis_cli.progress_display import LiveDisplay
+
+    if not tracking.enabled():
         yield
         return
-    with console.status(f"[bold cyan]{flow_name}[/] starting Prefect ...") as status:
-        handler = StepStatus(lambda text: status.update(text))
+    # Prefect configures logging once, on import, replacing the handlers of its loggers:
+    # import it first so the status line's handler below is not removed.
+    import prefect.main  # noqa: F401
+
+    # CHASSIS_PROGRESS=on draws on a stderr that is not a terminal too.
+    shown_on = console if console.is_terminal else Console(stderr=True, force_terminal=True)
+    with LiveDisplay(shown_on, f"[bold cyan]{escape(flow_name)}[/] {escape(status)}") as display:
+        handler = StepStatus(display.status)
         logger = logging.getLogger("prefect")
         logger.addHandler(handler)
         try:
-            yield
+            with tracking.install(display):
+                yield
         finally:
             logger.removeHandler(handler)
 

@@ -146,10 +146,10 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 
 
 def _traffic(args: argparse.Namespace, context: Context) -> int:
-
     from chassis.errors import ChassisError
     from chassis.registry import Registry
     from chassis.traffic import replay
+    from chassis_cli.display import progress
     from chassis_cli.documents import TrafficDocument
 
     settings = context.prepare()
@@ -165,14 +165,15 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     if args.drift:
         rows = drifted_rows(args.model, rows, args.drift, args.texts)
     url = args.gateway_url or settings.resolved_gateway_url()
-    report = replay(
-        url,
-        args.model,
-        rows,
-        max_requests=args.requests,
-        max_seconds=args.seconds,
-        concurrency=args.concurrency,
-    )
+    with progress("traffic", f"to {url} (at most {args.requests} requests in {args.seconds:g} s)"):
+        report = replay(
+            url,
+            args.model,
+            rows,
+            max_requests=args.requests,
+            max_seconds=args.seconds,
+            concurrency=args.concurrency,
+        )
     document = TrafficDocument.of(args.model, url, report)
 
     def human() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from chassis import data as core_data
+from chassis import progress
 from chassis.compression.candidates import BASELINE
 from chassis.compression.classification import (
     BuildResult,
@@ -89,7 +90,8 @@ def build_candidates(
     setup: ClassifierSetup, options: CompressionOptions, workdir: Path
 ) -> BuildResult:
     logger = get_run_logger()
-    built = build_classifier_candidates(setup, options, workdir)
+    with progress.log_fallback(logger):
+        built = build_classifier_candidates(setup, options, workdir)
     for candidate in built.candidates:
         logger.info("candidate %s: %s", candidate.name, json.dumps(candidate.recipe))
     for name, reason in built.skipped.items():
@@ -114,8 +116,9 @@ def measure_candidates(
         settings = replace(
             settings, batch_sizes=TEXT_TIMED_BATCH_SIZES, inference_batch=TOKEN_BATCH_ROWS
         )
-    measured = measure_all(built.candidates, feeds, quality, settings, BASELINE)
     logger = get_run_logger()
+    with progress.log_fallback(logger):
+        measured = measure_all(built.candidates, feeds, quality, settings, BASELINE)
     for m in measured:
         logger.info(
             "%s: %s, b1 p50 %.3f ms, %d bytes",

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from chassis import progress
 from chassis.aliases import CHAMPION
 from chassis.errors import GatesFailed
 from chassis.gates import (
@@ -70,11 +71,12 @@ def measure_versions(
 
     parent = candidate.files.tags.get(TAG_PARENT_VERSION)
     champion_version = registry.current_aliases(model_name).get(CHAMPION)
-    return (
-        measure(version),
-        measure(int(parent)) if parent else None,
-        measure(champion_version) if champion_version not in (None, version) else None,
-    )
+    with progress.log_fallback(logger):
+        return (
+            measure(version),
+            measure(int(parent)) if parent else None,
+            measure(champion_version) if champion_version not in (None, version) else None,
+        )
 
 
 @task(name="judge-gates", **NO_CACHE_TASK)

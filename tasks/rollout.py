@@ -13,6 +13,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from chassis import progress
 from chassis.data import request_rows
 from chassis.registry import Registry
 from chassis.rollout import lease
@@ -63,16 +64,18 @@ def run_step(
 ) -> StepAnalysis:
     """Commit the split to every replica (the registry's rollout record), then judge it."""
     fleet.commit(split, candidate.actor)
-    analysis = watch_window(
-        fleet,
-        candidate.version,
-        candidate.champion,
-        label,
-        candidate.policy,
-        compare,
-        get_run_logger(),
-        paced=candidate.paced,
-    )
+    logger = get_run_logger()
+    with progress.log_fallback(logger):
+        analysis = watch_window(
+            fleet,
+            candidate.version,
+            candidate.champion,
+            label,
+            candidate.policy,
+            compare,
+            logger,
+            paced=candidate.paced,
+        )
     publish_step(analysis, fleet.model, candidate.version)
     return analysis
 
@@ -214,6 +217,7 @@ class TrafficDriver:
                 concurrency=concurrency,
                 stop=self.stop,
                 sticky_keys=1000,
+                counted_to_total=False,  # the rollout's `stop` ends it, not a request count
             )
 
         self.thread = threading.Thread(target=run, daemon=True)

@@ -11,7 +11,7 @@ import torch
 from prefect import get_run_logger, task
 
 from chassis import data as core_data
-from chassis import expectations, onnx_export, torch_program
+from chassis import expectations, onnx_export, progress, torch_program
 from chassis.aliases import CHAMPION
 from chassis.errors import ProgramError, RegistryError, SpecError
 from chassis.evaluation import QualityReport, quality_report
@@ -113,15 +113,10 @@ def train_baseline(
     config = type(config)(**{**config.__dict__, **overrides})
 
     metric = VALIDATION_METRIC[spec.task]
-
-    def report(epoch: int, loss: float, validation: float) -> None:
-        if epoch == 1 or epoch % 10 == 0 or epoch == config.epochs:
-            logger.info(
-                "epoch %d/%d loss %.4f val_%s %.4f", epoch, config.epochs, loss, metric, validation
-            )
-
     assert spec.build_model is not None, "only a build_model spec is trained"
-    trained = train_model(spec.build_model, dataset, config, spec.task, on_epoch=report)
+    # Epochs, their loss and validation metric: on the CLI's display, else as paced log lines.
+    with progress.log_fallback(logger):
+        trained = train_model(spec.build_model, dataset, config, spec.task)
     logger.info(
         "best epoch %d, validation %s %.4f", trained.best_epoch, metric, trained.best_validation
     )

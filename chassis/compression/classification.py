@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from chassis import progress
 from chassis.compression import candidates as names
 from chassis.compression.candidates import CANDIDATE_NAMES, Candidate
 from chassis.compression.distill import (
@@ -138,6 +139,15 @@ def build_classifier_candidates(
     setup: ClassifierSetup, options: CompressionOptions, workdir: Path
 ) -> BuildResult:
     """Make every requested candidate as an ONNX file under `workdir`."""
+    with progress.track(
+        "building candidates", total=len(options.wanted()), unit="candidates"
+    ) as bar:
+        return _build(setup, options, workdir, bar)
+
+
+def _build(
+    setup: ClassifierSetup, options: CompressionOptions, workdir: Path, bar: progress.Tracker
+) -> BuildResult:
     wanted = options.wanted()
     workdir.mkdir(parents=True, exist_ok=True)
     baseline_path = workdir / "baseline.onnx"
@@ -156,6 +166,13 @@ def build_classifier_candidates(
         wanted = tuple(name for name in wanted if name != names.STATIC_INT8)
     if names.STATIC_INT8 in wanted:
         calibration = calibration_rows(setup, options)
+
+    def now_building(what: str) -> None:
+        """Count the candidates built or skipped so far; say which one comes next."""
+        finished = {candidate.name for candidate in built} | set(skipped)
+        bar.update(
+            completed=sum(name in finished for name in wanted), total=len(wanted), detail=what
+        )
 
     def export(module: nn.Module, stem: str) -> Path:
         return export_and_verify(
@@ -177,11 +194,13 @@ def build_classifier_candidates(
         "per_channel": options.per_channel,
     }
     if names.DYNAMIC_INT8 in wanted:
+        now_building(names.DYNAMIC_INT8)
         built.append(
             Candidate(names.DYNAMIC_INT8, dynamic(baseline_path, "dynamic-int8"), int8_recipe)
         )
     if names.STATIC_INT8 in wanted:
         assert calibration is not None
+        now_building(f"{names.STATIC_INT8} (calibrating)")
         path = quantize_static_int8(
             baseline_path,
             workdir / "static-int8.onnx",
@@ -202,10 +221,12 @@ def build_classifier_candidates(
     if setup.baseline is None:
         reason = f"needs a torch module: {setup.no_module_reason}"
         skipped.update({name: reason for name in torch_made if name in wanted})
+        now_building("done")
         return BuildResult(built, skipped)
     baseline = setup.baseline
 
     if names.PRUNED in wanted or names.PRUNED_INT8 in wanted:
+        now_building(f"{names.PRUNED} (pruning, fine-tuning)")
         try:
             result = prune_structured(
                 baseline, options.prune_fraction, torch.from_numpy(setup.x_train[:8])
@@ -235,6 +256,7 @@ def build_classifier_candidates(
             if names.PRUNED in wanted:
                 built.append(Candidate(names.PRUNED, path, recipe))
             if names.PRUNED_INT8 in wanted:
+                now_building(names.PRUNED_INT8)
                 built.append(
                     Candidate(
                         names.PRUNED_INT8, dynamic(path, "pruned-int8"), {**recipe, **int8_recipe}
@@ -246,6 +268,7 @@ def build_classifier_candidates(
             reason = "the spec defines no build_student"
             skipped.update(dict.fromkeys((names.DISTILLED, names.DISTILLED_INT8), reason))
         else:
+            now_building(f"{names.DISTILLED} (distilling)")
             torch.manual_seed(options.seed)
             student = build_module(
                 setup.build_student, setup.n_features, setup.n_outputs, "build_student"
@@ -265,6 +288,7 @@ def build_classifier_candidates(
             if names.DISTILLED in wanted:
                 built.append(Candidate(names.DISTILLED, path, recipe))
             if names.DISTILLED_INT8 in wanted:
+                now_building(names.DISTILLED_INT8)
                 built.append(
                     Candidate(
                         names.DISTILLED_INT8,
@@ -272,6 +296,7 @@ def build_classifier_candidates(
                         {**recipe, **int8_recipe},
                     )
                 )
+    now_building("done")
     return BuildResult(built, skipped)
 
 

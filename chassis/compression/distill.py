@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from chassis import progress
 from chassis.errors import CompressionError
 from chassis.models import ScaledOutput, Standardized
 
@@ -69,23 +70,25 @@ def distill_regressor(
     val_inputs, val_targets = torch.from_numpy(x_val), torch.from_numpy(y_val.astype(np.float32))
     optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
     best_state, best_rmse = copy.deepcopy(student.state_dict()), float("inf")
-    for _ in range(max(1, epochs)):
-        student.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            optimizer.zero_grad()
-            predicted = student(inputs[batch])
-            soft = functional.mse_loss(predicted, taught[batch]) / variance
-            hard = functional.mse_loss(predicted, targets[batch]) / variance
-            (alpha * soft + (1.0 - alpha) * hard).backward()
-            optimizer.step()
-        student.eval()
-        with torch.inference_mode():
-            errors = student(val_inputs)[:, 0] - val_targets
-            rmse = float(errors.pow(2).mean().sqrt())
-        if rmse < best_rmse:
-            best_state, best_rmse = copy.deepcopy(student.state_dict()), rmse
+    with progress.track("distilling the student", total=max(1, epochs), unit="epochs") as bar:
+        for _ in range(max(1, epochs)):
+            student.train()
+            order = torch.randperm(len(inputs), generator=generator)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                optimizer.zero_grad()
+                predicted = student(inputs[batch])
+                soft = functional.mse_loss(predicted, taught[batch]) / variance
+                hard = functional.mse_loss(predicted, targets[batch]) / variance
+                (alpha * soft + (1.0 - alpha) * hard).backward()
+                optimizer.step()
+            student.eval()
+            with torch.inference_mode():
+                errors = student(val_inputs)[:, 0] - val_targets
+                rmse = float(errors.pow(2).mean().sqrt())
+            if rmse < best_rmse:
+                best_state, best_rmse = copy.deepcopy(student.state_dict()), rmse
+            bar.advance(1, detail=f"val rmse {rmse:.4f}")
     student.load_state_dict(best_state)
     return student.eval()
 
@@ -117,28 +120,30 @@ def distill_classifier(
     val_inputs = torch.from_numpy(x_val)
     optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
     best_state, best_accuracy = copy.deepcopy(student.state_dict()), -1.0
-    for _ in range(max(1, epochs)):
-        student.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            optimizer.zero_grad()
-            logits = student(inputs[batch])
-            soft = functional.kl_div(
-                functional.log_softmax(logits / temperature, dim=1),
-                soft_targets[batch],
-                log_target=True,
-                reduction="batchmean",
-            )
-            hard = functional.cross_entropy(logits, targets[batch])
-            loss = alpha * temperature**2 * soft + (1.0 - alpha) * hard
-            loss.backward()
-            optimizer.step()
-        student.eval()
-        with torch.inference_mode():
-            accuracy = float((student(val_inputs).argmax(dim=1).numpy() == y_val).mean())
-        if accuracy > best_accuracy:
-            best_state, best_accuracy = copy.deepcopy(student.state_dict()), accuracy
+    with progress.track("distilling the student", total=max(1, epochs), unit="epochs") as bar:
+        for _ in range(max(1, epochs)):
+            student.train()
+            order = torch.randperm(len(inputs), generator=generator)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                optimizer.zero_grad()
+                logits = student(inputs[batch])
+                soft = functional.kl_div(
+                    functional.log_softmax(logits / temperature, dim=1),
+                    soft_targets[batch],
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                hard = functional.cross_entropy(logits, targets[batch])
+                loss = alpha * temperature**2 * soft + (1.0 - alpha) * hard
+                loss.backward()
+                optimizer.step()
+            student.eval()
+            with torch.inference_mode():
+                accuracy = float((student(val_inputs).argmax(dim=1).numpy() == y_val).mean())
+            if accuracy > best_accuracy:
+                best_state, best_accuracy = copy.deepcopy(student.state_dict()), accuracy
+            bar.advance(1, detail=f"val accuracy {accuracy:.4f}")
     student.load_state_dict(best_state)
     return student.eval()
 
@@ -207,28 +212,30 @@ def distill_embeddings(
             optimizer, _warmup_then_linear_decay(steps, warmup_fraction)
         )
     student.train()
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        optimizer.zero_grad()
-        if token_states is None:
-            predicted, target = student(**batch), targets[step % len(batches)]
-            token_loss = None
-        else:
-            with torch.no_grad():
-                target, teacher_tokens = token_states(teacher, batch)
-            predicted, student_tokens = token_states(student, batch)
-            mask = batch[mask_key].unsqueeze(-1).to(student_tokens.dtype)
-            squared = ((student_tokens - teacher_tokens) ** 2 * mask).sum()
-            token_loss = squared / (mask.sum() * student_tokens.shape[-1])
-            token_loss = token_loss / teacher_tokens.pow(2).mean().clamp(min=1e-12)
-        loss = (1.0 - functional.cosine_similarity(predicted, target, dim=1)).mean()
-        loss = loss + mse_weight * functional.mse_loss(predicted, target) * predicted.shape[1]
-        if token_loss is not None:
-            loss = loss + token_weight * token_loss
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        if on_step is not None:
-            on_step(step, float(loss.item()))
+    with progress.track("distilling the student", total=steps, unit="steps") as bar:
+        for step in range(steps):
+            batch = batches[step % len(batches)]
+            optimizer.zero_grad()
+            if token_states is None:
+                predicted, target = student(**batch), targets[step % len(batches)]
+                token_loss = None
+            else:
+                with torch.no_grad():
+                    target, teacher_tokens = token_states(teacher, batch)
+                predicted, student_tokens = token_states(student, batch)
+                mask = batch[mask_key].unsqueeze(-1).to(student_tokens.dtype)
+                squared = ((student_tokens - teacher_tokens) ** 2 * mask).sum()
+                token_loss = squared / (mask.sum() * student_tokens.shape[-1])
+                token_loss = token_loss / teacher_tokens.pow(2).mean().clamp(min=1e-12)
+            loss = (1.0 - functional.cosine_similarity(predicted, target, dim=1)).mean()
+            loss = loss + mse_weight * functional.mse_loss(predicted, target) * predicted.shape[1]
+            if token_loss is not None:
+                loss = loss + token_weight * token_loss
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            bar.advance()
+            if on_step is not None:
+                on_step(step, float(loss.item()))
     return student.eval()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from chassis import progress
 from chassis.compression.candidates import Candidate
 from chassis.compression.latency import Feeds, batch_of, time_runs_ms
 from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
@@ -187,8 +188,14 @@ def measure_all(
     ordered = sorted(candidates, key=lambda c: c.name != baseline_name)
     if not ordered or ordered[0].name != baseline_name:
         raise CompressionError(f"the candidates must include the baseline {baseline_name!r}")
-    baseline, baseline_outputs = measure_candidate(ordered[0], feeds, task, None, settings)
-    measured = [baseline]
-    for candidate in ordered[1:]:
-        measured.append(measure_candidate(candidate, feeds, task, baseline_outputs, settings)[0])
+    with progress.track("measuring candidates", total=len(ordered), unit="candidates") as bar:
+        bar.update(detail=baseline_name)
+        baseline, baseline_outputs = measure_candidate(ordered[0], feeds, task, None, settings)
+        measured = [baseline]
+        for candidate in ordered[1:]:
+            bar.advance(1, detail=candidate.name)
+            measured.append(
+                measure_candidate(candidate, feeds, task, baseline_outputs, settings)[0]
+            )
+        bar.advance(1, detail="done")
     return measured

@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from chassis import progress
 from chassis.errors import CompressionError
 
 PrunableLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
@@ -389,14 +390,16 @@ def fine_tune(
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        module.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            if len(batch) < 2:  # batch norm cannot train on one row
-                continue
-            optimizer.zero_grad()
-            loss_fn(module(inputs[batch]), targets[batch]).backward()
-            optimizer.step()
+    with progress.track("fine-tuning the pruned model", total=epochs, unit="epochs") as bar:
+        for _ in range(epochs):
+            module.train()
+            order = torch.randperm(len(inputs), generator=generator)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                if len(batch) < 2:  # batch norm cannot train on one row
+                    continue
+                optimizer.zero_grad()
+                loss_fn(module(inputs[batch]), targets[batch]).backward()
+                optimizer.step()
+            bar.advance()
     return module.eval()

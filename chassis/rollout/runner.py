@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from chassis import progress
 from chassis.aliases import CHAMPION
 from chassis.errors import (
     ChassisError,
@@ -128,27 +129,32 @@ def watch_window(
     start, started = fleet.read(), clock()
     judge = WindowJudge(label, policy, compare, paced)
     windows_seen = 0
-    while True:
-        sleep(POLL_SECONDS)
-        fleet.keep_lease()
-        counts = fleet.window(fleet.read(), start)
-        analysis = judge.observe(
-            counts.get(judged, VersionCounts()),
-            counts.get(reference, VersionCounts()),
-            clock() - started,
-        )
-        if judge.window_index > windows_seen:
-            windows_seen = judge.window_index
-            log.info(
-                "%s: window %d of %d ended undecided; next window %.0f s",
-                label,
-                windows_seen,
-                judge.windows,
-                judge.window_seconds,
+    needed = policy.required_samples
+    with progress.track(label, total=needed, unit="samples") as bar:
+        while True:
+            sleep(POLL_SECONDS)
+            fleet.keep_lease()
+            counts = fleet.window(fleet.read(), start)
+            candidate = counts.get(judged, VersionCounts())
+            analysis = judge.observe(
+                candidate, counts.get(reference, VersionCounts()), clock() - started
             )
-        if analysis is not None:
-            log.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
-            return analysis
+            bar.update(
+                completed=min(judge.samples(candidate), needed),
+                detail=f"window {judge.window_index + 1} of {judge.windows}",
+            )
+            if judge.window_index > windows_seen:
+                windows_seen = judge.window_index
+                log.info(
+                    "%s: window %d of %d ended undecided; next window %.0f s",
+                    label,
+                    windows_seen,
+                    judge.windows,
+                    judge.window_seconds,
+                )
+            if analysis is not None:
+                log.info("%s: %s, %s", label, analysis.verdict, analysis.reason)
+                return analysis
 
 
 def canary_split(candidate: Candidate, mode: str, percent: float) -> RolloutRecord:
@@ -293,6 +299,21 @@ class Decision:
         return f"{strategy} rollout {verb} at {self.last.step}: {self.last.reason}"
 
 
+def _counted(step: StepRunner, bar: progress.Tracker) -> StepRunner:
+    """`step`, advancing `bar` after each step; its detail says the step being judged and
+    the verdicts so far."""
+    verdicts: list[str] = []
+
+    def counted(split: RolloutRecord, label: str, compare: bool) -> StepAnalysis:
+        bar.update(detail="; ".join([*verdicts, f"{label}: judging"]))
+        analysis = step(split, label, compare)
+        verdicts.append(f"{label}: {analysis.verdict}")
+        bar.advance(1, detail="; ".join(verdicts))
+        return analysis
+
+    return counted
+
+
 def run_steps(
     fleet: SplitFleet,
     candidate: Candidate,
@@ -310,10 +331,12 @@ def run_steps(
     ends it safely and is raised on."""
     model, version = candidate.model, candidate.version
     try:
-        if candidate.strategy == "blue-green":
-            analyses = blue_green(candidate, step)
-        else:
-            analyses = canary(candidate, step)
+        with progress.track(f"{candidate.strategy} v{version}", unit="steps") as bar:
+            step = _counted(step, bar)
+            if candidate.strategy == "blue-green":
+                analyses = blue_green(candidate, step)
+            else:
+                analyses = canary(candidate, step)
     except FleetError as error:
         left = end_safely(fleet, candidate, None, retire)
         raise RolloutPaused(f"{model} v{version}: {error}. {left}") from error

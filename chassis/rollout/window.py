@@ -34,13 +34,17 @@ class WindowJudge:
         self.window_end = policy.step_seconds  # seconds into the step
         self.looks = 0
 
+    def samples(self, candidate: VersionCounts) -> int:
+        """The candidate's samples that count toward a verdict (compared ones when comparing)."""
+        return (
+            min(candidate.executions, candidate.compared) if self.compare else candidate.executions
+        )
+
     def observe(
         self, candidate: VersionCounts, stable: VersionCounts, elapsed_seconds: float
     ) -> StepAnalysis | None:
         """The verdict once there is one (pass, degraded, fail or paused), else None."""
-        samples = (
-            min(candidate.executions, candidate.compared) if self.compare else candidate.executions
-        )
+        samples = self.samples(candidate)
         ended = elapsed_seconds >= self.window_end
         if not ended and not any(samples >= point for point in self.points):
             return None
