@@ -81,5 +81,10 @@ def print_compression(outcome: Any) -> None:
     out.print(outcome.explanation)
     if outcome.registered:
         out.print(f"registered {outcome.model_name} version {outcome.version}")
+        if outcome.identical_to is not None:
+            out.print(
+                f"note: the same ONNX bytes as v{outcome.identical_to} (registered anyway; "
+                "tagged chassis.identical_to)"
+            )
     else:
         out.print(f"nothing registered; {outcome.model_name} v{outcome.version} stays selected")
