@@ -66,13 +66,13 @@ def print_training(outcome: Any, settings: "ChassisSettings") -> None:
         "not measured (imported ONNX: no torch twin)" if parity is None else f"{parity:.2e}",
     )
     table.add_row("ONNX sha256", outcome.onnx_sha256)
-    if getattr(outcome, "identical_to", None) is not None:
-        table.add_row(
-            "same bytes as",
-            f"v{outcome.identical_to} (registered anyway; tagged chassis.identical_to)",
-        )
     table.add_row("MLflow run", outcome.run_id)
     out.print(table)
+    if getattr(outcome, "identical_to", None) is not None:
+        out.print(
+            f"note: the same ONNX bytes as v{outcome.identical_to} (registered anyway; "
+            "tagged chassis.identical_to)"
+        )
     print_where_to_look(outcome.mlflow_version_url, None, settings)
 
 

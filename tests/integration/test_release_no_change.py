@@ -55,7 +55,9 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     assert main(["train", "--spec", SPEC]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "test-blobs version 2 registered" in printed
-    assert "same bytes as v1 (registered anyway; tagged chassis.identical_to)" in printed
+    assert "note: the same ONNX bytes as v1 (registered anyway; tagged chassis.identical_to)" in (
+        printed
+    )
     v2 = home_registry().client.get_model_version(MODEL, "2")
     assert (
         v2.tags["chassis.onnx_sha256"]
