@@ -16,22 +16,22 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnx
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model
 from mlflow.onnx import save_model as save_onnx_model
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 from chassis.digests import sha256_file
 from chassis.errors import RegistryError
+from chassis.onnx_signature import onnx_signature
 from chassis.registry.connection import mlflow_client
 from chassis.registry.failures import naming
 from chassis.registry.fetch import download
-from chassis.registry.tags import TAG_CANDIDATE
+from chassis.registry.tags import EXPERIMENT_KIND, TAG_CANDIDATE, TAG_EXPERIMENT_KIND
 from chassis.settings import ChassisSettings
 
 if TYPE_CHECKING:
@@ -128,7 +128,11 @@ class Tracking:
 
     @naming("opening the MLflow experiment {name!r}")
     def ensure_experiment(self, name: str) -> str:
-        """The experiment's id, creating it with Chassis's artifact root when it is new."""
+        """The experiment's id, creating it with Chassis's artifact root when it is new.
+
+        Its kind is set (MLflow 3 opens an experiment of no kind as a GenAI one): when it is
+        created, and on an existing one that has none (made by an older Chassis). A kind
+        someone chose is left alone."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
@@ -136,17 +140,25 @@ class Tracking:
                     f"MLflow experiment {name!r} is deleted; restore it in the MLflow UI or set "
                     "CHASSIS_EXPERIMENT_NAME to another name"
                 )
-            return str(experiment.experiment_id)
+            experiment_id = str(experiment.experiment_id)
+            if TAG_EXPERIMENT_KIND not in experiment.tags:
+                self.client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+            return experiment_id
         root = self.artifact_root
         location = f"{root.rstrip('/')}/{name}" if root else None
         try:
-            return str(self.client.create_experiment(name, artifact_location=location))
+            return str(
+                self.client.create_experiment(
+                    name,
+                    artifact_location=location,
+                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND},
+                )
+            )
         except Exception:
             # Another process created it between our lookup and create.
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
+            if self.client.get_experiment_by_name(name) is None:
                 raise
-            return str(experiment.experiment_id)
+            return self.ensure_experiment(name)
 
     @naming("logging the training run {run_name!r}")
     def log_training_run(
@@ -158,8 +170,6 @@ class Tracking:
         metrics: dict[str, float],
         tags: dict[str, str],
         onnx_path: Path,
-        example_inputs: np.ndarray,
-        example_outputs: np.ndarray,
         datasets: dict[str, "pd.DataFrame"],
         label_column: str,
         text_artifacts: dict[str, str],
@@ -167,7 +177,6 @@ class Tracking:
         model_files: list[Path] | None = None,
     ) -> LoggedRun:
         """One MLflow run holding everything needed to reproduce and trust the model."""
-        signature = infer_signature(example_inputs, example_outputs)
         with self._run(experiment_id, run_name, tags) as run_id:
             self._log(run_id, params, metrics)
             for row in history or []:
@@ -197,7 +206,6 @@ class Tracking:
                 run_id,
                 onnx_path,
                 params,
-                signature=signature,
                 # Stored inside the model's folder, so a version's download URI holds them too.
                 extra_files=[str(p) for p in model_files or []] or None,
             )
@@ -347,8 +355,9 @@ class Tracking:
         params: dict[str, Any],
         **save_options: Any,
     ) -> LoggedModel:
-        """The run's `model`: created as a logged model, saved locally in MLflow's ONNX format,
-        uploaded, finalized; its stored digest is recorded as the run's `onnx_sha256` param."""
+        """The run's `model`: created as a logged model, saved locally in MLflow's ONNX format
+        with its signature read from the graph (chassis.onnx_signature), uploaded, finalized;
+        its stored digest is recorded as the run's `onnx_sha256` param."""
         created = self.client.create_logged_model(
             experiment_id,
             name="model",
@@ -372,6 +381,7 @@ class Tracking:
                     pip_requirements=onnx_pip_requirements(),
                     onnx_execution_providers=["CPUExecutionProvider"],
                     save_as_external_data=False,
+                    signature=onnx_signature(onnx_path),
                     **save_options,
                 )
                 self.client.log_model_artifacts(model_id, str(local))

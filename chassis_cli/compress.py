@@ -86,5 +86,10 @@ def print_compression(document: "CompressionDocument") -> None:
     out.print(document.explanation, soft_wrap=True)
     if document.registered:
         out.print(f"registered {document.model} version {document.version}")
+        if document.identical_to is not None:
+            out.print(
+                f"note: the same ONNX bytes as v{document.identical_to} (registered anyway; "
+                "tagged chassis.identical_to)"
+            )
     else:
         out.print(f"nothing registered; {document.model} v{document.version} stays selected")

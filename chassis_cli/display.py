@@ -113,6 +113,11 @@ def print_training(document: "TrainingDocument", settings: "ChassisSettings") ->
     table.add_row("ONNX sha256", document.onnx_sha256)
     table.add_row("MLflow run", document.run_id)
     out.print(table)
+    if document.identical_to is not None:
+        out.print(
+            f"note: the same ONNX bytes as v{document.identical_to} (registered anyway; "
+            "tagged chassis.identical_to)"
+        )
     print_where_to_look(document.mlflow_version_url, None, settings)
 
 

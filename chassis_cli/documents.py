@@ -273,6 +273,7 @@ class TrainingDocument(Document):
     version: int
     registered: bool
     no_change: str | None
+    identical_to: int | None  # an earlier version with the same ONNX bytes (registered anyway)
     run_id: str
     experiment_id: str
     onnx_sha256: str
@@ -288,6 +289,7 @@ class TrainingDocument(Document):
             version=outcome.version,
             registered=outcome.registered,
             no_change=outcome.no_change,
+            identical_to=outcome.identical_to,
             run_id=outcome.run_id,
             experiment_id=outcome.experiment_id,
             onnx_sha256=outcome.onnx_sha256,
@@ -340,6 +342,7 @@ class CompressionDocument(Document):
     fallback_to_baseline: bool
     version: int  # the registered compressed version, or the parent when the baseline won
     registered: bool
+    identical_to: int | None  # an earlier version with the same ONNX bytes (registered anyway)
     explanation: str
     candidates: list[CandidateEntry]
     skipped: dict[str, str]  # candidate -> why it was not built
@@ -353,6 +356,7 @@ class CompressionDocument(Document):
             fallback_to_baseline=outcome.fallback_to_baseline,
             version=outcome.version,
             registered=outcome.registered,
+            identical_to=outcome.identical_to,
             explanation=outcome.explanation,
             candidates=[CandidateEntry.of(row) for row in outcome.rows],
             skipped=dict(outcome.skipped),

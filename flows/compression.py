@@ -52,6 +52,8 @@ class CompressionOutcome(BaseModel):
     parent_run_id: str
     rows: list[dict[str, Any]]
     skipped: dict[str, str]
+    # Registered with the same ONNX bytes as this earlier version (tag chassis.identical_to).
+    identical_to: int | None = None
 
     @classmethod
     def of(
@@ -75,6 +77,7 @@ class CompressionOutcome(BaseModel):
             parent_run_id=parent_run_id,
             rows=table_rows(measured, selection),
             skipped=skipped,
+            identical_to=registered.identical_to if registered else None,
         )
 
 

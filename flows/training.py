@@ -85,6 +85,8 @@ class TrainingOutcome(BaseModel):
     # then `version` is that existing version and `no_change` says why nothing was registered.
     registered: bool = True
     no_change: str | None = None
+    # Registered with the same ONNX bytes as this earlier version (tag chassis.identical_to).
+    identical_to: int | None = None
 
 
 ImportSpecParameter = Annotated[
@@ -281,6 +283,7 @@ def training_outcome(
         mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
         registered=registered is not None,
         no_change=no_change,
+        identical_to=registered.identical_to if registered is not None else None,
     )
 
 

@@ -270,4 +270,6 @@ def register_selected(
         chosen.name,
         loaded.files.version,
     )
+    if notice := registered.identical_notice():
+        get_run_logger().warning(notice)
     return registered

@@ -172,9 +172,12 @@ def publish_alias_change(change: AliasChange) -> None:
 
 def _finish(change: AliasChange) -> AliasChange:
     publish_alias_change(change)
-    get_run_logger().info(
+    logger = get_run_logger()
+    logger.info(
         "%s %s: %s -> %s", change.action, change.name, change.aliases_before, change.aliases_after
     )
+    if change.description_problem:
+        logger.warning(change.description_problem)
     return change
 
 

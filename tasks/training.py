@@ -285,7 +285,6 @@ def log_to_mlflow(
         tokenizer_path = exported.path.with_name(TOKENIZER_FILE_NAME)
         shutil.copyfile(spec.text_input.tokenizer_path(), tokenizer_path)
         model_files.append(tokenizer_path)
-    sample = core_data.features(dataset.test.head(5), dataset)
     params: dict[str, object] = {
         "spec": spec_reference,
         "model_form": spec.form,
@@ -322,8 +321,6 @@ def log_to_mlflow(
         metrics=metrics,
         tags={**lineage_tags, "chassis.stage": "train" if spec.form == "train" else "import"},
         onnx_path=exported.path,
-        example_inputs=sample,
-        example_outputs=run_batches(create_session(exported.path), sample).astype(np.float32),
         datasets=dataset.splits(),
         label_column=dataset.label_column,
         text_artifacts={
@@ -370,6 +367,8 @@ def register_version(
         f"from {spec_reference}; test {report.summary()}.",
     )
     get_run_logger().info("registered %s version %d", registered.name, registered.version)
+    if notice := registered.identical_notice():
+        get_run_logger().warning(notice)
     return registered
 
 

@@ -47,6 +47,9 @@ class AliasChange:
     aliases_before: dict[str, int]
     aliases_after: dict[str, int]
     audit: AuditRecord | None
+    # Why the readable history in the model's MLflow description was not updated (None: it
+    # was, or nothing moved). The move stands either way (chassis.registry.description).
+    description_problem: str | None = None
 
 
 def history(client: MlflowClient, name: str) -> list[AuditRecord]:

@@ -27,6 +27,7 @@ from chassis.aliases import (
 from chassis.errors import IntegrityError, PromotionConflict, RegistryError, RetiredChallenger
 from chassis.failpoints import failpoint
 from chassis.registry.audit import AliasChange, AuditRecord, history, read_intent
+from chassis.registry.description import refresh_description
 from chassis.registry.gates import require_passed_gates, verify_for_champion
 from chassis.registry.lock import RegistryLock, lock_ttl_seconds
 from chassis.registry.reads import current_aliases
@@ -222,7 +223,10 @@ def _recover_leftover(client: MlflowClient, name: str, actor: str) -> Recovery |
     intent = read_intent(client, name)
     if intent is None:
         return None
-    return _resolve(client, name, intent, f"{actor} (on taking the registry lock)")
+    recovery = _resolve(client, name, intent, f"{actor} (on taking the registry lock)")
+    if recovery.outcome == COMPLETED:  # the crash may have come before the description
+        refresh_description(client, name)
+    return recovery
 
 
 @contextmanager
@@ -285,7 +289,11 @@ def _apply(
     # Committed: if clearing fails, the next lock holder finds the record and clears it.
     with suppress(MlflowException):
         client.delete_registered_model_tag(name, TAG_INTENT)
-    return AliasChange(name, plan.action, False, before, current_aliases(client, name), record)
+    # After the commit point, still under the lock: a failure here is reported, not raised,
+    # and neither undoes nor blocks the move (the next audited move rewrites the table).
+    problem = refresh_description(client, name)
+    after = current_aliases(client, name)
+    return AliasChange(name, plan.action, False, before, after, record, problem)
 
 
 def _undo_after_failure(

@@ -1,6 +1,12 @@
 """Registration happens last, after every check has passed, and in one call that carries all
 lineage tags, so a version never exists without its sha256 and lineage. If anything fails
 after the version was created, the version is deleted again: no half-registered versions.
+
+Identical bytes are registered when asked (an A/A copy needs a second version of the same
+model; `train` run twice makes one), but never silently: the new version is tagged with the
+earliest version holding the same ONNX bytes, its description says so first, and the caller
+is told (`RegisteredVersion.identical_to`) to say so too. The release path asks before
+registering and registers nothing when the bytes equal the champion's (tasks.training).
 """
 
 from dataclasses import dataclass
@@ -12,7 +18,12 @@ from chassis.errors import RegistryError
 from chassis.registry.failures import lookup_failed
 from chassis.registry.gates import record_gate_report
 from chassis.registry.reads import no_version, version_artifact_uri
-from chassis.registry.tags import REQUIRED_VERSION_TAGS, TAG_GATES
+from chassis.registry.tags import (
+    REQUIRED_VERSION_TAGS,
+    TAG_GATES,
+    TAG_IDENTICAL_TO,
+    TAG_ONNX_SHA256,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,29 @@ class RegisteredVersion:
     version: int
     run_id: str
     tags: dict[str, str]
+    # The earliest earlier version of the model with the same ONNX bytes (None: new bytes).
+    identical_to: int | None = None
+
+    def identical_notice(self) -> str | None:
+        """One line for logs and the CLI when the version repeats an earlier one's bytes."""
+        if self.identical_to is None:
+            return None
+        return (
+            f"{self.name} v{self.version} has the same ONNX bytes (sha256 "
+            f"{self.tags.get(TAG_ONNX_SHA256, '')[:16]}...) as v{self.identical_to}; "
+            f"registered anyway, tagged {TAG_IDENTICAL_TO}={self.identical_to}"
+        )
+
+
+def identical_version(client: MlflowClient, name: str, onnx_sha256: str) -> int | None:
+    """The earliest version of `name` whose recorded ONNX sha256 is `onnx_sha256`, if any."""
+    try:
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.`{TAG_ONNX_SHA256}` = '{onnx_sha256}'"
+        )
+    except MlflowException as error:
+        raise lookup_failed(error, f"could not list the versions of {name!r}") from None
+    return min((int(v.version) for v in found), default=None)
 
 
 def register_version(
@@ -40,11 +74,17 @@ def register_version(
         raise RegistryError(f"refusing to register {name!r} without tag(s): {', '.join(missing)}")
     try:
         client.get_registered_model(name)
+        same = identical_version(client, name, tags[TAG_ONNX_SHA256])
     except MlflowException:
+        same = None
         try:
             client.create_registered_model(name, description=description or None)
         except MlflowException:
             client.get_registered_model(name)  # created concurrently: fine if it exists now
+    if same is not None:
+        tags = {**tags, TAG_IDENTICAL_TO: str(same)}
+        identical = f"Same ONNX bytes as v{same} (sha256 {tags[TAG_ONNX_SHA256][:16]}...)."
+        version_description = f"{identical} {version_description}".strip()
     created = None
     try:
         created = client.create_model_version(
@@ -53,6 +93,7 @@ def register_version(
             run_id=run_id,
             tags=tags,
             model_id=model_id,
+            description=version_description or None,
             await_creation_for=60,
         )
         stored = client.get_model_version(name, created.version)
@@ -67,7 +108,7 @@ def register_version(
         if isinstance(error, RegistryError):
             raise
         raise RegistryError(f"registering {name!r} failed: {error}") from error
-    return RegisteredVersion(name, int(created.version), run_id or "", dict(stored.tags))
+    return RegisteredVersion(name, int(created.version), run_id or "", dict(stored.tags), same)
 
 
 def register_copy(
@@ -80,7 +121,11 @@ def register_copy(
         original = client.get_model_version(name, str(version))
     except MlflowException as error:
         raise lookup_failed(error, no_version(name, version)) from None
-    tags = {k: v for k, v in original.tags.items() if not k.startswith(TAG_GATES)}
+    tags = {
+        k: v
+        for k, v in original.tags.items()
+        if not k.startswith(TAG_GATES) and k != TAG_IDENTICAL_TO  # set afresh on the copy
+    }
     copy = register_version(
         client,
         name=name,

@@ -40,6 +40,14 @@ TAG_ATTESTATION = "chassis.attestation"
 
 # On a training run whose model equals an existing version (nothing new is registered).
 TAG_UNCHANGED_FROM = "chassis.unchanged_from"
+# On a version registered with the same ONNX bytes as an earlier version of its model (an
+# A/A copy, or `train` run twice): the earliest such version (see registration).
+TAG_IDENTICAL_TO = "chassis.identical_to"
+
+# MLflow 3's experiment kind (its UI reads this experiment tag; unset, it may open the
+# experiment in GenAI mode, on traces). Chassis's experiments hold training runs and models.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 # Registered-model tags: alias audit trail, change in progress, last crash recovery.
 AUDIT_TAG_PREFIX = "chassis.audit."

@@ -254,6 +254,10 @@ def test_kill_at_each_step_then_recover_leaves_all_before_or_all_after(
             home_registry().history(crash.model)[-1].intent
         )  # the record carries the intent token
         assert "had written its audit record: it stands" in recovered.stdout
+        # The kill came before the MLflow description was rewritten; the recovery did it.
+        last = home_registry().history(crash.model)[-1].sequence
+        described = home_registry().client.get_registered_model(crash.model).description
+        assert f"| {last} | " in (described or ""), described
     else:
         assert "undone, aliases restored" in recovered.stdout
 

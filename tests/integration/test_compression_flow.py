@@ -12,7 +12,7 @@ from chassis.compression.policy import CompressionPolicy
 from chassis.errors import ChassisError
 from flows.compression import compress
 from flows.training import train
-from tests.fixtures.registries import home_registry
+from tests.fixtures.registries import home_registry, version_signature
 
 
 def latest_artifact(key: str):
@@ -90,6 +90,12 @@ def test_compress_registers_the_best_candidate_with_its_recipe(chassis_home, tmp
         == hashlib.sha256(Path(files.onnx_path).read_bytes()).hexdigest()
     )
     assert files.weights_path is None
+    # The served (compressed) version shows the same schema in MLflow as its baseline.
+    signature = version_signature(trained.model_name, outcome.version)
+    assert signature == version_signature(trained.model_name, trained.version)
+    assert [(i["name"], i["tensor-spec"]) for i in signature["inputs"]] == [
+        ("features", {"dtype": "float32", "shape": [-1, 4]})
+    ]
 
 
 def test_over_compression_leaves_the_baseline_selected(chassis_home):

@@ -14,7 +14,7 @@ from chassis.gates import GatePolicy
 from flows.promotion import gates, promote, rollback
 from flows.release import release
 from tests.fixtures.cli import chassis
-from tests.fixtures.registries import home_registry
+from tests.fixtures.registries import home_registry, version_signature
 from tests.integration.test_training_flow import latest_artifact
 
 SPEC = "tests.fixtures.specs:good"
@@ -40,8 +40,35 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     assert promoted.aliases_after == {"champion": 2, "previous": 1}
     assert promote(model_name=MODEL, version=2, expected_champion=1).noop
 
+    described = home_registry().client.get_registered_model(MODEL).description or ""
+    assert "| 3 | " in described and "| promote | v2 | champion: v1 → v2; previous: none → v1" in (
+        described
+    )
     rolled = rollback(model_name=MODEL, reason="latency regression")
     assert rolled.aliases_after == {"champion": 1}
+    # The MLflow UI shows the trail as a table in the model's description, newest first.
+    described = home_registry().client.get_registered_model(MODEL).description or ""
+    assert "### Alias history" in described
+    rows = [line for line in described.splitlines() if line[:3].strip("| ").isdigit()]
+    assert [row.split(" | ")[3] for row in rows] == [
+        "rollback",
+        "promote",
+        "set-challenger",
+        "promote",
+    ]
+    assert rows[0].endswith("| v1 | champion: v2 → v1; previous: v1 → none | latency regression |")
+    assert "via flow run" in rows[0]
+    # The experiment is one of models, not GenAI, and versions carry their ONNX signature.
+    experiment = home_registry().client.get_experiment_by_name(MODEL)
+    assert experiment is not None
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    signature = version_signature(MODEL, 1)
+    assert [(i["name"], i["type"], i["tensor-spec"]) for i in signature["inputs"]] == [
+        ("features", "tensor", {"dtype": "float32", "shape": [-1, 4]})
+    ]
+    assert [(o["name"], o["tensor-spec"]) for o in signature["outputs"]] == [
+        ("logits", {"dtype": "float32", "shape": [-1, 3]})
+    ]
     actions = [(r.action, r.reason) for r in home_registry().history(MODEL)]
     assert actions == [
         ("promote", "first version to pass its gates: no champion to compare with"),

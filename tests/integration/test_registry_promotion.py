@@ -58,6 +58,14 @@ def test_promote_rollback_and_history(store):
     assert third.evidence == {"gate_report": "report-3"}
     assert third.at.endswith("+00:00")
 
+    # People read the same trail in the MLflow UI: the model's description, newest first.
+    description = home_registry().client.get_registered_model(MODEL).description or ""
+    rows = [line for line in description.splitlines() if line.startswith("| 4 |")]
+    assert (
+        len(rows) == 1 and "| rollback | v2 | champion: v3 → v2; previous: v2 → v1 |" in (rows[0])
+    )
+    assert "| 3 | " in description and "better accuracy" in description
+
 
 def test_refusals_change_nothing(store):
     make_versions(4, gates=("passed", "passed", "failed", "missing"))
@@ -97,6 +105,33 @@ def test_failure_midway_restores_aliases(store, monkeypatch):
     assert registry.current_aliases(MODEL) == {"champion": 1}
     assert len(registry.history(MODEL)) == 1
     assert [m.name for m in registry.client.search_registered_models()] == [MODEL]
+
+
+def test_a_failed_description_update_neither_undoes_nor_blocks_the_move(store, monkeypatch):
+    make_versions(2)
+    client = home_registry().client
+    client.update_registered_model(MODEL, description="Written by a person in the UI.")
+    promote(1, None)
+
+    def broken_update(self, *args, **kwargs):
+        raise OSError("registry hiccup")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "update_registered_model", broken_update)
+    change = promote(2, 1, reason="second")
+    assert change.aliases_after == {"champion": 2, "previous": 1}  # the move stands ...
+    assert change.description_problem is not None  # ... and the caller is told
+    assert "OSError: registry hiccup" in change.description_problem
+    registry = home_registry()  # before undo(), which also restores CHASSIS_HOME
+    monkeypatch.undo()
+    assert [r.action for r in registry.history(MODEL)] == ["promote", "promote"]
+    stale = registry.client.get_registered_model(MODEL).description or ""
+    assert "| 1 |" in stale and "| 2 |" not in stale
+
+    # The next audited move rewrites the whole table, the person's text kept above it.
+    registry.rollback(MODEL, actor="user:test", reason="back")
+    description = registry.client.get_registered_model(MODEL).description or ""
+    assert description.startswith("Written by a person in the UI.\n\n### Alias history")
+    assert all(f"| {n} |" in description for n in (1, 2, 3))
 
 
 def _race(home: str, version: int, ready, start, results) -> None:

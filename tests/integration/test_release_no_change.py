@@ -6,16 +6,26 @@ import json
 from chassis.registry import tags
 from chassis_cli.main import main
 from flows.release import release
-from flows.training import train
-from tests.fixtures.registries import home_registry
+from tests.fixtures.registries import home_registry, home_tracking
 from tests.integration.test_training_flow import latest_artifact
 
 SPEC = "tests.fixtures.specs:good"
+KIND = "mlflow.experimentKind"
 MODEL = "test-blobs"
 
 
 def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(chassis_home, capsys):
+    # The experiment exists already, made by an older Chassis without MLflow 3's kind tag
+    # (the MLflow UI then opens it as a GenAI experiment, on traces).
+    tracking = home_tracking()
+    client = tracking.client
+    older = client.create_experiment(MODEL, artifact_location=f"{tracking.artifact_root}/{MODEL}")
+    chosen = client.create_experiment("someone-elses", tags={KIND: "genai_development"})
     first = release(spec=SPEC, compression="off")
+    assert client.get_experiment(older).tags[KIND] == "custom_model_development"
+    # A kind someone chose is left alone.
+    assert tracking.ensure_experiment("someone-elses") == chosen
+    assert client.get_experiment(chosen).tags[KIND] == "genai_development"
     assert first.alias is not None
     assert first.no_change is None and first.alias.aliases_after == {"champion": 1}
     history = home_registry().history(MODEL)
@@ -55,10 +65,26 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     assert sorted(r.data.tags.get("chassis.unchanged_from", "-") for r in runs) == ["-", "1"]
 
     # The registry itself still registers identical bytes when asked explicitly (an A/A
-    # benchmark does so on purpose): train on its own registers what it trained.
-    again = train(spec=SPEC)
-    assert again.registered and again.version == 2
-    assert again.onnx_sha256 == home_registry().version_tags(MODEL, 1)["chassis.onnx_sha256"]
+    # benchmark does so on purpose): train on its own registers what it trained, and says so.
+    capsys.readouterr()
+    assert main(["train", "--spec", SPEC]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "test-blobs version 2 registered" in printed
+    assert "note: the same ONNX bytes as v1 (registered anyway; tagged chassis.identical_to)" in (
+        printed
+    )
+    v2 = home_registry().client.get_model_version(MODEL, "2")
+    assert (
+        v2.tags["chassis.onnx_sha256"]
+        == home_registry().version_tags(MODEL, 1)["chassis.onnx_sha256"]
+    )
+    assert v2.tags[tags.TAG_IDENTICAL_TO] == "1"
+    described = v2.description or ""
+    assert described.startswith("Same ONNX bytes as v1 (sha256 ")
+    assert "Trained by Chassis from tests.fixtures.specs:good" in described
+    # The deliberate A/A copy is registered too, and points at the earliest equal version.
+    copy = home_registry().register_copy(MODEL, 2, "A/A check")
+    assert home_registry().version_tags(MODEL, copy)[tags.TAG_IDENTICAL_TO] == "1"
 
 
 def test_a_release_equal_to_the_bytes_the_champion_was_compressed_from_is_no_change(

@@ -29,7 +29,7 @@ from flows.rollout import rollout
 from flows.training import import_model
 from tests.fixtures.gateway import GatewayProcess
 from tests.fixtures.prediction_log import logged_rows, wait_until_logged
-from tests.fixtures.registries import home_registry
+from tests.fixtures.registries import home_registry, version_signature
 from tests.fixtures.text_specs import (
     MAX_LENGTH,
     TOKENIZER_ENV,
@@ -88,6 +88,12 @@ def test_text_model_is_imported_gated_and_compressed_with_its_own_tokenizer(
     int8_tags = registry.version_tags(MODEL, compressed.version)
     assert int8_tags[TAG_TOKENIZER_SHA256] == tags[TAG_TOKENIZER_SHA256]
     assert int8_tags[TAG_TEXT_INPUT] == tags[TAG_TEXT_INPUT]
+    # In MLflow both versions take int64 token ids, one row of MAX_LENGTH per text.
+    signature = version_signature(MODEL, compressed.version)
+    assert signature == version_signature(MODEL, imported.version)
+    assert [(i["name"], i["tensor-spec"]) for i in signature["inputs"]] == [
+        (TEXT_INPUT_NAME, {"dtype": "int64", "shape": [-1, MAX_LENGTH]})
+    ]
 
     # Read through the new vocabulary, the texts would be other ids and the int8 version's
     # accuracy would fall far below its baseline's: the gate against the baseline holds.

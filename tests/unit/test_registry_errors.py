@@ -97,7 +97,12 @@ class StoreRefusingLogs:
         self.terminated: list[str] = []
 
     def get_experiment_by_name(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(experiment_id="1", lifecycle_stage="active")
+        # Made by Chassis, with its kind (so no tag is written before the failing log).
+        return SimpleNamespace(
+            experiment_id="1",
+            lifecycle_stage="active",
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
 
     def create_run(self, experiment_id: str, **kwargs: object) -> SimpleNamespace:
         return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
