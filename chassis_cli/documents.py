@@ -475,7 +475,8 @@ class DriftDocument(Document):
     skipped_files: list[str]
     serving_suite: str
     serving_suite_failures: list[str]
-    report_uri: str | None
+    report_uri: str | None  # where the store keeps the Evidently report (file://, s3://)
+    report_url: str | None  # the report's page in the MLflow UI
     event_emitted: bool
 
     @classmethod

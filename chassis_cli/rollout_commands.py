@@ -255,5 +255,7 @@ def print_drift(document: "DriftDocument") -> None:
     out.print(f"serving suite: {document.serving_suite}", soft_wrap=True)
     for failure in document.serving_suite_failures:
         out.print(f"  {failure}", soft_wrap=True)
+    if document.report_url:
+        out.print(f"Evidently report: {document.report_url}", soft_wrap=True)
     if document.report_uri:
-        out.print(f"Evidently report: {document.report_uri}", soft_wrap=True)
+        out.print(f"stored at: {document.report_uri}", soft_wrap=True)

@@ -329,3 +329,28 @@ def test_only_the_console_is_quieted_and_only_while_the_command_runs():
         apis = [h for h in run_handlers if isinstance(h, APILogHandler)]
         assert apis and not any(h.filters for h in apis)
     assert not any(isinstance(f, RunFailuresFilter) for h in root for f in h.filters)
+
+
+def test_the_drift_document_carries_every_field_of_the_flows_outcome():
+    from chassis_cli.documents import DriftDocument
+    from flows.monitoring import DriftOutcome
+
+    outcome = DriftOutcome(
+        model_name=MODEL,
+        champion_version=3,
+        verdict="drift",
+        drifted_share=0.5,
+        drifted_columns=["x1"],
+        served_rows=300,
+        non_finite_rows_dropped=0,
+        skipped_files=[],
+        serving_suite="not run",
+        serving_suite_failures=[],
+        report_uri="file:///tmp/report.html",
+        event_emitted=True,
+        report_url="http://127.0.0.1:5000/#/experiments/1/runs/r/artifactPath/drift/r.html",
+    )
+    document = json.loads(DriftDocument.of(outcome).model_dump_json())
+    fields = outcome.model_dump()
+    fields["model"] = fields.pop("model_name")
+    assert document == fields
