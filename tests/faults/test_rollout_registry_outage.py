@@ -535,7 +535,8 @@ def worker_killed(
             worker.wait(timeout=10)
     result = WorkerKilled(
         version=version,
-        run=run,
+        # As it is now: the flow's run name template renamed it when it started.
+        run=server.get(f"/flow_runs/{run['id']}"),
         at_kill=at_kill,
         flow_alive=flow_alive,
         flow_own_group=flow_own_group,
