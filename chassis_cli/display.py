@@ -118,7 +118,7 @@ def print_training(document: "TrainingDocument", settings: "ChassisSettings") ->
             f"note: the same ONNX bytes as v{document.identical_to} (registered anyway; "
             "tagged chassis.identical_to)"
         )
-    print_where_to_look(document.mlflow_version_url, None, settings)
+    print_where_to_look(document, None, settings)
 
 
 def number(value: float | None, spec: str) -> str:
@@ -132,7 +132,7 @@ def print_release(document: "ReleaseDocument", settings: "ChassisSettings") -> N
             f"Release: {document.no_change}. Nothing was gated or rolled out; no alias moved.",
             soft_wrap=True,
         )
-        print_where_to_look(None, document.prefect_flow_run_url, settings)
+        print_where_to_look(document.training, document.prefect_flow_run_url, settings)
         return
     if document.compression is not None:
         out.print(
@@ -151,16 +151,19 @@ def print_release(document: "ReleaseDocument", settings: "ChassisSettings") -> N
             f"v{rollout.version} promoted to champion",
             soft_wrap=True,
         )
-    print_where_to_look(None, document.prefect_flow_run_url, settings)
+    print_where_to_look(document.training, document.prefect_flow_run_url, settings)
 
 
 def print_where_to_look(
-    mlflow_url: str | None, prefect_url: str | None, settings: "ChassisSettings"
+    training: "TrainingDocument", prefect_url: str | None, settings: "ChassisSettings"
 ) -> None:
-    if mlflow_url:
-        out.print(f"MLflow version: {mlflow_url}", soft_wrap=True)
+    """The MLflow pages of a trained version (its experiment's runs, the version) and the
+    Prefect run that made it; how to open them if no `chassis ui` serves them now."""
+    out.print(f"MLflow runs: {training.mlflow_experiment_url}", soft_wrap=True)
+    out.print(f"MLflow version: {training.mlflow_version_url}", soft_wrap=True)
     if prefect_url:
         out.print(f"Prefect flow run: {prefect_url}", soft_wrap=True)
+    if settings.running_ui() is None:
         out.print(f"Start both UIs with `make ui` (or `chassis ui`); state is in {settings.home}")
 
 
