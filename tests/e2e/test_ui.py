@@ -230,8 +230,8 @@ def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
         assert release.subflow_names and release.artifact_keys, release
         assert document["prefect_flow_run_url"] == f"{prefect_url}/runs/flow-run/{release.run_id}"
         training = document["training"]
-        links = {k: training[k] for k in ("mlflow_experiment_url", "mlflow_run_url")}
-        links["mlflow_version_url"] = training["mlflow_version_url"]
+        pages = ("mlflow_experiment_url", "mlflow_run_url", "mlflow_version_url")
+        links = {page: training[page] for page in pages}
         for link in links.values():
             assert link.startswith(f"{mlflow_url}/#/"), links
             assert link.endswith("?workflowType=machine_learning"), links

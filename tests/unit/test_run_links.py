@@ -5,6 +5,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
 from chassis.settings import ChassisSettings
 from chassis.tracking import MlflowLinks, StoredArtifact, flow_run_url, prefect_ui_url
+from tasks.rollout import fleet_description
 
 
 def test_the_link_follows_the_api_url_in_effect():
@@ -62,4 +63,15 @@ def test_mlflow_links_go_to_the_ui_a_person_looks_at(chassis_home, monkeypatch):
     assert artifact.ui_url(ChassisSettings()) == (
         "http://127.0.0.1:5100/#/experiments/3/runs/ab12/artifactPath/drift/r.html"
         "?workflowType=machine_learning"
+    )
+
+
+def test_a_temporary_gateway_is_not_logged_as_a_link():
+    # It is stopped when the rollout ends: a link in the run's log would lead nowhere.
+    line = fleet_description(["http://127.0.0.1:41234"], embedded=True)
+    assert "http" not in line
+    assert "127.0.0.1:41234" in line and "temporary" in line
+    # Gateways that outlive the run are named by their URLs.
+    assert fleet_description(["http://gw:8000"], embedded=False) == (
+        "1 gateway replica(s) http://gw:8000 (already running)"
     )
