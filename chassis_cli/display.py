@@ -217,10 +217,11 @@ def _aliases(aliases: dict[str, int]) -> str:
     return ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "none"
 
 
-def print_history(document: "HistoryDocument") -> None:
+def print_history(document: "HistoryDocument", model_url: str) -> None:
     """The audit trail as a table, oldest first, like `git log --reverse` reads; then each
     move's evidence (gate report, flow run) as whole lines, where a terminal can open the
-    links (a table column would fold them)."""
+    links (a table column would fold them); then the model's MLflow page (`model_url`),
+    whose description shows the same trail."""
     now = _aliases(document.aliases) if document.aliases else "no aliases"
     if not document.records:
         out.print(f"{document.model}: no alias has moved yet; now {now}")
@@ -243,6 +244,11 @@ def print_history(document: "HistoryDocument") -> None:
     for record in document.records:
         for name, value in record.evidence.items():
             out.print(f"#{record.sequence} {name}: {value}", soft_wrap=True, highlight=False)
+    out.print(
+        f"In MLflow (alias history in its description): {model_url}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def _move(move: "AliasMoveEntry") -> str:
