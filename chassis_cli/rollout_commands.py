@@ -148,7 +148,7 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 def _traffic(args: argparse.Namespace, context: Context) -> int:
     from chassis.errors import ChassisError
     from chassis.registry import Registry
-    from chassis.traffic import replay
+    from chassis.traffic import replay, require_served
     from chassis_cli.display import progress
     from chassis_cli.documents import TrafficDocument
 
@@ -165,6 +165,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     if args.drift:
         rows = drifted_rows(args.model, rows, args.drift, args.texts)
     url = args.gateway_url or settings.resolved_gateway_url()
+    require_served(url, args.model)
     with progress("traffic", f"to {url} (at most {args.requests} requests in {args.seconds:g} s)"):
         report = replay(
             url,
