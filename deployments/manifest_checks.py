@@ -13,6 +13,7 @@ tests/unit/test_kubernetes_manifests.py runs these checks on the shipped base an
 copies of it.
 """
 
+import json
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,26 @@ import yaml
 
 KUBERNETES_VERSION = "1.31.0"
 BASE = Path(__file__).with_name("kubernetes")
+# The chassis-kubernetes work pool's base job template (deployments/prefect_job_template.py).
+JOB_TEMPLATE = BASE / "prefect-base-job-template.json"
+# Values a Prefect worker puts in the template's placeholders, to validate the Job it makes.
+JOB_SAMPLE: dict[str, Any] = {
+    "command": ["prefect", "flow-run", "execute"],
+    "env": [{"name": "PREFECT__FLOW_RUN_ID", "value": "0"}],
+    "labels": {"prefect.io/flow-run-id": "0"},
+    "annotations": {},
+    "name": "flow-run",
+    "namespace": "chassis",
+    "image": "chassis",
+    "service_account_name": "chassis",
+    "image_pull_policy": "IfNotPresent",
+    "backoff_limit": 0,
+    "finished_job_ttl": 3600,
+    "cpu_request": "500m",
+    "cpu_limit": "2",
+    "memory_request": "1Gi",
+    "memory_limit": "2Gi",
+}
 
 # Custom resources: not in the core schemas; each gets its own checks below instead.
 CUSTOM_KINDS = {
@@ -87,12 +108,64 @@ def load_base(base: Path = BASE) -> list[Manifest]:
 
 def unlisted_files(base: Path = BASE) -> list[str]:
     """YAML files in the base that kustomization.yaml does not list (kustomize would skip
-    them silently), and listed files that do not exist."""
-    listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
+    them silently), and listed files (resources, generators' files) that do not exist."""
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
     present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
-    return [f"{name}: not listed in kustomization.yaml resources" for name in present - listed] + [
-        f"kustomization.yaml: lists {name}, which does not exist" for name in listed - present
+    generated = {
+        file
+        for generator in kustomization.get("configMapGenerator") or []
+        for file in generator.get("files") or []
+    }
+    return (
+        [f"{name}: not listed in kustomization.yaml resources" for name in present - listed]
+        + [f"kustomization.yaml: lists {name}, which does not exist" for name in listed - present]
+        + [
+            f"kustomization.yaml: configMapGenerator names {name}, which does not exist"
+            for name in sorted(generated)
+            if not (base / name).is_file()
+        ]
+    )
+
+
+def job_template_problems(template: dict[str, Any], manifests: list[Manifest]) -> list[str]:
+    """The work pool's base job template: every placeholder is a variable of the template,
+    and the Job a worker makes from it passes the schemas and the pod rules of the base."""
+    where = JOB_TEMPLATE.name
+    found: list[str] = []
+    configuration = template.get("job_configuration", {})
+    variables = set(template.get("variables", {}).get("properties", {}))
+    used = set(re.findall(r"\{\{ *(\w+) *\}\}", json.dumps(configuration)))
+    found += [
+        f"{where}: {{{{ {name} }}}} is no variable of the template"
+        for name in sorted(used - variables)
     ]
+    job = _rendered(configuration.get("job_manifest", {}))
+    found += schema_problems(Manifest(where, job))
+    pod = job.get("spec", {}).get("template", {}).get("spec", {})
+    config_maps = {m.name for m in manifests if m.kind == "ConfigMap"}
+    for index, container in enumerate(pod.get("containers", [])):
+        at = f"{where}: containers[{index}] ({container.get('name')})"
+        found += list(security_problems(at, pod, container))
+        for source in container.get("envFrom") or []:
+            name = (source.get("configMapRef") or {}).get("name")
+            if name is not None and name not in config_maps:
+                found.append(f"{at}: envFrom names ConfigMap {name}, which is not in the base")
+    return found
+
+
+def _rendered(value: Any) -> Any:
+    """`value` with each "{{ name }}" string replaced by the worker's kind of value."""
+    if isinstance(value, dict):
+        return {k: _rendered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rendered(v) for v in value]
+    if isinstance(value, str):
+        whole = re.fullmatch(r"\{\{ *(\w+) *\}\}", value)
+        if whole:
+            return JOB_SAMPLE.get(whole.group(1), value)
+        return re.sub(r"\{\{ *(\w+) *\}\}", lambda m: str(JOB_SAMPLE.get(m.group(1))), value)
+    return value
 
 
 def problems(manifests: list[Manifest]) -> list[str]:
@@ -531,7 +604,9 @@ def service_monitor_problems(manifests: list[Manifest]) -> Iterator[str]:
 
 
 def main() -> int:
-    found = unlisted_files() + problems(load_base())
+    manifests = load_base()
+    template = json.loads(JOB_TEMPLATE.read_text())
+    found = unlisted_files() + problems(manifests) + job_template_problems(template, manifests)
     for line in found:
         print(line, file=sys.stderr)
     if not found:

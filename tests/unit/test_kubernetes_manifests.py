@@ -3,6 +3,7 @@ stated version, and against Chassis's own rules (deployments/manifest_checks.py)
 is shown to catch a broken copy of the shipped manifests, naming the field that is wrong."""
 
 import copy
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -12,10 +13,12 @@ from typing import Any
 from chassis_cli.main import build_parser
 from deployments.manifest_checks import (
     BASE,
+    JOB_TEMPLATE,
     KUBERNETES_VERSION,
     Manifest,
     chassis_command,
     exported_metric_names,
+    job_template_problems,
     load_base,
     problems,
     unlisted_files,
@@ -277,3 +280,39 @@ def test_the_manifests_run_the_image_as_the_user_the_dockerfile_creates():
         if manifest.kind == "Deployment":
             context = manifest.document["spec"]["template"]["spec"]["securityContext"]
             assert context["runAsUser"] == int(uid.group(1)), manifest.where
+
+
+def job_pod(template: dict[str, Any]) -> dict[str, Any]:
+    return template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+
+
+def test_the_flow_run_job_template_passes_and_gives_pods_the_settings_and_secrets():
+    template = json.loads(JOB_TEMPLATE.read_text())
+    assert job_template_problems(template, BASE_MANIFESTS) == []
+    references = job_pod(template)["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "chassis-secrets"}} in references
+    assert {"configMapRef": {"name": "chassis-settings"}} in references
+    # The worker gives flow-run pods `args: prefect flow-run execute`: the entrypoint's case.
+    assert job_pod(template)["containers"][0]["args"] == "{{ command }}"
+
+
+def test_a_flow_run_pod_running_as_root_is_refused():
+    template = json.loads(JOB_TEMPLATE.read_text())
+    job_pod(template)["securityContext"]["runAsUser"] = 0
+    found = job_template_problems(template, BASE_MANIFESTS)
+    only_problem(found, "prefect-base-job-template.json", "prefect-job", "runAsUser is 0")
+
+
+def test_prefects_misplaced_job_fields_in_the_pod_spec_are_refused_by_the_schema():
+    # The default template puts completions in the pod spec; ours takes it out.
+    template = json.loads(JOB_TEMPLATE.read_text())
+    job_pod(template)["completions"] = 1
+    found = job_template_problems(template, BASE_MANIFESTS)
+    only_problem(found, "spec.template.spec", "completions")
+
+
+def test_a_placeholder_the_template_has_no_variable_for_is_named():
+    template = json.loads(JOB_TEMPLATE.read_text())
+    job_pod(template)["priorityClassName"] = "{{ priority_class }}"
+    found = job_template_problems(template, BASE_MANIFESTS)
+    assert any("{{ priority_class }} is no variable" in p for p in found), found
