@@ -13,6 +13,7 @@ tests/unit/test_kubernetes_manifests.py runs these checks on the shipped base an
 copies of it.
 """
 
+import functools
 import json
 import re
 import sys
@@ -178,6 +179,17 @@ def problems(manifests: list[Manifest]) -> list[str]:
 
 
 def schema_problems(manifest: Manifest) -> list[str]:
+    # The same resource validates the same way: the tests check many copies of the base
+    # that differ in one resource, and the schemas' references make each check slow-ish.
+    return list(_schema_problems(manifest.file, json.dumps(manifest.document, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problems(file: str, document_json: str) -> tuple[str, ...]:
+    return tuple(_validate(Manifest(file, json.loads(document_json))))
+
+
+def _validate(manifest: Manifest) -> list[str]:
     import kubernetes_validate
 
     expected_api = CUSTOM_KINDS.get(manifest.kind)
@@ -285,6 +297,12 @@ def security_problems(
         yield f"{where}: securityContext.readOnlyRootFilesystem is not true"
     if context.get("allowPrivilegeEscalation") is not False:
         yield f"{where}: securityContext.allowPrivilegeEscalation is not false"
+    # What else the namespace's `restricted` Pod Security level refuses a pod for.
+    if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+        yield f"{where}: securityContext.capabilities.drop does not include ALL"
+    seccomp = context.get("seccompProfile", pod_context.get("seccompProfile")) or {}
+    if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+        yield f"{where}: securityContext.seccompProfile.type is not RuntimeDefault"
 
 
 def resource_problems(where: str, container: Mapping[str, Any]) -> Iterator[str]:

@@ -182,6 +182,18 @@ def test_a_writable_root_filesystem_is_refused():
     only_problem(broken(writable), "readOnlyRootFilesystem")
 
 
+def test_a_pod_the_restricted_pod_security_level_would_refuse_is_named():
+    def loose(manifests: list[Manifest]) -> None:
+        pod = find(manifests, "Deployment", "mlflow")["spec"]["template"]["spec"]
+        del pod["securityContext"]["seccompProfile"]
+        del pod["containers"][0]["securityContext"]["capabilities"]
+
+    found = broken(loose)
+    assert len(found) == 2 and all("Deployment mlflow" in p for p in found), found
+    assert "capabilities.drop does not include ALL" in found[0]
+    assert "seccompProfile.type is not RuntimeDefault" in found[1]
+
+
 def test_an_env_var_that_is_no_chassis_setting_is_named():
     def misspelt(manifests: list[Manifest]) -> None:
         env_entry(gateway_container(manifests), "CHASSIS_GATEWAY_DRAIN_SECONDS")["name"] = (
