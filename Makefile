@@ -69,6 +69,10 @@ deploy: $(STAMP) ## Apply deployments/prefect.yaml to the Prefect server at PREF
 kubernetes-deployments: $(STAMP) ## Regenerate deployments/prefect-kubernetes.yaml from deployments/prefect.yaml
 	$(BIN)/python -m deployments.kubernetes
 
+.PHONY: kubernetes-check
+kubernetes-check: $(STAMP) ## Validate deployments/kubernetes/ offline (Kubernetes 1.31 schemas, Chassis's rules)
+	$(BIN)/python -m deployments.manifest_checks
+
 bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server under wrk (see BENCHMARKS.md)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py
