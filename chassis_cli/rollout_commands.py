@@ -108,7 +108,7 @@ def add_rollout_parsers(commands: Any) -> None:
         "drift-check",
         help="compare served traffic with the champion's training data",
         description="Run the drift_check flow: the prediction log of the last --window-minutes "
-        "against the champion's reference snapshot (Evidently). Exit 1 on a data-quality "
+        "(or from --since) against the champion's reference snapshot (Evidently). Exit 1 on a data-quality "
         "failure; on drift the retraining event is emitted.",
     )
     drift.add_argument("--model", required=True, help="registered-model name")
