@@ -108,8 +108,8 @@ def add_rollout_parsers(commands: Any) -> None:
         "drift-check",
         help="compare served traffic with the champion's training data",
         description="Run the drift_check flow: the prediction log of the last --window-minutes "
-        "(or from --since) against the champion's reference snapshot (Evidently). Exit 1 on a data-quality "
-        "failure; on drift the retraining event is emitted.",
+        "(or from --since) against the champion's reference snapshot (Evidently). Exit 1 on "
+        "a data-quality failure; on drift the retraining event is emitted.",
     )
     drift.add_argument("--model", required=True, help="registered-model name")
     window = drift.add_mutually_exclusive_group()
