@@ -143,6 +143,11 @@ class Plan:
         return not self.moves
 
 
+def describe_aliases(aliases: Mapping[str, int]) -> str:
+    """Aliases as people read them: "@challenger v3, @champion v1", or "none"."""
+    return ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "none"
+
+
 def check_alias(alias: str) -> str:
     if alias not in ALIASES:
         raise RegistryError(f"unknown alias {alias!r}; Chassis manages {', '.join(ALIASES)}")

@@ -55,9 +55,12 @@ class Tracker(Protocol):
 
 
 class Reporter(Protocol):
-    """Where trackers report: the rich display, log lines, or nowhere."""
+    """Where trackers report: the rich display, log lines, or nowhere. `step` names the
+    step (a Prefect task run) that starts now."""
 
     def start(self, description: str, total: float | None, unit: str, rate: bool) -> Tracker: ...
+
+    def step(self, name: str) -> None: ...
 
 
 def mode() -> Mode:
@@ -109,6 +112,9 @@ class NullReporter:
     def start(self, description: str, total: float | None, unit: str, rate: bool) -> Tracker:
         return _NULL_TRACKER
 
+    def step(self, name: str) -> None:
+        pass
+
 
 NULL_REPORTER = NullReporter()
 
@@ -138,6 +144,11 @@ def current() -> Reporter:
     if display is not None:
         return display
     return _fallback.get() or NULL_REPORTER
+
+
+def step(name: str) -> None:
+    """Say that the step `name` starts (the CLI's status line shows it)."""
+    current().step(name)
 
 
 @contextmanager
@@ -191,6 +202,9 @@ class LogReporter:
 
     def start(self, description: str, total: float | None, unit: str, rate: bool) -> Tracker:
         return _LogTracker(self, description, total, unit, rate)
+
+    def step(self, name: str) -> None:
+        pass  # Prefect's log lines carry the task run's name already
 
 
 class _LogTracker:

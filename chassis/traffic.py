@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from chassis import progress
+from chassis.errors import GatewayError
 
 
 @dataclass
@@ -29,6 +30,41 @@ class TrafficReport:
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if status != 200)
+
+
+def require_served(url: str, model: str, timeout: float = 10.0) -> None:
+    """Raise GatewayError unless a gateway at `url` answers and serves `model`: sent to
+    nobody, every request would only be counted as "no answer"."""
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
+    except httpx.HTTPError as error:
+        raise GatewayError(
+            f"no gateway answers at {url} ({type(error).__name__}: {error}); "
+            "start one with `chassis serve`, or give its address with --gateway-url"
+        ) from None
+    served = _served_models(answer)
+    if served is None:
+        raise GatewayError(
+            f"{url} is not a Chassis gateway: GET /v1/models answered "
+            f"{answer.status_code} without a list of models"
+        )
+    if model not in served:
+        raise GatewayError(
+            f"the gateway at {url} does not serve {model} "
+            f"(it serves: {', '.join(served) or 'nothing'})"
+        )
+
+
+def _served_models(answer: httpx.Response) -> list[str] | None:
+    if answer.status_code != 200:
+        return None
+    try:
+        models = answer.json().get("models")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(models, list):
+        return None
+    return [str(m) for m in models]
 
 
 def replay(

@@ -13,6 +13,8 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 
+from chassis.aliases import describe_aliases
+
 if TYPE_CHECKING:
     from chassis.settings import ChassisSettings
     from chassis_cli.documents import (
@@ -49,17 +51,28 @@ out = UncutConsole()
 
 
 class StepStatus(logging.Handler):
-    """Shows the task Prefect is running (and its latest log line) on the status line."""
+    """Shows the step Prefect runs now, with its latest log line, on the status line. A
+    step's start is announced by its run name (chassis.progress.step); its end line
+    ("Finished in state ...") is left out, so the status never names a finished step as
+    if it still ran."""
 
     def __init__(self, update: Any) -> None:
         super().__init__(logging.INFO)
         self.update = update
 
     def emit(self, record: logging.LogRecord) -> None:
-        step = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
-        if step:
-            message = escape(record.getMessage().splitlines()[0][:70])
-            self.update(f"[bold cyan]{escape(step)}[/] {message}")
+        step = next(
+            (
+                name
+                for field in ("task_run_name", "task_name", "flow_run_name", "flow_name")
+                if isinstance(name := getattr(record, field, None), str) and name
+            ),
+            None,
+        )
+        message = record.getMessage()
+        if step and not message.startswith("Finished in state"):
+            line = escape(message.splitlines()[0][:70] if message else "")
+            self.update(f"[bold cyan]{escape(step)}[/] {line}")
 
 
 @contextmanager
@@ -201,24 +214,23 @@ def print_gates(document: "GatesDocument") -> None:
 
 def print_alias_outcome(document: "AliasChangeDocument") -> None:
     if not document.changed:
-        out.print(f"{document.model}: nothing to do, already {_aliases(document.aliases_after)}")
+        out.print(
+            f"{document.model}: nothing to do, already {describe_aliases(document.aliases_after)}"
+        )
         return
     out.print(
         f"{document.model}: {document.action} recorded as audit #{document.audit_sequence}; "
-        f"aliases {_aliases(document.aliases_before)} -> {_aliases(document.aliases_after)}",
+        f"aliases {describe_aliases(document.aliases_before)} -> "
+        f"{describe_aliases(document.aliases_after)}",
         soft_wrap=True,
     )
-
-
-def _aliases(aliases: dict[str, int]) -> str:
-    return ", ".join(f"@{a} v{v}" for a, v in sorted(aliases.items())) or "none"
 
 
 def print_history(document: "HistoryDocument") -> None:
     """The audit trail as a table, oldest first, like `git log --reverse` reads; then each
     move's evidence (gate report, flow run) as whole lines, where a terminal can open the
     links (a table column would fold them)."""
-    now = _aliases(document.aliases) if document.aliases else "no aliases"
+    now = describe_aliases(document.aliases) if document.aliases else "no aliases"
     if not document.records:
         out.print(f"{document.model}: no alias has moved yet; now {now}")
         return

@@ -6,6 +6,7 @@ one line and an exit code; each command's work is in its own module, given a `Co
 
 import argparse
 import contextlib
+import difflib
 import sys
 from collections.abc import Sequence
 
@@ -52,9 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unrecognized(command: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """argparse's message, with the closest option the command has for each unknown one."""
+    known = [o for action in command._actions for o in action.option_strings]
+    guesses = {
+        given: close[0]
+        for given in unknown
+        if given.startswith("-")
+        and (close := difflib.get_close_matches(given.split("=")[0], known, n=1, cutoff=0.6))
+    }
+    if len(guesses) == 1:
+        hint = f" (did you mean {next(iter(guesses.values()))}?)"
+    elif guesses:
+        hint = f" (did you mean {', '.join(f'{o} for {g}' for g, o in guesses.items())}?)"
+    else:
+        hint = ""
+    return f"unrecognized arguments: {' '.join(unknown)}{hint}"
+
+
 def main(argv: Sequence[str] | None = None, context: Context | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Left to argparse, an option the command does not know is refused with the top-level
+    # usage ("chassis [-h] [--version] COMMAND ..."), which does not list it: refused here
+    # with the command's own usage, and the option it was probably meant to be.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error(unrecognized(command_parser, unknown))
     handler: Handler = args.handler
     context = context or Context()
     context.as_json = bool(getattr(args, "json", False))
@@ -67,8 +92,10 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
         ):
             return handler(args, context)
     except UsageError as error:
-        command_parser: argparse.ArgumentParser = args.command_parser
-        command_parser.error(str(error))  # exits 2, like argparse's own refusals
+        failed_command: argparse.ArgumentParser = args.command_parser
+        failed_command.error(
+            str(error)
+        )  # exits 2, like argparse's own refusals  # exits 2, like argparse's own refusals
     except ChassisError as error:
         return fail(context, str(error), error_kind(error), EXIT_FAILURE)
     except KeyboardInterrupt:

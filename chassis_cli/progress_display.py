@@ -1,5 +1,5 @@
-"""The CLI's live display on stderr: a status line (the step Prefect runs, its latest log
-line) above one progress bar per piece of work the core tracks (chassis.progress).
+"""The CLI's live display on stderr: a status line (the step Prefect runs now, and its
+latest log line) above one progress bar per piece of work the core tracks (chassis.progress).
 
 One rich `Live` draws both, so the status spinner and the bars never fight over the
 terminal. It never writes to stdout (`redirect_stdout=False`: a command's result printed
@@ -16,6 +16,7 @@ from typing import IO, cast
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.spinner import Spinner
 from rich.text import Text
@@ -99,6 +100,9 @@ class LiveDisplay:
 
     def status(self, text: str) -> None:
         self.spinner.update(text=text)
+
+    def step(self, name: str) -> None:
+        self.status(f"[bold cyan]{escape(name)}[/]")
 
     def start(self, description: str, total: float | None, unit: str, rate: bool) -> Tracker:
         return _BarTracker(self.bars, description, total, unit, rate)

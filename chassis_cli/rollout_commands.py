@@ -168,7 +168,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
 
     from chassis.errors import ChassisError
     from chassis.registry import Registry
-    from chassis.traffic import replay
+    from chassis.traffic import replay, require_served
     from chassis_cli.display import progress
     from chassis_cli.documents import TrafficDocument
 
@@ -182,6 +182,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
     if args.drift:
         rows = drifted_rows(args.model, rows, args.drift, args.texts)
     url = args.gateway_url or context.settings.resolved_gateway_url()
+    require_served(url, args.model)
     # Whole seconds, rounded down: the first request is served at or after it.
     started = datetime.now(UTC).replace(microsecond=0)
     with progress("traffic", f"to {url} (at most {args.requests} requests in {args.seconds:g} s)"):

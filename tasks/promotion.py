@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from chassis import progress
-from chassis.aliases import CHAMPION
+from chassis.aliases import CHAMPION, describe_aliases
 from chassis.errors import GatesFailed
 from chassis.gates import (
     GatePolicy,
@@ -146,7 +146,8 @@ def publish_alias_change(change: AliasChange) -> None:
     record = change.audit
     if record is None:
         publish_markdown(
-            f"# {change.name}: {change.action} was already done\n\nAliases: {change.aliases_after}",
+            f"# {change.name}: {change.action} was already done\n\n"
+            f"Aliases: {describe_aliases(change.aliases_after)}",
             "alias-change",
             change.name,
             description="No alias moved (repeated request)",
@@ -162,8 +163,9 @@ def publish_alias_change(change: AliasChange) -> None:
     publish_markdown(
         f"# {change.name}: {change.action} (audit #{record.sequence})\n\n"
         f"- when: {record.at}\n- who: {record.actor}\n- why: {record.reason}\n\n"
-        f"## Evidence\n{evidence}\n\n## Aliases\n- before: {change.aliases_before}\n"
-        f"- after: {change.aliases_after}\n",
+        f"## Evidence\n{evidence}\n\n"
+        f"## Aliases\n- before: {describe_aliases(change.aliases_before)}\n"
+        f"- after: {describe_aliases(change.aliases_after)}\n",
         "alias-change",
         change.name,
         description=f"Audit record #{record.sequence}",
@@ -174,7 +176,11 @@ def _finish(change: AliasChange) -> AliasChange:
     publish_alias_change(change)
     logger = get_run_logger()
     logger.info(
-        "%s %s: %s -> %s", change.action, change.name, change.aliases_before, change.aliases_after
+        "%s %s: aliases %s -> %s",
+        change.action,
+        change.name,
+        describe_aliases(change.aliases_before),
+        describe_aliases(change.aliases_after),
     )
     if change.description_problem:
         logger.warning(change.description_problem)

@@ -36,7 +36,7 @@ from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
 from chassis.version_loader import evaluation_rows
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.options import NO_CACHE_TASK
+from tasks.options import NO_CACHE_TASK, named
 
 
 def preflight(
@@ -54,11 +54,13 @@ def preflight(
 
 # Named for what it judges, e.g. "canary 25% digits-mlp v3": every step of every rollout
 # was "rollout-step-<random>" in the run graph.
-@task(
-    name="rollout-step",
-    task_run_name="{label} {candidate.model} v{candidate.version}",
+ROLLOUT_STEP_TASK: dict[str, Any] = {
     **NO_CACHE_TASK,
-)
+    "task_run_name": named("{label} {candidate.model} v{candidate.version}"),
+}
+
+
+@task(name="rollout-step", **ROLLOUT_STEP_TASK)
 def run_step(
     fleet: Fleet, split: RolloutRecord, label: str, compare: bool, candidate: Candidate
 ) -> StepAnalysis:

@@ -62,24 +62,26 @@ class StepAnalysis:
     samples_needed: int = 0
 
     def rows(self) -> list[dict[str, str]]:
+        # The verdict before the long "observed" text: it is what a reader looks for, and a
+        # wide table must not push it off-screen.
         return [
             {
                 "step": self.step,
+                "verdict": self.verdict,
                 "check": c.name,
                 "result": c.outcome,
-                "observed": c.observed,
                 "threshold": c.threshold,
-                "verdict": self.verdict,
+                "observed": c.observed,
             }
             for c in self.checks
         ] or [
             {
                 "step": self.step,
+                "verdict": self.verdict,
                 "check": "-",
                 "result": "-",
-                "observed": self.reason,
                 "threshold": "-",
-                "verdict": self.verdict,
+                "observed": self.reason,
             }
         ]
 

@@ -8,6 +8,7 @@ from chassis_cli.main import main
 from flows.release import release
 from tests.fixtures.registries import home_registry, home_tracking
 from tests.integration.test_training_flow import latest_artifact
+from tests.unit.test_traffic_preflight import closed_port
 
 SPEC = "tests.fixtures.specs:good"
 KIND = "mlflow.experimentKind"
@@ -58,6 +59,13 @@ def test_a_release_equal_to_the_champion_registers_nothing_and_moves_no_alias(ch
     assert home_registry().history(MODEL) == history  # ... and no audit record
     summary = latest_artifact("release-summary-test-blobs").data
     assert "no change" in summary and "Nothing was registered, gated or rolled out" in summary
+
+    # Traffic for the champion, to an address where no gateway listens: one error saying so.
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    assert main(["traffic", "--model", MODEL, "--gateway-url", nowhere, "--json"]) == 1
+    failure = json.loads(capsys.readouterr().out)
+    assert failure["kind"] == "gateway_error"
+    assert failure["error"].startswith(f"no gateway answers at {nowhere}")
     # The training run is kept, and says which version it equals.
     runs = home_registry().client.search_runs(
         [e.experiment_id for e in home_registry().client.search_experiments()]

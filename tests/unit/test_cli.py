@@ -119,6 +119,18 @@ def test_every_command_with_options_has_one_that_checks_its_value():
     assert {"release", "gates", "promote", "rollout", "compress", "traffic", "serve"} <= checked
 
 
+def test_an_unknown_option_is_refused_with_the_commands_usage_and_the_closest_option():
+    code, _, stderr = chassis_in_process("release", "--speck", "x")
+    assert code == 2
+    assert stderr.startswith("usage: chassis release ")  # not the top-level usage
+    assert_one_error_line_naming(stderr, "unrecognized arguments: --speck x (did you mean --spec?)")
+    code, _, stderr = chassis_in_process("versions", "--model", "m", "--jsn", "--zzz")
+    assert code == 2 and stderr.startswith("usage: chassis versions ")
+    assert_one_error_line_naming(
+        stderr, "unrecognized arguments: --jsn --zzz (did you mean --json?)"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

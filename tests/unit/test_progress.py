@@ -64,10 +64,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.trackers: list[Recorded] = []
+        self.steps: list[str] = []
 
     def start(self, description: str, total: float | None, unit: str, rate: bool) -> Recorded:
         self.trackers.append(Recorded(description, total, unit, rate))
         return self.trackers[-1]
+
+    def step(self, name: str) -> None:
+        self.steps.append(name)
 
 
 @pytest.fixture(autouse=True)
