@@ -12,7 +12,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chassis import running_ui as ui_record
 from chassis.errors import SettingsError
+from chassis.running_ui import RunningUi
 
 # The repository root of a checkout (an editable install): the bundled specs' suites live in
 # its expectations/, beside chassis/ (chassis/specs/__init__.py names them from here).
@@ -176,15 +178,50 @@ class ChassisSettings(BaseSettings):
     def uses_s3(self) -> bool:
         return (self.artifact_root or "").startswith("s3://") or self.s3_endpoint_url is not None
 
-    def mlflow_ui_url(self) -> str:
-        """Where a person looks at runs and versions: the tracking server itself if remote."""
+    # Where the UIs are. `served_*`: what a `chassis ui` run with these settings serves (it
+    # binds there). The others: where everyone else finds them, for links and reporting
+    # runs: a port set explicitly (CHASSIS_*_UI_PORT, or an option of `chassis ui` assigned
+    # here) wins; else the addresses a running `chassis ui` over this home recorded (it may
+    # have been given other ports: chassis/running_ui.py); else the served defaults.
+
+    def served_mlflow_ui_url(self) -> str:
+        """The MLflow UI `chassis ui` serves from these settings: the tracking server
+        itself when it is remote (then `chassis ui` starts none)."""
         if self.tracking_is_remote():
             return self.resolved_tracking_uri().rstrip("/")
         return f"http://{url_host(self.ui_host)}:{self.mlflow_ui_port}"
 
-    def prefect_ui_url(self) -> str:
-        """Where a browser opens the Prefect UI `chassis ui` serves; its API is under /api."""
+    def served_prefect_ui_url(self) -> str:
+        """The Prefect UI `chassis ui` serves from these settings; its API is under /api."""
         return f"http://{url_host(self.ui_host)}:{self.prefect_ui_port}"
+
+    def mlflow_ui_url(self) -> str:
+        """Where a person looks at runs and versions: the remote tracking server, else
+        CHASSIS_MLFLOW_UI_PORT if set, else a running `chassis ui`'s MLflow UI, else the
+        default port."""
+        if not self.tracking_is_remote() and "mlflow_ui_port" not in self.model_fields_set:
+            running = self.running_ui()
+            if running is not None:
+                return running.mlflow_ui_url
+        return self.served_mlflow_ui_url()
+
+    def prefect_ui_url(self) -> str:
+        """Where a browser opens the Prefect UI (see `prefect_urls`)."""
+        return self.prefect_urls()[0]
+
+    def prefect_urls(self) -> tuple[str, str]:
+        """The Prefect UI a browser opens and the API a process on this machine reports runs
+        to: CHASSIS_PREFECT_UI_PORT's if set, else a running `chassis ui`'s, else the
+        default port's."""
+        running = None if "prefect_ui_port" in self.model_fields_set else self.running_ui()
+        if running is not None:
+            return running.prefect_ui_url, running.prefect_api_url
+        served = self.served_prefect_ui_url()
+        return served, f"{served}/api"
+
+    def running_ui(self) -> RunningUi | None:
+        """The `chassis ui` serving over this home now, from its record."""
+        return ui_record.running_ui(self.home)
 
     def resolved_prediction_log_root(self) -> str:
         return self.prediction_log_root or str(self.home / "predictions")

@@ -2,8 +2,8 @@
 
 Everything goes through a `Tracking` built from settings with an explicit MLflow client
 (never a process-wide URI, never the fluent API's active run). The model registry
-(versions, aliases) is `chassis.registry`'s alone. Links to Prefect flow runs for audit
-records are built here too (`flow_run_url`).
+(versions, aliases) is `chassis.registry`'s alone. Links into the UIs are built here too:
+MLflow pages (`MlflowLinks`) and Prefect flow runs for audit records (`flow_run_url`).
 """
 
 import tempfile
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import onnx
 from mlflow import MlflowClient
@@ -109,10 +110,55 @@ class StoredArtifact:
         """The run's artifact page in the MLflow UI with this file open: a browser cannot
         open the store's file:// or s3:// URI from a web page, and the page shows an HTML
         report in place."""
-        return (
-            f"{settings.mlflow_ui_url()}/#/experiments/{self.experiment_id}"
-            f"/runs/{self.run_id}/artifactPath/{self.path}"
-        )
+        return MlflowLinks.of(settings).artifact(self.experiment_id, self.run_id, self.path)
+
+
+# MLflow 3's UI shows every page in one of two views, GenAI (traces, token usage) or
+# machine learning (runs, metrics, models), chosen by the workflow-type toggle of its
+# sidebar. The toggle is kept in the browser (local storage) and starts at GenAI; the
+# experiment's kind tag does not move it (seen in MLflow 3.17's UI). A link that names the
+# view in its query opens that view whatever the toggle says.
+MACHINE_LEARNING_VIEW = "workflowType=machine_learning"
+
+
+@dataclass(frozen=True)
+class MlflowLinks:
+    """Every MLflow UI link Chassis prints or writes, each opening the machine-learning view
+    of the UI a person looks at (`ChassisSettings.mlflow_ui_url`)."""
+
+    ui: str  # the MLflow UI's address, no trailing slash
+
+    @classmethod
+    def of(cls, settings: ChassisSettings) -> "MlflowLinks":
+        return cls(settings.mlflow_ui_url().rstrip("/"))
+
+    def experiment(self, experiment_id: str) -> str:
+        """The experiment's runs table."""
+        return self._page(f"experiments/{_segment(experiment_id)}")
+
+    def run(self, experiment_id: str, run_id: str) -> str:
+        return self._page(f"experiments/{_segment(experiment_id)}/runs/{_segment(run_id)}")
+
+    def artifact(self, experiment_id: str, run_id: str, path: str) -> str:
+        """The run's artifact page with the file at `path` (inside the run's artifacts) open."""
+        run = f"experiments/{_segment(experiment_id)}/runs/{_segment(run_id)}"
+        return self._page(f"{run}/artifactPath/{quote(path, safe='/')}")
+
+    def registered_model(self, name: str) -> str:
+        return self._page(f"models/{_segment(name)}")
+
+    def model_version(self, name: str, version: int) -> str:
+        return self._page(f"models/{_segment(name)}/versions/{version}")
+
+    def _page(self, route: str) -> str:
+        # The UI routes after `#`, and reads the view from the query inside the fragment.
+        return f"{self.ui}/#/{route}?{MACHINE_LEARNING_VIEW}"
+
+
+def _segment(text: str) -> str:
+    """One path segment of a route, as the UI itself encodes names (a model name may hold
+    `/`, spaces or `?`)."""
+    return quote(str(text), safe="")
 
 
 @dataclass(frozen=True)

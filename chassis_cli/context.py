@@ -128,13 +128,17 @@ def prepare(settings: "ChassisSettings") -> None:
 
 
 def use_running_prefect_server(settings: "ChassisSettings") -> None:
-    """If `chassis ui` is serving Prefect, report runs to it so they appear live."""
+    """If `chassis ui` is serving Prefect, report runs to it so they appear live: at the
+    address its record gives (whatever ports it was given), or the one CHASSIS_PREFECT_UI_PORT
+    names. A PREFECT_API_URL of the user's wins. Its PREFECT_UI_URL (a proxy in front) goes
+    with it, for the links runs write."""
     if os.environ.get("PREFECT_API_URL"):
         return
-    url = f"{settings.prefect_ui_url()}/api"
+    ui, api = settings.prefect_urls()
     # No server: Prefect starts its own temporary one on the same database.
-    if prefect_answers(url, timeout=0.5):
-        os.environ["PREFECT_API_URL"] = url
+    if prefect_answers(api, timeout=0.5):
+        os.environ["PREFECT_API_URL"] = api
+        os.environ.setdefault("PREFECT_UI_URL", ui)
 
 
 def prefect_answers(api_url: str, timeout: float) -> bool:

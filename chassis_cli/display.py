@@ -131,7 +131,7 @@ def print_training(document: "TrainingDocument", settings: "ChassisSettings") ->
             f"note: the same ONNX bytes as v{document.identical_to} (registered anyway; "
             "tagged chassis.identical_to)"
         )
-    print_where_to_look(document.mlflow_version_url, None, settings)
+    print_where_to_look(document, None, settings)
 
 
 def number(value: float | None, spec: str) -> str:
@@ -145,7 +145,7 @@ def print_release(document: "ReleaseDocument", settings: "ChassisSettings") -> N
             f"Release: {document.no_change}. Nothing was gated or rolled out; no alias moved.",
             soft_wrap=True,
         )
-        print_where_to_look(None, document.prefect_flow_run_url, settings)
+        print_where_to_look(document.training, document.prefect_flow_run_url, settings)
         return
     if document.compression is not None:
         out.print(
@@ -164,16 +164,19 @@ def print_release(document: "ReleaseDocument", settings: "ChassisSettings") -> N
             f"v{rollout.version} promoted to champion",
             soft_wrap=True,
         )
-    print_where_to_look(None, document.prefect_flow_run_url, settings)
+    print_where_to_look(document.training, document.prefect_flow_run_url, settings)
 
 
 def print_where_to_look(
-    mlflow_url: str | None, prefect_url: str | None, settings: "ChassisSettings"
+    training: "TrainingDocument", prefect_url: str | None, settings: "ChassisSettings"
 ) -> None:
-    if mlflow_url:
-        out.print(f"MLflow version: {mlflow_url}", soft_wrap=True)
+    """The MLflow pages of a trained version (its experiment's runs, the version) and the
+    Prefect run that made it; how to open them if no `chassis ui` serves them now."""
+    out.print(f"MLflow runs: {training.mlflow_experiment_url}", soft_wrap=True)
+    out.print(f"MLflow version: {training.mlflow_version_url}", soft_wrap=True)
     if prefect_url:
         out.print(f"Prefect flow run: {prefect_url}", soft_wrap=True)
+    if settings.running_ui() is None:
         out.print(f"Start both UIs with `make ui` (or `chassis ui`); state is in {settings.home}")
 
 
@@ -226,10 +229,11 @@ def print_alias_outcome(document: "AliasChangeDocument") -> None:
     )
 
 
-def print_history(document: "HistoryDocument") -> None:
+def print_history(document: "HistoryDocument", model_url: str) -> None:
     """The audit trail as a table, oldest first, like `git log --reverse` reads; then each
     move's evidence (gate report, flow run) as whole lines, where a terminal can open the
-    links (a table column would fold them)."""
+    links (a table column would fold them); then the model's MLflow page (`model_url`),
+    whose description shows the same trail."""
     now = describe_aliases(document.aliases) if document.aliases else "no aliases"
     if not document.records:
         out.print(f"{document.model}: no alias has moved yet; now {now}")
@@ -252,6 +256,11 @@ def print_history(document: "HistoryDocument") -> None:
     for record in document.records:
         for name, value in record.evidence.items():
             out.print(f"#{record.sequence} {name}: {value}", soft_wrap=True, highlight=False)
+    out.print(
+        f"In MLflow (alias history in its description): {model_url}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def _move(move: "AliasMoveEntry") -> str:

@@ -281,6 +281,7 @@ class TrainingDocument(Document):
     metrics: dict[str, float | None]
     mlflow_version_url: str
     mlflow_run_url: str
+    mlflow_experiment_url: str
 
     @classmethod
     def of(cls, outcome: "TrainingOutcome") -> "TrainingDocument":
@@ -297,6 +298,7 @@ class TrainingDocument(Document):
             metrics=dict(sorted(outcome.metrics.items())),
             mlflow_version_url=outcome.mlflow_version_url,
             mlflow_run_url=outcome.mlflow_run_url,
+            mlflow_experiment_url=outcome.mlflow_experiment_url,
         )
 
 

@@ -229,5 +229,8 @@ def _history(args: argparse.Namespace, context: Context) -> int:
     registry = Registry.from_settings(settings)
     records = registry.history(args.model)
     document = HistoryDocument.of(args.model, records, registry.current_aliases(args.model))
-    context.show(document, lambda: print_history(document))
+    from chassis.tracking import MlflowLinks
+
+    model_url = MlflowLinks.of(settings).registered_model(args.model)
+    context.show(document, lambda: print_history(document, model_url))
     return 0

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chassis import running_ui
 from chassis.errors import ChassisError
 from chassis_cli.argtypes import port
 from chassis_cli.context import Context, UsageError
@@ -49,7 +50,6 @@ def add_ui_parser(commands: Any) -> None:
 
 def run_ui(args: argparse.Namespace, context: Context) -> int:
     settings = context.settings
-    found = settings.prefect_ui_url()  # where other shells' `chassis` commands look
     if args.host is not None:
         settings.ui_host = args.host
     if args.prefect_port is not None:
@@ -63,7 +63,7 @@ def run_ui(args: argparse.Namespace, context: Context) -> int:
             f"the Prefect UI and the MLflow UI cannot share port {settings.prefect_ui_port}"
         )
     settings = context.prepare()
-    return serve_uis(settings, announce_api=settings.prefect_ui_url() != found)
+    return serve_uis(settings)
 
 
 def executable(name: str) -> str:
@@ -115,8 +115,8 @@ def prefect_server_env(settings: "ChassisSettings", env: dict[str, str]) -> dict
     server_env = {name: value for name, value in env.items() if name != "PREFECT_API_URL"}
     server_env["PREFECT_SERVER_API_HOST"] = settings.ui_host
     server_env["PREFECT_SERVER_API_PORT"] = str(settings.prefect_ui_port)
-    server_env.setdefault("PREFECT_UI_URL", settings.prefect_ui_url())
-    server_env.setdefault("PREFECT_UI_API_URL", f"{settings.prefect_ui_url()}/api")
+    server_env.setdefault("PREFECT_UI_URL", settings.served_prefect_ui_url())
+    server_env.setdefault("PREFECT_UI_API_URL", f"{settings.served_prefect_ui_url()}/api")
     return server_env
 
 
@@ -133,8 +133,8 @@ def start_webhook_relay(
     # Its events go to the Prefect server started beside it, wherever the shell pointed.
     relay_env = {
         **env,
-        "PREFECT_API_URL": f"{settings.prefect_ui_url()}/api",
-        "PREFECT_UI_URL": settings.prefect_ui_url(),
+        "PREFECT_API_URL": f"{settings.served_prefect_ui_url()}/api",
+        "PREFECT_UI_URL": settings.served_prefect_ui_url(),
     }
     command = [sys.executable, "-m", "chassis_cli.main", "webhook-relay"]
     # Named on its command line: a --relay-port given to `chassis ui` is not in the environment.
@@ -158,10 +158,21 @@ def stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
-    """Starts the servers, prints where they are, and waits. `announce_api`: the Prefect
-    server is not where other shells' `chassis` commands look for it (ports or host given
-    as options), so say how to point them at it."""
+def refuse_a_second_ui(settings: "ChassisSettings") -> None:
+    """One `chassis ui` per home: two Prefect servers on one database, and two records of
+    where the UIs are, would leave other processes' links to chance."""
+    running = settings.running_ui()
+    if running is not None and running.pid != os.getpid():
+        raise ChassisError(
+            f"chassis ui is already running over {settings.home} (pid {running.pid}: Prefect "
+            f"UI {running.prefect_ui_url}, MLflow UI {running.mlflow_ui_url}); stop it first, "
+            "or set CHASSIS_HOME to another folder"
+        )
+
+
+def serve_uis(settings: "ChassisSettings") -> int:
+    """Starts the servers, records where they are for other processes over this home
+    (chassis/running_ui.py), prints where they are, and waits."""
     # Ctrl-C and SIGTERM (systemd, `docker stop`) both stop every server. SIGINT is set
     # explicitly: a process started in the background by a shell inherits it ignored.
     signal.signal(signal.SIGINT, stop_on_signal)
@@ -170,6 +181,7 @@ def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
     env = {**mlflow_server_webhook_env(settings), **os.environ}
     env.pop("PREFECT_API_URL", None)  # this process *is* the server
     host = settings.ui_host
+    refuse_a_second_ui(settings)
     ensure_free(host, settings.prefect_ui_port, "the Prefect UI")
     prefect_env = prefect_server_env(settings, env)
     commands: dict[str, tuple[list[str], dict[str, str], str]] = {
@@ -184,7 +196,7 @@ def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
                 str(settings.prefect_ui_port),
             ],
             prefect_env,
-            f"{settings.prefect_ui_url()}/api/health",
+            f"{settings.served_prefect_ui_url()}/api/health",
         ),
     }
     tracking_uri = settings.resolved_tracking_uri()
@@ -210,7 +222,7 @@ def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
                 "1",
             ],
             env,
-            f"{settings.mlflow_ui_url()}/health",
+            f"{settings.served_mlflow_ui_url()}/health",
         )
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -224,19 +236,26 @@ def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
             f"Prefect UI: {prefect_env['PREFECT_UI_URL']} (the browser calls its API at {api})",
             flush=True,
         )
+        mlflow_ui = settings.served_mlflow_ui_url()
         if "MLflow UI" in processes:
-            print(f"MLflow UI:  {settings.mlflow_ui_url()}", flush=True)
+            print(f"MLflow UI:  {mlflow_ui}", flush=True)
             relay = start_webhook_relay(settings, env)
             if relay is not None:
                 processes["webhook relay"] = relay
         else:
-            print(f"MLflow UI:  {settings.mlflow_ui_url()} (remote tracking server)", flush=True)
-        if announce_api:
-            print(
-                "Commands in other shells report their runs here once they set "
-                f"PREFECT_API_URL={settings.prefect_ui_url()}/api",
-                flush=True,
-            )
+            print(f"MLflow UI:  {mlflow_ui} (remote tracking server)", flush=True)
+        record = running_ui.RunningUi(
+            pid=os.getpid(),
+            prefect_ui_url=prefect_env["PREFECT_UI_URL"].rstrip("/"),
+            prefect_api_url=f"{settings.served_prefect_ui_url()}/api",
+            mlflow_ui_url=mlflow_ui,
+        )
+        recorded = running_ui.write_record(settings.home, record)
+        print(
+            f"Other chassis commands and flow runs over {settings.home} report their runs "
+            f"here and link to these UIs while this runs (their addresses are in {recorded}).",
+            flush=True,
+        )
         print("Ctrl-C stops them all.", flush=True)
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1)
@@ -245,6 +264,7 @@ def serve_uis(settings: "ChassisSettings", announce_api: bool = False) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        running_ui.remove_record(settings.home, os.getpid())
         for process in processes.values():
             if process.poll() is None:
                 # SIGTERM, not SIGINT: the servers shut down gracefully on it, and a child

@@ -21,7 +21,7 @@ from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.task import CLASSIFICATION
-from chassis.tracking import LoggedRun, Tracking
+from chassis.tracking import LoggedRun, MlflowLinks, Tracking
 from flows.run_form import described
 from flows.run_names import by_spec
 from tasks.artifacts import artifact_key, publish_markdown, publish_table
@@ -81,6 +81,7 @@ class TrainingOutcome(BaseModel):
     metrics: dict[str, float]
     mlflow_version_url: str
     mlflow_run_url: str
+    mlflow_experiment_url: str  # the experiment's runs table, where this run sits among others
     # False when the ONNX bytes equal an existing version's and skip_if_unchanged was set:
     # then `version` is that existing version and `no_change` says why nothing was registered.
     registered: bool = True
@@ -260,7 +261,7 @@ def training_outcome(
     unchanged: tuple[int, str] | None,
 ) -> TrainingOutcome:
     """The registered version, or (nothing registered) the existing one it equals and why."""
-    ui = settings.mlflow_ui_url()
+    links = MlflowLinks.of(settings)
     if registered is not None:
         version, no_change = registered.version, None
     else:
@@ -279,8 +280,9 @@ def training_outcome(
             if exported.parity_max_abs_diff is not None
             else {}
         ),
-        mlflow_version_url=f"{ui}/#/models/{model_name}/versions/{version}",
-        mlflow_run_url=f"{ui}/#/experiments/{logged.experiment_id}/runs/{logged.run_id}",
+        mlflow_version_url=links.model_version(model_name, version),
+        mlflow_run_url=links.run(logged.experiment_id, logged.run_id),
+        mlflow_experiment_url=links.experiment(logged.experiment_id),
         registered=registered is not None,
         no_change=no_change,
         identical_to=registered.identical_to if registered is not None else None,
@@ -330,6 +332,7 @@ def publish_training_artifacts(
 | ONNX size | {new.exported.size_bytes:,} bytes |
 | made by | {made} |
 | MLflow run | [{outcome.run_id}]({outcome.mlflow_run_url}) |
+| MLflow experiment | [its runs]({outcome.mlflow_experiment_url}) |
 | MLflow version | [{outcome.model_name} v{outcome.version}]({outcome.mlflow_version_url}) |
 
 ## Lineage tags on the version

@@ -9,6 +9,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
@@ -153,13 +154,17 @@ def open_fleet(
         lease_seconds=policy.lease_seconds,
     )
     stack.callback(fleet.close)
-    get_run_logger().info(
-        "%d gateway replica(s) %s (%s)",
-        len(urls),
-        ", ".join(urls),
-        "started for this run" if embedded else "already running",
-    )
+    get_run_logger().info("%s", fleet_description(urls, embedded))
     return fleet, embedded, traffic_url
+
+
+def fleet_description(urls: list[str], embedded: bool) -> str:
+    """What the run log says it drives. A gateway started for the run is gone when the run
+    ends, so its address is not written as a link a reader of the log would follow."""
+    if embedded:
+        where = ", ".join(urlsplit(url).netloc for url in urls)
+        return f"a temporary gateway on {where}, started for this run and stopped when it ends"
+    return f"{len(urls)} gateway replica(s) {', '.join(urls)} (already running)"
 
 
 def test_rows(registry: Registry, model_name: str, version: int) -> list[Any]:

@@ -3,6 +3,7 @@ the local state, the MLflow webhook is registered for the relay, and Ctrl-C or S
 stops them all; on other ports, a headless Chromium reads a release's runs, artifacts and
 aliases from the pages."""
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,20 @@ class Release:
     source_run_name: str
 
 
+@dataclass
+class MlflowRun:
+    name: str
+    metrics: list[str]  # a few of its test-split metrics, which its page lists
+
+
+def read_run(mlflow_url: str, run_id: str) -> MlflowRun:
+    answer = httpx.get(f"{mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": run_id})
+    answer.raise_for_status()
+    run = answer.json()["run"]
+    metrics = sorted(m["key"] for m in run["data"]["metrics"] if m["key"].startswith("test_"))
+    return MlflowRun(run["info"]["run_name"], metrics[:2])
+
+
 def read_release(prefect_api: str, mlflow_url: str, model: str) -> Release:
     def prefect(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         answer = httpx.post(f"{prefect_api}{path}", json=body, timeout=30)
@@ -147,19 +162,33 @@ def read_release(prefect_api: str, mlflow_url: str, model: str) -> Release:
     )
 
 
+# What MLflow's GenAI view shows of an experiment or run, and its machine-learning view not.
+GENAI_VIEW_TEXTS = ("Token Usage", "Evaluation runs", "Sessions")
+
+
+def assert_machine_learning_view(shown: str) -> None:
+    assert not [text for text in GENAI_VIEW_TEXTS if text in shown], shown[:3000]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 6 of issue 14: after a release, a browser opens the Prefect flow-run page and the
     MLflow model pages of `chassis ui` started on ports that are not the defaults (where the
     Prefect UI used to call its API on :4200 and showed "Can't connect to Server API"), and
-    reads the runs, artifacts and aliases from the DOM."""
+    reads the runs, artifacts and aliases from the DOM. The release runs in another process
+    told nothing of those ports: it finds both servers through `chassis ui`'s record, and
+    every MLflow link it gives opens the machine-learning view on the port in use (MLflow
+    3's UI otherwise opens the experiment in its GenAI view, traces and token usage)."""
     ports = {name: free_port() for name in ("prefect", "mlflow", "relay")}
     home = tmp_path / "chassis"
+    # The release below is told where the UIs are by nothing but the record.
+    for name in ("PREFECT_API_URL", "PREFECT_UI_URL", "CHASSIS_PREFECT_UI_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CHASSIS_MLFLOW_UI_PORT", raising=False)
     env = {**os.environ, "CHASSIS_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
     log = tmp_path / "ui.log"
     options = ["--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])]
     options += ["--relay-port", str(ports["relay"])]
@@ -179,18 +208,35 @@ def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
         api = f"{prefect_url}/api"
         assert f"Prefect UI: {prefect_url} (the browser calls its API at {api})" in printed
         assert f"MLflow UI:  {mlflow_url}" in printed
-        # The ports were options, so other shells would not find the server: it says how.
-        assert f"set PREFECT_API_URL={api}" in printed
+        # The ports were options: other processes over this home find them in its record.
+        record = json.loads((home / "ui.json").read_text())
+        assert record == {
+            "pid": process.pid,
+            "prefect_ui_url": prefect_url,
+            "prefect_api_url": api,
+            "mlflow_ui_url": mlflow_url,
+        }
+        assert f"their addresses are in {home / 'ui.json'}" in printed
         # What the browser is told, before any browser asks.
         assert httpx.get(f"{prefect_url}/ui-settings").json()["api_url"] == api
 
-        # The fastest release the suite has, reported live to this server as printed above.
-        release_env = {"CHASSIS_HOME": str(home), "PREFECT_API_URL": api}
-        spec = ["--spec", "tests.fixtures.specs:collected", "--compression", "off"]
-        result = chassis("release", *spec, timeout=600, env=release_env)
+        # The fastest release the suite has, in another process that knows only the home.
+        spec = ["--spec", "tests.fixtures.specs:collected", "--compression", "off", "--json"]
+        result = chassis("release", *spec, timeout=600, env={"CHASSIS_HOME": str(home)})
         assert result.returncode == 0, result.stdout + result.stderr
+        document = json.loads(result.stdout)
+        # Reported live to this Prefect server (read_release finds it there), linked there.
         release = read_release(api, mlflow_url, "test-blobs")
         assert release.subflow_names and release.artifact_keys, release
+        assert document["prefect_flow_run_url"] == f"{prefect_url}/runs/flow-run/{release.run_id}"
+        training = document["training"]
+        pages = ("mlflow_experiment_url", "mlflow_run_url", "mlflow_version_url")
+        links = {page: training[page] for page in pages}
+        for link in links.values():
+            assert link.startswith(f"{mlflow_url}/#/"), links
+            assert link.endswith("?workflowType=machine_learning"), links
+        training_run = read_run(mlflow_url, training["run_id"])
+        assert training_run.metrics, training_run
 
         with headless_chromium() as page:
             page.open(f"{prefect_url}/runs/flow-run/{release.run_id}")
@@ -200,6 +246,18 @@ def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
             page.select_tab("Artifacts")
             page.wait_for_text(release.artifact_keys)
             page.screenshot(shots / "prefect-flow-run.png")
+
+            # The experiment through Chassis's link: its runs table, not the GenAI overview.
+            page.open(links["mlflow_experiment_url"])
+            shown = page.wait_for_text(["Run Name", training_run.name, "matching run"])
+            assert_machine_learning_view(shown)
+            page.screenshot(shots / "mlflow-experiment.png")
+
+            # The training run through Chassis's link: its metrics, under "Runs".
+            page.open(links["mlflow_run_url"])
+            shown = page.wait_for_text([training_run.name, "Metrics", *training_run.metrics])
+            assert_machine_learning_view(shown)
+            page.screenshot(shots / "mlflow-run.png")
 
             page.open(f"{mlflow_url}/#/models/{release.model}")
             page.wait_for_text([release.model, f"Version {release.champion}", "@ champion"])
@@ -211,9 +269,10 @@ def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
             ), rows
             page.screenshot(shots / "mlflow-model.png")
 
-            page.open(f"{mlflow_url}/#/models/{release.model}/versions/{release.champion}")
+            page.open(links["mlflow_version_url"])
             shown = page.wait_for_text(["Source Run", release.source_run_name, "@ champion"])
             assert "Can't connect" not in shown
+            assert_machine_learning_view(shown)
             page.screenshot(shots / "mlflow-version.png")
             # Everything the pages loaded came from this machine: the UIs work offline.
             assert page.requested and page.off_loopback() == []
@@ -225,3 +284,5 @@ def test_the_uis_on_other_ports_show_a_releases_runs_artifacts_and_aliases(
             process.kill()
             raise
     assert process.returncode == 0
+    # Stopped, it leaves no record behind: links go back to the settings' ports.
+    assert not (home / "ui.json").exists()

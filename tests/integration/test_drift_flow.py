@@ -86,7 +86,8 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     url = drifted.report_url or ""
     page = re.fullmatch(
         re.escape(ChassisSettings().mlflow_ui_url())
-        + r"/#/experiments/(\d+)/runs/([0-9a-f]+)/artifactPath/(drift/[^/]+\.html)",
+        + r"/#/experiments/(\d+)/runs/([0-9a-f]+)/artifactPath/(drift/[^/]+\.html)"
+        + re.escape("?workflowType=machine_learning"),
         url,
     )
     assert page, url

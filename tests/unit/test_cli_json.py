@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from chassis.registry.audit import AuditRecord
+from chassis.tracking import MlflowLinks
 from chassis.traffic import TrafficReport
 from chassis_cli import display
 from chassis_cli.argtypes import aware_time
@@ -162,7 +163,8 @@ def test_a_narrow_terminal_folds_identifiers_instead_of_cutting_them(monkeypatch
         ],
         {},
     )
-    display.print_history(document)
+    model_page = MlflowLinks("http://127.0.0.1:5000").registered_model(MODEL)
+    display.print_history(document, model_page)
     from chassis_cli.documents import VersionsDocument
 
     versions = VersionsDocument.of(
@@ -180,6 +182,8 @@ def test_a_narrow_terminal_folds_identifiers_instead_of_cutting_them(monkeypatch
     display.print_versions(versions)
     shown = screen.getvalue()
     assert "…" not in shown
+    # The model's MLflow page, where the same trail is, as one line a terminal can open.
+    assert f"alias history in its description): {model_page}\n" in shown
     # Folded: the digest's characters are all there, in order, across the lines.
     cells = "".join(
         line.split("│")[5].strip() for line in shown.splitlines() if line.count("│") >= 6
