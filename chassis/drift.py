@@ -18,20 +18,24 @@ had judged, and an all-infinite column a ValueError.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from chassis.drift_policy import DriftPolicy, SuiteAction, drift_policy_from
+from chassis.drift_verdict import Verdict, verdict_sentence
 from chassis.errors import DriftInputError
 from chassis.expectations import SuiteResult, describe_failures
 
-__all__ = ["DriftInputError", "DriftPolicy", "detect_drift", "drift_policy_from"]
+__all__ = ["DriftInputError", "DriftPolicy", "Verdict", "detect_drift", "drift_policy_from"]
 
-Verdict = Literal["drift", "no-drift", "data-quality-failure"]
+# The share of drifted columns that is dataset drift when no policy says otherwise.
+DEFAULT_DRIFT_SHARE = DriftPolicy.model_fields["drift_share"].default
 # Failing expectations spelled out in a message; a broken producer can fail hundreds.
 SHOWN_SUITE_FAILURES = 5
+# Columns named where a summary lists the columns of one test; more are counted.
+SHOWN_COLUMNS = 3
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,37 @@ class DriftResult:
     explanations: tuple[str, ...] = ()
     # A text column's domain classifier's held-out ROC AUC: its effect size, to trend.
     text_content_auc: float | None = None
+    # The policy's drift_share: the share of judged columns that makes dataset drift.
+    drift_share_needed: float = DEFAULT_DRIFT_SHARE
+
+    @property
+    def judged_columns(self) -> int:
+        """The columns counted in the verdict (a text column's descriptors are not)."""
+        return sum(1 for c in self.columns if c.counted)
+
+    def verdict_sentence(self) -> str:
+        """`no drift: 39% of columns drifted (25 of 64), 50% needed (32)`."""
+        return verdict_sentence(
+            self.verdict, self.drifted_columns, self.judged_columns, self.drift_share_needed
+        )
 
     def drifted_column_names(self) -> list[str]:
         """The columns whose drift counts toward the verdict, drifted."""
         return [c.column for c in self.columns if c.drifted and c.counted]
 
     def methods(self) -> str:
-        """The test of each column counted in the verdict, as `column: method`."""
-        return "; ".join(f"{c.column}: {c.method}" for c in self.columns if c.counted)
+        """The tests counted in the verdict, one entry per test and threshold with its
+        column count (the names when a few): 64 columns' "column: method" made a table row
+        no screen could show; the per-column table lists every column."""
+        groups: dict[tuple[str, float], list[str]] = {}
+        for c in self.columns:
+            if c.counted:
+                groups.setdefault((c.method, c.threshold), []).append(c.column)
+        return "; ".join(
+            f"{method}, threshold {threshold:g}: "
+            + (", ".join(names) if len(names) <= SHOWN_COLUMNS else f"{len(names)} columns")
+            for (method, threshold), names in groups.items()
+        )
 
     def serving_suite_status(self) -> str:
         suite = self.serving_suite
@@ -123,16 +150,23 @@ class DriftResult:
             f"expectations): {verdict}"
         )
 
+    def suite_problem(self) -> str | None:
+        """The serving suite's failure when it makes the window unusable (policy
+        serving_suite=fail), naming its failing expectations; else None."""
+        suite = self.serving_suite
+        if suite is None or suite.success or self.serving_suite_action != "fail":
+            return None
+        return describe_failures(suite, "the window", SHOWN_SUITE_FAILURES)
+
     def unusable_reason(self) -> str | None:
         """Why the window could not be judged (a data-quality failure), or None."""
         if self.verdict != "data-quality-failure":
             return None
+        problems = [*self.quality_problems, *filter(None, [self.suite_problem()])]
         # Skipped files an empty window's problem already names are not repeated.
-        named = " ".join(self.quality_problems)
+        named = " ".join(problems)
         unnamed = [f for f in self.skipped_files if f.path not in named]
-        return "; ".join(self.quality_problems) + "".join(
-            f" (also skipped: {f.describe()})" for f in unnamed
-        )
+        return "; ".join(problems) + "".join(f" (also skipped: {f.describe()})" for f in unnamed)
 
     def suite_failures(self) -> list[str]:
         """The serving suite's failing expectations, at most a few."""
@@ -154,7 +188,8 @@ class DriftResult:
         return metrics
 
     def notes(self) -> list[str]:
-        """What the verdict does not show: values and files the test did not see."""
+        """What the distribution test did not see: non-finite values and unreadable files
+        (the serving suite's result is data quality, shown with it, not here)."""
         notes = [f"column {c.column!r}: {c.counts()}" for c in self.non_finite]
         if self.dropped_rows:
             notes.append(
@@ -165,12 +200,6 @@ class DriftResult:
             notes.append(
                 f"{len(self.skipped_files)} unreadable prediction-log file(s) skipped: "
                 + "; ".join(f.describe() for f in self.skipped_files)
-            )
-        suite = self.serving_suite
-        if suite is not None and not suite.success and self.serving_suite_action == "warn":
-            notes.append(
-                describe_failures(suite, "the window", SHOWN_SUITE_FAILURES)
-                + " (policy serving_suite=warn: drift judged anyway)"
             )
         return notes
 
@@ -257,11 +286,10 @@ def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPo
     return problems
 
 
-def suite_problems(serving_suite: SuiteResult | None, policy: DriftPolicy) -> list[str]:
-    """The serving suite's failure as a data-quality problem, when the policy says so."""
-    if serving_suite is None or serving_suite.success or policy.serving_suite != "fail":
-        return []
-    return [describe_failures(serving_suite, "the window", SHOWN_SUITE_FAILURES)]
+def suite_fails(serving_suite: SuiteResult | None, policy: DriftPolicy) -> bool:
+    """Whether the serving suite's result makes the window unusable (policy says fail)."""
+    failed = serving_suite is not None and not serving_suite.success
+    return failed and policy.serving_suite == "fail"
 
 
 def no_rows_problem(skipped: Sequence[SkippedFile]) -> str:
@@ -322,11 +350,12 @@ def detect_drift(
             len(reference),
             quality_problems=(no_rows_problem(skipped),),
             skipped_files=skipped,
+            drift_share_needed=policy.drift_share,
         )
     check_schema(current, features)
     non_finite = tuple(c for c in count_non_finite(current, features) if c.total)
-    problems = quality_problems(current, features, policy) + suite_problems(serving_suite, policy)
-    if problems:
+    problems = quality_problems(current, features, policy)
+    if problems or suite_fails(serving_suite, policy):
         return DriftResult(
             "data-quality-failure",
             len(current),
@@ -336,6 +365,7 @@ def detect_drift(
             skipped_files=skipped,
             serving_suite=serving_suite,
             serving_suite_action=policy.serving_suite,
+            drift_share_needed=policy.drift_share,
         )
     # Evidently drops non-finite values per column silently; here they are counted above
     # and left out by row, so every column's test sees the same rows.
@@ -367,6 +397,7 @@ def detect_drift(
         skipped_files=skipped,
         serving_suite=serving_suite,
         serving_suite_action=policy.serving_suite,
+        drift_share_needed=policy.drift_share,
     )
 
 

@@ -7,6 +7,7 @@ the CLI reads it to build `--help`.
 """
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,3 +71,20 @@ class DriftPolicy(BaseModel):
 def drift_policy_from(values: Mapping[str, object]) -> DriftPolicy:
     """A drift policy from user-given values; errors name each bad field."""
     return validated(DriftPolicy, values, DriftInputError, "drift policy")
+
+
+# The longest window a check reads (the drift_check flow's window_minutes allows as much).
+MAX_WINDOW = timedelta(days=7)
+
+
+def window_since(since: datetime, end: datetime) -> datetime:
+    """`since` as the start of a window ending at `end`, in UTC; refused when it has no time
+    zone (whose clock?), is not before `end`, or is further back than MAX_WINDOW."""
+    if since.tzinfo is None:
+        raise DriftInputError(f"since {since.isoformat()} has no time zone (add Z for UTC)")
+    start = since.astimezone(UTC)
+    if start >= end:
+        raise DriftInputError(f"since {start.isoformat()} is not before now ({end.isoformat()})")
+    if end - start > MAX_WINDOW:
+        raise DriftInputError(f"since {start.isoformat()} is more than 7 days ago")
+    return start

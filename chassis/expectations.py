@@ -125,8 +125,9 @@ def validate_frame(frame: "pd.DataFrame", suite: "gx.ExpectationSuite") -> Suite
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    # GX logs at INFO each temporary docs folder it creates for an ephemeral context.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from chassis.quiet import quiet_great_expectations
+
+    quiet_great_expectations()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (

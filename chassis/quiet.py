@@ -6,6 +6,7 @@ must be applied before the libraries are imported: onnxruntime reads ORT_DISABLE
 at import, Prefect reads PREFECT_HOME when its settings are first built.
 """
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,3 +39,21 @@ def apply_quiet_environment(prefect_home: Path | None = None) -> None:
         os.environ.setdefault(name, value)
     if prefect_home is not None:
         os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+
+
+# Great Expectations logs routine work at INFO: the temporary docs folder of every ephemeral
+# context ("Created temporary directory ... for ephemeral docs site"), i.e. of every
+# validation Chassis runs, which reached the terminal and the run log of each drift check.
+# The module that logs it sets its own logger to INFO when imported, so the parent's level
+# does not reach it: each such logger is named here.
+GREAT_EXPECTATIONS_LOGGERS = (
+    "great_expectations",
+    "great_expectations.data_context.types.base",
+)
+
+
+def quiet_great_expectations() -> None:
+    """Warnings and errors only from Great Expectations; call it after importing it (its
+    modules set their levels on import)."""
+    for name in GREAT_EXPECTATIONS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -36,7 +36,7 @@ from chassis.drift import (
     no_rows_problem,
     run_evidently,
     sample_rows,
-    suite_problems,
+    suite_fails,
 )
 from chassis.errors import DriftInputError
 from chassis.expectations import SuiteResult
@@ -181,13 +181,13 @@ def detect_text_drift(
             len(reference),
             quality_problems=(no_rows_problem(skipped),),
             skipped_files=skipped,
+            drift_share_needed=policy.drift_share,
         )
     check_text_schema(current, column)
     if prediction_column:
         check_schema(current, [prediction_column])
     problems, non_finite, dropped = quality_problems(current, column, prediction_column, policy)
-    problems += suite_problems(serving_suite, policy)
-    if problems:
+    if problems or suite_fails(serving_suite, policy):
         return DriftResult(
             "data-quality-failure",
             len(current),
@@ -197,6 +197,7 @@ def detect_text_drift(
             skipped_files=skipped,
             serving_suite=serving_suite,
             serving_suite_action=policy.serving_suite,
+            drift_share_needed=policy.drift_share,
         )
     judged_reference = _usable_rows(reference, column, prediction_column, encoder)
     if len(judged_reference) == 0:
@@ -232,4 +233,5 @@ def detect_text_drift(
         serving_suite_action=policy.serving_suite,
         explanations=(content.describe(column),),
         text_content_auc=content.auc,
+        drift_share_needed=policy.drift_share,
     )

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from datetime import datetime
 from pathlib import Path
 
 
@@ -104,3 +105,17 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path
+
+
+def aware_time(text: str) -> datetime:
+    """An ISO 8601 time with its time zone (`2026-12-03T05:04:55Z`): without one, whose
+    clock it means is a guess."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-12-03T05:04:55Z, got {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z for UTC)")
+    return value

@@ -78,6 +78,13 @@ class Context:
 
         require_registered(self.prepare(), model, version)
 
+    def require_champion(self, model: str, purpose: str) -> int:
+        """The model's champion; one that has none is refused before any run (the check
+        or the traffic would only fail)."""
+        from chassis_cli.preflight import require_champion
+
+        return require_champion(self.prepare(), model, purpose)
+
     def run_flow(self, name: str, parameters: dict[str, Any]) -> Any:
         """Prepare the environment, then run a flow of `FLOWS` with a progress display;
         a failure is the command's one `error:` line, not Prefect's traceback."""

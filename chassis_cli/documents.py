@@ -442,6 +442,9 @@ class VersionCount(Document):
 class TrafficDocument(Document):
     model: str
     gateway_url: str
+    # When the first request was about to be sent (ISO 8601, UTC, whole seconds): the
+    # `--since` of a drift check that judges this traffic alone.
+    started_at: str
     sent: int
     failed: int  # answers other than 200, and no answers
     seconds: float
@@ -450,10 +453,13 @@ class TrafficDocument(Document):
     versions: list[VersionCount]  # which version answered, from the gateway's header
 
     @classmethod
-    def of(cls, model: str, url: str, report: "TrafficReport") -> "TrafficDocument":
+    def of(
+        cls, model: str, url: str, started: datetime.datetime, report: "TrafficReport"
+    ) -> "TrafficDocument":
         return cls(
             model=model,
             gateway_url=url,
+            started_at=started.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
             sent=report.sent,
             failed=report.failed,
             seconds=round(report.seconds, 3),
@@ -472,6 +478,10 @@ class DriftDocument(Document):
     verdict: str
     drifted_share: float
     drifted_columns: list[str]
+    judged_columns: int  # the columns counted in the verdict
+    drift_share_needed: float  # the share of them that is drift (policy drift_share)
+    window_start: str  # the window judged, [start, end), ISO 8601 in UTC
+    window_end: str
     served_rows: int
     non_finite_rows_dropped: int
     skipped_files: list[str]

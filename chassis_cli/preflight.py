@@ -28,3 +28,19 @@ def require_registered(settings: "ChassisSettings", model: str, version: int | N
     if version not in versions:
         known = ", ".join(f"v{v}" for v in versions) or "none"
         raise RegistryError(f"{no_version(model, version)} (its versions: {known})")
+
+
+def require_champion(settings: "ChassisSettings", model: str, purpose: str) -> int:
+    """The model's champion version; RegistryError naming the model (or the typo) when it
+    has none, so `purpose` (what needs served traffic) never starts a run that must fail."""
+    from chassis.errors import RegistryError
+    from chassis.registry import Registry
+
+    require_registered(settings, model)
+    champion = Registry.from_settings(settings).version_for_alias(model, "champion")
+    if champion is None:
+        raise RegistryError(
+            f"{model} has no champion, so nothing is served to {purpose} (a release or "
+            "`chassis promote` makes one)"
+        )
+    return champion

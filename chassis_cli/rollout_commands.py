@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from chassis.drift_policy import DriftPolicy, drift_policy_from
 from chassis.rollout.policy import RolloutPolicy, policy_from
-from chassis_cli.argtypes import existing_file, positive_float, positive_int, version_number
+from chassis_cli.argtypes import (
+    aware_time,
+    existing_file,
+    positive_float,
+    positive_int,
+    version_number,
+)
 from chassis_cli.context import Context
 from chassis_cli.display import out
 from chassis_cli.parsing import add_json_option
@@ -86,7 +92,7 @@ def add_rollout_parsers(commands: Any) -> None:
         "--drift",
         choices=("shift", "scale", "noise", "missing", "typos", "topic"),
         help="send drifted rows: shift (half the features +1 std), scale (x1.5), noise "
-        "(+0.5 std), missing (a third of half the features arrive as 0); a text model's: "
+        "(+0.5 std), missing (a third of the values arrive as 0); a text model's: "
         "typos (about one letter in seven replaced), topic (the texts of --texts instead)",
     )
     traffic.add_argument(
@@ -102,12 +108,24 @@ def add_rollout_parsers(commands: Any) -> None:
         "drift-check",
         help="compare served traffic with the champion's training data",
         description="Run the drift_check flow: the prediction log of the last --window-minutes "
-        "against the champion's reference snapshot (Evidently). Exit 1 on a data-quality "
-        "failure; on drift the retraining event is emitted.",
+        "(or from --since) against the champion's reference snapshot (Evidently). Exit 1 on "
+        "a data-quality failure; on drift the retraining event is emitted.",
     )
     drift.add_argument("--model", required=True, help="registered-model name")
-    drift.add_argument(
-        "--window-minutes", type=positive_int, default=60, help="served traffic of this many"
+    window = drift.add_mutually_exclusive_group()
+    window.add_argument(
+        "--window-minutes",
+        type=positive_int,
+        default=60,
+        help="served traffic of this many minutes, up to now (default: 60)",
+    )
+    window.add_argument(
+        "--since",
+        type=aware_time,
+        metavar="TIME",
+        help="served traffic from this ISO 8601 time (with its zone, e.g. "
+        "2026-12-03T05:04:55Z) up to now; `chassis traffic --drift` prints the one its "
+        "traffic started at",
     )
     drift.add_argument("--no-event", action="store_true", help="do not emit the drift event")
     add_model_options(drift, DriftPolicy, DRIFT_POLICY)
@@ -146,26 +164,27 @@ def _rollout(args: argparse.Namespace, context: Context) -> int:
 
 
 def _traffic(args: argparse.Namespace, context: Context) -> int:
+    from datetime import UTC, datetime
+
     from chassis.errors import ChassisError
     from chassis.registry import Registry
     from chassis.traffic import replay, require_served
     from chassis_cli.display import progress
     from chassis_cli.documents import TrafficDocument
 
-    settings = context.prepare()
-    registry = Registry.from_settings(settings)
+    champion = context.require_champion(args.model, "send traffic to")
+    registry = Registry.from_settings(context.settings)
     from flows.rollout import test_rows
 
-    champion = registry.version_for_alias(args.model, "champion")
-    if champion is None:
-        raise ChassisError(f"{args.model} has no champion; nothing is served to send traffic to")
     rows = test_rows(registry, args.model, champion)
     if args.texts is not None and args.drift != "topic":
         raise ChassisError("--texts is for --drift topic")
     if args.drift:
         rows = drifted_rows(args.model, rows, args.drift, args.texts)
-    url = args.gateway_url or settings.resolved_gateway_url()
+    url = args.gateway_url or context.settings.resolved_gateway_url()
     require_served(url, args.model)
+    # Whole seconds, rounded down: the first request is served at or after it.
+    started = datetime.now(UTC).replace(microsecond=0)
     with progress("traffic", f"to {url} (at most {args.requests} requests in {args.seconds:g} s)"):
         report = replay(
             url,
@@ -175,7 +194,7 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
             max_seconds=args.seconds,
             concurrency=args.concurrency,
         )
-    document = TrafficDocument.of(args.model, url, report)
+    document = TrafficDocument.of(args.model, url, started, report)
 
     def human() -> None:
         by_status = ", ".join(f"{s.status or 'no answer'}: {s.count}" for s in document.statuses)
@@ -186,6 +205,12 @@ def _traffic(args: argparse.Namespace, context: Context) -> int:
             f"answered by {by_version}",
             soft_wrap=True,
         )
+        if args.drift:  # a window of the default 60 minutes would mix it with earlier traffic
+            out.print(
+                "judge this traffic alone: chassis drift-check --model "
+                f"{args.model} --since {document.started_at}",
+                soft_wrap=True,
+            )
 
     context.show(document, human)
     return 0 if report.failed == 0 else 1
@@ -226,15 +251,21 @@ def drifted_rows(model: str, rows: list[Any], scenario: str, texts: Path | None)
 
 
 def _drift_check(args: argparse.Namespace, context: Context) -> int:
+    from datetime import UTC, datetime
+
+    from chassis.drift_policy import window_since
     from chassis_cli.documents import DriftDocument
 
     policy = drift_policy_from(given_values(args, DRIFT_POLICY))  # fails before any run
-    context.require_registered(args.model)
+    if args.since is not None:
+        window_since(args.since, datetime.now(UTC))
+    context.require_champion(args.model, "check")
     outcome = context.run_flow(
         "drift_check",
         {
             "model_name": args.model,
             "window_minutes": args.window_minutes,
+            "since": args.since,
             "policy": policy,
             "emit": not args.no_event,
         },
@@ -245,14 +276,30 @@ def _drift_check(args: argparse.Namespace, context: Context) -> int:
 
 
 def print_drift(document: "DriftDocument") -> None:
-    columns = ", ".join(document.drifted_columns[:10]) or "none"
+    from datetime import datetime
+
+    from chassis.drift_verdict import verdict_sentence, window_text
+
+    sentence = verdict_sentence(
+        document.verdict,
+        len(document.drifted_columns),
+        document.judged_columns,
+        document.drift_share_needed,
+    )
     out.print(
-        f"{document.model} v{document.champion_version}: {document.verdict} "
-        f"({document.drifted_share:.0%} of columns drifted: {columns}) over "
-        f"{document.served_rows} served rows"
+        f"{document.model} v{document.champion_version}: {sentence}; "
+        f"{document.served_rows} served rows, "
+        + window_text(
+            datetime.fromisoformat(document.window_start),
+            datetime.fromisoformat(document.window_end),
+        )
         + ("; retraining event emitted" if document.event_emitted else ""),
         soft_wrap=True,
     )
+    if document.drifted_columns:
+        shown = ", ".join(document.drifted_columns[:10])
+        more = len(document.drifted_columns) - 10
+        out.print(f"drifted: {shown}" + (f" and {more} more" if more > 0 else ""), soft_wrap=True)
     out.print(f"serving suite: {document.serving_suite}", soft_wrap=True)
     for failure in document.serving_suite_failures:
         out.print(f"  {failure}", soft_wrap=True)

@@ -1,5 +1,6 @@
 """Scheduled drift checks on served traffic; drift emits the event that retrains."""
 
+import math
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from chassis.drift import DriftPolicy, DriftResult
+from chassis.drift_policy import window_since
 from chassis.errors import ChassisError, DataQualityFailure
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
@@ -33,6 +35,12 @@ class DriftOutcome(BaseModel):
     verdict: str
     drifted_share: float
     drifted_columns: list[str]
+    # The columns counted in the verdict, and the share of them that makes it drift.
+    judged_columns: int
+    drift_share_needed: float
+    # The window judged, [start, end), ISO 8601 in UTC.
+    window_start: str
+    window_end: str
     served_rows: int
     # Served rows left out of the distribution test for a null or infinite feature value.
     non_finite_rows_dropped: int
@@ -54,6 +62,7 @@ class DriftOutcome(BaseModel):
         model: str,
         champion: int,
         result: DriftResult,
+        window: tuple[datetime, datetime],
         report: StoredArtifact | None,
         report_url: str | None,
         emitted: bool,
@@ -64,6 +73,10 @@ class DriftOutcome(BaseModel):
             verdict=result.verdict,
             drifted_share=result.drifted_share,
             drifted_columns=result.drifted_column_names(),
+            judged_columns=result.judged_columns,
+            drift_share_needed=result.drift_share_needed,
+            window_start=window[0].isoformat(timespec="milliseconds"),
+            window_end=window[1].isoformat(timespec="milliseconds"),
             served_rows=result.current_rows,
             non_finite_rows_dropped=result.dropped_rows,
             skipped_files=[f.describe() for f in result.skipped_files],
@@ -82,24 +95,32 @@ def drift_check(
     window_minutes: Annotated[
         int, Field(ge=1, le=7 * 24 * 60, description="Served traffic of this many minutes.")
     ] = 60,
+    since: Annotated[
+        datetime | None,
+        Field(
+            description="Start of the window (with a time zone); when set, the window is "
+            "from this time to now and window_minutes is not used. `chassis traffic --drift` "
+            "prints the time its traffic started."
+        ),
+    ] = None,
     policy: Annotated[
         DriftPolicy | None,
         Field(description="Thresholds of the check and its data quality (defaults when empty)."),
     ] = None,
     emit: Annotated[bool, Field(description="Emit the drift event (retraining trigger).")] = True,
 ) -> DriftOutcome:
-    """Compare the champion's served traffic of the last `window_minutes` with the reference
-    snapshot of its training data. Data quality first: an empty window, an all-null column or
-    a null or infinity spike (or a column with no finite value) fails this run as a
-    data-quality failure; rows with a null or infinite feature are counted, then left out of
-    the distribution test. Unreadable log files are skipped and named in the outcome and
-    the artifact (none readable: a data-quality failure naming them). The window is validated
-    against the serving suite of the champion's spec (recorded in the outcome and an
-    artifact); a failure is a data-quality failure, or with policy serving_suite=warn a note.
-    A text champion (tag chassis.text_input) is judged by its text column: a domain
-    classifier's p-value (chassis/text_domain_classifier.py), with token count and
-    unknown-token share from its own tokenizer shown beside it.
-    On drift, emit `chassis.model.drift-detected` for the model; a deployment trigger starts
+    """Compare the champion's served traffic of the last `window_minutes` (or since `since`)
+    with the reference snapshot of its training data. Data quality first: an empty window,
+    an all-null column or a null or infinity spike (or a column with no finite value) fails
+    this run as a data-quality failure; rows with a null or infinite feature are counted,
+    then left out of the distribution test. Unreadable log files are skipped and named in
+    the outcome and the artifact (none readable: a data-quality failure naming them). The
+    window is validated against the serving suite of the champion's spec (recorded in the
+    outcome and an artifact); a failure is a data-quality failure, or with policy
+    serving_suite=warn a note. A text champion (tag chassis.text_input) is judged by its
+    text column: a domain classifier's p-value (chassis/text_domain_classifier.py), with
+    token count and unknown-token share from its own tokenizer shown beside it. On drift,
+    emit `chassis.model.drift-detected` for the model; a deployment trigger starts
     retraining."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
@@ -108,7 +129,9 @@ def drift_check(
     if champion is None:
         raise ChassisError(f"{model_name} has no champion; nothing is served to check")
     end = datetime.now(UTC)
-    start = end - timedelta(minutes=window_minutes)
+    start = window_since(since, end) if since else end - timedelta(minutes=window_minutes)
+    # A window from `since` is logged and signalled by its length too, rounded up.
+    minutes = window_minutes if since is None else math.ceil((end - start).total_seconds() / 60)
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
         reference, features = load_reference(registry, model_name, champion, workdir)
@@ -121,7 +144,8 @@ def drift_check(
         result = judge_drift(reference, window, features, drift_policy, html, suite, encoder)
         params = {
             "champion_version": champion,
-            "window_minutes": window_minutes,
+            "window_minutes": minutes,
+            "window_start": start.isoformat(),
             "drift_share": drift_policy.drift_share,
         }
         tracking = Tracking.from_settings(settings)
@@ -129,12 +153,12 @@ def drift_check(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report_url = report.ui_url(settings) if report else None
-    publish_drift(model_name, champion, result, report_url)
+    publish_drift(model_name, champion, result, report_url, (start, end))
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: {unusable}"
         )
     emitted = result.verdict == "drift" and emit
     if emitted:
-        signal_drift(model_name, champion, result, {"window_minutes": window_minutes})
-    return DriftOutcome.of(model_name, champion, result, report, report_url, emitted)
+        signal_drift(model_name, champion, result, {"window_minutes": minutes})
+    return DriftOutcome.of(model_name, champion, result, (start, end), report, report_url, emitted)

@@ -8,8 +8,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.events import emit_event
 
-from chassis import expectations, markdown
+from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
+from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
 from chassis.modelspec import load_spec
@@ -185,44 +186,27 @@ def log_drift_report(
     )
 
 
-def publish_drift(model: str, version: int, result: DriftResult, report_url: str | None) -> None:
+def publish_drift(
+    model: str,
+    version: int,
+    result: DriftResult,
+    report_url: str | None,
+    window: tuple[datetime, datetime],
+) -> None:
     """The verdict in Prefect; `report_url` is the report's page in the MLflow UI."""
+    sentence = result.verdict_sentence()
     if result.columns:
         publish_table(
             result.summary_rows(),
             "drift-columns",
             model,
-            description=f"Per-column drift of {model} v{version}: {result.verdict}",
+            description=f"Per-column drift of {model} v{version}: {sentence}",
         )
-    problems = "\n".join(f"- {p}" for p in result.quality_problems) or "- none"
-    notes = "\n".join(f"- {n}" for n in result.notes()) or "- none"
-    moved = "".join(f"- {e}\n" for e in result.explanations)
-    moved = f"## What moved\n{moved}\n" if moved else ""
-    link = (
-        f"{markdown.link('Evidently report', report_url)} (in MLflow, the drift check's run)"
-        if report_url
-        else "no report (data quality first)"
-    )
-    figures = markdown.table(
-        ["", ""],
-        [
-            ("served rows", result.current_rows),
-            ("reference rows", result.reference_rows),
-            ("drifted columns", f"{result.drifted_columns} ({result.drifted_share:.0%})"),
-            ("tests", result.methods() or "none run"),
-            ("serving suite", result.serving_suite_status()),
-        ],
-    )
     publish_markdown(
-        f"# Drift check of {markdown.cell(model)} v{version}: **{result.verdict}**\n\n"
-        f"{figures}\n\n"
-        f"{moved}"
-        f"## Data quality\n{problems}\n\n"
-        f"## Not in the distribution test (non-finite values, unreadable files)\n{notes}\n\n"
-        f"{link}\n",
+        drift_summary(model, version, result, report_url, window),
         "drift-summary",
         model,
-        description=f"Drift verdict for {model}: {result.verdict}",
+        description=f"Drift check of {model} v{version}: {sentence}",
     )
 
 
@@ -240,9 +224,5 @@ def signal_drift(model: str, version: int, result: DriftResult, extra: dict[str,
         },
     )
     get_run_logger().warning(
-        "drift on %s v%d (%.0f%% of columns): emitted %s",
-        model,
-        version,
-        result.drifted_share * 100,
-        DRIFT_EVENT,
+        "%s v%d: %s; emitted %s", model, version, result.verdict_sentence(), DRIFT_EVENT
     )

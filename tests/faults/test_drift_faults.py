@@ -124,7 +124,8 @@ def test_infinite_values_beyond_the_allowed_share_fail_quality_not_no_drift(log,
     assert f"column {column!r} has 30 infinite value(s), 5.0% " in str(result)
     assert "(0 null, 20 +inf, 10 -inf of 600 rows; limit 0.0%)" in str(result)
     summary = latest_artifact(SUMMARY).data
-    assert "data-quality-failure" in summary and f"column {column!r}" in summary
+    assert "**data-quality failure: the window is unusable" in summary
+    assert f"- column {column!r} has 30 infinite value(s)" in summary.split("## Data quality")[1]
 
 
 def test_an_all_infinite_column_is_named_as_such_not_a_value_error(log, fault_report):
@@ -155,7 +156,7 @@ def test_a_corrupt_file_is_skipped_reported_and_the_rest_judged(log, fault_repor
     assert skipped_paths(outcome) == [corrupt]
     assert "ArrowInvalid" in outcome.skipped_files[0]
     summary = latest_artifact(SUMMARY).data
-    assert "**no-drift**" in summary
+    assert "**no drift: " in summary
     assert f"1 unreadable prediction-log file(s) skipped: {corrupt} (ArrowInvalid: " in summary
 
 
@@ -192,7 +193,7 @@ def test_no_readable_file_is_a_failure_naming_every_file(log, fault_report):
     message = str(result)
     assert "the window has no rows: 2 prediction-log file(s) in it could not be read: " in message
     assert f"{corrupt} (ArrowInvalid: " in message and f"{truncated} (ArrowInvalid: " in message
-    assert "data-quality-failure" in latest_artifact(SUMMARY).data
+    assert "**data-quality failure: the window is unusable" in latest_artifact(SUMMARY).data
 
 
 def test_audit_links_name_the_prefect_server_in_use_not_port_4200(champion, fault_report):

@@ -1,6 +1,7 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,14 +59,28 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift" and not calm.event_emitted
     assert calm.served_rows == 300
+    assert (calm.judged_columns, calm.drift_share_needed) == (4, 0.5)
+    description = latest_artifact("drift-summary-test-blobs").description or ""
+    assert re.fullmatch(
+        r"Drift check of test-blobs v1: no drift: \d+% of columns drifted \(\d of 4\), "
+        r"50% needed \(2\)",
+        description,
+    ), description
 
+    # `since` judges the drifted traffic alone, without the calm rows before it.
+    since = datetime.now(UTC)
     send(logging_gateway, apply_drift(specs.blob_traffic(2), "shift"))
-    drifted = drift_check(model_name=MODEL, window_minutes=10)
+    drifted = drift_check(model_name=MODEL, since=since)
     assert drifted.verdict == "drift" and drifted.event_emitted
+    assert drifted.served_rows == 300
+    assert drifted.window_start == since.isoformat(timespec="milliseconds")
     assert {"f0", "f1"} <= set(drifted.drifted_columns)
     assert drifted.report_uri and drifted.report_uri.endswith(".html")
     summary = latest_artifact("drift-summary-test-blobs").data
-    assert "drift" in summary
+    shared = len(drifted.drifted_columns)
+    assert (
+        f"**drift: {shared * 25}% of columns drifted ({shared} of 4), 50% needed (2)**" in summary
+    )
     # The report is linked as its page in the MLflow UI (the run's artifacts, the file
     # open), which a browser opens from Prefect's UI; never as the store's file:// URI.
     url = drifted.report_url or ""
@@ -86,7 +101,9 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
 def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gateway):
     with pytest.raises(DataQualityFailure, match="the window has no rows"):
         drift_check(model_name=MODEL, window_minutes=5)
-    assert "data-quality-failure" in latest_artifact("drift-summary-test-blobs").data
+    summary = latest_artifact("drift-summary-test-blobs").data
+    assert "**data-quality failure: the window is unusable, drift not judged**" in summary
+    assert "- the window has no rows" in summary
 
 
 def test_a_champion_without_a_reference_snapshot_is_an_error_never_no_drift(chassis_home):
@@ -139,8 +156,12 @@ def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_dr
     ):
         drift_check(model_name=MODEL, window_minutes=10)
     summary = latest_artifact("drift-summary-test-blobs").data
-    assert "**data-quality-failure**" in summary
+    assert "**data-quality failure: the window is unusable, drift not judged**" in summary
     assert "FAILED (test-blobs.serving, 4 of 10 expectations): data-quality failure" in summary
+    assert (
+        "- serving suite `test-blobs.serving`: **FAILED**, 4 of 10 expectations "
+        "(a data-quality failure: drift not judged)\n  - expect_column_values_to_be_between(f"
+    ) in summary
     assert "FAILED (4 failing)" in latest_artifact("serving-suite-test-blobs").data
 
     # The policy decides: with warn the failure is recorded and drift is judged all the same.
@@ -153,4 +174,13 @@ def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_dr
     assert all(
         f.startswith("expect_column_values_to_be_between(f") for f in warned.serving_suite_failures
     )
-    assert "drift judged anyway" in latest_artifact("drift-summary-test-blobs").data
+    # Filed under data quality, named, with what failed; not beside the non-finite values.
+    summary = latest_artifact("drift-summary-test-blobs").data
+    quality = summary.split("## Data quality\n", 1)[1].split("\n\n", 1)[0]
+    assert (
+        "- serving suite `test-blobs.serving`: **FAILED**, 4 of 10 expectations "
+        "(policy serving_suite=warn: recorded, drift judged anyway)"
+    ) in quality
+    assert quality.count("  - expect_column_values_to_be_between(f") == 4
+    left_out = summary.split("## Left out of the distribution test", 1)[1]
+    assert "test-blobs.serving" not in left_out

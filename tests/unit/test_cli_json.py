@@ -3,6 +3,7 @@
 The registry here is a real MLflow store on SQLite with a model written straight into it
 (no training, no Prefect): what `versions` and `history` read, without a release."""
 
+import datetime
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ from chassis.registry.audit import AuditRecord
 from chassis.tracking import MlflowLinks
 from chassis.traffic import TrafficReport
 from chassis_cli import display
+from chassis_cli.argtypes import aware_time
 from chassis_cli.documents import (
     CandidateEntry,
     GatesDocument,
@@ -32,6 +34,8 @@ from flows.promotion import GatesOutcome
 from tests.fixtures.cli import chassis_commands, chassis_in_process
 
 MODEL = "draft"
+UNCROWNED = "uncrowned"  # a model with a version and no champion
+STARTED = datetime.datetime(2026, 12, 3, 5, 4, 55, tzinfo=datetime.UTC)
 DIGEST = "0123456789abcdef" * 4  # 64 hex digits, as a sha256 is
 RUN_ID = "f" * 32
 # Commands that neither read nor decide: a server, the UIs, and a command whose output is
@@ -55,6 +59,8 @@ def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tags={"chassis.onnx_sha256": DIGEST, "chassis.spec": "tests.fixtures.specs:good"},
     )
     client.set_registered_model_alias(MODEL, "champion", "1")
+    client.create_registered_model(UNCROWNED)
+    client.create_model_version(UNCROWNED, source=str(tmp_path / "model"), run_id=None)
     record = AuditRecord(
         sequence=1,
         at="2026-12-02T10:00:00+00:00",
@@ -241,10 +247,18 @@ def test_a_number_that_is_not_finite_is_null_so_the_document_stays_json():
 
 def test_traffic_counts_no_answer_as_a_null_status():
     report = TrafficReport(sent=3, statuses=Counter({200: 2, 0: 1}), seconds=1.5)
-    document = TrafficDocument.of(MODEL, "http://127.0.0.1:8000", report)
+    document = TrafficDocument.of(MODEL, "http://127.0.0.1:8000", STARTED, report)
     statuses = [(s.status, s.count) for s in document.statuses]
     assert statuses == [(None, 1), (200, 2)]
     assert document.requests_per_second == 2.0
+
+
+def test_traffic_says_when_it_started_in_utc_as_drift_check_since_takes_it():
+    report = TrafficReport(sent=1, statuses=Counter({200: 1}), seconds=0.1)
+    local = STARTED.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
+    document = TrafficDocument.of(MODEL, "http://127.0.0.1:8000", local, report)
+    assert document.started_at == "2026-12-03T05:04:55Z"
+    assert aware_time(document.started_at) == STARTED
 
 
 def test_an_error_with_json_is_one_line_on_stderr_and_one_document_on_stdout(home):
@@ -273,8 +287,32 @@ def test_error_kinds_are_the_error_class_in_snake_case():
         (["gates", "--model", MODEL, "--version", "2"], "'draft' has no version 2"),
         (["compress", "--model", MODEL, "--version", "4"], "'draft' has no version 4"),
         (["rollout", "--model", MODEL, "--version", "5"], "'draft' has no version 5"),
+        (["drift-check", "--model", "drfat"], "no registered model named 'drfat'"),
+        (
+            ["drift-check", "--model", UNCROWNED],
+            f"{UNCROWNED} has no champion, so nothing is served to check",
+        ),
+        (
+            ["drift-check", "--model", MODEL, "--since", "2099-01-01T00:00:00Z"],
+            "since 2099-01-01T00:00:00+00:00 is not before now",
+        ),
+        (
+            ["traffic", "--model", UNCROWNED],
+            f"{UNCROWNED} has no champion, so nothing is served to send traffic to",
+        ),
     ],
-    ids=["promote-version", "promote-model", "rollback", "gates", "compress", "rollout"],
+    ids=[
+        "promote-version",
+        "promote-model",
+        "rollback",
+        "gates",
+        "compress",
+        "rollout",
+        "drift-check-model",
+        "drift-check-no-champion",
+        "drift-check-since-future",
+        "traffic-no-champion",
+    ],
 )
 def test_a_typo_is_refused_in_one_line_before_any_flow_run(home, argv, message):
     """No flow runs, so none shows as failed on the Prefect dashboard: the no-servers guard
@@ -345,6 +383,10 @@ def test_the_drift_document_carries_every_field_of_the_flows_outcome():
         verdict="drift",
         drifted_share=0.5,
         drifted_columns=["x1"],
+        judged_columns=2,
+        drift_share_needed=0.5,
+        window_start="2026-12-03T04:05:14.000+00:00",
+        window_end="2026-12-03T05:05:14.000+00:00",
         served_rows=300,
         non_finite_rows_dropped=0,
         skipped_files=[],

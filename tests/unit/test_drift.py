@@ -184,7 +184,9 @@ def test_a_window_that_breaks_the_serving_suite_is_a_data_quality_failure_not_dr
     )
     assert result.verdict == "data-quality-failure"
     assert result.columns == ()  # drift was not judged
-    (problem,) = result.quality_problems
+    assert result.quality_problems == ()  # rows, nulls and infinities were fine
+    problem = result.unusable_reason() or ""
+    assert problem == result.suite_problem()
     assert "failed suite 'blobs.serving' (1 of 2 expectations)" in problem
     assert "expect_column_values_to_be_between(a) observed 540 unexpected (90%)" in problem
     assert result.serving_suite_status().startswith("FAILED (blobs.serving, 1 of 2")
@@ -196,7 +198,9 @@ def test_with_policy_warn_a_broken_suite_is_a_note_and_drift_is_still_judged():
     result = detect_drift(frame(seed=0), shifted, FEATURES, warn, None, (), suite_result(False))
     assert result.verdict == "drift"
     assert result.serving_suite_status().endswith(": warning")
-    assert any("serving_suite=warn: drift judged anyway" in n for n in result.notes())
+    assert result.suite_problem() is None and result.unusable_reason() is None
+    # A failed suite is data quality, never a note beside the non-finite values.
+    assert not any("blobs.serving" in n for n in result.notes())
 
 
 def test_a_passing_suite_is_recorded_and_changes_no_verdict():

@@ -88,7 +88,7 @@ def test_same_topic_is_no_drift_and_another_topic_is_drift_naming_column_and_met
     text = next(c for c in drifted.columns if c.column == TEXT)
     assert text.method == TEXT_DRIFT_DISPLAY_NAME and text.threshold == 0.01
     assert text.score < 1e-6 and text.counted
-    assert f"{TEXT}: {TEXT_DRIFT_DISPLAY_NAME}" in drifted.methods()
+    assert f"{TEXT_DRIFT_DISPLAY_NAME}, threshold 0.01: {TEXT}" in drifted.methods()
     assert drifted.text_content_auc is not None and drifted.text_content_auc > 0.8
     assert drifted.monitoring_metrics()["text_content_auc"] == drifted.text_content_auc
     (explained,) = drifted.explanations
