@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -59,12 +59,13 @@ def _served_models(answer: httpx.Response) -> list[str] | None:
     if answer.status_code != 200:
         return None
     try:
-        models = answer.json().get("models")
-    except (ValueError, AttributeError):
+        body: object = answer.json()
+    except ValueError:
         return None
+    models: object = cast(dict[str, object], body).get("models") if isinstance(body, dict) else None
     if not isinstance(models, list):
         return None
-    return [str(m) for m in models]
+    return [str(m) for m in cast(list[object], models)]
 
 
 def replay(
