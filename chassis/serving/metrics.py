@@ -425,6 +425,8 @@ class GatewayMetrics(Collector):
             errors,
             latency,
             cpu,
+            queue,
+            confidence,
             classes,
             shadow,
             answered_errors,
