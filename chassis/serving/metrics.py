@@ -6,7 +6,9 @@ The Prometheus families are built from those numbers when /metrics is scraped.
 prometheus_client's labelled children take a lock and a few Python calls per update, and
 four updates a request cost ~6 us, more than half the model itself. Updates and scrapes
 all run on the event loop's thread, so nothing needs a lock. The exposition (names,
-labels, `_created` series) is what Counter and Histogram give.
+labels, `_created` series) is what Counter and Histogram give. What is not counted per
+request (readiness, rollout generation, versions served, prediction-log drops) is read from
+the gateway when scraped (`Readings`). Every family is listed in docs/metrics.md.
 """
 
 import os
