@@ -461,7 +461,8 @@ class GatewayMetrics(Collector):
             "gate verdict), sha256 (bytes unlike their digest), load (store or runtime)",
             labels=["model", "version", "check"],
         )
-        for key, (count, since) in self.load_failures.items():
+        # Loads run on a thread of their own: a copy (atomic under the GIL) is iterated.
+        for key, (count, since) in list(self.load_failures.items()):
             failures.add_metric(key.split("\0"), count, created=since if created else None)
         readings = self.readings()
         ready = GaugeMetricFamily(
