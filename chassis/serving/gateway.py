@@ -526,6 +526,9 @@ class Gateway:
                 name, stable.feature_names, stable.task, stable.encoder is not None
             )
         self.models[name] = model  # one assignment: its requests are answered from now on
+        # The in-flight series exists from here, 0 before the first request (an autoscaler's
+        # query then reads 0, not no data).
+        self.metrics.in_flight.setdefault(name, 0)
         event(
             logger,
             logging.INFO,
