@@ -38,6 +38,7 @@ class Queued(NamedTuple):
     rows: np.ndarray
     future: "asyncio.Future[np.ndarray]"
     deadline: float | None  # event-loop time; None: no deadline
+    enqueued: float  # event-loop time it was queued (its queue wait ends as its batch starts)
 
 
 class MicroBatcher:
@@ -47,10 +48,14 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.run = run
         # Told (rows, CPU seconds) after each queued batch, on the event loop's thread.
         self.on_batch = on_batch
+        # Told each queued request's wait (seconds from queued to its batch's start), on the
+        # event loop's thread; a request answered by `answer_now` waited for nothing.
+        self.on_wait = on_wait
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[Queued] = asyncio.Queue()
@@ -96,7 +101,7 @@ class MicroBatcher:
         self.in_flight += 1
         self.queued += 1
         try:
-            await self.queue.put(Queued(rows, future, deadline))
+            await self.queue.put(Queued(rows, future, deadline, loop.time()))
             return await future
         finally:
             self.in_flight -= 1
@@ -136,12 +141,15 @@ class MicroBatcher:
         # pace: under overload the model works only for clients it can still answer.
         now = asyncio.get_running_loop().time()
         waiting = [item for item in pending if not item.future.done()]
+        if self.on_wait is not None:
+            for item in waiting:
+                self.on_wait(now - item.enqueued)
         finish = now + self.row_seconds * sum(len(item.rows) for item in waiting)
         # The pace is re-measured at least once a second: an estimate left high by one huge
         # call must not shed every request forever (nothing would run to correct it).
         probe = now - self.last_call_end > PROBE_SECONDS
         live: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
-        for index, (rows, future, deadline) in enumerate(waiting):
+        for index, (rows, future, deadline, _) in enumerate(waiting):
             last_chance = probe and index == len(waiting) - 1 and not live
             if deadline is not None and finish > deadline and not last_chance:
                 _settle(future, error=DeadlineExceeded())

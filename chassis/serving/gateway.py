@@ -54,7 +54,7 @@ from chassis.serving.gateway_log import (
     Value,
     event,
 )
-from chassis.serving.metrics import GatewayMetrics, RoleTally
+from chassis.serving.metrics import GatewayMetrics, Readings, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.readiness import (
     LOADING,
@@ -153,6 +153,7 @@ class Gateway:
         self.model_names = model_names
         self.models: dict[str, ServedModel] = {}
         self.metrics = GatewayMetrics()
+        self.metrics.readings = self._readings
         # Each named model's state (readiness.py): one model's never decides another's.
         self.readiness: dict[str, ModelReadiness] = {}
         self.ready_said = False  # the gateway's readiness as last logged
@@ -251,6 +252,7 @@ class Gateway:
         with contextlib.suppress(Exception):
             run(warm_up)
 
+        series = self.metrics.version(name, str(version))
         if feature_names is None:
             # A compressed version inherits the column names of the version it was made from.
             feature_names = self.registry.feature_columns(name, version) or [
@@ -266,7 +268,8 @@ class Gateway:
                 run,
                 1 if per_row else self.config.max_batch,
                 self.config.max_wait_ms,
-                self.metrics.version(name, str(version)).record_cpu,
+                series.record_cpu,
+                series.record_wait,
             ),
             feature_names=feature_names,
             task=task,
@@ -296,6 +299,7 @@ class Gateway:
                 found_sha256=None,
                 error=str(error),
             )
+            self.metrics.count_load_failure(model.name, version, "gates")
             raise NotServable(str(error)) from error
         digest = tags.get(TAG_ONNX_SHA256)
         held = model.versions.get(version)
@@ -315,6 +319,7 @@ class Gateway:
             served = self.load_version(model.name, version)  # fetch_version checks the digest
         except IntegrityError as error:
             self.refused[(model.name, version)] = (digest, str(error))
+            self.metrics.count_load_failure(model.name, version, "sha256")
             self._say_once(
                 refusal,
                 logging.ERROR,
@@ -338,6 +343,7 @@ class Gateway:
                 version=version,
                 error=f"{type(error).__name__}: {error}",
             )
+            self.metrics.count_load_failure(model.name, version, "load")
             raise
         self.said.pop(refusal, None)
         return served
@@ -520,6 +526,9 @@ class Gateway:
                 name, stable.feature_names, stable.task, stable.encoder is not None
             )
         self.models[name] = model  # one assignment: its requests are answered from now on
+        # The in-flight series exists from here, 0 before the first request (an autoscaler's
+        # query then reads 0, not no data).
+        self.metrics.in_flight.setdefault(name, 0)
         event(
             logger,
             logging.INFO,
@@ -713,6 +722,23 @@ class Gateway:
                     error=f"{type(error).__name__}: {error}",
                 )
 
+    def _readings(self) -> Readings:
+        """What /metrics reads from the gateway when scraped (see metrics.Readings)."""
+        readings = Readings(ready=self.ready and not self.draining)
+        for name, model in self.models.items():
+            state = model.state
+            readings.generations[name] = state.generation
+            for version, role in (
+                (state.stable_version, "stable"),
+                (state.candidate_version, "candidate"),
+                (state.warm_version, "warm"),
+            ):
+                if version is not None and version in model.versions:
+                    readings.served.append((name, version, role))
+        for name, log in self.logs.items():
+            readings.log_dropped_rows[name] = log.dropped_rows
+        return readings
+
     def model(self, name: str) -> ServedModel:
         model = self.models.get(name)
         if model is None:
@@ -732,33 +758,41 @@ class Gateway:
 
     async def predict(self, name: str, request: Request, key: str | None) -> Prediction:
         model = self.model(name)
-        state = model.state
-        version = choose_version(state, key, self.rng)
-        served = model.versions[version]
-        role = "stable" if version == state.stable_version else "candidate"
-        rows = (
-            request
-            if served.encoder is None and type(request) is np.ndarray
-            else self._model_input(model, served, request)
-        )
-        # A fast model with nothing queued answers in this call; only the others await.
-        answered = self._answer_now(model, served, rows, role)
-        if answered is None:
-            answered = await self._answer_queued(model, served, rows, role)
-        answers, predictions = answered
-        log = self.logs.get(name)
-        if log is not None:
-            log.record(version, request, answers)  # a text model's: the texts themselves
-        # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
-        if state.mode != "stable" or state.warm_version is not None:
-            pair = mirror_pair(state, self.rng)
-            if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
-                task = asyncio.get_running_loop().create_task(
-                    self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], request)
-                )
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
-        return Prediction(version, predictions)
+        # Counted here, in this coroutine (another one a request would cost ~0.3 us).
+        in_flight = self.metrics.in_flight
+        in_flight[name] = in_flight.get(name, 0) + 1
+        try:
+            state = model.state
+            version = choose_version(state, key, self.rng)
+            served = model.versions[version]
+            role = "stable" if version == state.stable_version else "candidate"
+            rows = (
+                request
+                if served.encoder is None and type(request) is np.ndarray
+                else self._model_input(model, served, request)
+            )
+            # A fast model with nothing queued answers in this call; only the others await.
+            answered = self._answer_now(model, served, rows, role)
+            if answered is None:
+                answered = await self._answer_queued(model, served, rows, role)
+            answers, predictions = answered
+            log = self.logs.get(name)
+            if log is not None:
+                log.record(version, request, answers)  # a text model's: the texts themselves
+            # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
+            if state.mode != "stable" or state.warm_version is not None:
+                pair = mirror_pair(state, self.rng)
+                if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
+                    task = asyncio.get_running_loop().create_task(
+                        self._mirror(
+                            model, model.versions[pair[0]], model.versions[pair[1]], request
+                        )
+                    )
+                    self.background.add(task)
+                    task.add_done_callback(self.background.discard)
+            return Prediction(version, predictions)
+        finally:
+            in_flight[name] -= 1
 
     async def predict_preview(self, name: str, request: Request) -> Prediction:
         """Blue-green: the idle color answers, for checks before the switch."""
@@ -875,7 +909,7 @@ class Gateway:
             return values, answered_values
         labels = logits.argmax(axis=1)
         predictions: list[int] = labels.tolist()
-        tally.record(seconds, predictions)
+        tally.record(seconds, predictions, logits)
         return labels, predictions
 
     def _count_error(self, model: ServedModel, served: ServedVersion, status: str = "500") -> None:

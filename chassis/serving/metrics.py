@@ -6,14 +6,19 @@ The Prometheus families are built from those numbers when /metrics is scraped.
 prometheus_client's labelled children take a lock and a few Python calls per update, and
 four updates a request cost ~6 us, more than half the model itself. Updates and scrapes
 all run on the event loop's thread, so nothing needs a lock. The exposition (names,
-labels, `_created` series) is what Counter and Histogram give.
+labels, `_created` series) is what Counter and Histogram give. What is not counted per
+request (readiness, rollout generation, versions served, prediction-log drops) is read from
+the gateway when scraped (`Readings`). Every family is listed in docs/metrics.md.
 """
 
 import os
+import platform
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
+import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,6 +31,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from chassis import __version__
+
 # Four buckets per doubling, 15 us to 16 s: a 2x slowdown moves a quantile four buckets, so
 # the rollout analysis can compare quantiles of two versions from these counts alone (and
 # from their sum over replicas, or Prometheus's). The hot path's bisect costs the same.
@@ -37,6 +44,32 @@ BUCKET_LABELS = [*(floatToGoString(bound) for bound in LATENCY_BUCKETS), "+Inf"]
 # rollout/counts.py), summed over replicas like every other counter.
 DIFFERENCE_BUCKETS = tuple(2 ** (k / 4) for k in range(-80, 17))
 DIFFERENCE_LABELS = [*(floatToGoString(bound) for bound in DIFFERENCE_BUCKETS), "+Inf"]
+# A classifier's confidence (the top class's softmax probability of each row) lies in
+# [1/classes, 1]: tenths, and finer near 1 where a confident model's rows pile up.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+CONFIDENCE_LABELS = [*(floatToGoString(bound) for bound in CONFIDENCE_BUCKETS), "+Inf"]
+# The softmax behind a confidence costs ~6 us a request, 15-20 % of the gateway's own CPU for
+# a digits-sized MLP (32 us a request in process): one live answer in this many is observed,
+# a sample whose distribution is the traffic's (its count is not the requests').
+CONFIDENCE_SAMPLE = 16
+
+
+@dataclass
+class Readings:
+    """What the gateway holds elsewhere and /metrics reads when scraped (no hot-path cost):
+    its readiness, each model's rollout generation, the versions it serves and its
+    prediction log's dropped rows."""
+
+    ready: bool = False  # what /readyz says: 200 (models serve, not draining) or 503
+    generations: dict[str, int] = field(default_factory=dict[str, int])
+    # (model, version, role): stable, candidate (canary, shadow, blue-green idle), warm.
+    served: list[tuple[str, int, str]] = field(default_factory=list[tuple[str, int, str]])
+    log_dropped_rows: dict[str, int] = field(default_factory=dict[str, int])
+
+
+def code_class(status: int) -> str:
+    """ "4xx" or "5xx": the class alert rules and dashboards group statuses by."""
+    return f"{status // 100}xx"
 
 
 def _created_series() -> bool:
@@ -51,6 +84,9 @@ class VersionSeries:
     __slots__ = (
         "buckets",
         "classes",
+        "confidence",
+        "confidence_countdown",
+        "confidence_sum",
         "cpu_buckets",
         "cpu_sum",
         "created",
@@ -59,6 +95,8 @@ class VersionSeries:
         "errors",
         "labels",
         "latency_sum",
+        "queue_buckets",
+        "queue_sum",
         "shadow",
         "value_count",
         "value_sum",
@@ -75,6 +113,14 @@ class VersionSeries:
         self.cpu_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.cpu_sum = 0.0
         self.classes: dict[int, list[float]] = {}  # label -> [count, created]
+        # Each answered row's confidence (CONFIDENCE_BUCKETS), a classifier's only.
+        self.confidence = [0] * (len(CONFIDENCE_BUCKETS) + 1)
+        self.confidence_sum = 0.0
+        self.confidence_countdown = 1  # the first answer is observed, then one in a sample
+        # Each queued request's wait for its batch (LATENCY_BUCKETS); inline answers wait
+        # for nothing and are not observed (the hot path stays as it was).
+        self.queue_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.queue_sum = 0.0
         self.errors: dict[str, list[float]] = {}  # status -> [count, created]
         self.shadow: dict[str, list[float]] = {}  # "yes"/"no" -> [count, created]
         # A regressor's predicted values (live answers), and the relative differences of its
@@ -88,6 +134,10 @@ class VersionSeries:
         per_row = cpu_seconds / rows if rows else cpu_seconds
         self.cpu_buckets[bisect_left(LATENCY_BUCKETS, per_row)] += 1
         self.cpu_sum += per_row
+
+    def record_wait(self, seconds: float) -> None:
+        self.queue_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.queue_sum += seconds
 
 
 class RoleTally:
@@ -105,7 +155,7 @@ class RoleTally:
         # what users see, so only answers given feed the histogram and the class counts.
         self.live = role != "shadow"
 
-    def record(self, seconds: float, predictions: list[int]) -> None:
+    def record(self, seconds: float, predictions: list[int], logits: np.ndarray | None) -> None:
         self.requests += 1
         if not self.live:
             return
@@ -120,6 +170,17 @@ class RoleTally:
                 classes[label] = [1, time.time()]
             else:
                 tally[0] += 1
+        series.confidence_countdown -= 1
+        if logits is None or series.confidence_countdown:
+            return
+        series.confidence_countdown = CONFIDENCE_SAMPLE
+        # The top class's softmax probability is 1 / sum(exp(logit - top logit)).
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        confidences: list[float] = (1.0 / np.exp(shifted).sum(axis=1)).tolist()
+        buckets = series.confidence
+        for confidence in confidences:
+            buckets[bisect_left(CONFIDENCE_BUCKETS, confidence)] += 1
+        series.confidence_sum += sum(confidences)
 
     def record_values(self, seconds: float, values: list[float]) -> None:
         """`record` for a regressor: its predicted values instead of classes."""
@@ -155,6 +216,12 @@ class GatewayMetrics(Collector):
         self.tallies: dict[tuple[str, str, str], RoleTally] = {}
         # A text model's refused texts by (model, reason): too_long, empty, not_text.
         self.text_refused: dict[tuple[str, str], list[float]] = {}
+        # Predict requests being answered now, by model (the autoscaler's signal).
+        self.in_flight: dict[str, int] = {}
+        # Failed loads and verifications, by "model\0version\0check".
+        self.load_failures: dict[str, list[float]] = {}
+        # Set by the gateway: what /metrics reads from it when scraped.
+        self.readings: Callable[[], Readings] = Readings
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -173,10 +240,21 @@ class GatewayMetrics(Collector):
         return tally
 
     def observe(
-        self, model: str, version: str, role: str, seconds: float, predictions: list[int]
+        self,
+        model: str,
+        version: str,
+        role: str,
+        seconds: float,
+        predictions: list[int],
+        logits: np.ndarray | None = None,
     ) -> None:
         """One answered request (the hot path keeps its tally and calls `record`)."""
-        self.tally(model, version, role).record(seconds, predictions)
+        self.tally(model, version, role).record(seconds, predictions, logits)
+
+    def count_load_failure(self, model: str, version: int, check: str) -> None:
+        """A version that failed to load or verify: `check` is gates (no passed, signed
+        verdict), sha256 (bytes unlike their digest) or load (the store or runtime failed)."""
+        _count(self.load_failures, f"{model}\0{version}\0{check}", 1)
 
     def count_error(self, model: str, version: str, status: str) -> None:
         _count(self.version(model, version).errors, status, 1)
@@ -245,8 +323,20 @@ class GatewayMetrics(Collector):
             "CPU time per row of each model call, on the calling thread (load-independent)",
             labels=["model", "version"],
         )
+        queue = HistogramMetricFamily(
+            "chassis_queue_wait_seconds",
+            "Wait of each queued predict request for its batch to start (requests answered "
+            "at once, with nothing queued, waited for nothing and are not observed)",
+            labels=["model", "version"],
+        )
         classes = CounterMetricFamily(
             "chassis_predicted_class", "Predicted classes", labels=["model", "version", "label"]
+        )
+        confidence = HistogramMetricFamily(
+            "chassis_prediction_confidence_ratio",
+            "A classifier's confidence in each answered row: the top class's softmax "
+            "probability of the model's logits",
+            labels=["model", "version"],
         )
         shadow = CounterMetricFamily(
             "chassis_shadow_comparisons",
@@ -273,13 +363,15 @@ class GatewayMetrics(Collector):
                     family.add_metric(
                         [*series.labels, str(key)], count, created=since if created else None
                     )
-            for family, counts, total in (
-                (latency, series.buckets, series.latency_sum),
-                (cpu, series.cpu_buckets, series.cpu_sum),
+            for family, counts, total, bucket_labels in (
+                (latency, series.buckets, series.latency_sum, BUCKET_LABELS),
+                (cpu, series.cpu_buckets, series.cpu_sum, BUCKET_LABELS),
+                (queue, series.queue_buckets, series.queue_sum, BUCKET_LABELS),
+                (confidence, series.confidence, series.confidence_sum, CONFIDENCE_LABELS),
             ):
                 if not any(counts):
                     continue  # a version with errors only has no latency series, as before
-                _add_histogram(family, series, counts, total, created)
+                _add_histogram(family, series, counts, total, created, bucket_labels)
             if series.value_count:
                 values.add_metric(series.labels, series.value_count, series.value_sum)
             if any(series.differences):
@@ -293,12 +385,17 @@ class GatewayMetrics(Collector):
                 )
         answered_errors = CounterMetricFamily(
             "chassis_http_errors",
-            "Requests answered with an error status, by status (client errors included; the "
-            "rollout analysis reads chassis_errors_total, which counts versions' failures only)",
-            labels=["model", "status"],
+            "Requests answered with an error status, by status and its class (4xx, 5xx; "
+            "client errors included; the rollout analysis reads chassis_errors_total, which "
+            "counts versions' failures only)",
+            labels=["model", "status", "code_class"],
         )
         for (model, status), (count, since) in self.answered_errors.items():
-            answered_errors.add_metric([model, status], count, created=since if created else None)
+            answered_errors.add_metric(
+                [model, status, code_class(int(status))],
+                count,
+                created=since if created else None,
+            )
         mismatch = GaugeMetricFamily(
             "chassis_champion_mismatch",
             "1 while the champion alias names a version this gateway refuses to serve "
@@ -324,11 +421,14 @@ class GatewayMetrics(Collector):
         )
         for (model, reason), (count, since) in self.text_refused.items():
             refused.add_metric([model, reason], count, created=since if created else None)
+        yield from self._gateway_families(created)
         yield from (
             requests,
             errors,
             latency,
             cpu,
+            queue,
+            confidence,
             classes,
             shadow,
             answered_errors,
@@ -338,6 +438,64 @@ class GatewayMetrics(Collector):
             differences,
             refused,
         )
+
+    def _gateway_families(self, created: bool) -> Iterator[Metric]:
+        """The families that are not per version: build, in-flight requests, load failures,
+        rollout generations and prediction-log drops."""
+        build = GaugeMetricFamily(
+            "chassis_build_info",
+            "Always 1: the Chassis and Python versions this gateway runs",
+            labels=["chassis_version", "python_version"],
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        in_flight = GaugeMetricFamily(
+            "chassis_requests_in_flight",
+            "Predict requests being answered now (queued or running), by model",
+            labels=["model"],
+        )
+        for model, count in self.in_flight.items():
+            in_flight.add_metric([model], count)
+        failures = CounterMetricFamily(
+            "chassis_model_load_failures",
+            "Versions that failed to load or verify, by check: gates (no passed, signed "
+            "gate verdict), sha256 (bytes unlike their digest), load (store or runtime)",
+            labels=["model", "version", "check"],
+        )
+        # Loads run on a thread of their own: a copy (atomic under the GIL) is iterated.
+        for key, (count, since) in list(self.load_failures.items()):
+            failures.add_metric(key.split("\0"), count, created=since if created else None)
+        readings = self.readings()
+        ready = GaugeMetricFamily(
+            "chassis_gateway_ready",
+            "1 while /readyz answers 200 (its models serve and it is not draining), else 0",
+        )
+        ready.add_metric([], 1 if readings.ready else 0)
+        generation = GaugeMetricFamily(
+            "chassis_rollout_generation",
+            "The rollout generation this replica serves, by model (equal on every replica "
+            "once they follow the same rollout record)",
+            labels=["model"],
+        )
+        for model, number in readings.generations.items():
+            generation.add_metric([model], number)
+        served = GaugeMetricFamily(
+            "chassis_model_version_info",
+            "1 for each version this replica holds ready, by role: stable, candidate "
+            "(canary, shadow or blue-green idle color) or warm (the previous color, kept for "
+            "a fast rollback)",
+            labels=["model", "version", "role"],
+        )
+        for model, version, role in readings.served:
+            served.add_metric([model, str(version), role], 1)
+        dropped = CounterMetricFamily(
+            "chassis_prediction_log_dropped_rows",
+            "Prediction-log rows dropped because the log's buffer was full (a slow or "
+            "stuck store): drift checks see fewer rows than were answered",
+            labels=["model"],
+        )
+        for model, rows in readings.log_dropped_rows.items():
+            dropped.add_metric([model], rows)
+        yield from (build, ready, in_flight, failures, generation, served, dropped)
 
 
 def _add_histogram(

@@ -85,6 +85,12 @@ def metric_value(url: str, prefix: str) -> float:
     return 0.0
 
 
+def errors_series(status: int) -> str:
+    """chassis_http_errors_total's series for `status` (labels as rendered: sorted)."""
+    labels = f'code_class="{status // 100}xx",model="{MODEL}",status="{status}"'
+    return f"chassis_http_errors_total{{{labels}}}"
+
+
 def run_side_by_side(
     good: Callable[[], int], bad: Callable[[], int], good_n: int, bad_n: int
 ) -> tuple[list[int], list[int]]:
@@ -246,19 +252,14 @@ def test_malformed_admin_bodies_get_a_4xx_naming_the_field_and_change_nothing(
     gateway, auth, fault_report, request, body, status, names
 ):
     before = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()
-    counted_before = metric_value(
-        gateway.url, f'chassis_http_errors_total{{model="{MODEL}",status="{status}"}}'
-    )
+    counted_before = metric_value(gateway.url, errors_series(status))
     response = httpx.post(
         f"{gateway.url}/admin/models/{MODEL}/rollout",
         content=body,
         headers={**auth, "content-type": "application/json"},
     )
     after = httpx.get(f"{gateway.url}/admin/models/{MODEL}", headers=auth).json()
-    counted = (
-        metric_value(gateway.url, f'chassis_http_errors_total{{model="{MODEL}",status="{status}"}}')
-        - counted_before
-    )
+    counted = metric_value(gateway.url, errors_series(status)) - counted_before
     fault_report.add(
         ScenarioResult(
             f"admin rollout body: {request.node.callspec.id}",

@@ -100,7 +100,7 @@ def test_start_up_is_logged_with_the_versions_served_and_their_digests(served):
 
 
 def test_predicts_with_the_champion_and_reports_the_version(served):
-    gateway, _ = served
+    gateway, auth = served
     response = predict(gateway.url, [ROW, ROW])
     assert response.status_code == 200
     assert response.headers["x-model-version"] == "1"
@@ -113,6 +113,17 @@ def test_predicts_with_the_champion_and_reports_the_version(served):
     assert f'chassis_requests_total{{model="{MODEL}",role="stable",version="1"}}' in metrics
     assert "chassis_request_latency_seconds_bucket" in metrics
     assert "chassis_predicted_class_total" in metrics
+    # Issue 15's families (docs/metrics.md), as the gateway renders them when it serves.
+    generation = admin_status(gateway, auth)["generation"]
+    for line in [
+        "chassis_gateway_ready 1.0",
+        f'chassis_requests_in_flight{{model="{MODEL}"}} 0.0',
+        f'chassis_model_version_info{{model="{MODEL}",role="stable",version="1"}} 1.0',
+        f'chassis_rollout_generation{{model="{MODEL}"}} {float(generation)}',
+        f'chassis_prediction_confidence_ratio_count{{model="{MODEL}",version="1"}}',
+        'chassis_build_info{chassis_version="0.1.0",',
+    ]:
+        assert line in metrics, line
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 
 from chassis.errors import RequestError
 from chassis.serving.batching import MicroBatcher
-from chassis.serving.metrics import GatewayMetrics
+from chassis.serving.metrics import CONFIDENCE_SAMPLE, GatewayMetrics
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.validation import Limits, parse_instances
 
@@ -82,6 +82,53 @@ def test_metrics_exposition_keeps_names_labels_and_buckets():
         assert line in text, line
     assert 'chassis_requests_created{model="m",role="stable",version="1"}' in text
     assert 'chassis_request_latency_seconds_created{model="m",version="1"}' in text
+
+
+def test_confidence_is_the_top_softmax_probability_of_one_answer_in_a_sample():
+    metrics = GatewayMetrics()
+    # Softmax of [0, 2]: e^2 / (1 + e^2) = 0.8808, in the 0.9 bucket.
+    for _ in range(CONFIDENCE_SAMPLE + 1):
+        metrics.observe("m", "1", "stable", 0.001, [1], np.array([[0.0, 2.0]]))
+    metrics.observe("m", "1", "shadow", 0.001, [1], np.array([[0.0, 9.0]]))  # not an answer
+    text = metrics.render().decode()
+    series = 'model="m",version="1"'
+    assert f'chassis_prediction_confidence_ratio_bucket{{le="0.8",{series}}} 0.0' in text
+    # The first answer and the sample's next one: two of CONFIDENCE_SAMPLE + 1.
+    assert f'chassis_prediction_confidence_ratio_bucket{{le="0.9",{series}}} 2.0' in text
+    [total] = [line for line in text.splitlines() if "confidence_ratio_sum{" in line]
+    assert float(total.rsplit(" ", 1)[1]) == pytest.approx(2 * np.exp(2) / (1 + np.exp(2)))
+
+
+def test_error_answers_carry_their_code_class_and_load_failures_their_check():
+    metrics = GatewayMetrics()
+    metrics.count_error_answer("m", 422)
+    metrics.count_error_answer("m", 503)
+    metrics.count_load_failure("m", 3, "sha256")
+    text = metrics.render().decode()
+    assert 'chassis_http_errors_total{code_class="4xx",model="m",status="422"} 1.0' in text
+    assert 'chassis_http_errors_total{code_class="5xx",model="m",status="503"} 1.0' in text
+    expected = 'chassis_model_load_failures_total{check="sha256",model="m",version="3"} 1.0'
+    assert expected in text
+
+
+def test_each_queued_request_reports_its_wait_and_an_inline_one_none():
+    waits: list[float] = []
+
+    def slow(rows: np.ndarray) -> np.ndarray:
+        deadline = time.thread_time() + 0.002
+        while time.thread_time() < deadline:  # CPU work: the model leaves the loop after it
+            pass
+        return rows
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(slow, on_wait=waits.append)
+        await batcher.predict(np.ones((1, 2), dtype=np.float32))  # inline: no wait
+        rows = np.ones((1, 2), dtype=np.float32)
+        await asyncio.gather(*(batcher.predict(rows) for _ in range(3)))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert len(waits) == 3 and all(wait >= 0 for wait in waits)
 
 
 def test_prediction_log_writes_every_recorded_row_and_drops_beyond_capacity():
