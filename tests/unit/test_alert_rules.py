@@ -167,7 +167,7 @@ def threshold_problems(name: str, expr: str) -> list[str]:
 def rule_problems(document: dict[str, Any], anchors: set[str] | None = None) -> list[str]:
     problems: list[str] = []
     for rule in rules_of(document):
-        name = rule.get("alert") or rule.get("record")
+        name = str(rule.get("alert") or rule.get("record") or "an unnamed rule")
         problems += threshold_problems(name, rule["expr"])
         if "alert" not in rule:
             continue
