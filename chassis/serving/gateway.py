@@ -180,6 +180,11 @@ class Gateway:
         # What a repeated problem last logged, by subject (`_say_once`): a poll that meets
         # the same refusal every few seconds says it once, and again when it changes.
         self.said: dict[str, str] = {}
+        # One lock per (model, version) being loaded (`_loading`), made under the guard.
+        self.loading_guard = threading.Lock()
+        self.loading_locks: dict[tuple[str, int], threading.Lock] = {}
+        # Sync passes (the registry poll, an admin sync) apply one record at a time.
+        self.syncing = threading.Lock()
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -311,6 +316,24 @@ class Gateway:
         refused = self.refused.get((model.name, version))
         if refused is not None and refused[0] == digest:
             raise IntegrityError(refused[1])
+        # Two threads may want the same version at once (the registry poll and an admin
+        # sync): the second waits, then finds the copy the first verified, instead of
+        # downloading into the same directory while the first reads it.
+        with self._loading(model.name, version):
+            return self._recalled_or_loaded(model, version, tags, digest, refusal)
+
+    def _loading(self, name: str, version: int) -> threading.Lock:
+        with self.loading_guard:
+            return self.loading_locks.setdefault((name, version), threading.Lock())
+
+    def _recalled_or_loaded(
+        self,
+        model: ServedModel,
+        version: int,
+        tags: dict[str, str],
+        digest: str | None,
+        refusal: str,
+    ) -> ServedVersion:
         local = self._recall(model.name, version, tags)
         if local is not None:
             self.said.pop(refusal, None)
@@ -1098,7 +1121,12 @@ class Gateway:
         """Serve the rollout record's split if its generation is not the one served, or
         the champion alone once the split's lease has passed (its rollout is gone); then
         also try to end the orphan (one replica's compare-and-set wins). Returns whether
-        anything changed."""
+        anything changed. One pass at a time: an admin sync that meets the poll's pass
+        waits for it and then finds the record applied."""
+        with self.syncing:
+            return self._sync(name)
+
+    def _sync(self, name: str) -> bool:
         model = self.model(name)
         record = self._read_record(name)
         if record is None:

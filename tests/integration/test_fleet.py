@@ -163,6 +163,8 @@ def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet)
         record = home_registry().read_rollout_record(MODEL)
         if record is not None and record.mode == "canary":
             break
+        if not thread.is_alive():  # the rollout ended before its canary: say why
+            raise AssertionError(f"the rollout ended before a canary step: {result}")
         time.sleep(0.2)
     else:
         raise AssertionError("no canary step committed within 120 s")
@@ -250,6 +252,8 @@ def test_a_replica_that_stays_down_pauses_the_rollout_on_the_champion(fleet):
         record = home_registry().read_rollout_record(MODEL)
         if record is not None and record.mode == "canary":
             break
+        if not thread.is_alive():  # the rollout ended before its canary: say why
+            raise AssertionError(f"the rollout ended before a canary step: {result}")
         time.sleep(0.2)
     else:
         raise AssertionError("no canary step committed within 120 s")

@@ -220,6 +220,20 @@ def test_gateway_restart_in_the_middle_of_a_rollout(two_versions):
     assert os.environ["CHASSIS_HOME"] == str(two_versions)
 
 
+def release_run_ids(client: Any, run_id: UUID) -> list[UUID]:
+    """A flow run and every subflow run under it, however deep."""
+    found, frontier = [run_id], [run_id]
+    while frontier:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)
+            )
+        )
+        frontier = [child.id for child in children]
+        found += frontier
+    return found
+
+
 def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
     first = release(spec="tests.fixtures.specs:good", seed=0, compression="off")
     assert first.rollout is None  # the first version has no champion to be compared with
@@ -237,7 +251,13 @@ def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
     assert summary.description == "Release of test-blobs v2"
     # One key per model and kind: the second release added to the keys' histories.
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts() if a.key}
+        run = client.read_flow_run(UUID(second.prefect_flow_run_url.rsplit("/", 1)[1]))
+        # This release's artifacts only: the Prefect server is shared by the whole session
+        # and lists a page of everyone's.
+        made = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=release_run_ids(client, run.id)))
+        )
+        keys = {a.key for a in made if a.key}
         assert not [k for k in keys if re.search(r"-v\d+(-|$)", k)], keys
         assert {"rollout-steps-test-blobs", "rollout-decision-test-blobs"} <= keys
         summaries = client.read_artifacts(
@@ -245,7 +265,6 @@ def test_release_rolls_a_challenger_out_on_the_embedded_default(chassis_home):
         )
         assert len(summaries) >= 2
         # Run names say what ran on which model and version.
-        run = client.read_flow_run(UUID(second.prefect_flow_run_url.rsplit("/", 1)[1]))
         assert run.name == "release test-blobs v2"
         (staged,) = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
