@@ -154,6 +154,12 @@ def table_rows(measured: list[Measurement], selection: Selection) -> list[dict[s
         }
         row.update({k: round(v, 6) for k, v in m.quality.items()})
         row.update({f"{k}_ms": round(v, 4) for k, v in m.latency_ms.items()})
+        ratio = m.latency_vs_baseline
+        row["b1_latency_vs_baseline"] = (
+            "reference"
+            if ratio is None
+            else f"{ratio.median:.2f}x (95% {ratio.low:.2f}-{ratio.high:.2f})"
+        )
         row.update(
             {
                 "size_bytes": m.size_bytes,

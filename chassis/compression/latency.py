@@ -7,7 +7,10 @@ models in alternating short blocks, so each round sees the same load for all of 
 the speed-up is read per round (`round_ratios`) and summarized by its median.
 """
 
+import math
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,8 +24,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Feeds",
     "InterleavedTimes",
+    "LatencyRatio",
     "RatioSummary",
     "batch_of",
+    "median_interval",
     "round_ratios",
     "summarize_ratios",
     "time_interleaved",
@@ -62,6 +67,7 @@ def time_interleaved(
     rounds: int,
     runs: int,
     warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> InterleavedTimes:
     """`rounds` rounds; in each, every session runs `warmup` untimed then `runs` timed calls on
     the same feeds, one session after the other, the order reversed every other round so no
@@ -74,7 +80,7 @@ def time_interleaved(
     every_run: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
         for name in names if index % 2 == 0 else names[::-1]:
-            block = timed_runs_ms(sessions[name], feeds, warmup=warmup, repeats=runs)
+            block = timed_runs_ms(sessions[name], feeds, warmup=warmup, repeats=runs, clock=clock)
             round_p50[name].append(float(np.median(block)))
             every_run[name].extend(block.tolist())
     return InterleavedTimes(round_p50, every_run)
@@ -105,3 +111,76 @@ def summarize_ratios(ratios: list[float], threshold: float = 1.5) -> RatioSummar
         at_least=sum(r >= threshold for r in ratios),
         threshold=threshold,
     )
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of `values`: the k-th smallest and k-th
+    largest, with k the largest order whose two-sided binomial coverage reaches
+    `confidence` (9 rounds: the 2nd and 8th, 96 %). Fewer values than that needs give the
+    whole range, which then says little, as it should."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to take a median interval of")
+    ordered = sorted(values)
+    k = 1  # 1-based order: the whole range
+    cumulative = 0.0
+    for order in range(1, n // 2 + 1):
+        # P(Binomial(n, 1/2) <= order - 1): the chance the median lies below ordered[order-1]
+        cumulative += math.comb(n, order - 1) / 2**n
+        if 1.0 - 2.0 * cumulative < confidence:
+            break
+        k = order
+    return ordered[k - 1], ordered[n - k]
+
+
+# Latency ratios within 5 % of 1 are the same speed: smaller differences are what the
+# order of timing and a busy machine produce between a model and itself (measured: the
+# baseline against itself gave medians 0.97 to 1.01).
+SAME_SPEED_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """A candidate's latency over the baseline's (below 1: faster), from interleaved rounds
+    timed on the same load, with a 95 % interval for the median of the per-round ratios."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @classmethod
+    def of(cls, ratios: list[float]) -> "LatencyRatio":
+        low, high = median_interval(ratios)
+        return cls(statistics.median(ratios), low, high, len(ratios))
+
+    @property
+    def different(self) -> bool:
+        """Surely faster or slower: the whole interval lies beyond the same-speed margin."""
+        return self.high < 1.0 - SAME_SPEED_MARGIN or self.low > 1.0 + SAME_SPEED_MARGIN
+
+    @property
+    def same_speed(self) -> bool:
+        """Surely within the margin: the whole interval lies inside it."""
+        return self.low >= 1.0 - SAME_SPEED_MARGIN and self.high <= 1.0 + SAME_SPEED_MARGIN
+
+    @property
+    def decided(self) -> bool:
+        """Whether more rounds could still change the verdict."""
+        return self.different or self.same_speed
+
+    @property
+    def settled(self) -> float:
+        """The ratio a decision may use: the median when surely different, else 1.0, so
+        timing noise on a busy machine cannot change which candidate ships."""
+        return self.median if self.different else 1.0
+
+    def describe(self) -> str:
+        interval = (
+            f"{self.median:.2f}x, 95% interval {self.low:.2f}-{self.high:.2f}, {self.rounds} rounds"
+        )
+        if self.different:
+            return f"latency {interval} of the baseline's"
+        if self.same_speed:
+            return f"latency the same as the baseline's ({interval})"
+        return f"latency not shown to differ from the baseline's ({interval}); counted as 1.00x"

@@ -7,8 +7,9 @@ better, MAE, R2) and their largest relative difference from the baseline's predi
 embedding models use cosine similarity to the baseline's embeddings.
 """
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ import numpy as np
 
 from chassis import progress
 from chassis.compression.candidates import Candidate
-from chassis.compression.latency import Feeds, batch_of, time_runs_ms
+from chassis.compression.latency import (
+    Feeds,
+    LatencyRatio,
+    batch_of,
+    round_ratios,
+    time_interleaved,
+    time_runs_ms,
+)
 from chassis.compression.policy import DEFAULT_POLICY, TIMED_BATCH_SIZES
 from chassis.digests import sha256_file
 from chassis.errors import CompressionError
@@ -108,11 +116,20 @@ class Measurement:
     sha256: str
     onnx_path: Path
     extra: dict[str, float] = field(default_factory=dict)
+    # One-row latency over the baseline's, timed interleaved with it (None: the baseline).
+    latency_vs_baseline: LatencyRatio | None = None
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for MLflow and tables."""
         flat = dict(self.quality)
         flat.update({f"latency_{key}_ms": value for key, value in self.latency_ms.items()})
+        if self.latency_vs_baseline is not None:
+            ratio = self.latency_vs_baseline
+            flat.update(
+                latency_ratio_b1=ratio.median,
+                latency_ratio_b1_low=ratio.low,
+                latency_ratio_b1_high=ratio.high,
+            )
         flat["size_bytes"] = float(self.size_bytes)
         flat["parameter_count"] = float(self.parameter_count)
         flat.update(self.extra)
@@ -177,6 +194,41 @@ def measure_candidate(
     return measurement, outputs
 
 
+# Rounds of the interleaved comparison, taken nine at a time (nine give a 96 % interval for
+# the median ratio, the 2nd to the 8th smallest: chassis.compression.latency.median_interval)
+# until the verdict is decided, at most four times: a burst of load widens the interval, and
+# more rounds, not a guess, settle it.
+COMPARISON_ROUNDS = 9
+COMPARISON_BATCHES = 4
+
+
+def latency_against(
+    baseline: Path, candidate: Path, feeds: Feeds, settings: MeasureSettings
+) -> LatencyRatio:
+    """The candidate's one-row latency over the baseline's, timed in alternating rounds so
+    both see the same load. A one-thread session is timed in CPU time, which another
+    process on the machine does not stretch; more threads need the wall clock."""
+    sessions = {
+        "baseline": create_session(baseline, intra_op_threads=settings.threads),
+        "candidate": create_session(candidate, intra_op_threads=settings.threads),
+    }
+    one_row = batch_of(feeds, 1)
+    ratios: list[float] = []
+    for _ in range(COMPARISON_BATCHES):
+        times = time_interleaved(
+            sessions,
+            one_row,
+            rounds=COMPARISON_ROUNDS,
+            runs=max(3, settings.repeats // COMPARISON_ROUNDS),
+            clock=time.thread_time if settings.threads == 1 else time.perf_counter,
+        )
+        # round_ratios gives reference/other: the baseline's time over the candidate's.
+        ratios += [1.0 / r for r in round_ratios(times, "baseline", "candidate")]
+        if LatencyRatio.of(ratios).decided:
+            break
+    return LatencyRatio.of(ratios)
+
+
 def measure_all(
     candidates: list[Candidate],
     feeds: Feeds,
@@ -194,8 +246,8 @@ def measure_all(
         measured = [baseline]
         for candidate in ordered[1:]:
             bar.advance(1, detail=candidate.name)
-            measured.append(
-                measure_candidate(candidate, feeds, task, baseline_outputs, settings)[0]
-            )
+            measurement = measure_candidate(candidate, feeds, task, baseline_outputs, settings)[0]
+            ratio = latency_against(ordered[0].onnx_path, candidate.onnx_path, feeds, settings)
+            measured.append(replace(measurement, latency_vs_baseline=ratio))
         bar.advance(1, detail="done")
     return measured

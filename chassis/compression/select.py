@@ -81,14 +81,26 @@ class Selection:
     explanation: str
 
 
+def settled_latency_ratio(
+    measurement: Measurement, baseline: Measurement, policy: SelectionPolicy
+) -> float:
+    """The candidate's latency over the baseline's as a decision may use it: from the
+    interleaved comparison when there is one, 1.0 while its interval includes 1 (a busy
+    machine's noise must not change what a release ships); else the plain ratio of the
+    two measured latencies (measurements made elsewhere, e.g. by hand)."""
+    if measurement.name == baseline.name:
+        return 1.0
+    if measurement.latency_vs_baseline is not None:
+        return measurement.latency_vs_baseline.settled
+    base_latency = baseline.latency_ms.get(policy.latency_key, 0.0)
+    return measurement.latency_ms.get(policy.latency_key, math.inf) / max(base_latency, 1e-9)
+
+
 def objective_score(
     measurement: Measurement, baseline: Measurement, policy: SelectionPolicy
 ) -> float:
     size_ratio = measurement.size_bytes / max(baseline.size_bytes, 1)
-    base_latency = baseline.latency_ms.get(policy.latency_key, 0.0)
-    latency_ratio = measurement.latency_ms.get(policy.latency_key, math.inf) / max(
-        base_latency, 1e-9
-    )
+    latency_ratio = settled_latency_ratio(measurement, baseline, policy)
     if policy.objective == "size":
         return size_ratio
     if policy.objective == "latency":
@@ -130,6 +142,8 @@ def select_candidate(
         else:
             passed = True
             reason = f"{primary_metric} {quality:.4f} {within} {bound} {floor:.4f}"
+        if m.latency_vs_baseline is not None and policy.objective != "size":
+            reason += f"; {m.latency_vs_baseline.describe()}"
         verdicts.append(Verdict(m.name, quality, passed, score, reason))
 
     passing = [v for v in verdicts if v.passed]

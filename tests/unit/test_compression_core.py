@@ -16,6 +16,7 @@ from chassis.compression.measure import (
     MeasureSettings,
     classification_task,
     embedding_task,
+    latency_against,
     measure_all,
     onnx_parameter_count,
 )
@@ -249,3 +250,19 @@ def test_embedding_quality_is_cosine_to_baseline():
     assert task.evaluate(base, base)["cosine_min"] == pytest.approx(1.0)
     noisy = task.evaluate(base + rng.normal(scale=0.5, size=base.shape), base)
     assert 0.5 < noisy["cosine_mean"] < 0.999 and noisy["cosine_min"] <= noisy["cosine_mean"]
+
+
+def test_a_model_timed_against_itself_is_not_shown_to_differ(blob_setup):
+    setup, x_test, _ = blob_setup
+    ratio = latency_against(
+        setup.baseline_onnx, setup.baseline_onnx, {"features": x_test}, MeasureSettings()
+    )
+    assert not ratio.different and ratio.settled == 1.0
+    assert ratio.rounds >= 9
+
+
+def test_a_model_with_a_thousand_times_the_work_is_surely_slower(blob_setup, tmp_path):
+    setup, x_test, _ = blob_setup
+    heavy = export_onnx(MLP(6, 3, hidden=(1024, 1024)), 6, tmp_path / "heavy.onnx")
+    ratio = latency_against(setup.baseline_onnx, heavy, {"features": x_test}, MeasureSettings())
+    assert ratio.different and ratio.low > 2.0 and ratio.settled == ratio.median

@@ -1,10 +1,12 @@
 """Selection is pure: fake measurements are enough to pin down every rule."""
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
+from chassis.compression.latency import LatencyRatio, median_interval
 from chassis.compression.measure import Measurement
 from chassis.compression.select import SelectionPolicy, select_candidate
 from chassis.errors import ChassisError, SelectionPolicyError
@@ -150,3 +152,60 @@ def test_a_lower_rmse_wins_a_tie_on_the_objective():
         pool, "baseline", "rmse", SelectionPolicy(), greater_is_better=False
     )
     assert selection.selected == "b"
+
+
+def compared(name, size, ratios):
+    """A candidate of baseline quality whose one-row latency was compared with the
+    baseline's in interleaved rounds (its own b1_p50, timed alone, says 1.5x slower)."""
+    return dataclasses.replace(
+        measured(name, 0.950, size, 1.5), latency_vs_baseline=LatencyRatio.of(ratios)
+    )
+
+
+def test_a_latency_ratio_whose_interval_includes_one_counts_as_no_change():
+    # Nine rounds straddling 1: the 96 % interval (2nd to 8th smallest) includes 1.
+    noisy = compared("int8", 186_000, [0.8, 0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.2, 1.3])
+    selection = select_candidate([BASELINE, noisy], "baseline", "accuracy", SelectionPolicy())
+    verdict = next(v for v in selection.verdicts if v.name == "int8")
+    # Only the size counts: sqrt(0.93 * 1.0), whatever the separately timed p50s say.
+    assert verdict.score == pytest.approx(math.sqrt(0.93))
+    assert selection.selected == "int8"
+    assert "latency not shown to differ from the baseline's" in verdict.reason
+
+
+def test_a_latency_ratio_surely_above_one_counts_against_the_candidate():
+    slower = compared("int8", 186_000, [1.3, 1.35, 1.4, 1.4, 1.45, 1.5, 1.5, 1.6, 1.7])
+    selection = select_candidate([BASELINE, slower], "baseline", "accuracy", SelectionPolicy())
+    verdict = next(v for v in selection.verdicts if v.name == "int8")
+    assert verdict.score == pytest.approx(math.sqrt(0.93 * 1.45))
+    assert selection.selected == "baseline"
+    assert "latency 1.45x, 95% interval 1.35-1.60, 9 rounds of the baseline's" in verdict.reason
+
+
+def test_a_ratio_surely_within_five_percent_of_one_is_the_same_speed():
+    close = LatencyRatio.of([0.97, 0.98, 0.98, 0.99, 0.99, 0.99, 1.0, 1.0, 1.01])
+    assert close.same_speed and close.decided and not close.different
+    assert close.settled == 1.0
+    # Surely faster, but by less than the margin: still the same speed.
+    assert LatencyRatio.of([0.96, 0.97, 0.97, 0.97, 0.98, 0.98, 0.98, 0.98, 0.99]).settled == 1.0
+    # Straddling the margin's edge: undecided, so the comparison takes more rounds.
+    assert not LatencyRatio.of([1.0, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08, 1.1]).decided
+
+
+def test_the_median_interval_of_nine_rounds_is_the_second_to_the_eighth_smallest():
+    assert median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5]) == (2, 8)
+    # Too few rounds for 95 %: the whole range, which includes 1 unless all rounds agree.
+    assert median_interval([0.9, 1.1, 1.0]) == (0.9, 1.1)
+    with pytest.raises(ValueError, match="no values"):
+        median_interval([])
+
+
+@pytest.mark.parametrize("n", [5, 6, 9, 15, 30, 61])
+def test_the_median_interval_covers_at_least_95_percent(n):
+    """Its coverage, from the binomial law: the median lies outside only when fewer than k
+    values fall on one side."""
+    low, high = median_interval(list(range(n)))
+    k = low + 1  # the order statistic the interval starts at
+    outside = 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+    assert high == n - k
+    assert 1 - outside >= 0.95 or k == 1  # k == 1: as wide as the values allow
