@@ -12,7 +12,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import cast
 
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from chassis.serving.one_write import send_head_with_body
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ def _raw_response(status: bytes, message: str) -> bytes:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a head-size limit (431) and a read timeout (408)."""
+    """uvicorn's httptools protocol with a head-size limit (431) and a read timeout (408),
+    whose responses leave whole (chassis.serving.one_write)."""
 
     limits = ConnectionLimits()
 
@@ -90,6 +94,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        send_head_with_body(cycle)  # a replica killed mid-answer leaves nothing half-sent
+        super()._start_asgi_task(cycle, app)
 
     def _arm_read_timer(self) -> None:
         self._disarm_read_timer()
