@@ -140,6 +140,12 @@ class ChassisSettings(BaseSettings):
         description="HMAC secret shared with MLflow's webhook. Default: generated once and "
         "kept in <home>/webhooks/secret (mode 0600).",
     )
+    alert_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Alertmanager sends to the relay's /alertmanager/webhook "
+        "(its http_config.authorization.credentials_file). Default: generated once and kept "
+        "in <home>/webhooks/alert-token (mode 0600).",
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host `chassis ui` binds the UIs to.")
     mlflow_ui_port: int = Field(default=5000, ge=1, le=65535, description="MLflow UI port.")
     prefect_ui_port: int = Field(default=4200, ge=1, le=65535, description="Prefect UI port.")
@@ -285,6 +291,21 @@ class ChassisSettings(BaseSettings):
         if self.webhook_secret is not None:
             return self.webhook_secret.get_secret_value()
         return _generated_secret(self.webhooks_dir / "secret", _url_safe_token)
+
+    def resolved_alert_token(self) -> str:
+        """The configured alert token, or the one generated for this home on first use."""
+        if self.alert_token is not None:
+            source, token = "CHASSIS_ALERT_TOKEN", self.alert_token.get_secret_value()
+        else:
+            path = self.webhooks_dir / "alert-token"
+            source, token = str(path), _generated_secret(path, _url_safe_token)
+        # As the admin token: an empty or short one would let anyone start a diagnosis.
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"the alert token from {source} has {len(token)} characters; it needs at "
+                f"least {MIN_ADMIN_TOKEN_CHARS}"
+            )
+        return token
 
     def webhook_encryption_key(self) -> str:
         """The Fernet key MLflow encrypts webhook secrets with in its database.

@@ -17,10 +17,13 @@ from chassis_cli.context import Context, prefect_answers
 def add_webhook_relay_parser(commands: Any) -> None:
     relay = commands.add_parser(
         "webhook-relay",
-        help="relay MLflow registry webhooks to Prefect (hand-set challengers roll out)",
+        help="relay MLflow registry webhooks and Alertmanager alerts to Prefect",
         description="Listen for MLflow registry webhooks and emit chassis.model.challenger-set "
         "to Prefect for each challenger alias; the registry-watch deployment's trigger then "
-        "rolls the version out. On start, registers (or updates) the MLflow webhook "
+        "rolls the version out. Alertmanager's webhook (POST /alertmanager/webhook, bearer "
+        "token CHASSIS_ALERT_TOKEN or <home>/webhooks/alert-token) becomes one "
+        "chassis.alert.firing or chassis.alert.resolved event per alert. On start, "
+        "registers (or updates) the MLflow webhook "
         "`chassis-relay` with this relay's address and secret. Needs a running Prefect server "
         "(PREFECT_API_URL, or `chassis ui`) and a SQL-backed MLflow registry. The MLflow "
         "server that sends must allow loopback targets: `chassis ui` sets "
@@ -54,8 +57,10 @@ def run_webhook_relay(args: argparse.Namespace, context: Context) -> int:
         raise ChassisError(f"no Prefect server answers at {api} (PREFECT_API_URL)")
     import uvicorn
 
+    from chassis.alert_delivery import ALERT_PATH
     from chassis.registry import Registry
     from chassis.webhook_relay import WebhookRelay
+    from tasks.alert_events import emit_alerts
     from tasks.registry_events import emit_challenger_set
 
     secret = settings.resolved_webhook_secret()
@@ -65,9 +70,19 @@ def run_webhook_relay(args: argparse.Namespace, context: Context) -> int:
     if not args.no_register:
         webhook_id = registry.ensure_alias_webhook(url, secret)
         print(f"MLflow webhook chassis-relay ({webhook_id}) posts alias events to {url}")
+    alert_token = settings.resolved_alert_token()
     print(f"relaying challenger aliases to Prefect at {os.environ['PREFECT_API_URL']}")
+    print(
+        f"relaying Alertmanager alerts posted to {ALERT_PATH} (bearer token: "
+        + (
+            "CHASSIS_ALERT_TOKEN"
+            if settings.alert_token
+            else str(settings.webhooks_dir / "alert-token")
+        )
+        + ")"
+    )
     uvicorn.run(
-        WebhookRelay(secret, emit_challenger_set),
+        WebhookRelay(secret, emit_challenger_set, alert_token=alert_token, on_alerts=emit_alerts),
         host=settings.webhook_relay_host,
         port=settings.webhook_relay_port,
         log_level="info",
