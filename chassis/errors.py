@@ -127,6 +127,10 @@ class WebhookError(ChassisError):
 # Rollout ----------------------------------------------------------------------------------
 
 
+class DiagnosisPolicyError(ChassisError):
+    """A diagnosis setting is outside its meaningful range."""
+
+
 class RolloutPolicyError(ChassisError):
     """A rollout setting is outside its meaningful range."""
 

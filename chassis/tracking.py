@@ -369,6 +369,20 @@ class Tracking:
         path = f"drift/{html.name}"
         return StoredArtifact(f"{artifact_uri.rstrip('/')}/{path}", experiment_id, run_id, path)
 
+    @naming("logging the diagnosis of {model}")
+    def log_diagnosis_run(
+        self, model: str, *, report: str, params: dict[str, Any], metrics: dict[str, float]
+    ) -> "StoredArtifact":
+        """One run per diagnosis in `<model>-monitoring`, beside the drift checks, holding
+        the report as diagnosis/report.md."""
+        experiment_id = self.ensure_experiment(f"{model}-monitoring")
+        with self._run(experiment_id, f"diagnose-{model}", {}) as run_id:
+            self._log(run_id, params, metrics)
+            self.client.log_text(run_id, report, "diagnosis/report.md")
+        artifact_uri = str(self.client.get_run(run_id).info.artifact_uri)
+        path = "diagnosis/report.md"
+        return StoredArtifact(f"{artifact_uri.rstrip('/')}/{path}", experiment_id, run_id, path)
+
     @contextmanager
     def _run(
         self, experiment_id: str, run_name: str, tags: dict[str, str]

@@ -28,6 +28,7 @@ FLOWS = {
     "retire": "flows.promotion:retire",
     "rollout": "flows.rollout:rollout",
     "drift_check": "flows.monitoring:drift_check",
+    "diagnose": "flows.diagnose:diagnose",
 }
 
 

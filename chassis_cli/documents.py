@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from chassis.registry.audit import AuditRecord
     from chassis.traffic import TrafficReport
     from flows.compression import CompressionOutcome
+    from flows.diagnose import DiagnosisOutcome
     from flows.monitoring import DriftOutcome
     from flows.promotion import AliasOutcome, GatesOutcome
     from flows.release import ReleaseOutcome
@@ -496,3 +497,21 @@ class DriftDocument(Document):
         fields = outcome.model_dump()
         fields["model"] = fields.pop("model_name")
         return cls.model_validate(fields)
+
+
+class DiagnosisDocument(Document):
+    model: str
+    failing_branch: str | None  # service, model, data, business; null: nothing wrong found
+    summary: str
+    failing_checks: list[str]
+    report_uri: str | None
+
+    @classmethod
+    def of(cls, outcome: "DiagnosisOutcome") -> "DiagnosisDocument":
+        return cls(
+            model=outcome.model_name,
+            failing_branch=outcome.failing_branch,
+            summary=outcome.summary,
+            failing_checks=outcome.failing_checks,
+            report_uri=outcome.report_uri,
+        )

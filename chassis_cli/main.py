@@ -20,6 +20,7 @@ from chassis_cli.context import (
     Handler,
     UsageError,
 )
+from chassis_cli.diagnose_command import add_diagnose_parser
 from chassis_cli.parsing import ChassisArgumentParser
 from chassis_cli.registry_commands import add_registry_parsers
 from chassis_cli.release_commands import add_release_parsers
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_webhook_relay_parser(commands)
     add_rollout_parsers(commands)
+    add_diagnose_parser(commands)
     add_compress_parser(commands)
     add_ui_parser(commands)
     for command in commands.choices.values():

@@ -11,7 +11,15 @@ import yaml
 
 from deployments.kubernetes import SOURCE, TARGET, kubernetes_variant
 
-EXPECTED = ["release", "import-model", "drift-check", "retrain", "rollout", "registry-watch"]
+EXPECTED = [
+    "release",
+    "import-model",
+    "drift-check",
+    "retrain",
+    "diagnose",
+    "rollout",
+    "registry-watch",
+]
 
 
 def deployments(path: Path) -> dict[str, dict[str, Any]]:

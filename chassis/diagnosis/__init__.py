@@ -1,0 +1,1 @@
+"""Diagnosis without a person: the troubleshooting tree the `diagnose` flow walks."""

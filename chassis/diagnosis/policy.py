@@ -1,0 +1,64 @@
+"""What the diagnosis counts as failing: one pydantic model, the `diagnose` flow's
+parameter and the CLI's options. Defaults match the shipped alert rules (5xx ratio above
+5 %, p99 above 50 ms), so a diagnosis started by an alert judges what the alert judged."""
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chassis.errors import DiagnosisPolicyError
+from chassis.policies import validated
+
+
+class DiagnosisPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    observe_seconds: Annotated[float, Field(ge=1, le=600)] = Field(
+        default=15.0,
+        description="How long each replica's counters are watched to judge the model's "
+        "error ratio, latency and shadow agreement.",
+    )
+    error_ratio_max: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.05,
+        description="A version fails when its server-error ratio is surely above this (the "
+        "lower 99% confidence bound of the observed ratio).",
+    )
+    latency_p99_ms_max: Annotated[float, Field(gt=0)] = Field(
+        default=50.0,
+        description="A version fails when its p99 latency is surely above this, in ms.",
+    )
+    agreement_min: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9,
+        description="A shadowed version fails when its agreement with the stable one is "
+        "surely below this.",
+    )
+    value_agreement_tolerance: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.2,
+        description="A regressor's shadow answer agrees when within this relative "
+        "difference of the stable version's (the rollout policy's default).",
+    )
+    min_requests: Annotated[int, Field(ge=1)] = Field(
+        default=30,
+        description="Fewer requests in the window than this: the version is not judged.",
+    )
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.01,
+        description="Chance that a healthy version is judged failing, per check.",
+    )
+    window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = Field(
+        default=15,
+        description="Minutes of served rows the data-quality branch reads.",
+    )
+    missing_share_max: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.01, description="Share of served rows with a missing value that fails."
+    )
+    out_of_range_share_max: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.05,
+        description="Share of a feature's served values outside the reference's range that fails.",
+    )
+
+
+def diagnosis_policy_from(values: Mapping[str, object]) -> DiagnosisPolicy:
+    """A diagnosis policy from user-given values; errors name each bad field."""
+    return validated(DiagnosisPolicy, values, DiagnosisPolicyError, "diagnosis policy")

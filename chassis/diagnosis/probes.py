@@ -1,0 +1,60 @@
+"""What each gateway replica says about a model: reachable, ready, its status and its
+counters. The only module of the diagnosis that does HTTP."""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from chassis.errors import CountsError, GatewayError
+from chassis.rollout.counts import ModelCounts, add_models, from_exposition, window
+from chassis.serving.client import GatewayClient
+
+
+@dataclass(frozen=True)
+class ReplicaProbe:
+    url: str
+    reachable: bool
+    ready: bool
+    status: dict[str, Any] | None  # the admin status of the model; None: not served / error
+    problem: str  # why reachable, ready or status failed ("" when none did)
+
+
+def probe(client: GatewayClient, model: str) -> ReplicaProbe:
+    url = client.base_url
+    try:
+        client.client.get("/healthz", timeout=5)  # any answer: the process is there
+    except httpx.HTTPError as error:
+        return ReplicaProbe(url, False, False, None, f"unreachable: {error}")
+    ready = client.ready()
+    try:
+        status = client.status(model)
+    except GatewayError as error:
+        return ReplicaProbe(url, True, ready, None, str(error))
+    return ReplicaProbe(url, True, ready, status, "" if ready else "/readyz is not 200")
+
+
+def probe_fleet(clients: Sequence[GatewayClient], model: str) -> list[ReplicaProbe]:
+    return [probe(client, model) for client in clients]
+
+
+def observe(clients: Sequence[GatewayClient], model: str, seconds: float) -> ModelCounts:
+    """Every version's counts over `seconds`, summed over the replicas that answered both
+    readings (as the rollout reads a step: the difference of two cumulative readings, a
+    restarted replica counting from its restart)."""
+
+    def reading() -> dict[str, ModelCounts]:
+        found: dict[str, ModelCounts] = {}
+        for client in clients:
+            try:
+                found[client.base_url] = from_exposition(client.metrics(), model)
+            except (httpx.HTTPError, GatewayError, CountsError):
+                continue  # the service branch reports an unreachable replica
+        return found
+
+    start = reading()
+    time.sleep(seconds)  # the observation window itself, not a wait for a condition
+    end = reading()
+    return add_models(window(end[url], start[url]) for url in end if url in start)

@@ -1,0 +1,61 @@
+"""The model-performance branch: each served version's server-error ratio, p99 latency
+and shadow agreement over the observation window, judged with confidence bounds so a few
+unlucky requests, or a machine busy with other work, do not fail a healthy model."""
+
+from chassis.diagnosis.findings import Finding
+from chassis.diagnosis.policy import DiagnosisPolicy
+from chassis.rollout.counts import ModelCounts
+from chassis.rollout.statistics import quantile_bounds, wilson, z_for
+
+
+def traffic_findings(counts: ModelCounts, policy: DiagnosisPolicy) -> list[Finding]:
+    z = z_for(policy.alpha)
+    findings: list[Finding] = []
+    if not any(c.executions for c in counts.values()):
+        return [
+            Finding("traffic", "not judged", "no request in the window", "requests to judge by")
+        ]
+    for version, seen in sorted(counts.items()):
+        if seen.executions < policy.min_requests:
+            findings.append(
+                Finding(
+                    f"v{version} traffic",
+                    "not judged",
+                    f"{seen.executions} requests in the window",
+                    f">= {policy.min_requests} requests to judge",
+                )
+            )
+            continue
+        low, _ = wilson(seen.errors, seen.executions, z)
+        ratio = seen.errors / seen.executions
+        findings.append(
+            Finding(
+                f"v{version} server-error ratio",
+                "failing" if low > policy.error_ratio_max else "healthy",
+                f"{ratio:.1%} of {seen.executions} (lower bound {low:.1%})",
+                f"<= {policy.error_ratio_max:.0%}",
+            )
+        )
+        if seen.answered:
+            lower, estimate, _ = quantile_bounds(seen.bounds, seen.buckets, 0.99, z)
+            findings.append(
+                Finding(
+                    f"v{version} p99 latency",
+                    "failing" if lower * 1000 > policy.latency_p99_ms_max else "healthy",
+                    f"{estimate * 1000:.1f} ms (lower bound {lower * 1000:.1f} ms)",
+                    f"<= {policy.latency_p99_ms_max:g} ms",
+                )
+            )
+        # A classifier's equal labels; a regressor's answers within the tolerance.
+        agreed, compared = seen.agreement(policy.value_agreement_tolerance)
+        if compared >= policy.min_requests:
+            _, high = wilson(agreed, compared, z)
+            findings.append(
+                Finding(
+                    f"v{version} shadow agreement",
+                    "failing" if high < policy.agreement_min else "healthy",
+                    f"{agreed / compared:.1%} of {compared} compared (upper bound {high:.1%})",
+                    f">= {policy.agreement_min:.0%}",
+                )
+            )
+    return findings

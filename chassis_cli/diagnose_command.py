@@ -1,0 +1,61 @@
+"""`chassis diagnose`: walk the troubleshooting tree for one model, by hand."""
+
+import argparse
+from typing import Any
+
+from chassis.diagnosis.policy import DiagnosisPolicy, diagnosis_policy_from
+from chassis_cli.context import Context
+from chassis_cli.display import out
+from chassis_cli.documents import DiagnosisDocument
+from chassis_cli.parsing import add_json_option
+from chassis_cli.policy_options import add_model_options, given_values
+
+DIAGNOSIS_POLICY = "diagnosis_policy_"
+
+
+def add_diagnose_parser(commands: Any) -> None:
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="walk the troubleshooting tree for a model and report the first failing branch",
+        description="Run the diagnose flow: base services (every replica reachable, ready, "
+        "serving a verified version), model performance (each version's server-error ratio, "
+        "p99 latency and shadow agreement over --observe-seconds), data quality (the served "
+        "window against the champion's reference and serving suite), business logic (one "
+        "committed split everywhere, the champion served). Stops at the first failing "
+        "branch; the report is a Prefect artifact and an MLflow run in <model>-monitoring. "
+        "Exit 0 whatever it finds (its findings are the result), 1 when it cannot run.",
+    )
+    diagnose.add_argument("--model", required=True, help="registered-model name")
+    diagnose.add_argument(
+        "--replica",
+        dest="replicas",
+        action="append",
+        metavar="URL",
+        help="a gateway replica to ask (repeat; a URL or dns:HOST:PORT); default: "
+        "CHASSIS_GATEWAY_URL",
+    )
+    add_model_options(diagnose, DiagnosisPolicy, DIAGNOSIS_POLICY)
+    add_json_option(diagnose)
+    diagnose.set_defaults(handler=_diagnose)
+
+
+def _diagnose(args: argparse.Namespace, context: Context) -> int:
+    from chassis.rollout.fleet import resolve_replicas
+
+    policy = diagnosis_policy_from(given_values(args, DIAGNOSIS_POLICY))  # before any run
+    if args.replicas:
+        resolve_replicas(args.replicas)  # a malformed address fails before any run
+    outcome = context.run_flow(
+        "diagnose", {"model_name": args.model, "replicas": args.replicas, "policy": policy}
+    )
+    document = DiagnosisDocument.of(outcome)
+
+    def human() -> None:
+        out.print(document.summary, soft_wrap=True)
+        for check in document.failing_checks:
+            out.print(f"  failing: {check}", soft_wrap=True)
+        if document.report_uri:
+            out.print(f"report: {document.report_uri}", soft_wrap=True)
+
+    context.show(document, human)
+    return 0

@@ -1,0 +1,129 @@
+"""The troubleshooting tree, walked by a flow: base services, model performance, data
+quality, business logic; it stops at the first failing branch and reports what it saw.
+
+Triggered by `chassis.alert.firing` events (deployments/prefect.yaml) and runnable by hand
+(`chassis diagnose --model M`). This first version diagnoses only: recovery actions
+(fallback, sanitization, restarts) are the next step of issue 16.
+"""
+
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from chassis.diagnosis.findings import Diagnosis, Finding, walk
+from chassis.diagnosis.policy import DiagnosisPolicy
+from chassis.diagnosis.probes import ReplicaProbe
+from chassis.drift import DriftPolicy
+from chassis.errors import ChassisError
+from chassis.registry import Registry
+from chassis.rollout.fleet import resolve_replicas
+from chassis.serving.client import GatewayClient
+from chassis.settings import ChassisSettings
+from chassis.tracking import StoredArtifact
+from flows.promotion import ModelParameter
+from flows.run_form import described
+from tasks.diagnosis import (
+    check_business_logic,
+    check_data_quality,
+    check_model_performance,
+    check_services,
+    publish_diagnosis,
+)
+from tasks.monitoring import check_serving_suite, load_reference, load_window
+
+
+class DiagnosisOutcome(BaseModel):
+    model_name: str
+    failing_branch: str | None  # service, model, data, business; None: nothing wrong
+    summary: str
+    failing_checks: list[str]
+    report_uri: str | None
+
+
+@described
+@flow(name="diagnose", flow_run_name="diagnose {model_name}", log_prints=False)
+def diagnose(
+    model_name: ModelParameter,
+    replicas: Annotated[
+        list[str] | None,
+        Field(
+            description="Gateway replicas to ask (URLs or dns:HOST:PORT, e.g. the headless "
+            "Service); empty: CHASSIS_GATEWAY_URL."
+        ),
+    ] = None,
+    policy: Annotated[
+        DiagnosisPolicy | None, Field(description="What counts as failing; empty: defaults.")
+    ] = None,
+) -> DiagnosisOutcome:
+    """Walk the troubleshooting tree for one model and publish the diagnosis (a Prefect
+    artifact and a run in the model's `-monitoring` experiment in MLflow)."""
+    settings = ChassisSettings()
+    registry = Registry.from_settings(settings)
+    chosen = policy or DiagnosisPolicy()
+    now = datetime.now(UTC)
+    if not registry.model_exists(model_name):
+        # An alert about a model the registry does not know: said, and nothing is done.
+        unknown = Finding(
+            f"{model_name} is registered", "failing", "no such registered model", "registered"
+        )
+        diagnosis = walk(model_name, [("business", lambda: [unknown])])
+        return _outcome(diagnosis, publish_diagnosis(diagnosis, settings, {"model": model_name}))
+    urls = resolve_replicas(replicas or [settings.resolved_gateway_url()])
+    clients = [GatewayClient(url, settings.admin_token(), timeout=10) for url in urls]
+    probes: list[ReplicaProbe] = []
+
+    def services() -> list[Finding]:
+        found, findings = check_services(clients, model_name)
+        probes.extend(found)
+        return findings
+
+    def data() -> list[Finding]:
+        champion = registry.version_for_alias(model_name, "champion")
+        if champion is None:
+            return [Finding("champion", "not judged", "no @champion", "a champion to compare")]
+        workdir = settings.home / "work" / uuid.uuid4().hex
+        try:
+            reference, features = load_reference(registry, model_name, champion, workdir)
+            window = load_window(
+                settings, model_name, now - timedelta(minutes=chosen.window_minutes), now
+            )
+            suite = check_serving_suite(
+                registry, settings, model_name, champion, window, features, DriftPolicy()
+            )
+            return check_data_quality(reference, features, window, chosen, suite)
+        except ChassisError as error:
+            return [Finding("served data", "not judged", str(error), "readable")]
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    try:
+        diagnosis = walk(
+            model_name,
+            [
+                ("service", services),
+                ("model", lambda: check_model_performance(clients, model_name, chosen)),
+                ("data", data),
+                ("business", lambda: check_business_logic(registry, model_name, probes, now)),
+            ],
+        )
+    finally:
+        for client in clients:
+            client.close()
+    params = {"model": model_name, "replicas": len(urls), **chosen.model_dump()}
+    return _outcome(diagnosis, publish_diagnosis(diagnosis, settings, params))
+
+
+def _outcome(diagnosis: Diagnosis, stored: StoredArtifact | None) -> DiagnosisOutcome:
+    return DiagnosisOutcome(
+        model_name=diagnosis.model,
+        failing_branch=diagnosis.failing_branch,
+        summary=diagnosis.summary(),
+        failing_checks=[
+            f"{f.check}: {f.observed}" for r in diagnosis.walked for f in r.findings if f.failing
+        ],
+        report_uri=stored.uri if stored is not None else None,
+    )

@@ -1,0 +1,142 @@
+"""The troubleshooting tree's judgements, on given evidence: which branch fails, and that
+a few unlucky requests or a busy machine's latency do not fail a healthy model."""
+
+import pandas as pd
+import pytest
+
+from chassis.diagnosis.data_checks import data_findings
+from chassis.diagnosis.findings import Finding, walk
+from chassis.diagnosis.fleet_checks import business_findings, service_findings
+from chassis.diagnosis.policy import DiagnosisPolicy
+from chassis.diagnosis.probes import ReplicaProbe
+from chassis.diagnosis.traffic_checks import traffic_findings
+from chassis.rollout.counts import VersionCounts
+from chassis.rollout.record import RolloutRecord
+
+POLICY = DiagnosisPolicy()
+BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1)  # seconds
+
+
+def status(stable: int = 1, generation: int = 3, loaded: list[int] | None = None) -> dict:
+    return {
+        "state": {"stable_version": stable, "candidate_version": None, "mode": "stable"},
+        "loaded_versions": loaded if loaded is not None else [stable],
+        "generation": generation,
+        "record_error": None,
+    }
+
+
+def healthy_replica(url: str = "http://r1", **kwargs) -> ReplicaProbe:
+    return ReplicaProbe(url, True, True, status(**kwargs), "")
+
+
+def counts(requests: int, errors: int = 0, slow: int = 0) -> VersionCounts:
+    """`requests` answered in 1-5 ms, of which `slow` took 50-100 ms, plus `errors`."""
+    answered = requests - errors
+    return VersionCounts(
+        executions=requests,
+        errors=errors,
+        bounds=BOUNDS,
+        buckets=(0, answered - slow, 0, 0, slow, 0),
+    )
+
+
+def test_the_walk_stops_at_the_first_failing_branch_and_names_it():
+    ran: list[str] = []
+
+    def branch(name: str, verdict: str):
+        def check() -> list[Finding]:
+            ran.append(name)
+            return [Finding(f"{name} check", verdict, "seen", "wanted")]  # type: ignore[arg-type]
+
+        return check
+
+    diagnosis = walk(
+        "m",
+        [
+            ("service", branch("service", "healthy")),
+            ("model", branch("model", "failing")),
+            ("data", branch("data", "healthy")),
+        ],
+    )
+    assert ran == ["service", "model"] and diagnosis.failing_branch == "model"
+    assert diagnosis.not_walked == ["data"]
+    assert diagnosis.summary() == "m: model performance failing: model check: seen"
+    healthy = walk("m", [("service", branch("service", "healthy"))])
+    assert healthy.failing_branch is None and "nothing wrong found" in healthy.summary()
+
+
+def test_an_unreachable_or_unready_replica_fails_the_service_branch():
+    down = ReplicaProbe("http://r2", False, False, None, "unreachable: connection refused")
+    unready = ReplicaProbe("http://r3", True, False, status(), "/readyz is not 200")
+    findings = service_findings([healthy_replica(), down, unready], "m")
+    failing = [f.check for f in findings if f.failing]
+    assert failing == ["replica http://r2 reachable", "replica http://r3 ready"]
+    assert not any(f.failing for f in service_findings([healthy_replica()], "m"))
+
+
+def test_a_replica_whose_stable_version_is_not_loaded_fails():
+    (_, serves) = service_findings([healthy_replica(loaded=[])], "m")
+    assert serves.failing and "stable v1" in serves.observed
+
+
+def test_a_version_failing_a_tenth_of_its_requests_fails_the_model_branch():
+    findings = traffic_findings({1: counts(500), 2: counts(500, errors=60)}, POLICY)
+    failing = [f.check for f in findings if f.failing]
+    assert failing == ["v2 server-error ratio"]
+
+
+def test_a_few_unlucky_errors_do_not_fail_a_healthy_version():
+    # 3 of 40 is 7.5 %, above 5 %, but its lower 99 % bound is not: not surely failing.
+    (ratio, _) = traffic_findings({1: counts(40, errors=3)}, POLICY)
+    assert ratio.verdict == "healthy" and "lower bound" in ratio.observed
+
+
+def test_too_few_requests_are_not_judged_rather_than_called_healthy():
+    (finding,) = traffic_findings({1: counts(5, errors=5)}, POLICY)
+    assert finding.verdict == "not judged"
+    (nothing,) = traffic_findings({}, POLICY)
+    assert nothing.verdict == "not judged"
+
+
+def test_a_version_whose_p99_is_surely_over_budget_fails():
+    (_, latency) = traffic_findings({1: counts(1000, slow=100)}, POLICY)
+    assert latency.failing and latency.check == "v1 p99 latency"
+    (_, fine) = traffic_findings({1: counts(1000, slow=2)}, POLICY)
+    assert not fine.failing
+
+
+def test_a_split_not_served_everywhere_or_orphaned_fails_the_business_branch():
+    record = RolloutRecord(generation=4, mode="stable")
+    behind = [healthy_replica("http://r1", generation=4), healthy_replica("http://r2")]
+    failing = [f.check for f in business_findings(behind, record, 1, 0.0) if f.failing]
+    assert failing == ["every replica serves the committed split"]
+    moved = [healthy_replica("http://r1", stable=1, generation=4)]
+    (_, champion) = business_findings(moved, record, 2, 0.0)
+    assert champion.failing and "@champion v2; replicas serve v1" in champion.observed
+    assert not any(f.failing for f in business_findings(moved, record, 1, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("served", "failing_check"),
+    [
+        (pd.DataFrame({"a": [0.5, None, 0.2, 0.1], "b": [1.0, 2.0, 3.0, 2.0]}), "missing"),
+        (pd.DataFrame({"a": [0.5, 9.0, 9.5, 0.1], "b": [1.0, 2.0, 3.0, 2.0]}), "ranges"),
+        (pd.DataFrame({"a": [0.5, 0.4]}), "served columns"),
+    ],
+)
+def test_missing_values_out_of_range_values_and_missing_columns_fail_the_data_branch(
+    served, failing_check
+):
+    reference = pd.DataFrame({"a": [0.0, 1.0], "b": [0.0, 5.0]})
+    findings = data_findings(reference, served, ["a", "b"], POLICY)
+    failing = [f for f in findings if f.failing]
+    assert len(failing) == 1 and failing_check in failing[0].check
+    if failing_check == "ranges":
+        assert "a 50% outside [0, 1]" in failing[0].observed
+
+
+def test_clean_served_rows_pass_the_data_branch():
+    reference = pd.DataFrame({"a": [0.0, 1.0]})
+    served = pd.DataFrame({"a": [0.2, 0.8, 0.5]})
+    assert not any(f.failing for f in data_findings(reference, served, ["a"], POLICY, []))
