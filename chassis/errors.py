@@ -131,6 +131,10 @@ class DiagnosisPolicyError(ChassisError):
     """A diagnosis setting is outside its meaningful range."""
 
 
+class RecoveryFailed(ChassisError):  # noqa: N818 (reads as what happened)
+    """A recovery the diagnosis decided on could not be made; nothing was changed."""
+
+
 class RolloutPolicyError(ChassisError):
     """A rollout setting is outside its meaningful range."""
 

@@ -23,7 +23,10 @@ def add_diagnose_parser(commands: Any) -> None:
         "window against the champion's reference and serving suite), business logic (one "
         "committed split everywhere, the champion served). Stops at the first failing "
         "branch; the report is a Prefect artifact and an MLflow run in <model>-monitoring. "
-        "Exit 0 whatever it finds (its findings are the result), 1 when it cannot run.",
+        "When the champion's own performance fails and a @previous exists, rolls back to it "
+        "(audited; --fallback on|suggest|off, a cooldown after an automatic one) and has every "
+        "replica follow. Exit 0 whatever it finds, 1 when it cannot run or a decided "
+        "recovery cannot be made (nothing is changed then).",
     )
     diagnose.add_argument("--model", required=True, help="registered-model name")
     diagnose.add_argument(
@@ -54,6 +57,13 @@ def _diagnose(args: argparse.Namespace, context: Context) -> int:
         out.print(document.summary, soft_wrap=True)
         for check in document.failing_checks:
             out.print(f"  failing: {check}", soft_wrap=True)
+        if document.recovery_explanation:
+            out.print(f"recovery: {document.recovery_explanation}", soft_wrap=True)
+        if document.replicas_following:
+            out.print(
+                f"  {len(document.replicas_following)} replica(s) serve the new champion",
+                soft_wrap=True,
+            )
         if document.report_uri:
             out.print(f"report: {document.report_uri}", soft_wrap=True)
 

@@ -505,6 +505,9 @@ class DiagnosisDocument(Document):
     summary: str
     failing_checks: list[str]
     report_uri: str | None
+    recovery: str  # none, fallback (done), suggest
+    recovery_explanation: str
+    replicas_following: list[str]
 
     @classmethod
     def of(cls, outcome: "DiagnosisOutcome") -> "DiagnosisDocument":
@@ -514,4 +517,7 @@ class DiagnosisDocument(Document):
             summary=outcome.summary,
             failing_checks=outcome.failing_checks,
             report_uri=outcome.report_uri,
+            recovery=outcome.recovery,
+            recovery_explanation=outcome.recovery_explanation,
+            replicas_following=outcome.replicas_following,
         )

@@ -2,8 +2,9 @@
 quality, business logic; it stops at the first failing branch and reports what it saw.
 
 Triggered by `chassis.alert.firing` events (deployments/prefect.yaml) and runnable by hand
-(`chassis diagnose --model M`). This first version diagnoses only: recovery actions
-(fallback, sanitization, restarts) are the next step of issue 16.
+(`chassis diagnose --model M`). What it does about a failing branch is decided by
+`chassis.diagnosis.recovery` (so far: fall back to @previous when the champion's own
+performance fails); sanitization and restarts are the next step of issue 16.
 """
 
 import shutil
@@ -18,7 +19,7 @@ from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe
 from chassis.drift import DriftPolicy
-from chassis.errors import ChassisError
+from chassis.errors import ChassisError, RecoveryFailed
 from chassis.registry import Registry
 from chassis.rollout.fleet import resolve_replicas
 from chassis.serving.client import GatewayClient
@@ -31,6 +32,8 @@ from tasks.diagnosis import (
     check_data_quality,
     check_model_performance,
     check_services,
+    fall_back,
+    plan,
     publish_diagnosis,
 )
 from tasks.monitoring import check_serving_suite, load_reference, load_window
@@ -42,6 +45,11 @@ class DiagnosisOutcome(BaseModel):
     summary: str
     failing_checks: list[str]
     report_uri: str | None
+    # What was done about it: "none", "fallback" (done), or a suggestion, with why.
+    recovery: str = "none"
+    recovery_explanation: str = ""
+    # The replicas that serve the new champion after a fallback.
+    replicas_following: list[str] = Field(default_factory=list[str])
 
 
 @described
@@ -110,11 +118,23 @@ def diagnose(
                 ("business", lambda: check_business_logic(registry, model_name, probes, now)),
             ],
         )
+        params = {"model": model_name, "replicas": len(urls), **chosen.model_dump()}
+        stored = publish_diagnosis(diagnosis, settings, params)
+        decided = plan(registry, diagnosis, chosen, now)
+        outcome = _outcome(diagnosis, stored).model_copy(
+            update={"recovery": decided.mode, "recovery_explanation": decided.explanation}
+        )
+        if decided.mode == "impossible":
+            raise RecoveryFailed(f"{model_name}: {decided.explanation}")
+        if decided.mode == "act":
+            following = fall_back(registry, clients, diagnosis, decided)
+            outcome = outcome.model_copy(
+                update={"recovery": "fallback", "replicas_following": following}
+            )
     finally:
         for client in clients:
             client.close()
-    params = {"model": model_name, "replicas": len(urls), **chosen.model_dump()}
-    return _outcome(diagnosis, publish_diagnosis(diagnosis, settings, params))
+    return outcome
 
 
 def _outcome(diagnosis: Diagnosis, stored: StoredArtifact | None) -> DiagnosisOutcome:

@@ -1,6 +1,7 @@
 """The diagnose flow's steps: ask the replicas, watch their counters, judge the served
 data, read the rollout state; and publish the diagnosis."""
 
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -11,9 +12,10 @@ from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe, observe, probe_fleet
+from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, RecoveryPlan, plan_recovery
 from chassis.diagnosis.report import to_markdown
 from chassis.diagnosis.traffic_checks import traffic_findings
-from chassis.errors import ChassisError
+from chassis.errors import ChassisError, GatewayError
 from chassis.expectations import SuiteResult
 from chassis.prediction_window import Window
 from chassis.registry import Registry
@@ -22,6 +24,7 @@ from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
 from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK
+from tasks.promotion import actor, publish_alias_change
 
 
 @task(name="check-services", **NO_CACHE_TASK)
@@ -83,3 +86,53 @@ def publish_diagnosis(
     except ChassisError as error:
         get_run_logger().warning("diagnosis not stored in MLflow: %s", error)
         return None
+
+
+@task(name="plan-recovery", **NO_CACHE_TASK)
+def plan(
+    registry: Registry, diagnosis: Diagnosis, policy: DiagnosisPolicy, now: datetime
+) -> RecoveryPlan:
+    aliases = registry.current_aliases(diagnosis.model) if diagnosis.walked else {}
+    decided = plan_recovery(diagnosis, aliases, registry.history(diagnosis.model), policy, now)
+    get_run_logger().info("recovery: %s", decided.explanation)
+    return decided
+
+
+@task(name="fall-back", **NO_CACHE_TASK)
+def fall_back(
+    registry: Registry,
+    clients: list[GatewayClient],
+    diagnosis: Diagnosis,
+    decided: RecoveryPlan,
+    follow_seconds: float = 60.0,
+) -> list[str]:
+    """Roll the champion back to @previous (compare-and-set, audited, with the failing
+    checks as evidence), then have every replica follow it now rather than at its next
+    poll. Returns the replicas that serve the new champion; raises when the registry
+    refused the move (nothing changed then)."""
+    logger = get_run_logger()
+    change = registry.rollback(
+        diagnosis.model,
+        actor=actor(),
+        reason=f"{AUTOMATIC_FALLBACK}: {diagnosis.summary()}"[:500],
+        evidence=decided.evidence,
+    )
+    publish_alias_change(change)
+    champion = change.aliases_after.get("champion")
+    logger.info("fell back: %s is @champion v%s", diagnosis.model, champion)
+    following: list[str] = []
+    deadline = time.monotonic() + follow_seconds
+    for client in clients:
+        while True:
+            try:
+                status = client.follow_champion(diagnosis.model)
+                if status["state"].get("stable_version") == champion:
+                    following.append(client.base_url)
+                    break
+            except GatewayError as error:
+                logger.warning("replica %s: %s", client.base_url, error)
+            if time.monotonic() > deadline:
+                logger.warning("replica %s does not serve v%s yet", client.base_url, champion)
+                break
+            time.sleep(0.5)  # between tries of a replica that has not loaded it yet
+    return following

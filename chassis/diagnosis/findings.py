@@ -31,6 +31,7 @@ class Finding:
     verdict: Verdict
     observed: str  # what was seen, with its numbers
     expected: str  # what healthy means for this check
+    version: int | None = None  # the model version it is about, when it is about one
 
     @property
     def failing(self) -> bool:

@@ -3,12 +3,15 @@ parameter and the CLI's options. Defaults match the shipped alert rules (5xx rat
 5 %, p99 above 50 ms), so a diagnosis started by an alert judges what the alert judged."""
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chassis.errors import DiagnosisPolicyError
 from chassis.policies import validated
+
+# What a recovery action does: on (acts), suggest (the report says what it would do), off.
+ActionSwitch = Literal["on", "suggest", "off"]
 
 
 class DiagnosisPolicy(BaseModel):
@@ -56,6 +59,17 @@ class DiagnosisPolicy(BaseModel):
     out_of_range_share_max: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.05,
         description="Share of a feature's served values outside the reference's range that fails.",
+    )
+
+    fallback: ActionSwitch = Field(
+        default="on",
+        description="When the champion's own performance fails and a @previous exists: roll "
+        "back to it (compare-and-set, audited) and have every replica follow.",
+    )
+    fallback_cooldown_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = Field(
+        default=60,
+        description="After an automatic fallback, no other one for this long (suggested "
+        "instead), unless an alias was moved since, by a person or a release.",
     )
 
 

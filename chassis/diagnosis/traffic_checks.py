@@ -34,6 +34,7 @@ def traffic_findings(counts: ModelCounts, policy: DiagnosisPolicy) -> list[Findi
                 "failing" if low > policy.error_ratio_max else "healthy",
                 f"{ratio:.1%} of {seen.executions} (lower bound {low:.1%})",
                 f"<= {policy.error_ratio_max:.0%}",
+                version,
             )
         )
         if seen.answered:
@@ -44,6 +45,7 @@ def traffic_findings(counts: ModelCounts, policy: DiagnosisPolicy) -> list[Findi
                     "failing" if lower * 1000 > policy.latency_p99_ms_max else "healthy",
                     f"{estimate * 1000:.1f} ms (lower bound {lower * 1000:.1f} ms)",
                     f"<= {policy.latency_p99_ms_max:g} ms",
+                    version,
                 )
             )
         # A classifier's equal labels; a regressor's answers within the tolerance.
@@ -56,6 +58,7 @@ def traffic_findings(counts: ModelCounts, policy: DiagnosisPolicy) -> list[Findi
                     "failing" if high < policy.agreement_min else "healthy",
                     f"{agreed / compared:.1%} of {compared} compared (upper bound {high:.1%})",
                     f">= {policy.agreement_min:.0%}",
+                    version,
                 )
             )
     return findings

@@ -11,9 +11,13 @@ import pandas as pd
 import pytest
 
 from chassis.diagnosis.policy import DiagnosisPolicy
+from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK
+from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import free_port
+from chassis.settings import ChassisSettings
 from chassis.traffic import replay
 from flows.diagnose import diagnose
+from flows.promotion import promote
 from flows.release import release
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.registries import home_registry
@@ -85,3 +89,47 @@ def test_an_alert_about_an_unknown_model_is_diagnosed_as_such_and_nothing_is_don
     outcome = diagnose(model_name="no-such-model", policy=QUICK)
     assert outcome.failing_checks == ["no-such-model is registered: no such registered model"]
     assert not home_registry().model_exists("no-such-model")  # nothing made for it either
+
+
+def test_a_champion_failing_on_live_traffic_is_fallen_back_and_every_replica_follows(
+    chassis_home, tmp_path, monkeypatch
+):
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")  # v1
+    # v2 passes every offline check and errors on live rows beyond 1,000 standard
+    # deviations; promoted by hand, as a person in a hurry would.
+    release(
+        spec="tests.fixtures.specs:fails_on_outliers",
+        rollout_strategy="none",
+        compression="off",
+    )
+    promote(model_name=MODEL, version=2)
+    assert home_registry().current_aliases(MODEL) == {"champion": 2, "previous": 1}
+    gateway = GatewayProcess(chassis_home)
+    gateway.start()
+    monkeypatch.setenv("CHASSIS_GATEWAY_URL", gateway.url)
+    stop = threading.Event()
+    outliers = [[5000.0, 0.0, 0.0, 0.0], [0.5, -1.0, 2.0, 0.0]]  # half of them fail
+    sender = threading.Thread(
+        target=replay,
+        args=(gateway.url, MODEL, outliers),
+        kwargs={"max_requests": 100_000, "max_seconds": 120, "stop": stop, "concurrency": 2},
+    )
+    sender.start()
+    try:
+        outcome = diagnose(model_name=MODEL, policy=QUICK)
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    try:
+        assert outcome.failing_branch == "model", outcome.failing_checks
+        assert any(c.startswith("v2 server-error ratio") for c in outcome.failing_checks)
+        assert outcome.recovery == "fallback"
+        assert outcome.replicas_following == [gateway.url]
+        assert home_registry().current_aliases(MODEL)["champion"] == 1
+        status = GatewayClient(gateway.url, ChassisSettings().admin_token()).status(MODEL)
+        assert status["state"]["stable_version"] == 1
+    finally:
+        gateway.stop()
+    record = home_registry().history(MODEL)[-1]
+    assert record.action == "rollback" and record.reason.startswith(AUTOMATIC_FALLBACK)
+    assert "v2 server-error ratio" in record.evidence

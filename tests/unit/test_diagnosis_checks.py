@@ -1,15 +1,19 @@
 """The troubleshooting tree's judgements, on given evidence: which branch fails, and that
 a few unlucky requests or a busy machine's latency do not fail a healthy model."""
 
+from datetime import UTC, datetime, timedelta
+
 import pandas as pd
 import pytest
 
 from chassis.diagnosis.data_checks import data_findings
-from chassis.diagnosis.findings import Finding, walk
+from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe
+from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, plan_recovery
 from chassis.diagnosis.traffic_checks import traffic_findings
+from chassis.registry.audit import AuditRecord
 from chassis.rollout.counts import VersionCounts
 from chassis.rollout.record import RolloutRecord
 
@@ -140,3 +144,51 @@ def test_clean_served_rows_pass_the_data_branch():
     reference = pd.DataFrame({"a": [0.0, 1.0]})
     served = pd.DataFrame({"a": [0.2, 0.8, 0.5]})
     assert not any(f.failing for f in data_findings(reference, served, ["a"], POLICY, []))
+
+
+def model_failing(version: int) -> Diagnosis:
+    failing = Finding(f"v{version} server-error ratio", "failing", "50.0% of 400", "<= 5%", version)
+    return walk("m", [("model", lambda: [failing])])
+
+
+def audit(action: str, reason: str, at: datetime) -> AuditRecord:
+    return AuditRecord(1, at.isoformat(timespec="seconds"), "diagnose", action, [], reason, {})
+
+
+NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+ALIASES = {"champion": 2, "previous": 1}
+
+
+def test_a_failing_champion_with_a_previous_is_fallen_back_with_its_evidence():
+    decided = plan_recovery(model_failing(2), ALIASES, [], POLICY, NOW)
+    assert (decided.action, decided.mode, decided.target) == ("fallback", "act", 1)
+    assert decided.evidence == {"v2 server-error ratio": "50.0% of 400"}
+
+
+def test_no_previous_makes_the_fallback_impossible_and_says_so():
+    decided = plan_recovery(model_failing(2), {"champion": 2}, [], POLICY, NOW)
+    assert decided.mode == "impossible" and "no @previous" in decided.explanation
+
+
+def test_a_failing_candidate_or_another_branch_takes_no_action():
+    assert plan_recovery(model_failing(3), ALIASES, [], POLICY, NOW).mode == "none"
+    healthy = walk("m", [("service", lambda: [])])
+    assert plan_recovery(healthy, ALIASES, [], POLICY, NOW).explanation.startswith("nothing")
+
+
+@pytest.mark.parametrize(("switch", "mode"), [("off", "none"), ("suggest", "suggest")])
+def test_the_fallback_switch_turns_the_action_off_or_into_a_suggestion(switch, mode):
+    policy = POLICY.model_copy(update={"fallback": switch})
+    assert plan_recovery(model_failing(2), ALIASES, [], policy, NOW).mode == mode
+
+
+def test_a_second_fallback_within_the_cooldown_is_only_suggested_unless_an_alias_moved():
+    recent = audit("rollback", f"{AUTOMATIC_FALLBACK}: m: ...", NOW - timedelta(minutes=10))
+    decided = plan_recovery(model_failing(2), ALIASES, [recent], POLICY, NOW)
+    assert decided.mode == "suggest" and "cooldown" in decided.explanation
+    # A person promoted a version since: the new champion is protected again.
+    promoted = audit("promote", "by hand", NOW - timedelta(minutes=5))
+    assert plan_recovery(model_failing(2), ALIASES, [recent, promoted], POLICY, NOW).mode == "act"
+    # Long ago: past the cooldown.
+    old = audit("rollback", f"{AUTOMATIC_FALLBACK}: m", NOW - timedelta(hours=2))
+    assert plan_recovery(model_failing(2), ALIASES, [old], POLICY, NOW).mode == "act"
