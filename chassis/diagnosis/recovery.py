@@ -40,6 +40,16 @@ def plan_recovery(
 ) -> RecoveryPlan:
     if diagnosis.failing_branch is None:
         return RecoveryPlan("none", "none", "nothing wrong found: no action")
+    if diagnosis.failing_branch == "service":
+        # On Kubernetes the probes act on a replica that does not answer /healthz or
+        # /readyz (restart, or out of the Service); elsewhere a person or supervisor does.
+        return RecoveryPlan(
+            "none",
+            "none",
+            "no automatic action: on Kubernetes the liveness probe restarts a replica that "
+            "stops answering and the readiness probe takes an unready one out of the Service; "
+            "elsewhere restart the replica named above",
+        )
     if diagnosis.failing_branch != "model":
         return RecoveryPlan(
             "none", "none", f"no automatic action for a failing {diagnosis.failing_branch} branch"

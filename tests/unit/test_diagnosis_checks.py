@@ -192,3 +192,9 @@ def test_a_second_fallback_within_the_cooldown_is_only_suggested_unless_an_alias
     # Long ago: past the cooldown.
     old = audit("rollback", f"{AUTOMATIC_FALLBACK}: m", NOW - timedelta(hours=2))
     assert plan_recovery(model_failing(2), ALIASES, [old], POLICY, NOW).mode == "act"
+
+
+def test_a_failing_service_branch_says_what_recovers_it_on_kubernetes():
+    down = Finding("replica http://r2 reachable", "failing", "unreachable", "answers")
+    decided = plan_recovery(walk("m", [("service", lambda: [down])]), ALIASES, [], POLICY, NOW)
+    assert decided.mode == "none" and "liveness probe restarts" in decided.explanation
