@@ -35,7 +35,14 @@ OUTLIER = [5000.0, 0.0, 0.0, 0.0]  # fails_on_outliers fails on it (a 500 from v
 # Calls of ~1 ms: after three in a row the batcher's moving average of a call is above its
 # inline budget (batching.INLINE_BUDGET_SECONDS), so the next requests are queued.
 BIG = [ROW] * 8192
-BURST = 5
+BURSTS: list[tuple[str, list[Any]]] = [(MODEL, BIG)] * 5
+# (model, rows) of each request of a round, to each replica.
+MIX: list[tuple[str, list[Any]]] = [
+    *[(MODEL, [ROW])] * 6,
+    (MODEL, [OUTLIER]),
+    (MODEL, [[1.0, None, 3.0, 4.0]]),  # a missing value: 422
+    ("nobody", [ROW]),  # no model of that name: 404
+]
 # Grafana's interval variables: a rate window of several 1 s scrapes, a short range.
 INTERVALS = {
     "__rate_interval": "10s",
@@ -116,13 +123,7 @@ class Traffic:
             while not self.stopping.is_set():
                 cycle += 1
                 for url in self.urls:
-                    bodies: list[tuple[str, list[Any]]] = [(MODEL, [ROW])] * 6 + [
-                        (MODEL, [OUTLIER]),
-                        (MODEL, [[1.0, None, 3.0, 4.0]]),  # a missing value: 422
-                        ("nobody", [ROW]),  # no such model: 404
-                    ]
-                    if cycle % 8 == 1:
-                        bodies += [(MODEL, BIG)] * BURST
+                    bodies = MIX + (BURSTS if cycle % 8 == 1 else [])
                     for index, (model, rows) in enumerate(bodies):
                         response = client.post(
                             f"{url}/v1/models/{model}/predict",
