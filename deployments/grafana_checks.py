@@ -7,6 +7,9 @@ panel a title and an id of its own. Each problem is one line naming the dashboar
 panel and what is wrong.
 
     python -m deployments.grafana_checks     # exit 1 and one line per problem, if any
+    make dashboards-check                    # the same
+
+With promtool (Debian's `prometheus` package) on the PATH, every query is also parsed.
 
 Metrics other work on issue 15 adds are listed once, in PENDING_METRICS: panels reading
 them are not refused, and tests/integration/test_dashboards_live.py does not expect data
@@ -16,6 +19,7 @@ remove it from the list, and the live test then expects its panels to return dat
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -257,12 +261,20 @@ def _with_values(expr: str, values: Mapping[str, str]) -> str:
 
 
 def main() -> int:
-    found = problems(load(), known_metrics())
+    dashboards = load()
+    found = problems(dashboards, known_metrics())
+    checked = [q for name, d in dashboards.items() for q in queries(name, d)]
+    promtool = shutil.which("promtool")
+    if promtool:
+        found += syntax_problems(checked, promtool)
     for line in found:
         print(line, file=sys.stderr)
     if not found:
-        count = sum(1 for name, d in load().items() for _ in queries(name, d))
-        print(f"deployments/grafana: {count} queries read only metrics the gateway exports")
+        parsed = "valid PromQL (promtool), " if promtool else ""
+        print(
+            f"deployments/grafana: {len(dashboards)} dashboards, {len(checked)} queries: "
+            f"{parsed}reading only metrics the gateway exports or PENDING_METRICS"
+        )
     return 1 if found else 0
 
 

@@ -32,9 +32,10 @@ from tests.fixtures.registries import home_registry
 
 ROW = [0.5, -1.0, 2.0, 0.0]
 OUTLIER = [5000.0, 0.0, 0.0, 0.0]  # fails_on_outliers fails on it (a 500 from v2 alone)
-# Calls of ~1 ms: after three in a row the batcher's moving average of a call is above its
-# inline budget (batching.INLINE_BUDGET_SECONDS), so the next requests are queued.
-BIG = [ROW] * 8192
+# Calls of ~1 ms here (well above batching.INLINE_BUDGET_SECONDS even on a faster CPU):
+# after three in a row the batcher's moving average of a call is over that budget, so the
+# next requests are queued, and their wait and their batches' CPU time are observed.
+BIG = [ROW] * 16384
 BURSTS: list[tuple[str, list[Any]]] = [(MODEL, BIG)] * 5
 # (model, rows) of each request of a round, to each replica.
 MIX: list[tuple[str, list[Any]]] = [
