@@ -61,6 +61,11 @@ def in_range(metric: str, by: str, *matchers: str) -> str:
     return f"sum by ({by}) (increase({metric}{selector(*matchers)}[$__range]))"
 
 
+def increase(metric: str, window: str, by: str, *matchers: str) -> str:
+    """A counter's increase over a fixed window, summed over replicas."""
+    return f"sum by ({by}) (increase({metric}{selector(*matchers)}[{window}]))"
+
+
 def or_zero(expr: str, like: str) -> str:
     """`expr`, or 0 for each series of `like` it lacks: a counter appears with its first
     event, so a ratio of errors would otherwise show no data, not 0, while all is well."""
@@ -800,6 +805,9 @@ ROLLOUTS = Dashboard(
 )
 
 # Metrics other work on issue 15 adds (deployments/grafana_checks.py: PENDING_METRICS).
+FEEDBACK = (MODEL, VERSION)
+CORRECT = (*FEEDBACK, 'outcome="correct"')
+JUDGED = (*FEEDBACK, 'outcome=~"correct|wrong"')
 GROUND_TRUTH = Dashboard(
     "chassis-ground-truth",
     "Chassis / Ground truth and drift",
@@ -812,29 +820,58 @@ GROUND_TRUTH = Dashboard(
             "Live accuracy",
             (
                 ts(
-                    "Live accuracy by version, and the gate",
-                    "Share of predictions with feedback whose label was right "
-                    "(`chassis_live_accuracy_ratio`), against the model's accuracy gate "
-                    "(`chassis_accuracy_gate_ratio`): below it, an event the retraining "
-                    "deployment triggers on.",
+                    "Live accuracy by version over the last hour, and its gate",
+                    "Share of a version's predictions with feedback whose class was right, "
+                    "over all replicas in the last hour (`chassis_feedback_total`: correct "
+                    "over correct and wrong), against the accuracy the version's gates ask of "
+                    "it (`chassis_accuracy_gate_ratio`). Below it, the drift check emits the "
+                    "event the retraining deployment triggers on.",
                     Query(
-                        gauge(
-                            "max", "chassis_live_accuracy_ratio", "model, version", MODEL, VERSION
+                        ratio(
+                            increase("chassis_feedback_total", "1h", "model, version", *CORRECT),
+                            increase("chassis_feedback_total", "1h", "model, version", *JUDGED),
                         ),
                         "{{model}} v{{version}}",
                     ),
                     Query(
-                        gauge("max", "chassis_accuracy_gate_ratio", "model", MODEL),
-                        "{{model}} gate",
+                        gauge("max", "chassis_accuracy_gate_ratio", "model, version", *FEEDBACK),
+                        "{{model}} v{{version}} gate",
+                    ),
+                    unit="percentunit",
+                ),
+                ts(
+                    "Live accuracy per replica",
+                    "Each replica's accuracy over a version's last labels "
+                    "(`chassis_live_accuracy_ratio`; 1,000 by default): what the "
+                    "live-accuracy alert reads.",
+                    Query(
+                        gauge(
+                            "max",
+                            "chassis_live_accuracy_ratio",
+                            "model, version, instance",
+                            *FEEDBACK,
+                        ),
+                        "{{model}} v{{version}} {{instance}}",
                     ),
                     unit="percentunit",
                 ),
                 ts(
                     "Feedback per second by outcome",
-                    "Feedback received per version and outcome (`chassis_feedback_total`).",
+                    "Labels accepted and joined with a prediction, per version and outcome "
+                    "(`chassis_feedback_total`: correct, wrong; scored for a regressor).",
                     Query(
-                        rate("chassis_feedback_total", "model, version, outcome", MODEL, VERSION),
+                        rate("chassis_feedback_total", "model, version, outcome", *FEEDBACK),
                         "{{model}} v{{version}} {{outcome}}",
+                    ),
+                    unit="reqps",
+                ),
+                ts(
+                    "Feedback refused per second by reason",
+                    "Feedback answered with a 4xx (`chassis_feedback_refused_total`): "
+                    "malformed, unknown_id, too_late, duplicate, bad_label.",
+                    Query(
+                        rate("chassis_feedback_refused_total", "model, reason", MODEL),
+                        "{{model}} {{reason}}",
                     ),
                     unit="reqps",
                 ),
