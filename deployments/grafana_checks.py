@@ -222,9 +222,10 @@ def label_values(query: str) -> tuple[str | None, str]:
 
 
 def variables(dashboard: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
-    """The dashboard's query variables in order: (name, label_values query, multi)."""
+    """The dashboard's query variables in order: (name, label_values query, multi). The
+    query is a string, or (Grafana 10's editor) an object holding it."""
     return [
-        (str(v["name"]), str(v.get("definition", "")), bool(v.get("multi")))
+        (str(v["name"]), _variable_query(v), bool(v.get("multi")))
         for v in (dashboard.get("templating") or {}).get("list") or []
         if v.get("type") == "query"
     ]
@@ -259,6 +260,13 @@ def syntax_problems(checked: list[PanelQuery], promtool: str) -> list[str]:
 def _with_values(expr: str, values: Mapping[str, str]) -> str:
     """`expr` with interval variables as durations and any other variable as a label value."""
     return _VARIABLE.sub(lambda m: values.get(m.group(1) or m.group(2), "x"), expr)
+
+
+def _variable_query(variable: Mapping[str, Any]) -> str:
+    query = variable.get("query")
+    if isinstance(query, dict):
+        query = query.get("query")
+    return str(query or variable.get("definition", ""))
 
 
 def main() -> int:

@@ -909,11 +909,9 @@ def variable_json(variable: Variable) -> dict[str, Any]:
         "type": "query",
         "datasource": DATASOURCE,
         "definition": variable.query,
-        "query": {
-            "qryType": 1,
-            "query": variable.query,
-            "refId": "PrometheusVariableQueryEditor-VariableQuery",
-        },
+        # The classic string form: every Grafana version reads it (newer ones migrate it
+        # to their query editor's object on load).
+        "query": variable.query,
         "refresh": 2,  # on time range change: versions come and go
         "sort": 1,
         "multi": variable.include_all,

@@ -26,6 +26,8 @@ from deployments.grafana_checks import (
     regex_value,
     substitute,
     syntax_problems,
+    used_variables,
+    variables,
 )
 from deployments.manifest_checks import load_base
 
@@ -200,6 +202,19 @@ def test_template_values_are_written_as_grafana_writes_them():
     values = {"model": "m", "__rate_interval": "1m"}
     assert substitute('x{m=~"$model"}[${__rate_interval}]', values) == 'x{m=~"m"}[1m]'
     assert substitute("$model $__rate_interval", values) == "m 1m"
+
+
+def test_every_variable_is_a_label_values_query_on_variables_defined_before_it():
+    for name, dashboard in DASHBOARDS.items():
+        defined = {"datasource"}
+        for variable, query, _ in variables(dashboard):
+            selector, _label = label_values(query)
+            assert used_variables(selector or "") <= defined, (name, variable)
+            defined.add(variable)
+        assert {"model"} <= defined, name
+    # Grafana 10's editor writes the query as an object: read the same way.
+    editor = {"templating": {"list": [{"type": "query", "name": "m", "query": {"query": "q"}}]}}
+    assert variables(editor) == [("m", "q", False)]
 
 
 def test_the_config_map_is_in_the_kustomize_base_for_grafanas_sidecar():
