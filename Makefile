@@ -73,6 +73,10 @@ kubernetes-deployments: $(STAMP) ## Regenerate deployments/prefect-kubernetes.ya
 kubernetes-check: $(STAMP) ## Validate deployments/kubernetes/ offline (Kubernetes 1.31 schemas, Chassis's rules)
 	$(BIN)/python -m deployments.manifest_checks
 
+.PHONY: dashboards-check
+dashboards-check: $(STAMP) ## Check the Grafana dashboards offline (metrics the gateway exports, PromQL, panels)
+	$(BIN)/python -m deployments.grafana_checks
+
 bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server under wrk (see BENCHMARKS.md)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py

@@ -544,7 +544,8 @@ def pdb_problems(manifests: list[Manifest], deployments: list[Manifest]) -> Iter
 
 
 def exported_metric_names() -> set[str]:
-    """Every series name the gateway's /metrics can carry (chassis/serving/metrics.py)."""
+    """Every series name the gateway's /metrics can carry (chassis/serving/metrics.py): its
+    registry's families, the process collector's included."""
     from chassis.serving.metrics import GatewayMetrics
 
     suffixes = {
@@ -554,7 +555,7 @@ def exported_metric_names() -> set[str]:
         "gauge": ("",),
     }
     names: set[str] = set()
-    for family in GatewayMetrics().collect():
+    for family in GatewayMetrics().registry.collect():
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     return names
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -224,6 +224,9 @@ class GatewayMetrics(Collector):
         self.readings: Callable[[], Readings] = Readings
         self.registry = CollectorRegistry()
         self.registry.register(self)
+        # The process's CPU seconds and resident memory (process_*, read from /proc when
+        # scraped; nothing on other systems): what the system dashboard shows per replica.
+        ProcessCollector(registry=self.registry)
 
     def version(self, model: str, version: str) -> VersionSeries:
         series = self.series.get((model, version))
