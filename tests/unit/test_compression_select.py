@@ -204,8 +204,8 @@ def test_the_median_interval_of_nine_rounds_is_the_second_to_the_eighth_smallest
 def test_the_median_interval_covers_at_least_95_percent(n):
     """Its coverage, from the binomial law: the median lies outside only when fewer than k
     values fall on one side."""
-    low, high = median_interval(list(range(n)))
-    k = low + 1  # the order statistic the interval starts at
+    low, high = median_interval([float(i) for i in range(n)])
+    k = int(low) + 1  # the order statistic the interval starts at
     outside = 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
     assert high == n - k
     assert 1 - outside >= 0.95 or k == 1  # k == 1: as wide as the values allow
