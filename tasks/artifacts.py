@@ -30,6 +30,7 @@ ArtifactKind = Literal[
     "serving-suite",
     "drift-columns",
     "drift-summary",
+    "live-accuracy",
 ]
 
 

@@ -557,7 +557,7 @@ def _feedback_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metri
         labels=["model", "version"],
     )
     for (model, version), (total, count) in metrics.feedback_errors.items():
-        errors.add_metric([model, version], count, total)
+        errors.add_metric([model, version], int(count), total)
     refused = CounterMetricFamily(
         "chassis_feedback_refused",
         "Feedback refused (4xx, nothing counted), by reason: malformed, unknown_id, too_late, "

@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -171,18 +171,18 @@ class PredictionLogger:
         taken = [self.feedback.popleft() for _ in range(waiting)]
         value = pa.float64() if self.task == REGRESSION else pa.int64()
 
-        def stamps(values: list[float]) -> pa.Array:
-            micros = (np.asarray(values, dtype=np.float64) * 1e6).astype("int64")
-            return pa.array(micros, type=pa.timestamp("us", tz="UTC"))
+        def stamps(values: list[float]) -> np.ndarray:
+            return (np.asarray(values, dtype=np.float64) * 1e6).astype("int64")
 
+        stamp = pa.timestamp("us", tz="UTC")
         table = pa.Table.from_arrays(
             [
                 pa.array([item.prediction_id for item, _ in taken], type=pa.string()),
                 pa.array([item.version for item, _ in taken], type=pa.int64()),
                 pa.array([item.prediction for item, _ in taken], type=value),
                 pa.array([item.label for item, _ in taken], type=value),
-                stamps([item.served_at for item, _ in taken]),
-                stamps([at for _, at in taken]),
+                pa.array(stamps([item.served_at for item, _ in taken]), type=stamp),
+                pa.array(stamps([at for _, at in taken]), type=stamp),
             ],
             names=[PREDICTION_ID, VERSION, PREDICTION, LABEL, TIME, LABELLED_AT],
         )
@@ -248,9 +248,9 @@ class PredictionLogger:
                 (buffer.times[:rows] * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")
             ),
         ]
-        arrays.append(self._ids(buffer, rows))
         table = pa.Table.from_arrays(
-            arrays, names=[*self.feature_names, PREDICTION, VERSION, TIME, PREDICTION_ID]
+            [*arrays, self._ids(buffer, rows)],
+            names=[*self.feature_names, PREDICTION, VERSION, TIME, PREDICTION_ID],
         )
         first = datetime.fromtimestamp(float(buffer.times[0]), UTC)
         relative = (
@@ -263,23 +263,24 @@ class PredictionLogger:
         pq.write_table(table, sink)
         self.write(relative, sink.getvalue().to_pybytes())
 
-    def _ids(self, buffer: _Buffer, rows: int) -> "pa.Array":
+    def _ids(self, buffer: _Buffer, rows: int) -> "pa.StringArray":
         """`<replica>-<request>-<row>` per row, built by Arrow (no Python loop, the GIL
         released); null for rows recorded without a request number."""
         import pyarrow as pa
-        import pyarrow.compute as pc
+        import pyarrow.compute
 
-        numbers = pa.array(buffer.numbers[:rows])
-        ids = pc.binary_join_element_wise(
-            pa.scalar(self.replica),
-            pc.cast(numbers, pa.string()),
-            pc.cast(pa.array(buffer.rows[:rows]), pa.string()),
+        # pyarrow's stubs type these functions' arguments as arrays only; they take scalars.
+        compute = cast(Any, pyarrow.compute)
+        ids = compute.binary_join_element_wise(
+            self.replica,
+            compute.cast(pa.array(buffer.numbers[:rows]), pa.string()),
+            compute.cast(pa.array(buffer.rows[:rows]), pa.string()),
             "-",
         )
-        missing = pc.less(numbers, 0)
-        if pc.any(missing).as_py():
-            ids = pc.if_else(missing, pa.scalar(None, pa.string()), ids)
-        return ids
+        missing = buffer.numbers[:rows] < 0
+        if missing.any():
+            ids = compute.if_else(pa.array(missing), None, ids)
+        return cast(pa.StringArray, ids)
 
     def _run(self) -> None:
         while not self.stop.wait(self.flush_seconds):
