@@ -50,8 +50,9 @@ def retrain(
 ) -> RetrainOutcome:
     """Retrain the model's spec on the data its loader returns now, compress, gate,
     register a challenger and roll it out by canary: the release loop, started by a drift
-    event or by the accuracy event (live accuracy below the champion's accuracy gate). Within the cooldown (or while another retraining holds it) nothing happens and
-    the run says why."""
+    event or by the accuracy event (live accuracy below the champion's accuracy gate).
+    Within the cooldown (or while another retraining holds it) nothing happens and the run
+    says why."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     logger = get_run_logger()
