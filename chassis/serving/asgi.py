@@ -289,11 +289,8 @@ class GatewayApp:
             parts = self.answer_parts[(name, result.version)] = answer_parts(name, result.version)
         prefix, version_header = parts
         # The same bytes as orjson.dumps({"model", "version", "predictions", "ids"}).
-        body = b'%s%s,"ids":%s}' % (
-            prefix,
-            orjson.dumps(result.predictions),
-            orjson.dumps(result.ids),
-        )
+        ids = gateway.windows[name].ids_json(result.number, len(result.predictions))
+        body = b'%s%s,"ids":%s}' % (prefix, orjson.dumps(result.predictions), ids)
         length = (b"content-length", b"%d" % len(body))
         await send(
             {

@@ -41,8 +41,8 @@ from chassis.runtime import answers_depend_on_batch, create_session, first_outpu
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.feedback import (
-    Answered,
     FeedbackRefused,
+    Found,
     Joined,
     LiveScores,
     PredictionWindow,
@@ -165,7 +165,9 @@ Request = np.ndarray | list[str]
 class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's cost
     version: int
     predictions: list[int] | list[float]  # class labels, or a regressor's values
-    ids: list[str]  # one per row, for feedback (chassis/serving/feedback.py)
+    # The request's number in the model's feedback window: its rows' ids (one per row,
+    # PredictionWindow.ids / ids_json, chassis/serving/feedback.py).
+    number: int
 
 
 class Gateway:
@@ -854,12 +856,11 @@ class Gateway:
             if answered is None:
                 answered = await self._answer_queued(model, served, rows, role)
             answers, predictions = answered
-            window = self.windows[name]
-            ids = window.add(version, predictions)
+            number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
             if log is not None:
-                # A text model's rows: the texts themselves. The ids are the request's number.
-                log.record(version, request, answers, window.next - 1)
+                # A text model's rows: the texts themselves. The ids: the request's number.
+                log.record(version, request, answers, number)
             # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
             if state.mode != "stable" or state.warm_version is not None:
                 pair = mirror_pair(state, self.rng)
@@ -871,7 +872,7 @@ class Gateway:
                     )
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
-            return Prediction(version, predictions, ids)
+            return Prediction(version, predictions, number)
         finally:
             in_flight[name] -= 1
 
@@ -885,8 +886,8 @@ class Gateway:
         served = model.versions[model.state.candidate_version]
         rows = self._model_input(model, served, request)
         _, predictions = await self._run(model, served, rows, "preview")
-        ids = self.windows[name].add(served.version, predictions)
-        return Prediction(served.version, predictions, ids)
+        number = self.windows[name].add(served.version, predictions)
+        return Prediction(served.version, predictions, number)
 
     def _model_input(
         self, model: ServedModel, served: ServedVersion, request: Request, count: bool = True
@@ -1058,17 +1059,17 @@ class Gateway:
         index in a batch) and nothing of it is counted."""
         self.model(name)  # 404 or 503 as for a predict request
         window = self.windows[name]
-        accepted: list[tuple[Answered, Joined]] = []
+        accepted: list[tuple[Found, Joined]] = []
         seen: set[tuple[int, int]] = set()
         batch = len(items) > 1
         for index, (prediction_id, label) in enumerate(items):
             try:
-                kept, row = window.find(prediction_id)
-                if (kept.number, row) in seen or (kept.labelled and row in kept.labelled):
+                found = window.find(prediction_id)
+                if (found.number, found.row) in seen or window.has_feedback(found):
                     raise FeedbackRefused(
                         409, "duplicate", f"id {prediction_id!r} has feedback already"
                     )
-                task, classes = self.label_spaces.get((name, kept.version), (CLASSIFICATION, None))
+                task, classes = self.label_spaces.get((name, found.version), (CLASSIFICATION, None))
                 checked = check_label(label, task, classes)
             except FeedbackRefused as refused:
                 self.metrics.count_feedback_refused(name, refused.reason)
@@ -1077,23 +1078,21 @@ class Gateway:
                         refused.status, refused.reason, refused.message, index
                     ) from None
                 raise
-            seen.add((kept.number, row))
-            prediction = kept.predictions[row]
-            accepted.append(
-                (kept, Joined(prediction_id, kept.version, prediction, checked, kept.at, row))
+            seen.add((found.number, found.row))
+            joined = Joined(
+                prediction_id, found.version, found.prediction, checked, found.at, found.row
             )
-        for kept, item in accepted:  # every item is good: count them
-            self._count_feedback(name, kept, item)
-        joined = [item for _, item in accepted]
+            accepted.append((found, joined))
+        for found, item in accepted:  # every item is good: count them
+            window.mark(found)
+            self._count_feedback(name, item)
+        joined_items = [item for _, item in accepted]
         log = self.logs.get(name)
         if log is not None:
-            log.record_feedback(joined)
-        return joined
+            log.record_feedback(joined_items)
+        return joined_items
 
-    def _count_feedback(self, name: str, kept: Answered, item: Joined) -> None:
-        if kept.labelled is None:
-            kept.labelled = set()
-        kept.labelled.add(item.row)
+    def _count_feedback(self, name: str, item: Joined) -> None:
         task, _ = self.label_spaces.get((name, item.version), (CLASSIFICATION, None))
         outcome, score = outcome_of(task, item.prediction, item.label)
         scores = self.live.get((name, item.version))

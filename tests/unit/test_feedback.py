@@ -46,14 +46,21 @@ class Clock:
 # ---- ids and the window ------------------------------------------------------------------
 
 
+def added(window: PredictionWindow, version: int, predictions: list[int]) -> list[str]:
+    return window.ids(window.add(version, predictions), len(predictions))
+
+
 def test_each_row_gets_its_own_id_naming_replica_request_and_row():
     window = PredictionWindow(REPLICA, 8, 60)
     first = window.add(1, [2])
     second = window.add(1, [0, 1, 1])
-    assert first == [f"{REPLICA}-0-0"]
-    assert second == [f"{REPLICA}-1-0", f"{REPLICA}-1-1", f"{REPLICA}-1-2"]
-    kept, row = window.find(second[2])
-    assert (kept.version, kept.predictions[row], row) == (1, 1, 2)
+    assert window.ids(first, 1) == [f"{REPLICA}-0-0"]
+    assert window.ids(second, 3) == [f"{REPLICA}-1-0", f"{REPLICA}-1-1", f"{REPLICA}-1-2"]
+    # The answer's bytes hold the same ids (one row without a JSON encoder).
+    assert orjson.loads(window.ids_json(first, 1)) == window.ids(first, 1)
+    assert orjson.loads(window.ids_json(second, 3)) == window.ids(second, 3)
+    found = window.find(f"{REPLICA}-1-2")
+    assert (found.version, found.prediction, found.row) == (1, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -79,22 +86,22 @@ def test_an_id_never_issued_here_is_unknown_saying_why(prediction_id: str, messa
 
 def test_an_id_pushed_out_by_later_requests_is_too_late_not_unknown():
     window = PredictionWindow(REPLICA, 4, 60)
-    [old] = window.add(1, [0])
+    [old] = added(window, 1, [0])
     for _ in range(4):
         window.add(1, [1])
     with pytest.raises(FeedbackRefused) as refused:
         window.find(old)
     assert (refused.value.status, refused.value.reason) == (410, "too_late")
     assert "the last 4 requests and 60 s; 4 requests since" in refused.value.message
-    window.find(window.add(1, [1])[0])  # a recent one is still found
+    window.find(added(window, 1, [1])[0])  # a recent one is still found
 
 
 def test_an_id_older_than_the_window_seconds_is_too_late():
     clock = Clock()
     window = PredictionWindow(REPLICA, 100, 60, clock)
-    [answered] = window.add(1, [0])
+    [answered] = added(window, 1, [0])
     clock.now += 60
-    assert window.find(answered)[1] == 0  # exactly at the edge: still in
+    assert window.find(answered).row == 0  # exactly at the edge: still in
     clock.now += 1
     with pytest.raises(FeedbackRefused) as refused:
         window.find(answered)
@@ -107,7 +114,15 @@ def test_the_window_holds_at_most_its_capacity_of_requests():
     for number in range(10):
         window.add(1, [number])
     assert len(window.slots) == 3
-    assert sorted(kept.number for kept in window.slots if kept) == [7, 8, 9]
+    assert sorted(kept[0] for kept in window.slots if kept) == [7, 8, 9]
+
+
+def test_feedback_marks_are_forgotten_once_their_requests_leave_the_window():
+    window = PredictionWindow(REPLICA, 2, 60)
+    window.mark(window.find(added(window, 1, [0])[0]))
+    for _ in range(3):
+        window.mark(window.find(added(window, 1, [0])[0]))
+    assert sorted(window.labelled) == [2, 3]  # bounded like the window itself
 
 
 # ---- bodies and labels -------------------------------------------------------------------
