@@ -22,7 +22,7 @@ def before(predictions: list[int]) -> float:
     prefix, _ = answer_parts("digits-mlp", 1)
     started = time.thread_time()
     for _ in range(CALLS):
-        body = b"%s%s}" % (prefix, orjson.dumps(predictions))
+        _ = b"%s%s}" % (prefix, orjson.dumps(predictions))
     return (time.thread_time() - started) / CALLS * 1e6
 
 
@@ -33,7 +33,7 @@ def now(predictions: list[int]) -> float:
     for _ in range(CALLS):
         number = window.add(1, predictions)  # as Gateway.predict, then GatewayApp.predict
         ids = window.ids_json(number, len(predictions))
-        body = b'%s%s,"ids":%s}' % (prefix, orjson.dumps(predictions), ids)
+        _ = b'%s%s,"ids":%s}' % (prefix, orjson.dumps(predictions), ids)
     return (time.thread_time() - started) / CALLS * 1e6
 
 
