@@ -814,8 +814,11 @@ class Gateway:
         for (name, version), scores in self.live.items():
             task, _ = self.label_spaces.get((name, version), (CLASSIFICATION, None))
             readings.live.append(LiveReading(name, version, task, scores.rows, scores.mean))
+        # The versions held now (a retired candidate's gate would compare nothing).
         readings.accuracy_gates = {
-            key: gate for key, gate in self.accuracy_gates.items() if key[0] in self.models
+            (name, version): gate
+            for (name, version), gate in self.accuracy_gates.items()
+            if name in self.models and version in self.models[name].versions
         }
         return readings
 
