@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from chassis.errors import NotServable, RequestError, TextRefused
+from chassis.errors import FeedbackRefused, NotServable, RequestError, TextRefused
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
-from chassis.serving.feedback import FeedbackRefused, parse_feedback
+from chassis.serving.feedback import parse_feedback, refusal_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
@@ -117,7 +117,7 @@ class GatewayApp:
                 await self.route(scope, receive, send)
         except FeedbackRefused as refused:  # with its reason and the item refused
             self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), refused.status)
-            await respond(send, refused.status, refused.body())
+            await respond(send, refused.status, refusal_body(refused))
         except RequestError as error:
             self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), error.status)
             await respond(send, error.status, error_body(error.status, error.message))

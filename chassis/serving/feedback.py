@@ -26,11 +26,9 @@ from typing import Literal, NamedTuple, cast
 
 import orjson
 
-from chassis.errors import RequestError
+from chassis.errors import FeedbackRefused
 from chassis.task import REGRESSION, Task
 
-Reason = Literal["malformed", "unknown_id", "too_late", "duplicate", "bad_label"]
-REASONS: tuple[Reason, ...] = ("malformed", "unknown_id", "too_late", "duplicate", "bad_label")
 # What one piece of feedback counts as: a classifier's answer was right or wrong; a
 # regressor's is scored by its absolute error.
 Outcome = Literal["correct", "wrong", "scored"]
@@ -38,24 +36,16 @@ Outcome = Literal["correct", "wrong", "scored"]
 MAX_ITEMS = 1024
 
 
-class FeedbackRefused(RequestError):  # noqa: N818 (reads as what happened)
-    """Feedback the gateway refuses (4xx), with the reason counted and, in a batch, the
-    index of the first item refused."""
-
-    def __init__(self, status: int, reason: Reason, message: str, index: int | None = None) -> None:
-        super().__init__(status, message if index is None else f"feedback[{index}]: {message}")
-        self.reason: Reason = reason
-        self.index = index
-
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "error": self.message,
-                "status": self.status,
-                "reason": self.reason,
-                "index": self.index,
-            }
-        )
+def refusal_body(refused: FeedbackRefused) -> bytes:
+    """A refusal's JSON: the usual error and status, with the reason and the item."""
+    return orjson.dumps(
+        {
+            "error": refused.message,
+            "status": refused.status,
+            "reason": refused.reason,
+            "index": refused.index,
+        }
+    )
 
 
 def replica_tag() -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from chassis.errors import (
     ChassisError,
+    FeedbackRefused,
     IntegrityError,
     NotServable,
     RecordError,
@@ -41,7 +42,6 @@ from chassis.runtime import answers_depend_on_batch, create_session, first_outpu
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.feedback import (
-    FeedbackRefused,
     Found,
     Joined,
     LiveScores,

@@ -10,10 +10,10 @@ import orjson
 import pandas as pd
 import pytest
 
+from chassis.errors import FeedbackRefused
 from chassis.serving.asgi import GatewayApp
 from chassis.serving.feedback import (
     MAX_ITEMS,
-    FeedbackRefused,
     LiveScores,
     PredictionWindow,
     check_label,
