@@ -66,6 +66,19 @@ class DriftPolicy(BaseModel):
         "the spec's serving_suite): fail: a data-quality failure, drift is not judged; warn: "
         "recorded, drift judged anyway; skip: the suite is not run.",
     )
+    # Live accuracy (feedback joined with predictions, chassis/live_accuracy.py) is judged
+    # beside drift: a version whose accuracy's upper confidence bound is below its accuracy
+    # gate emits the accuracy event, as drift emits its own.
+    min_feedback_rows: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Live accuracy is judged against the accuracy gate only on at least this "
+        "many feedback rows of a version in the window.",
+    )
+    accuracy_false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.05,
+        description="Chance that a version as accurate as its gate is judged below it: the "
+        "one-sided level of the Wilson upper bound compared with the gate.",
+    )
 
 
 def drift_policy_from(values: Mapping[str, object]) -> DriftPolicy:

@@ -4,6 +4,8 @@ The CLI prints `str(error)` as its one-line cause and exits non-zero; anything t
 `ChassisError` is a bug in Chassis and is reported as such.
 """
 
+from typing import Literal
+
 
 class ChassisError(Exception):
     """Base class of every error whose message is meant for the user."""
@@ -224,6 +226,23 @@ class TextRefused(RequestError):  # noqa: N818 (reads as what happened)
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(422, message)
         self.reason = reason
+
+
+# Why feedback is refused: the `reason` label of chassis_feedback_refused_total (see
+# chassis/serving/feedback.py).
+FeedbackReason = Literal["malformed", "unknown_id", "too_late", "duplicate", "bad_label"]
+
+
+class FeedbackRefused(RequestError):  # noqa: N818 (reads as what happened)
+    """Feedback the gateway refuses (4xx), with the reason counted and, in a batch, the
+    index of the first item refused. Nothing of a refused body is counted."""
+
+    def __init__(
+        self, status: int, reason: FeedbackReason, message: str, index: int | None = None
+    ) -> None:
+        super().__init__(status, message if index is None else f"feedback[{index}]: {message}")
+        self.reason: FeedbackReason = reason
+        self.index = index
 
 
 class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)

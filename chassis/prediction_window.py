@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from chassis.drift import SkippedFile
-from chassis.serving.prediction_log import TIME
+from chassis.serving.prediction_log import FEEDBACK_FOLDER, LABELLED_AT, TIME
 
 if TYPE_CHECKING:
     from chassis.storage import BlobStore
@@ -60,11 +60,21 @@ def _reason(error: BaseException) -> str:
 def read_window(store: "BlobStore", model: str, start: datetime, end: datetime) -> Window:
     """Rows served in [start, end) from the prediction log, local or on S3, skipping (and
     naming) the files that cannot be read."""
+    return _read(store, f"{model}/", TIME, start, end)
+
+
+def read_feedback(store: "BlobStore", model: str, start: datetime, end: datetime) -> Window:
+    """Feedback received in [start, end), each row joined with its prediction by the
+    gateway that answered it (`<model>/feedback/`), skipping unreadable files likewise."""
+    return _read(store, f"{model}/{FEEDBACK_FOLDER}/", LABELLED_AT, start, end)
+
+
+def _read(store: "BlobStore", folder: str, column: str, start: datetime, end: datetime) -> Window:
     unreadable = _unreadable()
     frames: list[pd.DataFrame] = []
     skipped: list[SkippedFile] = []
     for day in _days(start, end):
-        for relative in store.list(f"{model}/date={day:%Y-%m-%d}"):
+        for relative in store.list(f"{folder}date={day:%Y-%m-%d}"):
             if not relative.endswith(".parquet"):
                 continue
             try:
@@ -74,5 +84,5 @@ def read_window(store: "BlobStore", model: str, start: datetime, end: datetime) 
     if not frames:
         return Window(pd.DataFrame(), 0, tuple(skipped))
     frame = pd.concat(frames, ignore_index=True)
-    mask = (frame[TIME] >= pd.Timestamp(start)) & (frame[TIME] < pd.Timestamp(end))
+    mask = (frame[column] >= pd.Timestamp(start)) & (frame[column] < pd.Timestamp(end))
     return Window(frame[mask].reset_index(drop=True), len(frames), tuple(skipped))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from chassis.live_accuracy import VersionAccuracy
+
 if TYPE_CHECKING:
     from chassis.registry.audit import AuditRecord
     from chassis.traffic import TrafficReport
@@ -491,6 +493,9 @@ class DriftDocument(Document):
     report_uri: str | None  # where the store keeps the Evidently report (file://, s3://)
     report_url: str | None  # the report's page in the MLflow UI
     event_emitted: bool
+    # Each version's live accuracy from feedback in the window (chassis/live_accuracy.py).
+    live_accuracy: list[VersionAccuracy]
+    accuracy_event_emitted: bool
 
     @classmethod
     def of(cls, outcome: "DriftOutcome") -> "DriftDocument":

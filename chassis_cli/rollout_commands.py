@@ -300,6 +300,10 @@ def print_drift(document: "DriftDocument") -> None:
         shown = ", ".join(document.drifted_columns[:10])
         more = len(document.drifted_columns) - 10
         out.print(f"drifted: {shown}" + (f" and {more} more" if more > 0 else ""), soft_wrap=True)
+    for live in document.live_accuracy:
+        out.print(f"live accuracy: {live.sentence()}", soft_wrap=True)
+    if document.accuracy_event_emitted:
+        out.print("accuracy below its gate: retraining event emitted", soft_wrap=True)
     out.print(f"serving suite: {document.serving_suite}", soft_wrap=True)
     for failure in document.serving_suite_failures:
         out.print(f"  {failure}", soft_wrap=True)

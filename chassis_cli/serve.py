@@ -127,6 +127,9 @@ def build_app(
         # A missing model is looked for as often as champions are followed.
         missing_retry_seconds=policy.follow_seconds or RETRY_MAX_SECONDS,
         startup_timeout_seconds=policy.startup_timeout_seconds,
+        feedback_window_requests=policy.feedback_window_requests,
+        feedback_window_seconds=policy.feedback_window_seconds,
+        live_accuracy_rows=policy.live_accuracy_rows,
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),

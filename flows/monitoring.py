@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from chassis.drift import DriftPolicy, DriftResult
 from chassis.drift_policy import window_since
 from chassis.errors import ChassisError, DataQualityFailure
+from chassis.live_accuracy import VersionAccuracy
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
@@ -19,12 +20,14 @@ from flows.promotion import ModelParameter
 from flows.run_form import described
 from tasks.monitoring import (
     check_serving_suite,
+    judge_accuracy,
     judge_drift,
     load_reference,
     load_text_encoder,
     load_window,
     log_drift_report,
     publish_drift,
+    signal_accuracy,
     signal_drift,
 )
 
@@ -55,6 +58,10 @@ class DriftOutcome(BaseModel):
     report_uri: str | None
     event_emitted: bool
     report_url: str | None = None
+    # Each version's live accuracy from the feedback received in the window (a regressor's
+    # mean absolute error), and whether the champion's emitted the accuracy event.
+    live_accuracy: list[VersionAccuracy] = Field(default_factory=list[VersionAccuracy])
+    accuracy_event_emitted: bool = False
 
     @classmethod
     def of(
@@ -66,6 +73,7 @@ class DriftOutcome(BaseModel):
         report: StoredArtifact | None,
         report_url: str | None,
         emitted: bool,
+        accuracy: tuple[list[VersionAccuracy], bool] = ([], False),
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -85,6 +93,8 @@ class DriftOutcome(BaseModel):
             report_uri=report.uri if report else None,
             report_url=report_url,
             event_emitted=emitted,
+            live_accuracy=accuracy[0],
+            accuracy_event_emitted=accuracy[1],
         )
 
 
@@ -121,7 +131,10 @@ def drift_check(
     text column: a domain classifier's p-value (chassis/text_domain_classifier.py), with
     token count and unknown-token share from its own tokenizer shown beside it. On drift,
     emit `chassis.model.drift-detected` for the model; a deployment trigger starts
-    retraining."""
+    retraining. Live accuracy is judged too, from the feedback the gateways joined with
+    their predictions in the window: when the champion's upper confidence bound is below
+    its accuracy gate (on at least policy min_feedback_rows rows), emit
+    `chassis.model.accuracy-below-gate`, which the same deployment triggers on."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -136,6 +149,13 @@ def drift_check(
     try:
         reference, features = load_reference(registry, model_name, champion, workdir)
         window = load_window(settings, model_name, start, end)
+        # Judged and signalled before drift: a window unusable for the drift test (or a
+        # failing serving suite) says nothing about the labels clients sent.
+        live = judge_accuracy(settings, registry, model_name, start, end, drift_policy)
+        below = next((v for v in live if v.version == champion and v.below_gate), None)
+        accuracy_emitted = below is not None and emit
+        if below is not None and emit:
+            signal_accuracy(model_name, below, {"window_minutes": minutes})
         suite = check_serving_suite(
             registry, settings, model_name, champion, window, features, drift_policy
         )
@@ -161,4 +181,13 @@ def drift_check(
     emitted = result.verdict == "drift" and emit
     if emitted:
         signal_drift(model_name, champion, result, {"window_minutes": minutes})
-    return DriftOutcome.of(model_name, champion, result, (start, end), report, report_url, emitted)
+    return DriftOutcome.of(
+        model_name,
+        champion,
+        result,
+        (start, end),
+        report,
+        report_url,
+        emitted,
+        (live, accuracy_emitted),
+    )

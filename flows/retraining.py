@@ -35,14 +35,24 @@ def retrain(
         float | None,
         Field(ge=0, le=1, description="Share of drifted columns (from the drift event)."),
     ] = None,
+    live_accuracy: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            le=1,
+            description="The champion's live accuracy, below its accuracy gate (from the "
+            "accuracy event; empty for a drift event).",
+        ),
+    ] = None,
     cooldown_minutes: Annotated[
         float, Field(ge=0, description="No second retraining of a model within this time.")
     ] = 60,
 ) -> RetrainOutcome:
     """Retrain the model's spec on the data its loader returns now, compress, gate,
     register a challenger and roll it out by canary: the release loop, started by a drift
-    event. Within the cooldown (or while another retraining holds it) nothing happens and
-    the run says why."""
+    event or by the accuracy event (live accuracy below the champion's accuracy gate).
+    Within the cooldown (or while another retraining holds it) nothing happens and the run
+    says why."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     logger = get_run_logger()
@@ -55,11 +65,14 @@ def retrain(
         return RetrainOutcome(model_name=model_name, retrained=False, reason="no champion")
     _, tags = registry.lineage_root(model_name, champion)
     spec = tags[TAG_SPEC]
-    logger.info("retraining %s from %s (drifted share %s)", model_name, spec, drifted_share)
+    if live_accuracy is not None:
+        reason = f"live accuracy {live_accuracy:.1%} below the accuracy gate of v{champion}"
+    else:
+        reason = f"drift on v{champion}" + (
+            f" ({drifted_share:.0%} of columns)" if drifted_share else ""
+        )
+    logger.info("retraining %s from %s: %s", model_name, spec, reason)
     outcome = release(spec=spec, compression="on", rollout_strategy="canary")
-    reason = f"drift on v{champion}" + (
-        f" ({drifted_share:.0%} of columns)" if drifted_share else ""
-    )
     if outcome.no_change:
         # The loader's data trained the same model again: nothing new to release.
         return RetrainOutcome(

@@ -31,6 +31,7 @@ ArtifactKind = Literal[
     "drift-columns",
     "drift-summary",
     "diagnosis",
+    "live-accuracy",
 ]
 
 

@@ -13,13 +13,16 @@ from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
+from chassis.live_accuracy import VersionAccuracy, judge_live_accuracy
 from chassis.modelspec import load_spec
-from chassis.prediction_window import Window, read_window
+from chassis.prediction_window import Window, read_feedback, read_window
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_SPEC
+from chassis.registry.tags import TAG_ACCURACY_GATE, TAG_SPEC
 from chassis.serving.prediction_log import PREDICTION
+from chassis.serving.prediction_log import VERSION as VERSION_COLUMN
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.task import REGRESSION, task_of
 from chassis.text_drift import detect_text_drift
 from chassis.text_input import TextEncoder
 from chassis.tracking import StoredArtifact, Tracking
@@ -27,6 +30,8 @@ from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 DRIFT_EVENT = "chassis.model.drift-detected"
+# A served version's live accuracy is below its accuracy gate (chassis/live_accuracy.py).
+ACCURACY_EVENT = "chassis.model.accuracy-below-gate"
 
 
 def model_resource(model: str) -> dict[str, str]:
@@ -226,3 +231,75 @@ def signal_drift(model: str, version: int, result: DriftResult, extra: dict[str,
     get_run_logger().warning(
         "%s v%d: %s; emitted %s", model, version, result.verdict_sentence(), DRIFT_EVENT
     )
+
+
+@task(name="judge-live-accuracy", **REMOTE_READ_TASK)
+def judge_accuracy(
+    settings: ChassisSettings,
+    registry: Registry,
+    model: str,
+    start: datetime,
+    end: datetime,
+    policy: DriftPolicy,
+) -> list[VersionAccuracy]:
+    """Each version's live accuracy from the feedback the gateways received in the window
+    (joined with its prediction where it was answered, written beside the prediction log:
+    every replica's, whichever answered), against the version's accuracy gate."""
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    feedback = read_feedback(store, model, start, end)
+    logger = get_run_logger()
+    for skipped in feedback.skipped:
+        logger.warning("skipped unreadable feedback file %s", skipped.describe())
+    frame = feedback.frame
+    if frame.empty:
+        logger.info("no feedback in the window: live accuracy not judged")
+        return []
+    gates: dict[int, float | None] = {}
+    regressor = False
+    for version in sorted({int(v) for v in frame[VERSION_COLUMN]}):
+        tags = registry.version_tags(model, version)
+        regressor = regressor or task_of(tags) == REGRESSION
+        gate = tags.get(TAG_ACCURACY_GATE)
+        gates[version] = float(gate) if gate else None
+    judged = judge_live_accuracy(frame, gates, policy, regressor)
+    for verdict in judged:
+        logger.info("%s %s", model, verdict.sentence())
+    publish_table(
+        [
+            {
+                "version": f"v{v.version}",
+                "feedback rows": v.rows,
+                "live accuracy": "-" if v.accuracy is None else f"{v.accuracy:.2%}",
+                "upper bound": "-" if v.upper_bound is None else f"{v.upper_bound:.2%}",
+                "accuracy gate": "-" if v.gate is None else f"{v.gate:.2%}",
+                "mean absolute error": (
+                    "-" if v.mean_absolute_error is None else f"{v.mean_absolute_error:.4g}"
+                ),
+                "verdict": v.verdict,
+            }
+            for v in judged
+        ],
+        "live-accuracy",
+        model,
+        description=f"Live accuracy of {model} from feedback, {start:%Y-%m-%d %H:%M} .. "
+        f"{end:%H:%M} UTC: " + "; ".join(v.sentence() for v in judged),
+    )
+    return judged
+
+
+def signal_accuracy(model: str, judged: VersionAccuracy, extra: dict[str, Any]) -> None:
+    """The accuracy event, for the retrain deployment's trigger (as the drift event)."""
+    emit_event(
+        event=ACCURACY_EVENT,
+        resource=model_resource(model),
+        payload={
+            "model_name": model,
+            "champion_version": judged.version,
+            "live_accuracy": judged.accuracy,
+            "accuracy_upper_bound": judged.upper_bound,
+            "accuracy_gate": judged.gate,
+            "feedback_rows": judged.rows,
+            **extra,
+        },
+    )
+    get_run_logger().warning("%s %s; emitted %s", model, judged.sentence(), ACCURACY_EVENT)

@@ -18,6 +18,7 @@ from chassis.gates import (
     evaluate_gates,
     unmeasurable_report,
 )
+from chassis.live_accuracy import accuracy_gate
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
 from chassis.task import task_of
@@ -90,7 +91,7 @@ def judge_gates(
     """Evaluate, store the report with the version (MLflow) and show it (Prefect)."""
     candidate, baseline, champion = measured
     report = evaluate_gates(model_name, candidate, baseline, champion, policy)
-    return store_gate_report(registry, tracking, report)
+    return store_gate_report(registry, tracking, report, accuracy_gate(candidate, policy))
 
 
 @task(name="record-unmeasurable", **NO_CACHE_TASK)
@@ -102,14 +103,18 @@ def record_unmeasurable(
     return store_gate_report(registry, tracking, unmeasurable_report(model_name, version, reason))
 
 
-def store_gate_report(registry: Registry, tracking: Tracking, report: GateReport) -> GateReport:
+def store_gate_report(
+    registry: Registry, tracking: Tracking, report: GateReport, live_gate: float | None = None
+) -> GateReport:
+    """Store the report and the signed verdict; `live_gate`: the live accuracy the version
+    must keep once served (chassis/live_accuracy.py)."""
     model_name, version = report.model, report.version
     run_id = registry.version_run_id(model_name, version)
     uri = tracking.log_text_to_run(
         run_id, json.dumps(report.to_dict(), indent=2), f"gates/v{version}.json"
     )
     tracking.log_text_to_run(run_id, report.to_markdown(), f"gates/v{version}.md")
-    registry.record_gate_report(model_name, version, report.passed, uri)
+    registry.record_gate_report(model_name, version, report.passed, uri, live_gate)
     publish_markdown(
         report.to_markdown(),
         "gates",

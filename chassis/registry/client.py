@@ -135,8 +135,17 @@ class Registry:
         return gates.verify_for_champion(self.client, self.signing_key, name, version)
 
     @naming("recording the gate report of {name} v{version}")
-    def record_gate_report(self, name: str, version: int, passed: bool, report_uri: str) -> None:
-        gates.record_gate_report(self.client, self.signing_key, name, version, passed, report_uri)
+    def record_gate_report(
+        self,
+        name: str,
+        version: int,
+        passed: bool,
+        report_uri: str,
+        accuracy_gate: float | None = None,
+    ) -> None:
+        gates.record_gate_report(
+            self.client, self.signing_key, name, version, passed, report_uri, accuracy_gate
+        )
 
     # Audit trail and alias moves ------------------------------------------------------
     def lock(self, name: str, wait_seconds: float | None = None) -> RegistryLock:

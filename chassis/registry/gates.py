@@ -11,7 +11,13 @@ from chassis.errors import IntegrityError, RegistryError
 from chassis.registry.failures import lookup_failed
 from chassis.registry.fetch import fetch_version
 from chassis.registry.reads import no_version, version_tags
-from chassis.registry.tags import TAG_ATTESTATION, TAG_GATE_REPORT, TAG_GATES, TAG_ONNX_SHA256
+from chassis.registry.tags import (
+    TAG_ACCURACY_GATE,
+    TAG_ATTESTATION,
+    TAG_GATE_REPORT,
+    TAG_GATES,
+    TAG_ONNX_SHA256,
+)
 
 
 def require_passed_gates(
@@ -53,11 +59,23 @@ def verify_for_champion(
 
 
 def record_gate_report(
-    client: MlflowClient, signing_key: str, name: str, version: int, passed: bool, report_uri: str
+    client: MlflowClient,
+    signing_key: str,
+    name: str,
+    version: int,
+    passed: bool,
+    report_uri: str,
+    accuracy_gate: float | None = None,
 ) -> None:
+    """The verdict, signed, with where its report is; `accuracy_gate`: the live accuracy
+    the version must keep (chassis/live_accuracy.py); None (a regressor, or a report
+    recorded by hand) leaves the tag as it is."""
     verdict = "passed" if passed else "failed"
     digest = version_tags(client, name, version).get(TAG_ONNX_SHA256, "")
     client.set_model_version_tag(name, str(version), TAG_GATE_REPORT, report_uri)
+    # Before the verdict, so a gateway that verifies the version reads its gate with it.
+    if accuracy_gate is not None:
+        client.set_model_version_tag(name, str(version), TAG_ACCURACY_GATE, f"{accuracy_gate:.6f}")
     # Signature before verdict: a crash between the two leaves a verdict that does not
     # verify (refused), never a verdict that passes unsigned.
     signature = attestation.sign(signing_key, name, version, digest, verdict)

@@ -37,6 +37,11 @@ TAG_CANDIDATE = "chassis.compression.candidate"
 TAG_GATES = "chassis.gates"  # "passed" or "failed", set with the gate report
 TAG_GATE_REPORT = "chassis.gate_report"
 TAG_ATTESTATION = "chassis.attestation"
+# The live accuracy below which a classifier version no longer meets what its gates would ask
+# of a challenger against it (chassis/live_accuracy.py): a number in [0, 1], set with the
+# gate report. The gateway exports it (chassis_accuracy_gate_ratio) and the drift check
+# judges live accuracy against it.
+TAG_ACCURACY_GATE = "chassis.accuracy_gate"
 
 # On a training run whose model equals an existing version (nothing new is registered).
 TAG_UNCHANGED_FROM = "chassis.unchanged_from"

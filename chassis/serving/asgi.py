@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from chassis.errors import NotServable, RequestError, TextRefused
+from chassis.errors import FeedbackRefused, NotServable, RequestError, TextRefused
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
+from chassis.serving.feedback import parse_feedback, refusal_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
@@ -29,6 +30,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = b"application/json"
 CONTENT_TYPE_JSON = (b"content-type", JSON)
 ADMIN_BODY_BYTES = 64 * 1024
+# A feedback body: up to feedback.MAX_ITEMS items of an id and a label.
+FEEDBACK_BODY_BYTES = 256 * 1024
 
 
 async def read_body(receive: Receive, limit: int, message: dict[str, Any] | None = None) -> bytes:
@@ -96,6 +99,7 @@ class GatewayApp:
         for name in gateway.model_names:
             self.predict_routes[f"/v1/models/{name}/predict"] = (name, False)
             self.predict_routes[f"/v1/models/{name}/preview/predict"] = (name, True)
+        self.feedback_routes = {f"/v1/models/{name}/feedback": name for name in gateway.model_names}
         # (model, version) -> (answer JSON up to the predictions list, version header).
         self.answer_parts: dict[tuple[str, int], tuple[bytes, tuple[bytes, bytes]]] = {}
 
@@ -111,6 +115,9 @@ class GatewayApp:
                 await self.predict(scope, receive, send, target[0], preview=target[1])
             else:
                 await self.route(scope, receive, send)
+        except FeedbackRefused as refused:  # with its reason and the item refused
+            self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), refused.status)
+            await respond(send, refused.status, refusal_body(refused))
         except RequestError as error:
             self.gateway.metrics.count_error_answer(self.model_label(scope["path"]), error.status)
             await respond(send, error.status, error_body(error.status, error.message))
@@ -187,6 +194,15 @@ class GatewayApp:
             and parts[3:] == ["preview", "predict"]
         ):
             await self.predict(scope, receive, send, parts[2], preview=True)
+        elif method == "POST" and path in self.feedback_routes:
+            await self.feedback(scope, receive, send, self.feedback_routes[path])
+        elif (
+            method == "POST"
+            and len(parts) == 4
+            and parts[:2] == ["v1", "models"]
+            and parts[3] == "feedback"
+        ):
+            raise self.gateway.not_served(parts[2])
         elif method == "GET" and path == "/healthz":
             await respond(send, 200, b'{"status":"ok"}')
         elif method == "GET" and path == "/readyz":
@@ -272,8 +288,9 @@ class GatewayApp:
         if parts is None:
             parts = self.answer_parts[(name, result.version)] = answer_parts(name, result.version)
         prefix, version_header = parts
-        # The same bytes as orjson.dumps({"model", "version", "predictions"}).
-        body = b"%s%s}" % (prefix, orjson.dumps(result.predictions))
+        # The same bytes as orjson.dumps({"model", "version", "predictions", "ids"}).
+        ids = gateway.windows[name].ids_json(result.number, len(result.predictions))
+        body = b'%s%s,"ids":%s}' % (prefix, orjson.dumps(result.predictions), ids)
         length = (b"content-length", b"%d" % len(body))
         await send(
             {
@@ -283,6 +300,42 @@ class GatewayApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """Ground truth for predictions by id: joined, counted, logged (all or nothing)."""
+        gateway = self.gateway
+        gateway.model(name)  # 404 or 503 before reading the body
+        try:
+            body = await read_body(receive, FEEDBACK_BODY_BYTES)
+        except RequestError as error:
+            gateway.metrics.count_feedback_refused(name, "malformed")
+            raise FeedbackRefused(error.status, "malformed", error.message) from None
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        try:
+            items = parse_feedback(body, content_type)
+        except FeedbackRefused as refused:
+            gateway.metrics.count_feedback_refused(name, refused.reason)
+            raise
+        joined = gateway.feedback(name, items)
+        answer = {
+            "model": name,
+            "accepted": len(joined),
+            "feedback": [
+                {
+                    "id": item.prediction_id,
+                    "version": item.version,
+                    "prediction": item.prediction,
+                    "label": item.label,
+                    **(
+                        {"absolute_error": abs(float(item.prediction) - float(item.label))}
+                        if isinstance(item.label, float)
+                        else {"correct": item.prediction == item.label}
+                    ),
+                }
+                for item in joined
+            ],
+        }
+        await respond(send, 200, orjson.dumps(answer))
 
     def authorize(self, scope: Scope) -> None:
         header = dict(scope["headers"]).get(b"authorization", b"")

@@ -18,6 +18,7 @@ import numpy as np
 
 from chassis.errors import (
     ChassisError,
+    FeedbackRefused,
     IntegrityError,
     NotServable,
     RecordError,
@@ -28,13 +29,27 @@ from chassis.errors import (
     TextInputError,
 )
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_ONNX_SHA256, TAG_TEXT_INPUT, TAG_TOKENIZER_SHA256
+from chassis.registry.tags import (
+    TAG_ACCURACY_GATE,
+    TAG_ONNX_SHA256,
+    TAG_TEXT_INPUT,
+    TAG_TOKENIZER_SHA256,
+)
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RolloutRecord
 from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
+from chassis.serving.feedback import (
+    Found,
+    Joined,
+    LiveScores,
+    PredictionWindow,
+    check_label,
+    outcome_of,
+    replica_tag,
+)
 from chassis.serving.gateway_log import (
     CHAMPION_NOT_FOLLOWED,
     CHAMPION_REFUSED,
@@ -54,7 +69,7 @@ from chassis.serving.gateway_log import (
     Value,
     event,
 )
-from chassis.serving.metrics import GatewayMetrics, Readings, RoleTally
+from chassis.serving.metrics import GatewayMetrics, LiveReading, Readings, RoleTally
 from chassis.serving.prediction_log import PredictionLogger
 from chassis.serving.readiness import (
     LOADING,
@@ -101,6 +116,12 @@ class GatewayConfig:
     missing_retry_seconds: float = RETRY_MAX_SECONDS
     # Not ready this long after it was created, the gateway stops (`fatal`); 0: no limit.
     startup_timeout_seconds: float = 0.0
+    # Feedback joins a prediction while it is among the model's last `feedback_window_
+    # requests` requests on this replica and at most `feedback_window_seconds` old; live
+    # accuracy is over each version's last `live_accuracy_rows` feedback rows.
+    feedback_window_requests: int = 100_000
+    feedback_window_seconds: float = 3600.0
+    live_accuracy_rows: int = 1000
 
 
 @dataclass
@@ -144,6 +165,9 @@ Request = np.ndarray | list[str]
 class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's cost
     version: int
     predictions: list[int] | list[float]  # class labels, or a regressor's values
+    # The request's number in the model's feedback window: its rows' ids (one per row,
+    # PredictionWindow.ids / ids_json, chassis/serving/feedback.py).
+    number: int
 
 
 class Gateway:
@@ -168,6 +192,14 @@ class Gateway:
         self.rng = random.Random()  # traffic splitting, not security
         self.background: set[asyncio.Task[None]] = set()
         self.logs: dict[str, PredictionLogger] = {}
+        # Ground truth (serving/feedback.py): this replica's part of every prediction id,
+        # each model's recent predictions, each version's live scores, what a version's
+        # labels are (task, classes) and the accuracy gate its gate report set.
+        self.replica = replica_tag()
+        self.windows: dict[str, PredictionWindow] = {}
+        self.live: dict[tuple[str, int], LiveScores] = {}
+        self.label_spaces: dict[tuple[str, int], tuple[Task, int | None]] = {}
+        self.accuracy_gates: dict[tuple[str, int], float] = {}
         # Models whose rollout record could not be read, and why (shown on /admin/status).
         self.record_errors: dict[str, str] = {}
         # Models served from verified local copies while the registry is unreachable.
@@ -254,8 +286,11 @@ class Gateway:
         # ONNX Runtime's first call sets up its buffers and is many times slower than the
         # next ones: made here, it cannot make the batcher take a fast model for a slow one.
         # A model that fails it fails its requests as before, with their 500s.
+        classes = None
         with contextlib.suppress(Exception):
-            run(warm_up)
+            classes = int(run(warm_up).shape[1])
+        # What feedback on this version's answers may say: a class below its output width.
+        self.label_spaces[(name, version)] = (task, None if task == REGRESSION else classes)
 
         series = self.metrics.version(name, str(version))
         if feature_names is None:
@@ -307,6 +342,7 @@ class Gateway:
             self.metrics.count_load_failure(model.name, version, "gates")
             raise NotServable(str(error)) from error
         digest = tags.get(TAG_ONNX_SHA256)
+        self._note_accuracy_gate(model.name, version, tags)
         held = model.versions.get(version)
         if held is not None and held.sha256 == digest:
             self.said.pop(refusal, None)
@@ -321,6 +357,14 @@ class Gateway:
         # downloading into the same directory while the first reads it.
         with self._loading(model.name, version):
             return self._recalled_or_loaded(model, version, tags, digest, refusal)
+
+    def _note_accuracy_gate(self, name: str, version: int, tags: dict[str, str]) -> None:
+        """The live-accuracy floor the version's gates set (chassis_accuracy_gate_ratio), read
+        at every verification, so a version gated again shows its new floor."""
+        try:
+            self.accuracy_gates[(name, version)] = float(tags[TAG_ACCURACY_GATE])
+        except (KeyError, ValueError):
+            self.accuracy_gates.pop((name, version), None)  # gated before the tag existed
 
     def _loading(self, name: str, version: int) -> threading.Lock:
         with self.loading_guard:
@@ -545,8 +589,15 @@ class Gateway:
     def _serve(self, name: str, model: ServedModel) -> None:
         if self.config.prediction_log is not None and name not in self.logs:
             stable = model.versions[model.state.stable_version]
-            self.logs[name] = self.config.prediction_log(
+            log = self.config.prediction_log(
                 name, stable.feature_names, stable.task, stable.encoder is not None
+            )
+            log.replica = self.replica  # its id column names this replica's predictions
+            self.logs[name] = log
+        if name not in self.windows:
+            config = self.config
+            self.windows[name] = PredictionWindow(
+                self.replica, config.feedback_window_requests, config.feedback_window_seconds
             )
         self.models[name] = model  # one assignment: its requests are answered from now on
         # The in-flight series exists from here, 0 before the first request (an autoscaler's
@@ -760,6 +811,15 @@ class Gateway:
                     readings.served.append((name, version, role))
         for name, log in self.logs.items():
             readings.log_dropped_rows[name] = log.dropped_rows
+        for (name, version), scores in self.live.items():
+            task, _ = self.label_spaces.get((name, version), (CLASSIFICATION, None))
+            readings.live.append(LiveReading(name, version, task, scores.rows, scores.mean))
+        # The versions held now (a retired candidate's gate would compare nothing).
+        readings.accuracy_gates = {
+            (name, version): gate
+            for (name, version), gate in self.accuracy_gates.items()
+            if name in self.models and version in self.models[name].versions
+        }
         return readings
 
     def model(self, name: str) -> ServedModel:
@@ -799,9 +859,11 @@ class Gateway:
             if answered is None:
                 answered = await self._answer_queued(model, served, rows, role)
             answers, predictions = answered
+            number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
             if log is not None:
-                log.record(version, request, answers)  # a text model's: the texts themselves
+                # A text model's rows: the texts themselves. The ids: the request's number.
+                log.record(version, request, answers, number)
             # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
             if state.mode != "stable" or state.warm_version is not None:
                 pair = mirror_pair(state, self.rng)
@@ -813,7 +875,7 @@ class Gateway:
                     )
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
-            return Prediction(version, predictions)
+            return Prediction(version, predictions, number)
         finally:
             in_flight[name] -= 1
 
@@ -827,7 +889,8 @@ class Gateway:
         served = model.versions[model.state.candidate_version]
         rows = self._model_input(model, served, request)
         _, predictions = await self._run(model, served, rows, "preview")
-        return Prediction(served.version, predictions)
+        number = self.windows[name].add(served.version, predictions)
+        return Prediction(served.version, predictions, number)
 
     def _model_input(
         self, model: ServedModel, served: ServedVersion, request: Request, count: bool = True
@@ -990,6 +1053,56 @@ class Gateway:
         judged.stats.shadow_compared += compared
         judged.stats.shadow_agreed += agreed
         self.metrics.count_shadow(model.name, str(judged.version), agreed, compared)
+
+    # ---- feedback ----------------------------------------------------------------------
+
+    def feedback(self, name: str, items: list[tuple[str, object]]) -> list[Joined]:
+        """Join each (id, label) with the prediction it is about and count it; all or
+        nothing: the first bad item refuses the whole body (FeedbackRefused, with its
+        index in a batch) and nothing of it is counted."""
+        self.model(name)  # 404 or 503 as for a predict request
+        window = self.windows[name]
+        accepted: list[tuple[Found, Joined]] = []
+        seen: set[tuple[int, int]] = set()
+        batch = len(items) > 1
+        for index, (prediction_id, label) in enumerate(items):
+            try:
+                found = window.find(prediction_id)
+                if (found.number, found.row) in seen or window.has_feedback(found):
+                    raise FeedbackRefused(
+                        409, "duplicate", f"id {prediction_id!r} has feedback already"
+                    )
+                task, classes = self.label_spaces.get((name, found.version), (CLASSIFICATION, None))
+                checked = check_label(label, task, classes)
+            except FeedbackRefused as refused:
+                self.metrics.count_feedback_refused(name, refused.reason)
+                if batch:
+                    raise FeedbackRefused(
+                        refused.status, refused.reason, refused.message, index
+                    ) from None
+                raise
+            seen.add((found.number, found.row))
+            joined = Joined(
+                prediction_id, found.version, found.prediction, checked, found.at, found.row
+            )
+            accepted.append((found, joined))
+        for found, item in accepted:  # every item is good: count them
+            window.mark(found)
+            self._count_feedback(name, item)
+        joined_items = [item for _, item in accepted]
+        log = self.logs.get(name)
+        if log is not None:
+            log.record_feedback(joined_items)
+        return joined_items
+
+    def _count_feedback(self, name: str, item: Joined) -> None:
+        task, _ = self.label_spaces.get((name, item.version), (CLASSIFICATION, None))
+        outcome, score = outcome_of(task, item.prediction, item.label)
+        scores = self.live.get((name, item.version))
+        if scores is None:
+            scores = self.live[(name, item.version)] = LiveScores(self.config.live_accuracy_rows)
+        scores.add(score)
+        self.metrics.count_feedback(name, str(item.version), outcome, score)
 
     # ---- admin -------------------------------------------------------------------------
 

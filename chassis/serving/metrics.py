@@ -17,6 +17,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -32,6 +33,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from chassis import __version__
+from chassis.task import REGRESSION, Task
 
 # Four buckets per doubling, 15 us to 16 s: a 2x slowdown moves a quantile four buckets, so
 # the rollout analysis can compare quantiles of two versions from these counts alone (and
@@ -54,6 +56,18 @@ CONFIDENCE_LABELS = [*(floatToGoString(bound) for bound in CONFIDENCE_BUCKETS), 
 CONFIDENCE_SAMPLE = 16
 
 
+@dataclass(frozen=True)
+class LiveReading:
+    """One version's live scores on this replica: its last feedback rows and their mean
+    (a classifier's accuracy, a regressor's mean absolute error)."""
+
+    model: str
+    version: int
+    task: Task
+    rows: int
+    mean: float
+
+
 @dataclass
 class Readings:
     """What the gateway holds elsewhere and /metrics reads when scraped (no hot-path cost):
@@ -65,6 +79,11 @@ class Readings:
     # (model, version, role): stable, candidate (canary, shadow, blue-green idle), warm.
     served: list[tuple[str, int, str]] = field(default_factory=list[tuple[str, int, str]])
     log_dropped_rows: dict[str, int] = field(default_factory=dict[str, int])
+    live: list[LiveReading] = field(default_factory=list[LiveReading])
+    # (model, version) -> the live accuracy its gates ask for (tag chassis.accuracy_gate).
+    accuracy_gates: dict[tuple[str, int], float] = field(
+        default_factory=dict[tuple[str, int], float]
+    )
 
 
 def code_class(status: int) -> str:
@@ -194,7 +213,10 @@ class RoleTally:
         series.value_count += len(values)
 
 
-def _count(tallies: dict[str, list[float]], key: str, amount: int) -> None:
+K = TypeVar("K")
+
+
+def _count(tallies: dict[K, list[float]], key: K, amount: int) -> None:
     tally = tallies.get(key)
     if tally is None:
         tallies[key] = [amount, time.time()]
@@ -220,6 +242,12 @@ class GatewayMetrics(Collector):
         self.in_flight: dict[str, int] = {}
         # Failed loads and verifications, by "model\0version\0check".
         self.load_failures: dict[str, list[float]] = {}
+        # Feedback joined with its prediction, by (model, version, outcome): correct, wrong
+        # (a classifier's), scored (a regressor's); with a regressor's absolute errors summed
+        # by (model, version). Refused feedback by (model, reason).
+        self.feedback: dict[tuple[str, str, str], list[float]] = {}
+        self.feedback_errors: dict[tuple[str, str], list[float]] = {}
+        self.feedback_refused: dict[tuple[str, str], list[float]] = {}
         # Set by the gateway: what /metrics reads from it when scraped.
         self.readings: Callable[[], Readings] = Readings
         self.registry = CollectorRegistry()
@@ -298,6 +326,20 @@ class GatewayMetrics(Collector):
         for value in relative:
             differences[bisect_left(DIFFERENCE_BUCKETS, value)] += 1
         series.difference_sum += sum(relative)
+
+    def count_feedback(self, model: str, version: str, outcome: str, score: float) -> None:
+        """One accepted feedback row; a regressor's `score` is its absolute error."""
+        _count(self.feedback, (model, version, outcome), 1)
+        if outcome == "scored":
+            errors = self.feedback_errors.get((model, version))
+            if errors is None:
+                self.feedback_errors[(model, version)] = [score, 1]
+            else:
+                errors[0] += score
+                errors[1] += 1
+
+    def count_feedback_refused(self, model: str, reason: str) -> None:
+        _count(self.feedback_refused, (model, reason), 1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -425,6 +467,7 @@ class GatewayMetrics(Collector):
         for (model, reason), (count, since) in self.text_refused.items():
             refused.add_metric([model, reason], count, created=since if created else None)
         yield from self._gateway_families(created)
+        yield from _feedback_families(self, created)
         yield from (
             requests,
             errors,
@@ -499,6 +542,64 @@ class GatewayMetrics(Collector):
         for model, rows in readings.log_dropped_rows.items():
             dropped.add_metric([model], rows)
         yield from (build, ready, in_flight, failures, generation, served, dropped)
+
+
+def _feedback_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metric]:
+    """Ground truth: feedback counted and refused, live scores, accuracy gates."""
+    feedback = CounterMetricFamily(
+        "chassis_feedback",
+        "Feedback joined with its prediction, by outcome: correct or wrong (a classifier's "
+        "answer), scored (a regressor's, see chassis_feedback_absolute_error)",
+        labels=["model", "version", "outcome"],
+    )
+    for (model, version, outcome), (count, since) in metrics.feedback.items():
+        feedback.add_metric([model, version, outcome], count, created=since if created else None)
+    errors = SummaryMetricFamily(
+        "chassis_feedback_absolute_error",
+        "A regressor's feedback: sum and count of |prediction - label| (the target's units)",
+        labels=["model", "version"],
+    )
+    for (model, version), (total, count) in metrics.feedback_errors.items():
+        errors.add_metric([model, version], int(count), total)
+    refused = CounterMetricFamily(
+        "chassis_feedback_refused",
+        "Feedback refused (4xx, nothing counted), by reason: malformed, unknown_id, too_late, "
+        "duplicate, bad_label",
+        labels=["model", "reason"],
+    )
+    for (model, reason), (count, since) in metrics.feedback_refused.items():
+        refused.add_metric([model, reason], count, created=since if created else None)
+    readings = metrics.readings()
+    accuracy = GaugeMetricFamily(
+        "chassis_live_accuracy_ratio",
+        "A classifier version's accuracy over its last feedback rows on this replica "
+        "(chassis_live_feedback_rows of them)",
+        labels=["model", "version"],
+    )
+    absolute = GaugeMetricFamily(
+        "chassis_live_mean_absolute_error",
+        "A regressor version's mean absolute error over its last feedback rows on this "
+        "replica (the target's units)",
+        labels=["model", "version"],
+    )
+    rows = GaugeMetricFamily(
+        "chassis_live_feedback_rows",
+        "Feedback rows the live accuracy (or mean absolute error) of a version is over",
+        labels=["model", "version"],
+    )
+    for live in readings.live:
+        labels = [live.model, str(live.version)]
+        rows.add_metric(labels, live.rows)
+        (absolute if live.task == REGRESSION else accuracy).add_metric(labels, live.mean)
+    gates = GaugeMetricFamily(
+        "chassis_accuracy_gate_ratio",
+        "The live accuracy a served classifier version must keep: what its gates would ask "
+        "of a challenger against it (tag chassis.accuracy_gate)",
+        labels=["model", "version"],
+    )
+    for (model, version), gate in readings.accuracy_gates.items():
+        gates.add_metric([model, str(version)], gate)
+    yield from (feedback, errors, refused, accuracy, absolute, rows, gates)
 
 
 def _add_histogram(

@@ -71,6 +71,7 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                 "responses": responses,
             }
         }
+        paths[f"/v1/models/{name}/feedback"] = {"post": _feedback_operation(name)}
     paths.update(_operational_paths())
     paths.update(_admin_paths())
     return {
@@ -82,7 +83,7 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
             "schemas": {
                 "Prediction": {
                     "type": "object",
-                    "required": ["model", "version", "predictions"],
+                    "required": ["model", "version", "predictions", "ids"],
                     "properties": {
                         "model": {"type": "string"},
                         "version": {"type": "integer"},
@@ -92,12 +93,24 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
                             "description": "One per row: the class label (an integer) for "
                             "a classifier, the predicted value for a regressor",
                         },
+                        "ids": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "One per row, in order: the prediction's id, to "
+                            "send its true label to /v1/models/{name}/feedback",
+                        },
                     },
                 },
                 "Error": {
                     "type": "object",
                     "required": ["error", "status"],
-                    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+                    "properties": {
+                        "error": {"type": "string"},
+                        "status": {"type": "integer"},
+                        # Feedback refusals: why (the metric's label) and which batch item.
+                        "reason": {"type": "string"},
+                        "index": {"type": ["integer", "null"]},
+                    },
                 },
                 "RolloutBody": RolloutBody.model_json_schema(),
                 "SwitchBody": SwitchBody.model_json_schema(),
@@ -107,6 +120,42 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _feedback_operation(name: str) -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "required": ["id", "label"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "description": "A prediction id from a predict answer"},
+            "label": {
+                "type": "number",
+                "description": "The true answer: a class (an integer) for a classifier, the "
+                "value for a regressor",
+            },
+        },
+    }
+    batch = {
+        "type": "object",
+        "required": ["feedback"],
+        "additionalProperties": False,
+        "properties": {"feedback": {"type": "array", "minItems": 1, "items": item}},
+    }
+    return {
+        "summary": f"The true labels of {name}'s predictions, by prediction id",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [item, batch]}}},
+        },
+        "responses": {
+            "200": {"description": "Every item joined and counted", "content": JSON_OBJECT},
+            "4XX": _error(
+                "Refused whole, nothing counted: malformed (400/413/415/422), unknown_id "
+                "(404), duplicate (409), too_late (410), bad_label (422)"
+            ),
+        },
+    }
 
 
 def _row(width: int) -> dict[str, Any]:

@@ -106,6 +106,28 @@ class ServingPolicy(BaseSettings):
         "says ready once one model serves, and it is looked for again until it serves. Off: "
         "the gateway refuses to start, naming the model and why.",
     )
+    feedback_window_requests: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Feedback (POST /v1/models/NAME/feedback) joins a prediction while it is "
+        "among the model's last this many predict requests on the replica that answered "
+        "(older ids get 410 too_late); memory grows with it (~200 bytes a request).",
+    )
+    feedback_window_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="... and at most this many seconds old (older ids get 410 too_late).",
+    )
+    live_accuracy_rows: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="chassis_live_accuracy_ratio (and a regressor's "
+        "chassis_live_mean_absolute_error) is over each version's last this many feedback "
+        "rows on the replica.",
+    )
 
     log_format: LogFormat = Field(
         default="text",

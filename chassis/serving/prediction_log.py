@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -31,11 +31,19 @@ import pandas as pd
 from chassis.task import CLASSIFICATION, REGRESSION, Task
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from chassis.serving.feedback import Joined
     from chassis.storage import BlobStore
 
 logger = logging.getLogger("chassis.prediction_log")
 
 TIME, VERSION, PREDICTION = "served_at", "model_version", "prediction"
+# Each row's prediction id (serving/feedback.py): `<replica>-<request>-<row>`.
+PREDICTION_ID = "prediction_id"
+# Feedback files: the prediction joined with its label, under `<model>/feedback/`.
+LABEL, LABELLED_AT = "label", "labelled_at"
+FEEDBACK_FOLDER = "feedback"
 
 Writer = Callable[[str, bytes], None]
 
@@ -65,6 +73,9 @@ class _Buffer:
         self.labels = np.empty(capacity, dtype=np.float64 if task == REGRESSION else np.int64)
         self.versions = np.empty(capacity, dtype=np.int64)
         self.times = np.empty(capacity, dtype=np.float64)
+        # A row's id is built at write time from its request's number and its index in it.
+        self.numbers = np.empty(capacity, dtype=np.int64)
+        self.rows = np.empty(capacity, dtype=np.int64)
         self.size = 0
 
 
@@ -79,8 +90,11 @@ class PredictionLogger:
         capacity: int = 100_000,
         task: Task = CLASSIFICATION,
         text: bool = False,
+        replica: str = "",
     ) -> None:
         self.model = model
+        self.replica = replica  # the gateway's part of its prediction ids
+        self.task = task
         self.feature_names = feature_names
         self.write = write
         self.sample_rate = sample_rate
@@ -89,9 +103,12 @@ class PredictionLogger:
         # True: a text model's; each request's rows are its texts (`feature_names` names
         # the one text column).
         self.text = text
-        # (rows, labels, version, time) per request. deque.append and popleft are atomic,
-        # so the request path and the flushing thread share it without a lock.
-        self.pending: deque[tuple[np.ndarray | list[str], np.ndarray, int, float]] = deque()
+        # (rows, labels, version, time, request number) per request. deque.append and
+        # popleft are atomic, so the request path and the flushing thread share it without a
+        # lock.
+        self.pending: deque[tuple[np.ndarray | list[str], np.ndarray, int, float, int]] = deque()
+        # Accepted feedback, joined with its prediction, and when it came (wall time).
+        self.feedback: deque[tuple[Joined, float]] = deque()
         # Rows queued (written by record only) and rows taken (by flush only): their
         # difference bounds the queue, and neither counter has two writers.
         self.queued_rows = 0
@@ -107,9 +124,12 @@ class PredictionLogger:
         self.thread.start()
         return self
 
-    def record(self, version: int, rows: np.ndarray | list[str], labels: np.ndarray) -> None:
+    def record(
+        self, version: int, rows: np.ndarray | list[str], labels: np.ndarray, number: int = -1
+    ) -> None:
         """Queue one request's rows (a text model's: its texts) and predictions (labels, or
-        a regressor's values). The
+        a regressor's values); `number`: the request's number in its prediction ids (-1:
+        none, the id column is then null). The
         arrays are kept, not copied: the caller must not change them afterwards (the gateway
         never does, every request has its own). When a file's worth of rows is waiting (a
         stuck store), rows are counted and dropped so memory can never grow without bound."""
@@ -120,7 +140,13 @@ class PredictionLogger:
             self.dropped_rows += count
             return
         self.queued_rows += count
-        self.pending.append((rows, labels, version, time.time()))
+        self.pending.append((rows, labels, version, time.time(), number))
+
+    def record_feedback(self, joined: "list[Joined]") -> None:
+        """Queue accepted feedback (not sampled: every label is worth keeping); written
+        with the next flush under `<model>/feedback/`, where drift checks read it."""
+        now = time.time()
+        self.feedback.extend((item, now) for item in joined)
 
     def flush(self) -> int:
         with self.flush_lock:
@@ -132,7 +158,42 @@ class PredictionLogger:
                     self._write(buffer, buffer.size)
             finally:
                 rows, buffer.size = buffer.size, 0
+            self._write_feedback()
         return rows
+
+    def _write_feedback(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        waiting = len(self.feedback)
+        if not waiting:
+            return
+        taken = [self.feedback.popleft() for _ in range(waiting)]
+        value = pa.float64() if self.task == REGRESSION else pa.int64()
+
+        def stamps(values: list[float]) -> np.ndarray:
+            return (np.asarray(values, dtype=np.float64) * 1e6).astype("int64")
+
+        stamp = pa.timestamp("us", tz="UTC")
+        table = pa.Table.from_arrays(
+            [
+                pa.array([item.prediction_id for item, _ in taken], type=pa.string()),
+                pa.array([item.version for item, _ in taken], type=pa.int64()),
+                pa.array([item.prediction for item, _ in taken], type=value),
+                pa.array([item.label for item, _ in taken], type=value),
+                pa.array(stamps([item.served_at for item, _ in taken]), type=stamp),
+                pa.array(stamps([at for _, at in taken]), type=stamp),
+            ],
+            names=[PREDICTION_ID, VERSION, PREDICTION, LABEL, TIME, LABELLED_AT],
+        )
+        first = datetime.fromtimestamp(taken[0][1], UTC)
+        relative = (
+            f"{self.model}/{FEEDBACK_FOLDER}/date={first:%Y-%m-%d}/"
+            f"{first:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.write(relative, sink.getvalue().to_pybytes())
 
     def _fill(self, buffer: _Buffer) -> None:
         """Move what is queued now (at most `capacity` rows) into the buffer."""
@@ -142,7 +203,7 @@ class PredictionLogger:
             taken = min(CHUNK, waiting)
             waiting -= taken
             # zip and map loop in C: the per-request Python work here is what holds the GIL.
-            rows, labels, versions, times = zip(
+            rows, labels, versions, times, numbers = zip(
                 *[pending.popleft() for _ in range(taken)], strict=True
             )
             start = buffer.size
@@ -159,10 +220,16 @@ class PredictionLogger:
             if end - start == taken:  # one row per request, the common case
                 buffer.versions[start:end] = versions
                 buffer.times[start:end] = times
+                buffer.numbers[start:end] = numbers
+                buffer.rows[start:end] = 0
             else:
                 counts = list(map(len, rows))
                 buffer.versions[start:end] = np.repeat(versions, counts)
                 buffer.times[start:end] = np.repeat(times, counts)
+                buffer.numbers[start:end] = np.repeat(numbers, counts)
+                # Each request's rows 0..n-1: a running index less each request's start.
+                firsts = np.repeat(np.cumsum(counts) - counts, counts)
+                buffer.rows[start:end] = np.arange(end - start) - firsts
             buffer.size = end
             _yield_gil()
 
@@ -181,7 +248,10 @@ class PredictionLogger:
                 (buffer.times[:rows] * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")
             ),
         ]
-        table = pa.Table.from_arrays(arrays, names=[*self.feature_names, PREDICTION, VERSION, TIME])
+        table = pa.Table.from_arrays(
+            [*arrays, self._ids(buffer, rows)],
+            names=[*self.feature_names, PREDICTION, VERSION, TIME, PREDICTION_ID],
+        )
         first = datetime.fromtimestamp(float(buffer.times[0]), UTC)
         relative = (
             f"{self.model}/date={first:%Y-%m-%d}/{first:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
@@ -192,6 +262,25 @@ class PredictionLogger:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         self.write(relative, sink.getvalue().to_pybytes())
+
+    def _ids(self, buffer: _Buffer, rows: int) -> "pa.StringArray":
+        """`<replica>-<request>-<row>` per row, built by Arrow (no Python loop, the GIL
+        released); null for rows recorded without a request number."""
+        import pyarrow as pa
+        import pyarrow.compute
+
+        # pyarrow's stubs type these functions' arguments as arrays only; they take scalars.
+        compute = cast(Any, pyarrow.compute)
+        ids = compute.binary_join_element_wise(
+            self.replica,
+            compute.cast(pa.array(buffer.numbers[:rows]), pa.string()),
+            compute.cast(pa.array(buffer.rows[:rows]), pa.string()),
+            "-",
+        )
+        missing = buffer.numbers[:rows] < 0
+        if missing.any():
+            ids = compute.if_else(pa.array(missing), None, ids)
+        return cast(pa.StringArray, ids)
 
     def _run(self) -> None:
         while not self.stop.wait(self.flush_seconds):

@@ -1,16 +1,19 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from chassis.drift import DriftPolicy
 from chassis.errors import DataQualityFailure, DriftInputError
+from chassis.prediction_window import read_feedback
 from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
@@ -96,6 +99,38 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     assert [a.path for a in listed] == [page.group(3)]
     run = home_registry().client.get_run(page.group(2))
     assert run.info.experiment_id == page.group(1)
+
+    # Clients' labels: 150 calm rows answered, 120 of them labelled with another class than
+    # the one predicted. The check judges live accuracy against v1's accuracy gate and
+    # emits the accuracy event.
+    since = datetime.now(UTC)
+    rows = specs.blob_traffic(3)[:150].tolist()
+    url = f"{logging_gateway.url}/v1/models/{MODEL}"
+    answer = httpx.post(f"{url}/predict", json={"instances": rows}, timeout=30).json()
+    labels = [(p + 1) % 3 if n < 120 else p for n, p in enumerate(answer["predictions"])]
+    items = [{"id": i, "label": label} for i, label in zip(answer["ids"], labels, strict=True)]
+    sent = httpx.post(f"{url}/feedback", json={"feedback": items}, timeout=30)
+    assert sent.json()["accepted"] == 150, sent.text
+    wait_until_feedback_logged(ChassisSettings(home=logging_gateway.home), 150)
+    judged = drift_check(model_name=MODEL, since=since)
+    [live] = judged.live_accuracy
+    assert (live.version, live.rows, live.correct, live.verdict) == (1, 150, 30, "below-gate")
+    assert live.gate == float(home_registry().version_tags(MODEL, 1)[tags.TAG_ACCURACY_GATE])
+    assert judged.accuracy_event_emitted and judged.verdict == "no-drift"
+    table = latest_artifact("live-accuracy-test-blobs").description or ""
+    assert "v1: live accuracy 20.0% on 150 feedback rows" in table, table
+
+
+def wait_until_feedback_logged(settings: ChassisSettings, rows: int) -> None:
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    deadline = time.monotonic() + 30
+    now = datetime.now(UTC)
+    while (
+        len(read_feedback(store, MODEL, now - timedelta(hours=1), now + timedelta(hours=1)).frame)
+        < rows
+    ):
+        assert time.monotonic() < deadline, "the gateway did not write its feedback in 30 s"
+        time.sleep(0.2)
 
 
 def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gateway):

@@ -9,12 +9,14 @@ import httpx
 import pytest
 
 from chassis.registry import Registry
+from chassis.registry.tags import TAG_ACCURACY_GATE
 from chassis.settings import ChassisSettings
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
 
 ROW = [0.5, -1.0, 2.0, 0.0]
+FEEDBACK_WINDOW = 64  # requests a prediction stays open to feedback in this module's gateway
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,15 @@ def gateway_of_two_versions(tmp_path_factory) -> Iterator[tuple[GatewayProcess, 
     finally:
         if previous is not None:
             os.environ["CHASSIS_HOME"] = previous
-    # JSON lines here (text, the default, in test_serve_startup): the log is read below.
-    gateway = GatewayProcess(home, env={"CHASSIS_GATEWAY_LOG_FORMAT": "json"})
+    # JSON lines here (text, the default, in test_serve_startup): the log is read below. A
+    # short feedback window, so a test can push a prediction out of it.
+    gateway = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_GATEWAY_LOG_FORMAT": "json",
+            "CHASSIS_GATEWAY_FEEDBACK_WINDOW_REQUESTS": str(FEEDBACK_WINDOW),
+        },
+    )
     gateway.start()
     yield gateway, {"Authorization": f"Bearer {token}"}
     gateway.stop()
@@ -406,3 +415,74 @@ def test_follows_a_champion_moved_by_hand_or_by_rollback(served):
     while served_version() != 1 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert served_version() == 1
+
+
+def send_feedback(url: str, body: object) -> httpx.Response:
+    return httpx.post(f"{url}/v1/models/{MODEL}/feedback", json=body, timeout=10)
+
+
+def test_feedback_is_joined_by_id_refused_with_reasons_and_seen_as_live_accuracy(served):
+    gateway, _ = served
+    answer = predict(gateway.url, [ROW] * 4).json()
+    ids, predictions = answer["ids"], answer["predictions"]
+    assert len(set(ids)) == 4 and answer["version"] == 1
+    # Three right labels and one wrong (another class than the one predicted).
+    labels = [*predictions[:3], (predictions[3] + 1) % 3]
+    accepted = send_feedback(gateway.url, {"id": ids[0], "label": labels[0]})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["feedback"] == [
+        {
+            "id": ids[0],
+            "version": 1,
+            "prediction": predictions[0],
+            "label": labels[0],
+            "correct": True,
+        }
+    ]
+    batch = [{"id": i, "label": label} for i, label in zip(ids[1:], labels[1:], strict=True)]
+    assert send_feedback(gateway.url, {"feedback": batch}).json()["accepted"] == 3
+    duplicate = send_feedback(gateway.url, {"id": ids[0], "label": labels[0]})
+    assert (duplicate.status_code, duplicate.json()["reason"]) == (409, "duplicate")
+
+    [old] = predict(gateway.url, [ROW]).json()["ids"]
+    for _ in range(FEEDBACK_WINDOW):
+        predict(gateway.url, [ROW])
+    [fresh] = predict(gateway.url, [ROW]).json()["ids"]
+    replica = fresh.split("-")[0]
+    refused = {
+        "unknown id": send_feedback(gateway.url, {"id": f"{replica}-999999-0", "label": 0}),
+        "other replica": send_feedback(gateway.url, {"id": "00000000-0-0", "label": 0}),
+        "label type": send_feedback(gateway.url, {"id": fresh, "label": "cat"}),
+        "label range": send_feedback(gateway.url, {"id": fresh, "label": 3}),
+        "too late": send_feedback(gateway.url, {"id": old, "label": 0}),
+        "malformed": httpx.post(
+            f"{gateway.url}/v1/models/{MODEL}/feedback",
+            content=b'{"id": ',
+            headers={"content-type": "application/json"},
+            timeout=10,
+        ),
+    }
+    assert {name: (r.status_code, r.json()["reason"]) for name, r in refused.items()} == {
+        "unknown id": (404, "unknown_id"),
+        "other replica": (404, "unknown_id"),
+        "label type": (422, "bad_label"),
+        "label range": (422, "bad_label"),
+        "too late": (410, "too_late"),
+        "malformed": (400, "malformed"),
+    }
+    assert "0..2 (this model is a classifier)" in refused["label type"].json()["error"]
+
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    registry = Registry.from_settings(ChassisSettings(home=gateway.home))
+    gate = float(registry.version_tags(MODEL, 1)[TAG_ACCURACY_GATE])
+    for line in [
+        f'chassis_feedback_total{{model="{MODEL}",outcome="correct",version="1"}} 3.0',
+        f'chassis_feedback_total{{model="{MODEL}",outcome="wrong",version="1"}} 1.0',
+        f'chassis_live_accuracy_ratio{{model="{MODEL}",version="1"}} 0.75',
+        f'chassis_live_feedback_rows{{model="{MODEL}",version="1"}} 4.0',
+        f'chassis_accuracy_gate_ratio{{model="{MODEL}",version="1"}} {gate}',
+        f'chassis_feedback_refused_total{{model="{MODEL}",reason="too_late"}} 1.0',
+        f'chassis_feedback_refused_total{{model="{MODEL}",reason="unknown_id"}} 2.0',
+    ]:
+        assert line in metrics, line
+    assert 0.5 < gate < 1  # set by the release's gates from v1's test accuracy

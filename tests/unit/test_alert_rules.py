@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from chassis.serving.metrics import GatewayMetrics, Readings
+from chassis.serving.metrics import GatewayMetrics, LiveReading, Readings
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deployments" / "prometheus" / "chassis-alerts.yml"
@@ -37,7 +37,15 @@ def exported_sample_names() -> set[str]:
     methods the gateway calls (so a family added without being fed here fails below)."""
     metrics = GatewayMetrics()
     metrics.readings = lambda: Readings(
-        ready=True, generations={"m": 3}, served=[("m", 1, "stable")], log_dropped_rows={"m": 2}
+        ready=True,
+        generations={"m": 3},
+        served=[("m", 1, "stable")],
+        log_dropped_rows={"m": 2},
+        live=[
+            LiveReading("m", 1, "classification", 10, 0.9),
+            LiveReading("r", 1, "regression", 10, 0.5),
+        ],
+        accuracy_gates={("m", 1): 0.95},
     )
     metrics.observe("m", "1", "stable", 0.001, [1], np.array([[0.0, 2.0]]))
     metrics.tally("m", "1", "shadow").record(0.001, [1], None)
@@ -53,6 +61,9 @@ def exported_sample_names() -> set[str]:
     metrics.set_model_state("m", "serving")
     metrics.count_load_failure("m", 2, "sha256")
     metrics.in_flight["m"] = 1
+    metrics.count_feedback("m", "1", "correct", 1.0)
+    metrics.count_feedback("r", "1", "scored", 0.5)
+    metrics.count_feedback_refused("m", "too_late")
     names: set[str] = set()
     for family in text_string_to_metric_families(metrics.render().decode()):
         assert family.samples, f"{family.name} rendered no sample: feed it above"

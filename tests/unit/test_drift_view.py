@@ -12,6 +12,7 @@ from chassis.drift import ColumnDrift, DriftResult, NonFinite
 from chassis.drift_summary import drift_summary
 from chassis.drift_verdict import needed_columns, verdict_sentence, window_text
 from chassis.expectations import ExpectationResult, SuiteResult
+from chassis.live_accuracy import VersionAccuracy
 from chassis.traffic import apply_drift
 from chassis_cli import rollout_commands
 from chassis_cli.documents import DriftDocument
@@ -170,14 +171,32 @@ def test_the_cli_prints_the_verdict_sentence_and_the_window(capsys):
         report_uri=None,
         report_url=None,
         event_emitted=False,
+        live_accuracy=[
+            VersionAccuracy(
+                version=2,
+                rows=400,
+                correct=320,
+                accuracy=0.8,
+                upper_bound=0.8308,
+                gate=0.95,
+                mean_absolute_error=None,
+                verdict="below-gate",
+            )
+        ],
+        accuracy_event_emitted=True,
     )
     rollout_commands.print_drift(document)
-    first, drifted, *_ = capsys.readouterr().out.splitlines()
+    first, drifted, live, emitted, *_ = capsys.readouterr().out.splitlines()
     assert first == (
         "digits-mlp v2: no drift: 39% of columns drifted (25 of 64), 50% needed (32); "
         "9196 served rows, 2026-12-03 04:05:14 .. 05:05:14 UTC"
     )
     assert drifted.startswith("drifted: pixel_0, pixel_1") and drifted.endswith(" and 15 more")
+    assert live == (
+        "live accuracy: v2: live accuracy 80.0% on 400 feedback rows "
+        "(upper bound 83.1%, gate 95.0%): below-gate"
+    )
+    assert emitted == "accuracy below its gate: retraining event emitted"
 
 
 def test_a_window_over_midnight_shows_both_dates():

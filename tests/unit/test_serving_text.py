@@ -179,7 +179,9 @@ def test_texts_are_answered_with_labels(tmp_path: Path, v1: Version):
 
     status, answer = run(scenario)
     assert status == 200, answer
+    ids = answer.pop("ids")
     assert answer == {"model": MODEL, "version": 1, "predictions": [1, 0, 0]}
+    assert len(set(ids)) == 3 and all(i.endswith(f"-{row}") for row, i in enumerate(ids))
 
 
 def test_a_served_text_version_reads_its_max_length_and_warms_up_on_pad_ids(
