@@ -8,11 +8,28 @@ see under their own heading. A failed suite under "warn" had been filed with the
 values while "Data quality" said "none", and the tests row listed all 64 columns.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from chassis import markdown
 from chassis.drift import SHOWN_SUITE_FAILURES, DriftResult
 from chassis.drift_verdict import window_text
+
+
+@dataclass(frozen=True)
+class DriftPlotLinks:
+    """The drift-over-time plot in MLflow: the image itself (embedded) and its page."""
+
+    image_url: str
+    page_url: str
+
+
+def plot_section(model: str, plot: DriftPlotLinks | None) -> str:
+    if plot is None:
+        return ""
+    image = markdown.image(f"Drift of {model} over time", plot.image_url)
+    page = markdown.link("in MLflow", plot.page_url)
+    return f"## Over time\n{image}\n\nThis check and the earlier ones ({page}).\n\n"
 
 
 def suite_lines(result: DriftResult) -> list[str]:
@@ -46,9 +63,11 @@ def drift_summary(
     result: DriftResult,
     report_url: str | None,
     window: tuple[datetime, datetime],
+    plot: DriftPlotLinks | None = None,
 ) -> str:
     """The markdown of the drift summary; `report_url` is the Evidently report's page in
-    the MLflow UI (None when data quality stopped the check before the report)."""
+    the MLflow UI (None when data quality stopped the check before the report); `plot` the
+    drift-over-time picture (None when none was written)."""
     problems = [f"- {markdown.cell(p)}" for p in result.quality_problems] or [
         "- rows, nulls and infinities: within the policy's limits"
     ]
@@ -82,6 +101,7 @@ def drift_summary(
         f"# Drift check of {markdown.cell(model)} v{version}\n\n"
         f"**{markdown.cell(result.verdict_sentence())}**\n\n"
         f"{figures}\n\n"
+        f"{plot_section(model, plot)}"
         f"{moved}"
         f"## Data quality\n{quality}\n\n"
         f"## Left out of the distribution test (non-finite values, unreadable files)\n{notes}\n\n"

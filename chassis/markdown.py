@@ -42,6 +42,11 @@ def link(text: str, url: str) -> Markdown:
     return Markdown(f"[{cell(text)}]({url})")
 
 
+def image(alt: str, url: str) -> Markdown:
+    """An image shown in place (a browser fetches `url`); `alt` is read where it cannot be."""
+    return Markdown(f"![{cell(alt)}]({url})")
+
+
 def code(text: str) -> Markdown:
     """Inline code; a backtick inside is replaced, as code spans cannot escape it."""
     inside = text.replace("`", "'").replace("|", "/")

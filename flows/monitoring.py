@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from chassis.drift import DriftPolicy, DriftResult
 from chassis.drift_policy import window_since
+from chassis.drift_summary import DriftPlotLinks
 from chassis.errors import ChassisError, DataQualityFailure
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
@@ -24,6 +25,7 @@ from tasks.monitoring import (
     load_text_encoder,
     load_window,
     log_drift_report,
+    plot_drift,
     publish_drift,
     signal_drift,
 )
@@ -55,6 +57,8 @@ class DriftOutcome(BaseModel):
     report_uri: str | None
     event_emitted: bool
     report_url: str | None = None
+    # The drift-over-time plot in the artifact store (None when none was written).
+    plot_uri: str | None = None
 
     @classmethod
     def of(
@@ -66,6 +70,7 @@ class DriftOutcome(BaseModel):
         report: StoredArtifact | None,
         report_url: str | None,
         emitted: bool,
+        plot: StoredArtifact | None = None,
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -85,6 +90,7 @@ class DriftOutcome(BaseModel):
             report_uri=report.uri if report else None,
             report_url=report_url,
             event_emitted=emitted,
+            plot_uri=plot.uri if plot else None,
         )
 
 
@@ -121,7 +127,8 @@ def drift_check(
     text column: a domain classifier's p-value (chassis/text_domain_classifier.py), with
     token count and unknown-token share from its own tokenizer shown beside it. On drift,
     emit `chassis.model.drift-detected` for the model; a deployment trigger starts
-    retraining."""
+    retraining. A plot of drift over time (this check and the earlier ones of the model) is
+    stored with the check's MLflow run and shown in the drift summary."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -150,10 +157,12 @@ def drift_check(
         }
         tracking = Tracking.from_settings(settings)
         report = log_drift_report(tracking, model_name, params, result, html)
+        plot = plot_drift(tracking, model_name, result, report, end, workdir) if report else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report_url = report.ui_url(settings) if report else None
-    publish_drift(model_name, champion, result, report_url, (start, end))
+    links = DriftPlotLinks(plot.file_url(settings), plot.ui_url(settings)) if plot else None
+    publish_drift(model_name, champion, result, report_url, (start, end), links)
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: {unusable}"
@@ -161,4 +170,6 @@ def drift_check(
     emitted = result.verdict == "drift" and emit
     if emitted:
         signal_drift(model_name, champion, result, {"window_minutes": minutes})
-    return DriftOutcome.of(model_name, champion, result, (start, end), report, report_url, emitted)
+    return DriftOutcome.of(
+        model_name, champion, result, (start, end), report, report_url, emitted, plot
+    )

@@ -1,0 +1,46 @@
+"""What every plot Chassis writes shares: a figure drawn off-screen, saved as PNG.
+
+Figures are made as `matplotlib.figure.Figure` objects on an Agg canvas, never through
+pyplot: pyplot keeps every open figure in a process-wide registry (a flow run that drew one
+per check would hold them all) and picks a GUI backend where a display exists. The builders
+return the figure, so tests inspect its axes and lines, not pixels; `save_png` writes it.
+"""
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# Colours by outcome, one meaning on every plot: judged good, held back, failed, no verdict.
+OUTCOME_COLORS = {
+    "pass": "#2ca02c",
+    "no-drift": "#2ca02c",
+    "degraded": "#ff7f0e",
+    "fail": "#d62728",
+    "drift": "#d62728",
+    "data-quality-failure": "#7f7f7f",
+    "inconclusive": "#7f7f7f",
+    "paused": "#7f7f7f",
+}
+STABLE_COLOR = "#1f77b4"
+CANDIDATE_COLOR = "#ff7f0e"
+LIMIT_COLOR = "#d62728"
+# Pixels per inch when saved: a 12 x 8 in figure is a 1200 x 800 image, readable on a page.
+DPI = 100
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of `width` x `height` inches on an off-screen (Agg) canvas."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def outcome_color(outcome: str) -> str:
+    return OUTCOME_COLORS.get(outcome, "#7f7f7f")
+
+
+def save_png(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=DPI)
+    return path
