@@ -18,7 +18,7 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 
 from chassis.drift import ColumnDrift, DriftResult
-from chassis.figures import LIMIT_COLOR, new_figure, outcome_color
+from chassis.figures import LIMIT_COLOR, new_figure, outcome_color, plain_log_axis
 
 if TYPE_CHECKING:
     from chassis.tracking import MonitoringRecord
@@ -131,7 +131,7 @@ def _feature_panel(axes: Axes, checks: Sequence[CheckPoint], shown: Sequence[str
         values = [_drawn(c.strengths.get(name)) for c in checks]
         axes.plot(times, values, marker="o", markersize=4, label=name, gid=FEATURE_GID)
     axes.axhline(1.0, color=LIMIT_COLOR, linestyle="--", label="threshold (1 = drift)")
-    axes.set_yscale("log")
+    plain_log_axis(axes)
     # At least a decade each side of the threshold, so 1 is never at an edge.
     low, high = axes.get_ylim()
     axes.set_ylim(min(low, 0.1), max(high, 10.0))

@@ -8,28 +8,19 @@ see under their own heading. A failed suite under "warn" had been filed with the
 values while "Data quality" said "none", and the tests row listed all 64 columns.
 """
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from chassis import markdown
 from chassis.drift import SHOWN_SUITE_FAILURES, DriftResult
 from chassis.drift_verdict import window_text
+from chassis.markdown import PlotLinks
 
 
-@dataclass(frozen=True)
-class DriftPlotLinks:
-    """The drift-over-time plot in MLflow: the image itself (embedded) and its page."""
-
-    image_url: str
-    page_url: str
-
-
-def plot_section(model: str, plot: DriftPlotLinks | None) -> str:
+def plot_section(model: str, plot: PlotLinks | None) -> str:
+    """This check and the earlier ones of the model as a picture (none when not written)."""
     if plot is None:
         return ""
-    image = markdown.image(f"Drift of {model} over time", plot.image_url)
-    page = markdown.link("in MLflow", plot.page_url)
-    return f"## Over time\n{image}\n\nThis check and the earlier ones ({page}).\n\n"
+    return f"## Over time\n{plot.markdown(f'Drift of {model} over time')}\n\n"
 
 
 def suite_lines(result: DriftResult) -> list[str]:
@@ -63,7 +54,7 @@ def drift_summary(
     result: DriftResult,
     report_url: str | None,
     window: tuple[datetime, datetime],
-    plot: DriftPlotLinks | None = None,
+    plot: PlotLinks | None = None,
 ) -> str:
     """The markdown of the drift summary; `report_url` is the Evidently report's page in
     the MLflow UI (None when data quality stopped the check before the report); `plot` the

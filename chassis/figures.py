@@ -8,8 +8,10 @@ return the figure, so tests inspect its axes and lines, not pixels; `save_png` w
 
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 # Colours by outcome, one meaning on every plot: judged good, held back, failed, no verdict.
 OUTCOME_COLORS = {
@@ -34,6 +36,18 @@ def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def plain_log_axis(axes: Axes) -> None:
+    """A log-scale y axis whose ticks read as numbers (40, 0.5), not powers (4 x 10^1)."""
+    axes.set_yscale("log")
+    plain = FuncFormatter(_plain_number)
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+
+
+def _plain_number(value: float, _position: int | None) -> str:
+    return f"{value:g}"
 
 
 def outcome_color(outcome: str) -> str:

@@ -490,6 +490,10 @@ class DriftDocument(Document):
     report_uri: str | None  # where the store keeps the Evidently report (file://, s3://)
     report_url: str | None  # the report's page in the MLflow UI
     event_emitted: bool
+    # The drift-over-time plot (PNG) in the store, and its page in the MLflow UI; null when
+    # none was written (data quality stopped the check, or the plot failed: a warning).
+    plot_uri: str | None
+    plot_url: str | None
 
     @classmethod
     def of(cls, outcome: "DriftOutcome") -> "DriftDocument":

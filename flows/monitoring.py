@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from chassis.drift import DriftPolicy, DriftResult
 from chassis.drift_policy import window_since
-from chassis.drift_summary import DriftPlotLinks
 from chassis.errors import ChassisError, DataQualityFailure
+from chassis.markdown import PlotLinks
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
@@ -57,8 +57,10 @@ class DriftOutcome(BaseModel):
     report_uri: str | None
     event_emitted: bool
     report_url: str | None = None
-    # The drift-over-time plot in the artifact store (None when none was written).
+    # The drift-over-time plot in the artifact store, and its page in the MLflow UI (None
+    # when none was written).
     plot_uri: str | None = None
+    plot_url: str | None = None
 
     @classmethod
     def of(
@@ -71,6 +73,7 @@ class DriftOutcome(BaseModel):
         report_url: str | None,
         emitted: bool,
         plot: StoredArtifact | None = None,
+        plot_url: str | None = None,
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -91,6 +94,7 @@ class DriftOutcome(BaseModel):
             report_url=report_url,
             event_emitted=emitted,
             plot_uri=plot.uri if plot else None,
+            plot_url=plot_url,
         )
 
 
@@ -161,7 +165,7 @@ def drift_check(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report_url = report.ui_url(settings) if report else None
-    links = DriftPlotLinks(plot.file_url(settings), plot.ui_url(settings)) if plot else None
+    links = PlotLinks(plot.file_url(settings), plot.ui_url(settings)) if plot else None
     publish_drift(model_name, champion, result, report_url, (start, end), links)
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
@@ -171,5 +175,13 @@ def drift_check(
     if emitted:
         signal_drift(model_name, champion, result, {"window_minutes": minutes})
     return DriftOutcome.of(
-        model_name, champion, result, (start, end), report, report_url, emitted, plot
+        model_name,
+        champion,
+        result,
+        (start, end),
+        report,
+        report_url,
+        emitted,
+        plot,
+        links.page_url if links else None,
     )

@@ -12,10 +12,11 @@ from prefect.events import emit_event
 from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.drift_plot import HISTORY_CHECKS, CheckPoint, check_of_record, drift_figure
-from chassis.drift_summary import DriftPlotLinks, drift_summary
+from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
 from chassis.figures import save_png
+from chassis.markdown import PlotLinks
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_window
 from chassis.registry import Registry
@@ -223,7 +224,7 @@ def publish_drift(
     result: DriftResult,
     report_url: str | None,
     window: tuple[datetime, datetime],
-    plot: DriftPlotLinks | None = None,
+    plot: PlotLinks | None = None,
 ) -> None:
     """The verdict in Prefect; `report_url` is the report's page in the MLflow UI, `plot`
     the drift-over-time image (shown in the summary)."""
