@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tasks.monitoring
 from chassis.drift import DriftPolicy
 from chassis.errors import DataQualityFailure, DriftInputError
 from chassis.registry import tags
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.tracking import MlflowLinks, Tracking
 from chassis.traffic import apply_drift, replay
 from flows.monitoring import drift_check
 from flows.release import release
@@ -54,7 +56,7 @@ def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
     wait_until_logged(settings, MODEL, before + len(rows))  # the gateway flushes every 0.5 s
 
 
-def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway):
+def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway, tmp_path):
     send(logging_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift" and not calm.event_emitted
@@ -92,10 +94,25 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     )
     assert page, url
     assert f"[Evidently report]({url})" in summary and "file://" not in summary
-    listed = home_registry().client.list_artifacts(page.group(2), "drift")
-    assert [a.path for a in listed] == [page.group(3)]
-    run = home_registry().client.get_run(page.group(2))
+    client = home_registry().client
+    listed = {a.path for a in client.list_artifacts(page.group(2), "drift")}
+    plot_path = "drift/drift-over-time.png"
+    assert listed == {page.group(3), "drift/columns.json", plot_path}
+    run = client.get_run(page.group(2))
     assert run.info.experiment_id == page.group(1)
+
+    # The drift-over-time plot: a PNG with the check's run, embedded in the summary by the
+    # URL the tracking server serves it from, drawn from both checks (each run keeps its
+    # per-column results for the next check to read back).
+    assert drifted.plot_uri == f"{run.info.artifact_uri}/{plot_path}"
+    png = Path(client.download_artifacts(page.group(2), plot_path, str(tmp_path)))
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    image = MlflowLinks.of(ChassisSettings()).artifact_file(page.group(2), plot_path)
+    assert f"![Drift of test-blobs over time]({image})" in summary
+    assert drifted.plot_url and f"[The plot in MLflow]({drifted.plot_url})" in summary
+    history = Tracking.from_settings(ChassisSettings()).monitoring_history(MODEL, 30)
+    assert [r.params["verdict"] for r in history] == ["no-drift", "drift"]
+    assert all(len(r.columns or []) == 4 for r in history)
 
 
 def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gateway):
@@ -131,10 +148,19 @@ def test_a_prediction_log_with_another_schema_is_an_error_never_no_drift(chassis
         drift_check(model_name=MODEL, window_minutes=10)
 
 
-def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(suite_gateway):
+def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(
+    suite_gateway, monkeypatch
+):
+    # A plot that cannot be drawn is a warning: the check and its verdict stand.
+    def broken(*args, **kwargs):
+        raise RuntimeError("no plot today")
+
+    monkeypatch.setattr(tasks.monitoring, "drift_figure", broken)
     send(suite_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift"
+    assert calm.plot_uri is None and calm.report_uri
+    assert "## Over time" not in latest_artifact("drift-summary-test-blobs").data
     assert calm.serving_suite == "passed (test-blobs.serving, 10 expectations)"
     assert calm.serving_suite_failures == []
     assert (
