@@ -494,6 +494,7 @@ class DriftDocument(Document):
     # none was written (data quality stopped the check, or the plot failed: a warning).
     plot_uri: str | None
     plot_url: str | None
+    metrics_pushed: bool  # the result went to the Pushgateway (CHASSIS_PUSHGATEWAY_URL)
 
     @classmethod
     def of(cls, outcome: "DriftOutcome") -> "DriftDocument":

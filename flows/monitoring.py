@@ -27,6 +27,7 @@ from tasks.monitoring import (
     log_drift_report,
     plot_drift,
     publish_drift,
+    push_drift_metrics,
     signal_drift,
 )
 
@@ -57,6 +58,8 @@ class DriftOutcome(BaseModel):
     report_uri: str | None
     event_emitted: bool
     report_url: str | None = None
+    # Whether the result was pushed to the Pushgateway (CHASSIS_PUSHGATEWAY_URL).
+    metrics_pushed: bool = False
     # The drift-over-time plot in the artifact store, and its page in the MLflow UI (None
     # when none was written).
     plot_uri: str | None = None
@@ -74,6 +77,7 @@ class DriftOutcome(BaseModel):
         emitted: bool,
         plot: StoredArtifact | None = None,
         plot_url: str | None = None,
+        pushed: bool = False,
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -95,6 +99,7 @@ class DriftOutcome(BaseModel):
             event_emitted=emitted,
             plot_uri=plot.uri if plot else None,
             plot_url=plot_url,
+            metrics_pushed=pushed,
         )
 
 
@@ -132,7 +137,8 @@ def drift_check(
     token count and unknown-token share from its own tokenizer shown beside it. On drift,
     emit `chassis.model.drift-detected` for the model; a deployment trigger starts
     retraining. A plot of drift over time (this check and the earlier ones of the model) is
-    stored with the check's MLflow run and shown in the drift summary."""
+    stored with the check's MLflow run and shown in the drift summary. With
+    CHASSIS_PUSHGATEWAY_URL set, a judged check's result is pushed there for Prometheus."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -167,6 +173,7 @@ def drift_check(
     report_url = report.ui_url(settings) if report else None
     links = PlotLinks(plot.file_url(settings), plot.ui_url(settings)) if plot else None
     publish_drift(model_name, champion, result, report_url, (start, end), links)
+    pushed = push_drift_metrics(settings, model_name, result, end)
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: {unusable}"
@@ -184,4 +191,5 @@ def drift_check(
         emitted,
         plot,
         links.page_url if links else None,
+        pushed,
     )

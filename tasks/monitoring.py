@@ -12,6 +12,7 @@ from prefect.events import emit_event
 from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.drift_plot import HISTORY_CHECKS, CheckPoint, check_of_record, drift_figure
+from chassis.drift_push import PUSH_JOB, push_drift
 from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
@@ -216,6 +217,33 @@ def plot_drift(
     except Exception as error:
         get_run_logger().warning("drift plot not written (the check stands): %s", error)
         return None
+
+
+@task(name="push-drift-metrics", **NO_CACHE_TASK)
+def push_drift_metrics(
+    settings: ChassisSettings, model: str, result: DriftResult, checked_at: datetime
+) -> bool:
+    """The check's result to the Pushgateway at CHASSIS_PUSHGATEWAY_URL (chassis/drift_push.py);
+    whether it was pushed. Not set: nothing is pushed, and the log says how to. A check with
+    no verdict (data quality) pushes nothing. A push that fails is a warning, never a failed
+    check: the verdict, its report and its event do not depend on the metrics."""
+    logger = get_run_logger()
+    url = settings.pushgateway_url
+    if result.verdict not in ("drift", "no-drift"):
+        return False
+    if not url:
+        logger.info(
+            "drift metrics not pushed: set CHASSIS_PUSHGATEWAY_URL to a Prometheus Pushgateway "
+            "to alert on drift (docs/metrics.md)"
+        )
+        return False
+    try:
+        push_drift(url, model, result, checked_at)
+    except Exception as error:
+        logger.warning("drift metrics not pushed to %s (the check stands): %s", url, error)
+        return False
+    logger.info("drift metrics pushed to %s (job %s, model %s)", url, PUSH_JOB, model)
+    return True
 
 
 def publish_drift(
