@@ -6,12 +6,13 @@ per check would hold them all) and picks a GUI backend where a display exists. T
 return the figure, so tests inspect its axes and lines, not pixels; `save_png` writes it.
 """
 
+import math
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import Formatter, FuncFormatter
 
 # Colours by outcome, one meaning on every plot: judged good, held back, failed, no verdict.
 OUTCOME_COLORS = {
@@ -27,6 +28,8 @@ OUTCOME_COLORS = {
 STABLE_COLOR = "#1f77b4"
 CANDIDATE_COLOR = "#ff7f0e"
 LIMIT_COLOR = "#d62728"
+# A log axis spanning at most this many decades labels its minor ticks too.
+NARROW_DECADES = 1.2
 # Pixels per inch when saved: a 12 x 8 in figure is a 1200 x 800 image, readable on a page.
 DPI = 100
 
@@ -41,9 +44,23 @@ def new_figure(width: float, height: float) -> Figure:
 def plain_log_axis(axes: Axes) -> None:
     """A log-scale y axis whose ticks read as numbers (40, 0.5), not powers (4 x 10^1)."""
     axes.set_yscale("log")
-    plain = FuncFormatter(_plain_number)
-    axes.yaxis.set_major_formatter(plain)
-    axes.yaxis.set_minor_formatter(plain)
+    axes.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    # Minor ticks (2, 3, ... 9 x 10^n) are labelled only on an axis of about a decade or
+    # less; over several decades their labels overlap.
+    axes.yaxis.set_minor_formatter(_MinorWhenNarrow())
+
+
+class _MinorWhenNarrow(Formatter):
+    """Labels a log axis's minor ticks as plain numbers when the axis spans about a decade
+    or less (its only labels otherwise), else leaves them blank."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if self.axis is None:
+            return ""
+        low, high = self.axis.get_view_interval()
+        if low <= 0 or math.log10(high / low) > NARROW_DECADES:
+            return ""
+        return f"{x:g}"
 
 
 def _plain_number(value: float, _position: int | None) -> str:
