@@ -29,7 +29,7 @@ TOP_FEATURES = 10
 HISTORY_CHECKS = 30
 # Drift strengths are drawn on a log axis; 0 (a p-value of 1) is drawn at this floor.
 STRENGTH_FLOOR = 1e-2
-# The narrowest time axis drawn: one check alone is not spread over years.
+# The time axis drawn around a single check (matplotlib would spread one point over years).
 MIN_SPAN = timedelta(hours=2)
 # The line of each feature drawn in the lower panel carries this gid (tests count them).
 FEATURE_GID = "feature"
@@ -92,9 +92,8 @@ def drift_figure(model: str, checks: Sequence[CheckPoint], top: int = TOP_FEATUR
     feature_axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     feature_axes.set_xlabel("time of the check (UTC)")
     start, end = checks[0].time, checks[-1].time
-    if end - start < MIN_SPAN:  # one check, or a few close together: an axis of hours
-        middle = start + (end - start) / 2
-        feature_axes.set_xlim(date2num(middle - MIN_SPAN / 2), date2num(middle + MIN_SPAN / 2))
+    if start == end:  # one check (or several at once): an axis of hours, not of years
+        feature_axes.set_xlim(date2num(start - MIN_SPAN / 2), date2num(end + MIN_SPAN / 2))
     return figure
 
 

@@ -492,9 +492,9 @@ class DriftDocument(Document):
     event_emitted: bool
     # The drift-over-time plot (PNG) in the store, and its page in the MLflow UI; null when
     # none was written (data quality stopped the check, or the plot failed: a warning).
-    plot_uri: str | None
-    plot_url: str | None
-    metrics_pushed: bool  # the result went to the Pushgateway (CHASSIS_PUSHGATEWAY_URL)
+    plot_uri: str | None = None
+    plot_url: str | None = None
+    metrics_pushed: bool = False  # the result went to the Pushgateway (CHASSIS_PUSHGATEWAY_URL)
 
     @classmethod
     def of(cls, outcome: "DriftOutcome") -> "DriftDocument":

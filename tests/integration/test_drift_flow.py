@@ -13,6 +13,7 @@ import tasks.monitoring
 from chassis.drift import DriftPolicy
 from chassis.errors import DataQualityFailure, DriftInputError
 from chassis.registry import tags
+from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
 from chassis.tracking import MlflowLinks, Tracking
@@ -22,6 +23,7 @@ from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.prediction_log import logged_rows, wait_until_logged
+from tests.fixtures.pushgateway import pushed_samples, pushgateway
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
@@ -56,10 +58,23 @@ def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
     wait_until_logged(settings, MODEL, before + len(rows))  # the gateway flushes every 0.5 s
 
 
-def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway, tmp_path):
+@pytest.fixture
+def push_url(tmp_path, monkeypatch):
+    """A real Pushgateway the drift checks push to (CHASSIS_PUSHGATEWAY_URL)."""
+    with pushgateway(tmp_path / "pushgateway.log") as url:
+        monkeypatch.setenv("CHASSIS_PUSHGATEWAY_URL", url)
+        yield url
+
+
+def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(
+    logging_gateway, tmp_path, push_url
+):
     send(logging_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift" and not calm.event_emitted
+    group = (("instance", ""), ("job", "chassis-drift"), ("model", MODEL))
+    assert calm.metrics_pushed
+    assert pushed_samples(push_url, "chassis_drift_detected") == {group: 0.0}
     assert calm.served_rows == 300
     assert (calm.judged_columns, calm.drift_share_needed) == (4, 0.5)
     description = latest_artifact("drift-summary-test-blobs").description or ""
@@ -114,6 +129,15 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     assert [r.params["verdict"] for r in history] == ["no-drift", "drift"]
     assert all(len(r.columns or []) == 4 for r in history)
 
+    # The Pushgateway holds the model's latest judged check, as Prometheus scrapes it.
+    assert drifted.metrics_pushed
+    assert pushed_samples(push_url, "chassis_drift_detected") == {group: 1.0}
+    assert pushed_samples(push_url, "chassis_drift_share_ratio") == {
+        group: pytest.approx(drifted.drifted_share)
+    }
+    (checked_at,) = pushed_samples(push_url, "chassis_drift_check_timestamp_seconds").values()
+    assert checked_at == pytest.approx(datetime.fromisoformat(drifted.window_end).timestamp())
+
 
 def test_an_empty_window_is_a_data_quality_failure_never_no_drift(logging_gateway):
     with pytest.raises(DataQualityFailure, match="the window has no rows"):
@@ -156,10 +180,13 @@ def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(
         raise RuntimeError("no plot today")
 
     monkeypatch.setattr(tasks.monitoring, "drift_figure", broken)
+    # A Pushgateway that does not answer is a warning too.
+    monkeypatch.setenv("CHASSIS_PUSHGATEWAY_URL", f"http://127.0.0.1:{free_port()}")
     send(suite_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift"
     assert calm.plot_uri is None and calm.report_uri
+    assert not calm.metrics_pushed
     assert "## Over time" not in latest_artifact("drift-summary-test-blobs").data
     assert calm.serving_suite == "passed (test-blobs.serving, 10 expectations)"
     assert calm.serving_suite_failures == []
