@@ -6,7 +6,10 @@ import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.patches import Rectangle
 
 from chassis.drift import ColumnDrift
 from chassis.drift_plot import (
@@ -48,7 +51,7 @@ def test_one_check_of_one_feature_is_a_png_with_one_line_of_one_point(tmp_path):
     figure = drift_figure("m", checks(1, 1))
     lines = feature_lines(figure)
     assert [line.get_label() for line in lines] == ["f0"]
-    assert len(lines[0].get_xdata()) == 1
+    assert len(np.asarray(lines[0].get_xdata())) == 1
     path = save_png(figure, tmp_path / "drift.png")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     # One check is not spread over years: the time axis spans hours.
@@ -62,10 +65,10 @@ def test_two_hundred_features_draw_the_most_drifted_ten_and_say_so():
     lines = feature_lines(figure)
     assert len(lines) == TOP_FEATURES
     assert [line.get_label() for line in lines] == [f"f{j}" for j in range(199, 189, -1)]
-    assert all(len(line.get_xdata()) == 30 for line in lines)
+    assert all(len(np.asarray(line.get_xdata())) == 30 for line in lines)
     assert "the 10 most drifted of 200 features" in figure.axes[1].get_title(loc="left")
     # The share panel: one point per check, drift and no drift each in its own series.
-    points = sum(len(c.get_offsets()) for c in figure.axes[0].collections)
+    points = sum(len(np.asarray(c.get_offsets())) for c in figure.axes[0].collections)
     assert points == 30
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert {"drift", "no drift"} <= set(labels)
@@ -82,7 +85,7 @@ def test_a_feature_missing_from_an_earlier_check_is_a_gap_not_a_zero():
     older = CheckPoint(START, "no-drift", 0.0, 0.5, {})
     latest = CheckPoint(START + timedelta(hours=1), "drift", 1.0, 0.5, {"new": 3.0})
     (line,) = feature_lines(drift_figure("m", [older, latest]))
-    values = list(line.get_ydata())
+    values = list(np.asarray(line.get_ydata()))
     assert math.isnan(values[0]) and values[1] == 3.0
 
 
@@ -135,6 +138,14 @@ def step(label: str, share: float, slower: int = 0):
     return replace(analysis, share_percent=share)
 
 
+def bars(axes) -> list[Rectangle]:
+    return [patch for patch in axes.patches if isinstance(patch, Rectangle)]
+
+
+def errorbars(axes) -> list[ErrorbarContainer]:
+    return [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+
+
 def series(axes) -> list[str]:
     return axes.get_legend_handles_labels()[1]
 
@@ -144,13 +155,13 @@ def test_a_promoted_canary_draws_each_step_with_both_versions_and_the_limits():
     figure = rollout_figure("t", analyses, RolloutPolicy())
     share, latency, budget, errors = figure.axes[:4]
     assert [t.get_text() for t in errors.get_xticklabels()] == [a.step for a in analyses]
-    assert [bar.get_height() for bar in share.patches] == [0, 50, 100]
+    assert [bar.get_height() for bar in bars(share)] == [0, 50, 100]
     assert series(latency) == ["stable p50", "stable p90", "candidate p50", "candidate p90"]
     assert set(series(budget)) == {"candidate p99", "budget (50 ms)"}
     assert set(series(errors)) == {"stable", "candidate", "limit (1%)"}
     # Every step has a latency estimate for each series, in milliseconds.
-    for container in latency.containers:
-        values = container.lines[0].get_ydata()
+    for container in errorbars(latency):
+        values = np.asarray(container.lines[0].get_ydata())
         assert len(values) == 3 and all(0 < v < 100 for v in values)
 
 
@@ -186,8 +197,8 @@ def test_a_rollout_figure_saves_as_a_png(tmp_path):
 def test_a_step_without_samples_is_a_gap_not_a_failure():
     empty = analyze_step("canary 5%", VersionCounts(), VersionCounts(), RolloutPolicy())
     figure = rollout_figure("t", [replace(empty, share_percent=5)], RolloutPolicy())
-    for container in figure.axes[1].containers:
-        assert all(math.isnan(v) for v in container.lines[0].get_ydata())
+    for container in errorbars(figure.axes[1]):
+        assert all(math.isnan(v) for v in np.asarray(container.lines[0].get_ydata()))
 
 
 def test_the_image_is_embedded_by_the_tracking_servers_artifact_route():
