@@ -15,6 +15,7 @@ such columns as drifted: a spike of infinities got a "no drift" (or "drift") ver
 had judged, and an all-infinite column a ValueError.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ DEFAULT_DRIFT_SHARE = DriftPolicy.model_fields["drift_share"].default
 SHOWN_SUITE_FAILURES = 5
 # Columns named where a summary lists the columns of one test; more are counted.
 SHOWN_COLUMNS = 3
+# A p-value of 0 (Evidently rounds tiny ones) is taken as this, so its strength is finite.
+SMALLEST_P_VALUE = 1e-300
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class ColumnDrift:
     # False for a column shown to explain the verdict but not counted in it (a text
     # column's descriptors, such as its length in tokens).
     counted: bool = True
+
+    @property
+    def strength(self) -> float:
+        """How far the score went toward drift, on one scale for every test: 1 at the
+        threshold, above 1 drifted. A p-value (drift when small) as -log10(p) over
+        -log10(threshold), so p = 1e-30 is not a million times a p = 1e-24; a distance
+        (drift when large) as score over threshold. What a plot over time can share one
+        axis for, and what ranks the columns the report shows."""
+        if _is_p_value(self.method) and 0 < self.threshold < 1:
+            return math.log10(max(self.score, SMALLEST_P_VALUE)) / math.log10(self.threshold)
+        return self.score / self.threshold if self.threshold > 0 else self.score
 
 
 @dataclass(frozen=True)
@@ -305,10 +319,14 @@ def sample_rows(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= limit else frame.sample(n=limit, random_state=seed)
 
 
-def _column_drifted(method: str, score: float, threshold: float) -> bool:
+def _is_p_value(method: str) -> bool:
     # Evidently reports p-values for statistical tests (drift when small) and distances
     # for the others (drift when large); their display names say which.
-    return score < threshold if "p_value" in method else score >= threshold
+    return "p_value" in method
+
+
+def _column_drifted(method: str, score: float, threshold: float) -> bool:
+    return score < threshold if _is_p_value(method) else score >= threshold
 
 
 def _display_name(method: str, reference: pd.Series, current: pd.Series, text: bool) -> str:
@@ -470,15 +488,7 @@ def report_columns(columns: Sequence[ColumnDrift], always: Sequence[str] = ()) -
     """The columns the HTML report shows, in the judged order: `always` (a text column),
     then the drifted ones and then the others, each the furthest past (or nearest to) its
     threshold first, up to REPORT_COLUMNS."""
-
-    def moved(c: ColumnDrift) -> float:
-        # How far the score is on the drift side of its threshold, as a ratio: a p-value
-        # below it, a distance above it.
-        if "p_value" in c.method:
-            return c.threshold / max(c.score, 1e-300)
-        return c.score / c.threshold if c.threshold > 0 else c.score
-
-    ranked = sorted(columns, key=lambda c: (c.column not in always, not c.drifted, -moved(c)))
+    ranked = sorted(columns, key=lambda c: (c.column not in always, not c.drifted, -c.strength))
     chosen = {c.column for c in ranked[: max(REPORT_COLUMNS, len(always))]}
     return [c.column for c in columns if c.column in chosen]
 

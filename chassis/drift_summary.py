@@ -13,6 +13,14 @@ from datetime import datetime
 from chassis import markdown
 from chassis.drift import SHOWN_SUITE_FAILURES, DriftResult
 from chassis.drift_verdict import window_text
+from chassis.markdown import PlotLinks
+
+
+def plot_section(model: str, plot: PlotLinks | None) -> str:
+    """This check and the earlier ones of the model as a picture (none when not written)."""
+    if plot is None:
+        return ""
+    return f"## Over time\n{plot.markdown(f'Drift of {model} over time')}\n\n"
 
 
 def suite_lines(result: DriftResult) -> list[str]:
@@ -46,9 +54,11 @@ def drift_summary(
     result: DriftResult,
     report_url: str | None,
     window: tuple[datetime, datetime],
+    plot: PlotLinks | None = None,
 ) -> str:
     """The markdown of the drift summary; `report_url` is the Evidently report's page in
-    the MLflow UI (None when data quality stopped the check before the report)."""
+    the MLflow UI (None when data quality stopped the check before the report); `plot` the
+    drift-over-time picture (None when none was written)."""
     problems = [f"- {markdown.cell(p)}" for p in result.quality_problems] or [
         "- rows, nulls and infinities: within the policy's limits"
     ]
@@ -82,6 +92,7 @@ def drift_summary(
         f"# Drift check of {markdown.cell(model)} v{version}\n\n"
         f"**{markdown.cell(result.verdict_sentence())}**\n\n"
         f"{figures}\n\n"
+        f"{plot_section(model, plot)}"
         f"{moved}"
         f"## Data quality\n{quality}\n\n"
         f"## Left out of the distribution test (non-finite values, unreadable files)\n{notes}\n\n"

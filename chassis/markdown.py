@@ -9,6 +9,7 @@ escaped by `cell`; text that is markdown on purpose (a link, emphasis) is wrappe
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 # Inline markup anywhere in a cell (emphasis, code, links, HTML, strike-through), the table
 # column separator, and the backslash that escapes them. An underscore inside a word
@@ -42,6 +43,11 @@ def link(text: str, url: str) -> Markdown:
     return Markdown(f"[{cell(text)}]({url})")
 
 
+def image(alt: str, url: str) -> Markdown:
+    """An image shown in place (a browser fetches `url`); `alt` is read where it cannot be."""
+    return Markdown(f"![{cell(alt)}]({url})")
+
+
 def code(text: str) -> Markdown:
     """Inline code; a backtick inside is replaced, as code spans cannot escape it."""
     inside = text.replace("`", "'").replace("|", "/")
@@ -56,3 +62,16 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PlotLinks:
+    """A plot stored with an MLflow run: the image itself as the tracking server serves it
+    (what a Prefect artifact embeds) and the run's page with it open."""
+
+    image_url: str
+    page_url: str
+
+    def markdown(self, alt: str) -> str:
+        """The image shown in place, then a link to its run in MLflow."""
+        return f"{image(alt, self.image_url)}\n\n{link('The plot in MLflow', self.page_url)}"

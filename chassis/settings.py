@@ -113,6 +113,13 @@ class ChassisSettings(BaseSettings):
         "copy of the split (default <home>/gateway). Give each replica its own when several "
         "share a home, as pods each have their own disk.",
     )
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="A Prometheus Pushgateway (http://host:9091) the drift check pushes its "
+        "result to after each judged check (chassis_drift_share_ratio, "
+        "chassis_drift_detected, chassis_drift_check_timestamp_seconds; job chassis-drift, "
+        "grouped by model). Empty: nothing is pushed.",
+    )
     prediction_log_root: str | None = Field(
         default=None,
         description="Where the gateway writes its prediction log (Parquet): a folder or "

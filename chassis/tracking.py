@@ -6,12 +6,14 @@ Everything goes through a `Tracking` built from settings with an explicit MLflow
 MLflow pages (`MlflowLinks`) and Prefect flow runs for audit records (`flow_run_url`).
 """
 
+import json
 import tempfile
 import time
 import warnings
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ import onnx
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.onnx import save_model as save_onnx_model
 from mlflow.tracking.context.registry import resolve_tags
@@ -112,6 +115,27 @@ class StoredArtifact:
         report in place."""
         return MlflowLinks.of(settings).artifact(self.experiment_id, self.run_id, self.path)
 
+    def file_url(self, settings: ChassisSettings) -> str:
+        """The file's bytes from the tracking server, for a page to embed (an image)."""
+        return MlflowLinks.of(settings).artifact_file(self.run_id, self.path)
+
+
+# The per-column results of a drift check, stored with its run (read back for the plot).
+DRIFT_COLUMNS_FILE = "drift/columns.json"
+
+
+@dataclass(frozen=True)
+class MonitoringRecord:
+    """An earlier drift check as its run in `<model>-monitoring` holds it."""
+
+    run_id: str
+    started: datetime
+    metrics: dict[str, float]
+    params: dict[str, str]
+    # The per-column results (`DRIFT_COLUMNS_FILE`); None for a check that stored none
+    # (made by an older Chassis).
+    columns: list[dict[str, Any]] | None
+
 
 # MLflow 3's UI shows every page in one of two views, GenAI (traces, token usage) or
 # machine learning (runs, metrics, models), chosen by the workflow-type toggle of its
@@ -143,6 +167,14 @@ class MlflowLinks:
         """The run's artifact page with the file at `path` (inside the run's artifacts) open."""
         run = f"experiments/{_segment(experiment_id)}/runs/{_segment(run_id)}"
         return self._page(f"{run}/artifactPath/{quote(path, safe='/')}")
+
+    def artifact_file(self, run_id: str, path: str) -> str:
+        """The file itself as the tracking server serves it (its `get-artifact` route, the
+        one the UI's own viewer reads): what a web page embeds, e.g. an image in a Prefect
+        artifact. It works for every artifact store the server can read (a folder, S3, or
+        its proxied mlflow-artifacts root), where `/api/2.0/mlflow-artifacts/` serves only
+        the proxied one."""
+        return f"{self.ui}/get-artifact?path={quote(path, safe='/')}&run_uuid={_segment(run_id)}"
 
     def registered_model(self, name: str) -> str:
         return self._page(f"models/{_segment(name)}")
@@ -359,12 +391,16 @@ class Tracking:
         metrics: dict[str, float],
         params: dict[str, Any],
         html: Path,
+        columns: list[dict[str, Any]] | None = None,
     ) -> "StoredArtifact":
-        """One run per drift check in `<model>-monitoring`, holding the report."""
-        experiment_id = self.ensure_experiment(f"{model}-monitoring")
+        """One run per drift check in `<model>-monitoring`, holding the report and the
+        per-column results (`columns`, read back by later checks for their plot)."""
+        experiment_id = self.ensure_experiment(monitoring_experiment(model))
         with self._run(experiment_id, f"drift-{model}", {}) as run_id:
             self._log(run_id, params, metrics)
             self.client.log_artifact(run_id, str(html), "drift")
+            if columns is not None:
+                self.client.log_text(run_id, json.dumps(columns), DRIFT_COLUMNS_FILE)
         artifact_uri = str(self.client.get_run(run_id).info.artifact_uri)
         path = f"drift/{html.name}"
         return StoredArtifact(f"{artifact_uri.rstrip('/')}/{path}", experiment_id, run_id, path)
@@ -375,13 +411,60 @@ class Tracking:
     ) -> "StoredArtifact":
         """One run per diagnosis in `<model>-monitoring`, beside the drift checks, holding
         the report as diagnosis/report.md."""
-        experiment_id = self.ensure_experiment(f"{model}-monitoring")
+        experiment_id = self.ensure_experiment(monitoring_experiment(model))
         with self._run(experiment_id, f"diagnose-{model}", {}) as run_id:
             self._log(run_id, params, metrics)
             self.client.log_text(run_id, report, "diagnosis/report.md")
         artifact_uri = str(self.client.get_run(run_id).info.artifact_uri)
         path = "diagnosis/report.md"
         return StoredArtifact(f"{artifact_uri.rstrip('/')}/{path}", experiment_id, run_id, path)
+
+    @naming("reading the earlier drift checks of {model}")
+    def monitoring_history(
+        self, model: str, limit: int, exclude_run_id: str | None = None
+    ) -> list[MonitoringRecord]:
+        """The latest `limit` finished drift checks of `model` (oldest first), without
+        `exclude_run_id` (the check being plotted)."""
+        experiment = self.client.get_experiment_by_name(monitoring_experiment(model))
+        if experiment is None:
+            return []
+        runs = self.client.search_runs(
+            [str(experiment.experiment_id)],
+            # Drift checks only: diagnoses share the experiment (log_diagnosis_run).
+            filter_string="attributes.status = 'FINISHED' and attributes.run_name LIKE 'drift-%'",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit + 1,
+        )
+        records = [
+            MonitoringRecord(
+                str(run.info.run_id),
+                datetime.fromtimestamp(int(run.info.start_time) / 1000, UTC),
+                {str(k): float(v) for k, v in run.data.metrics.items()},
+                {str(k): str(v) for k, v in run.data.params.items()},
+                self._stored_columns(str(run.info.run_id)),
+            )
+            for run in runs
+            if str(run.info.run_id) != exclude_run_id
+        ]
+        return records[:limit][::-1]
+
+    def _stored_columns(self, run_id: str) -> list[dict[str, Any]] | None:
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                path = self.client.download_artifacts(run_id, DRIFT_COLUMNS_FILE, folder)
+            except (MlflowException, OSError):
+                return None  # a check made before the per-column file was stored
+            rows: list[dict[str, Any]] = json.loads(Path(path).read_text())
+            return rows
+
+    @naming("logging {path} to run {run_id}")
+    def log_file_to_run(self, run_id: str, path: Path, folder: str) -> StoredArtifact:
+        """Attach a file to an existing run under `folder`."""
+        self.client.log_artifact(run_id, str(path), folder)
+        run = self.client.get_run(run_id)
+        stored = f"{folder}/{path.name}"
+        uri = f"{str(run.info.artifact_uri).rstrip('/')}/{stored}"
+        return StoredArtifact(uri, str(run.info.experiment_id), run_id, stored)
 
     @contextmanager
     def _run(
@@ -455,6 +538,11 @@ class Tracking:
         # MLflow's registry stores resolve that URI through the process-wide tracking URI
         # (a TODO in their create_model_version), which Chassis never sets.
         return LoggedModel(str(created.artifact_location), model_id, stored)
+
+
+def monitoring_experiment(model: str) -> str:
+    """The experiment holding one run per drift check of `model`."""
+    return f"{model}-monitoring"
 
 
 def prefect_ui_url(settings: ChassisSettings) -> str:

@@ -496,6 +496,11 @@ class DriftDocument(Document):
     # Each version's live accuracy from feedback in the window (chassis/live_accuracy.py).
     live_accuracy: list[VersionAccuracy]
     accuracy_event_emitted: bool
+    # The drift-over-time plot (PNG) in the store, and its page in the MLflow UI; null when
+    # none was written (data quality stopped the check, or the plot failed: a warning).
+    plot_uri: str | None = None
+    plot_url: str | None = None
+    metrics_pushed: bool = False  # the result went to the Pushgateway (CHASSIS_PUSHGATEWAY_URL)
 
     @classmethod
     def of(cls, outcome: "DriftOutcome") -> "DriftDocument":

@@ -311,3 +311,5 @@ def print_drift(document: "DriftDocument") -> None:
         out.print(f"Evidently report: {document.report_url}", soft_wrap=True)
     if document.report_uri:
         out.print(f"stored at: {document.report_uri}", soft_wrap=True)
+    if document.plot_url:
+        out.print(f"drift over time (plot): {document.plot_url}", soft_wrap=True)

@@ -13,6 +13,7 @@ from chassis.drift import DriftPolicy, DriftResult
 from chassis.drift_policy import window_since
 from chassis.errors import ChassisError, DataQualityFailure
 from chassis.live_accuracy import VersionAccuracy
+from chassis.markdown import PlotLinks
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
@@ -26,7 +27,9 @@ from tasks.monitoring import (
     load_text_encoder,
     load_window,
     log_drift_report,
+    plot_drift,
     publish_drift,
+    push_drift_metrics,
     signal_accuracy,
     signal_drift,
 )
@@ -62,6 +65,12 @@ class DriftOutcome(BaseModel):
     # mean absolute error), and whether the champion's emitted the accuracy event.
     live_accuracy: list[VersionAccuracy] = Field(default_factory=list[VersionAccuracy])
     accuracy_event_emitted: bool = False
+    # Whether the result was pushed to the Pushgateway (CHASSIS_PUSHGATEWAY_URL).
+    metrics_pushed: bool = False
+    # The drift-over-time plot in the artifact store, and its page in the MLflow UI (None
+    # when none was written).
+    plot_uri: str | None = None
+    plot_url: str | None = None
 
     @classmethod
     def of(
@@ -74,6 +83,9 @@ class DriftOutcome(BaseModel):
         report_url: str | None,
         emitted: bool,
         accuracy: tuple[list[VersionAccuracy], bool] = ([], False),
+        plot: StoredArtifact | None = None,
+        plot_url: str | None = None,
+        pushed: bool = False,
     ) -> "DriftOutcome":
         return cls(
             model_name=model,
@@ -95,6 +107,9 @@ class DriftOutcome(BaseModel):
             event_emitted=emitted,
             live_accuracy=accuracy[0],
             accuracy_event_emitted=accuracy[1],
+            plot_uri=plot.uri if plot else None,
+            plot_url=plot_url,
+            metrics_pushed=pushed,
         )
 
 
@@ -134,7 +149,10 @@ def drift_check(
     retraining. Live accuracy is judged too, from the feedback the gateways joined with
     their predictions in the window: when the champion's upper confidence bound is below
     its accuracy gate (on at least policy min_feedback_rows rows), emit
-    `chassis.model.accuracy-below-gate`, which the same deployment triggers on."""
+    `chassis.model.accuracy-below-gate`, which the same deployment triggers on. A plot of
+    drift over time (this check and the earlier ones of the model) is
+    stored with the check's MLflow run and shown in the drift summary. With
+    CHASSIS_PUSHGATEWAY_URL set, a judged check's result is pushed there for Prometheus."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -170,10 +188,13 @@ def drift_check(
         }
         tracking = Tracking.from_settings(settings)
         report = log_drift_report(tracking, model_name, params, result, html)
+        plot = plot_drift(tracking, model_name, result, report, end, workdir) if report else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report_url = report.ui_url(settings) if report else None
-    publish_drift(model_name, champion, result, report_url, (start, end))
+    links = PlotLinks(plot.file_url(settings), plot.ui_url(settings)) if plot else None
+    publish_drift(model_name, champion, result, report_url, (start, end), links)
+    pushed = push_drift_metrics(settings, model_name, result, end)
     if (unusable := result.unusable_reason()) is not None:
         raise DataQualityFailure(
             f"{model_name}: served data unusable for a drift check: {unusable}"
@@ -190,4 +211,7 @@ def drift_check(
         report_url,
         emitted,
         (live, accuracy_emitted),
+        plot,
+        links.page_url if links else None,
+        pushed,
     )

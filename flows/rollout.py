@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from chassis import tracking
 from chassis.console import survive_lost_console
+from chassis.markdown import PlotLinks
 from chassis.registry import Registry
 from chassis.registry.connection import bound_http_retries
 from chassis.rollout import lease
@@ -29,6 +30,7 @@ from chassis.rollout.runner import (
     run_steps,
 )
 from chassis.settings import ChassisSettings
+from chassis.tracking import Tracking
 from flows.promotion import ModelParameter, VersionParameter
 from flows.run_form import described
 from tasks.artifacts import artifact_key
@@ -36,6 +38,7 @@ from tasks.promotion import actor, promote_champion, retire_challenger, set_chal
 from tasks.rollout import (
     finish,
     open_fleet,
+    plot_rollout,
     preflight,
     replays_traffic,
     run_step,
@@ -130,7 +133,9 @@ def rollout(
     bound (docs/architecture.md, "Rollout analysis"). A healthy step grows the candidate's
     share; a degraded one halves it; a failure sets its traffic to 0 at once, removes its
     challenger alias, records why, and fails this run. Too little traffic pauses the rollout
-    with nothing lost. Success promotes the version to champion (audited)."""
+    with nothing lost. Success promotes the version to champion (audited). A plot of the
+    steps (share, latency and errors, with the analysis's intervals) is stored with the
+    version's MLflow run and shown in the rollout-decision artifact."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     # Registry calls must fail within the lease, not after MLflow's minutes of retries: a
@@ -167,7 +172,9 @@ def rollout(
         decision = run_steps(fleet, candidate, step, promote, retire, get_run_logger())
     # Read after the driver stopped: its report is complete only then.
     traffic = dict(driver.report.statuses) if driver else {}
-    table = finish(decision, retire, evidence)
+    stored = plot_rollout(registry, Tracking.from_settings(settings), decision)
+    plot = PlotLinks(stored.file_url(settings), stored.ui_url(settings)) if stored else None
+    table = finish(decision, retire, evidence, plot)
     return RolloutOutcome(
         model_name=model_name,
         version=version,

@@ -1,5 +1,6 @@
 """Tasks of the drift check: load the window and the reference, judge, report, signal."""
 
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ from prefect.events import emit_event
 
 from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
+from chassis.drift_plot import HISTORY_CHECKS, CheckPoint, check_of_record, drift_figure
+from chassis.drift_push import PUSH_JOB, push_drift
 from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
+from chassis.figures import save_png
 from chassis.live_accuracy import VersionAccuracy, judge_live_accuracy
+from chassis.markdown import PlotLinks
 from chassis.modelspec import load_spec
 from chassis.prediction_window import Window, read_feedback, read_window
 from chassis.registry import Registry
@@ -32,6 +37,7 @@ from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 DRIFT_EVENT = "chassis.model.drift-detected"
 # A served version's live accuracy is below its accuracy gate (chassis/live_accuracy.py).
 ACCURACY_EVENT = "chassis.model.accuracy-below-gate"
+DRIFT_PLOT_FILE = "drift-over-time.png"
 
 
 def model_resource(model: str) -> dict[str, str]:
@@ -187,8 +193,62 @@ def log_drift_report(
         "verdict": result.verdict,
     }
     return tracking.log_monitoring_run(
-        model, metrics=result.monitoring_metrics(), params=params, html=html
+        model,
+        metrics=result.monitoring_metrics(),
+        params=params,
+        html=html,
+        columns=[asdict(c) for c in result.columns],
     )
+
+
+@task(name="plot-drift", **NO_CACHE_TASK)
+def plot_drift(
+    tracking: Tracking,
+    model: str,
+    result: DriftResult,
+    report: StoredArtifact,
+    checked_at: datetime,
+    workdir: Path,
+) -> StoredArtifact | None:
+    """The drift-over-time plot of this check and the earlier ones of the model, stored with
+    this check's run. A picture is an aid, not the check: any failure to make or store it is
+    a warning, and None, never a failed check."""
+    try:
+        earlier = tracking.monitoring_history(model, HISTORY_CHECKS - 1, report.run_id)
+        checks = [c for c in map(check_of_record, earlier) if c is not None]
+        checks.append(CheckPoint.of(checked_at, result))
+        png = save_png(drift_figure(model, checks), workdir / DRIFT_PLOT_FILE)
+        return tracking.log_file_to_run(report.run_id, png, "drift")
+    except Exception as error:
+        get_run_logger().warning("drift plot not written (the check stands): %s", error)
+        return None
+
+
+@task(name="push-drift-metrics", **NO_CACHE_TASK)
+def push_drift_metrics(
+    settings: ChassisSettings, model: str, result: DriftResult, checked_at: datetime
+) -> bool:
+    """The check's result to the Pushgateway at CHASSIS_PUSHGATEWAY_URL (chassis/drift_push.py);
+    whether it was pushed. Not set: nothing is pushed, and the log says how to. A check with
+    no verdict (data quality) pushes nothing. A push that fails is a warning, never a failed
+    check: the verdict, its report and its event do not depend on the metrics."""
+    logger = get_run_logger()
+    url = settings.pushgateway_url
+    if result.verdict not in ("drift", "no-drift"):
+        return False
+    if not url:
+        logger.info(
+            "drift metrics not pushed: set CHASSIS_PUSHGATEWAY_URL to a Prometheus Pushgateway "
+            "to alert on drift (docs/metrics.md)"
+        )
+        return False
+    try:
+        push_drift(url, model, result, checked_at)
+    except Exception as error:
+        logger.warning("drift metrics not pushed to %s (the check stands): %s", url, error)
+        return False
+    logger.info("drift metrics pushed to %s (job %s, model %s)", url, PUSH_JOB, model)
+    return True
 
 
 def publish_drift(
@@ -197,8 +257,10 @@ def publish_drift(
     result: DriftResult,
     report_url: str | None,
     window: tuple[datetime, datetime],
+    plot: PlotLinks | None = None,
 ) -> None:
-    """The verdict in Prefect; `report_url` is the report's page in the MLflow UI."""
+    """The verdict in Prefect; `report_url` is the report's page in the MLflow UI, `plot`
+    the drift-over-time image (shown in the summary)."""
     sentence = result.verdict_sentence()
     if result.columns:
         publish_table(
@@ -208,7 +270,7 @@ def publish_drift(
             description=f"Per-column drift of {model} v{version}: {sentence}",
         )
     publish_markdown(
-        drift_summary(model, version, result, report_url, window),
+        drift_summary(model, version, result, report_url, window, plot),
         "drift-summary",
         model,
         description=f"Drift check of {model} v{version}: {sentence}",

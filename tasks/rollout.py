@@ -7,6 +7,7 @@ chassis/rollout/runner.py; these only reach out to the registry, the gateways an
 import contextlib
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,11 +17,14 @@ from prefect.runtime import flow_run
 
 from chassis import progress
 from chassis.data import request_rows
+from chassis.figures import save_png
+from chassis.markdown import PlotLinks
 from chassis.registry import Registry
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.fleet import Fleet, resolve_replicas
 from chassis.rollout.orphans import this_process
+from chassis.rollout.plot import rollout_figure
 from chassis.rollout.record import RolloutRecord
 from chassis.rollout.runner import (
     Candidate,
@@ -35,6 +39,7 @@ from chassis.rollout.runner import (
 from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import check_replicas, gateway_for
 from chassis.settings import ChassisSettings
+from chassis.tracking import StoredArtifact, Tracking
 from chassis.version_loader import evaluation_rows
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.options import NO_CACHE_TASK, named
@@ -95,9 +100,40 @@ def publish_step(analysis: StepAnalysis, model: str, version: int) -> None:
     )
 
 
-def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list[dict[str, str]]:
-    """Publish the steps table and the decision; retire a failed candidate and raise what a
-    paused or failed rollout is (runner.conclude). Returns the table of a promotion."""
+@task(name="plot-rollout", **NO_CACHE_TASK)
+def plot_rollout(
+    registry: Registry, tracking: Tracking, decision: Decision
+) -> StoredArtifact | None:
+    """The steps' plot, stored with the MLflow run of the version rolled out (beside its
+    gate report: the version's page links that run) under `rollout/`, one file per rollout.
+    A picture is an aid: any failure to draw or store it is a warning and None, never a
+    changed outcome."""
+    candidate = decision.candidate
+    title = (
+        f"Rollout of {candidate.model} v{candidate.version} against v{candidate.champion} "
+        f"({candidate.strategy}): {decision.headline}"
+    )
+    try:
+        figure = rollout_figure(title, decision.analyses, candidate.policy)
+        with tempfile.TemporaryDirectory(prefix="chassis-plot-") as folder:
+            name = f"v{candidate.version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.png"
+            png = save_png(figure, Path(folder) / name)
+            run_id = registry.version_run_id(candidate.model, candidate.version)
+            return tracking.log_file_to_run(run_id, png, "rollout")
+    except Exception as error:
+        get_run_logger().warning("rollout plot not written (the outcome stands): %s", error)
+        return None
+
+
+def finish(
+    decision: Decision,
+    retire: Retire,
+    evidence: dict[str, str],
+    plot: PlotLinks | None = None,
+) -> list[dict[str, str]]:
+    """Publish the steps table and the decision (with the steps' plot when one was stored);
+    retire a failed candidate and raise what a paused or failed rollout is
+    (runner.conclude). Returns the table of a promotion."""
     candidate = decision.candidate
     model, tag = candidate.model, f"v{candidate.version}"
     table = step_rows(decision.analyses)
@@ -110,7 +146,7 @@ def finish(decision: Decision, retire: Retire, evidence: dict[str, str]) -> list
 
     def publish() -> None:
         publish_markdown(
-            decision_markdown(decision),
+            decision_markdown(decision, plot),
             "rollout-decision",
             model,
             description=f"Rollout decision for {model} {tag}: {decision.headline}",

@@ -53,6 +53,29 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A figure the analysis judged, with the interval of its confidence bound."""
+
+    value: float
+    low: float
+    high: float  # infinite while the sample is too small to bound it from above
+
+
+@dataclass(frozen=True)
+class StepFigures:
+    """The numbers behind a step's checks, as the rollout's plot draws them: error ratios
+    (Wilson intervals) and model CPU time per row in seconds (distribution-free quantile
+    bounds) of candidate and stable, by quantile; the candidate's p99 as the budget check
+    judges it. None where the window had nothing to estimate from."""
+
+    candidate_errors: Estimate | None = None
+    stable_errors: Estimate | None = None
+    candidate_latency: tuple[tuple[float, Estimate], ...] = ()
+    stable_latency: tuple[tuple[float, Estimate], ...] = ()
+    candidate_p99: Estimate | None = None
+
+
+@dataclass(frozen=True)
 class StepAnalysis:
     step: str
     verdict: Verdict
@@ -60,6 +83,10 @@ class StepAnalysis:
     reason: str = ""
     candidate_samples: int = 0
     samples_needed: int = 0
+    # The candidate's share of live traffic in the step, percent (set by the runner, which
+    # committed the split); None where unknown.
+    share_percent: float | None = None
+    figures: StepFigures = field(default_factory=StepFigures)
 
     def rows(self) -> list[dict[str, str]]:
         # The verdict before the long "observed" text: it is what a reader looks for, and a
@@ -148,14 +175,17 @@ def _latency_checks(
     return checks
 
 
+def _budget_p99(candidate: VersionCounts, z: float) -> tuple[float, float, float]:
+    """The p99 the budget is judged on: model CPU time per row; wall time from a gateway
+    that reports no model CPU time (none today)."""
+    judged = candidate.cpu_buckets if any(candidate.cpu_buckets) else candidate.buckets
+    return quantile_bounds(candidate.bounds, judged, 0.99, z)
+
+
 def _budget_check(candidate: VersionCounts, policy: RolloutPolicy, z: float) -> Check:
     wall = quantile_bounds(candidate.bounds, candidate.buckets, 0.99, z)[1]
-    # Counts from a gateway that reports no model CPU time (none today) are judged on wall
-    # time, and the row says so.
     judged_cpu = any(candidate.cpu_buckets)
-    low, mid, high = quantile_bounds(
-        candidate.bounds, candidate.cpu_buckets if judged_cpu else candidate.buckets, 0.99, z
-    )
+    low, mid, high = _budget_p99(candidate, z)
     observed = f"{_ms(mid)} in [{_ms(low)}, {_ms(high)}]"
     if judged_cpu:
         observed = f"model {observed} per row; requests {_ms(wall)} incl. queueing"
@@ -216,7 +246,34 @@ def analyze_step(
         reason = f"{samples} candidate samples, {needed} needed for a verdict"
     else:
         verdict, reason = "pass", f"all checks passed over {samples} candidate samples"
-    return StepAnalysis(step, verdict, tuple(checks), reason, samples, needed)
+    figures = step_figures(candidate, stable, z)
+    return StepAnalysis(step, verdict, tuple(checks), reason, samples, needed, figures=figures)
+
+
+def step_figures(candidate: VersionCounts, stable: VersionCounts, z: float) -> StepFigures:
+    """The estimates the checks judged, as numbers (`StepFigures`)."""
+
+    def errors(counts: VersionCounts) -> Estimate | None:
+        if not counts.executions:
+            return None
+        low, high = wilson(counts.errors, counts.executions, z)
+        return Estimate(counts.errors / counts.executions, low, high)
+
+    def latency(counts: VersionCounts) -> tuple[tuple[float, Estimate], ...]:
+        if not any(counts.cpu_buckets):
+            return ()
+        return tuple(
+            (q, _estimate(quantile_bounds(counts.bounds, counts.cpu_buckets, q, z)))
+            for q in LATENCY_QUANTILES
+        )
+
+    p99 = _estimate(_budget_p99(candidate, z)) if candidate.answered else None
+    return StepFigures(errors(candidate), errors(stable), latency(candidate), latency(stable), p99)
+
+
+def _estimate(bounds: tuple[float, float, float]) -> Estimate:
+    low, value, high = bounds
+    return Estimate(value, low, high)
 
 
 def _explain(checks: list[Check]) -> str:

@@ -11,7 +11,7 @@ paused, a lost lease, replicas that lag.
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from chassis import progress
@@ -24,7 +24,7 @@ from chassis.errors import (
     RolloutFailed,
     RolloutPaused,
 )
-from chassis.markdown import table
+from chassis.markdown import PlotLinks, table
 from chassis.rollout import lease
 from chassis.rollout.analysis import StepAnalysis
 from chassis.rollout.counts import ModelCounts, VersionCounts
@@ -174,21 +174,22 @@ def canary(candidate: Candidate, step: StepRunner) -> list[StepAnalysis]:
     policy = candidate.policy
     analyses: list[StepAnalysis] = []
     if policy.shadow_first:
-        analysis = step(canary_split(candidate, "shadow", 0.0), "shadow", True)
+        analysis = with_share(step(canary_split(candidate, "shadow", 0.0), "shadow", True), 0.0)
         analyses.append(analysis)
         if analysis.verdict != "pass":
             return analyses
     percent: float | None = first_share(policy)
     compare = policy.mirror_percent > 0
     while percent is not None:
-        analysis = step(canary_split(candidate, "canary", percent), f"canary {percent:g}%", compare)
+        split = canary_split(candidate, "canary", percent)
+        analysis = with_share(step(split, f"canary {percent:g}%", compare), percent)
         analyses.append(analysis)
         if analysis.verdict in ("fail", "paused"):
             return analyses
         following = next_share(policy, percent, analysis.verdict, len(analyses))
         if following.rollback:
             reason = f"{analysis.reason}; {following.reason}"
-            analyses.append(StepAnalysis(analysis.step, "fail", analysis.checks, reason))
+            analyses.append(replace(analysis, verdict="fail", reason=reason))
             return analyses
         percent = following.percent
     return analyses
@@ -205,7 +206,7 @@ def blue_green(candidate: Candidate, step: StepRunner) -> list[StepAnalysis]:
         stable_version=candidate.champion,
         candidate_version=candidate.version,
     )
-    preview = step(preview_split, "blue-green preview", True)
+    preview = with_share(step(preview_split, "blue-green preview", True), 0.0)
     if preview.verdict != "pass":
         return [degraded_fails(preview)]
     mirror = candidate.policy.mirror_percent
@@ -215,16 +216,19 @@ def blue_green(candidate: Candidate, step: StepRunner) -> list[StepAnalysis]:
         warm_version=candidate.champion,
         mirror_percent=mirror,
     )
-    live = step(switched, "blue-green live", mirror > 0)
+    live = with_share(step(switched, "blue-green live", mirror > 0), 100.0)
     return [preview, degraded_fails(live)]
 
 
 def degraded_fails(analysis: StepAnalysis) -> StepAnalysis:
     if analysis.verdict != "degraded":
         return analysis
-    return StepAnalysis(
-        analysis.step, "fail", analysis.checks, analysis.reason, analysis.candidate_samples
-    )
+    return replace(analysis, verdict="fail")
+
+
+def with_share(analysis: StepAnalysis, percent: float) -> StepAnalysis:
+    """The step's analysis with the candidate's share of live traffic it was judged at."""
+    return replace(analysis, share_percent=percent)
 
 
 def end_safely(
@@ -395,7 +399,9 @@ def conclude(
     publish()
 
 
-def decision_markdown(decision: Decision) -> str:
+def decision_markdown(decision: Decision, plot: PlotLinks | None = None) -> str:
+    """The decision, its reason, each step's verdict, and the steps' plot when one was
+    stored (`plot`)."""
     candidate = decision.candidate
     lines = [
         f"# Rollout of {candidate.model} v{candidate.version} ({candidate.strategy}): "
@@ -408,6 +414,9 @@ def decision_markdown(decision: Decision) -> str:
             [(a.step, a.verdict, a.reason) for a in decision.analyses],
         ),
     ]
+    if plot is not None:
+        title = f"Rollout of {candidate.model} v{candidate.version}, step by step"
+        lines += ["", "## Step by step", plot.markdown(title)]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ gateways) and by the decision benchmark (replaying recorded counters) alike.
 """
 
 import math
+from dataclasses import replace
 
 from chassis.rollout.analysis import StepAnalysis, analyze_step
 from chassis.rollout.counts import VersionCounts
@@ -59,17 +60,14 @@ class WindowJudge:
                 self._stretch(analysis, elapsed_seconds)
             self.window_end += self.window_seconds
             return None
-        return StepAnalysis(
-            self.label,
-            "paused",
-            analysis.checks,
-            f"still inconclusive after {self.windows} window(s) ({elapsed_seconds:.0f} s): "
+        return replace(
+            analysis,
+            verdict="paused",
+            reason=f"still inconclusive after {self.windows} window(s) ({elapsed_seconds:.0f} s): "
             f"{analysis.reason}. Too little traffic to judge"
             f"{self._pace(analysis, elapsed_seconds)}: send traffic to the gateway (chassis "
             f"traffic), give steps longer ({self._longer}), or detect only larger effects "
             "(detect_error_increase, detect_agreement_drop)",
-            analysis.candidate_samples,
-            analysis.samples_needed,
         )
 
     @property

@@ -11,18 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tasks.monitoring
 from chassis.drift import DriftPolicy
 from chassis.errors import DataQualityFailure, DriftInputError
 from chassis.prediction_window import read_feedback
 from chassis.registry import tags
+from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.tracking import MlflowLinks, Tracking
 from chassis.traffic import apply_drift, replay
 from flows.monitoring import drift_check
 from flows.release import release
 from tests.fixtures import specs
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.prediction_log import logged_rows, wait_until_logged
+from tests.fixtures.pushgateway import pushed_samples, pushgateway
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
@@ -57,10 +61,23 @@ def send(gateway: GatewayProcess, rows: np.ndarray) -> None:
     wait_until_logged(settings, MODEL, before + len(rows))  # the gateway flushes every 0.5 s
 
 
-def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_gateway):
+@pytest.fixture
+def push_url(tmp_path, monkeypatch):
+    """A real Pushgateway the drift checks push to (CHASSIS_PUSHGATEWAY_URL)."""
+    with pushgateway(tmp_path / "pushgateway.log") as url:
+        monkeypatch.setenv("CHASSIS_PUSHGATEWAY_URL", url)
+        yield url
+
+
+def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(
+    logging_gateway, tmp_path, push_url
+):
     send(logging_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift" and not calm.event_emitted
+    group = (("instance", ""), ("job", "chassis-drift"), ("model", MODEL))
+    assert calm.metrics_pushed
+    assert pushed_samples(push_url, "chassis_drift_detected") == {group: 0.0}
     assert calm.served_rows == 300
     assert (calm.judged_columns, calm.drift_share_needed) == (4, 0.5)
     description = latest_artifact("drift-summary-test-blobs").description or ""
@@ -95,10 +112,34 @@ def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(logging_
     )
     assert page, url
     assert f"[Evidently report]({url})" in summary and "file://" not in summary
-    listed = home_registry().client.list_artifacts(page.group(2), "drift")
-    assert [a.path for a in listed] == [page.group(3)]
-    run = home_registry().client.get_run(page.group(2))
+    client = home_registry().client
+    listed = {a.path for a in client.list_artifacts(page.group(2), "drift")}
+    plot_path = "drift/drift-over-time.png"
+    assert listed == {page.group(3), "drift/columns.json", plot_path}
+    run = client.get_run(page.group(2))
     assert run.info.experiment_id == page.group(1)
+
+    # The drift-over-time plot: a PNG with the check's run, embedded in the summary by the
+    # URL the tracking server serves it from, drawn from both checks (each run keeps its
+    # per-column results for the next check to read back).
+    assert drifted.plot_uri == f"{run.info.artifact_uri}/{plot_path}"
+    png = Path(client.download_artifacts(page.group(2), plot_path, str(tmp_path)))
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    image = MlflowLinks.of(ChassisSettings()).artifact_file(page.group(2), plot_path)
+    assert f"![Drift of test-blobs over time]({image})" in summary
+    assert drifted.plot_url and f"[The plot in MLflow]({drifted.plot_url})" in summary
+    history = Tracking.from_settings(ChassisSettings()).monitoring_history(MODEL, 30)
+    assert [r.params["verdict"] for r in history] == ["no-drift", "drift"]
+    assert all(len(r.columns or []) == 4 for r in history)
+
+    # The Pushgateway holds the model's latest judged check, as Prometheus scrapes it.
+    assert drifted.metrics_pushed
+    assert pushed_samples(push_url, "chassis_drift_detected") == {group: 1.0}
+    assert pushed_samples(push_url, "chassis_drift_share_ratio") == {
+        group: pytest.approx(drifted.drifted_share)
+    }
+    (checked_at,) = pushed_samples(push_url, "chassis_drift_check_timestamp_seconds").values()
+    assert checked_at == pytest.approx(datetime.fromisoformat(drifted.window_end).timestamp())
 
     # Clients' labels: 150 calm rows answered, 120 of them labelled with another class than
     # the one predicted. The check judges live accuracy against v1's accuracy gate and
@@ -166,10 +207,22 @@ def test_a_prediction_log_with_another_schema_is_an_error_never_no_drift(chassis
         drift_check(model_name=MODEL, window_minutes=10)
 
 
-def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(suite_gateway):
+def test_a_window_within_the_serving_suite_passes_it_and_the_result_is_recorded(
+    suite_gateway, monkeypatch
+):
+    # A plot that cannot be drawn is a warning: the check and its verdict stand.
+    def broken(*args, **kwargs):
+        raise RuntimeError("no plot today")
+
+    monkeypatch.setattr(tasks.monitoring, "drift_figure", broken)
+    # A Pushgateway that does not answer is a warning too.
+    monkeypatch.setenv("CHASSIS_PUSHGATEWAY_URL", f"http://127.0.0.1:{free_port()}")
     send(suite_gateway, specs.blob_traffic(1))
     calm = drift_check(model_name=MODEL, window_minutes=10)
     assert calm.verdict == "no-drift"
+    assert calm.plot_uri is None and calm.report_uri
+    assert not calm.metrics_pushed
+    assert "## Over time" not in latest_artifact("drift-summary-test-blobs").data
     assert calm.serving_suite == "passed (test-blobs.serving, 10 expectations)"
     assert calm.serving_suite_failures == []
     assert (

@@ -4,6 +4,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -18,11 +19,13 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 
+import tasks.rollout
 from chassis.errors import ChassisError, GatesFailed, RolloutFailed, RolloutPaused
 from chassis.registry import tags
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
+from chassis.tracking import MlflowLinks
 from flows.release import release
 from flows.rollout import rollout
 from tests.fixtures.gateway import MODEL, GatewayProcess
@@ -42,7 +45,7 @@ def two_versions(chassis_home):
     return chassis_home
 
 
-def test_good_canary_is_promoted(two_versions):
+def test_good_canary_is_promoted(two_versions, tmp_path):
     outcome = rollout(model_name=MODEL, version=2, policy=FAST, drive_traffic="always")
     assert outcome.promoted
     assert [r["step"] for r in outcome.steps if r["check"] == "error rate limit"] == [
@@ -54,7 +57,18 @@ def test_good_canary_is_promoted(two_versions):
     last = home_registry().history(MODEL)[-1]
     assert last.action == "promote" and "canary rollout passed 3 step(s)" in last.reason
     assert set(outcome.traffic) == {"200"}
-    assert "PROMOTED" in latest_artifact("rollout-decision-test-blobs").data
+    decision = latest_artifact("rollout-decision-test-blobs").data
+    assert "PROMOTED" in decision
+    # The steps' plot: a PNG with the version's MLflow run, embedded in the decision by the
+    # URL the tracking server serves it from.
+    client = home_registry().client
+    run_id = home_registry().version_run_id(MODEL, 2)
+    (stored,) = [a.path for a in client.list_artifacts(run_id, "rollout")]
+    assert re.fullmatch(r"rollout/v2-\d{8}T\d{6}Z\.png", stored), stored
+    png = Path(client.download_artifacts(run_id, stored, str(tmp_path)))
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    image = MlflowLinks.of(ChassisSettings()).artifact_file(run_id, stored)
+    assert f"![Rollout of test-blobs v2, step by step]({image})" in decision
 
 
 def test_wrong_predictions_are_rolled_back_with_no_stable_errors(chassis_home):
@@ -93,13 +107,23 @@ def test_slow_candidate_fails_its_latency_budget(two_versions):
     assert home_registry().current_aliases(MODEL) == {"champion": 1}
 
 
-def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions):
+def test_too_little_traffic_pauses_and_keeps_the_challenger(two_versions, monkeypatch):
+    # A plot that cannot be drawn is a warning: the decision stands and is published.
+    def broken(*args, **kwargs):
+        raise RuntimeError("no plot today")
+
+    monkeypatch.setattr(tasks.rollout, "rollout_figure", broken)
     quiet = FAST.model_copy(update={"steps": [100.0], "step_seconds": 1.0})
     with pytest.raises(RolloutPaused, match="Too little traffic"):
         rollout(model_name=MODEL, version=2, policy=quiet, drive_traffic="never")
     # Nothing against the candidate was seen: it keeps its alias, the champion its traffic.
     assert home_registry().current_aliases(MODEL) == {"champion": 1, "challenger": 2}
-    assert "PAUSED" in latest_artifact("rollout-decision-test-blobs").data
+    decision = latest_artifact("rollout-decision-test-blobs").data
+    assert "PAUSED" in decision and "## Step by step" not in decision
+    assert (
+        home_registry().client.list_artifacts(home_registry().version_run_id(MODEL, 2), "rollout")
+        == []
+    )
 
 
 def test_a_copy_of_the_champion_is_promoted(chassis_home):

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from chassis.drift import DriftResult
+from chassis.drift_push import drift_registry
 from chassis.serving.metrics import GatewayMetrics, LiveReading, Readings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,11 +94,18 @@ def test_every_alert_has_a_promtool_case_that_fires_it_and_one_that_does_not():
     assert alerts - quiet == set(), "never seen quiet"
 
 
-def test_the_rules_read_only_metrics_the_gateway_exports():
-    exported = exported_sample_names()
+def pushed_sample_names() -> set[str]:
+    """Every sample name the drift check pushes to the Pushgateway."""
+    result = DriftResult("drift", 10, 10, 1, 0.5)
+    registry = drift_registry(result, datetime.now(UTC))
+    return {sample.name for family in registry.collect() for sample in family.samples}
+
+
+def test_the_rules_read_only_metrics_the_gateway_exports_or_the_drift_check_pushes():
+    exported = exported_sample_names() | pushed_sample_names()
     used = set(re.findall(r"\b(chassis_[a-z_]+)\b", RULES.read_text()))
     unknown = used - exported
-    assert used and not unknown, f"rules name metrics the gateway does not export: {unknown}"
+    assert used and not unknown, f"rules name metrics nothing exports: {unknown}"
 
 
 def test_every_exported_metric_is_documented():
@@ -108,6 +118,7 @@ def test_every_exported_metric_is_documented():
     }
     assert len(exposed) == len(families)
     assert exposed - documented == set(), "exported but not in docs/metrics.md"
+    assert pushed_sample_names() - documented == set(), "pushed but not in docs/metrics.md"
 
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_anchor_that_exists():

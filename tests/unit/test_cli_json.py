@@ -395,6 +395,9 @@ def test_the_drift_document_carries_every_field_of_the_flows_outcome():
         report_uri="file:///tmp/report.html",
         event_emitted=True,
         report_url="http://127.0.0.1:5000/#/experiments/1/runs/r/artifactPath/drift/r.html",
+        plot_uri="file:///tmp/drift/drift-over-time.png",
+        plot_url="http://127.0.0.1:5000/#/experiments/1/runs/r/artifactPath/drift/drift-over-time.png",
+        metrics_pushed=True,
     )
     document = json.loads(DriftDocument.of(outcome).model_dump_json())
     fields = outcome.model_dump()
