@@ -48,6 +48,9 @@ def _diagnose(args: argparse.Namespace, context: Context) -> int:
     policy = diagnosis_policy_from(given_values(args, DIAGNOSIS_POLICY))  # before any run
     if args.replicas:
         resolve_replicas(args.replicas)  # a malformed address fails before any run
+    # A name typed by hand that the registry does not know is a usage mistake here; the
+    # flow itself (started by an alert) reports such a model in its diagnosis instead.
+    context.require_registered(args.model)
     outcome = context.run_flow(
         "diagnose", {"model_name": args.model, "replicas": args.replicas, "policy": policy}
     )

@@ -399,3 +399,15 @@ def test_gate_options_are_generated_from_the_gate_policy_with_their_defaults():
     assert "(default: 0.01)" in blocks["--max-relative-drop-vs-baseline"]
     assert "{accuracy,macro_f1}" in blocks["--quality-metric"]
     assert "(default: accuracy)" in blocks["--quality-metric"]
+
+
+def test_diagnose_refuses_an_unknown_model_and_bad_values_before_any_run(home_without_models):
+    env = {"CHASSIS_HOME": str(home_without_models)}
+    unknown = chassis("diagnose", "--model", "ghost", env=env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "error: no registered model named 'ghost'"
+    code, _, stderr = chassis_in_process("diagnose", "--model", "m", "--error-ratio-max", "2")
+    assert code == 2 and "--error-ratio-max: must be in (0, 1), got 2" in stderr
+    bad_replica = chassis("diagnose", "--model", "m", "--replica", "ftp://x", env=env)
+    assert bad_replica.returncode == 1
+    assert "replica 'ftp://x': expected a URL like http://host:8000" in bad_replica.stderr
