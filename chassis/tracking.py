@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import onnx
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param
@@ -508,6 +507,8 @@ class Tracking:
             params={key: str(value) for key, value in params.items()},
         )
         model_id = str(created.model_id)
+        import onnx  # here: a second of import that only logging a model needs
+
         try:
             self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
             with tempfile.TemporaryDirectory() as folder:

@@ -18,14 +18,14 @@ from pydantic import BaseModel, Field
 from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe
-from chassis.drift import DriftPolicy
+from chassis.drift_policy import DriftPolicy
 from chassis.errors import ChassisError, RecoveryFailed
 from chassis.registry import Registry
 from chassis.rollout.fleet import resolve_replicas
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact
-from flows.promotion import ModelParameter
+from flows.parameters import ModelParameter
 from flows.run_form import described
 from tasks.diagnosis import (
     check_business_logic,
@@ -36,7 +36,6 @@ from tasks.diagnosis import (
     plan,
     publish_diagnosis,
 )
-from tasks.monitoring import check_serving_suite, load_reference, load_window
 
 
 class DiagnosisOutcome(BaseModel):
@@ -93,6 +92,10 @@ def diagnose(
         champion = registry.version_for_alias(model_name, "champion")
         if champion is None:
             return [Finding("champion", "not judged", "no @champion", "a champion to compare")]
+        # Imported here: the drift machinery is the slowest import of the flow, and an
+        # alert's diagnosis should start (and usually end, at the model branch) without it.
+        from tasks.monitoring import check_serving_suite, load_reference, load_window
+
         workdir = settings.home / "work" / uuid.uuid4().hex
         try:
             reference, features = load_reference(registry, model_name, champion, workdir)

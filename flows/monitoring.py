@@ -17,7 +17,7 @@ from chassis.markdown import PlotLinks
 from chassis.registry import Registry
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
-from flows.promotion import ModelParameter
+from flows.parameters import ModelParameter
 from flows.run_form import described
 from tasks.monitoring import (
     check_serving_suite,

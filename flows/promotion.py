@@ -15,6 +15,7 @@ from chassis.gates import GatePolicy
 from chassis.registry import AliasChange, Registry
 from chassis.registry.tags import TAG_GATE_REPORT
 from chassis.settings import ChassisSettings
+from flows.parameters import ModelParameter, VersionParameter
 from flows.run_form import described
 from tasks.promotion import (
     judge_gates,
@@ -27,11 +28,6 @@ from tasks.promotion import (
     set_challenger,
     verify_version,
 )
-
-ModelParameter = Annotated[
-    str, Field(min_length=1, description="Registered-model name, e.g. digits-mlp.")
-]
-VersionParameter = Annotated[int, Field(ge=1, description="Model version number.")]
 
 
 class GatesOutcome(BaseModel):

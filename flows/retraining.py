@@ -9,12 +9,14 @@ from chassis.errors import RegistryError
 from chassis.registry import Registry
 from chassis.registry.tags import TAG_GATES, TAG_SPEC
 from chassis.settings import ChassisSettings
-from flows.promotion import ModelParameter, gates
+from flows.parameters import ModelParameter
+from flows.promotion import gates
 from flows.release import release
 from flows.rollout import rollout
 from flows.run_form import described
 from flows.run_names import by_models
-from tasks.promotion import actor, retire_challenger
+from tasks.alias_changes import actor
+from tasks.promotion import retire_challenger
 
 
 class RetrainOutcome(BaseModel):

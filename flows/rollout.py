@@ -31,10 +31,11 @@ from chassis.rollout.runner import (
 )
 from chassis.settings import ChassisSettings
 from chassis.tracking import Tracking
-from flows.promotion import ModelParameter, VersionParameter
+from flows.parameters import ModelParameter, VersionParameter
 from flows.run_form import described
+from tasks.alias_changes import actor
 from tasks.artifacts import artifact_key
-from tasks.promotion import actor, promote_champion, retire_challenger, set_challenger
+from tasks.promotion import promote_champion, retire_challenger, set_challenger
 from tasks.rollout import (
     finish,
     open_fleet,

@@ -8,11 +8,12 @@ from functools import partial
 import pandas as pd
 from prefect import get_run_logger, task
 
+from chassis.diagnosis.accuracy_checks import accuracy_findings, live_accuracy
 from chassis.diagnosis.data_checks import data_findings
 from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
-from chassis.diagnosis.probes import ReplicaProbe, observe, probe_fleet
+from chassis.diagnosis.probes import ReplicaProbe, metrics_texts, observe, probe_fleet
 from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, RecoveryPlan, plan_recovery
 from chassis.diagnosis.report import to_markdown
 from chassis.diagnosis.traffic_checks import (
@@ -29,9 +30,9 @@ from chassis.registry import Registry
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
+from tasks.alias_changes import actor, publish_alias_change
 from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK
-from tasks.promotion import actor, publish_alias_change
 
 
 @task(name="check-services", **NO_CACHE_TASK)
@@ -61,7 +62,10 @@ def check_model_performance(
             "a version is surely failing after %.0f s: watched no longer",
             time.monotonic() - started,
         )
-    return traffic_findings(counts, policy, early_alpha(policy) if early else final_alpha(policy))
+    findings = traffic_findings(
+        counts, policy, early_alpha(policy) if early else final_alpha(policy)
+    )
+    return findings + accuracy_findings(live_accuracy(metrics_texts(clients), model), policy)
 
 
 @task(name="check-data-quality", **NO_CACHE_TASK)

@@ -1,12 +1,9 @@
 """Tasks of gates and promotion: measure versions, judge them, move aliases, record why."""
 
-import getpass
 import json
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.runtime import flow_run
 
 from chassis import progress
 from chassis.aliases import CHAMPION, describe_aliases
@@ -25,15 +22,9 @@ from chassis.task import task_of
 from chassis.tracking import Tracking
 from chassis.version_loader import evaluation_rows, load_version, rows_for
 from chassis.version_measure import measure_classifier
-from tasks.artifacts import publish_markdown, publish_table
+from tasks.alias_changes import actor, publish_alias_change
+from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
-
-
-def actor() -> str:
-    """Who moved an alias: the OS user, and the Prefect flow run when there is one."""
-    user = getpass.getuser()
-    run = flow_run.name
-    return f"{user} via flow run {run}" if run else user
 
 
 @task(name="measure-versions", **NO_CACHE_TASK)
@@ -145,36 +136,6 @@ def verify_version(
     files = registry.fetch_version(model_name, version, workdir / f"v{version}")
     get_run_logger().info("v%d verified: sha256 %s", version, files.tags[TAG_ONNX_SHA256][:16])
     return files.tags
-
-
-def publish_alias_change(change: AliasChange) -> None:
-    record = change.audit
-    if record is None:
-        publish_markdown(
-            f"# {change.name}: {change.action} was already done\n\n"
-            f"Aliases: {describe_aliases(change.aliases_after)}",
-            "alias-change",
-            change.name,
-            description="No alias moved (repeated request)",
-        )
-        return
-    rows: list[dict[str, Any]] = [
-        {"alias": m["alias"], "from": m["from"], "to": m["to"]} for m in record.moves
-    ]
-    publish_table(
-        rows, "alias-moves", change.name, description=f"{change.action} by {record.actor}"
-    )
-    evidence = "\n".join(f"- {k}: {v}" for k, v in record.evidence.items()) or "- none"
-    publish_markdown(
-        f"# {change.name}: {change.action} (audit #{record.sequence})\n\n"
-        f"- when: {record.at}\n- who: {record.actor}\n- why: {record.reason}\n\n"
-        f"## Evidence\n{evidence}\n\n"
-        f"## Aliases\n- before: {describe_aliases(change.aliases_before)}\n"
-        f"- after: {describe_aliases(change.aliases_after)}\n",
-        "alias-change",
-        change.name,
-        description=f"Audit record #{record.sequence}",
-    )
 
 
 def _finish(change: AliasChange) -> AliasChange:

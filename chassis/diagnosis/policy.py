@@ -52,6 +52,11 @@ class DiagnosisPolicy(BaseModel):
         "whole watch (half spent on the early looks that end it once a version is surely "
         "failing, half at the window's end).",
     )
+    min_feedback_rows: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="Fewer feedback rows than this (over every replica): a version's live "
+        "accuracy is not judged.",
+    )
     window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = Field(
         default=15,
         description="Minutes of served rows the data-quality branch reads.",

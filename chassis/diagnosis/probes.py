@@ -40,6 +40,17 @@ def probe_fleet(clients: Sequence[GatewayClient], model: str) -> list[ReplicaPro
     return [probe(client, model) for client in clients]
 
 
+def metrics_texts(clients: Sequence[GatewayClient]) -> list[str]:
+    """Every replica's `/metrics` that answered (the service branch reports the others)."""
+    texts: list[str] = []
+    for client in clients:
+        try:
+            texts.append(client.metrics())
+        except (httpx.HTTPError, GatewayError):
+            continue
+    return texts
+
+
 def observe(
     clients: Sequence[GatewayClient],
     model: str,

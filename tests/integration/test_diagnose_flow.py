@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pandas as pd
 import pytest
 
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK
+from chassis.errors import RecoveryFailed
 from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
@@ -73,6 +75,31 @@ def test_a_healthy_model_is_found_healthy_on_every_branch(served, tmp_path):
     for heading in ("base services: healthy", "model performance: healthy"):
         assert heading in report
     assert "v1 server-error ratio" in report and "values within the reference's ranges" in report
+
+
+def test_a_champion_surely_below_its_accuracy_gate_on_live_feedback_fails_the_model_branch(
+    served, tmp_path
+):
+    rows = (reference_rows(tmp_path) * 10)[:200]  # the reference holds fewer
+    answer = httpx.post(
+        f"{served.url}/v1/models/{MODEL}/predict", json={"instances": rows}, timeout=30
+    ).json()
+    # Every label says the answer was wrong: live accuracy 0 % on 200 rows.
+    wrong = [
+        {"id": i, "label": 0 if p != 0 else 1}
+        for i, p in zip(answer["ids"], answer["predictions"], strict=True)
+    ]
+    sent = httpx.post(
+        f"{served.url}/v1/models/{MODEL}/feedback", json={"feedback": wrong}, timeout=30
+    )
+    assert sent.status_code == 200, sent.text
+    # The champion is at fault and there is no @previous: the run fails saying so.
+    with pytest.raises(RecoveryFailed, match="no @previous"):
+        diagnose(model_name=MODEL, policy=QUICK)
+    report = latest_artifact(f"diagnosis-{MODEL}").data
+    assert "## model performance: failing" in report
+    assert "| v1 live accuracy | FAILING | 0.0% of 200 feedback rows" in report
+    assert home_registry().current_aliases(MODEL) == {"champion": 1}  # nothing changed
 
 
 def test_a_replica_that_does_not_answer_fails_the_service_branch_and_stops_the_walk(served):
