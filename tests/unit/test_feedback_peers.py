@@ -7,7 +7,7 @@ again, and a tag no replica has is refused saying the replica is gone."""
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -50,7 +50,7 @@ class Network(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"connection refused by {host}", request=request)
         if request.headers.get(PHASE) == COMMIT and host in self.before_commit:
             await self.before_commit.pop(host)()
-        transport = httpx.ASGITransport(app=self.apps[host])
+        transport = httpx.ASGITransport(app=cast(Any, self.apps[host]))
         return await transport.handle_async_request(request)
 
     def forwards(self) -> list[tuple[str, str | None]]:
@@ -298,7 +298,7 @@ def test_without_peers_another_replicas_id_is_refused_as_before(tmp_path: Path):
 
 def test_health_names_the_replica_tag(tmp_path: Path):
     gateway, app, _ = served_text_model(tmp_path)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=cast(Any, app))  # an ASGI app, typed by its own aliases
 
     async def health() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
