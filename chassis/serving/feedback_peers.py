@@ -105,8 +105,11 @@ class PeerDirectory:
         return self.urls.get(tag)
 
     def forget(self, tag: str) -> None:
-        """The peer did not answer: look for it again next time."""
-        self.urls.pop(tag, None)
+        """The peer did not answer: look for it again next time, and until then say that it
+        did not answer (not that its tag is gone)."""
+        url = self.urls.pop(tag, None)
+        if url is not None and url not in self.silent:
+            self.silent.append(url)
 
     async def look(self, force: bool = False) -> None:
         asked = self.clock()

@@ -247,13 +247,18 @@ def test_a_replica_that_does_not_answer_refuses_the_body_with_503_naming_it(tmp_
         await fleet.router(0).directory.look()  # r2's address is known, then r2 goes away
         fleet.network.down.add("r2.test")
         items = [{"id": mine, "label": 1}, {"id": theirs, "label": 1}]
-        return await feedback(fleet.apps[0], {"feedback": items}), fleet
+        first = await feedback(fleet.apps[0], {"feedback": items})
+        # Sent again at once (no new look yet): still the replica that did not answer.
+        again = await feedback(fleet.apps[0], {"id": theirs, "label": 1})
+        return first, again, fleet
 
-    (status, answer), fleet = in_fleet(tmp_path, scenario)
+    (status, answer), again, fleet = in_fleet(tmp_path, scenario)
     assert (status, answer["reason"], answer["index"]) == (503, "peer_unavailable", 1), answer
     assert "r2.test" in answer["error"] and "nothing was counted" in answer["error"]
+    assert (again[0], again[1]["reason"]) == (503, "peer_unavailable"), again
+    assert "r2.test" in again[1]["error"]
     assert counted(fleet.gateways[0], "correct") is None
-    assert 'reason="peer_unavailable"} 1.0' in metrics_text(fleet.gateways[0])
+    assert 'reason="peer_unavailable"} 2.0' in metrics_text(fleet.gateways[0])
 
 
 def test_an_address_taken_over_by_another_replica_is_looked_up_again(tmp_path: Path):
@@ -276,6 +281,7 @@ def test_made_up_tags_make_at_most_one_look_over_the_fleet_a_second(tmp_path: Pa
         now = [100.0]
         fleet.router(0).directory.clock = lambda: now[0]
         for tag in ("0badcafe", "1badcafe", "2badcafe"):
+            now[0] += 0.3
             await feedback(fleet.apps[0], {"id": f"{tag}-0-0", "label": 1})
         first = len(fleet.network.sent)
         now[0] += 1.5
