@@ -230,12 +230,16 @@ class TextRefused(RequestError):  # noqa: N818 (reads as what happened)
 
 # Why feedback is refused: the `reason` label of chassis_feedback_refused_total (see
 # chassis/serving/feedback.py).
-FeedbackReason = Literal["malformed", "unknown_id", "too_late", "duplicate", "bad_label"]
+FeedbackReason = Literal[
+    "malformed", "unknown_id", "too_late", "duplicate", "bad_label", "peer_unavailable"
+]
 
 
 class FeedbackRefused(RequestError):  # noqa: N818 (reads as what happened)
-    """Feedback the gateway refuses (4xx), with the reason counted and, in a batch, the
-    index of the first item refused. Nothing of a refused body is counted."""
+    """Feedback the gateway refuses (4xx; 503 `peer_unavailable` when the replica that
+    answered a prediction does not answer), with the reason counted and, in a batch, the
+    index of the first item refused. Nothing of a refused body is counted. `detail`: the
+    message without the item's index."""
 
     def __init__(
         self, status: int, reason: FeedbackReason, message: str, index: int | None = None
@@ -243,6 +247,7 @@ class FeedbackRefused(RequestError):  # noqa: N818 (reads as what happened)
         super().__init__(status, message if index is None else f"feedback[{index}]: {message}")
         self.reason: FeedbackReason = reason
         self.index = index
+        self.detail = message
 
 
 class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chassis.errors import ChassisError, NotServable
-from chassis.serving.policy import ServingPolicy, serving_policy_from
+from chassis.serving.policy import ServingPolicy, peer_specs, serving_policy_from
 from chassis_cli.argtypes import port
 from chassis_cli.context import Context
 from chassis_cli.policy_options import add_model_options, given_values
@@ -130,6 +130,7 @@ def build_app(
         feedback_window_requests=policy.feedback_window_requests,
         feedback_window_seconds=policy.feedback_window_seconds,
         live_accuracy_rows=policy.live_accuracy_rows,
+        peers=peer_specs(policy.peers),
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),

@@ -17,7 +17,8 @@ import orjson
 
 from chassis.errors import FeedbackRefused, NotServable, RequestError, TextRefused
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody, parse_body
-from chassis.serving.feedback import parse_feedback, refusal_body
+from chassis.serving.feedback import answer_item, parse_feedback, refusal_body
+from chassis.serving.feedback_peers import COMMIT, FORWARDED_BY, OWNER, PHASE, FeedbackRouter
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
@@ -102,6 +103,11 @@ class GatewayApp:
         self.feedback_routes = {f"/v1/models/{name}/feedback": name for name in gateway.model_names}
         # (model, version) -> (answer JSON up to the predictions list, version header).
         self.answer_parts: dict[tuple[str, int], tuple[bytes, tuple[bytes, bytes]]] = {}
+        # Feedback on other replicas' predictions goes to them (none: refused as unknown).
+        peers = gateway.config.peers
+        self.feedback_router = FeedbackRouter(gateway, peers) if peers else None
+        # GET /healthz says which replica this is: peers find each other's tags there.
+        self.health = orjson.dumps({"status": "ok", "replica": gateway.replica})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -158,6 +164,8 @@ class GatewayApp:
                 # following the registry and write what the prediction logs still hold.
                 if self.follower is not None:
                     self.follower.cancel()
+                if self.feedback_router is not None:
+                    await self.feedback_router.close()
                 await asyncio.get_running_loop().run_in_executor(None, self.gateway.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -204,7 +212,7 @@ class GatewayApp:
         ):
             raise self.gateway.not_served(parts[2])
         elif method == "GET" and path == "/healthz":
-            await respond(send, 200, b'{"status":"ok"}')
+            await respond(send, 200, self.health)
         elif method == "GET" and path == "/readyz":
             ready = self.gateway.ready and not self.gateway.draining
             reason = self.gateway.not_ready_reason() or (
@@ -302,39 +310,59 @@ class GatewayApp:
         await send({"type": "http.response.body", "body": body})
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        """Ground truth for predictions by id: joined, counted, logged (all or nothing)."""
+        """Ground truth for predictions by id: joined, counted, logged (all or nothing);
+        with peers, other replicas' items are joined where they were answered."""
         gateway = self.gateway
         gateway.model(name)  # 404 or 503 before reading the body
+        headers = dict(scope["headers"])
+        forwarded = headers.get(FORWARDED_BY.encode())
         try:
             body = await read_body(receive, FEEDBACK_BODY_BYTES)
         except RequestError as error:
             gateway.metrics.count_feedback_refused(name, "malformed")
             raise FeedbackRefused(error.status, "malformed", error.message) from None
-        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if forwarded is not None:
+            await self.forwarded_feedback(headers, body, content_type, send, name)
+            return
         try:
             items = parse_feedback(body, content_type)
         except FeedbackRefused as refused:
             gateway.metrics.count_feedback_refused(name, refused.reason)
             raise
-        joined = gateway.feedback(name, items)
-        answer = {
-            "model": name,
-            "accepted": len(joined),
-            "feedback": [
-                {
-                    "id": item.prediction_id,
-                    "version": item.version,
-                    "prediction": item.prediction,
-                    "label": item.label,
-                    **(
-                        {"absolute_error": abs(float(item.prediction) - float(item.label))}
-                        if isinstance(item.label, float)
-                        else {"correct": item.prediction == item.label}
-                    ),
-                }
-                for item in joined
-            ],
-        }
+        if self.feedback_router is None:
+            answered = [answer_item(item) for item in gateway.feedback(name, items)]
+        else:
+            answered = await self.feedback_router.feedback(name, items)
+        answer = {"model": name, "accepted": len(answered), "feedback": answered}
+        await respond(send, 200, orjson.dumps(answer))
+
+    async def forwarded_feedback(
+        self, headers: dict[bytes, bytes], body: bytes, content_type: str, send: Send, name: str
+    ) -> None:
+        """A peer's part of a body, about this replica's predictions: judged (and, in the
+        commit phase, counted) here, never forwarded again. Refusals are counted by the
+        replica that answers the client, not here; they carry `detail` (the message without
+        the item's index) for it."""
+        gateway = self.gateway
+        owner = headers.get(OWNER.encode(), b"").decode("latin-1")
+        if owner != gateway.replica:  # this address now belongs to another replica
+            message = f"this is replica {gateway.replica}, not {owner}"
+            await respond(send, 421, error_body(421, message))
+            return
+        try:
+            items = parse_feedback(body, content_type)
+            judged = gateway.judge_feedback(name, items)
+        except FeedbackRefused as refused:
+            answer = orjson.loads(refusal_body(refused)) | {"detail": refused.detail}
+            await respond(send, refused.status, orjson.dumps(answer))
+            return
+        if headers.get(PHASE.encode(), COMMIT.encode()).decode("latin-1") == COMMIT:
+            joined = gateway.commit_feedback(name, judged)
+        else:
+            joined = [item for _, item in judged]
+        answered = [answer_item(item) for item in joined]
+        answer = {"model": name, "accepted": len(answered), "feedback": answered}
         await respond(send, 200, orjson.dumps(answer))
 
     def authorize(self, scope: Scope) -> None:

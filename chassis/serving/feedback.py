@@ -142,24 +142,15 @@ class PredictionWindow:
     def find(self, prediction_id: str) -> Found:
         """The request that answered `prediction_id` and the row; refused (unknown_id,
         too_late) naming why."""
-        parts = prediction_id.split("-")
-        try:
-            replica, number_text, row_text = parts
-            if not (
-                f"{number_text}{row_text}".isascii()
-                and number_text.isdecimal()
-                and row_text.isdecimal()
-                and len(replica) == 8
-            ):
-                raise ValueError
-            number, row = int(number_text), int(row_text)
-        except ValueError:
+        parsed = parse_id(prediction_id)
+        if parsed is None:
             raise FeedbackRefused(
                 404,
                 "unknown_id",
                 f"unknown id {prediction_id!r}: not a prediction id "
                 "(ids look like '3f9a1c2e-436-0', as predict answers give them)",
-            ) from None
+            )
+        replica, number, row = parsed
         if replica != self.replica:
             raise FeedbackRefused(
                 404,
@@ -195,6 +186,37 @@ class PredictionWindow:
                 f"unknown id {prediction_id!r}: its request had {len(predictions)} row(s)",
             )
         return Found(number, row, version, predictions[row], at)
+
+
+def parse_id(prediction_id: str) -> tuple[str, int, int] | None:
+    """(replica tag, request number, row) of a well-formed id; None for anything else."""
+    parts = prediction_id.split("-")
+    if len(parts) != 3:
+        return None
+    replica, number_text, row_text = parts
+    if not (
+        f"{number_text}{row_text}".isascii()
+        and number_text.isdecimal()
+        and row_text.isdecimal()
+        and len(replica) == 8
+    ):
+        return None
+    return replica, int(number_text), int(row_text)
+
+
+def answer_item(item: Joined) -> dict[str, object]:
+    """One accepted item as the feedback answer shows it."""
+    return {
+        "id": item.prediction_id,
+        "version": item.version,
+        "prediction": item.prediction,
+        "label": item.label,
+        **(
+            {"absolute_error": abs(float(item.prediction) - float(item.label))}
+            if isinstance(item.label, float)
+            else {"correct": item.prediction == item.label}
+        ),
+    }
 
 
 def check_label(label: object, task: Task, classes: int | None) -> int | float:

@@ -122,6 +122,9 @@ class GatewayConfig:
     feedback_window_requests: int = 100_000
     feedback_window_seconds: float = 3600.0
     live_accuracy_rows: int = 1000
+    # The fleet's gateways (URLs, `dns:HOST:PORT`): feedback on another replica's prediction
+    # is forwarded to it (chassis/serving/feedback_peers.py). Empty: refused as unknown.
+    peers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -168,6 +171,10 @@ class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's 
     # The request's number in the model's feedback window: its rows' ids (one per row,
     # PredictionWindow.ids / ids_json, chassis/serving/feedback.py).
     number: int
+
+
+# An item judged good: where its prediction is kept (to mark it) and what it joined.
+Judged = tuple[Found, Joined]
 
 
 class Gateway:
@@ -1059,10 +1066,21 @@ class Gateway:
     def feedback(self, name: str, items: list[tuple[str, object]]) -> list[Joined]:
         """Join each (id, label) with the prediction it is about and count it; all or
         nothing: the first bad item refuses the whole body (FeedbackRefused, with its
-        index in a batch) and nothing of it is counted."""
+        index in a batch, counted by reason) and nothing of it is counted."""
+        try:
+            judged = self.judge_feedback(name, items)
+        except FeedbackRefused as refused:
+            self.metrics.count_feedback_refused(name, refused.reason)
+            raise
+        return self.commit_feedback(name, judged)
+
+    def judge_feedback(self, name: str, items: list[tuple[str, object]]) -> list[Judged]:
+        """Each item joined with its prediction, or the first bad one refused
+        (FeedbackRefused, with its index in a batch); nothing is marked or counted, so a
+        fleet can judge a body on every replica before any of them commits its part."""
         self.model(name)  # 404 or 503 as for a predict request
         window = self.windows[name]
-        accepted: list[tuple[Found, Joined]] = []
+        judged: list[Judged] = []
         seen: set[tuple[int, int]] = set()
         batch = len(items) > 1
         for index, (prediction_id, label) in enumerate(items):
@@ -1075,7 +1093,6 @@ class Gateway:
                 task, classes = self.label_spaces.get((name, found.version), (CLASSIFICATION, None))
                 checked = check_label(label, task, classes)
             except FeedbackRefused as refused:
-                self.metrics.count_feedback_refused(name, refused.reason)
                 if batch:
                     raise FeedbackRefused(
                         refused.status, refused.reason, refused.message, index
@@ -1085,11 +1102,17 @@ class Gateway:
             joined = Joined(
                 prediction_id, found.version, found.prediction, checked, found.at, found.row
             )
-            accepted.append((found, joined))
-        for found, item in accepted:  # every item is good: count them
+            judged.append((found, joined))
+        return judged
+
+    def commit_feedback(self, name: str, judged: list[Judged]) -> list[Joined]:
+        """Mark, count and log items `judge_feedback` accepted (in the same turn of the
+        event loop: nothing may come between)."""
+        window = self.windows[name]
+        for found, item in judged:
             window.mark(found)
             self._count_feedback(name, item)
-        joined_items = [item for _, item in accepted]
+        joined_items = [item for _, item in judged]
         log = self.logs.get(name)
         if log is not None:
             log.record_feedback(joined_items)

@@ -248,6 +248,8 @@ class GatewayMetrics(Collector):
         self.feedback: dict[tuple[str, str, str], list[float]] = {}
         self.feedback_errors: dict[tuple[str, str], list[float]] = {}
         self.feedback_refused: dict[tuple[str, str], list[float]] = {}
+        # Feedback items this replica received and the replica that answered joined, by model.
+        self.feedback_forwarded: dict[str, list[float]] = {}
         # Set by the gateway: what /metrics reads from it when scraped.
         self.readings: Callable[[], Readings] = Readings
         self.registry = CollectorRegistry()
@@ -340,6 +342,9 @@ class GatewayMetrics(Collector):
 
     def count_feedback_refused(self, model: str, reason: str) -> None:
         _count(self.feedback_refused, (model, reason), 1)
+
+    def count_feedback_forwarded(self, model: str, items: int) -> None:
+        _count(self.feedback_forwarded, model, items)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -564,11 +569,19 @@ def _feedback_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metri
     refused = CounterMetricFamily(
         "chassis_feedback_refused",
         "Feedback refused (4xx, nothing counted), by reason: malformed, unknown_id, too_late, "
-        "duplicate, bad_label",
+        "duplicate, bad_label; peer_unavailable (503: the replica that answered did not)",
         labels=["model", "reason"],
     )
     for (model, reason), (count, since) in metrics.feedback_refused.items():
         refused.add_metric([model, reason], count, created=since if created else None)
+    forwarded = CounterMetricFamily(
+        "chassis_feedback_forwarded",
+        "Feedback items received here about another replica's predictions and joined there "
+        "(counted in that replica's chassis_feedback_total)",
+        labels=["model"],
+    )
+    for model, (count, since) in metrics.feedback_forwarded.items():
+        forwarded.add_metric([model], count, created=since if created else None)
     readings = metrics.readings()
     accuracy = GaugeMetricFamily(
         "chassis_live_accuracy_ratio",
@@ -599,7 +612,7 @@ def _feedback_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metri
     )
     for (model, version), gate in readings.accuracy_gates.items():
         gates.add_metric([model, str(version)], gate)
-    yield from (feedback, errors, refused, accuracy, absolute, rows, gates)
+    yield from (feedback, errors, refused, forwarded, accuracy, absolute, rows, gates)
 
 
 def _add_histogram(

@@ -154,6 +154,10 @@ def _feedback_operation(name: str) -> dict[str, Any]:
                 "Refused whole, nothing counted: malformed (400/413/415/422), unknown_id "
                 "(404), duplicate (409), too_late (410), bad_label (422)"
             ),
+            "503": _error(
+                "With peers (CHASSIS_GATEWAY_PEERS): the replica that answered a prediction "
+                "did not answer (peer_unavailable); nothing counted, send it again"
+            ),
         },
     }
 

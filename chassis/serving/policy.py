@@ -12,8 +12,9 @@ folder are settings of the process (chassis/settings.py), not of the policy.
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chassis.errors import SettingsError
@@ -128,6 +129,29 @@ class ServingPolicy(BaseSettings):
         "chassis_live_mean_absolute_error) is over each version's last this many feedback "
         "rows on the replica.",
     )
+    peers: str = Field(
+        default="",
+        description="The fleet's gateways, comma-separated URLs and/or dns:HOST:PORT names (a "
+        "Kubernetes headless Service: every ready pod): feedback on a prediction another "
+        "replica answered is forwarded to it, so feedback sent through one Service or load "
+        "balancer is joined whichever replica receives it. Empty: refused as unknown_id.",
+    )
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_specs(cls, value: str) -> str:
+        for spec in peer_specs(value):
+            if spec.startswith("dns:"):
+                host, _, port = spec.removeprefix("dns:").rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"peer {spec!r}: expected dns:HOST:PORT")
+            else:
+                parts = urlsplit(spec)
+                if parts.scheme not in ("http", "https") or not parts.netloc:
+                    raise ValueError(
+                        f"peer {spec!r}: expected a URL like http://host:8000 or dns:HOST:PORT"
+                    )
+        return value
 
     log_format: LogFormat = Field(
         default="text",
@@ -145,6 +169,12 @@ class ServingPolicy(BaseSettings):
         description="Log every request (method, path, status, model, version, latency) at "
         'info. Off by default: it costs throughput (README.md, "Gateway logs").',
     )
+
+
+def peer_specs(text: str) -> tuple[str, ...]:
+    """The entries of a comma-separated `peers` value (chassis.rollout.fleet.resolve_replicas
+    turns them into URLs)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def serving_policy_from(values: Mapping[str, Any]) -> ServingPolicy:
