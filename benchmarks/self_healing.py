@@ -46,13 +46,9 @@ def trial(loop: SelfHealingLoop) -> dict[str, float | None]:
         loop.cli("promote", "--model", MODEL, "--version", "2")  # by hand, as in the test
     with loop.traffic(clean_rows()):
         wait_for("every replica serving v2", lambda: loop.stable_versions() == [2, 2], 120)
-        # The last trial's alert must have resolved, or this fault's would be deduplicated.
-        wait_for(
-            f"no {ALERT} firing",
-            lambda: not loop.prometheus.firing(ALERT) and not loop.pending(ALERT),
-            300,
-            1,
-        )
+        # The last trial's alerts resolved (the 5-minute paging ones too) and their
+        # diagnoses ended: this fault's alert must start this trial's diagnosis.
+        wait_for("no alert and no diagnosis in progress", loop.quiet, 900, 2)
     fault_at = time.time()
     watch = loop.watch_recovery(fault_at, previous=1, alert=ALERT)
     with loop.traffic(OUTLIERS):
