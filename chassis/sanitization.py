@@ -23,6 +23,10 @@ from chassis.errors import SanitizationError
 
 SanitizationMode = Literal["off", "clip", "refuse"]
 MODES: tuple[SanitizationMode, ...] = get_args(SanitizationMode)
+# Its audit records' actions, in the alias audit trail (they move no alias).
+SANITIZATION_ON = "sanitization-on"
+SANITIZATION_OFF = "sanitization-off"
+SANITIZATION_ACTIONS = (SANITIZATION_ON, SANITIZATION_OFF)
 
 
 @dataclass(frozen=True)

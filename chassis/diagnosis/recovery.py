@@ -20,7 +20,7 @@ from chassis.diagnosis.data_checks import MISSING_CHECK, RANGE_CHECK
 from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.registry.audit import AuditRecord
-from chassis.sanitization import SanitizationMode
+from chassis.sanitization import SANITIZATION_ACTIONS, SanitizationMode
 
 # The reason an automatic fallback records in the audit trail starts with this: the
 # cooldown finds the last one by it.
@@ -102,9 +102,8 @@ def plan_recovery(
             evidence,
             previous,
         )
-    # The last alias move (a sanitization record moves none, and is no person's act on
-    # the champion).
-    last = next((record for record in reversed(trail) if record.moves), None)
+    # The last record about the aliases (a sanitization switch is no act on the champion).
+    last = next((r for r in reversed(trail) if r.action not in SANITIZATION_ACTIONS), None)
     if (
         last is not None
         and last.action == "rollback"

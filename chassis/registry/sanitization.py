@@ -19,10 +19,13 @@ from chassis.registry.lineage import feature_columns, lineage_root
 from chassis.registry.lock import RegistryLock
 from chassis.registry.reads import current_aliases, model_tags, version_tags
 from chassis.registry.tags import AUDIT_TAG_PREFIX, TAG_SANITIZATION, TAG_TEXT_INPUT
-from chassis.sanitization import Sanitization, SanitizationMode, derive
-
-SANITIZATION_ON = "sanitization-on"
-SANITIZATION_OFF = "sanitization-off"
+from chassis.sanitization import (
+    SANITIZATION_OFF,
+    SANITIZATION_ON,
+    Sanitization,
+    SanitizationMode,
+    derive,
+)
 
 
 @dataclass(frozen=True)
