@@ -131,7 +131,8 @@ def _sanitization_plan(
 ) -> RecoveryPlan:
     """Data failing on what sanitization answers: switch it on (once: already on, in any
     mode, is left as it is). Nothing failing while it is on: off again, if the data branch
-    judged a window and found it clean."""
+    judged a window and found it clean and the mode is clip (whose rows are logged as
+    received; refuse mode's refused rows are not logged, so it is only suggested)."""
     data = next((r for r in diagnosis.walked if r.branch == "data"), None)
     findings = data.findings if data is not None else []
     model = diagnosis.model
@@ -192,12 +193,21 @@ def _sanitization_plan(
             f"nothing wrong found; sanitization stays {sanitizing} (policy: sanitize off)",
             evidence,
         )
-    if policy.sanitize == "suggest":
+    if policy.sanitize == "suggest" or sanitizing == "refuse":
+        # Refused rows never reach the prediction log: a clean window there says nothing
+        # about the source (chassis_sanitization_refused_rows_total does), so refuse mode
+        # is only ever switched off by a person.
+        why = (
+            " (refused rows are not logged, so a clean window does not show a clean source: "
+            "see chassis_sanitization_refused_rows_total)"
+            if sanitizing == "refuse"
+            else ""
+        )
         return RecoveryPlan(
             "unsanitize",
             "suggest",
-            "the window is clean: suggested: switch sanitization off (`chassis sanitize "
-            f"--model {model} --mode off`)",
+            f"the window is clean: suggested: switch sanitization off (`chassis sanitize "
+            f"--model {model} --mode off`){why}",
             evidence,
             sanitization="off",
         )

@@ -9,7 +9,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -56,7 +56,7 @@ def reference_rows(tmp_path) -> list[list[float]]:
     return frame[features].astype(float).values.tolist()
 
 
-def predict(url: str, rows: list[list[float | None]]) -> httpx.Response:
+def predict(url: str, rows: Sequence[Sequence[float | None]]) -> httpx.Response:
     return httpx.post(f"{url}/v1/models/{MODEL}/predict", json={"instances": rows}, timeout=30)
 
 

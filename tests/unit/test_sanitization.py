@@ -167,6 +167,11 @@ def test_a_clean_window_switches_sanitization_off_again():
     assert plan(data(*CLEAN)).explanation.startswith("nothing wrong found: no action")
 
 
+def test_refuse_mode_is_only_suggested_off_since_refused_rows_never_reach_the_log():
+    decided = plan(data(*CLEAN), sanitizing="refuse")
+    assert decided.mode == "suggest" and "refused rows are not logged" in decided.explanation
+
+
 def test_a_window_not_judged_leaves_sanitization_on():
     empty = Finding("served rows", "not judged", "no row in the window", "rows to judge")
     decided = plan(data(empty), sanitizing="clip")
