@@ -151,10 +151,12 @@ def diagnose(
                     "replicas_following": following,
                 }
             )
-        setting = registry.read_sanitization(model_name)
-        outcome = outcome.model_copy(
-            update={"sanitization": setting.describe() if setting is not None else "off"}
-        )
+        try:
+            setting = registry.read_sanitization(model_name)
+            sanitization = setting.describe() if setting is not None else "off"
+        except ChassisError as error:  # what was done stands; only this reading failed
+            sanitization = f"unknown ({error})"
+        outcome = outcome.model_copy(update={"sanitization": sanitization})
     finally:
         for client in clients:
             client.close()

@@ -1287,7 +1287,7 @@ class Gateway:
             )
             return
         self.said.pop(subject, None)
-        if (model.sanitizer is None) == (sanitizer is None):
+        if model.sanitizer is None and sanitizer is None:
             return  # off and still off
         model.sanitizer = sanitizer
         if sanitizer is None:

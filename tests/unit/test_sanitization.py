@@ -3,8 +3,9 @@ a request's rows, nulls read as missing values only while it is on, the diagnosi
 for the data branch, and the registry and CLI refusing what cannot be sanitized."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,11 @@ from chassis.registry import Registry
 from chassis.registry.audit import AuditRecord
 from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.sanitization import SANITIZATION_ON, Sanitization, derive
+from chassis.serving.batching import MicroBatcher
+from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel, ServedVersion
 from chassis.serving.metrics import GatewayMetrics
 from chassis.serving.sanitizer import Sanitizer
+from chassis.serving.state import RolloutState
 from chassis.serving.validation import Limits, parse_instances
 from tests.fixtures.cli import chassis_in_process
 
@@ -98,6 +102,42 @@ def test_a_null_is_a_missing_value_only_while_sanitization_is_on():
     # Anything else that is no number is still refused.
     with pytest.raises(RequestError, match="every feature value must be a number"):
         parse_instances(b'{"instances": [[1, "x"]]}', "application/json", 2, Limits(), True)
+
+
+class SettingRegistry:
+    """What a gateway asks the registry about sanitization: the stored setting."""
+
+    def __init__(self) -> None:
+        self.setting: Sanitization | None = None
+
+    def read_sanitization(self, name: str) -> Sanitization | None:
+        return self.setting
+
+
+def test_the_gateway_follows_the_registrys_setting_and_keeps_it_when_it_does_not_fit(
+    tmp_path: Path,
+):
+    registry = SettingRegistry()
+    config = GatewayConfig(tmp_path / "state", tmp_path / "cache")
+    gateway = Gateway(cast(Registry, registry), config, ["m"])
+    version = ServedVersion(1, 2, "sha", cast(MicroBatcher, None), ["a", "b"])
+    model = gateway.models["m"] = ServedModel("m", RolloutState(model="m", stable_version=1))
+    model.versions[1] = version
+    gateway.follow_sanitization("m")
+    assert model.sanitizer is None and gateway.status("m")["sanitization"] == "off"
+    for mode in ("clip", "refuse"):  # on, then another mode: each applied
+        registry.setting = derive(REFERENCE, ["a", "b"], mode, 1)
+        gateway.follow_sanitization("m")
+        assert model.sanitizer is not None and model.sanitizer.setting.mode == mode
+        assert gateway.metrics.sanitization_modes == {"m": mode}
+    # Ranges of other features: not applied, the current setting stays, and it is said.
+    registry.setting = derive(REFERENCE.rename(columns={"a": "x"}), ["x", "b"], "clip", 2)
+    gateway.follow_sanitization("m")
+    assert model.sanitizer.setting.mode == "refuse"
+    assert "are not the served version's" in gateway.said["sanitization:m"]
+    registry.setting = Sanitization("off")
+    gateway.follow_sanitization("m")
+    assert model.sanitizer is None and gateway.metrics.sanitization_modes == {}
 
 
 # The diagnosis's plan for the data branch -------------------------------------------------
