@@ -67,6 +67,9 @@ def exported_sample_names() -> set[str]:
     metrics.count_feedback("m", "1", "correct", 1.0)
     metrics.count_feedback("r", "1", "scored", 0.5)
     metrics.count_feedback_refused("m", "too_late")
+    metrics.count_sanitized("m", "f0", "clipped", 2)
+    metrics.count_sanitization_refused("m", "missing", 1)
+    metrics.sanitization_modes["m"] = "clip"
     names: set[str] = set()
     for family in text_string_to_metric_families(metrics.render().decode()):
         assert family.samples, f"{family.name} rendered no sample: feed it above"
