@@ -252,3 +252,8 @@ class FeedbackRefused(RequestError):  # noqa: N818 (reads as what happened)
 
 class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
     """The request would be answered after its client stops waiting: not computed."""
+
+
+class SanitizationError(ChassisError):
+    """Sanitization cannot be set as asked: a text model, no champion or reference, a bad
+    mode, or a stored setting that cannot be read."""

@@ -25,8 +25,11 @@ def add_diagnose_parser(commands: Any) -> None:
         "branch; the report is a Prefect artifact and an MLflow run in <model>-monitoring. "
         "When the champion's own performance fails and a @previous exists, rolls back to it "
         "(audited; --fallback on|suggest|off, a cooldown after an automatic one) and has every "
-        "replica follow. Exit 0 whatever it finds, 1 when it cannot run or a decided "
-        "recovery cannot be made (nothing is changed then).",
+        "replica follow. When the served data has missing or out-of-range values, switches "
+        "the gateways' sanitization on (--sanitize on|suggest|off, --sanitize-mode "
+        "clip|refuse), and off again once a diagnosis finds the window clean. Exit 0 "
+        "whatever it finds, 1 when it cannot run or a decided recovery cannot be made "
+        "(nothing is changed then).",
     )
     diagnose.add_argument("--model", required=True, help="registered-model name")
     diagnose.add_argument(
@@ -63,10 +66,14 @@ def _diagnose(args: argparse.Namespace, context: Context) -> int:
         if document.recovery_explanation:
             out.print(f"recovery: {document.recovery_explanation}", soft_wrap=True)
         if document.replicas_following:
-            out.print(
-                f"  {len(document.replicas_following)} replica(s) serve the new champion",
-                soft_wrap=True,
+            what = (
+                "serve the new champion"
+                if document.recovery == "fallback"
+                else f"apply sanitization {document.sanitization}"
             )
+            out.print(f"  {len(document.replicas_following)} replica(s) {what}", soft_wrap=True)
+        if document.sanitization != "off":
+            out.print(f"sanitization: {document.sanitization}", soft_wrap=True)
         if document.report_uri:
             out.print(f"report: {document.report_uri}", soft_wrap=True)
 

@@ -20,6 +20,7 @@ from chassis.live_accuracy import VersionAccuracy
 
 if TYPE_CHECKING:
     from chassis.registry.audit import AuditRecord
+    from chassis.sanitization import Sanitization
     from chassis.traffic import TrafficReport
     from flows.compression import CompressionOutcome
     from flows.diagnose import DiagnosisOutcome
@@ -515,9 +516,10 @@ class DiagnosisDocument(Document):
     summary: str
     failing_checks: list[str]
     report_uri: str | None
-    recovery: str  # none, fallback (done), suggest
+    recovery: str  # none, fallback, sanitize, unsanitize (done), suggest
     recovery_explanation: str
     replicas_following: list[str]
+    sanitization: str  # the model's sanitization after the run: off, or its mode
 
     @classmethod
     def of(cls, outcome: "DiagnosisOutcome") -> "DiagnosisDocument":
@@ -530,4 +532,53 @@ class DiagnosisDocument(Document):
             recovery=outcome.recovery,
             recovery_explanation=outcome.recovery_explanation,
             replicas_following=outcome.replicas_following,
+            sanitization=outcome.sanitization,
+        )
+
+
+# Sanitization ---------------------------------------------------------------------------------
+
+
+class SanitizationDocument(Document):
+    model: str
+    mode: Literal["off", "clip", "refuse"]
+    describe: str  # e.g. "clip (4 features from v1's reference)"
+    changed: bool  # this command wrote a new setting
+    version: int | None  # the version whose reference gave the ranges
+    ranges: dict[str, list[float]]  # feature -> [low, high, fill]
+    set_at: str | None
+    set_by: str | None
+    reason: str | None
+
+    @classmethod
+    def of(
+        cls, model: str, setting: "Sanitization | None", changed: bool
+    ) -> "SanitizationDocument":
+        if setting is None:
+            return cls(
+                model=model,
+                mode="off",
+                describe="off",
+                changed=changed,
+                version=None,
+                ranges={},
+                set_at=None,
+                set_by=None,
+                reason=None,
+            )
+        return cls(
+            model=model,
+            mode=setting.mode,
+            describe=setting.describe(),
+            changed=changed,
+            version=setting.version,
+            ranges={
+                name: [low, high, fill]
+                for name, low, high, fill in zip(
+                    setting.features, setting.low, setting.high, setting.fill, strict=True
+                )
+            },
+            set_at=setting.at or None,
+            set_by=setting.by or None,
+            reason=setting.reason or None,
         )

@@ -25,6 +25,7 @@ from chassis_cli.parsing import ChassisArgumentParser
 from chassis_cli.registry_commands import add_registry_parsers
 from chassis_cli.release_commands import add_release_parsers
 from chassis_cli.rollout_commands import add_rollout_parsers
+from chassis_cli.sanitize_command import add_sanitize_parser
 from chassis_cli.serve import add_serve_parser
 from chassis_cli.ui import add_ui_parser
 from chassis_cli.webhook_relay import add_webhook_relay_parser
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhook_relay_parser(commands)
     add_rollout_parsers(commands)
     add_diagnose_parser(commands)
+    add_sanitize_parser(commands)
     add_compress_parser(commands)
     add_ui_parser(commands)
     for command in commands.choices.values():

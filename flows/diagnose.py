@@ -3,8 +3,9 @@ quality, business logic; it stops at the first failing branch and reports what i
 
 Triggered by `chassis.alert.firing` events (deployments/prefect.yaml) and runnable by hand
 (`chassis diagnose --model M`). What it does about a failing branch is decided by
-`chassis.diagnosis.recovery` (so far: fall back to @previous when the champion's own
-performance fails); sanitization and restarts are the next step of issue 16.
+`chassis.diagnosis.recovery`: fall back to @previous when the champion's own performance
+fails; switch the gateways' sanitization on when the served data has missing or
+out-of-range values, and off again once the window is clean.
 """
 
 import shutil
@@ -35,6 +36,7 @@ from tasks.diagnosis import (
     fall_back,
     plan,
     publish_diagnosis,
+    switch_sanitization,
 )
 
 
@@ -47,8 +49,12 @@ class DiagnosisOutcome(BaseModel):
     # What was done about it: "none", "fallback" (done), or a suggestion, with why.
     recovery: str = "none"
     recovery_explanation: str = ""
-    # The replicas that serve the new champion after a fallback.
+    # The replicas that serve the new champion after a fallback (or apply the new
+    # sanitization after a switch).
     replicas_following: list[str] = Field(default_factory=list[str])
+    # What the model's gateways do with out-of-range and missing values after the run
+    # (chassis.sanitization: off, or the mode and where its ranges came from).
+    sanitization: str = "off"
 
 
 @described
@@ -129,11 +135,31 @@ def diagnose(
         )
         if decided.mode == "impossible":
             raise RecoveryFailed(f"{model_name}: {decided.explanation}")
-        if decided.mode == "act":
+        if decided.mode == "act" and decided.action == "fallback":
             following = fall_back(registry, clients, diagnosis, decided)
             outcome = outcome.model_copy(
                 update={"recovery": "fallback", "replicas_following": following}
             )
+        elif decided.mode == "act" and decided.action in ("sanitize", "unsanitize"):
+            try:
+                written, following = switch_sanitization(registry, clients, diagnosis, decided)
+            except ChassisError as error:
+                raise RecoveryFailed(f"{model_name}: sanitization not switched: {error}") from None
+            outcome = outcome.model_copy(
+                update={
+                    "recovery": decided.action if written else "none",
+                    "recovery_explanation": decided.explanation
+                    if written
+                    else f"{decided.explanation}: already so in the registry, nothing written",
+                    "replicas_following": following,
+                }
+            )
+        try:
+            setting = registry.read_sanitization(model_name)
+            sanitization = setting.describe() if setting is not None else "off"
+        except ChassisError as error:  # what was done stands; only this reading failed
+            sanitization = f"unknown ({error})"
+        outcome = outcome.model_copy(update={"sanitization": sanitization})
     finally:
         for client in clients:
             client.close()

@@ -14,7 +14,12 @@ from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe, metrics_texts, observe, probe_fleet
-from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, RecoveryPlan, plan_recovery
+from chassis.diagnosis.recovery import (
+    AUTOMATIC_FALLBACK,
+    AUTOMATIC_SANITIZATION,
+    RecoveryPlan,
+    plan_recovery,
+)
 from chassis.diagnosis.report import to_markdown
 from chassis.diagnosis.traffic_checks import (
     LOOK_SECONDS,
@@ -27,6 +32,7 @@ from chassis.errors import ChassisError, GatewayError
 from chassis.expectations import SuiteResult
 from chassis.prediction_window import Window
 from chassis.registry import Registry
+from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
 from chassis.tracking import StoredArtifact, Tracking
@@ -118,7 +124,18 @@ def plan(
     registry: Registry, diagnosis: Diagnosis, policy: DiagnosisPolicy, now: datetime
 ) -> RecoveryPlan:
     aliases = registry.current_aliases(diagnosis.model) if diagnosis.walked else {}
-    decided = plan_recovery(diagnosis, aliases, registry.history(diagnosis.model), policy, now)
+    setting = registry.read_sanitization(diagnosis.model)
+    champion = aliases.get("champion")
+    decided = plan_recovery(
+        diagnosis,
+        aliases,
+        registry.history(diagnosis.model),
+        policy,
+        now,
+        sanitizing=setting.mode if setting is not None else "off",
+        reads_text=champion is not None
+        and TAG_TEXT_INPUT in registry.version_tags(diagnosis.model, champion),
+    )
     get_run_logger().info("recovery: %s", decided.explanation)
     return decided
 
@@ -161,3 +178,46 @@ def fall_back(
                 break
             time.sleep(0.5)  # between tries of a replica that has not loaded it yet
     return following
+
+
+@task(name="switch-sanitization", **NO_CACHE_TASK)
+def switch_sanitization(
+    registry: Registry,
+    clients: list[GatewayClient],
+    diagnosis: Diagnosis,
+    decided: RecoveryPlan,
+) -> tuple[bool, list[str]]:
+    """Switch the model's sanitization on (ranges from the champion's reference) or off,
+    audited with the findings as evidence, then have every replica apply it now rather
+    than at its next poll. Returns whether anything was written (False: the registry had
+    it already) and the replicas that apply it; raises when the registry refused (nothing
+    changed then)."""
+    logger = get_run_logger()
+    mode = decided.sanitization or "off"
+    setting = registry.sanitization_for_champion(
+        diagnosis.model,
+        mode,
+        by=actor(),
+        reason=f"{AUTOMATIC_SANITIZATION}: {diagnosis.summary()}",
+    )
+    change = registry.set_sanitization(
+        diagnosis.model, setting, actor=actor(), evidence=decided.evidence
+    )
+    logger.info(
+        "sanitization of %s: %s%s",
+        diagnosis.model,
+        setting.describe(),
+        " (already so: nothing written)" if change.noop else "",
+    )
+    following: list[str] = []
+    for client in clients:
+        try:
+            status = client.sync(diagnosis.model)
+        except GatewayError as error:
+            logger.warning(
+                "replica %s: %s (it applies it at its next poll)", client.base_url, error
+            )
+            continue
+        if (status.get("sanitization", "off") == "off") == (mode == "off"):
+            following.append(client.base_url)
+    return not change.noop, following

@@ -7,6 +7,10 @@ import pandas as pd
 from chassis.diagnosis.findings import Finding
 from chassis.diagnosis.policy import DiagnosisPolicy
 
+# The checks sanitization answers (chassis/diagnosis/recovery.py reads them by name).
+MISSING_CHECK = "rows with a missing value"
+RANGE_CHECK = "values within the reference's ranges"
+
 
 def data_findings(
     reference: pd.DataFrame,
@@ -32,7 +36,7 @@ def data_findings(
     missing_share = float(rows.isna().any(axis=1).mean())
     findings = [
         Finding(
-            "rows with a missing value",
+            MISSING_CHECK,
             "failing" if missing_share > policy.missing_share_max else "healthy",
             f"{missing_share:.1%} of {len(rows)} rows",
             f"<= {policy.missing_share_max:.0%}",
@@ -49,7 +53,7 @@ def data_findings(
             outside.append(f"{feature} {share:.0%} outside [{known.min():.4g}, {known.max():.4g}]")
     findings.append(
         Finding(
-            "values within the reference's ranges",
+            RANGE_CHECK,
             "failing" if outside else "healthy",
             "; ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
             if outside

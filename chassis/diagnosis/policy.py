@@ -80,6 +80,18 @@ class DiagnosisPolicy(BaseModel):
         "instead), unless an alias was moved since, by a person or a release.",
     )
 
+    sanitize: ActionSwitch = Field(
+        default="on",
+        description="When the served data fails on missing values or values outside the "
+        "reference's ranges: switch the model's gateway sanitization on (audited, every "
+        "replica follows); off again once a later diagnosis finds the window clean.",
+    )
+    sanitize_mode: Literal["clip", "refuse"] = Field(
+        default="clip",
+        description="What sanitization does: clip (values to the reference's ranges, missing "
+        "ones filled with its median) or refuse (a request with such a row gets a 422).",
+    )
+
 
 def diagnosis_policy_from(values: Mapping[str, object]) -> DiagnosisPolicy:
     """A diagnosis policy from user-given values; errors name each bad field."""

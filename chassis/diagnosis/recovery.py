@@ -1,6 +1,9 @@
 """What the diagnosis does about what it found: the decision, pure (the diagnosis, the
 aliases, the audit trail and the policy in; a plan out). Only a fault in the champion's
-own performance has an action here so far: fall back to `@previous`.
+own performance has an action here so far: fall back to `@previous`. A data-quality fault
+that sanitization answers (missing values, values outside the reference's ranges) switches
+the model's gateway sanitization on, and a clean window switches it off again
+(`_sanitization_plan`).
 
 A cooldown prevents flapping: after an automatic fallback, another waits
 `fallback_cooldown_minutes` unless an alias moved since (a person promoted a version, or a
@@ -13,22 +16,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from chassis.diagnosis.data_checks import MISSING_CHECK, RANGE_CHECK
 from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.registry.audit import AuditRecord
+from chassis.sanitization import SANITIZATION_ACTIONS, SanitizationMode
 
 # The reason an automatic fallback records in the audit trail starts with this: the
 # cooldown finds the last one by it.
 AUTOMATIC_FALLBACK = "automatic fallback by diagnosis"
+# And an automatic sanitization switch's reason.
+AUTOMATIC_SANITIZATION = "automatic sanitization switch by diagnosis"
 
 
 @dataclass(frozen=True)
 class RecoveryPlan:
-    action: Literal["fallback", "none"]
+    action: Literal["fallback", "sanitize", "unsanitize", "none"]
     mode: Literal["act", "suggest", "impossible", "none"]
     explanation: str
     evidence: dict[str, str] = field(default_factory=dict[str, str])
     target: int | None = None  # the version that becomes champion
+    sanitization: SanitizationMode | None = None  # the mode sanitize/unsanitize sets
 
 
 def plan_recovery(
@@ -37,7 +45,16 @@ def plan_recovery(
     trail: Sequence[AuditRecord],
     policy: DiagnosisPolicy,
     now: datetime,
+    *,
+    sanitizing: SanitizationMode = "off",
+    reads_text: bool = False,
 ) -> RecoveryPlan:
+    """`sanitizing`: the model's sanitization mode in the registry now; `reads_text`: its
+    champion reads texts (sanitization does not apply)."""
+    if diagnosis.failing_branch == "data" or (
+        diagnosis.failing_branch is None and sanitizing != "off"
+    ):
+        return _sanitization_plan(diagnosis, policy, sanitizing, reads_text)
     if diagnosis.failing_branch is None:
         return RecoveryPlan("none", "none", "nothing wrong found: no action")
     if diagnosis.failing_branch == "service":
@@ -85,7 +102,8 @@ def plan_recovery(
             evidence,
             previous,
         )
-    last = trail[-1] if trail else None
+    # The last record about the aliases (a sanitization switch is no act on the champion).
+    last = next((r for r in reversed(trail) if r.action not in SANITIZATION_ACTIONS), None)
     if (
         last is not None
         and last.action == "rollback"
@@ -105,4 +123,98 @@ def plan_recovery(
         )
     return RecoveryPlan(
         "fallback", "act", f"fall back from v{champion} to v{previous}", evidence, previous
+    )
+
+
+def _sanitization_plan(
+    diagnosis: Diagnosis, policy: DiagnosisPolicy, sanitizing: SanitizationMode, reads_text: bool
+) -> RecoveryPlan:
+    """Data failing on what sanitization answers: switch it on (once: already on, in any
+    mode, is left as it is). Nothing failing while it is on: off again, if the data branch
+    judged a window and found it clean and the mode is clip (whose rows are logged as
+    received; refuse mode's refused rows are not logged, so it is only suggested)."""
+    data = next((r for r in diagnosis.walked if r.branch == "data"), None)
+    findings = data.findings if data is not None else []
+    model = diagnosis.model
+    if diagnosis.failing_branch == "data":
+        answered = [f for f in findings if f.failing and f.check in (MISSING_CHECK, RANGE_CHECK)]
+        if not answered:
+            return RecoveryPlan(
+                "none",
+                "none",
+                "no automatic action: sanitization answers missing and out-of-range values "
+                "only, and neither failed",
+            )
+        evidence = {f.check: f.observed for f in answered}
+        mode = policy.sanitize_mode
+        if reads_text:
+            return RecoveryPlan(
+                "sanitize",
+                "none",
+                "no automatic action: sanitization applies to models that read rows of "
+                "numbers, and this one reads texts",
+                evidence,
+            )
+        if policy.sanitize == "off":
+            return RecoveryPlan("sanitize", "none", "sanitization is off (policy)", evidence)
+        if sanitizing != "off":
+            return RecoveryPlan(
+                "sanitize",
+                "none",
+                f"sanitization is already on ({sanitizing}): nothing written; the window is "
+                "logged as received, so it fails until the source sends clean rows",
+                evidence,
+                sanitization=sanitizing,
+            )
+        if policy.sanitize == "suggest":
+            return RecoveryPlan(
+                "sanitize",
+                "suggest",
+                f"suggested: switch sanitization on ({mode}) (`chassis sanitize --model "
+                f"{model} --mode {mode}` does it by hand)",
+                evidence,
+                sanitization=mode,
+            )
+        return RecoveryPlan(
+            "sanitize", "act", f"switch sanitization on ({mode})", evidence, sanitization=mode
+        )
+    clean = bool(findings) and all(f.verdict == "healthy" for f in findings)
+    if not clean:
+        return RecoveryPlan(
+            "none",
+            "none",
+            f"nothing wrong found; sanitization stays {sanitizing}: no window was judged clean",
+        )
+    evidence = {f.check: f.observed for f in findings}
+    if policy.sanitize == "off":
+        return RecoveryPlan(
+            "unsanitize",
+            "none",
+            f"nothing wrong found; sanitization stays {sanitizing} (policy: sanitize off)",
+            evidence,
+        )
+    if policy.sanitize == "suggest" or sanitizing == "refuse":
+        # Refused rows never reach the prediction log: a clean window there says nothing
+        # about the source (chassis_sanitization_refused_rows_total does), so refuse mode
+        # is only ever switched off by a person.
+        why = (
+            " (refused rows are not logged, so a clean window does not show a clean source: "
+            "see chassis_sanitization_refused_rows_total)"
+            if sanitizing == "refuse"
+            else ""
+        )
+        return RecoveryPlan(
+            "unsanitize",
+            "suggest",
+            f"the window is clean: suggested: switch sanitization off (`chassis sanitize "
+            f"--model {model} --mode off`){why}",
+            evidence,
+            sanitization="off",
+        )
+    return RecoveryPlan(
+        "unsanitize",
+        "act",
+        f"the window is clean: switch sanitization ({sanitizing}) off",
+        evidence,
+        sanitization="off",
     )

@@ -23,6 +23,7 @@ from chassis.registry import (
     registration,
     retrain,
     rollout_record,
+    sanitization,
     webhooks,
 )
 from chassis.registry.audit import AliasChange, AuditRecord
@@ -31,7 +32,9 @@ from chassis.registry.failures import naming
 from chassis.registry.fetch import VersionFiles
 from chassis.registry.lock import RegistryLock
 from chassis.registry.registration import RegisteredVersion
+from chassis.registry.sanitization import SanitizationChange
 from chassis.rollout.record import RolloutRecord
+from chassis.sanitization import Sanitization, SanitizationMode
 from chassis.settings import ChassisSettings
 
 if TYPE_CHECKING:
@@ -273,4 +276,28 @@ class Registry:
     ) -> RolloutRecord:
         return rollout_record.write_rollout_record(
             self.client, self.signing_key, name, split, expected_generation, actor
+        )
+
+    # Sanitization --------------------------------------------------------------------
+    @naming("reading the sanitization of {name!r}")
+    def read_sanitization(self, name: str) -> Sanitization | None:
+        return sanitization.read_sanitization(self.client, name)
+
+    @naming("deriving the sanitization of {name!r}")
+    def sanitization_for_champion(
+        self, name: str, mode: SanitizationMode, *, by: str, reason: str
+    ) -> Sanitization:
+        return sanitization.for_champion(self.client, name, mode, by=by, reason=reason)
+
+    @naming("setting the sanitization of {name!r}")
+    def set_sanitization(
+        self,
+        name: str,
+        setting: Sanitization,
+        *,
+        actor: str,
+        evidence: dict[str, str] | None = None,
+    ) -> SanitizationChange:
+        return sanitization.set_sanitization(
+            self.client, name, setting, actor=actor, evidence=evidence
         )

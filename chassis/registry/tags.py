@@ -61,6 +61,8 @@ TAG_LAST_RECOVERY = "chassis.last_recovery"  # how the last interrupted change w
 TAG_ROLLOUT_RECORD = "chassis.rollout"  # the committed traffic split
 TAG_LAST_RETRAIN = "chassis.last_retrain_at"
 TAG_LAST_RETRAIN_BY = "chassis.last_retrain_by"
+# What gateways do with out-of-range and missing values (chassis/sanitization.py, JSON).
+TAG_SANITIZATION = "chassis.sanitization"
 
 # The lock is a registered model named <model><LOCK_SUFFIX> with these tags.
 LOCK_SUFFIX = ".chassis-lock"

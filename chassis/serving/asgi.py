@@ -286,7 +286,10 @@ class GatewayApp:
                 gateway.metrics.count_text_refused(name, refusal.reason)
                 raise
         else:
-            request = parse_instances(body, content_type, model.n_features, limits)
+            # With sanitization on, a null is a missing value to fill or refuse.
+            request = parse_instances(
+                body, content_type, model.n_features, limits, model.sanitizer is not None
+            )
         if preview:
             result = await gateway.predict_preview(name, request)
         else:

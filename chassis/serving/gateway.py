@@ -62,6 +62,8 @@ from chassis.serving.gateway_log import (
     ORPHAN_NOT_ENDED,
     PREDICTION_LOG_NOT_FLUSHED,
     RECORD_UNREADABLE,
+    SANITIZATION_CHANGED,
+    SANITIZATION_NOT_APPLIED,
     SPLIT_CHANGED,
     SPLIT_NOT_APPLIED,
     VERSION_LOAD_FAILED,
@@ -82,6 +84,7 @@ from chassis.serving.readiness import (
     waiting_reason,
 )
 from chassis.serving.routing import choose_version, mirror_pair
+from chassis.serving.sanitizer import Sanitizer
 from chassis.serving.state import Mode, RolloutState, load_state, save_state
 from chassis.serving.stats import VersionStats
 from chassis.serving.validation import Limits
@@ -149,6 +152,8 @@ class ServedModel:
     name: str
     state: RolloutState
     versions: dict[int, ServedVersion] = field(default_factory=dict)
+    # Its sanitization while on (registry tag chassis.sanitization); None: off.
+    sanitizer: Sanitizer | None = None
 
     @property
     def n_features(self) -> int:
@@ -606,6 +611,8 @@ class Gateway:
             self.windows[name] = PredictionWindow(
                 self.replica, config.feedback_window_requests, config.feedback_window_seconds
             )
+        if name not in self.degraded:  # a restart keeps the fleet's sanitization
+            self.follow_sanitization(name, model)
         self.models[name] = model  # one assignment: its requests are answered from now on
         # The in-flight series exists from here, 0 before the first request (an autoscaler's
         # query then reads 0, not no data).
@@ -852,14 +859,17 @@ class Gateway:
         in_flight = self.metrics.in_flight
         in_flight[name] = in_flight.get(name, 0) + 1
         try:
+            # What the versions run (and a mirror compares); the log keeps `request` as sent.
+            sanitizer = model.sanitizer
+            run = request if sanitizer is None else self._sanitized(sanitizer, request)
             state = model.state
             version = choose_version(state, key, self.rng)
             served = model.versions[version]
             role = "stable" if version == state.stable_version else "candidate"
             rows = (
-                request
-                if served.encoder is None and type(request) is np.ndarray
-                else self._model_input(model, served, request)
+                run
+                if served.encoder is None and type(run) is np.ndarray
+                else self._model_input(model, served, run)
             )
             # A fast model with nothing queued answers in this call; only the others await.
             answered = self._answer_now(model, served, rows, role)
@@ -876,9 +886,7 @@ class Gateway:
                 pair = mirror_pair(state, self.rng)
                 if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
                     task = asyncio.get_running_loop().create_task(
-                        self._mirror(
-                            model, model.versions[pair[0]], model.versions[pair[1]], request
-                        )
+                        self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], run)
                     )
                     self.background.add(task)
                     task.add_done_callback(self.background.discard)
@@ -894,10 +902,17 @@ class Gateway:
                 409, f"{name!r} has no idle color to preview (mode {model.state.mode})"
             )
         served = model.versions[model.state.candidate_version]
+        if model.sanitizer is not None:
+            request = self._sanitized(model.sanitizer, request)
         rows = self._model_input(model, served, request)
         _, predictions = await self._run(model, served, rows, "preview")
         number = self.windows[name].add(served.version, predictions)
         return Prediction(served.version, predictions, number)
+
+    @staticmethod
+    def _sanitized(sanitizer: Sanitizer, request: Request) -> Request:
+        # A text request never gets here with sanitization on (refused when followed).
+        return sanitizer.apply(request) if isinstance(request, np.ndarray) else request
 
     def _model_input(
         self, model: ServedModel, served: ServedVersion, request: Request, count: bool = True
@@ -1140,6 +1155,7 @@ class Gateway:
             "sha256": {str(v): s.sha256 for v, s in model.versions.items()},
             "generation": model.state.generation,
             "record_error": self.record_errors.get(name),
+            "sanitization": model.sanitizer.setting.describe() if model.sanitizer else "off",
         }
 
     def set_rollout(
@@ -1260,7 +1276,55 @@ class Gateway:
         anything changed. One pass at a time: an admin sync that meets the poll's pass
         waits for it and then finds the record applied."""
         with self.syncing:
+            self.follow_sanitization(name)
             return self._sync(name)
+
+    def follow_sanitization(self, name: str, model: ServedModel | None = None) -> None:
+        """Apply the model's sanitization setting as the registry has it (on the registry
+        poll, an admin sync and at start). A setting that cannot be read or does not fit the
+        model (a text model, other features) leaves the current one, and is said once."""
+        model = model or self.model(name)
+        subject = f"sanitization:{name}"
+        try:
+            setting = self.registry.read_sanitization(name)
+            if setting is None or not setting.on:
+                sanitizer = None
+            elif model.reads_text:
+                raise ChassisError("a text model reads no numbers to clip or fill")
+            elif setting.features != model.versions[model.state.stable_version].feature_names:
+                raise ChassisError(
+                    f"its features {setting.features[:3]}... are not the served version's"
+                )
+            elif model.sanitizer is not None and setting.same_setting(model.sanitizer.setting):
+                return
+            else:
+                metrics = self.metrics
+                sanitizer = Sanitizer(
+                    setting,
+                    lambda feature, action, n: metrics.count_sanitized(name, feature, action, n),
+                    lambda reason, rows: metrics.count_sanitization_refused(name, reason, rows),
+                )
+        except ChassisError as error:
+            self._say_once(
+                subject, logging.WARNING, SANITIZATION_NOT_APPLIED, model=name, error=str(error)
+            )
+            return
+        self.said.pop(subject, None)
+        if model.sanitizer is None and sanitizer is None:
+            return  # off and still off
+        model.sanitizer = sanitizer
+        if sanitizer is None:
+            self.metrics.sanitization_modes.pop(name, None)
+        else:
+            self.metrics.sanitization_modes[name] = sanitizer.setting.mode
+        event(
+            logger,
+            logging.INFO,
+            SANITIZATION_CHANGED,
+            model=name,
+            sanitization=sanitizer.setting.describe() if sanitizer else "off",
+            set_by=sanitizer.setting.by if sanitizer else None,
+        )
 
     def _sync(self, name: str) -> bool:
         model = self.model(name)

@@ -250,6 +250,13 @@ class GatewayMetrics(Collector):
         self.feedback_refused: dict[tuple[str, str], list[float]] = {}
         # Feedback items this replica received and the replica that answered joined, by model.
         self.feedback_forwarded: dict[str, list[float]] = {}
+        # Sanitization (serving/sanitizer.py): values changed by (model, feature, action:
+        # clipped, filled), rows refused by (model, reason: missing, out_of_range), and each
+        # model's mode while it is on. Features are the model's own inputs (bounded), only
+        # those ever changed get a series.
+        self.sanitized: dict[tuple[str, str, str], list[float]] = {}
+        self.sanitization_refused: dict[tuple[str, str], list[float]] = {}
+        self.sanitization_modes: dict[str, str] = {}
         # Set by the gateway: what /metrics reads from it when scraped.
         self.readings: Callable[[], Readings] = Readings
         self.registry = CollectorRegistry()
@@ -345,6 +352,12 @@ class GatewayMetrics(Collector):
 
     def count_feedback_forwarded(self, model: str, items: int) -> None:
         _count(self.feedback_forwarded, model, items)
+
+    def count_sanitized(self, model: str, feature: str, action: str, values: int) -> None:
+        _count(self.sanitized, (model, feature, action), values)
+
+    def count_sanitization_refused(self, model: str, reason: str, rows: int) -> None:
+        _count(self.sanitization_refused, (model, reason), rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -473,6 +486,7 @@ class GatewayMetrics(Collector):
             refused.add_metric([model, reason], count, created=since if created else None)
         yield from self._gateway_families(created)
         yield from _feedback_families(self, created)
+        yield from _sanitization_families(self, created)
         yield from (
             requests,
             errors,
@@ -613,6 +627,34 @@ def _feedback_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metri
     for (model, version), gate in readings.accuracy_gates.items():
         gates.add_metric([model, str(version)], gate)
     yield from (feedback, errors, refused, forwarded, accuracy, absolute, rows, gates)
+
+
+def _sanitization_families(metrics: GatewayMetrics, created: bool) -> Iterator[Metric]:
+    """What sanitization changed and refused, and which models have it on."""
+    values = CounterMetricFamily(
+        "chassis_sanitized_values",
+        "Request values sanitization changed before the model ran, by feature and action: "
+        "clipped (outside the reference's range) or filled (missing, from its median)",
+        labels=["model", "feature", "action"],
+    )
+    for (model, feature, action), (count, since) in metrics.sanitized.items():
+        values.add_metric([model, feature, action], count, created=since if created else None)
+    refused = CounterMetricFamily(
+        "chassis_sanitization_refused_rows",
+        "Rows of requests refused (422) by sanitization in refuse mode, by reason: missing "
+        "(a null value) or out_of_range (outside the reference's range)",
+        labels=["model", "reason"],
+    )
+    for (model, reason), (count, since) in metrics.sanitization_refused.items():
+        refused.add_metric([model, reason], count, created=since if created else None)
+    mode = GaugeMetricFamily(
+        "chassis_sanitization_on",
+        "1 while sanitization is on for the model, labelled with its mode (clip, refuse)",
+        labels=["model", "mode"],
+    )
+    for model, name in metrics.sanitization_modes.items():
+        mode.add_metric([model, name], 1)
+    yield from (values, refused, mode)
 
 
 def _add_histogram(

@@ -28,8 +28,13 @@ class Limits:
     max_rows: int = 1024
 
 
-def parse_instances(body: bytes, content_type: str, n_features: int, limits: Limits) -> np.ndarray:
-    """`{"instances": [[f1, ..., fn], ...]}` -> float32 array of shape (rows, n_features)."""
+def parse_instances(
+    body: bytes, content_type: str, n_features: int, limits: Limits, missing: bool = False
+) -> np.ndarray:
+    """`{"instances": [[f1, ..., fn], ...]}` -> float32 array of shape (rows, n_features).
+
+    `missing`: a null value is taken as a missing one (NaN), for the model's sanitization
+    to fill or refuse (serving/sanitizer.py); without it a null is refused here."""
     if (
         content_type != "application/json"
         and content_type.split(";")[0].strip().lower() != "application/json"
@@ -76,6 +81,8 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
         array = np.asarray(rows)
     except (TypeError, ValueError):
         raise RequestError(422, "rows must all be flat lists of numbers") from None
+    if missing and array.dtype.kind == "O" and array.ndim == 2:
+        array = _with_missing(array)
     if array.dtype.kind not in "iuf":
         raise RequestError(
             422, "every feature value must be a number (no strings, booleans, nulls or lists)"
@@ -96,11 +103,25 @@ def parse_instances(body: bytes, content_type: str, n_features: int, limits: Lim
     # float32 is what the model takes; a value beyond its range becomes inf here and is
     # refused with the NaN/inf check, in one pass.
     values = array.astype(np.float32)
-    finite = np.isfinite(values)
+    # With `missing`, NaN can only be a null (JSON has no NaN): only infinity is refused.
+    finite = ~np.isinf(values) if missing else np.isfinite(values)
     if not finite.all():
         bad_row = int(np.flatnonzero(~finite.all(axis=1))[0])
         raise RequestError(422, f"row {bad_row} contains NaN, infinity or a value beyond float32")
     return values
+
+
+def _with_missing(array: np.ndarray) -> np.ndarray:
+    """Rows of numbers and nulls as float64 with NaN for each null; anything else (a
+    string, a boolean, a list) is left as it is, for the caller's refusal to name."""
+    flat = array.ravel()
+    if not all(v is None or type(v) is int or type(v) is float for v in flat):
+        return array
+    try:
+        values = np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
+    except OverflowError:  # an integer beyond float64: refused as beyond float32 would be
+        return np.full(array.shape, np.inf)
+    return values.reshape(array.shape)
 
 
 def _well_formed_rows(

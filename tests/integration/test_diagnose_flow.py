@@ -1,19 +1,27 @@
 """The diagnose flow against a real gateway process, the session's Prefect API and a real
 MLflow store: a healthy model is found healthy on every branch; a replica that does not
 answer fails the base-services branch and the walk stops there; an alert about a model the
-registry does not know is diagnosed as such, with nothing done."""
+registry does not know is diagnosed as such, with nothing done; out-of-range traffic
+switches the gateway's sanitization on (it then clips and fills) and a clean window
+switches it off again."""
 
+import contextlib
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
+from chassis.diagnosis.data_checks import RANGE_CHECK
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK
 from chassis.errors import RecoveryFailed
+from chassis.sanitization import SANITIZATION_OFF, SANITIZATION_ON
 from chassis.serving.client import GatewayClient
 from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
@@ -21,6 +29,7 @@ from chassis.traffic import replay
 from flows.diagnose import diagnose
 from flows.promotion import promote
 from flows.release import release
+from tests.fixtures.cli import chassis_in_process
 from tests.fixtures.gateway import MODEL, GatewayProcess
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
@@ -48,26 +57,46 @@ def reference_rows(tmp_path) -> list[list[float]]:
     return frame[features].astype(float).values.tolist()
 
 
-def test_a_healthy_model_is_found_healthy_on_every_branch(served, tmp_path):
-    rows = reference_rows(tmp_path)
+def predict(url: str, rows: Sequence[Sequence[float | None]]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/models/{MODEL}/predict", json={"instances": rows}, timeout=30)
+
+
+@contextlib.contextmanager
+def sending(url: str, rows: list[list[float]]) -> Iterator[None]:
+    """`rows` sent over and over, two at a time, while the block runs."""
     stop = threading.Event()
     sender = threading.Thread(
         target=replay,
-        args=(served.url, MODEL, rows),
+        args=(url, MODEL, rows),
         kwargs={"max_requests": 100_000, "max_seconds": 120, "stop": stop, "concurrency": 2},
     )
     sender.start()
     try:
-        # Served rows reach the prediction log before the data branch reads it.
-        log_root = served.home / "predictions"
-        deadline = time.monotonic() + 60
-        while not any(log_root.rglob("*.parquet")):
-            assert time.monotonic() < deadline, "no prediction-log file within 60 s"
-            time.sleep(0.2)
-        outcome = diagnose(model_name=MODEL, policy=QUICK)
+        yield
     finally:
         stop.set()
         sender.join(timeout=30)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within 60 s"
+        time.sleep(0.2)
+
+
+def logged_frames(gateway: GatewayProcess) -> dict[Path, pd.DataFrame]:
+    return {p: pd.read_parquet(p) for p in (gateway.home / "predictions").rglob("*.parquet")}
+
+
+def test_a_healthy_model_is_found_healthy_then_bad_rows_switch_sanitization_on_till_clean(
+    served, tmp_path
+):
+    rows = reference_rows(tmp_path)
+    with sending(served.url, rows):
+        # Served rows reach the prediction log before the data branch reads it.
+        wait_for(lambda: bool(logged_frames(served)), "prediction-log file")
+        outcome = diagnose(model_name=MODEL, policy=QUICK)
     assert outcome.failing_branch is None, outcome.failing_checks
     assert outcome.summary == f"{MODEL}: nothing wrong found (4 branches walked)"
     assert outcome.report_uri is not None and outcome.report_uri.endswith("diagnosis/report.md")
@@ -75,6 +104,90 @@ def test_a_healthy_model_is_found_healthy_on_every_branch(served, tmp_path):
     for heading in ("base services: healthy", "model performance: healthy"):
         assert heading in report
     assert "v1 server-error ratio" in report and "values within the reference's ranges" in report
+
+    # Then the source sends rows far out of range: sanitization is switched on, the gateway
+    # clips, and a later clean window switches it off again (one release for both stories).
+    registry = home_registry()
+    features = registry.feature_columns(MODEL, 1) or []
+    clean = rows
+    high = max(max(row) for row in clean)
+    bad = [[high * 10 + 100, *row[1:]] for row in clean]  # the first feature far out of range
+    client = GatewayClient(served.url, ChassisSettings().admin_token())
+    # While sanitization is off a null is refused, as it always was.
+    assert predict(served.url, [[None, *clean[0][1:]]]).status_code == 422
+
+    # Traffic flows while the diagnosis watches it (the model branch judges it healthy).
+    with sending(served.url, bad):
+        wait_for(
+            lambda: any((f[features[0]] > high).any() for f in logged_frames(served).values()),
+            "prediction-log file with the bad rows",
+        )
+        switched_on = diagnose(model_name=MODEL, policy=QUICK)
+    assert switched_on.failing_branch == "data", switched_on.failing_checks
+    assert switched_on.recovery == "sanitize", switched_on.recovery_explanation
+    assert switched_on.replicas_following == [served.url]
+    assert switched_on.sanitization == "clip (4 features from v1's reference)"
+    setting = registry.read_sanitization(MODEL)
+    assert setting is not None and setting.mode == "clip" and setting.features == features
+    record = registry.history(MODEL)[-1]
+    assert record.action == SANITIZATION_ON and record.reason.startswith("clip")
+    assert RANGE_CHECK in record.evidence and record.moves == []
+    assert client.status(MODEL)["sanitization"] == switched_on.sanitization
+
+    # The gateway clips and fills: an out-of-range row is answered as its clipped row, a
+    # row with a null as the row filled with the reference's median.
+    low, top, fill = (
+        np.asarray(v, dtype=np.float32) for v in (setting.low, setting.high, setting.fill)
+    )
+    clipped = np.clip(np.asarray(bad[:20], dtype=np.float32), low, top).tolist()
+    answered = predict(served.url, bad[:20]).json()["predictions"]
+    assert answered == predict(served.url, clipped).json()["predictions"]
+    filled = predict(served.url, [[None, *clean[0][1:]]])
+    assert filled.status_code == 200, filled.text
+    by_hand = predict(served.url, [[float(fill[0]), *clean[0][1:]]]).json()["predictions"]
+    assert filled.json()["predictions"] == by_hand
+    metrics = client.metrics()
+    first = features[0]
+    series = f'chassis_sanitized_values_total{{action="clipped",feature="{first}",model="{MODEL}"}}'
+    clipped_count = re.search(rf"{re.escape(series)} (\S+)", metrics)
+    assert clipped_count is not None and float(clipped_count.group(1)) >= 20
+    assert (
+        f'chassis_sanitized_values_total{{action="filled",feature="{first}",model="{MODEL}"}} 1.0'
+        in metrics
+    )
+    assert f'chassis_sanitization_on{{mode="clip",model="{MODEL}"}} 1.0' in metrics
+
+    # The source is clean again. The next window holds clean rows only: the files with
+    # the bad rows are removed as the passing of the window would (a file of clean rows
+    # only means every bad row queued before it was written already).
+    def clean_file_written() -> bool:
+        return any(
+            (frame[first] <= high).all() and len(frame) for frame in logged_frames(served).values()
+        )
+
+    with sending(served.url, clean):
+        wait_for(clean_file_written, "file of clean rows")
+    for path, frame in logged_frames(served).items():
+        if (frame[features].isna() | (frame[features] > np.asarray(setting.high))).any(axis=None):
+            path.unlink()
+    with sending(served.url, clean):
+        wait_for(lambda: bool(logged_frames(served)), "prediction-log file")
+        switched_off = diagnose(model_name=MODEL, policy=QUICK)
+    assert switched_off.failing_branch is None, switched_off.failing_checks
+    assert switched_off.recovery == "unsanitize", switched_off.recovery_explanation
+    assert switched_off.sanitization == "off"
+    assert registry.history(MODEL)[-1].action == SANITIZATION_OFF
+    assert client.status(MODEL)["sanitization"] == "off"
+    assert predict(served.url, [[None, *clean[0][1:]]]).status_code == 422
+
+    # By hand: the CLI shows it, refuses a model the registry does not know (nothing
+    # written), and writes nothing when asked for what is already set.
+    code, _, stderr = chassis_in_process("sanitize", "--model", "ghost", "--mode", "clip")
+    assert (code, stderr.strip()) == (1, "error: no registered model named 'ghost'")
+    trail = len(registry.history(MODEL))
+    code, stdout, _ = chassis_in_process("sanitize", "--model", MODEL, "--mode", "off")
+    assert code == 0 and "off (already so: nothing written)" in stdout
+    assert len(registry.history(MODEL)) == trail
 
 
 def test_a_champion_surely_below_its_accuracy_gate_on_live_feedback_fails_the_model_branch(

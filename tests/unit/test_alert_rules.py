@@ -69,6 +69,9 @@ def exported_sample_names() -> set[str]:
     metrics.count_feedback("r", "1", "scored", 0.5)
     metrics.count_feedback_refused("m", "too_late")
     metrics.count_feedback_forwarded("m", 2)
+    metrics.count_sanitized("m", "f0", "clipped", 2)
+    metrics.count_sanitization_refused("m", "missing", 1)
+    metrics.sanitization_modes["m"] = "clip"
     names: set[str] = set()
     for family in text_string_to_metric_families(metrics.render().decode()):
         assert family.samples, f"{family.name} rendered no sample: feed it above"

@@ -25,6 +25,7 @@ from chassis.registry.tags import (
     TAG_TOKENIZER_SHA256,
     TOKENIZER_FILE,
 )
+from chassis.sanitization import Sanitization
 from chassis.serving import verified_cache
 from chassis.serving.asgi import GatewayApp
 from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel, ServedVersion
@@ -69,6 +70,7 @@ class FakeRegistry:
         self.versions = versions
         self.champion = champion
         self.reachable = True
+        self.sanitization: Sanitization | None = None  # what the registry says (None: off)
 
     def _answer(self) -> None:
         if not self.reachable:
@@ -80,6 +82,10 @@ class FakeRegistry:
 
     def read_rollout_record(self, name: str) -> None:
         self._answer()
+
+    def read_sanitization(self, name: str) -> Sanitization | None:
+        self._answer()
+        return self.sanitization
 
     def version_for_alias(self, name: str, alias: str) -> int | None:
         self._answer()
@@ -182,6 +188,29 @@ def test_texts_are_answered_with_labels(tmp_path: Path, v1: Version):
     ids = answer.pop("ids")
     assert answer == {"model": MODEL, "version": 1, "predictions": [1, 0, 0]}
     assert len(set(ids)) == 3 and all(i.endswith(f"-{row}") for row, i in enumerate(ids))
+
+
+def test_a_sanitization_set_on_a_text_model_is_not_applied_and_texts_are_still_answered(
+    tmp_path: Path, v1: Version
+):
+    registry = FakeRegistry({1: v1})
+    # Set by hand around the CLI (which refuses a text model): the gateway says so and serves.
+    registry.sanitization = Sanitization("clip", ["review"], [0.0], [1.0], [0.5], 1)
+    gateway = gateway_for(tmp_path, registry)
+    model = ServedModel(
+        MODEL, RolloutState(model=MODEL, stable_version=1), {1: opened(gateway, 1, v1)}
+    )
+    gateway._serve(MODEL, model)
+    assert model.sanitizer is None
+    assert gateway.status(MODEL)["sanitization"] == "off"
+    assert "a text model reads no numbers" in gateway.said[f"sanitization:{MODEL}"]
+
+    async def scenario():
+        gateway.loop = asyncio.get_running_loop()
+        return await predict(GatewayApp(gateway, TOKEN), {"instances": ["a good film"]})
+
+    status, answer = run(scenario)
+    assert status == 200 and answer["predictions"] == [1], answer
 
 
 def test_a_served_text_version_reads_its_max_length_and_warms_up_on_pad_ids(
