@@ -9,6 +9,8 @@ dictionary lookup and bodies are parsed once with orjson. A predict answer's fix
 import asyncio
 import contextlib
 import hmac
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +23,7 @@ from chassis.serving.feedback import parse_feedback, refusal_body
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
+from chassis.serving.supervision import supervised_replica
 from chassis.serving.validation import parse_instances, parse_texts
 
 Scope = dict[str, Any]
@@ -102,6 +105,19 @@ class GatewayApp:
         self.feedback_routes = {f"/v1/models/{name}/feedback": name for name in gateway.model_names}
         # (model, version) -> (answer JSON up to the predictions list, version header).
         self.answer_parts: dict[tuple[str, int], tuple[bytes, tuple[bytes, bytes]]] = {}
+        # Under the local supervisor a replica can be restarted (POST /admin/restart);
+        # /healthz says so, so a diagnosis knows whether a restart brings it back.
+        self.replica = supervised_replica()
+        self.restart_asked = False
+        self.on_restart: Callable[[], None] | None = None  # set by lifecycle.DrainingServer
+        self.health = orjson.dumps(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "supervised": self.replica is not None,
+                "replica": self.replica,
+            }
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -204,7 +220,7 @@ class GatewayApp:
         ):
             raise self.gateway.not_served(parts[2])
         elif method == "GET" and path == "/healthz":
-            await respond(send, 200, b'{"status":"ok"}')
+            await respond(send, 200, self.health)
         elif method == "GET" and path == "/readyz":
             ready = self.gateway.ready and not self.gateway.draining
             reason = self.gateway.not_ready_reason() or (
@@ -337,6 +353,31 @@ class GatewayApp:
         }
         await respond(send, 200, orjson.dumps(answer))
 
+    async def restart(self, send: Send) -> None:
+        """Drain and exit for the local supervisor to start this replica again at once:
+        202, then the drain SIGTERM starts (`lifecycle.DrainingServer`). Asked again while
+        it drains: 202 again, nothing more (a second SIGTERM would skip the drain)."""
+        if self.replica is None:
+            raise RequestError(
+                409,
+                "this gateway does not run under the local supervisor (chassis serve "
+                "--replicas N): a restart would stop it for good; restart it the way it was "
+                "started (on Kubernetes the probes do)",
+            )
+        first = not self.restart_asked
+        self.restart_asked = True
+        answer = {
+            "restarting": True,
+            "replica": self.replica,
+            "pid": os.getpid(),
+            "at": time.time(),
+        }
+        await respond(send, 202, orjson.dumps(answer))
+        if first and self.on_restart is not None:
+            self.on_restart()
+        elif first:  # under another server: its SIGTERM handling drains
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def authorize(self, scope: Scope) -> None:
         header = dict(scope["headers"]).get(b"authorization", b"")
         if not header.startswith(b"Bearer ") or not hmac.compare_digest(
@@ -348,6 +389,9 @@ class GatewayApp:
         gateway = self.gateway
         if method == "GET" and parts == ["status"]:
             await respond(send, 200, orjson.dumps({n: gateway.status(n) for n in gateway.models}))
+            return
+        if method == "POST" and parts == ["restart"]:
+            await self.restart(send)
             return
         if len(parts) < 2 or parts[0] != "models":
             raise RequestError(404, "unknown admin route")

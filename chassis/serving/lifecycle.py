@@ -51,6 +51,16 @@ class DrainingServer(uvicorn.Server):
         self.stop_signal: str | None = None  # the first signal that asked it to stop
         self.stop_asked = 0.0  # when (monotonic)
         self.drain_said = False
+        # POST /admin/restart drains through here: no signal is raised, so uvicorn does not
+        # raise one again at exit, and `chassis serve` exits with the restart code.
+        app.on_restart = self.restart
+
+    def restart(self) -> None:
+        """Drain and stop as on SIGTERM, the drain's events saying `restart`."""
+        if self.stop_signal is None:
+            self.stop_signal = "restart"
+            self.stop_asked = time.monotonic()
+        self.handle_exit(signal.SIGTERM, None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.app.gateway.draining = True
