@@ -25,7 +25,9 @@ def add_diagnose_parser(commands: Any) -> None:
         "branch; the report is a Prefect artifact and an MLflow run in <model>-monitoring. "
         "When the champion's own performance fails and a @previous exists, rolls back to it "
         "(audited; --fallback on|suggest|off, a cooldown after an automatic one) and has every "
-        "replica follow. Exit 0 whatever it finds, 1 when it cannot run or a decided "
+        "replica follow. A replica that answers but is not ready or not verified is restarted "
+        "when it runs under the local supervisor (chassis serve --replicas N; --restart "
+        "on|suggest|off). Exit 0 whatever it finds, 1 when it cannot run or a decided "
         "recovery cannot be made (nothing is changed then).",
     )
     diagnose.add_argument("--model", required=True, help="registered-model name")
@@ -65,6 +67,12 @@ def _diagnose(args: argparse.Namespace, context: Context) -> int:
         if document.replicas_following:
             out.print(
                 f"  {len(document.replicas_following)} replica(s) serve the new champion",
+                soft_wrap=True,
+            )
+        if document.replicas_restarted:
+            out.print(
+                f"  restarted {', '.join(document.replicas_restarted)}; back: "
+                f"{', '.join(document.replicas_back) or 'none'}",
                 soft_wrap=True,
             )
         if document.report_uri:

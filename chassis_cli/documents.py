@@ -515,9 +515,11 @@ class DiagnosisDocument(Document):
     summary: str
     failing_checks: list[str]
     report_uri: str | None
-    recovery: str  # none, fallback (done), suggest
+    recovery: str  # none, fallback or restart (done), suggest
     recovery_explanation: str
     replicas_following: list[str]
+    replicas_restarted: list[str] = []
+    replicas_back: list[str] = []
 
     @classmethod
     def of(cls, outcome: "DiagnosisOutcome") -> "DiagnosisDocument":
@@ -530,4 +532,6 @@ class DiagnosisDocument(Document):
             recovery=outcome.recovery,
             recovery_explanation=outcome.recovery_explanation,
             replicas_following=outcome.replicas_following,
+            replicas_restarted=outcome.replicas_restarted,
+            replicas_back=outcome.replicas_back,
         )

@@ -3,8 +3,9 @@ quality, business logic; it stops at the first failing branch and reports what i
 
 Triggered by `chassis.alert.firing` events (deployments/prefect.yaml) and runnable by hand
 (`chassis diagnose --model M`). What it does about a failing branch is decided by
-`chassis.diagnosis.recovery` (so far: fall back to @previous when the champion's own
-performance fails); sanitization and restarts are the next step of issue 16.
+`chassis.diagnosis.recovery`: fall back to @previous when the champion's own performance
+fails; restart a replica that answers but is not ready or not verified, when it runs under
+the local supervisor.
 """
 
 import shutil
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe
+from chassis.diagnosis.recovery import RecoveryPlan
 from chassis.drift import DriftPolicy
 from chassis.errors import ChassisError, RecoveryFailed
 from chassis.registry import Registry
@@ -35,6 +37,7 @@ from tasks.diagnosis import (
     fall_back,
     plan,
     publish_diagnosis,
+    restart_replicas,
 )
 from tasks.monitoring import check_serving_suite, load_reference, load_window
 
@@ -50,6 +53,9 @@ class DiagnosisOutcome(BaseModel):
     recovery_explanation: str = ""
     # The replicas that serve the new champion after a fallback.
     replicas_following: list[str] = Field(default_factory=list[str])
+    # The replicas restarted, and those of them ready and verified again.
+    replicas_restarted: list[str] = Field(default_factory=list[str])
+    replicas_back: list[str] = Field(default_factory=list[str])
 
 
 @described
@@ -120,13 +126,15 @@ def diagnose(
         )
         params = {"model": model_name, "replicas": len(urls), **chosen.model_dump()}
         stored = publish_diagnosis(diagnosis, settings, params)
-        decided = plan(registry, diagnosis, chosen, now)
+        decided = plan(registry, diagnosis, chosen, now, probes)
         outcome = _outcome(diagnosis, stored).model_copy(
             update={"recovery": decided.mode, "recovery_explanation": decided.explanation}
         )
         if decided.mode == "impossible":
             raise RecoveryFailed(f"{model_name}: {decided.explanation}")
-        if decided.mode == "act":
+        if decided.mode == "act" and decided.action == "restart":
+            outcome = _restarted(registry, clients, model_name, decided, outcome)
+        elif decided.mode == "act":
             following = fall_back(registry, clients, diagnosis, decided)
             outcome = outcome.model_copy(
                 update={"recovery": "fallback", "replicas_following": following}
@@ -135,6 +143,26 @@ def diagnose(
         for client in clients:
             client.close()
     return outcome
+
+
+def _restarted(
+    registry: Registry,
+    clients: list[GatewayClient],
+    model_name: str,
+    decided: RecoveryPlan,
+    outcome: DiagnosisOutcome,
+) -> DiagnosisOutcome:
+    """Restart what the plan names; a replica that does not come back fails the run."""
+    restarted, back = restart_replicas(registry, clients, model_name, decided)
+    lost = [url for url in restarted if url not in back]
+    if lost:
+        raise RecoveryFailed(
+            f"{model_name}: asked {', '.join(lost)} to restart; not ready and verified again "
+            "in time (the run's log says what each answered)"
+        )
+    return outcome.model_copy(
+        update={"recovery": "restart", "replicas_restarted": restarted, "replicas_back": back}
+    )
 
 
 def _outcome(diagnosis: Diagnosis, stored: StoredArtifact | None) -> DiagnosisOutcome:
