@@ -96,6 +96,13 @@ class ChassisSettings(BaseSettings):
     gateway_url: str | None = Field(
         default=None, description="Where flows reach the gateway. Default: http://host:port."
     )
+    gateway_replicas: str | None = Field(
+        default=None,
+        description="Every gateway replica, for the flows that must ask each one (the "
+        "diagnosis): comma-separated URLs or dns:HOST:PORT (every address a name resolves "
+        "to, as a Kubernetes headless Service gives one per ready pod). Default: the one "
+        "gateway at gateway_url.",
+    )
     gateway_admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Default: generated once and kept in "
@@ -249,6 +256,12 @@ class ChassisSettings(BaseSettings):
 
     def resolved_gateway_url(self) -> str:
         return (self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    def replica_specs(self) -> list[str]:
+        """`gateway_replicas` as a list (for chassis.rollout.fleet.resolve_replicas), or the
+        one gateway URL."""
+        listed = [part.strip() for part in (self.gateway_replicas or "").split(",")]
+        return [part for part in listed if part] or [self.resolved_gateway_url()]
 
     def admin_token(self) -> str:
         """The configured token, or the one generated for this home on first use."""

@@ -66,7 +66,7 @@ def diagnose(
         list[str] | None,
         Field(
             description="Gateway replicas to ask (URLs or dns:HOST:PORT, e.g. the headless "
-            "Service); empty: CHASSIS_GATEWAY_URL."
+            "Service); empty: CHASSIS_GATEWAY_REPLICAS, else CHASSIS_GATEWAY_URL."
         ),
     ] = None,
     policy: Annotated[
@@ -86,7 +86,7 @@ def diagnose(
         )
         diagnosis = walk(model_name, [("business", lambda: [unknown])])
         return _outcome(diagnosis, publish_diagnosis(diagnosis, settings, {"model": model_name}))
-    urls = resolve_replicas(replicas or [settings.resolved_gateway_url()])
+    urls = resolve_replicas(replicas or settings.replica_specs())
     clients = [GatewayClient(url, settings.admin_token(), timeout=10) for url in urls]
     probes: list[ReplicaProbe] = []
 

@@ -3,6 +3,7 @@ data, read the rollout state; and publish the diagnosis."""
 
 import time
 from datetime import datetime
+from functools import partial
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -20,7 +21,13 @@ from chassis.diagnosis.recovery import (
     plan_recovery,
 )
 from chassis.diagnosis.report import to_markdown
-from chassis.diagnosis.traffic_checks import traffic_findings
+from chassis.diagnosis.traffic_checks import (
+    LOOK_SECONDS,
+    early_alpha,
+    final_alpha,
+    surely_failing,
+    traffic_findings,
+)
 from chassis.errors import ChassisError, GatewayError, RecoveryFailed
 from chassis.expectations import SuiteResult
 from chassis.prediction_window import Window
@@ -45,8 +52,22 @@ def check_services(
 def check_model_performance(
     clients: list[GatewayClient], model: str, policy: DiagnosisPolicy
 ) -> list[Finding]:
-    get_run_logger().info("watching %d replica(s) for %g s", len(clients), policy.observe_seconds)
-    return traffic_findings(observe(clients, model, policy.observe_seconds), policy)
+    logger = get_run_logger()
+    logger.info("watching %d replica(s) for up to %g s", len(clients), policy.observe_seconds)
+    started = time.monotonic()
+    counts, early = observe(
+        clients,
+        model,
+        policy.observe_seconds,
+        settled=partial(surely_failing, policy=policy),
+        look_seconds=LOOK_SECONDS,
+    )
+    if early:
+        logger.info(
+            "a version is surely failing after %.0f s: watched no longer",
+            time.monotonic() - started,
+        )
+    return traffic_findings(counts, policy, early_alpha(policy) if early else final_alpha(policy))
 
 
 @task(name="check-data-quality", **NO_CACHE_TASK)

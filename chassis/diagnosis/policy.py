@@ -20,7 +20,8 @@ class DiagnosisPolicy(BaseModel):
     observe_seconds: Annotated[float, Field(ge=1, le=600)] = Field(
         default=15.0,
         description="How long each replica's counters are watched to judge the model's "
-        "error ratio, latency and shadow agreement.",
+        "error ratio, latency and shadow agreement (at most: a look every second ends the "
+        "watch once a version is surely failing).",
     )
     error_ratio_max: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.05,
@@ -47,7 +48,9 @@ class DiagnosisPolicy(BaseModel):
     )
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = Field(
         default=0.01,
-        description="Chance that a healthy version is judged failing, per check.",
+        description="Chance that a healthy version is judged failing, per check, over the "
+        "whole watch (half spent on the early looks that end it once a version is surely "
+        "failing, half at the window's end).",
     )
     window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = Field(
         default=15,

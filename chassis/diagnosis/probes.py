@@ -2,7 +2,7 @@
 counters. The only module of the diagnosis that does HTTP."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -66,10 +66,17 @@ def probe_fleet(clients: Sequence[GatewayClient], model: str) -> list[ReplicaPro
     return [probe(client, model) for client in clients]
 
 
-def observe(clients: Sequence[GatewayClient], model: str, seconds: float) -> ModelCounts:
+def observe(
+    clients: Sequence[GatewayClient],
+    model: str,
+    seconds: float,
+    settled: Callable[[ModelCounts], bool] | None = None,
+    look_seconds: float = 1.0,
+) -> tuple[ModelCounts, bool]:
     """Every version's counts over `seconds`, summed over the replicas that answered both
     readings (as the rollout reads a step: the difference of two cumulative readings, a
-    restarted replica counting from its restart)."""
+    restarted replica counting from its restart), and whether `settled` ended the watch
+    early: it is asked every `look_seconds` with the counts so far."""
 
     def reading() -> dict[str, ModelCounts]:
         found: dict[str, ModelCounts] = {}
@@ -80,7 +87,16 @@ def observe(clients: Sequence[GatewayClient], model: str, seconds: float) -> Mod
                 continue  # the service branch reports an unreachable replica
         return found
 
+    def since(start: dict[str, ModelCounts]) -> ModelCounts:
+        end = reading()
+        return add_models(window(end[url], start[url]) for url in end if url in start)
+
     start = reading()
-    time.sleep(seconds)  # the observation window itself, not a wait for a condition
-    end = reading()
-    return add_models(window(end[url], start[url]) for url in end if url in start)
+    ends = time.monotonic() + seconds
+    while settled is not None and time.monotonic() + look_seconds < ends:
+        time.sleep(look_seconds)  # the interval between looks, not a wait for a condition
+        counts = since(start)
+        if settled(counts):
+            return counts, True
+    time.sleep(max(0.0, ends - time.monotonic()))  # the rest of the observation window
+    return since(start), False

@@ -1,15 +1,50 @@
 """The model-performance branch: each served version's server-error ratio, p99 latency
 and shadow agreement over the observation window, judged with confidence bounds so a few
-unlucky requests, or a machine busy with other work, do not fail a healthy model."""
+unlucky requests, or a machine busy with other work, do not fail a healthy model.
+
+The window is looked at every second, and the watch ends as soon as a version is surely
+failing: a champion raising on half its requests is known after a few dozen of them, and
+each second watched is a second its users get errors. Looking often must not make a
+healthy version fail more often, so the policy's `alpha` is split (Bonferroni): half over
+the early looks, alpha / 2 / looks each, and half for the judgement at the window's end.
+Only a failing verdict ends the watch early; healthy needs the whole window.
+"""
+
+import math
 
 from chassis.diagnosis.findings import Finding
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.rollout.counts import ModelCounts
 from chassis.rollout.statistics import quantile_bounds, wilson, z_for
 
+# How often the window is looked at.
+LOOK_SECONDS = 1.0
 
-def traffic_findings(counts: ModelCounts, policy: DiagnosisPolicy) -> list[Finding]:
-    z = z_for(policy.alpha)
+
+def early_looks(policy: DiagnosisPolicy) -> int:
+    """Looks before the window's end (none in a window of one look)."""
+    return max(0, math.ceil(policy.observe_seconds / LOOK_SECONDS) - 1)
+
+
+def early_alpha(policy: DiagnosisPolicy) -> float:
+    """The false-failure chance each early look may spend."""
+    return policy.alpha / 2 / max(1, early_looks(policy))
+
+
+def final_alpha(policy: DiagnosisPolicy) -> float:
+    return policy.alpha / 2 if early_looks(policy) else policy.alpha
+
+
+def surely_failing(counts: ModelCounts, policy: DiagnosisPolicy) -> bool:
+    """Whether an early look may end the watch: a version fails at the early looks' alpha."""
+    return any(f.failing for f in traffic_findings(counts, policy, early_alpha(policy)))
+
+
+def traffic_findings(
+    counts: ModelCounts, policy: DiagnosisPolicy, alpha: float | None = None
+) -> list[Finding]:
+    """The findings at `alpha` (default: the policy's, for one look at the whole window)."""
+    z = z_for(policy.alpha if alpha is None else alpha)
     findings: list[Finding] = []
     if not any(c.executions for c in counts.values()):
         return [

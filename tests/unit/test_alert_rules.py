@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deployments" / "prometheus" / "chassis-alerts.yml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "chassis-alerts-test.yml"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
-SEVERITIES = {"page", "ticket"}
+# diagnose: starts the diagnose deployment, pages nobody (docs/metrics.md#alerts).
+SEVERITIES = {"page", "ticket", "diagnose"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,16 @@ from chassis.diagnosis.data_checks import data_findings
 from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
-from chassis.diagnosis.probes import ReplicaProbe
+from chassis.diagnosis.probes import ReplicaProbe, observe
 from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, plan_recovery
-from chassis.diagnosis.traffic_checks import traffic_findings
+from chassis.diagnosis.traffic_checks import (
+    early_alpha,
+    early_looks,
+    final_alpha,
+    surely_failing,
+    traffic_findings,
+)
+from chassis.errors import GatewayError
 from chassis.registry.audit import AuditRecord
 from chassis.rollout.counts import VersionCounts
 from chassis.rollout.record import RolloutRecord
@@ -101,6 +108,49 @@ def test_too_few_requests_are_not_judged_rather_than_called_healthy():
     assert finding.verdict == "not judged"
     (nothing,) = traffic_findings({}, POLICY)
     assert nothing.verdict == "not judged"
+
+
+def test_a_version_failing_half_its_requests_ends_the_watch_at_an_early_look():
+    assert surely_failing({1: counts(200), 2: counts(40, errors=20)}, POLICY)
+    assert not surely_failing({1: counts(200), 2: counts(200, errors=2)}, POLICY)
+
+
+def test_early_looks_are_stricter_than_the_window_end_so_a_healthy_version_fails_no_more():
+    # Bonferroni: half of alpha over the early looks, half at the end; together alpha.
+    assert early_looks(POLICY) == 14
+    assert early_alpha(POLICY) * early_looks(POLICY) + final_alpha(POLICY) == pytest.approx(
+        POLICY.alpha
+    )
+    # 8 % errors of 500: surely above 5 % at the window's end, not yet at an early look.
+    borderline = {1: counts(500, errors=40)}
+    assert not surely_failing(borderline, POLICY)
+    (ratio, _) = traffic_findings(borderline, POLICY, final_alpha(POLICY))
+    assert ratio.failing
+    one_look = POLICY.model_copy(update={"observe_seconds": 1})
+    assert early_looks(one_look) == 0 and final_alpha(one_look) == one_look.alpha
+
+
+class SilentClient:
+    """A replica whose metrics cannot be read: observe counts nothing from it."""
+
+    base_url = "http://silent"
+
+    def metrics(self) -> str:
+        raise GatewayError("no answer")
+
+
+def test_the_watch_ends_at_the_first_look_that_settles_it_or_at_the_window_end():
+    looks: list[int] = []
+
+    def settled(seen) -> bool:
+        looks.append(len(seen))
+        return len(looks) == 2
+
+    clients = [SilentClient()]
+    _, early = observe(clients, "m", 5.0, settled=settled, look_seconds=0.01)  # type: ignore[arg-type]
+    assert early and looks == [0, 0]
+    _, early = observe(clients, "m", 0.03, settled=lambda _: False, look_seconds=0.01)  # type: ignore[arg-type]
+    assert not early
 
 
 def test_a_version_whose_p99_is_surely_over_budget_fails():

@@ -25,6 +25,15 @@ def test_the_prometheus_config_and_its_rule_files_are_valid():
     assert "rule files found" in checked.stdout + checked.stderr
 
 
+def test_prometheus_scrapes_the_drift_checks_pushgateway_keeping_the_pushed_labels():
+    # The drift alerts read `model` from what the drift check pushed: without honor_labels
+    # Prometheus would rename the pushed labels to exported_* and the alerts see none.
+    config = yaml.safe_load((DEPLOYMENTS / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["chassis-drift"]["honor_labels"] is True
+    assert "chassis-gateway" in jobs  # the job name ChassisReplicaDown reads
+
+
 def test_the_alertmanager_config_is_valid_and_delivers_to_the_relay_with_a_token():
     config_path = DEPLOYMENTS / "alertmanager" / "alertmanager.yml"
     checked = run("amtool", "check-config", str(config_path))
