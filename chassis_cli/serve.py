@@ -1,8 +1,10 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
+import functools
 import logging
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -118,8 +120,6 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
 def supervise(args: argparse.Namespace, context: Context) -> int:
     """`--replicas N`: N gateway processes under the local supervisor, each run with this
     command's own options on its own port."""
-    import sys
-
     from chassis.serving import gateway_log
     from chassis.serving.supervision import replica_ports
     from chassis.serving.supervisor import Supervisor
@@ -133,12 +133,22 @@ def supervise(args: argparse.Namespace, context: Context) -> int:
     policy = serving_policy_from(given_values(args, POLICY))
     gateway_log.configure(policy.log_format, policy.log_level)
     options = without_options(context.argv, ("--replicas", "--port"))
-
-    def command(replica_port: int) -> list[str]:
-        return [sys.executable, "-m", "chassis_cli.main", *options, "--port", str(replica_port)]
-
     host = args.host or settings.gateway_host
-    return Supervisor(command, ports, host).run()
+    return Supervisor(functools.partial(replica_command, options), ports, host).run()
+
+
+def replica_command(options: list[str], port: int) -> list[str]:
+    """One replica's command line: this command's own options, on `port`, alone. Given
+    last, `--port` and `--replicas 1` win over any spelling left in `options` (argparse
+    keeps the last value; an abbreviation such as `--rep 3` is not stripped): a replica
+    never supervises replicas of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "chassis_cli.main",
+        *options,
+        *("--port", str(port), "--replicas", "1"),
+    ]
 
 
 def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:

@@ -23,7 +23,8 @@ from chassis.serving.supervision import (
     after_exit,
     replica_ports,
 )
-from chassis_cli.serve import without_options
+from chassis_cli.main import build_parser
+from chassis_cli.serve import replica_command, without_options
 from tests.fixtures.cli import chassis_in_process
 
 
@@ -92,15 +93,18 @@ def test_chassis_serve_refuses_a_bad_replica_count_in_one_line(
     assert stderr.strip() == problem
 
 
-def test_each_replica_runs_the_command_as_given_on_its_own_port():
+def test_each_replica_runs_the_command_as_given_on_its_own_port_and_alone():
     given = ["serve", "--model", "a", "--replicas", "2", "--port=9000", "--drain-seconds", "1"]
-    assert without_options(given, ("--replicas", "--port")) == [
-        "serve",
-        "--model",
-        "a",
-        "--drain-seconds",
-        "1",
-    ]
+    options = without_options(given, ("--replicas", "--port"))
+    assert options == ["serve", "--model", "a", "--drain-seconds", "1"]
+    command = replica_command(options, 9001)
+    assert command[1:3] == ["-m", "chassis_cli.main"]
+    assert command[3:] == [*options, "--port", "9001", "--replicas", "1"]
+    # An abbreviation left in place is overridden: the replica parses --replicas 1 last.
+    parsed = build_parser().parse_args(
+        replica_command(["serve", "--model", "a", "--rep", "3"], 1)[3:]
+    )
+    assert (parsed.replicas, parsed.port) == (1, 1)
 
 
 class Recorder:
