@@ -102,6 +102,10 @@ class FailpointError(SettingsError):
 # Gates and aliases ------------------------------------------------------------------------
 
 
+class InjectedFault(ChassisError):  # noqa: N818 (reads as what happened)
+    """A fail point armed with `fail` was reached (chassis.failpoints)."""
+
+
 class GateConfigError(ChassisError):
     """A gate threshold is outside its meaningful range."""
 

@@ -48,6 +48,9 @@ class Context:
         # the command prints is sent to stderr (see main).
         self.as_json = False
         self.stdout: TextIO = sys.stdout
+        # The command line as given (without the program name): a command that starts
+        # itself again in a child process (`serve --replicas`) passes it on.
+        self.argv: list[str] = sys.argv[1:]
 
     @property
     def settings(self) -> "ChassisSettings":

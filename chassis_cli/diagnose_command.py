@@ -27,7 +27,9 @@ def add_diagnose_parser(commands: Any) -> None:
         "(audited; --fallback on|suggest|off, a cooldown after an automatic one) and has every "
         "replica follow. When the served data has missing or out-of-range values, switches "
         "the gateways' sanitization on (--sanitize on|suggest|off, --sanitize-mode "
-        "clip|refuse), and off again once a diagnosis finds the window clean. Exit 0 "
+        "clip|refuse), and off again once a diagnosis finds the window clean. A replica "
+        "that answers but is not ready or not verified is restarted when it runs under the "
+        "local supervisor (chassis serve --replicas N; --restart on|suggest|off). Exit 0 "
         "whatever it finds, 1 when it cannot run or a decided recovery cannot be made "
         "(nothing is changed then).",
     )
@@ -74,6 +76,12 @@ def _diagnose(args: argparse.Namespace, context: Context) -> int:
             out.print(f"  {len(document.replicas_following)} replica(s) {what}", soft_wrap=True)
         if document.sanitization != "off":
             out.print(f"sanitization: {document.sanitization}", soft_wrap=True)
+        if document.replicas_restarted:
+            out.print(
+                f"  restarted {', '.join(document.replicas_restarted)}; back: "
+                f"{', '.join(document.replicas_back) or 'none'}",
+                soft_wrap=True,
+            )
         if document.report_uri:
             out.print(f"report: {document.report_uri}", soft_wrap=True)
 

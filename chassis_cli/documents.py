@@ -516,10 +516,12 @@ class DiagnosisDocument(Document):
     summary: str
     failing_checks: list[str]
     report_uri: str | None
-    recovery: str  # none, fallback, sanitize, unsanitize (done), suggest
+    recovery: str  # none, fallback, sanitize, unsanitize, restart (done), suggest
     recovery_explanation: str
     replicas_following: list[str]
     sanitization: str  # the model's sanitization after the run: off, or its mode
+    replicas_restarted: list[str] = []
+    replicas_back: list[str] = []
 
     @classmethod
     def of(cls, outcome: "DiagnosisOutcome") -> "DiagnosisDocument":
@@ -533,6 +535,8 @@ class DiagnosisDocument(Document):
             recovery_explanation=outcome.recovery_explanation,
             replicas_following=outcome.replicas_following,
             sanitization=outcome.sanitization,
+            replicas_restarted=outcome.replicas_restarted,
+            replicas_back=outcome.replicas_back,
         )
 
 

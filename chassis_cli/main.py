@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
         command_parser.error(unrecognized(command_parser, unknown))
     handler: Handler = args.handler
     context = context or Context()
+    context.argv = list(argv) if argv is not None else sys.argv[1:]
     context.as_json = bool(getattr(args, "json", False))
     context.stdout = sys.stdout
     try:

@@ -1,13 +1,16 @@
 """`chassis serve`: the gateway on uvicorn, for the models named."""
 
 import argparse
+import functools
 import logging
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chassis.errors import ChassisError, NotServable
+from chassis.errors import ChassisError, NotServable, SettingsError
 from chassis.serving.policy import ServingPolicy, peer_specs, serving_policy_from
+from chassis.serving.supervision import RESTART_EXIT_CODE
 from chassis_cli.argtypes import port
 from chassis_cli.context import Context
 from chassis_cli.policy_options import add_model_options, given_values
@@ -43,11 +46,20 @@ def add_serve_parser(commands: Any) -> None:
     )
     serve.add_argument("--host", help="bind address (default CHASSIS_GATEWAY_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=port, help="port (default CHASSIS_GATEWAY_PORT, 8000)")
+    serve.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run this many gateway processes under a local supervisor, on ports PORT .. "
+        "PORT+N-1; each one that exits is started again (1: one process, no supervisor)",
+    )
     add_model_options(serve, ServingPolicy, POLICY)
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace, context: Context) -> int:
+    if args.replicas != 1:
+        return supervise(args, context)
     from chassis.registry.connection import bound_http_retries
 
     # The gateway retries the registry itself, with backoff, and keeps serving meanwhile.
@@ -100,7 +112,57 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     DrainingServer(config, app, policy.drain_seconds, policy.access_log).run()
     if app.gateway.fatal is not None:
         raise NotServable(app.gateway.fatal)
-    return 0
+    # Asked to restart (POST /admin/restart, supervised only): drained; the supervisor
+    # starts it again on this exit code.
+    return RESTART_EXIT_CODE if app.restart_asked else 0
+
+
+def supervise(args: argparse.Namespace, context: Context) -> int:
+    """`--replicas N`: N gateway processes under the local supervisor, each run with this
+    command's own options on its own port."""
+    from chassis.serving import gateway_log
+    from chassis.serving.supervision import replica_ports
+    from chassis.serving.supervisor import Supervisor
+
+    settings = context.prepare()
+    first = args.port or settings.gateway_port
+    try:
+        ports = replica_ports(first, args.replicas)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    policy = serving_policy_from(given_values(args, POLICY))
+    gateway_log.configure(policy.log_format, policy.log_level)
+    options = without_options(context.argv, ("--replicas", "--port"))
+    host = args.host or settings.gateway_host
+    return Supervisor(functools.partial(replica_command, options), ports, host).run()
+
+
+def replica_command(options: list[str], port: int) -> list[str]:
+    """One replica's command line: this command's own options, on `port`, alone. Given
+    last, `--port` and `--replicas 1` win over any spelling left in `options` (argparse
+    keeps the last value; an abbreviation such as `--rep 3` is not stripped): a replica
+    never supervises replicas of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "chassis_cli.main",
+        *options,
+        *("--port", str(port), "--replicas", "1"),
+    ]
+
+
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """`argv` without the options `names` and their values (`--port 1` or `--port=1`)."""
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in names:
+            skip = True
+        elif not item.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(item)
+    return kept
 
 
 def build_app(

@@ -5,7 +5,8 @@ Triggered by `chassis.alert.firing` events (deployments/prefect.yaml) and runnab
 (`chassis diagnose --model M`). What it does about a failing branch is decided by
 `chassis.diagnosis.recovery`: fall back to @previous when the champion's own performance
 fails; switch the gateways' sanitization on when the served data has missing or
-out-of-range values, and off again once the window is clean.
+out-of-range values, and off again once the window is clean; restart a replica that answers
+but is not ready or not verified, when it runs under the local supervisor.
 """
 
 import shutil
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from chassis.diagnosis.findings import Diagnosis, Finding, walk
 from chassis.diagnosis.policy import DiagnosisPolicy
 from chassis.diagnosis.probes import ReplicaProbe
+from chassis.diagnosis.recovery import RecoveryPlan
 from chassis.drift_policy import DriftPolicy
 from chassis.errors import ChassisError, RecoveryFailed
 from chassis.registry import Registry
@@ -36,6 +38,7 @@ from tasks.diagnosis import (
     fall_back,
     plan,
     publish_diagnosis,
+    restart_replicas,
     switch_sanitization,
 )
 
@@ -55,6 +58,9 @@ class DiagnosisOutcome(BaseModel):
     # What the model's gateways do with out-of-range and missing values after the run
     # (chassis.sanitization: off, or the mode and where its ranges came from).
     sanitization: str = "off"
+    # The replicas restarted, and those of them ready and verified again.
+    replicas_restarted: list[str] = Field(default_factory=list[str])
+    replicas_back: list[str] = Field(default_factory=list[str])
 
 
 @described
@@ -129,13 +135,15 @@ def diagnose(
         )
         params = {"model": model_name, "replicas": len(urls), **chosen.model_dump()}
         stored = publish_diagnosis(diagnosis, settings, params)
-        decided = plan(registry, diagnosis, chosen, now)
+        decided = plan(registry, diagnosis, chosen, now, probes)
         outcome = _outcome(diagnosis, stored).model_copy(
             update={"recovery": decided.mode, "recovery_explanation": decided.explanation}
         )
         if decided.mode == "impossible":
             raise RecoveryFailed(f"{model_name}: {decided.explanation}")
-        if decided.mode == "act" and decided.action == "fallback":
+        if decided.mode == "act" and decided.action == "restart":
+            outcome = _restarted(registry, clients, model_name, decided, outcome)
+        elif decided.mode == "act" and decided.action == "fallback":
             following = fall_back(registry, clients, diagnosis, decided)
             outcome = outcome.model_copy(
                 update={"recovery": "fallback", "replicas_following": following}
@@ -164,6 +172,26 @@ def diagnose(
         for client in clients:
             client.close()
     return outcome
+
+
+def _restarted(
+    registry: Registry,
+    clients: list[GatewayClient],
+    model_name: str,
+    decided: RecoveryPlan,
+    outcome: DiagnosisOutcome,
+) -> DiagnosisOutcome:
+    """Restart what the plan names; a replica that does not come back fails the run."""
+    restarted, back = restart_replicas(registry, clients, model_name, decided)
+    lost = [url for url in restarted if url not in back]
+    if lost:
+        raise RecoveryFailed(
+            f"{model_name}: asked {', '.join(lost)} to restart; not ready and verified again "
+            "in time (the run's log says what each answered)"
+        )
+    return outcome.model_copy(
+        update={"recovery": "restart", "replicas_restarted": restarted, "replicas_back": back}
+    )
 
 
 def _outcome(diagnosis: Diagnosis, stored: StoredArtifact | None) -> DiagnosisOutcome:

@@ -32,6 +32,7 @@ ArtifactKind = Literal[
     "drift-summary",
     "diagnosis",
     "live-accuracy",
+    "replica-restart",
 ]
 
 

@@ -13,11 +13,13 @@ from chassis.diagnosis.data_checks import data_findings
 from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.fleet_checks import business_findings, service_findings
 from chassis.diagnosis.policy import DiagnosisPolicy
-from chassis.diagnosis.probes import ReplicaProbe, metrics_texts, observe, probe_fleet
+from chassis.diagnosis.probes import ReplicaProbe, metrics_texts, observe, probe, probe_fleet
 from chassis.diagnosis.recovery import (
     AUTOMATIC_FALLBACK,
+    AUTOMATIC_RESTART,
     AUTOMATIC_SANITIZATION,
     RecoveryPlan,
+    needs_restart,
     plan_recovery,
 )
 from chassis.diagnosis.report import to_markdown
@@ -28,7 +30,7 @@ from chassis.diagnosis.traffic_checks import (
     surely_failing,
     traffic_findings,
 )
-from chassis.errors import ChassisError, GatewayError
+from chassis.errors import ChassisError, GatewayError, RecoveryFailed
 from chassis.expectations import SuiteResult
 from chassis.prediction_window import Window
 from chassis.registry import Registry
@@ -121,7 +123,11 @@ def publish_diagnosis(
 
 @task(name="plan-recovery", **NO_CACHE_TASK)
 def plan(
-    registry: Registry, diagnosis: Diagnosis, policy: DiagnosisPolicy, now: datetime
+    registry: Registry,
+    diagnosis: Diagnosis,
+    policy: DiagnosisPolicy,
+    now: datetime,
+    probes: list[ReplicaProbe] | None = None,
 ) -> RecoveryPlan:
     aliases = registry.current_aliases(diagnosis.model) if diagnosis.walked else {}
     setting = registry.read_sanitization(diagnosis.model)
@@ -135,6 +141,7 @@ def plan(
         sanitizing=setting.mode if setting is not None else "off",
         reads_text=champion is not None
         and TAG_TEXT_INPUT in registry.version_tags(diagnosis.model, champion),
+        probes=probes or [],
     )
     get_run_logger().info("recovery: %s", decided.explanation)
     return decided
@@ -221,3 +228,71 @@ def switch_sanitization(
         if (status.get("sanitization", "off") == "off") == (mode == "off"):
             following.append(client.base_url)
     return not change.noop, following
+
+
+@task(name="restart-replicas", **NO_CACHE_TASK)
+def restart_replicas(
+    registry: Registry,
+    clients: list[GatewayClient],
+    model: str,
+    decided: RecoveryPlan,
+    back_seconds: float = 120.0,
+) -> tuple[list[str], list[str]]:
+    """Restart each replica the plan names that still needs it (asked again, one that
+    has come back meanwhile is left alone), audited first: a restart the registry cannot
+    record is not made. Then wait, up to `back_seconds`, until each restarted replica is a
+    new process, ready and serving a verified version. Returns (restarted, back)."""
+    logger = get_run_logger()
+    by_url = {client.base_url: client for client in clients}
+    stuck = [p for p in (probe(by_url[url], model) for url in decided.replicas) if needs_restart(p)]
+    if not stuck:
+        logger.info("no replica needs a restart any more: %s", ", ".join(decided.replicas))
+        return [], []
+    named = ", ".join(p.url for p in stuck)
+    evidence = {p.url: decided.evidence.get(p.url, p.problem) for p in stuck}
+    try:
+        record = registry.record_action(
+            model,
+            "restart",
+            actor=actor(),
+            reason=f"{AUTOMATIC_RESTART}: {named}",
+            evidence=evidence,
+        )
+    except ChassisError as error:
+        raise RecoveryFailed(
+            f"{model}: restarting {named} could not be audited ({error}); nothing was restarted"
+        ) from error
+    logger.info("audit record #%d: restarting %s", record.sequence, named)
+    restarted: list[ReplicaProbe] = []
+    for replica in stuck:
+        try:
+            by_url[replica.url].restart()
+            restarted.append(replica)
+        except GatewayError as error:
+            logger.warning("replica %s refused the restart: %s", replica.url, error)
+    back: list[str] = []
+    deadline = time.monotonic() + back_seconds
+    for replica in restarted:
+        while True:
+            seen = probe(by_url[replica.url], model)
+            if seen.pid != replica.pid and seen.ready and seen.serves_verified:
+                logger.info("replica %s is back (pid %s), ready", replica.url, seen.pid)
+                back.append(replica.url)
+                break
+            if time.monotonic() > deadline:
+                logger.warning("replica %s is not back: %s", replica.url, seen.problem)
+                break
+            time.sleep(0.5)  # between looks at a replica that is starting
+    lines = [
+        f"- {p.url}: {'back, ready and verified' if p.url in back else 'NOT back'} "
+        f"(was: {evidence[p.url]})"
+        for p in stuck
+    ]
+    publish_markdown(
+        f"# {model}: restart (audit #{record.sequence})\n\n- who: {record.actor}\n"
+        f"- why: {record.reason}\n\n## Replicas\n" + "\n".join(lines) + "\n",
+        "replica-restart",
+        model,
+        description=f"Restarted {len(stuck)} replica(s), {len(back)} back",
+    )
+    return [p.url for p in stuck], back

@@ -35,7 +35,7 @@ def service_findings(probes: list[ReplicaProbe], model: str) -> list[Finding]:
         findings.append(
             Finding(
                 f"{where} serves {model}",
-                "healthy" if stable in loaded else "failing",
+                "healthy" if probe.serves_verified else "failing",
                 f"stable v{stable}, verified and loaded: {loaded}",
                 "its stable version verified and loaded",
             )

@@ -79,6 +79,13 @@ class DiagnosisPolicy(BaseModel):
         description="After an automatic fallback, no other one for this long (suggested "
         "instead), unless an alias was moved since, by a person or a release.",
     )
+    restart: ActionSwitch = Field(
+        default="on",
+        description="A replica that answers but is not ready, or does not serve a verified "
+        "version: restart it when it runs under the local supervisor (chassis serve "
+        "--replicas N), and wait until it is ready again; elsewhere only say so (on "
+        "Kubernetes the probes act).",
+    )
 
     sanitize: ActionSwitch = Field(
         default="on",

@@ -4,7 +4,7 @@ counters. The only module of the diagnosis that does HTTP."""
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -20,20 +20,46 @@ class ReplicaProbe:
     ready: bool
     status: dict[str, Any] | None  # the admin status of the model; None: not served / error
     problem: str  # why reachable, ready or status failed ("" when none did)
+    # Under the local supervisor (`chassis serve --replicas N`): a restart brings it back.
+    supervised: bool = False
+    pid: int | None = None  # its process, as /healthz says (a restart changes it)
+
+    @property
+    def serves_verified(self) -> bool:
+        """Its stable version of the model verified and loaded."""
+        if self.status is None:
+            return False
+        return self.status["state"].get("stable_version") in self.status.get("loaded_versions", [])
 
 
 def probe(client: GatewayClient, model: str) -> ReplicaProbe:
     url = client.base_url
     try:
-        client.client.get("/healthz", timeout=5)  # any answer: the process is there
+        health = client.client.get("/healthz", timeout=5)  # any answer: the process is there
     except httpx.HTTPError as error:
         return ReplicaProbe(url, False, False, None, f"unreachable: {error}")
+    supervised, pid = _supervision(health)
     ready = client.ready()
     try:
         status = client.status(model)
     except GatewayError as error:
-        return ReplicaProbe(url, True, ready, None, str(error))
-    return ReplicaProbe(url, True, ready, status, "" if ready else "/readyz is not 200")
+        return ReplicaProbe(url, True, ready, None, str(error), supervised, pid)
+    problem = "" if ready else "/readyz is not 200"
+    return ReplicaProbe(url, True, ready, status, problem, supervised, pid)
+
+
+def _supervision(health: httpx.Response) -> tuple[bool, int | None]:
+    """Whether /healthz says the local supervisor runs it, and its pid (a gateway of an
+    older version answers without them: not supervised)."""
+    try:
+        body = health.json()
+    except ValueError:
+        return False, None
+    if not isinstance(body, dict):
+        return False, None
+    said = cast(dict[str, Any], body)
+    pid = said.get("pid")
+    return said.get("supervised") is True, pid if isinstance(pid, int) else None
 
 
 def probe_fleet(clients: Sequence[GatewayClient], model: str) -> list[ReplicaProbe]:

@@ -1,8 +1,10 @@
 """What the diagnosis does about what it found: the decision, pure (the diagnosis, the
-aliases, the audit trail and the policy in; a plan out). Only a fault in the champion's
-own performance has an action here so far: fall back to `@previous`. A data-quality fault
-that sanitization answers (missing values, values outside the reference's ranges) switches
-the model's gateway sanitization on, and a clean window switches it off again
+aliases, the audit trail, the replicas' probes and the policy in; a plan out). A fault
+in the champion's own performance: fall back to `@previous`. A replica that answers but is
+not ready or not verified: restart it, when the local supervisor runs it (elsewhere
+nothing here can start it again: on Kubernetes the probes act). A data-quality fault that
+sanitization answers (missing values, values outside the reference's ranges) switches the
+model's gateway sanitization on, and a clean window switches it off again
 (`_sanitization_plan`).
 
 A cooldown prevents flapping: after an automatic fallback, another waits
@@ -19,24 +21,32 @@ from typing import Literal
 from chassis.diagnosis.data_checks import MISSING_CHECK, RANGE_CHECK
 from chassis.diagnosis.findings import Diagnosis, Finding
 from chassis.diagnosis.policy import DiagnosisPolicy
+from chassis.diagnosis.probes import ReplicaProbe
 from chassis.registry.audit import AuditRecord
-from chassis.sanitization import SANITIZATION_ACTIONS, SanitizationMode
+from chassis.sanitization import SanitizationMode
 
 # The reason an automatic fallback records in the audit trail starts with this: the
 # cooldown finds the last one by it.
 AUTOMATIC_FALLBACK = "automatic fallback by diagnosis"
 # And an automatic sanitization switch's reason.
 AUTOMATIC_SANITIZATION = "automatic sanitization switch by diagnosis"
+AUTOMATIC_RESTART = "automatic restart by diagnosis"
+# What restarts a replica where the diagnosis cannot.
+ELSEWHERE = (
+    "on Kubernetes the readiness probe takes an unready replica out of the Service and the "
+    "liveness probe restarts one that stops answering; elsewhere restart it by hand"
+)
 
 
 @dataclass(frozen=True)
 class RecoveryPlan:
-    action: Literal["fallback", "sanitize", "unsanitize", "none"]
+    action: Literal["fallback", "sanitize", "unsanitize", "restart", "none"]
     mode: Literal["act", "suggest", "impossible", "none"]
     explanation: str
     evidence: dict[str, str] = field(default_factory=dict[str, str])
     target: int | None = None  # the version that becomes champion
     sanitization: SanitizationMode | None = None  # the mode sanitize/unsanitize sets
+    replicas: tuple[str, ...] = ()  # the replicas to restart
 
 
 def plan_recovery(
@@ -48,6 +58,7 @@ def plan_recovery(
     *,
     sanitizing: SanitizationMode = "off",
     reads_text: bool = False,
+    probes: Sequence[ReplicaProbe] = (),
 ) -> RecoveryPlan:
     """`sanitizing`: the model's sanitization mode in the registry now; `reads_text`: its
     champion reads texts (sanitization does not apply)."""
@@ -58,15 +69,7 @@ def plan_recovery(
     if diagnosis.failing_branch is None:
         return RecoveryPlan("none", "none", "nothing wrong found: no action")
     if diagnosis.failing_branch == "service":
-        # On Kubernetes the probes act on a replica that does not answer /healthz or
-        # /readyz (restart, or out of the Service); elsewhere a person or supervisor does.
-        return RecoveryPlan(
-            "none",
-            "none",
-            "no automatic action: on Kubernetes the liveness probe restarts a replica that "
-            "stops answering and the readiness probe takes an unready one out of the Service; "
-            "elsewhere restart the replica named above",
-        )
+        return plan_restart(probes, policy)
     if diagnosis.failing_branch != "model":
         return RecoveryPlan(
             "none", "none", f"no automatic action for a failing {diagnosis.failing_branch} branch"
@@ -102,8 +105,9 @@ def plan_recovery(
             evidence,
             previous,
         )
-    # The last record about the aliases (a sanitization switch is no act on the champion).
-    last = next((r for r in reversed(trail) if r.action not in SANITIZATION_ACTIONS), None)
+    # The last alias move: a record that moves none (a restart, a sanitization switch)
+    # neither starts the cooldown nor ends it.
+    last = next((r for r in reversed(trail) if r.moves), None)
     if (
         last is not None
         and last.action == "rollback"
@@ -217,4 +221,42 @@ def _sanitization_plan(
         f"the window is clean: switch sanitization ({sanitizing}) off",
         evidence,
         sanitization="off",
+    )
+
+
+def needs_restart(probe: ReplicaProbe) -> bool:
+    """Alive (it answers) but not ready, or not serving a verified version: a restart
+    starts it from a clean state. One that does not answer is the supervisor's to start
+    again if its process exited, or a person's if it hangs."""
+    return probe.reachable and not (probe.ready and probe.serves_verified)
+
+
+def plan_restart(probes: Sequence[ReplicaProbe], policy: DiagnosisPolicy) -> RecoveryPlan:
+    """Restart each replica that needs it and runs under the local supervisor."""
+    stuck = [p for p in probes if needs_restart(p)]
+    silent = [p.url for p in probes if not p.reachable]
+    notes = (
+        f"; {', '.join(silent)} does not answer: the local supervisor starts a replica whose "
+        "process exited again by itself, a hung one needs a person"
+        if silent
+        else ""
+    )
+    if not stuck:
+        return RecoveryPlan("none", "none", f"no replica to restart{notes}; {ELSEWHERE}")
+    evidence = {p.url: p.problem or "its stable version is not verified and loaded" for p in stuck}
+    here = tuple(p.url for p in stuck if p.supervised)
+    away = [p.url for p in stuck if not p.supervised]
+    if away:
+        notes += f"; not under the local supervisor: {', '.join(away)} ({ELSEWHERE})"
+    if policy.restart == "off":
+        return RecoveryPlan("restart", "none", f"restart is off (policy){notes}", evidence)
+    if not here:
+        return RecoveryPlan("restart", "none", f"no replica to restart here{notes}", evidence)
+    named = ", ".join(here)
+    if policy.restart == "suggest":
+        return RecoveryPlan(
+            "restart", "suggest", f"suggested: restart {named}{notes}", evidence, replicas=here
+        )
+    return RecoveryPlan(
+        "restart", "act", f"restart {named} (local supervisor){notes}", evidence, replicas=here
     )

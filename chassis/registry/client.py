@@ -236,6 +236,14 @@ class Registry:
             self.client, self.signing_key, name, actor=actor, reason=reason, evidence=evidence
         )
 
+    @naming("auditing {action} on {name!r}")
+    def record_action(
+        self, name: str, action: str, *, actor: str, reason: str, evidence: dict[str, str]
+    ) -> AuditRecord:
+        return moves.record_action(
+            self.client, name, action, actor=actor, reason=reason, evidence=evidence
+        )
+
     @naming("checking the challenger of {name!r}")
     def unaudited_challenger(self, name: str) -> int | None:
         return moves.unaudited_challenger(self.client, name)

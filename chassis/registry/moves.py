@@ -188,6 +188,26 @@ def recover(client: MlflowClient, name: str, *, actor: str) -> Recovery | None:
         return _recover_leftover(client, name, actor)
 
 
+def record_action(
+    client: MlflowClient,
+    name: str,
+    action: str,
+    *,
+    actor: str,
+    reason: str,
+    evidence: dict[str, str],
+) -> AuditRecord:
+    """Audit an action on `name` that moves no alias (a replica restarted by the
+    diagnosis): a record in the same trail, under the same lock, with no moves."""
+    with _alias_lock(client, name, actor):
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        sequence = max((r.sequence for r in history(client, name)), default=0) + 1
+        record = AuditRecord(sequence, now, actor, action, [], reason[:500], evidence)
+        client.set_registered_model_tag(name, f"{AUDIT_TAG_PREFIX}{sequence:06d}", record.to_json())
+        refresh_description(client, name)
+        return record
+
+
 def _move(client: MlflowClient, name: str, alias: str, version: int | None) -> None:
     if version is None:
         client.delete_registered_model_alias(name, alias)

@@ -9,6 +9,8 @@ dictionary lookup and bodies are parsed once with orjson. A predict answer's fix
 import asyncio
 import contextlib
 import hmac
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +24,7 @@ from chassis.serving.feedback_peers import COMMIT, FORWARDED_BY, OWNER, PHASE, F
 from chassis.serving.gateway import Gateway
 from chassis.serving.openapi import openapi_document
 from chassis.serving.readiness import model_report
+from chassis.serving.supervision import supervised_replica
 from chassis.serving.validation import parse_instances, parse_texts
 
 Scope = dict[str, Any]
@@ -106,8 +109,22 @@ class GatewayApp:
         # Feedback on other replicas' predictions goes to them (none: refused as unknown).
         peers = gateway.config.peers
         self.feedback_router = FeedbackRouter(gateway, peers) if peers else None
-        # GET /healthz says which replica this is: peers find each other's tags there.
-        self.health = orjson.dumps({"status": "ok", "replica": gateway.replica})
+        # Under the local supervisor a replica can be restarted (POST /admin/restart).
+        self.supervised_index = supervised_replica()
+        self.restart_asked = False
+        self.on_restart: Callable[[], None] | None = None  # set by lifecycle.DrainingServer
+        # GET /healthz says which replica this is (its feedback tag: peers find each other's
+        # there) and whether the local supervisor runs it (a diagnosis then knows a restart
+        # brings it back).
+        self.health = orjson.dumps(
+            {
+                "status": "ok",
+                "replica": gateway.replica,
+                "pid": os.getpid(),
+                "supervised": self.supervised_index is not None,
+                "supervised_replica": self.supervised_index,
+            }
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -368,6 +385,31 @@ class GatewayApp:
         answer = {"model": name, "accepted": len(answered), "feedback": answered}
         await respond(send, 200, orjson.dumps(answer))
 
+    async def restart(self, send: Send) -> None:
+        """Drain and exit for the local supervisor to start this replica again at once:
+        202, then the drain SIGTERM starts (`lifecycle.DrainingServer`). Asked again while
+        it drains: 202 again, nothing more (a second SIGTERM would skip the drain)."""
+        if self.supervised_index is None:
+            raise RequestError(
+                409,
+                "this gateway does not run under the local supervisor (chassis serve "
+                "--replicas N): a restart would stop it for good; restart it the way it was "
+                "started (on Kubernetes the probes do)",
+            )
+        first = not self.restart_asked
+        self.restart_asked = True
+        answer = {
+            "restarting": True,
+            "supervised_replica": self.supervised_index,
+            "pid": os.getpid(),
+            "at": time.time(),
+        }
+        await respond(send, 202, orjson.dumps(answer))
+        if first and self.on_restart is not None:
+            self.on_restart()
+        elif first:  # under another server: its SIGTERM handling drains
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def authorize(self, scope: Scope) -> None:
         header = dict(scope["headers"]).get(b"authorization", b"")
         if not header.startswith(b"Bearer ") or not hmac.compare_digest(
@@ -379,6 +421,9 @@ class GatewayApp:
         gateway = self.gateway
         if method == "GET" and parts == ["status"]:
             await respond(send, 200, orjson.dumps({n: gateway.status(n) for n in gateway.models}))
+            return
+        if method == "POST" and parts == ["restart"]:
+            await self.restart(send)
             return
         if len(parts) < 2 or parts[0] != "models":
             raise RequestError(404, "unknown admin route")

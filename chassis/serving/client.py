@@ -99,5 +99,10 @@ class GatewayClient:
     def promote(self, model: str) -> dict[str, Any]:
         return self._call("POST", f"/admin/models/{model}/promote")
 
+    def restart(self) -> dict[str, Any]:
+        """Drain and exit for the local supervisor to start it again (202; 409 when the
+        replica is not supervised)."""
+        return self._call("POST", "/admin/restart")
+
     def close(self) -> None:
         self.client.close()

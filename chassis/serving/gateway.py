@@ -28,6 +28,7 @@ from chassis.errors import (
     StateError,
     TextInputError,
 )
+from chassis.failpoints import failpoint
 from chassis.registry import Registry
 from chassis.registry.tags import (
     TAG_ACCURACY_GATE,
@@ -565,6 +566,7 @@ class Gateway:
     def _try_pending(self) -> None:
         for name in self._pending():
             try:
+                failpoint("gateway.load")  # a replica that cannot load what it must serve
                 self._serve(name, self._restore(name))
             except Exception as error:
                 self._set_readiness(name, ModelReadiness.failed(error))

@@ -51,6 +51,27 @@ class DrainingServer(uvicorn.Server):
         self.stop_signal: str | None = None  # the first signal that asked it to stop
         self.stop_asked = 0.0  # when (monotonic)
         self.drain_said = False
+        # POST /admin/restart drains through here: no signal is raised, so uvicorn does not
+        # raise one again at exit, and `chassis serve` exits with the restart code.
+        app.on_restart = self.restart
+
+    def restart(self) -> None:
+        """Drain and stop as on SIGTERM, the drain's events saying `restart`. Not through
+        `handle_exit`: uvicorn raises each signal it handled again once stopped, and the
+        process would end by SIGTERM instead of its exit code."""
+        self.app.gateway.draining = True
+        if self.stop_signal is None:
+            self.stop_signal = "restart"
+            self.stop_asked = time.monotonic()
+        if self.drain_seconds <= 0:
+            self.should_exit = True
+        elif self.drain_timer is None:
+            self.drain_timer = threading.Timer(self.drain_seconds, self._stop_after_drain)
+            self.drain_timer.daemon = True
+            self.drain_timer.start()
+
+    def _stop_after_drain(self) -> None:
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.app.gateway.draining = True

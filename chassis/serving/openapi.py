@@ -246,6 +246,18 @@ def _admin_paths() -> dict[str, Any]:
                 "responses": {"200": responses["200"], "401": responses["401"]},
             }
         },
+        "/admin/restart": {
+            "post": {
+                "summary": "Drain and exit for the local supervisor to start this replica "
+                "again (chassis serve --replicas N); 409 when not supervised",
+                "security": [{"adminToken": []}],
+                "responses": {
+                    "202": {"description": "Restarting: draining now", "content": JSON_OBJECT},
+                    "401": responses["401"],
+                    "409": _error("Not under the local supervisor: a restart would stop it"),
+                },
+            }
+        },
         "/admin/models/{name}": {"get": operation("One model's split, versions and statistics")},
         "/admin/models/{name}/rollout": {
             "post": operation("Set a canary, shadow or blue-green split", "RolloutBody")

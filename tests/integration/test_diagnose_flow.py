@@ -3,10 +3,14 @@ MLflow store: a healthy model is found healthy on every branch; a replica that d
 answer fails the base-services branch and the walk stops there; an alert about a model the
 registry does not know is diagnosed as such, with nothing done; out-of-range traffic
 switches the gateway's sanitization on (it then clips and fills) and a clean window
-switches it off again."""
+switches it off again; under the local supervisor (`chassis serve --replicas 2`) a replica
+alive but not ready is restarted, one killed comes back by itself, and SIGTERM stops them
+all."""
 
 import contextlib
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +34,7 @@ from flows.diagnose import diagnose
 from flows.promotion import promote
 from flows.release import release
 from tests.fixtures.cli import chassis_in_process
-from tests.fixtures.gateway import MODEL, GatewayProcess
+from tests.fixtures.gateway import MODEL, GatewayProcess, SupervisedGateways
 from tests.fixtures.registries import home_registry
 from tests.integration.test_training_flow import latest_artifact
 
@@ -223,6 +227,9 @@ def test_a_replica_that_does_not_answer_fails_the_service_branch_and_stops_the_w
     assert failing.startswith(f"replica {silent} reachable: unreachable")
     report = latest_artifact(f"diagnosis-{MODEL}").data
     assert "Not walked (the tree stops at the first failing branch): model performance" in report
+    # Nothing here can start it again: said, and nothing done.
+    assert outcome.recovery == "none" and outcome.replicas_restarted == []
+    assert f"{silent} does not answer" in outcome.recovery_explanation
 
 
 def test_an_alert_about_an_unknown_model_is_diagnosed_as_such_and_nothing_is_done(chassis_home):
@@ -273,3 +280,55 @@ def test_a_champion_failing_on_live_traffic_is_fallen_back_and_every_replica_fol
     record = home_registry().history(MODEL)[-1]
     assert record.action == "rollback" and record.reason.startswith(AUTOMATIC_FALLBACK)
     assert "v2 server-error ratio" in record.evidence
+
+
+def test_under_the_local_supervisor_a_stuck_replica_is_restarted_and_a_killed_one_comes_back(
+    chassis_home,
+):
+    release(spec="tests.fixtures.specs:good", seed=0, compression="off")
+    # Replica 1 cannot load its model at its first start (a fail point armed for it only):
+    # alive, /readyz 503, retrying; a clean start serves.
+    fleet = SupervisedGateways(chassis_home, env={"CHASSIS_FAILPOINTS": "gateway.load@1=fail"})
+    fleet.launch()
+    try:
+        stuck = fleet.urls[1]
+        healthy_pid = fleet.wait_for(0, ready=True)
+        stuck_pid = fleet.wait_for(1, ready=False)
+        health = fleet.health(1)
+        assert health is not None
+        assert {k: v for k, v in health.items() if k != "replica"} == {
+            "status": "ok",
+            "pid": stuck_pid,
+            "supervised": True,
+            "supervised_replica": 1,
+        }
+        assert not fleet.ready(1)
+
+        outcome = diagnose(model_name=MODEL, replicas=fleet.urls, policy=QUICK)
+        assert outcome.failing_branch == "service", outcome.failing_checks
+        failing = outcome.failing_checks[0]
+        assert failing.startswith(f"replica {stuck} ready: ") and "InjectedFault" in failing
+        assert outcome.recovery == "restart", outcome.recovery_explanation
+        assert outcome.replicas_restarted == [stuck] and outcome.replicas_back == [stuck]
+        assert fleet.ready(1) and fleet.pid(1) != stuck_pid
+        assert fleet.pid(0) == healthy_pid  # the healthy one was left alone
+        record = home_registry().history(MODEL)[-1]
+        assert (record.action, record.moves) == ("restart", [])
+        assert record.reason == f"automatic restart by diagnosis: {stuck}"
+        assert list(record.evidence) == [stuck] and "InjectedFault" in record.evidence[stuck]
+        assert "back, ready and verified" in latest_artifact(f"replica-restart-{MODEL}").data
+        exited = fleet.events("replica.exited")
+        assert [e["why"] for e in exited] == ["it was asked to restart"]
+
+        # A replica killed outright is started again on its port, at once.
+        os.kill(healthy_pid, signal.SIGKILL)
+        assert fleet.wait_for(0, ready=True, not_pid=healthy_pid) != healthy_pid
+        assert fleet.events("replica.exited")[-1]["exit"] == "killed by SIGKILL"
+    finally:
+        code = fleet.stop()
+    # SIGTERM reached every replica: each drained and exited, then the supervisor did.
+    assert code == 0
+    assert len(fleet.events("drain.ended")) == 1 + 2  # the restart's, then both at the end
+    ended = fleet.events("supervisor.ended")
+    assert ended[-1]["signal"] == "SIGTERM"
+    assert fleet.health(0) is None and fleet.health(1) is None

@@ -202,7 +202,8 @@ def model_failing(version: int) -> Diagnosis:
 
 
 def audit(action: str, reason: str, at: datetime) -> AuditRecord:
-    return AuditRecord(1, at.isoformat(timespec="seconds"), "diagnose", action, [], reason, {})
+    moved = [{"alias": "champion", "from": 2, "to": 1}]  # every alias operation moves one
+    return AuditRecord(1, at.isoformat(timespec="seconds"), "diagnose", action, moved, reason, {})
 
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -248,3 +249,60 @@ def test_a_failing_service_branch_says_what_recovers_it_on_kubernetes():
     down = Finding("replica http://r2 reachable", "failing", "unreachable", "answers")
     decided = plan_recovery(walk("m", [("service", lambda: [down])]), ALIASES, [], POLICY, NOW)
     assert decided.mode == "none" and "liveness probe restarts" in decided.explanation
+
+
+def service_failing() -> Diagnosis:
+    failing = Finding("replica http://r2 ready", "failing", "/readyz is not 200", "/readyz 200")
+    return walk("m", [("service", lambda: [failing])])
+
+
+def stuck_replica(url: str = "http://r2", supervised: bool = True) -> ReplicaProbe:
+    return ReplicaProbe(url, True, False, None, "/readyz is not 200", supervised, 42)
+
+
+def restart_plan(probes: list[ReplicaProbe], switch: str = "on"):
+    policy = DiagnosisPolicy(restart=switch)  # type: ignore[arg-type]
+    return plan_recovery(service_failing(), ALIASES, [], policy, NOW, probes=probes)
+
+
+def test_a_supervised_replica_alive_but_not_ready_is_restarted_and_a_healthy_one_is_not():
+    decided = restart_plan([healthy_replica("http://r1"), stuck_replica()])
+    assert (decided.action, decided.mode, decided.replicas) == ("restart", "act", ("http://r2",))
+    assert decided.evidence == {"http://r2": "/readyz is not 200"}
+    # Ready but its stable version not loaded (not verified): restarted too.
+    unverified = ReplicaProbe("http://r3", True, True, status(stable=2, loaded=[1]), "", True)
+    assert restart_plan([unverified]).replicas == ("http://r3",)
+
+
+def test_the_restart_switch_suggests_or_does_nothing():
+    suggested = restart_plan([stuck_replica()], "suggest")
+    assert suggested.mode == "suggest" and suggested.explanation.startswith("suggested: restart")
+    off = restart_plan([stuck_replica()], "off")
+    assert (off.mode, off.replicas) == ("none", ())
+    assert off.explanation.startswith("restart is off (policy)")
+
+
+def test_a_replica_not_under_the_local_supervisor_is_not_restarted_and_kubernetes_is_named():
+    decided = restart_plan([stuck_replica(supervised=False)])
+    assert (decided.action, decided.mode, decided.replicas) == ("restart", "none", ())
+    assert "not under the local supervisor: http://r2" in decided.explanation
+    assert "on Kubernetes the readiness probe" in decided.explanation
+    both = restart_plan([stuck_replica("http://a"), stuck_replica("http://b", supervised=False)])
+    assert both.mode == "act" and both.replicas == ("http://a",)
+    assert "not under the local supervisor: http://b" in both.explanation
+
+
+def test_a_replica_that_does_not_answer_is_left_to_the_supervisor_or_a_person():
+    silent = ReplicaProbe("http://r9", False, False, None, "unreachable: refused")
+    decided = restart_plan([healthy_replica(), silent])
+    assert (decided.action, decided.mode) == ("none", "none")
+    assert "http://r9 does not answer" in decided.explanation
+
+
+def test_a_restart_record_does_not_end_the_fallback_cooldown():
+    trail = [
+        audit("rollback", f"{AUTOMATIC_FALLBACK}: v2 failing", NOW - timedelta(minutes=5)),
+        AuditRecord(2, NOW.isoformat(), "diagnose", "restart", [], "automatic restart", {}),
+    ]
+    decided = plan_recovery(model_failing(2), ALIASES, trail, POLICY, NOW)
+    assert decided.mode == "suggest" and decided.explanation.startswith("cooldown")

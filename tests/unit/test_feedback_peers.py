@@ -310,7 +310,7 @@ def test_health_names_the_replica_tag(tmp_path: Path):
         async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
             return await client.get("/healthz")
 
-    assert asyncio.run(health()).json() == {"status": "ok", "replica": gateway.replica}
+    assert asyncio.run(health()).json()["replica"] == gateway.replica
 
 
 def test_peers_are_urls_or_dns_names_and_a_bad_one_is_named():
