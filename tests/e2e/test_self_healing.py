@@ -7,6 +7,9 @@ a process worker.
 A version promoted by hand starts failing on live traffic: the alert fires, the event
 starts a diagnosis, the diagnosis falls back to the previous champion and every replica
 serves it again. Before that, the same system under alert noise, healthy, takes no action.
+After it, the source starts sending values far outside the training ranges: the scheduled
+drift check's result reaches Prometheus through the Pushgateway, its alert starts a
+diagnosis, and the diagnosis switches sanitization on for every replica.
 How long each step took is measured by benchmarks/self_healing.py (BENCHMARKS.md), not here.
 """
 
@@ -16,12 +19,14 @@ from typing import Any
 
 import pytest
 
-from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK
+from chassis.diagnosis.recovery import AUTOMATIC_FALLBACK, AUTOMATIC_SANITIZATION
+from chassis.sanitization import SANITIZATION_ON
 from tests.fixtures.gateway import MODEL
 from tests.fixtures.self_healing import (
     OUTLIERS,
     SelfHealingLoop,
     clean_rows,
+    shifted_rows,
     unix,
     wait_for,
 )
@@ -99,3 +104,43 @@ def test_a_champion_failing_on_live_traffic_is_fallen_back_on_every_replica_with
     assert "via flow run" in record.actor  # the run that acted is named in the audit trail
     assert "v2 server-error ratio" in record.evidence
     assert loop.stable_versions() == [1, 1]
+
+
+@pytest.mark.slow
+def test_a_data_quality_fault_switches_sanitization_on_for_every_replica_with_no_person(loop):
+    champion = loop.registry().current_aliases(MODEL)["champion"]
+    since = time.time()
+    with loop.traffic(shifted_rows()):
+        # The drift check as its schedule runs it: it judges the window and pushes its result.
+        checked = loop.cli("drift-check", "--model", MODEL, "--window-minutes", "5")
+        assert ": drift: " in checked.stdout, checked.stdout
+        fired = wait_for(
+            "ChassisDriftDetected firing",
+            lambda: loop.prometheus.firing("ChassisDriftDetected"),
+            60,
+        )
+        assert fired[0]["labels"]["model"] == MODEL
+        # A diagnosis (this alert's, or a later one's: each finds the same window) switches
+        # sanitization on, and every replica applies it.
+        wait_for(
+            "sanitization on every replica",
+            lambda: all(s and s.startswith("clip") for s in loop.sanitization()),
+            300,
+            1,
+        )
+    events = [
+        e
+        for e in loop.alert_events()
+        if e["resource"].get("chassis.alert.name") == "ChassisDriftDetected"
+        and unix(e["occurred"]) >= since
+    ]
+    assert events, "no chassis.alert.firing event for ChassisDriftDetected"
+    registry = loop.registry()
+    setting = registry.read_sanitization(MODEL)
+    assert setting is not None and setting.mode == "clip" and setting.version == champion
+    record = next(r for r in reversed(registry.history(MODEL)) if r.action == SANITIZATION_ON)
+    assert record.reason.startswith(AUTOMATIC_SANITIZATION) and record.moves == []
+    assert "via flow run" in record.actor  # the diagnosis run, not a person
+    runs = [r for r in loop.diagnose_runs() if r["name"] in record.actor]
+    assert runs and runs[0]["created_by"]["type"] == "AUTOMATION"
+    assert registry.current_aliases(MODEL)["champion"] == champion  # no fallback for data

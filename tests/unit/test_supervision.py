@@ -128,7 +128,13 @@ TOKEN = "t" * 32
 
 def app_without_models() -> GatewayApp:
     counted = SimpleNamespace(count_error_answer=lambda *_: None)
-    gateway: Any = SimpleNamespace(model_names=[], models={}, metrics=counted)
+    gateway: Any = SimpleNamespace(
+        model_names=[],
+        models={},
+        metrics=counted,
+        config=SimpleNamespace(peers=()),  # no peers: feedback is not forwarded
+        replica="0123abcd",
+    )
     return GatewayApp(gateway, TOKEN)
 
 
