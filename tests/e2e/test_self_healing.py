@@ -79,8 +79,9 @@ def test_alert_noise_on_a_healthy_system_is_diagnosed_and_nothing_is_done(loop):
 @pytest.mark.slow
 def test_a_champion_failing_on_live_traffic_is_fallen_back_on_every_replica_with_no_person(loop):
     assert loop.registry().current_aliases(MODEL)["champion"] == 2
-    with loop.traffic(clean_rows()):  # the noise's diagnosis over, nothing else pending
-        wait_for("no alert and no diagnosis in progress", loop.quiet, 600, 2)
+    # The noise's diagnosis is over and no other is queued. (Other alerts may be pending,
+    # such as a latency one on a busy machine: none of them can fire within this module.)
+    wait_for("no diagnosis in progress", loop.idle, 300, 2)
     fault_at = time.time()
     watch = loop.watch_recovery(fault_at, previous=1, alert="ChassisErrorSpike")
     with loop.traffic(OUTLIERS):  # from now on half the rows make v2 raise
@@ -93,7 +94,7 @@ def test_a_champion_failing_on_live_traffic_is_fallen_back_on_every_replica_with
 
     # The run that fell back is the one the fault's alert made.
     (run,) = wait_for("the run that fell back", loop.acting_runs, 120, 1)
-    assert unix(run["created"]) >= timeline.event_at - 1  # 1 s: the event's own clock
+    assert unix(run["created"]) >= fault_at
     assert run["created_by"]["type"] == "AUTOMATION"
     done = wait_for("the diagnosis to end", lambda: loop.finished(run["id"]), 120, 1)
     assert done["state"]["type"] == "COMPLETED", loop.server.log_messages(run["id"])[-20:]
