@@ -1,8 +1,9 @@
 """Offline checks of the Grafana dashboards in deployments/grafana/dashboards/.
 
 Every query may name only series the gateway exports (read from chassis/serving/metrics.py
-through deployments.manifest_checks.exported_metric_names, never a list kept by hand) or
-that Prometheus makes itself (`up`); every panel that queries has a datasource, and every
+through deployments.manifest_checks.exported_metric_names, never a list kept by hand),
+that the drift check pushes to a Pushgateway (read from chassis/drift_push.py), or that
+Prometheus makes itself (`up`); every panel that queries has a datasource, and every
 panel a title and an id of its own. Each problem is one line naming the dashboard, the
 panel and what is wrong.
 
@@ -10,11 +11,6 @@ panel and what is wrong.
     make dashboards-check                    # the same
 
 With promtool (Debian's `prometheus` package) on the PATH, every query is also parsed.
-
-Metrics other work on issue 15 adds are listed once, in PENDING_METRICS: panels reading
-them are not refused, and tests/integration/test_dashboards_live.py does not expect data
-from them. When the gateway exports one, tests/unit/test_grafana_dashboards.py says so:
-remove it from the list, and the live test then expects its panels to return data.
 """
 
 import json
@@ -23,19 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FOLDER = Path(__file__).with_name("grafana") / "dashboards"
 
-# Named by dashboards before the gateway exports them: metric -> the work that adds it.
-PENDING_METRICS: dict[str, str] = {
-    # Pushed by the drift check to a Pushgateway (chassis/drift_push.py), not exported by
-    # the gateway; the live dashboard test runs no drift check.
-    "chassis_drift_share_ratio": "the last drift check's share, pushed to a Pushgateway",
-}
 # Series Prometheus writes for every target it scrapes, whatever the target exports.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
@@ -107,23 +97,33 @@ def metric_names(expr: str) -> set[str]:
 
 
 def known_metrics() -> set[str]:
-    """Every series name a dashboard may read: the gateway's, and Prometheus's own."""
+    """Every series name a dashboard may read: the gateway's, the drift check's pushed
+    ones, and Prometheus's own."""
     from deployments.manifest_checks import exported_metric_names
 
-    return exported_metric_names() | PROMETHEUS_SERIES
+    return exported_metric_names() | pushed_metric_names() | PROMETHEUS_SERIES
 
 
-def pending_names(query: PanelQuery) -> set[str]:
-    return metric_names(query.expr) & set(PENDING_METRICS)
+def pushed_metric_names() -> set[str]:
+    """The series the drift check pushes (chassis/drift_push.py), as Prometheus stores them."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+    from typing import Any
+
+    from chassis.drift_push import drift_registry
+
+    # Only the gauges' names are read: any verdict renders the same three.
+    verdict: Any = SimpleNamespace(drifted_share=0.0, verdict="no drift")
+    families = drift_registry(verdict, datetime.now(UTC)).collect()
+    return {sample.name for family in families for sample in family.samples}
 
 
 def problems(
     dashboards: Mapping[str, Mapping[str, Any]],
     known: set[str],
-    pending: Iterable[str] = PENDING_METRICS,
 ) -> list[str]:
     """Every problem found, one line each; empty when the dashboards pass."""
-    allowed = known | set(pending)
+    allowed = known
     found: list[str] = []
     uids: dict[str, str] = {}
     for name, dashboard in dashboards.items():
@@ -280,7 +280,7 @@ def main() -> int:
         parsed = "valid PromQL (promtool), " if promtool else ""
         print(
             f"deployments/grafana: {len(dashboards)} dashboards, {len(checked)} queries: "
-            f"{parsed}reading only metrics the gateway exports or PENDING_METRICS"
+            f"{parsed}reading only metrics the gateway exports or the drift check pushes"
         )
     return 1 if found else 0
 

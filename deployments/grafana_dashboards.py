@@ -2,10 +2,10 @@
 ConfigMap (deployments/kubernetes/grafana-dashboards.yaml).
 
 One dashboard per dimension the gateway is watched in (system, business, model, data
-quality), one for rollouts, and one for the ground-truth and drift metrics that other work
-on issue 15 adds (`PENDING_METRICS` in deployments/grafana_checks.py): its panels are kept
-apart so the rest can be checked against a live Prometheus today. Every query reads the
-gateway's own families (chassis/serving/metrics.py, docs/metrics.md); the JSON files are
+quality), one for rollouts, and one for ground truth (the feedback endpoint's metrics) and
+drift (what the drift check pushes to a Pushgateway). Every query reads the gateway's own
+families (chassis/serving/metrics.py, docs/metrics.md) or the drift check's pushed ones
+(chassis/drift_push.py); the JSON files are
 what Grafana imports, this module is how they are kept consistent (one datasource
 reference, one way to write a ratio, a quantile or a rate). Regenerate after editing:
 
@@ -804,7 +804,7 @@ ROLLOUTS = Dashboard(
     ),
 )
 
-# Metrics other work on issue 15 adds (deployments/grafana_checks.py: PENDING_METRICS).
+# Ground truth (the feedback endpoint's metrics) and drift (pushed by the drift check).
 FEEDBACK = (MODEL, VERSION)
 CORRECT = (*FEEDBACK, 'outcome="correct"')
 JUDGED = (*FEEDBACK, 'outcome=~"correct|wrong"')
@@ -812,8 +812,7 @@ GROUND_TRUTH = Dashboard(
     "chassis-ground-truth",
     "Chassis / Ground truth and drift",
     "Live accuracy from the feedback endpoint, against the model's gate, and the drift "
-    "share of the last drift check. Reads metrics listed as pending in "
-    "deployments/grafana_checks.py until the gateway exports them.",
+    "share of the last drift check (pushed to a Pushgateway, scraped with honor_labels).",
     variables=(MODEL_VARIABLE, VERSION_VARIABLE),
     rows=(
         Row(

@@ -13,15 +13,14 @@ import yaml
 from deployments import grafana_dashboards
 from deployments.grafana_checks import (
     FOLDER,
-    PENDING_METRICS,
     PanelQuery,
     known_metrics,
     label_values,
     load,
     metric_names,
     panels,
-    pending_names,
     problems,
+    pushed_metric_names,
     queries,
     regex_value,
     substitute,
@@ -54,7 +53,7 @@ def panel(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
 def test_the_shipped_dashboards_pass_every_check():
     assert problems(DASHBOARDS, KNOWN) == []
     uids = {d["uid"] for d in DASHBOARDS.values()}
-    # One per dimension of issue 15, one for rollouts, one for the pending ground truth.
+    # One per dimension of issue 15, one for rollouts, one for ground truth and drift.
     assert uids == {
         "chassis-system",
         "chassis-business",
@@ -177,19 +176,12 @@ def test_metric_names_are_the_selected_series_only():
     assert metric_names(expr) == {"chassis_x_bucket", "foo:rate5m", "up", "bar_total"}
 
 
-def test_pending_metrics_are_read_only_by_the_separate_ground_truth_dashboard():
-    pending = [q for q in every_query(DASHBOARDS) if pending_names(q)]
-    assert {q.dashboard for q in pending} == {"chassis-ground-truth.json"}
-    read = set().union(*(pending_names(q) for q in pending))
-    assert read == set(PENDING_METRICS)
-
-
-def test_no_pending_metric_is_exported_yet():
-    # Once the gateway exports one, its panels can be checked against a live Prometheus:
-    # remove it from PENDING_METRICS (deployments/grafana_checks.py), and make
-    # tests/integration/test_dashboards_live.py's traffic produce it.
-    exported = sorted(set(PENDING_METRICS) & KNOWN)
-    assert exported == [], f"exported now, still listed as pending: {exported}"
+def test_the_drift_panel_reads_what_the_drift_check_pushes_and_nothing_else_unknown():
+    # The drift share is not the gateway's: it is allowed because the drift check pushes it.
+    assert "chassis_drift_share_ratio" in pushed_metric_names()
+    reads = {name for q in every_query(DASHBOARDS) for name in metric_names(q.expr)}
+    assert "chassis_drift_share_ratio" in reads
+    assert problems(DASHBOARDS, KNOWN - pushed_metric_names()) != []
 
 
 def test_template_values_are_written_as_grafana_writes_them():
