@@ -193,6 +193,7 @@ def build_app(
         feedback_window_seconds=policy.feedback_window_seconds,
         live_accuracy_rows=policy.live_accuracy_rows,
         peers=peer_specs(policy.peers),
+        upstream=policy.upstream or None,
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),

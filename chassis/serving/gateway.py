@@ -16,6 +16,7 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
+from chassis.cascade.spec import CascadeSpec
 from chassis.errors import (
     ChassisError,
     FeedbackRefused,
@@ -32,6 +33,7 @@ from chassis.failpoints import failpoint
 from chassis.registry import Registry
 from chassis.registry.tags import (
     TAG_ACCURACY_GATE,
+    TAG_CASCADE,
     TAG_ONNX_SHA256,
     TAG_TEXT_INPUT,
     TAG_TOKENIZER_SHA256,
@@ -42,6 +44,7 @@ from chassis.rollout.record import RolloutRecord
 from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
+from chassis.serving.cascade import CascadeMetrics, CascadeTier, Upstream, cascade_logits
 from chassis.serving.feedback import (
     Found,
     Joined,
@@ -129,6 +132,9 @@ class GatewayConfig:
     # The fleet's gateways (URLs, `dns:HOST:PORT`): feedback on another replica's prediction
     # is forwarded to it (chassis/serving/feedback_peers.py). Empty: refused as unknown.
     peers: tuple[str, ...] = ()
+    # Another gateway (the cloud) that answers what this one does not: a model it does not
+    # hold (edge mode), and a cascade's escalated rows when its full tier is not held here.
+    upstream: str | None = None
 
 
 @dataclass
@@ -146,6 +152,8 @@ class ServedVersion:
     # A text model's own tokenizer and length (n_features is its max_length); None: it
     # reads rows of numbers.
     encoder: TextEncoder | None = None
+    # A cascade version's full tier and rule (chassis/serving/cascade.py); None: not one.
+    cascade: CascadeTier | None = None
 
 
 @dataclass
@@ -230,6 +238,12 @@ class Gateway:
         self.loading_locks: dict[tuple[str, int], threading.Lock] = {}
         # Sync passes (the registry poll, an admin sync) apply one record at a time.
         self.syncing = threading.Lock()
+        self.cascade_metrics = CascadeMetrics(self.metrics.registry)
+        self.upstream = (
+            None
+            if config.upstream is None
+            else Upstream(config.upstream, config.request_timeout_seconds)
+        )
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -369,7 +383,28 @@ class Gateway:
         # sync): the second waits, then finds the copy the first verified, instead of
         # downloading into the same directory while the first reads it.
         with self._loading(model.name, version):
-            return self._recalled_or_loaded(model, version, tags, digest, refusal)
+            served = self._recalled_or_loaded(model, version, tags, digest, refusal)
+        if TAG_CASCADE in tags:
+            served.cascade = self._cascade_tier(model, version, tags[TAG_CASCADE])
+        return served
+
+    def _cascade_tier(self, model: ServedModel, version: int, tag: str) -> CascadeTier:
+        """A cascade version's full tier: verified and loaded here like any version (the
+        same `_verified` checks), else the upstream gateway; with neither, not servable."""
+        spec = CascadeSpec.from_json(tag)
+        full = spec.full_version
+        try:
+            loaded = self._verified(model, full)
+            if loaded.cascade is not None:
+                raise NotServable(f"{model.name} v{version}'s full tier v{full} is a cascade")
+            return CascadeTier(spec, loaded.batcher, None, f"v{full} here")
+        except (ChassisError, OSError) as error:
+            if self.upstream is None:
+                raise NotServable(
+                    f"{model.name} v{version} is a cascade whose full tier v{full} cannot be "
+                    f"loaded here ({error}) and no upstream gateway is configured"
+                ) from error
+            return CascadeTier(spec, None, self.upstream, self.upstream.url)
 
     def _note_accuracy_gate(self, name: str, version: int, tags: dict[str, str]) -> None:
         """The live-accuracy floor the version's gates set (chassis_accuracy_gate_ratio), read
@@ -873,10 +908,14 @@ class Gateway:
                 if served.encoder is None and type(run) is np.ndarray
                 else self._model_input(model, served, run)
             )
-            # A fast model with nothing queued answers in this call; only the others await.
-            answered = self._answer_now(model, served, rows, role)
-            if answered is None:
-                answered = await self._answer_queued(model, served, rows, role)
+            if served.cascade is not None:
+                answered = await self._cascade_answer(model, served, rows, role)
+            else:
+                # A fast model with nothing queued answers in this call; only the others
+                # await.
+                answered = self._answer_now(model, served, rows, role)
+                if answered is None:
+                    answered = await self._answer_queued(model, served, rows, role)
             answers, predictions = answered
             number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
@@ -993,6 +1032,41 @@ class Gateway:
                 f"{model.name} v{served.version} did not answer within "
                 f"{self.config.request_timeout_seconds:g} s; the request was abandoned",
             ) from None
+        except Exception:
+            self._count_error(model, served)
+            raise
+        return self._answered(model, served, role, logits, time.perf_counter() - started)
+
+    async def _cascade_answer(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
+        """A cascade version's answers (chassis/serving/cascade.py), measured as one."""
+        cascade = served.cascade
+        assert cascade is not None
+        if rows.shape[1] != served.n_features:
+            raise _width_error(served, rows)
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_seconds
+        try:
+            logits = await cascade_logits(
+                cascade,
+                served.batcher,
+                model.name,
+                str(served.version),
+                rows,
+                deadline,
+                self.cascade_metrics,
+            )
+        except TimeoutError:
+            self._count_error(model, served, "504")
+            raise RequestError(
+                504,
+                f"{model.name} v{served.version} (cascade) did not answer within "
+                f"{self.config.request_timeout_seconds:g} s; the request was abandoned",
+            ) from None
+        except RequestError as error:
+            self._count_error(model, served, str(error.status))
+            raise
         except Exception:
             self._count_error(model, served)
             raise

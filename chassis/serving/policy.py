@@ -153,6 +153,20 @@ class ServingPolicy(BaseSettings):
                     )
         return value
 
+    upstream: str = Field(
+        default="",
+        description="Another gateway (the cloud), as a URL: answers a cascade's escalated "
+        "rows when its full tier is not loaded here. Empty: none.",
+    )
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"upstream {value!r}: expected a URL like http://host:8000")
+        return value.rstrip("/")
+
     log_format: LogFormat = Field(
         default="text",
         description="The gateway's log on stderr: `text` (one key=value line per event) or "
