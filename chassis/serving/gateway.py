@@ -389,22 +389,25 @@ class Gateway:
         return served
 
     def _cascade_tier(self, model: ServedModel, version: int, tag: str) -> CascadeTier:
-        """A cascade version's full tier: verified and loaded here like any version (the
-        same `_verified` checks), else the upstream gateway; with neither, not servable."""
+        """A cascade version's full tier: the upstream gateway when one is configured (the
+        edge holds the small models, the cloud the full ones), else the full version loaded
+        here through the same `_verified` checks as any version; neither: not servable."""
         spec = CascadeSpec.from_json(tag)
+        if self.upstream is not None:
+            return CascadeTier(spec, None, self.upstream, self.upstream.url)
         full = spec.full_version
         try:
             loaded = self._verified(model, full)
-            if loaded.cascade is not None:
-                raise NotServable(f"{model.name} v{version}'s full tier v{full} is a cascade")
-            return CascadeTier(spec, loaded.batcher, None, f"v{full} here")
-        except (ChassisError, OSError) as error:
-            if self.upstream is None:
-                raise NotServable(
-                    f"{model.name} v{version} is a cascade whose full tier v{full} cannot be "
-                    f"loaded here ({error}) and no upstream gateway is configured"
-                ) from error
-            return CascadeTier(spec, None, self.upstream, self.upstream.url)
+        except RegistryUnreachable:
+            raise
+        except ChassisError as error:
+            raise NotServable(
+                f"{model.name} v{version} is a cascade whose full tier v{full} cannot be "
+                f"served here ({error}), and no upstream gateway is configured"
+            ) from error
+        if loaded.cascade is not None:
+            raise NotServable(f"{model.name} v{version}'s full tier v{full} is a cascade itself")
+        return CascadeTier(spec, loaded.batcher, None, f"v{full} here")
 
     def _note_accuracy_gate(self, name: str, version: int, tags: dict[str, str]) -> None:
         """The live-accuracy floor the version's gates set (chassis_accuracy_gate_ratio), read
