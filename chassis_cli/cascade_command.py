@@ -1,4 +1,4 @@
-"""`chassis cascade build`: a cascade of two registered versions of a model, registered as
+"""`chassis cascade`: a cascade of two registered versions of a model, registered as
 a new version (the small tier's bytes plus the cascade tag), gated like any other."""
 
 import argparse
@@ -27,22 +27,17 @@ class CascadeDocument(Document):
 
 
 def add_cascade_parser(commands: Any) -> None:
-    parser = commands.add_parser(
+    build = commands.add_parser(
         "cascade",
-        help="serve a model as a calibrated cascade of a small and a full version",
-        description="Cascades: the small version answers a row when its calibrated "
-        "confidence reaches the threshold, the full version answers the rest.",
-    )
-    actions = parser.add_subparsers(dest="cascade_command", metavar="ACTION", required=True)
-    build = actions.add_parser(
-        "build",
-        help="calibrate, choose the threshold on the validation split, register the cascade",
-        description="Fit temperature scaling on the small tier's validation logits, choose "
-        "the lowest threshold meeting the target, and register the cascade as a new version "
-        "of MODEL (the small tier's ONNX plus the chassis.cascade tag). The new version has "
+        help="build a calibrated cascade of a small and a full version, register it",
+        description="Serve a model as a cascade: the small version answers a row when its "
+        "calibrated confidence reaches the threshold, the full version answers the rest. "
+        "This fits temperature scaling on the small tier's validation logits, chooses the "
+        "lowest threshold meeting the target, and registers the cascade as a new version of "
+        "the model (the small tier's ONNX plus the chassis.cascade tag). The new version has "
         "no gate verdict yet: run `chassis gates` on it, like any version.",
     )
-    build.add_argument("model", help="registered-model name, e.g. digits-mlp")
+    build.add_argument("--model", required=True, help="registered-model name, e.g. digits-mlp")
     build.add_argument("--small", required=True, type=wholenumber(1), help="small tier version")
     build.add_argument("--full", required=True, type=wholenumber(1), help="full tier version")
     target = build.add_mutually_exclusive_group()

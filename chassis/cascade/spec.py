@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from chassis.cascade.threshold import check_threshold
 from chassis.errors import CascadeError
+from chassis.registry.tags import TAG_CASCADE
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,9 @@ class CascadeSpec:
             f"validation escalation {self.validation_escalation_share:.1%}, accuracy loss "
             f"{self.validation_accuracy_loss_pp:+.2f} pp"
         )
+
+
+def validation_escalation_share(tags: dict[str, str]) -> float | None:
+    """A version's escalation share on the validation split if it is a cascade, else None."""
+    tag = tags.get(TAG_CASCADE)
+    return None if tag is None else CascadeSpec.from_json(tag).validation_escalation_share

@@ -1,4 +1,4 @@
-"""Cascade serving over HTTP: a cascade built with `chassis cascade build`, gated like any
+"""Cascade serving over HTTP: a cascade built with `chassis cascade`, gated like any
 version, served by a real gateway (full tier loaded there) and by a second one whose full
 tier is the first gateway (its upstream). Every answer must follow the rule: the small
 tier's label where its calibrated confidence reaches the threshold, the full tier's
@@ -47,7 +47,7 @@ def cascade_home(tmp_path_factory) -> Iterator[tuple[Path, int, int, CascadeSpec
         small = train(spec=SPEC, epochs=1, seed=3).version
         gates(model_name=MODEL, version=full)
         built = chassis(
-            "cascade", "build", MODEL, "--small", str(small), "--full", str(full),
+            "cascade", "--model", MODEL, "--small", str(small), "--full", str(full),
             "--max-escalation-share", "0.5", "--json",
             env={"CHASSIS_HOME": str(home)},
         )  # fmt: skip
@@ -147,7 +147,7 @@ def test_bad_targets_register_nothing(cascade_home, extra, message, monkeypatch)
     before = home_registry().list_versions(MODEL)
     # In this process: refused before anything is downloaded, in milliseconds.
     code, _, stderr = chassis_in_process(
-        "cascade", "build", MODEL, "--small", str(small), "--full", str(spec.full_version), *extra
+        "cascade", "--model", MODEL, "--small", str(small), "--full", str(spec.full_version), *extra
     )
     assert code == 1
     assert message in stderr
@@ -167,7 +167,7 @@ def test_tiers_that_do_not_fit_register_nothing(cascade_home, monkeypatch) -> No
     ]
     for small, message in cases:
         result = chassis(
-            "cascade", "build", MODEL, "--small", small, "--full", str(spec.full_version), env=env
+            "cascade", "--model", MODEL, "--small", small, "--full", str(spec.full_version), env=env
         )
         assert result.returncode == 1, result.stdout
         assert message in result.stderr, result.stderr
