@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -165,3 +166,21 @@ async def cascade_logits(
         merged[~answered] = one_hot
     metrics.record(model, version, FULL, escalated, time.perf_counter() - split)
     return merged
+
+
+# Beside a cascade version's verified copy (verified_cache.version_dir): its cascade tag as
+# the registry gave it when the version was verified, so a gateway restored from its local
+# copies while the registry is unreachable serves the cascade, not its small tier alone.
+CASCADE_FILE = "cascade.json"
+
+
+def remember_cascade(directory: Path, tag: str) -> None:
+    temporary = directory / f"{CASCADE_FILE}.tmp"
+    temporary.write_text(tag)
+    temporary.replace(directory / CASCADE_FILE)
+
+
+def recalled_cascade(directory: Path) -> CascadeSpec | None:
+    """The cascade remembered beside a verified copy; None: the version is not a cascade."""
+    path = directory / CASCADE_FILE
+    return CascadeSpec.from_json(path.read_text()) if path.exists() else None

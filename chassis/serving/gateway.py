@@ -44,7 +44,14 @@ from chassis.rollout.record import RolloutRecord
 from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
-from chassis.serving.cascade import CascadeMetrics, CascadeTier, Upstream, cascade_logits
+from chassis.serving.cascade import (
+    CascadeMetrics,
+    CascadeTier,
+    Upstream,
+    cascade_logits,
+    recalled_cascade,
+    remember_cascade,
+)
 from chassis.serving.feedback import (
     Found,
     Joined,
@@ -386,6 +393,8 @@ class Gateway:
             served = self._recalled_or_loaded(model, version, tags, digest, refusal)
         if TAG_CASCADE in tags:
             served.cascade = self._cascade_tier(model, version, tags[TAG_CASCADE])
+            directory = verified_cache.version_dir(self.config.cache_dir, model.name, version)
+            remember_cascade(directory, tags[TAG_CASCADE])
         return served
 
     def _cascade_tier(self, model: ServedModel, version: int, tag: str) -> CascadeTier:
@@ -830,10 +839,35 @@ class Gateway:
                 if version == state.stable_version:
                     return None
                 continue
-            model.versions[version] = self._open_cached(name, version, cached)
+            served = self._open_cached(name, version, cached)
+            if not self._cascade_from_cache(name, version, served):
+                if version == state.stable_version:
+                    return None
+                continue
+            model.versions[version] = served
         if state.candidate_version in model.versions and not state.orphaned(time.time()):
             model.state = state
         return model
+
+    def _cascade_from_cache(self, name: str, version: int, served: ServedVersion) -> bool:
+        """A cascade version restored from its verified copy gets its full tier too: the
+        upstream, else the full tier's own verified copy. False: it is a cascade whose full
+        tier is neither (not restored: never served as its small tier alone)."""
+        spec = recalled_cascade(verified_cache.version_dir(self.config.cache_dir, name, version))
+        if spec is None:
+            return True
+        if self.upstream is not None:
+            served.cascade = CascadeTier(spec, None, self.upstream, self.upstream.url)
+            return True
+        try:
+            cached = verified_cache.recall(self.config.cache_dir, name, spec.full_version)
+        except IntegrityError:
+            return False
+        if cached is None:
+            return False
+        full = self._open_cached(name, spec.full_version, cached)
+        served.cascade = CascadeTier(spec, full.batcher, None, f"v{spec.full_version} here")
+        return True
 
     def close(self) -> None:
         """Write every prediction log's remaining rows (at shutdown, after the last request)."""

@@ -83,7 +83,13 @@ def test_cascade_answers_follow_the_rule_locally_and_through_an_upstream(
 
     cloud = GatewayProcess(home)
     cloud.start()
-    edge = GatewayProcess(home, env={"CHASSIS_GATEWAY_UPSTREAM": cloud.url})
+    edge = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_GATEWAY_UPSTREAM": cloud.url,
+            "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "edge"),
+        },
+    )
     try:
         edge.start()
         for gateway in (cloud, edge):
@@ -116,6 +122,22 @@ def test_cascade_answers_follow_the_rule_locally_and_through_an_upstream(
     finally:
         edge.stop()
         cloud.stop()
+    # Restarted while the registry is unreachable, from the cloud's verified local copies:
+    # still the cascade (its full tier from its own verified copy), not its small tier alone.
+    offline = GatewayProcess(home, env={"CHASSIS_TRACKING_URI": "http://127.0.0.1:9"})
+    try:
+        offline.start()
+        answer = httpx.post(
+            f"{offline.url}/v1/models/{MODEL}/predict",
+            json={"instances": rows.tolist()},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == expected.tolist()
+        escalated = metric_sum(offline.url, "chassis_cascade_rows_total", tier="full", **labels)
+        assert escalated == (~confident).sum()
+    finally:
+        offline.stop()
 
 
 def test_an_unreachable_upstream_is_a_503_naming_it(cascade_home) -> None:
