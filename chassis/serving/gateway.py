@@ -1611,9 +1611,21 @@ class Gateway:
 
     def _unload_unused(self, model: ServedModel) -> None:
         keep = {model.state.stable_version, model.state.candidate_version, model.state.warm_version}
+        # A kept cascade may run its full tier on a dropped version's batcher (the full model
+        # was stable when the cascade loaded): that batcher stays open; a dropped cascade's
+        # own full-tier batcher is closed with it unless a kept version uses it.
+        kept = [served for version, served in model.versions.items() if version in keep]
+        in_use = {id(s.batcher) for s in kept} | {
+            id(s.cascade.full) for s in kept if s.cascade is not None and s.cascade.full
+        }
         for version in list(model.versions):
             if version not in keep:
-                self._close_later(model.versions.pop(version).batcher)
+                dropped = model.versions.pop(version)
+                full = dropped.cascade.full if dropped.cascade is not None else None
+                for batcher in (dropped.batcher, full):
+                    if batcher is not None and id(batcher) not in in_use:
+                        in_use.add(id(batcher))  # closed once
+                        self._close_later(batcher)
 
     def _close_later(self, batcher: MicroBatcher) -> None:
         """Stop a dropped version's batcher on the event loop, wherever this runs: the
