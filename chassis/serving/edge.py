@@ -11,7 +11,8 @@ again on every load), followed by the registry poll. What edge mode adds:
 - a predict for a model not served here (never held, not loaded yet, or its local copy
   refused for its bytes) goes to the upstream whole, and the upstream's answer comes back
   as it gave it, marked `x-chassis-served-by: upstream`; the upstream down is a 503 (504
-  past the request timeout) naming it, counted;
+  past the request timeout) naming it, counted; feedback on such a model goes there too
+  (the ids of the upstream's answers name its replicas);
 - its sync state, per model: when the registry last confirmed what it serves, and from
   where it serves (registry or store), on /readyz and in metrics, with whether the
   upstream answers.
@@ -34,13 +35,24 @@ from prometheus_client.registry import Collector
 from chassis.errors import ChassisError, RegistryUnreachable
 from chassis.registry import Registry
 from chassis.serving import verified_cache
-from chassis.serving.asgi import JSON, GatewayApp, Receive, Scope, Send, read_body, respond
+from chassis.serving.asgi import (
+    FEEDBACK_BODY_BYTES,
+    JSON,
+    GatewayApp,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+)
 from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel
 from chassis.serving.metrics import _count, _created_series  # pyright: ignore[reportPrivateUsage]
 from chassis.serving.upstream import (
     SERVED_BY,
     UPSTREAM,
     UpstreamUnavailable,
+    feedback_url,
+    forward,
     forward_predict,
     healthy,
 )
@@ -265,9 +277,46 @@ class EdgeApp(GatewayApp):
         if name in self.gateway.models:
             await super().predict(scope, receive, send, name, preview=preview)
         else:
-            await self.forward(scope, receive, send, name, preview=preview)
+            await self.predict_upstream(scope, receive, send, name, preview=preview)
 
-    async def forward(
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        if (
+            scope["method"] == "POST"
+            and len(parts) == 4
+            and parts[:2] == ["v1", "models"]
+            and parts[3] == "feedback"
+            and parts[2] not in self.gateway.models
+        ):
+            await self.forward_feedback(scope, receive, send, parts[2])
+        else:
+            await super().route(scope, receive, send)
+
+    async def forward_feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """Feedback on a model not served here: its predictions were the upstream's (their
+        ids name its replicas), so the upstream joins it; its answer is passed through."""
+        headers = dict(scope["headers"])
+        body = await read_body(receive, FEEDBACK_BODY_BYTES)
+        edge = self.edge_gateway.edge
+        try:
+            answer = await forward(
+                self._client(),
+                self.upstream,
+                feedback_url(self.upstream, name),
+                name,
+                body,
+                headers.get(b"content-type", JSON).decode("latin-1"),
+                self.gateway.config.request_timeout_seconds,
+            )
+        except UpstreamUnavailable as error:
+            edge.upstream_up = error.outcome != "unreachable" and edge.upstream_up
+            raise
+        edge.upstream_up = True
+        await respond(
+            send, answer.status, answer.body, answer.content_type.encode(), [(SERVED_BY, UPSTREAM)]
+        )
+
+    async def predict_upstream(
         self, scope: Scope, receive: Receive, send: Send, name: str, *, preview: bool
     ) -> None:
         """A predict for a model not served here, answered by the upstream as it answers

@@ -92,6 +92,11 @@ def predict_url(upstream: str, name: str, preview: bool = False) -> str:
     return f"{upstream}/v1/models/{quote(name, safe='')}/{route}"
 
 
+def feedback_url(upstream: str, name: str) -> str:
+    """Where the upstream takes feedback on `name`'s answers it gave."""
+    return f"{upstream}/v1/models/{quote(name, safe='')}/feedback"
+
+
 async def forward_predict(
     client: httpx.AsyncClient,
     upstream: str,
@@ -106,13 +111,27 @@ async def forward_predict(
     """POST a predict body to the upstream as it came; its answer whatever its status (a
     404 or 422 there is the client's answer too). UpstreamUnavailable naming the upstream
     when it does not answer (503) or not within `timeout` seconds (504)."""
+    url = predict_url(upstream, name, preview)
+    return await forward(client, upstream, url, name, body, content_type, timeout, request_key)
+
+
+async def forward(
+    client: httpx.AsyncClient,
+    upstream: str,
+    url: str,
+    name: str,
+    body: bytes,
+    content_type: str,
+    timeout: float,
+    request_key: str | None = None,
+) -> Forwarded:
+    """POST `body` to `url` (a route of `upstream` about model `name`) as it came; the
+    answer whatever its status, or UpstreamUnavailable (see `forward_predict`)."""
     headers = {"content-type": content_type or "application/json"}
     if request_key is not None:
         headers[REQUEST_KEY] = request_key
     try:
-        response = await client.post(
-            predict_url(upstream, name, preview), content=body, headers=headers, timeout=timeout
-        )
+        response = await client.post(url, content=body, headers=headers, timeout=timeout)
     except httpx.TimeoutException:
         raise UpstreamUnavailable(
             504, f"upstream {upstream} did not answer {name!r} within {timeout:g} s", "timeout"

@@ -153,6 +153,12 @@ def test_edge_serves_what_it_holds_and_forwards_the_rest_with_the_registry_down(
         synced_at = edge_model(edge, LOCAL)["last_sync"]
         local = predict(edge, LOCAL)
         cloud = predict(edge, CLOUD)
+        # Feedback on the upstream's answer is joined there (its id names its replica).
+        feedback = httpx.post(
+            f"{edge.url}/v1/models/{CLOUD}/feedback",
+            json={"id": cloud.json()["ids"][0], "label": 0},
+            timeout=30,
+        )
         unknown = predict(edge, "held-nowhere")
         server.stop()
         failures = f'chassis_edge_sync_failures_total{{model="{LOCAL}"}}'
@@ -183,6 +189,8 @@ def test_edge_serves_what_it_holds_and_forwards_the_rest_with_the_registry_down(
     assert cloud.status_code == 200 and cloud.headers[SERVED_BY] == "upstream"
     assert cloud.json()["model"] == CLOUD and cloud.headers[VERSION_HEADER] == "1"
     assert unknown.status_code == 404 and unknown.headers[SERVED_BY] == "upstream"
+    assert feedback.status_code == 200 and feedback.headers[SERVED_BY] == "upstream"
+    assert feedback.json()["accepted"] == 1
     # The registry down: the last verified version keeps answering, the rest is forwarded.
     assert [r.status_code for r in during_local] == [200] * 20
     assert {r.headers[VERSION_HEADER] for r in during_local} == {"1"}

@@ -14,6 +14,7 @@ from chassis.errors import RegistryUnreachable, SettingsError
 from chassis.serving.edge import EdgeState, forward_outcome
 from chassis.serving.upstream import (
     UpstreamUnavailable,
+    feedback_url,
     forward_predict,
     parse_upstream,
     predict_url,
@@ -54,6 +55,7 @@ def test_a_malformed_upstream_url_is_refused_naming_it_and_its_source(given, pro
 def test_a_model_name_is_quoted_in_the_forwarded_path():
     assert predict_url("http://c", "a/../b") == "http://c/v1/models/a%2F..%2Fb/predict"
     assert predict_url("http://c", "m", preview=True) == "http://c/v1/models/m/preview/predict"
+    assert feedback_url("http://c", "a b") == "http://c/v1/models/a%20b/feedback"
 
 
 def forward(handler, timeout: float = 5.0):
