@@ -143,9 +143,24 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
+def registry_up(server: MlflowServer) -> None:
+    """The edge's registry answering. The tests leave it as they end (down): an mlflow
+    server takes 17 s and more to start here, so it is started only when a test needs it."""
+    if server.process is None or server.process.poll() is not None:
+        server.start()
+
+
+def upstream_up(upstream: GatewayProcess) -> None:
+    """The cloud answering (the last test stops it)."""
+    if upstream.process is None or upstream.process.poll() is not None:
+        upstream.start()
+
+
 def test_edge_serves_what_it_holds_and_forwards_the_rest_with_the_registry_down(
     edge_home, server, upstream, edge_dir
 ):
+    registry_up(server)
+    upstream_up(upstream)
     edge = edge_gateway(edge_home, server, upstream, edge_dir)
     edge.start()
     try:
@@ -173,8 +188,6 @@ def test_edge_serves_what_it_holds_and_forwards_the_rest_with_the_registry_down(
         up = metric(edge, "chassis_edge_upstream_up")
     finally:
         edge.stop()
-        if server.process is None or server.process.poll() is not None:
-            server.start()
 
     edge_part = at_start["edge"]
     assert edge_part["upstream"] == upstream.url and edge_part["upstream_reachable"] is True
@@ -205,49 +218,47 @@ def test_edge_serves_what_it_holds_and_forwards_the_rest_with_the_registry_down(
 
 def test_a_tampered_store_is_refused_and_the_model_forwarded(edge_home, server, upstream, edge_dir):
     """Restarts with the registry down serve the store, until a byte of it changes."""
+    upstream_up(upstream)
     copy = verified_cache.version_dir(edge_dir / "cache", LOCAL, 1) / "model.onnx"
     if not copy.exists():  # run alone: the first test has not filled the store
+        registry_up(server)
         filling = edge_gateway(edge_home, server, upstream, edge_dir)
         filling.start()
         filling.stop()
     server.stop()
+    edge = edge_gateway(edge_home, server, upstream, edge_dir)
+    edge.start()
     try:
-        edge = edge_gateway(edge_home, server, upstream, edge_dir)
-        edge.start()
-        try:
-            from_store = edge_model(edge, LOCAL)
-            served = [predict(edge, LOCAL) for _ in range(10)]
-        finally:
-            edge.stop()
-        data = bytearray(copy.read_bytes())
-        data[-1] ^= 0xFF
-        copy.write_bytes(bytes(data))
-
-        tampered = edge_gateway(edge_home, server, upstream, edge_dir)
-        tampered.start()  # ready: the upstream answers for what it cannot serve
-        try:
-            wait_for(
-                lambda: "local copy changed" in str(readyz(tampered)["models"][LOCAL]),
-                60,
-                "the refusal on /readyz",
-            )
-            forwarded = [predict(tampered, LOCAL) for _ in range(5)]
-            upstream.stop()
-            wait_for(
-                lambda: edge_report(tampered)["upstream_reachable"] is False,
-                30,
-                "the upstream seen down",
-            )
-            neither = predict(tampered, LOCAL)
-            unreachable = metric(
-                tampered, f'chassis_edge_forwarded_total{{model="{LOCAL}",outcome="unreachable"}}'
-            )
-            up = metric(tampered, "chassis_edge_upstream_up")
-        finally:
-            tampered.stop()
+        from_store = edge_model(edge, LOCAL)
+        served = [predict(edge, LOCAL) for _ in range(10)]
     finally:
-        if server.process is None or server.process.poll() is not None:
-            server.start()
+        edge.stop()
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+
+    tampered = edge_gateway(edge_home, server, upstream, edge_dir)
+    tampered.start()  # ready: the upstream answers for what it cannot serve
+    try:
+        wait_for(
+            lambda: "local copy changed" in str(readyz(tampered)["models"][LOCAL]),
+            60,
+            "the refusal on /readyz",
+        )
+        forwarded = [predict(tampered, LOCAL) for _ in range(5)]
+        upstream.stop()
+        wait_for(
+            lambda: edge_report(tampered)["upstream_reachable"] is False,
+            30,
+            "the upstream seen down",
+        )
+        neither = predict(tampered, LOCAL)
+        unreachable = metric(
+            tampered, f'chassis_edge_forwarded_total{{model="{LOCAL}",outcome="unreachable"}}'
+        )
+        up = metric(tampered, "chassis_edge_upstream_up")
+    finally:
+        tampered.stop()
 
     assert from_store["source"] == "store" and from_store["version"] == 1
     assert [r.status_code for r in served] == [200] * 10
