@@ -175,6 +175,7 @@ class GatewayApp:
                 self.loading = loop.run_in_executor(None, self.gateway.keep_loading)
                 if self.follow_seconds > 0:
                     self.follower = loop.create_task(self.follow_champions())
+                await self.started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Requests in flight are answered by now (the server waited for them): stop
@@ -183,9 +184,20 @@ class GatewayApp:
                     self.follower.cancel()
                 if self.feedback_router is not None:
                     await self.feedback_router.close()
+                await self.stopping()
                 await asyncio.get_running_loop().run_in_executor(None, self.gateway.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def started(self) -> None:
+        """Called once the models were tried and before traffic (a subclass's own tasks)."""
+
+    async def stopping(self) -> None:
+        """Called at shutdown, after the last request (a subclass's own clean-up)."""
+
+    def readiness_extra(self) -> dict[str, object]:
+        """What a subclass adds to /readyz's answer (edge mode: its sync state)."""
+        return {}
 
     async def follow_champions(self) -> None:
         """Poll the registry so the gateway follows a champion moved outside a rollout."""
@@ -267,6 +279,7 @@ class GatewayApp:
                             self.gateway.readiness,
                             {n: m.state.stable_version for n, m in self.gateway.models.items()},
                         ),
+                        **self.readiness_extra(),
                     }
                 ),
             )

@@ -129,6 +129,9 @@ class GatewayConfig:
     # The fleet's gateways (URLs, `dns:HOST:PORT`): feedback on another replica's prediction
     # is forwarded to it (chassis/serving/feedback_peers.py). Empty: refused as unknown.
     peers: tuple[str, ...] = ()
+    # Another gateway (the cloud) that answers what this one does not: a model it does not
+    # hold (edge mode), and a cascade's escalated rows when its full tier is not held here.
+    upstream: str | None = None
 
 
 @dataclass
