@@ -17,6 +17,7 @@ from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
+    from chassis.serving.result_cache import CacheSettings
     from chassis.settings import ChassisSettings
     from chassis.task import Task
 
@@ -193,11 +194,35 @@ def build_app(
         feedback_window_seconds=policy.feedback_window_seconds,
         live_accuracy_rows=policy.live_accuracy_rows,
         peers=peer_specs(policy.peers),
+        result_cache=cache_settings(policy, models),
     )
     return GatewayApp(
         Gateway(Registry.from_settings(settings), config, models),
         settings.admin_token(),
         policy.follow_seconds,
+    )
+
+
+def cache_settings(policy: ServingPolicy, models: list[str]) -> "CacheSettings | None":
+    """The result cache the policy asks for (None: no model uses it). A model it names that
+    this gateway does not serve is refused: a typo would silently leave it uncached."""
+    from chassis.serving.result_cache import CacheSettings
+
+    names = peer_specs(policy.cache_models)  # comma-separated, as peers are
+    if not names:
+        return None
+    unknown = sorted(set(names) - set(models) - {"*"})
+    if unknown:
+        raise SettingsError(
+            f"CHASSIS_GATEWAY_CACHE_MODELS (--cache-models) names {', '.join(map(repr, unknown))}, "
+            f"which this gateway does not serve (--model {' --model '.join(models)}); use `*` "
+            "for every model served"
+        )
+    return CacheSettings(
+        frozenset(models if "*" in names else names),
+        policy.cache_max_bytes,
+        policy.cache_ttl_seconds,
+        policy.cache_redis_url,
     )
 
 
