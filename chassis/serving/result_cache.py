@@ -12,6 +12,7 @@ Redis is left alone for a few seconds (redis_level.py's circuit breaker).
 """
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -33,9 +34,9 @@ MISS = "miss"
 COALESCED = "coalesced"
 
 # Python's objects around one kept answer (the entry, its key, the OrderedDict's slot) cost
-# about this much beyond the answer's JSON, and each prediction in its list up to
-# PREDICTION_BYTES (a pointer and a float): counted, so the byte budget bounds real memory
-# (tracemalloc over 10,000 one-row answers: ~520 bytes an entry; counted: 521).
+# about this much, and each prediction in its list up to PREDICTION_BYTES (a pointer and a
+# float): counted, so the byte budget bounds real memory (tracemalloc over 10,000 one-row
+# answers: ~520 bytes an entry; counted: 514, and the answer's JSON too with Redis on).
 ENTRY_OVERHEAD_BYTES = 450
 PREDICTION_BYTES = 32
 
@@ -65,25 +66,32 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
     gateway parses numbers as float32; the same bytes in another shape or dtype are another
     request), texts as the UTF-8 of their JSON list. The version's digest is in it too, so
     two registries sharing one Redis (both with a `v3`) never read each other's answers."""
-    digest = hashlib.sha256(b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode()))
+    digest = _version_hash(model, version, sha256).copy()
     if isinstance(request, np.ndarray):
         rows = np.ascontiguousarray(request)
-        digest.update(b"rows\0%s\0%s\0" % (rows.dtype.str.encode(), repr(rows.shape).encode()))
-        digest.update(rows.data)
+        digest.update(b"rows\0%s\0%s\0" % (rows.dtype.str.encode(), str(rows.shape).encode()))
+        digest.update(rows)
     else:
         digest.update(b"texts\0")
         digest.update(orjson.dumps(request))
     return digest.digest()
 
 
+@functools.lru_cache(maxsize=1024)
+def _version_hash(model: str, version: int, sha256: str) -> "hashlib._Hash":
+    """The hash of a key's fixed start, made once per version and copied per request."""
+    return hashlib.sha256(b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode()))
+
+
 def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
-    """The bytes an answer counts for in the budget (see ENTRY_OVERHEAD_BYTES)."""
+    """The bytes an answer counts for in the budget (see ENTRY_OVERHEAD_BYTES);
+    `encoded_bytes`: its JSON's length (0 when not encoded: PREDICTION_BYTES covers it)."""
     return (
         ENTRY_OVERHEAD_BYTES + len(key) + encoded_bytes + PREDICTION_BYTES * len(answer.predictions)
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     model: str
     version: int
@@ -224,9 +232,12 @@ class ResultCache(Collector):
                 return found, REDIS, None
             outputs, predictions = await compute()
             answer = Answer(version, predictions)
-            encoded = orjson.dumps([version, predictions])
-            self.local.put(key, model, answer, len(encoded))
-            self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
+            if self.second.configured:
+                encoded = orjson.dumps([version, predictions])
+                self.local.put(key, model, answer, len(encoded))
+                self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
+            else:  # no JSON made only to be measured (a classifier's label: 1-3 bytes)
+                self.local.put(key, model, answer, 0)
             flight.set_result(answer)
             return answer, MISS, outputs
         except BaseException as error:

@@ -221,9 +221,7 @@ def test_redis_killed_mid_load_fails_no_request_and_is_counted(gateways):
         thread.join(timeout=30)
     failed = [(x, r.status_code, r.text) for x, r in answers if r.status_code != 200]
     assert failed == [], failed[:5]
-    wrong = [
-        (x, r.json()) for x, r in answers if r.json()["predictions"] != [expected(1, x)]
-    ]
+    wrong = [(x, r.json()) for x, r in answers if r.json()["predictions"] != [expected(1, x)]]
     assert wrong == [], wrong[:5]
     assert (metric(gateways.b.url, "chassis_cache_redis_errors_total") or 0.0) > errors_before
     assert metric(gateways.b.url, "chassis_cache_redis_up") == 0.0
