@@ -66,11 +66,11 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
     gateway parses numbers as float32; the same bytes in another shape or dtype are another
     request), texts as the UTF-8 of their JSON list. The version's digest is in it too, so
     two registries sharing one Redis (both with a `v3`) never read each other's answers."""
-    digest = _version_hash(model, version, sha256).copy()
+    digest = hashlib.sha256(_version_prefix(model, version, sha256))
     if isinstance(request, np.ndarray):
         rows = np.ascontiguousarray(request)
         digest.update(b"rows\0%s\0%s\0" % (rows.dtype.str.encode(), str(rows.shape).encode()))
-        digest.update(rows)
+        digest.update(rows.data)
     else:
         digest.update(b"texts\0")
         digest.update(orjson.dumps(request))
@@ -78,9 +78,9 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
 
 
 @functools.lru_cache(maxsize=1024)
-def _version_hash(model: str, version: int, sha256: str) -> "hashlib._Hash":
-    """The hash of a key's fixed start, made once per version and copied per request."""
-    return hashlib.sha256(b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode()))
+def _version_prefix(model: str, version: int, sha256: str) -> bytes:
+    """A key's fixed start, made once per version."""
+    return b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode())
 
 
 def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:

@@ -2,6 +2,7 @@
 Redis level's circuit breaker (against a port nothing listens on) and its URL checks."""
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_identical_requests_in_flight_are_computed_once():
 
 
 def test_a_failed_computation_fails_every_identical_request_and_keeps_nothing():
-    async def scenario() -> tuple[list[BaseException | object], int]:
+    async def scenario() -> tuple[Sequence[object], int]:
         cache = ResultCache(CacheSettings(frozenset({"m"})))
 
         async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
