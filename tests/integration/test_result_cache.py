@@ -135,6 +135,14 @@ def test_a_second_gateway_answers_from_redis_what_the_first_computed(gateways):
     )
     assert joined.status_code == 200, joined.text
     assert joined.json()["feedback"][0]["version"] == 1
+    schema = httpx.get(f"{gateways.b.url}/openapi.json", timeout=10).json()
+    answer_200 = schema["paths"][f"/v1/models/{MODEL}/predict"]["post"]["responses"]["200"]
+    assert answer_200["headers"]["X-Chassis-Cache"]["schema"]["enum"] == [
+        "local",
+        "redis",
+        "miss",
+        "coalesced",
+    ]
 
 
 def test_a_promotion_and_a_rollback_during_cached_traffic_serve_no_stale_answer(gateways):

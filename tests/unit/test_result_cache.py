@@ -2,6 +2,7 @@
 Redis level's circuit breaker (against a port nothing listens on) and its URL checks."""
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +86,9 @@ def test_a_retired_version_loses_its_answers_and_only_its_own():
 
 def test_keys_differ_by_dtype_shape_kind_version_and_digest_and_not_by_memory_layout():
     base = cache_key("m", 1, SHA, ROWS)
+    # The documented canonical bytes, through the standard sha256.
+    canonical = b"m\x001\x00" + SHA.encode() + b"\x00rows\x00<f4\x00(2, 2)\x00" + ROWS.tobytes()
+    assert base == hashlib.sha256(canonical).digest()
     assert cache_key("m", 1, SHA, ROWS.copy()) == base
     assert cache_key("m", 1, SHA, np.asfortranarray(ROWS)) == base  # same rows, other layout
     different = [
