@@ -223,6 +223,7 @@ def cache_settings(policy: ServingPolicy, models: list[str]) -> "CacheSettings |
         policy.cache_max_bytes,
         policy.cache_ttl_seconds,
         policy.cache_redis_url,
+        policy.cache_redis_timeout_seconds,
     )
 
 

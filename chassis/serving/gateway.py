@@ -243,7 +243,8 @@ class Gateway:
         self.result_cache: ResultCache | None = None
         if config.result_cache is not None:
             settings = config.result_cache
-            self.result_cache = ResultCache(settings, second_level(settings.redis_url))
+            second = second_level(settings.redis_url, settings.redis_timeout_seconds)
+            self.result_cache = ResultCache(settings, second)
             self.metrics.registry.register(self.result_cache)
 
     # ---- loading ---------------------------------------------------------------------

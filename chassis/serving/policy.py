@@ -171,6 +171,13 @@ class ServingPolicy(BaseSettings):
         le=7 * 24 * 3600,
         description="How long a cached answer is given again (in process and in Redis).",
     )
+    cache_redis_timeout_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="How long one Redis command of the result cache may take (connecting "
+        "included) before the request is served without it and Redis is left alone for 2 s.",
+    )
     cache_redis_url: str = Field(
         default="",
         description="A Redis shared by the fleet as the result cache's second level "

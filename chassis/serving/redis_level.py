@@ -1,7 +1,8 @@
 """The result cache's shared second level: a Redis every replica of a fleet reads and writes.
 
 Redis helps or stays out of the way; it never fails a request. Each command has a short
-timeout (50 ms, connecting included) and no retries; the first failure opens a circuit
+timeout (50 ms by default, connecting included; twice that for the whole command) and no
+retries; the first failure opens a circuit
 breaker: Redis is not asked for `retry_seconds` (2 s), so a dead or hung Redis costs one
 timeout per period, not one per request; then one request tries it again. Writes go off the
 request path (a task each, at most MAX_PENDING_WRITES at once; beyond that they are skipped).
@@ -19,11 +20,10 @@ from urllib.parse import urlsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chassis.serving.gateway_log import event
-from chassis.serving.result_cache import SecondLevel
+from chassis.serving.result_cache import REDIS_TIMEOUT_SECONDS, SecondLevel
 
 logger = logging.getLogger("chassis.gateway")
 
-TIMEOUT_SECONDS = 0.05
 RETRY_SECONDS = 2.0
 MAX_PENDING_WRITES = 256
 REDIS_DOWN = "cache.redis_down"
@@ -55,9 +55,9 @@ def redis_url_problem(url: str) -> str | None:
     return None
 
 
-def second_level(url: str) -> "RedisLevel | None":
+def second_level(url: str, timeout_seconds: float = REDIS_TIMEOUT_SECONDS) -> "RedisLevel | None":
     """The Redis level for `url` (checked by the serving policy); None when empty."""
-    return RedisLevel(url) if url else None
+    return RedisLevel(url, timeout_seconds) if url else None
 
 
 class RedisLevel(SecondLevel):
@@ -66,7 +66,7 @@ class RedisLevel(SecondLevel):
     def __init__(
         self,
         url: str,
-        timeout_seconds: float = TIMEOUT_SECONDS,
+        timeout_seconds: float = REDIS_TIMEOUT_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -7,8 +7,8 @@ model, the routed version, that version's ONNX digest and the canonical bytes of
 version and bytes that computed it: a promotion or a rollback changes the routed version, and
 with it every key. Identical requests in flight at once are computed once (`ResultCache.
 answer`: one future per key, the others await it). Redis is optional in every sense: an error
-or a slow answer (past a 50 ms timeout) means the request is served uncached, is counted, and
-Redis is left alone for a few seconds (redis_level.py's circuit breaker).
+or a slow answer (past a 50 ms timeout by default) means the request is served uncached, is
+counted, and Redis is left alone for a few seconds (redis_level.py's circuit breaker).
 """
 
 import asyncio
@@ -43,6 +43,10 @@ ENTRY_OVERHEAD_BYTES = 450
 PREDICTION_BYTES = 32
 
 
+# One Redis command's limit by default (CHASSIS_GATEWAY_CACHE_REDIS_TIMEOUT_SECONDS).
+REDIS_TIMEOUT_SECONDS = 0.05
+
+
 @dataclass(frozen=True)
 class CacheSettings:
     """The cache of one gateway: which models use it, its local byte budget and TTL, and the
@@ -52,6 +56,7 @@ class CacheSettings:
     max_bytes: int = 64 * 1024 * 1024
     ttl_seconds: float = 300.0
     redis_url: str = ""
+    redis_timeout_seconds: float = REDIS_TIMEOUT_SECONDS
 
 
 class Answer(NamedTuple):

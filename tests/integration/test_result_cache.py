@@ -62,6 +62,9 @@ def gateways(tmp_path_factory) -> Iterator[Gateways]:
     env = {
         "CHASSIS_GATEWAY_CACHE_MODELS": MODEL,
         "CHASSIS_GATEWAY_CACHE_REDIS_URL": redis.url,
+        # Generous on a loaded test machine: a timed-out write would leave Redis out for 2 s
+        # (the kill test does not need it: a dead Redis refuses at once).
+        "CHASSIS_GATEWAY_CACHE_REDIS_TIMEOUT_SECONDS": "2",
         "CHASSIS_GATEWAY_LOG_FORMAT": "json",
         # The splits change by the admin API only: no champion to follow back meanwhile.
         "CHASSIS_GATEWAY_FOLLOW_SECONDS": "0",
