@@ -232,3 +232,13 @@ def test_serve_with_a_malformed_redis_url_exits_1_with_one_line_naming_it(tmp_pa
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: invalid serving policy: CHASSIS_GATEWAY_CACHE_REDIS_URL")
     assert "'redis://127.0.0.1:port'" in lines[0]
+
+
+def test_the_cached_models_must_be_served_and_star_means_every_one():
+    from chassis_cli.serve import cache_settings
+
+    assert cache_settings(serving_policy_from({}), ["m"]) is None  # off by default
+    every = cache_settings(serving_policy_from({"cache_models": "*"}), ["m", "n"])
+    assert every is not None and every.models == frozenset({"m", "n"})
+    with pytest.raises(SettingsError, match=r"CHASSIS_GATEWAY_CACHE_MODELS .* names 'typo'"):
+        cache_settings(serving_policy_from({"cache_models": "m, typo"}), ["m"])
