@@ -333,8 +333,8 @@ class ResultCache(Collector):
             coalesced.add_metric([model], self.coalesced.get(model, 0))
         size = GaugeMetricFamily(
             "chassis_cache_bytes",
-            "Bytes the in-process result cache holds (answers' JSON plus a fixed overhead an "
-            "entry), against chassis_cache_max_bytes",
+            "Bytes the in-process result cache holds (its entries' memory, estimated), against "
+            "chassis_cache_max_bytes",
         )
         size.add_metric([], self.local.used_bytes)
         budget = GaugeMetricFamily(
