@@ -109,12 +109,13 @@ class FolderRegistry:
 
 
 def build(onnx_path: Path, cached: bool, redis_url: str = "") -> Any:
+    """A gateway app on the model, its local folders beside the model (removed at the end)."""
     from chassis.registry import Registry
     from chassis.serving.asgi import GatewayApp
     from chassis.serving.gateway import Gateway, GatewayConfig
     from chassis.serving.result_cache import CacheSettings
 
-    local = Path(tempfile.mkdtemp(prefix="bench-cache-gateway-"))
+    local = Path(tempfile.mkdtemp(prefix="gateway-", dir=onnx_path.parent))
     settings = CacheSettings(frozenset({MODEL}), redis_url=redis_url) if cached else None
     config = GatewayConfig(local / "state", local / "cache", result_cache=settings)
     gateway = Gateway(cast(Registry, FolderRegistry(onnx_path)), config, [MODEL])
