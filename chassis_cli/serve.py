@@ -17,6 +17,7 @@ from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
+    from chassis.serving.result_cache import CacheSettings
     from chassis.settings import ChassisSettings
     from chassis.task import Task
 
@@ -237,6 +238,7 @@ def build_app(
         live_accuracy_rows=policy.live_accuracy_rows,
         peers=peer_specs(policy.peers),
         upstream=upstream,
+        result_cache=cache_settings(policy, models),
     )
     registry = Registry.from_settings(settings)
     if edge:
@@ -246,6 +248,30 @@ def build_app(
         return EdgeApp(gateway, settings.admin_token(), policy.follow_seconds)
     return GatewayApp(
         Gateway(registry, config, models), settings.admin_token(), policy.follow_seconds
+    )
+
+
+def cache_settings(policy: ServingPolicy, models: list[str]) -> "CacheSettings | None":
+    """The result cache the policy asks for (None: no model uses it). A model it names that
+    this gateway does not serve is refused: a typo would silently leave it uncached."""
+    from chassis.serving.result_cache import CacheSettings
+
+    names = peer_specs(policy.cache_models)  # comma-separated, as peers are
+    if not names:
+        return None
+    unknown = sorted(set(names) - set(models) - {"*"})
+    if unknown:
+        raise SettingsError(
+            f"CHASSIS_GATEWAY_CACHE_MODELS (--cache-models) names {', '.join(map(repr, unknown))}, "
+            f"which this gateway does not serve (--model {' --model '.join(models)}); use `*` "
+            "for every model served"
+        )
+    return CacheSettings(
+        frozenset(models if "*" in names else names),
+        policy.cache_max_bytes,
+        policy.cache_ttl_seconds,
+        policy.cache_redis_url,
+        policy.cache_redis_timeout_seconds,
     )
 
 
