@@ -120,6 +120,18 @@ class ChassisSettings(BaseSettings):
         "copy of the split (default <home>/gateway). Give each replica its own when several "
         "share a home, as pods each have their own disk.",
     )
+    gateway_edge: bool = Field(
+        default=False,
+        description="Run `chassis serve` as an edge gateway (`--edge`): it serves the verified "
+        "local copies it holds while the registry or the network is away, and forwards a "
+        "model it does not hold to gateway_upstream. Needs gateway_upstream.",
+    )
+    gateway_upstream: str | None = Field(
+        default=None,
+        description="Another gateway (the cloud, http(s)://host:port) that answers what this "
+        "one does not (`--upstream`): in edge mode, a model not held here. It must answer "
+        "GET /healthz when the gateway starts.",
+    )
     pushgateway_url: str | None = Field(
         default=None,
         description="A Prometheus Pushgateway (http://host:9091) the drift check pushes its "

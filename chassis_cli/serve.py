@@ -17,6 +17,7 @@ from chassis_cli.policy_options import add_model_options, given_values
 
 if TYPE_CHECKING:
     from chassis.serving.asgi import GatewayApp
+    from chassis.serving.result_cache import CacheSettings
     from chassis.settings import ChassisSettings
     from chassis.task import Task
 
@@ -53,11 +54,27 @@ def add_serve_parser(commands: Any) -> None:
         help="run this many gateway processes under a local supervisor, on ports PORT .. "
         "PORT+N-1; each one that exits is started again (1: one process, no supervisor)",
     )
+    serve.add_argument(
+        "--edge",
+        action="store_true",
+        default=None,
+        help="edge mode: serve the verified local copies held here while the registry or the "
+        "network is away, and forward a model not held here to --upstream (default "
+        "CHASSIS_GATEWAY_EDGE)",
+    )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="the gateway (the cloud) that answers what this one does not; it must answer "
+        "GET /healthz at start (default CHASSIS_GATEWAY_UPSTREAM)",
+    )
     add_model_options(serve, ServingPolicy, POLICY)
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace, context: Context) -> int:
+    # Before anything is loaded or started: a bad upstream serves nothing half-configured.
+    edge, upstream = upstream_of(args, context.settings)
     if args.replicas != 1:
         return supervise(args, context)
     from chassis.registry.connection import bound_http_retries
@@ -75,7 +92,7 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
 
     # Before anything loads: a version refused at start is logged in the format asked for.
     gateway_log.configure(policy.log_format, policy.log_level)
-    app = build_app(settings, args.models, policy)
+    app = build_app(settings, args.models, policy, upstream=upstream, edge=edge)
     # Every model is tried before anything listens: one that cannot be served ends the
     # command here, with its reason, unless missing models are allowed.
     try:
@@ -115,6 +132,26 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
     # Asked to restart (POST /admin/restart, supervised only): drained; the supervisor
     # starts it again on this exit code.
     return RESTART_EXIT_CODE if app.restart_asked else 0
+
+
+def upstream_of(args: argparse.Namespace, settings: "ChassisSettings") -> tuple[bool, str | None]:
+    """Edge mode and the upstream, from the options over the settings: the upstream's URL
+    checked and its /healthz answering. SettingsError naming the problem otherwise."""
+    from chassis.serving.upstream import parse_upstream, probe
+
+    edge = settings.gateway_edge if args.edge is None else args.edge
+    given = args.upstream if args.upstream is not None else settings.gateway_upstream
+    source = "--upstream" if args.upstream is not None else "CHASSIS_GATEWAY_UPSTREAM"
+    if not given:
+        if edge:
+            raise SettingsError(
+                "--edge needs --upstream URL (or CHASSIS_GATEWAY_UPSTREAM): the gateway that "
+                "answers the models this one does not hold"
+            )
+        return False, None
+    upstream = parse_upstream(given, source)
+    probe(upstream)
+    return edge, upstream
 
 
 def supervise(args: argparse.Namespace, context: Context) -> int:
@@ -166,10 +203,16 @@ def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def build_app(
-    settings: "ChassisSettings", models: list[str], policy: ServingPolicy | None = None
+    settings: "ChassisSettings",
+    models: list[str],
+    policy: ServingPolicy | None = None,
+    *,
+    upstream: str | None = None,
+    edge: bool = False,
 ) -> "GatewayApp":
     """The gateway's ASGI app as `chassis serve` runs it (the serving benchmark too); the
-    policy defaults to the environment's."""
+    policy defaults to the environment's. `edge` (with `upstream`): an edge gateway
+    (chassis/serving/edge.py)."""
     policy = policy or serving_policy_from({})
     from chassis.registry import Registry
     from chassis.serving.asgi import GatewayApp
@@ -185,7 +228,8 @@ def build_app(
         keep_warm_seconds=policy.keep_warm_seconds,
         request_timeout_seconds=policy.request_timeout_seconds,
         prediction_log=prediction_log_factory(settings),
-        allow_missing_models=policy.allow_missing_models,
+        # In edge mode a model neither the registry nor the store has is forwarded.
+        allow_missing_models=policy.allow_missing_models or edge,
         # A missing model is looked for as often as champions are followed.
         missing_retry_seconds=policy.follow_seconds or RETRY_MAX_SECONDS,
         startup_timeout_seconds=policy.startup_timeout_seconds,
@@ -193,12 +237,41 @@ def build_app(
         feedback_window_seconds=policy.feedback_window_seconds,
         live_accuracy_rows=policy.live_accuracy_rows,
         peers=peer_specs(policy.peers),
-        upstream=policy.upstream or None,
+        upstream=upstream,
+        result_cache=cache_settings(policy, models),
     )
+    registry = Registry.from_settings(settings)
+    if edge:
+        from chassis.serving.edge import EdgeApp, EdgeGateway
+
+        gateway = EdgeGateway(registry, config, models)
+        return EdgeApp(gateway, settings.admin_token(), policy.follow_seconds)
     return GatewayApp(
-        Gateway(Registry.from_settings(settings), config, models),
-        settings.admin_token(),
-        policy.follow_seconds,
+        Gateway(registry, config, models), settings.admin_token(), policy.follow_seconds
+    )
+
+
+def cache_settings(policy: ServingPolicy, models: list[str]) -> "CacheSettings | None":
+    """The result cache the policy asks for (None: no model uses it). A model it names that
+    this gateway does not serve is refused: a typo would silently leave it uncached."""
+    from chassis.serving.result_cache import CacheSettings
+
+    names = peer_specs(policy.cache_models)  # comma-separated, as peers are
+    if not names:
+        return None
+    unknown = sorted(set(names) - set(models) - {"*"})
+    if unknown:
+        raise SettingsError(
+            f"CHASSIS_GATEWAY_CACHE_MODELS (--cache-models) names {', '.join(map(repr, unknown))}, "
+            f"which this gateway does not serve (--model {' --model '.join(models)}); use `*` "
+            "for every model served"
+        )
+    return CacheSettings(
+        frozenset(models if "*" in names else names),
+        policy.cache_max_bytes,
+        policy.cache_ttl_seconds,
+        policy.cache_redis_url,
+        policy.cache_redis_timeout_seconds,
     )
 
 

@@ -12,10 +12,12 @@ from tasks.artifacts import publish_markdown, publish_table
 
 
 def actor() -> str:
-    """Who moved an alias: the OS user, and the Prefect flow run when there is one."""
+    """Who moved an alias: the OS user, and the Prefect flow run when there is one. The
+    run's name alone is not enough: every diagnosis run of a model is `diagnose <model>`,
+    so its id follows (what the Prefect UI's run page and `prefect flow-run inspect` take)."""
     user = getpass.getuser()
     run = flow_run.name
-    return f"{user} via flow run {run}" if run else user
+    return f"{user} via flow run {run} ({flow_run.id})" if run else user
 
 
 def publish_alias_change(change: AliasChange) -> None:

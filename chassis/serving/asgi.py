@@ -32,6 +32,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
+CACHE_HEADER = b"x-chassis-cache"
 CONTENT_TYPE_JSON = (b"content-type", JSON)
 ADMIN_BODY_BYTES = 64 * 1024
 # A feedback body: up to feedback.MAX_ITEMS items of an id and a label.
@@ -175,6 +176,9 @@ class GatewayApp:
                 self.loading = loop.run_in_executor(None, self.gateway.keep_loading)
                 if self.follow_seconds > 0:
                     self.follower = loop.create_task(self.follow_champions())
+                await self.started()
+                if self.gateway.result_cache is not None:
+                    await self.gateway.result_cache.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Requests in flight are answered by now (the server waited for them): stop
@@ -183,9 +187,22 @@ class GatewayApp:
                     self.follower.cancel()
                 if self.feedback_router is not None:
                     await self.feedback_router.close()
+                await self.stopping()
+                if self.gateway.result_cache is not None:
+                    await self.gateway.result_cache.close()
                 await asyncio.get_running_loop().run_in_executor(None, self.gateway.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def started(self) -> None:
+        """Called once the models were tried and before traffic (a subclass's own tasks)."""
+
+    async def stopping(self) -> None:
+        """Called at shutdown, after the last request (a subclass's own clean-up)."""
+
+    def readiness_extra(self) -> dict[str, object]:
+        """What a subclass adds to /readyz's answer (edge mode: its sync state)."""
+        return {}
 
     async def follow_champions(self) -> None:
         """Poll the registry so the gateway follows a champion moved outside a rollout."""
@@ -267,6 +284,7 @@ class GatewayApp:
                             self.gateway.readiness,
                             {n: m.state.stable_version for n, m in self.gateway.models.items()},
                         ),
+                        **self.readiness_extra(),
                     }
                 ),
             )
@@ -320,13 +338,10 @@ class GatewayApp:
         ids = gateway.windows[name].ids_json(result.number, len(result.predictions))
         body = b'%s%s,"ids":%s}' % (prefix, orjson.dumps(result.predictions), ids)
         length = (b"content-length", b"%d" % len(body))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [CONTENT_TYPE_JSON, length, version_header],
-            }
-        )
+        headers = [CONTENT_TYPE_JSON, length, version_header]
+        if result.cache:  # a model with the result cache: where this answer came from
+            headers.append((CACHE_HEADER, result.cache))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import functools
 import logging
 import random
 import threading
@@ -94,6 +95,8 @@ from chassis.serving.readiness import (
     startup_overdue,
     waiting_reason,
 )
+from chassis.serving.redis_level import second_level
+from chassis.serving.result_cache import CacheSettings, ResultCache
 from chassis.serving.routing import choose_version, mirror_pair
 from chassis.serving.sanitizer import Sanitizer
 from chassis.serving.state import Mode, RolloutState, load_state, save_state
@@ -142,6 +145,9 @@ class GatewayConfig:
     # Another gateway (the cloud) that answers what this one does not: a model it does not
     # hold (edge mode), and a cascade's escalated rows when its full tier is not held here.
     upstream: str | None = None
+    # The result cache (serving/result_cache.py): which models use it, its budget, TTL and
+    # Redis; None: no cache.
+    result_cache: CacheSettings | None = None
 
 
 @dataclass
@@ -192,6 +198,9 @@ class Prediction(NamedTuple):  # built per request: 2/3 of a frozen dataclass's 
     # The request's number in the model's feedback window: its rows' ids (one per row,
     # PredictionWindow.ids / ids_json, chassis/serving/feedback.py).
     number: int
+    # Where a cached model's answer came from (x-chassis-cache: local, redis, miss,
+    # coalesced); empty for a model without the result cache.
+    cache: bytes = b""
 
 
 # An item judged good: where its prediction is kept (to mark it) and what it joined.
@@ -245,6 +254,13 @@ class Gateway:
         self.loading_locks: dict[tuple[str, int], threading.Lock] = {}
         # Sync passes (the registry poll, an admin sync) apply one record at a time.
         self.syncing = threading.Lock()
+        # Answers kept by (model, routed version, input bytes), for the models that ask.
+        self.result_cache: ResultCache | None = None
+        if config.result_cache is not None:
+            settings = config.result_cache
+            second = second_level(settings.redis_url, settings.redis_timeout_seconds)
+            self.result_cache = ResultCache(settings, second)
+            self.metrics.registry.register(self.result_cache)
         self.cascade_metrics = CascadeMetrics(self.metrics.registry)
         self.upstream = (
             None
@@ -940,6 +956,9 @@ class Gateway:
             version = choose_version(state, key, self.rng)
             served = model.versions[version]
             role = "stable" if version == state.stable_version else "candidate"
+            cache = self.result_cache
+            if cache is not None and name in cache.models:
+                return await self._predict_cached(model, cache, served, role, request, run)
             rows = (
                 run
                 if served.encoder is None and type(run) is np.ndarray
@@ -961,16 +980,62 @@ class Gateway:
                 log.record(version, request, answers, number)
             # Between rollouts (stable, nothing warm) the hot path skips the mirror decision.
             if state.mode != "stable" or state.warm_version is not None:
-                pair = mirror_pair(state, self.rng)
-                if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
-                    task = asyncio.get_running_loop().create_task(
-                        self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], run)
-                    )
-                    self.background.add(task)
-                    task.add_done_callback(self.background.discard)
+                self._start_mirror(model, state, run)
             return Prediction(version, predictions, number)
         finally:
             in_flight[name] -= 1
+
+    async def _predict_cached(
+        self,
+        model: ServedModel,
+        cache: ResultCache,
+        served: ServedVersion,
+        role: str,
+        request: Request,
+        run: Request,
+    ) -> Prediction:
+        """`predict` for a model with the result cache: the answer `served` gave (or gives
+        now) to the same input bytes. Keyed by what the version runs (`run`: sanitized rows,
+        or texts), so a change of sanitization changes the key. A cached answer is a new
+        answer to the client: it gets ids of its own in the feedback window and a row in the
+        prediction log, as computed ones do; the version's request and latency counts are of
+        computed answers only (the model's work, which the rollout analysis judges)."""
+        name = model.name
+
+        async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
+            rows = run if type(run) is np.ndarray and served.encoder is None else None
+            if rows is None:
+                rows = self._model_input(model, served, run)
+            return await self._run(model, served, rows, role)
+
+        answer, level, outputs = await cache.answer(
+            name, served.version, served.sha256, run, compute
+        )
+        predictions = answer.predictions
+        number = self.windows[name].add(served.version, predictions)
+        log = self.logs.get(name)
+        if log is not None:
+            log.record(
+                served.version,
+                request,
+                np.asarray(predictions) if outputs is None else outputs,
+                number,
+            )
+        state = model.state
+        if state.mode != "stable" or state.warm_version is not None:
+            self._start_mirror(model, state, run)  # a rollout compares cached answers too
+        return Prediction(served.version, predictions, number, level.encode())
+
+    def _start_mirror(self, model: ServedModel, state: RolloutState, run: Request) -> None:
+        """Mirror the request on the split's two versions, off the request path, if the
+        split's mirror share picks it."""
+        pair = mirror_pair(state, self.rng)
+        if pair is not None and pair[0] in model.versions and pair[1] in model.versions:
+            task = asyncio.get_running_loop().create_task(
+                self._mirror(model, model.versions[pair[0]], model.versions[pair[1]], run)
+            )
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def predict_preview(self, name: str, request: Request) -> Prediction:
         """Blue-green: the idle color answers, for checks before the switch."""
@@ -1626,6 +1691,10 @@ class Gateway:
                     if batcher is not None and id(batcher) not in in_use:
                         in_use.add(id(batcher))  # closed once
                         self._close_later(batcher)
+                if self.result_cache is not None:
+                    self._on_loop(
+                        functools.partial(self.result_cache.forget_version, model.name, version)
+                    )
 
     def _close_later(self, batcher: MicroBatcher) -> None:
         """Stop a dropped version's batcher on the event loop, wherever this runs: the
@@ -1644,6 +1713,15 @@ class Gateway:
             close()
         else:
             loop.call_soon_threadsafe(close)
+
+    def _on_loop(self, call: Callable[[], object]) -> None:
+        """Run `call` on the event loop's thread (now if this is it): what only the loop
+        touches (the result cache) changed from a sync or follower thread."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or _running_loop() is loop:
+            call()
+        else:
+            loop.call_soon_threadsafe(call)
 
 
 def split_key(state: RolloutState) -> tuple[object, ...]:

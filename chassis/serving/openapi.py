@@ -8,6 +8,7 @@ fault suite runs schemathesis against it) or a generated client knows what to ex
 from typing import TYPE_CHECKING, Any
 
 from chassis.serving.admin_bodies import RolloutBody, SwitchBody
+from chassis.serving.result_cache import COALESCED, LOCAL, MISS, REDIS
 
 if TYPE_CHECKING:
     from chassis.serving.gateway import Gateway
@@ -38,7 +39,10 @@ def openapi_document(gateway: "Gateway") -> dict[str, Any]:
         responses = {
             "200": {
                 "description": "Predicted classes, and the version that answered",
-                "headers": {"X-Model-Version": {"schema": {"type": "integer"}}},
+                "headers": {
+                    "X-Model-Version": {"schema": {"type": "integer"}},
+                    **_cache_header(gateway, name),
+                },
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}
                 },
@@ -275,3 +279,12 @@ def _admin_paths() -> dict[str, Any]:
     ):
         paths[f"/admin/models/{{name}}/{action}"] = {"post": operation(summary)}
     return paths
+
+
+def _cache_header(gateway: "Gateway", name: str) -> dict[str, object]:
+    """x-chassis-cache, on the answers of a model with the result cache (README.md)."""
+    cache = gateway.result_cache
+    if cache is None or name not in cache.models:
+        return {}
+    levels = [LOCAL, REDIS, MISS, COALESCED]
+    return {"X-Chassis-Cache": {"schema": {"type": "string", "enum": levels}}}

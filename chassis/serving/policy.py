@@ -153,19 +153,47 @@ class ServingPolicy(BaseSettings):
                     )
         return value
 
-    upstream: str = Field(
+    cache_models: str = Field(
         default="",
-        description="Another gateway (the cloud), as a URL: answers a cascade's escalated "
-        "rows when its full tier is not loaded here. Empty: none.",
+        description="Models whose answers the result cache keeps, comma-separated (`*`: every "
+        "model served); empty: none (the default). An answer is given again only for the same "
+        'model, routed version and input bytes (README.md, "Result cache").',
+    )
+    cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        description="Memory the in-process result cache may hold, in bytes (least recently "
+        "used answers leave first).",
+    )
+    cache_ttl_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How long a cached answer is given again (in process and in Redis).",
+    )
+    cache_redis_timeout_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="How long one Redis command of the result cache may take (connecting "
+        "included) before the request is served without it and Redis is left alone for 2 s.",
+    )
+    cache_redis_url: str = Field(
+        default="",
+        description="A Redis shared by the fleet as the result cache's second level "
+        "(redis://HOST:PORT/DB); empty: in-process only. Redis down: served uncached.",
     )
 
-    @field_validator("upstream")
+    @field_validator("cache_redis_url")
     @classmethod
-    def _upstream_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ValueError(f"upstream {value!r}: expected a URL like http://host:8000")
-        return value.rstrip("/")
+    def _redis_url(cls, value: str) -> str:
+        if value:
+            from chassis.serving.redis_level import redis_url_problem
+
+            problem = redis_url_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     log_format: LogFormat = Field(
         default="text",

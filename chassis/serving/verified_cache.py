@@ -106,6 +106,16 @@ def recall(cache_dir: Path, name: str, version: int) -> CachedVersion | None:
     return CachedVersion(onnx_path, expected, feature_names, verified_at, task, text)
 
 
+def verified_at(cache_dir: Path, name: str, version: int) -> float | None:
+    """When the kept copy of a version was verified against the registry (its manifest's
+    time, bytes not hashed again); None when there is no readable manifest."""
+    try:
+        manifest = json.loads((version_dir(cache_dir, name, version) / MANIFEST).read_text())
+        return float(manifest["verified_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _recorded_text(directory: Path, recorded: object) -> CachedText | None:
     """The manifest's text entry; KeyError/TypeError/ValueError when it is malformed or
     names a file outside the version's folder or a missing one (the copy is then unusable)."""

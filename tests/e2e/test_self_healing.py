@@ -106,7 +106,8 @@ def test_a_champion_failing_on_live_traffic_is_fallen_back_on_every_replica_with
     assert registry.current_aliases(MODEL)["champion"] == 1
     record = registry.history(MODEL)[-1]
     assert record.action == "rollback" and record.reason.startswith(AUTOMATIC_FALLBACK)
-    assert "via flow run" in record.actor  # the run that acted is named in the audit trail
+    # The run that acted is named in the audit trail, by its id (every run shares its name).
+    assert record.actor.endswith(f"via flow run {run['name']} ({run['id']})")
     assert "v2 server-error ratio" in record.evidence
     assert loop.stable_versions() == [1, 1]
 
@@ -153,6 +154,6 @@ def test_a_data_quality_fault_switches_sanitization_on_for_every_replica_with_no
     record = next(r for r in reversed(registry.history(MODEL)) if r.action == SANITIZATION_ON)
     assert AUTOMATIC_SANITIZATION in record.reason and record.moves == []
     assert "via flow run" in record.actor  # the diagnosis run, not a person
-    runs = [r for r in loop.diagnose_runs() if r["name"] in record.actor]
-    assert runs and runs[0]["created_by"]["type"] == "AUTOMATION"
+    runs = [r for r in loop.diagnose_runs() if f"({r['id']})" in record.actor]
+    assert len(runs) == 1 and runs[0]["created_by"]["type"] == "AUTOMATION"
     assert registry.current_aliases(MODEL)["champion"] == champion  # no fallback for data

@@ -595,7 +595,7 @@ def test_a_killed_prefect_worker_leaves_the_rollout_to_its_live_flow_run_which_e
     assert w.after_lease.generation > w.at_kill.generation
     assert all(s["candidate_version"] == w.version for s in w.states_after_lease)
     # The flow run itself returned the record to stable, and every replica follows it.
-    assert w.ended.written_by.endswith(f"via flow run {w.run['name']}")
+    assert w.ended.written_by.endswith(f"via flow run {w.run['name']} ({w.run['id']})")
     assert [(s["stable_version"], s["mode"]) for s in w.states] == [(CHAMPION, "stable")] * 3
     assert w.aliases.get("champion") == CHAMPION
 

@@ -140,19 +140,26 @@ def test_cascade_answers_follow_the_rule_locally_and_through_an_upstream(
         offline.stop()
 
 
-def test_an_unreachable_upstream_is_a_503_naming_it(cascade_home) -> None:
+def test_an_upstream_gone_after_start_is_a_503_naming_it(cascade_home, tmp_path) -> None:
     home = cascade_home[0]
-    edge = GatewayProcess(home, env={"CHASSIS_GATEWAY_UPSTREAM": "http://127.0.0.1:9"})
+    cloud = GatewayProcess(home)
+    cloud.start()  # the upstream must answer when the edge starts (chassis serve checks it)
+    edge = GatewayProcess(
+        home,
+        env={"CHASSIS_GATEWAY_UPSTREAM": cloud.url, "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path)},
+    )
     try:
         edge.start()
+        cloud.stop()
         rows = specs.blob_traffic(seed=6, rows=200).tolist()
         answer = httpx.post(
             f"{edge.url}/v1/models/{MODEL}/predict", json={"instances": rows}, timeout=30
         )
         assert answer.status_code == 503, answer.text
-        assert "upstream http://127.0.0.1:9 unreachable" in answer.text
+        assert f"upstream {cloud.url} unreachable" in answer.text
     finally:
         edge.stop()
+        cloud.stop()
 
 
 @pytest.mark.parametrize(
