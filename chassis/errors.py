@@ -261,3 +261,12 @@ class DeadlineExceeded(TimeoutError):  # noqa: N818 (reads as what happened)
 class SanitizationError(ChassisError):
     """Sanitization cannot be set as asked: a text model, no champion or reference, a bad
     mode, or a stored setting that cannot be read."""
+
+
+# Cascade ----------------------------------------------------------------------------------
+
+
+class CascadeError(ChassisError):
+    """A cascade that cannot be built or served as asked: tiers that do not fit together
+    (input width, label set, task), a threshold outside (0, 1], or a target no threshold
+    meets. Nothing is registered or served half-configured."""

@@ -393,6 +393,11 @@ def evaluate_gates(
                 f">= {policy.per_class_recall_floor:g}",
             )
         )
+    if "escalation_share" in candidate.metrics:  # a cascade (chassis/cascade): shown, not judged
+        share = candidate.metrics["escalation_share"]
+        results.append(
+            GateResult("cascade escalation share", True, f"{share:.1%}", "reported", skipped=True)
+        )
     baseline_version = baseline.version if baseline is not None else None
     return GateReport(model, candidate.version, baseline_version, champion_version, tuple(results))
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from chassis import __version__
 from chassis.errors import ChassisError
+from chassis_cli.cascade_command import add_cascade_parser
 from chassis_cli.compress import add_compress_parser
 from chassis_cli.context import (
     EXIT_FAILURE,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_parser(commands)
     add_sanitize_parser(commands)
     add_compress_parser(commands)
+    add_cascade_parser(commands)
     add_ui_parser(commands)
     for command in commands.choices.values():
         # A UsageError a handler raises is reported with its own command's usage line.

@@ -15,6 +15,7 @@ from chassis.compression.policy import CompressionPolicy
 from chassis.compression.select import Selection
 from chassis.registry import RegisteredVersion, Registry
 from chassis.settings import ChassisSettings
+from chassis.task import CLASSIFICATION
 from chassis.tracking import Tracking
 from flows.run_form import described
 from tasks.artifacts import publish_markdown, publish_table
@@ -24,6 +25,7 @@ from tasks.compression import (
     load_parent,
     log_compression,
     measure_candidates,
+    propose,
     register_selected,
     select,
     table_rows,
@@ -114,6 +116,8 @@ def compress(
         selection = select(
             measured, quality.primary_metric, selection_policy, quality.greater_is_better
         )
+        if setup.task == CLASSIFICATION and dataset.text_encoder is None:
+            propose(measured, quality, dataset, loaded, measure_settings.threads)
         logged = log_compression(
             loaded=loaded,
             measured=measured,

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from chassis import tracking
+from chassis.cascade.spec import validation_escalation_share
 from chassis.console import survive_lost_console
 from chassis.markdown import PlotLinks
 from chassis.registry import Registry
@@ -151,7 +152,13 @@ def rollout(
         "analysis": f"prefect artifact {artifact_key('rollout-steps', model_name)}",
     }
     candidate = Candidate(
-        model_name, version, champion, strategy, policy or RolloutPolicy(), actor()
+        model_name,
+        version,
+        champion,
+        strategy,
+        policy or RolloutPolicy(),
+        actor(),
+        escalation_share=validation_escalation_share(registry.version_tags(model_name, version)),
     )
     rows = test_rows(registry, model_name, version)
     promote = partial(promote_champion, registry, model_name, version, champion, evidence=evidence)

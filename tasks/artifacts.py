@@ -21,6 +21,7 @@ ArtifactKind = Literal[
     "mlflow-version",
     "compression-candidates",
     "compression-summary",
+    "compression-cascade",
     "gates",
     "alias-moves",
     "alias-change",

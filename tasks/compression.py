@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from chassis import data as core_data
 from chassis import progress
 from chassis.compression.candidates import BASELINE
+from chassis.compression.cascade_proposal import CascadeProposal, propose_cascade
 from chassis.compression.classification import (
     BuildResult,
     ClassifierSetup,
@@ -26,7 +27,7 @@ from chassis.compression.measure import (
 )
 from chassis.compression.policy import TEXT_TIMED_BATCH_SIZES
 from chassis.compression.select import Selection, SelectionPolicy, select_candidate
-from chassis.errors import CompressionError
+from chassis.errors import ChassisError, CompressionError
 from chassis.modelspec import Dataset
 from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import TAG_PARENT_VERSION, VERIFIED_FILES
@@ -35,6 +36,7 @@ from chassis.settings import ChassisSettings
 from chassis.task import CLASSIFICATION, Task
 from chassis.tracking import CandidateRun, LoggedCompression, Tracking
 from chassis.version_loader import LoadedVersion, load_version
+from tasks.artifacts import publish_markdown
 from tasks.options import NO_CACHE_TASK, REMOTE_READ_TASK
 
 
@@ -140,6 +142,51 @@ def select(
     selection = select_candidate(measured, BASELINE, primary_metric, policy, greater_is_better)
     get_run_logger().info(selection.explanation)
     return selection
+
+
+@task(name="propose-cascade", **NO_CACHE_TASK)
+def propose(
+    measured: list[Measurement],
+    quality: QualityTask,
+    dataset: Dataset,
+    parent: LoadedVersion,
+    threads: int,
+) -> CascadeProposal | None:
+    """A classifier's cascade proposal (chassis/compression/cascade_proposal.py): advice,
+    logged and shown; a failure to make one never fails the compression."""
+    logger = get_run_logger()
+    try:
+        proposal = propose_cascade(
+            measured,
+            BASELINE,
+            parent.files.version,
+            (
+                core_data.features(dataset.validation, dataset),
+                core_data.truth(dataset.validation, dataset, CLASSIFICATION),
+            ),
+            core_data.features(dataset.test, dataset),
+            quality,
+            threads,
+        )
+    except ChassisError as error:
+        logger.warning("no cascade proposed: %s", error)
+        return None
+    if proposal is None:
+        logger.info(
+            "no cascade proposed: no candidate is smaller than the baseline and not slower "
+            "on one row"
+        )
+        return None
+    logger.info("proposed %s", proposal.describe())
+    publish_markdown(
+        f"# Cascade proposal for {parent.label}\n\n{proposal.describe()}.\n\nRegister it once "
+        f"the small tier is a version: `chassis cascade --model {parent.files.name} --small "
+        f"VERSION --full {parent.files.version}`.",
+        "compression-cascade",
+        parent.files.name,
+        description=f"Cascade proposal for {parent.label}",
+    )
+    return proposal
 
 
 def table_rows(measured: list[Measurement], selection: Selection) -> list[dict[str, Any]]:

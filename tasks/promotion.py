@@ -7,6 +7,7 @@ from prefect import get_run_logger, task
 
 from chassis import progress
 from chassis.aliases import CHAMPION, describe_aliases
+from chassis.cascade.spec import CascadeSpec
 from chassis.errors import GatesFailed
 from chassis.gates import (
     GatePolicy,
@@ -17,7 +18,7 @@ from chassis.gates import (
 )
 from chassis.live_accuracy import accuracy_gate
 from chassis.registry import AliasChange, Registry
-from chassis.registry.tags import TAG_ONNX_SHA256, TAG_PARENT_VERSION
+from chassis.registry.tags import TAG_CASCADE, TAG_ONNX_SHA256, TAG_PARENT_VERSION
 from chassis.task import task_of
 from chassis.tracking import Tracking
 from chassis.version_loader import evaluation_rows, load_version, rows_for
@@ -50,7 +51,7 @@ def measure_versions(
             onnx_path, module = other.onnx_path, None
             rows = rows_for(dataset, other, f"{model_name} v{number}")
         measured = measure_classifier(
-            number, onnx_path, rows, module, candidate.n_classes, candidate.task
+            number, onnx_path, rows, module, candidate.n_classes, candidate.task, cascade(number)
         )
         logger.info(
             "v%d: %s, p99 %.3f ms, %d bytes",
@@ -60,6 +61,15 @@ def measure_versions(
             measured.size_bytes,
         )
         return measured
+
+    def cascade(number: int) -> tuple[CascadeSpec, Path] | None:
+        """A cascade version's spec and its full tier's verified ONNX file."""
+        tag = registry.version_tags(model_name, number).get(TAG_CASCADE)
+        if tag is None:
+            return None
+        spec = CascadeSpec.from_json(tag)
+        full = spec.full_version
+        return spec, registry.fetch_version(model_name, full, workdir / f"v{full}").onnx_path
 
     parent = candidate.files.tags.get(TAG_PARENT_VERSION)
     champion_version = registry.current_aliases(model_name).get(CHAMPION)

@@ -83,6 +83,7 @@ def run_step(
             compare,
             logger,
             paced=candidate.paced,
+            escalation_share=candidate.escalation_share,
         )
     publish_step(analysis, fleet.model, candidate.version)
     return analysis

@@ -80,6 +80,12 @@ class Registry:
     def register_copy(self, name: str, version: int, reason: str) -> int:
         return registration.register_copy(self.client, self.signing_key, name, version, reason)
 
+    @naming("registering a cascade of {name} v{small}")
+    def register_cascade(
+        self, name: str, small: int, cascade_json: str, description: str
+    ) -> RegisteredVersion:
+        return registration.register_cascade(self.client, name, small, cascade_json, description)
+
     # Reads ----------------------------------------------------------------------------
     @naming("looking up {name!r}")
     def model_exists(self, name: str) -> bool:

@@ -20,6 +20,10 @@ from chassis.registry.gates import record_gate_report
 from chassis.registry.reads import no_version, version_artifact_uri
 from chassis.registry.tags import (
     REQUIRED_VERSION_TAGS,
+    TAG_ACCURACY_GATE,
+    TAG_ATTESTATION,
+    TAG_CASCADE,
+    TAG_GATE_REPORT,
     TAG_GATES,
     TAG_IDENTICAL_TO,
     TAG_ONNX_SHA256,
@@ -141,3 +145,32 @@ def register_copy(
         client, signing_key, name, copy.version, True, f"same bytes as v{version}: {reason}"
     )
     return copy.version
+
+
+# The small tier's verdict and its evidence are not the cascade's.
+_NOT_INHERITED = frozenset(
+    {TAG_GATES, TAG_GATE_REPORT, TAG_ATTESTATION, TAG_ACCURACY_GATE, TAG_IDENTICAL_TO, TAG_CASCADE}
+)
+
+
+def register_cascade(
+    client: MlflowClient, name: str, small: int, cascade_json: str, description: str
+) -> RegisteredVersion:
+    """A new version holding `small`'s bytes, run and lineage plus the cascade tag: its
+    digest, verified cache and rollout are the small tier's, its gates are its own (none
+    recorded here: it is judged as a cascade, like any new version)."""
+    try:
+        original = client.get_model_version(name, str(small))
+    except MlflowException as error:
+        raise lookup_failed(error, no_version(name, small)) from None
+    tags = {k: v for k, v in original.tags.items() if k not in _NOT_INHERITED}
+    return register_version(
+        client,
+        name=name,
+        model_uri=version_artifact_uri(client, name, small),
+        model_id=getattr(original, "model_id", None),
+        run_id=original.run_id,
+        tags={**tags, TAG_CASCADE: cascade_json},
+        description="",
+        version_description=description,
+    )

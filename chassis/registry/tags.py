@@ -33,6 +33,11 @@ TAG_PARENT_VERSION = "chassis.compression.parent_version"
 TAG_RECIPE = "chassis.compression.recipe"
 TAG_CANDIDATE = "chassis.compression.candidate"
 
+# A cascade version (chassis/cascade): its ONNX is the small tier's; this tag holds the
+# CascadeSpec as JSON (full tier's version number, temperature, threshold, ECE before and
+# after, validation escalation share and accuracy loss).
+TAG_CASCADE = "chassis.cascade"
+
 # Gate verdict, where its report is stored, and its signature (chassis.attestation).
 TAG_GATES = "chassis.gates"  # "passed" or "failed", set with the gate report
 TAG_GATE_REPORT = "chassis.gate_report"

@@ -18,7 +18,10 @@ one slow request, a GC pause or a small sample cannot decide a rollout:
   and answered by autoscaling. The wall p99 is shown beside the judged figure;
 - agreement with stable on mirrored requests: fail when its upper bound is below
   `min_agreement`. A classifier agrees on a row when the labels are equal; a regressor when
-  the relative difference of the values is at most `value_agreement_tolerance`.
+  the relative difference of the values is at most `value_agreement_tolerance`;
+- a cascade's escalation share (rows its small tier sent to the full tier): fail when its
+  Wilson lower bound exceeds the share on the validation split (recorded when the cascade
+  was built) plus `max_escalation_share_increase`.
 
 A step passes only with the samples that would have caught a candidate as bad as the
 policy's detect_* settings; before that it is inconclusive.
@@ -216,6 +219,22 @@ def _agreement_check(candidate: VersionCounts, policy: RolloutPolicy, z: float) 
     )
 
 
+def _escalation_check(
+    candidate: VersionCounts, policy: RolloutPolicy, z: float, validation_share: float
+) -> Check:
+    rows, escalated = candidate.small_rows + candidate.full_rows, candidate.full_rows
+    lower, upper = wilson(escalated, rows, z)
+    limit = min(1.0, validation_share + policy.max_escalation_share_increase)
+    share = escalated / rows if rows else math.nan
+    return Check(
+        "cascade escalation share",
+        "fail" if rows and lower > limit else ("ok" if rows else "waiting"),
+        f"{share:.4f} ({escalated}/{rows} rows), in [{lower:.4f}, {upper:.4f}]",
+        f"<= {limit:.4f} (validation {validation_share:.4f} + "
+        f"{policy.max_escalation_share_increase:g})",
+    )
+
+
 def analyze_step(
     step: str,
     candidate: VersionCounts,
@@ -223,9 +242,11 @@ def analyze_step(
     policy: RolloutPolicy,
     *,
     compare: bool = True,
+    escalation_share: float | None = None,
 ) -> StepAnalysis:
     """Judge one window. `candidate` and `stable` are the counts of this step's window only
-    (summed over replicas); `compare` says whether mirrored comparisons are expected."""
+    (summed over replicas); `compare` says whether mirrored comparisons are expected;
+    `escalation_share`: a cascade candidate's validation escalation share (None: not one)."""
     z = policy.z
     needed = policy.required_samples
     checks = _error_checks(candidate, stable, policy, z) + _latency_checks(
@@ -233,6 +254,8 @@ def analyze_step(
     )
     if compare:
         checks.append(_agreement_check(candidate, policy, z))
+    if escalation_share is not None:
+        checks.append(_escalation_check(candidate, policy, z, escalation_share))
     samples = min(candidate.executions, candidate.compared) if compare else candidate.executions
     failed = [c for c in checks if c.outcome == "fail"]
     degraded = [c for c in checks if c.outcome == "degraded"]

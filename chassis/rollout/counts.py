@@ -32,6 +32,9 @@ class VersionCounts:
     # `compared` is their total; which of them agree depends on the policy's tolerance.
     difference_bounds: tuple[float, ...] = ()
     difference_buckets: tuple[int, ...] = ()
+    # A cascade version's rows by the tier that answered them (chassis_cascade_rows_total).
+    small_rows: int = 0
+    full_rows: int = 0
 
     @property
     def answered(self) -> int:
@@ -89,6 +92,8 @@ class VersionCounts:
             difference_buckets=combined(
                 self.difference_buckets, other.difference_buckets, no_differences
             ),
+            small_rows=self.small_rows + sign * other.small_rows,
+            full_rows=self.full_rows + sign * other.full_rows,
         )
 
     def __add__(self, other: "VersionCounts") -> "VersionCounts":
@@ -102,6 +107,8 @@ class VersionCounts:
             window.executions < 0
             or window.errors < 0
             or window.compared < 0
+            or window.small_rows < 0
+            or window.full_rows < 0
             or any(b < 0 for b in window.buckets + window.cpu_buckets + window.difference_buckets)
         ):
             return self
@@ -142,6 +149,7 @@ def from_exposition(text: str, model: str) -> ModelCounts:
     cpu_samples: dict[int, list[tuple[str, float]]] = {}
     difference_samples: dict[int, list[tuple[str, float]]] = {}
     sums: dict[int, float] = {}
+    tiers: dict[tuple[int, str], float] = {}
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -173,7 +181,11 @@ def from_exposition(text: str, model: str) -> ModelCounts:
                 difference_samples.setdefault(version, []).append((labels["le"], sample.value))
             elif name == "chassis_request_latency_seconds_sum":
                 sums[version] = sample.value
+            elif name == "chassis_cascade_rows_total":
+                key = (version, labels.get("tier", ""))
+                tiers[key] = tiers.get(key, 0) + sample.value
     versions = set(executions) | set(compared) | set(le_samples) | set(difference_samples)
+    versions |= {version for version, _ in tiers}
     result: ModelCounts = {}
     for version in versions:
         bounds, buckets = _histogram(le_samples.get(version, []))
@@ -194,5 +206,7 @@ def from_exposition(text: str, model: str) -> ModelCounts:
             latency_sum=sums.get(version, 0.0),
             difference_bounds=difference_bounds,
             difference_buckets=difference_buckets,
+            small_rows=int(tiers.get((version, "small"), 0)),
+            full_rows=int(tiers.get((version, "full"), 0)),
         )
     return result

@@ -158,6 +158,15 @@ class RolloutPolicy(BaseModel):
         "20%); the share that agrees is judged against min_agreement.",
     )
 
+    # A cascade's escalation share is what its latency and cost rest on: live traffic that
+    # escalates far more than the validation split did (other inputs, a drifted world) makes
+    # it a slower, costlier model than the one gated, even when every answer is right.
+    max_escalation_share_increase: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.10,
+        description="A cascade candidate whose live share of rows escalated to its full tier "
+        "is surely above its validation share plus this (absolute; 0.10 = 10 points) fails.",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> "RolloutPolicy":
         if self.steps != sorted(self.steps) or self.steps[-1] != 100:

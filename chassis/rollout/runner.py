@@ -86,6 +86,9 @@ class Candidate:
     actor: str
     # The traffic is this rollout's own replay: its pace is the machine's (window.WindowJudge).
     paced: bool = False
+    # A cascade candidate's escalation share on the validation split (None: not a cascade):
+    # the analysis checks the live share against it.
+    escalation_share: float | None = None
 
 
 def check_candidate(
@@ -123,11 +126,12 @@ def watch_window(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     paced: bool = False,
+    escalation_share: float | None = None,
 ) -> StepAnalysis:
     """Poll every replica's counters from now on until the window judge has a verdict,
     renewing the split's lease at every look (while this run lives, its split holds)."""
     start, started = fleet.read(), clock()
-    judge = WindowJudge(label, policy, compare, paced)
+    judge = WindowJudge(label, policy, compare, paced, escalation_share)
     windows_seen = 0
     needed = policy.required_samples
     with progress.track(label, total=needed, unit="samples") as bar:

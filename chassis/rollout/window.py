@@ -18,13 +18,19 @@ class WindowJudge:
     windows and is then "paused": too little traffic says nothing against a candidate."""
 
     def __init__(
-        self, label: str, policy: RolloutPolicy, compare: bool, paced: bool = False
+        self,
+        label: str,
+        policy: RolloutPolicy,
+        compare: bool,
+        paced: bool = False,
+        escalation_share: float | None = None,
     ) -> None:
         """`paced`: the traffic is the rollout's own replay, so its pace is the machine's,
         not the users': after the first window, the windows stretch to the time the samples
         need at that pace (up to `max_replay_step_seconds` a step). They stay as many, so
         the looks, and the false-alarm budget spread over them, do not change."""
         self.label = label
+        self.escalation_share = escalation_share  # a cascade candidate's validation share
         self.policy = policy
         self.compare = compare
         self.paced = paced
@@ -51,7 +57,14 @@ class WindowJudge:
             return None
         self.points = [point for point in self.points if samples < point]
         self.looks += 1
-        analysis = analyze_step(self.label, candidate, stable, self.policy, compare=self.compare)
+        analysis = analyze_step(
+            self.label,
+            candidate,
+            stable,
+            self.policy,
+            compare=self.compare,
+            escalation_share=self.escalation_share,
+        )
         if analysis.verdict != "inconclusive" or not ended:
             return None if analysis.verdict == "inconclusive" else analysis
         self.window_index += 1

@@ -17,6 +17,7 @@ from typing import NamedTuple, cast
 
 import numpy as np
 
+from chassis.cascade.spec import CascadeSpec
 from chassis.errors import (
     ChassisError,
     FeedbackRefused,
@@ -33,6 +34,7 @@ from chassis.failpoints import failpoint
 from chassis.registry import Registry
 from chassis.registry.tags import (
     TAG_ACCURACY_GATE,
+    TAG_CASCADE,
     TAG_ONNX_SHA256,
     TAG_TEXT_INPUT,
     TAG_TOKENIZER_SHA256,
@@ -43,6 +45,14 @@ from chassis.rollout.record import RolloutRecord
 from chassis.runtime import answers_depend_on_batch, create_session, first_output
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
+from chassis.serving.cascade import (
+    CascadeMetrics,
+    CascadeTier,
+    Upstream,
+    cascade_logits,
+    recalled_cascade,
+    remember_cascade,
+)
 from chassis.serving.feedback import (
     Found,
     Joined,
@@ -155,6 +165,8 @@ class ServedVersion:
     # A text model's own tokenizer and length (n_features is its max_length); None: it
     # reads rows of numbers.
     encoder: TextEncoder | None = None
+    # A cascade version's full tier and rule (chassis/serving/cascade.py); None: not one.
+    cascade: CascadeTier | None = None
 
 
 @dataclass
@@ -249,6 +261,12 @@ class Gateway:
             second = second_level(settings.redis_url, settings.redis_timeout_seconds)
             self.result_cache = ResultCache(settings, second)
             self.metrics.registry.register(self.result_cache)
+        self.cascade_metrics = CascadeMetrics(self.metrics.registry)
+        self.upstream = (
+            None
+            if config.upstream is None
+            else Upstream(config.upstream, config.request_timeout_seconds)
+        )
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -388,7 +406,33 @@ class Gateway:
         # sync): the second waits, then finds the copy the first verified, instead of
         # downloading into the same directory while the first reads it.
         with self._loading(model.name, version):
-            return self._recalled_or_loaded(model, version, tags, digest, refusal)
+            served = self._recalled_or_loaded(model, version, tags, digest, refusal)
+        if TAG_CASCADE in tags:
+            served.cascade = self._cascade_tier(model, version, tags[TAG_CASCADE])
+            directory = verified_cache.version_dir(self.config.cache_dir, model.name, version)
+            remember_cascade(directory, tags[TAG_CASCADE])
+        return served
+
+    def _cascade_tier(self, model: ServedModel, version: int, tag: str) -> CascadeTier:
+        """A cascade version's full tier: the upstream gateway when one is configured (the
+        edge holds the small models, the cloud the full ones), else the full version loaded
+        here through the same `_verified` checks as any version; neither: not servable."""
+        spec = CascadeSpec.from_json(tag)
+        if self.upstream is not None:
+            return CascadeTier(spec, None, self.upstream, self.upstream.url)
+        full = spec.full_version
+        try:
+            loaded = self._verified(model, full)
+        except RegistryUnreachable:
+            raise
+        except ChassisError as error:
+            raise NotServable(
+                f"{model.name} v{version} is a cascade whose full tier v{full} cannot be "
+                f"served here ({error}), and no upstream gateway is configured"
+            ) from error
+        if loaded.cascade is not None:
+            raise NotServable(f"{model.name} v{version}'s full tier v{full} is a cascade itself")
+        return CascadeTier(spec, loaded.batcher, None, f"v{full} here")
 
     def _note_accuracy_gate(self, name: str, version: int, tags: dict[str, str]) -> None:
         """The live-accuracy floor the version's gates set (chassis_accuracy_gate_ratio), read
@@ -811,10 +855,35 @@ class Gateway:
                 if version == state.stable_version:
                     return None
                 continue
-            model.versions[version] = self._open_cached(name, version, cached)
+            served = self._open_cached(name, version, cached)
+            if not self._cascade_from_cache(name, version, served):
+                if version == state.stable_version:
+                    return None
+                continue
+            model.versions[version] = served
         if state.candidate_version in model.versions and not state.orphaned(time.time()):
             model.state = state
         return model
+
+    def _cascade_from_cache(self, name: str, version: int, served: ServedVersion) -> bool:
+        """A cascade version restored from its verified copy gets its full tier too: the
+        upstream, else the full tier's own verified copy. False: it is a cascade whose full
+        tier is neither (not restored: never served as its small tier alone)."""
+        spec = recalled_cascade(verified_cache.version_dir(self.config.cache_dir, name, version))
+        if spec is None:
+            return True
+        if self.upstream is not None:
+            served.cascade = CascadeTier(spec, None, self.upstream, self.upstream.url)
+            return True
+        try:
+            cached = verified_cache.recall(self.config.cache_dir, name, spec.full_version)
+        except IntegrityError:
+            return False
+        if cached is None:
+            return False
+        full = self._open_cached(name, spec.full_version, cached)
+        served.cascade = CascadeTier(spec, full.batcher, None, f"v{spec.full_version} here")
+        return True
 
     def close(self) -> None:
         """Write every prediction log's remaining rows (at shutdown, after the last request)."""
@@ -895,10 +964,14 @@ class Gateway:
                 if served.encoder is None and type(run) is np.ndarray
                 else self._model_input(model, served, run)
             )
-            # A fast model with nothing queued answers in this call; only the others await.
-            answered = self._answer_now(model, served, rows, role)
-            if answered is None:
-                answered = await self._answer_queued(model, served, rows, role)
+            if served.cascade is not None:
+                answered = await self._cascade_answer(model, served, rows, role)
+            else:
+                # A fast model with nothing queued answers in this call; only the others
+                # await.
+                answered = self._answer_now(model, served, rows, role)
+                if answered is None:
+                    answered = await self._answer_queued(model, served, rows, role)
             answers, predictions = answered
             number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
@@ -1061,6 +1134,41 @@ class Gateway:
                 f"{model.name} v{served.version} did not answer within "
                 f"{self.config.request_timeout_seconds:g} s; the request was abandoned",
             ) from None
+        except Exception:
+            self._count_error(model, served)
+            raise
+        return self._answered(model, served, role, logits, time.perf_counter() - started)
+
+    async def _cascade_answer(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
+        """A cascade version's answers (chassis/serving/cascade.py), measured as one."""
+        cascade = served.cascade
+        assert cascade is not None
+        if rows.shape[1] != served.n_features:
+            raise _width_error(served, rows)
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_seconds
+        try:
+            logits = await cascade_logits(
+                cascade,
+                served.batcher,
+                model.name,
+                str(served.version),
+                rows,
+                deadline,
+                self.cascade_metrics,
+            )
+        except TimeoutError:
+            self._count_error(model, served, "504")
+            raise RequestError(
+                504,
+                f"{model.name} v{served.version} (cascade) did not answer within "
+                f"{self.config.request_timeout_seconds:g} s; the request was abandoned",
+            ) from None
+        except RequestError as error:
+            self._count_error(model, served, str(error.status))
+            raise
         except Exception:
             self._count_error(model, served)
             raise
@@ -1568,9 +1676,21 @@ class Gateway:
 
     def _unload_unused(self, model: ServedModel) -> None:
         keep = {model.state.stable_version, model.state.candidate_version, model.state.warm_version}
+        # A kept cascade may run its full tier on a dropped version's batcher (the full model
+        # was stable when the cascade loaded): that batcher stays open; a dropped cascade's
+        # own full-tier batcher is closed with it unless a kept version uses it.
+        kept = [served for version, served in model.versions.items() if version in keep]
+        in_use = {id(s.batcher) for s in kept} | {
+            id(s.cascade.full) for s in kept if s.cascade is not None and s.cascade.full
+        }
         for version in list(model.versions):
             if version not in keep:
-                self._close_later(model.versions.pop(version).batcher)
+                dropped = model.versions.pop(version)
+                full = dropped.cascade.full if dropped.cascade is not None else None
+                for batcher in (dropped.batcher, full):
+                    if batcher is not None and id(batcher) not in in_use:
+                        in_use.add(id(batcher))  # closed once
+                        self._close_later(batcher)
                 if self.result_cache is not None:
                     self._on_loop(
                         functools.partial(self.result_cache.forget_version, model.name, version)
