@@ -136,7 +136,7 @@ def report(results: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("cascades", nargs="+", help="MODEL:SMALL:FULL")
     parser.add_argument("--max-accuracy-loss-pp", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=9)

@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -45,11 +46,13 @@ def test_escalated_rows_get_the_full_tiers_answer_in_row_order() -> None:
     assert 'chassis_cascade_rows_total{model="m",tier="full",version="3"} 2.0' in text
 
 
-def test_unloading_keeps_the_full_tier_a_kept_cascade_runs_on(tmp_path: Path) -> None:
+def test_unloading_keeps_the_full_tier_a_kept_cascade_runs_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     unused = Registry(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/unused.db"), "k")
     gateway = Gateway(unused, GatewayConfig(tmp_path / "state", tmp_path / "cache"), ["m"])
     closed: list[MicroBatcher] = []
-    gateway._close_later = closed.append  # what would be stopped on the loop
+    monkeypatch.setattr(gateway, "_close_later", closed.append)  # what would be stopped on the loop
     full = ServedVersion(1, 1, "0" * 64, table(FULL), ["x"])
     cascade = ServedVersion(3, 1, "1" * 64, table(SMALL), ["x"])
     own_full = table(FULL)
