@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from chassis.compression.candidates import LATENCY_VS_BASELINE_COLUMN
 from chassis.live_accuracy import VersionAccuracy
 
 if TYPE_CHECKING:
@@ -308,7 +309,16 @@ class TrainingDocument(Document):
 
 # The compression table's fixed columns; the others are quality metrics, or latencies ("_ms").
 CANDIDATE_COLUMNS = frozenset(
-    {"candidate", "selected", "passed", "size_bytes", "parameters", "score", "reason"}
+    {
+        "candidate",
+        "selected",
+        "passed",
+        "size_bytes",
+        "parameters",
+        "score",
+        "reason",
+        LATENCY_VS_BASELINE_COLUMN,
+    }
 )
 
 
@@ -322,6 +332,9 @@ class CandidateEntry(Document):
     parameters: int | None
     score: float | None
     reason: str
+    # One-row latency over the baseline's with its 95% interval, as the table shows it
+    # ("reference" for the baseline; null when not timed against it).
+    latency_vs_baseline: str | None = None
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> "CandidateEntry":
@@ -338,6 +351,7 @@ class CandidateEntry(Document):
             parameters=None if row.get("parameters") is None else int(row["parameters"]),
             score=None if row.get("score") is None else float(row["score"]),
             reason=str(row.get("reason", "")),
+            latency_vs_baseline=row.get(LATENCY_VS_BASELINE_COLUMN),
         )
 
 

@@ -100,9 +100,7 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
             return handler(args, context)
     except UsageError as error:
         failed_command: argparse.ArgumentParser = args.command_parser
-        failed_command.error(
-            str(error)
-        )  # exits 2, like argparse's own refusals  # exits 2, like argparse's own refusals
+        failed_command.error(str(error))  # exits 2, like argparse's own refusals
     except ChassisError as error:
         return fail(context, str(error), error_kind(error), EXIT_FAILURE)
     except KeyboardInterrupt:

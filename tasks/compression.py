@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from chassis import data as core_data
 from chassis import progress
-from chassis.compression.candidates import BASELINE
+from chassis.compression.candidates import BASELINE, LATENCY_VS_BASELINE_COLUMN
 from chassis.compression.cascade_proposal import CascadeProposal, propose_cascade
 from chassis.compression.classification import (
     BuildResult,
@@ -202,7 +202,7 @@ def table_rows(measured: list[Measurement], selection: Selection) -> list[dict[s
         row.update({k: round(v, 6) for k, v in m.quality.items()})
         row.update({f"{k}_ms": round(v, 4) for k, v in m.latency_ms.items()})
         ratio = m.latency_vs_baseline
-        row["b1_latency_vs_baseline"] = (
+        row[LATENCY_VS_BASELINE_COLUMN] = (
             "reference"
             if ratio is None
             else f"{ratio.median:.2f}x (95% {ratio.low:.2f}-{ratio.high:.2f})"

@@ -32,3 +32,8 @@ class Candidate:
     name: str
     onnx_path: Path
     recipe: dict[str, Any] = field(default_factory=dict)
+
+
+# The candidates table's column with the one-row latency over the baseline's, as text
+# ("0.93x (95% 0.90-0.95)", or "reference" for the baseline itself).
+LATENCY_VS_BASELINE_COLUMN = "b1_latency_vs_baseline"

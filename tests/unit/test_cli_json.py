@@ -12,11 +12,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from chassis.compression.latency import LatencyRatio
+from chassis.compression.measure import Measurement
+from chassis.compression.select import SelectionPolicy, select_candidate
 from chassis.registry.audit import AuditRecord
 from chassis.tracking import MlflowLinks
 from chassis.traffic import TrafficReport
@@ -31,6 +35,7 @@ from chassis_cli.documents import (
 from chassis_cli.flow_console import RunFailuresFilter, failures_reported_by_the_cli
 from chassis_cli.main import error_kind
 from flows.promotion import GatesOutcome
+from tasks.compression import table_rows
 from tests.fixtures.cli import chassis_commands, chassis_in_process
 
 MODEL = "draft"
@@ -230,6 +235,22 @@ def test_a_gates_document_has_numbers_as_numbers_and_no_markup():
     }
     assert document["baseline_version"] == 1 and document["champion_version"] is None
     assert "[bold" not in text and "\x1b[" not in text
+
+
+def test_the_compression_table_rows_as_published_make_a_document():
+    """The rows tasks/compression.py publishes (the baseline's latency ratio is the text
+    "reference") are what the release and compress documents are built from."""
+    reference = Measurement(
+        "baseline", {}, {"accuracy": 0.97}, {"b1_p50": 0.02}, 10, 5, "0", Path("b")
+    )
+    int8 = replace(reference, name="int8", latency_vs_baseline=LatencyRatio(1.2, 1.1, 1.3, 9))
+    selection = select_candidate([reference, int8], "baseline", "accuracy", SelectionPolicy())
+    rows = table_rows([reference, int8], selection)
+    entries = [CandidateEntry.of(row) for row in rows]
+    assert entries[0].latency_vs_baseline == "reference"
+    assert (entries[1].latency_vs_baseline or "").startswith("1.20x (95% 1.10-1.30)")
+    assert entries[0].quality == {"accuracy": 0.97}
+    json.loads(CandidateEntry.of(rows[1]).to_json())
 
 
 def test_a_number_that_is_not_finite_is_null_so_the_document_stays_json():
