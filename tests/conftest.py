@@ -32,6 +32,12 @@ for _name in list(os.environ):
         del os.environ[_name]
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Under pytest-xdist every core already runs a worker: torch's OpenMP pool (one thread per
+    # core by default) in each worker and its subprocesses would oversubscribe the cores, and
+    # its spinning threads then slow everything (the MiniLM distillation beside one busy core:
+    # 120 s with two threads, 58 s with one). A count set by hand still wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from chassis.quiet import apply_quiet_environment  # noqa: E402
 
