@@ -31,7 +31,7 @@ test: $(STAMP) ## Run the whole test suite (unit and integration), one worker pe
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-fast: $(STAMP) ## Run the unit tests only (no servers), without those marked slow
-	$(BIN)/python -m pytest tests/unit -m "not slow"
+	$(BIN)/python -m pytest tests/unit -m "not slow" -n auto --dist loadfile
 
 # The type check reads the optional MiniLM extra's packages too (chassis/specs/minilm.py
 # imports them), so its verdict is the same on every machine.
