@@ -25,11 +25,13 @@ install: $(STAMP) ## Create .venv (if missing) and install Chassis with its dev 
 release: $(STAMP) ## Run the release loop on the embedded default (digits) and print where to look
 	$(BIN)/chassis release
 
-test: $(STAMP) ## Run the whole test suite (unit and integration)
-	$(BIN)/python -m pytest
+# One pytest-xdist worker per core; a test file stays on one worker (--dist loadfile), so a
+# module's shared fixture (servers, a trained model) is set up once, not once per worker.
+test: $(STAMP) ## Run the whole test suite (unit and integration), one worker per core
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-fast: $(STAMP) ## Run the unit tests only (no servers), without those marked slow
-	$(BIN)/python -m pytest tests/unit -m "not slow"
+	$(BIN)/python -m pytest tests/unit -m "not slow" -n auto --dist loadfile
 
 # The type check reads the optional MiniLM extra's packages too (chassis/specs/minilm.py
 # imports them), so its verdict is the same on every machine.

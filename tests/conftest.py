@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,12 @@ for _name in list(os.environ):
         del os.environ[_name]
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Under pytest-xdist every core already runs a worker: torch's OpenMP pool (one thread per
+    # core by default) in each worker and its subprocesses would oversubscribe the cores, and
+    # its spinning threads then slow everything (the MiniLM distillation beside one busy core:
+    # 120 s with two threads, 58 s with one). A count set by hand still wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from chassis.quiet import apply_quiet_environment  # noqa: E402
 
@@ -55,8 +62,23 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the controller, a worker done
+def pytest_testnodedown(node: Any, error: object) -> None:
+    from tests.fixtures.fault_report import REPORT
+
+    REPORT.merge(getattr(node, "workeroutput", {}).get("fault_rows", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The session's temporary HOME and state go away with it."""
+    """The fault table is written once, by the process that saw every scenario (a worker
+    hands its rows to the xdist controller); the temporary HOME and state go away."""
     import shutil
 
+    from tests.fixtures.fault_report import REPORT
+
+    worker_output: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["fault_rows"] = REPORT.exported()
+    else:
+        REPORT.write()
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)

@@ -4,9 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.fault_report import FaultReport
-
-_REPORT = FaultReport()
+from tests.fixtures.fault_report import REPORT, FaultReport
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -16,14 +14,10 @@ def _prefect(prefect_api: None) -> None:
 
 @pytest.fixture(scope="session")
 def fault_report() -> Iterator[FaultReport]:
-    yield _REPORT
+    yield REPORT
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults" in str(item.fspath):
             item.add_marker(pytest.mark.faults)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _REPORT.write()

@@ -146,8 +146,12 @@ def test_commands_report_their_runs_to_the_recorded_prefect_server(
     home: Path, asked: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_record(home, replace(RECORDED, prefect_ui_url="https://p.example"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("PREFECT_UI_URL", raising=False)
+    for name in ("PREFECT_API_URL", "PREFECT_UI_URL"):
+        # Set, then deleted: monkeypatch records a variable only if it was there, and the
+        # command below sets both in this process; unrecorded, they outlived the test and
+        # sent a later test's run links (same pytest-xdist worker) to https://p.example.
+        monkeypatch.setenv(name, "unset by this test")
+        monkeypatch.delenv(name)
     probed: list[str] = []
     monkeypatch.setattr(context, "prefect_answers", lambda url, timeout: probed.append(url) or True)
     context.use_running_prefect_server(ChassisSettings())
