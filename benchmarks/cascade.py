@@ -28,7 +28,7 @@ full-only requests and the edge's escalations cross the edge-cloud link, which
 the round trip (a SIMULATED delay; 0 = plain loopback). Requests carry --http-batch rows,
 full-only and cascade alternate request by request (the order swapped each round), one
 keep-alive connection each; the share answered by the small tier is the edge's
-chassis_cascade_rows_total over the measured requests.
+chassis_cascade_rows_total over the test split sent one row a request.
 """
 
 import argparse
