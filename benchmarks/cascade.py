@@ -1,8 +1,9 @@
 """Cascade vs full-only: share answered by the small tier, accuracy change, and mean and p99
 latency of one row, on registered versions (a compressed small tier and its baseline).
 
-    CHASSIS_HOME=... python benchmarks/cascade.py MODEL:SMALL:FULL [MODEL:SMALL:FULL ...]
+    CHASSIS_HOME=... python benchmarks/cascade.py MODEL:SMALL:FULL[:CASCADE] [...]
         [--max-accuracy-loss-pp 0.5] [--rounds 9] [--rows-per-round 200]
+        [--http-rounds 5] [--cloud-rtt-ms 0 [20 ...]] [--http-batch 1 [8]]
 
 For each cascade: calibration and threshold on the validation split exactly as `chassis
 cascade` chooses them (chassis.cascade.build), then on the test split: accuracy of the full
@@ -12,31 +13,55 @@ tier, calibrated confidence, full tier when escalated. Full-only and cascade are
 interleaved rounds over the same rows, so load on the machine weighs on both; latency ratios
 are cascade / full-only (below 1: the cascade is faster). In-process (no HTTP): the HTTP
 cost, the same for both, would only dilute the ratio.
+
+Over HTTP (entries naming CASCADE, a registered and gated cascade version of SMALL and FULL):
+the hybrid edge/cloud setting the cascade is for, with real `chassis serve` processes on
+loopback. The cloud is a gateway whose champion is FULL; the edge a gateway whose champion is
+CASCADE, started with `--upstream` = the cloud, so it answers confident rows with the small
+tier and POSTs the escalated ones to the cloud. Each gets its own copy of the registry
+database (same artifacts, same signing key) with its own champion: a gateway serves its
+model's champion, and the two must differ. Full-only is the client asking the cloud
+directly (not an edge forwarding everything, which would add a hop and flatter the cascade);
+cascade is the client asking the edge. The client sits next to the edge: both the client's
+full-only requests and the edge's escalations cross the edge-cloud link, which
+`--cloud-rtt-ms` can lengthen with a loopback TCP proxy that delays each direction by half
+the round trip (a SIMULATED delay; 0 = plain loopback). Requests carry --http-batch rows,
+full-only and cascade alternate request by request (the order swapped each round), one
+keep-alive connection each; the share answered by the small tier is the edge's
+chassis_cascade_rows_total over the test split sent one row a request.
 """
 
 import argparse
+import asyncio
 import os
 import platform
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 import numpy as np
 
 from chassis.cascade.build import build_spec
 from chassis.cascade.rule import cascade_answer
+from chassis.cascade.spec import CascadeSpec
 from chassis.cascade.threshold import Target
 from chassis.data import features, load_dataset, truth
 from chassis.modelspec import load_spec
 from chassis.registry import Registry
-from chassis.registry.tags import TAG_CANDIDATE, TAG_SPEC
+from chassis.registry.tags import TAG_CANDIDATE, TAG_CASCADE, TAG_SPEC
 from chassis.runtime import answer_batch_rows, create_session, first_output, run_batches
+from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.task import CLASSIFICATION
+from tests.fixtures.fault_gateway import metric_sum
+from tests.fixtures.gateway import GatewayProcess
 
 
 def timed_rows(call, rows: np.ndarray) -> list[float]:
@@ -49,7 +74,10 @@ def timed_rows(call, rows: np.ndarray) -> list[float]:
     return times
 
 
-def bench(registry: Registry, model: str, small: int, full: int, args, workdir: Path) -> dict:
+def bench(
+    registry: Registry, model: str, small: int, full: int, args, workdir: Path
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """The in-process figures, and the test split's features and labels."""
     small_files = registry.fetch_version(model, small, workdir / f"v{small}")
     full_files = registry.fetch_version(model, full, workdir / f"v{full}")
     spec_module = load_spec(full_files.tags[TAG_SPEC])
@@ -103,12 +131,209 @@ def bench(registry: Registry, model: str, small: int, full: int, args, workdir: 
         "small_share": float(answered.mean()),
         "full_accuracy": float((full_labels == y).mean()),
         "cascade_accuracy": float((cascade_labels == y).mean()),
-        "mean_ratio": float(np.mean(cascade_times) / np.mean(full_times)),
-        "p99_ratio": float(np.percentile(cascade_times, 99) / np.percentile(full_times, 99)),
-        "full_mean_ms": float(np.mean(full_times) * 1000),
-        "full_p99_ms": float(np.percentile(full_times, 99) * 1000),
-        "cascade_mean_ms": float(np.mean(cascade_times) * 1000),
-        "cascade_p99_ms": float(np.percentile(cascade_times, 99) * 1000),
+        **latency_figures(full_times, cascade_times),
+    }, (x, y)
+
+
+class DelayProxy:
+    """A loopback TCP proxy to `target_port` that holds every chunk half the round trip in
+    each direction before passing it on (a delay line: chunks keep their spacing), in a
+    thread of this process. The delay is simulated; the bytes are the real ones."""
+
+    def __init__(self, target_port: int, rtt_ms: float) -> None:
+        self.target_port = target_port
+        self.half = rtt_ms / 2000
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.Server | None = None
+
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def receive() -> None:
+            try:
+                while data := await reader.read(65536):
+                    queue.put_nowait((self.loop.time() + self.half, data))
+            except ConnectionError:
+                pass
+            queue.put_nowait((0.0, b""))
+
+        async def send() -> None:
+            try:
+                while True:
+                    due, data = await queue.get()
+                    if not data:
+                        break
+                    if (wait := due - self.loop.time()) > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(receive(), send())
+
+    async def connect(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self.pump(client_r, server_w), self.pump(server_r, client_w))
+
+    def start(self) -> None:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.connect, "127.0.0.1", self.port), self.loop
+        ).result(timeout=10)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def gateway_home(source: Path, home: Path, model: str, champion: int) -> Path:
+    """A home for one gateway: a copy of the registry database (its versions' artifacts stay
+    where they are) and signing key, with `champion` made the champion there."""
+    if ChassisSettings(home=source).tracking_is_remote():
+        raise SystemExit(
+            "error: the HTTP setting copies a local registry; unset CHASSIS_TRACKING_URI"
+        )
+    home.mkdir(parents=True)
+    shutil.copy2(source / "mlflow.db", home / "mlflow.db")
+    if (source / "registry-signing-key").exists():
+        shutil.copy2(source / "registry-signing-key", home / "registry-signing-key")
+    registry = Registry.from_settings(ChassisSettings(home=home))
+    current = registry.version_for_alias(model, "champion")
+    if current != champion:
+        registry.promote(
+            model, champion, expected_champion=current, actor="benchmark", reason="cascade bench"
+        )
+    return home
+
+
+def predict(client: httpx.Client, url: str, model: str, rows: np.ndarray) -> dict:
+    answer = client.post(f"{url}/v1/models/{model}/predict", json={"instances": rows.tolist()})
+    answer.raise_for_status()
+    return answer.json()
+
+
+def cascade_rows(url: str, model: str, version: int) -> tuple[float, float]:
+    """The edge's rows answered by the small tier and escalated, so far."""
+    labels = {"model": model, "version": str(version)}
+    return (
+        metric_sum(url, "chassis_cascade_rows_total", tier="small", **labels),
+        metric_sum(url, "chassis_cascade_rows_total", tier="full", **labels),
+    )
+
+
+def http_bench(
+    model: str, full: int, cascade_version: int, x: np.ndarray, y: np.ndarray, args, work: Path
+) -> list[dict]:
+    """Full-only (the cloud) against the cascade (the edge, escalating to the cloud), per
+    simulated round trip and rows per request."""
+    source = ChassisSettings().home
+    cloud = GatewayProcess(gateway_home(source, work / "cloud", model, full), models=(model,))
+    edge_home = gateway_home(source, work / "edge", model, cascade_version)
+    spec = CascadeSpec.from_json(
+        Registry.from_settings(ChassisSettings(home=edge_home)).version_tags(
+            model, cascade_version
+        )[TAG_CASCADE]
+    )
+    results = []
+    cloud.start()
+    try:
+        for rtt_ms in args.cloud_rtt_ms:
+            proxy = DelayProxy(cloud.port, rtt_ms) if rtt_ms > 0 else None
+            if proxy is not None:
+                proxy.start()
+            upstream = proxy.url if proxy is not None else cloud.url
+            env = {
+                "CHASSIS_GATEWAY_UPSTREAM": upstream,
+                "CHASSIS_GATEWAY_LOCAL_DIR": str(work / f"edge-{rtt_ms:g}"),
+            }
+            edge = GatewayProcess(edge_home, env=env, models=(model,))
+            try:
+                edge.start()
+                with httpx.Client(timeout=60) as to_cloud, httpx.Client(timeout=60) as to_edge:
+                    full_url = upstream  # the client reaches the cloud over the same link
+                    # Answers over the whole test split, one row a request: accuracy and share.
+                    before = cascade_rows(edge.url, model, cascade_version)
+                    full_answers = [predict(to_cloud, full_url, model, r[None]) for r in x]
+                    edge_answers = [predict(to_edge, edge.url, model, r[None]) for r in x]
+                    after = cascade_rows(edge.url, model, cascade_version)
+                    assert {a["version"] for a in full_answers} == {full}, "cloud not on FULL"
+                    assert {a["version"] for a in edge_answers} == {cascade_version}
+                    full_labels = np.array([a["predictions"][0] for a in full_answers])
+                    edge_labels = np.array([a["predictions"][0] for a in edge_answers])
+                    small, escalated = after[0] - before[0], after[1] - before[1]
+                    for batch in args.http_batch:
+                        full_t, cascade_t = http_times(
+                            to_cloud, full_url, to_edge, edge.url, model, x, batch, args
+                        )
+                        results.append(
+                            {
+                                "model": model,
+                                "cascade": f"v{cascade_version} ({spec.target}, "
+                                f"threshold {spec.threshold:.4f})",
+                                "rtt_ms": rtt_ms,
+                                "batch": batch,
+                                "test_rows": len(y),
+                                "small_share": small / (small + escalated),
+                                "full_accuracy": float((full_labels == y).mean()),
+                                "cascade_accuracy": float((edge_labels == y).mean()),
+                                **latency_figures(full_t, cascade_t),
+                            }
+                        )
+            finally:
+                edge.stop()
+                if proxy is not None:
+                    proxy.stop()
+    finally:
+        cloud.stop()
+    return results
+
+
+def http_times(
+    to_cloud: httpx.Client,
+    cloud_url: str,
+    to_edge: httpx.Client,
+    edge_url: str,
+    model: str,
+    x: np.ndarray,
+    batch: int,
+    args,
+) -> tuple[list[float], list[float]]:
+    """Seconds per request, full-only and cascade alternating request by request (which goes
+    first swapped every round), the same rows for both."""
+    rng = np.random.default_rng(1)
+    full_t: list[float] = []
+    cascade_t: list[float] = []
+    targets = [(to_cloud, cloud_url, full_t), (to_edge, edge_url, cascade_t)]
+    for round_ in range(args.http_rounds):
+        requests = [x[rng.integers(0, len(x), size=batch)] for _ in range(args.rows_per_round)]
+        for rows in requests[:10]:  # warm both connections and paths
+            for client, url, _ in targets:
+                predict(client, url, model, rows)
+        order = targets if round_ % 2 == 0 else targets[::-1]
+        for rows in requests:
+            for client, url, times in order:
+                started = time.perf_counter()
+                predict(client, url, model, rows)
+                times.append(time.perf_counter() - started)
+    return full_t, cascade_t
+
+
+def latency_figures(full_t: list[float], cascade_t: list[float]) -> dict:
+    return {
+        "mean_ratio": float(np.mean(cascade_t) / np.mean(full_t)),
+        "p99_ratio": float(np.percentile(cascade_t, 99) / np.percentile(full_t, 99)),
+        "full_mean_ms": float(np.mean(full_t) * 1000),
+        "full_p99_ms": float(np.percentile(full_t, 99) * 1000),
+        "cascade_mean_ms": float(np.mean(cascade_t) * 1000),
+        "cascade_p99_ms": float(np.percentile(cascade_t, 99) * 1000),
     }
 
 
@@ -135,20 +360,65 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def http_report(results: list[dict]) -> str:
+    lines = [
+        "| model | cascade (target, threshold) | cloud RTT (simulated) | rows/request "
+        "| test rows | answered by small "
+        "| accuracy full -> cascade (pp) | mean latency cascade/full | p99 latency cascade/full |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        change = (r["cascade_accuracy"] - r["full_accuracy"]) * 100
+        lines.append(
+            f"| {r['model']} | {r['cascade']} | {r['rtt_ms']:g} ms | {r['batch']} | "
+            f"{r['test_rows']} | "
+            f"{r['small_share']:.1%} | {r['full_accuracy']:.4f} -> {r['cascade_accuracy']:.4f} "
+            f"({change:+.2f}) | {r['mean_ratio']:.2f}x ({r['cascade_mean_ms']:.2f} vs "
+            f"{r['full_mean_ms']:.2f} ms) | {r['p99_ratio']:.2f}x ({r['cascade_p99_ms']:.2f} vs "
+            f"{r['full_p99_ms']:.2f} ms) |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("cascades", nargs="+", help="MODEL:SMALL:FULL")
+    parser.add_argument("cascades", nargs="+", help="MODEL:SMALL:FULL[:CASCADE]")
     parser.add_argument("--max-accuracy-loss-pp", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--rows-per-round", type=int, default=200)
+    parser.add_argument("--http-rounds", type=int, default=5)
+    parser.add_argument(
+        "--cloud-rtt-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="simulated edge-cloud round trips to measure (0: plain loopback, no proxy)",
+    )
+    parser.add_argument("--http-batch", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     registry = Registry.from_settings(ChassisSettings())
     results = []
+    http_results = []
+    measured: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         for entry in args.cascades:
-            model, small, full = entry.rsplit(":", 2)
-            results.append(bench(registry, model, int(small), int(full), args, Path(folder)))
+            model, small, full, *cascade = entry.split(":")
+            work = Path(folder) / entry.replace(":", "-")
+            pair = (model, int(small), int(full))
+            if pair not in measured:  # several cascades of one pair: one in-process row
+                result, measured[pair] = bench(registry, *pair, args, work)
+                results.append(result)
+            if cascade:
+                x, y = measured[pair]
+                http_results += http_bench(model, int(full), int(cascade[0]), x, y, args, work)
+    load_after = os.getloadavg()
     print(report(results))
+    if http_results:
+        print()
+        print(http_report(http_results))
+    print()
+    print(f"Load average (1, 5, 15 min) at start {load_before}, at end {load_after}.")
 
 
 if __name__ == "__main__":
