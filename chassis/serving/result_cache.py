@@ -34,6 +34,8 @@ MISS = "miss"
 # An identical request was being computed: this one awaited its answer (a computed answer,
 # given once per request like any other, counted in chassis_cache_coalesced_total).
 COALESCED = "coalesced"
+# The header's bytes for each, made once.
+CACHE_HEADERS = {level: level.encode() for level in (LOCAL, REDIS, MISS, COALESCED)}
 
 # Python's objects around one kept answer (the entry, its key, the OrderedDict's slot) cost
 # about this much, and each prediction in its list up to PREDICTION_BYTES (a pointer and a
@@ -90,22 +92,32 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
     to `sha256`): rows of numbers as their C-contiguous bytes with their dtype and shape (the
     gateway parses numbers as float32; the same bytes in another shape or dtype are another
     request), texts as the UTF-8 of their JSON list. The version's digest is in it too, so
-    two registries sharing one Redis (both with a `v3`) never read each other's answers."""
-    digest = SHA256(_version_prefix(model, version, sha256))
+    two registries sharing one Redis (both with a `v3`) never read each other's answers.
+    Everything before the input's bytes is made once per version, dtype and shape
+    (`_rows_prefix`): a miss's key is one lookup, one join and one hash."""
     if isinstance(request, np.ndarray):
-        rows = np.ascontiguousarray(request)
-        digest.update(b"rows\0%s\0%s\0" % (rows.dtype.str.encode(), str(rows.shape).encode()))
-        digest.update(rows.data)
-    else:
-        digest.update(b"texts\0")
-        digest.update(orjson.dumps(request))
-    return digest.digest()
+        prefix = _rows_prefix(model, version, sha256, request.dtype.str, request.shape)
+        return SHA256(prefix + np.ascontiguousarray(request).tobytes()).digest()
+    return SHA256(
+        _version_prefix(model, version, sha256) + b"texts\0" + orjson.dumps(request)
+    ).digest()
 
 
 @functools.lru_cache(maxsize=1024)
 def _version_prefix(model: str, version: int, sha256: str) -> bytes:
     """A key's fixed start, made once per version."""
     return b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _rows_prefix(
+    model: str, version: int, sha256: str, dtype: str, shape: tuple[int, ...]
+) -> bytes:
+    """A rows key's start: the version's, then the rows' dtype and shape."""
+    return _version_prefix(model, version, sha256) + b"rows\0%s\0%s\0" % (
+        dtype.encode(),
+        str(shape).encode(),
+    )
 
 
 def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
@@ -218,6 +230,37 @@ class ResultCache(Collector):
         self.requests: dict[tuple[str, str, str], int] = {}
         self.coalesced: dict[str, int] = {}
 
+    def lookup(
+        self, model: str, version: int, sha256: str, request: np.ndarray | list[str]
+    ) -> tuple[bytes, Answer | None]:
+        """`request`'s key, and its answer by `version` if the local level holds it (counted
+        either way). Synchronous: a hit costs no await."""
+        key = cache_key(model, version, sha256, request)
+        local = self.local.get(key)
+        self._count(model, LOCAL, "miss" if local is None else "hit")
+        return key, local
+
+    def inline(self, key: bytes) -> bool:
+        """Whether a local miss may be computed right here, with no await between the lookup
+        and `keep`: nothing else to ask (no second level) and no identical request being
+        computed. Such a computation cannot interleave with an identical request (the event
+        loop runs nothing else meanwhile), so it needs no flight for them to await: the
+        future, its registration and its removal are only paid by computations that wait."""
+        return not self.second.configured and key not in self.flights
+
+    def keep(
+        self, key: bytes, model: str, version: int, predictions: list[int] | list[float]
+    ) -> Answer:
+        """Keep what `version` just computed for `key` (locally, and in Redis when set)."""
+        answer = Answer(version, predictions)
+        if self.second.configured:
+            encoded = orjson.dumps([version, predictions])
+            self.local.put(key, model, answer, len(encoded))
+            self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
+        else:  # no JSON made only to be measured (a classifier's label: 1-3 bytes)
+            self.local.put(key, model, answer, 0)
+        return answer
+
     async def answer(
         self,
         model: str,
@@ -230,13 +273,18 @@ class ResultCache(Collector):
         identical request (awaited), or computed now by `compute` and kept. Returns the answer,
         where it came from, and the model's output array when computed here (None otherwise).
         A failure of `compute` is every waiting request's failure (they sent the same bytes);
-        nothing is kept of it."""
-        key = cache_key(model, version, sha256, request)
-        local = self.local.get(key)
+        nothing is kept of it. (The gateway calls the steps itself: `lookup`, then `inline`
+        to compute a fast model's answer with no flight, else `missed`.)"""
+        key, local = self.lookup(model, version, sha256, request)
         if local is not None:
-            self._count(model, LOCAL, "hit")
             return local, LOCAL, None
-        self._count(model, LOCAL, "miss")
+        return await self.missed(key, model, version, compute)
+
+    async def missed(
+        self, key: bytes, model: str, version: int, compute: Compute
+    ) -> tuple[Answer, str, np.ndarray | None]:
+        """A local miss's answer (see `answer`): an identical request's, awaited; Redis's; or
+        computed by `compute` under a flight identical requests await."""
         flight = self.flights.get(key)
         if flight is not None:
             try:
@@ -256,13 +304,7 @@ class ResultCache(Collector):
                 flight.set_result(found)
                 return found, REDIS, None
             outputs, predictions = await compute()
-            answer = Answer(version, predictions)
-            if self.second.configured:
-                encoded = orjson.dumps([version, predictions])
-                self.local.put(key, model, answer, len(encoded))
-                self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
-            else:  # no JSON made only to be measured (a classifier's label: 1-3 bytes)
-                self.local.put(key, model, answer, 0)
+            answer = self.keep(key, model, version, predictions)
             flight.set_result(answer)
             return answer, MISS, outputs
         except BaseException as error:
