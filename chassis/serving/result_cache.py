@@ -128,13 +128,9 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
     )
 
 
-@dataclass(slots=True)
-class Entry:
-    model: str
-    version: int
-    answer: Answer
-    size: int
-    expires: float  # time.monotonic()
+# One kept answer: (answer, model, size in the budget, expiry on time.monotonic()). A plain
+# tuple: a miss makes one, and a tuple literal costs a fraction of a class's __init__.
+Entry = tuple[Answer, str, int, float]
 
 
 @dataclass
@@ -154,11 +150,11 @@ class LocalLevel:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        if self.clock() >= entry.expires:
+        if self.clock() >= entry[3]:
             self._drop(key, "ttl")
             return None
         self.entries.move_to_end(key)
-        return entry.answer
+        return entry[0]
 
     def put(self, key: bytes, model: str, answer: Answer, encoded_bytes: int) -> None:
         """Keep `answer` (whose predictions' JSON is `encoded_bytes` long); the least
@@ -167,26 +163,25 @@ class LocalLevel:
         size = entry_size(key, answer, encoded_bytes)
         if size > self.max_bytes:
             return
-        if key in self.entries:
+        entries = self.entries
+        if key in entries:
             self._drop(key, None)
-        self.entries[key] = Entry(
-            model, answer.version, answer, size, self.clock() + self.ttl_seconds
-        )
+        entries[key] = (answer, model, size, self.clock() + self.ttl_seconds)
         self.used_bytes += size
         while self.used_bytes > self.max_bytes:
-            self._drop(next(iter(self.entries)), "size")
+            self.used_bytes -= entries.popitem(last=False)[1][2]
+            self.evicted["size"] += 1
 
     def forget_version(self, model: str, version: int) -> int:
         """Drop every answer of a retired version (they could never be read again: keys
         name the version); returns how many."""
-        keys = [k for k, e in self.entries.items() if e.model == model and e.version == version]
+        keys = [k for k, e in self.entries.items() if e[1] == model and e[0].version == version]
         for key in keys:
             self._drop(key, "retired")
         return len(keys)
 
     def _drop(self, key: bytes, why: str | None) -> None:
-        entry = self.entries.pop(key)
-        self.used_bytes -= entry.size
+        self.used_bytes -= self.entries.pop(key)[2]
         if why is not None:
             self.evicted[why] += 1
 
@@ -226,7 +221,11 @@ class ResultCache(Collector):
         self.local = LocalLevel(settings.max_bytes, settings.ttl_seconds)
         self.second = second or SecondLevel()
         self.flights: dict[bytes, asyncio.Future[Answer]] = {}
-        # (model, level, result) -> count; model -> requests that awaited an identical one.
+        # model -> count: the local level's hits and misses (read by `collect` only, so
+        # plain ints, no metric object touched a request), Redis's, and requests that
+        # awaited an identical one.
+        self.local_hits: dict[str, int] = {}
+        self.local_misses: dict[str, int] = {}
         self.requests: dict[tuple[str, str, str], int] = {}
         self.coalesced: dict[str, int] = {}
 
@@ -237,7 +236,8 @@ class ResultCache(Collector):
         either way). Synchronous: a hit costs no await."""
         key = cache_key(model, version, sha256, request)
         local = self.local.get(key)
-        self._count(model, LOCAL, "miss" if local is None else "hit")
+        counts = self.local_hits if local is not None else self.local_misses
+        counts[model] = counts.get(model, 0) + 1
         return key, local
 
     def inline(self, key: bytes) -> bool:
@@ -350,7 +350,7 @@ class ResultCache(Collector):
     async def close(self) -> None:
         await self.second.close()
 
-    def _count(self, model: str, level: str, result: str) -> None:
+    def _count(self, model: str, level: str, result: str) -> None:  # Redis's counts
         key = (model, level, result)
         self.requests[key] = self.requests.get(key, 0) + 1
 
@@ -364,7 +364,11 @@ class ResultCache(Collector):
         for model in sorted(self.models):
             for level in (LOCAL, REDIS) if self.second.configured else (LOCAL,):
                 for result in ("hit", "miss"):
-                    count = self.requests.get((model, level, result), 0)
+                    if level == LOCAL:
+                        counts = self.local_hits if result == "hit" else self.local_misses
+                        count = counts.get(model, 0)
+                    else:
+                        count = self.requests.get((model, level, result), 0)
                     requests.add_metric([model, level, result], count)
         coalesced = CounterMetricFamily(
             "chassis_cache_coalesced",
