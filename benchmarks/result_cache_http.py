@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def cpu_per_request(pid: int, port: int, base: int, c: int, seconds: int) -> float:
+def cpu_per_request(pid: int, port: int, base: int, step: int, c: int, seconds: int) -> float:
     script = Path(tempfile.gettempdir()) / f"chassis-cache-bench-{port}.lua"
     script.write_text(SCRIPT % base)
     before = cpu_seconds(pid)
@@ -64,7 +64,9 @@ def cpu_per_request(pid: int, port: int, base: int, c: int, seconds: int) -> flo
     match = re.search(r"(\d+) requests in", out)
     assert match, f"no request count in wrk's output:\n{out}"
     assert "Non-2xx" not in out, out
-    return used / int(match.group(1)) * 1e6
+    count = int(match.group(1))
+    assert count < step, f"{count} requests overran the run's {step} distinct rows"
+    return used / count * 1e6
 
 
 def cache_levels(port: int) -> str:
@@ -102,19 +104,20 @@ def main() -> None:
             port = free_port()
             code_env = {**env, **extra, "PYTHONPATH": str(code)}
             running[name] = (stack.enter_context(gateway(code_env, port, False)).pid, port)
+        # Each run's rows start at its own base: 2**24 split between the runs.
+        step = 2**24 // (len(running) * (args.rounds + 1))
         base = 0
         for pid, port in running.values():  # warm-up, discarded
-            cpu_per_request(pid, port, base, args.connections, 2)
-            base += 500_000
+            cpu_per_request(pid, port, base, step, args.connections, 2)
+            base += step
         names = list(running)
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else names[::-1]:
                 pid, port = running[name]
                 results[name].append(
-                    cpu_per_request(pid, port, base, args.connections, args.seconds)
+                    cpu_per_request(pid, port, base, step, args.connections, args.seconds)
                 )
-                base += 500_000
-                assert base < 2**24, "too many runs for distinct float32 rows"
+                base += step
         levels = {name: cache_levels(port) for name, (_, port) in running.items()}
     off = results["off"]
     print(
