@@ -112,7 +112,10 @@ def main() -> None:
             base += step
         names = list(running)
         for round_ in range(args.rounds):
-            for name in names if round_ % 2 == 0 else names[::-1]:
+            # Rotated each round: none runs twice in a row (a process that just ran finds
+            # its memory in the CPU's caches) and each takes every place in turn.
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
                 pid, port = running[name]
                 results[name].append(
                     cpu_per_request(pid, port, base, step, args.connections, args.seconds)
