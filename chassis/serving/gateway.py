@@ -96,7 +96,7 @@ from chassis.serving.readiness import (
     waiting_reason,
 )
 from chassis.serving.redis_level import second_level
-from chassis.serving.result_cache import CacheSettings, ResultCache
+from chassis.serving.result_cache import CACHE_HEADERS, LOCAL, MISS, CacheSettings, ResultCache
 from chassis.serving.routing import choose_version, mirror_pair
 from chassis.serving.sanitizer import Sanitizer
 from chassis.serving.state import Mode, RolloutState, load_state, save_state
@@ -1001,16 +1001,30 @@ class Gateway:
         prediction log, as computed ones do; the version's request and latency counts are of
         computed answers only (the model's work, which the rollout analysis judges)."""
         name = model.name
-
-        async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
+        version = served.version
+        key, answer = cache.lookup(name, version, served.sha256, run)
+        outputs: np.ndarray | None = None
+        if answer is not None:
+            level = LOCAL
+        else:
             rows = run if type(run) is np.ndarray and served.encoder is None else None
-            if rows is None:
-                rows = self._model_input(model, served, run)
-            return await self._run(model, served, rows, role)
+            answered = None
+            if cache.inline(key):
+                # A fast model with nothing queued answers in this call (no await since the
+                # lookup: no identical request can start meanwhile, so no flight is needed).
+                rows = self._model_input(model, served, run) if rows is None else rows
+                answered = self._answer_now(model, served, rows, role)
+            if answered is not None:
+                outputs, predictions = answered
+                answer = cache.keep(key, name, version, predictions)
+                level = MISS
+            else:
 
-        answer, level, outputs = await cache.answer(
-            name, served.version, served.sha256, run, compute
-        )
+                async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
+                    ready = self._model_input(model, served, run) if rows is None else rows
+                    return await self._run(model, served, ready, role)
+
+                answer, level, outputs = await cache.missed(key, name, version, compute)
         predictions = answer.predictions
         number = self.windows[name].add(served.version, predictions)
         log = self.logs.get(name)
@@ -1024,7 +1038,7 @@ class Gateway:
         state = model.state
         if state.mode != "stable" or state.warm_version is not None:
             self._start_mirror(model, state, run)  # a rollout compares cached answers too
-        return Prediction(served.version, predictions, number, level.encode())
+        return Prediction(served.version, predictions, number, CACHE_HEADERS[level])
 
     def _start_mirror(self, model: ServedModel, state: RolloutState, run: Request) -> None:
         """Mirror the request on the split's two versions, off the request path, if the

@@ -34,6 +34,8 @@ MISS = "miss"
 # An identical request was being computed: this one awaited its answer (a computed answer,
 # given once per request like any other, counted in chassis_cache_coalesced_total).
 COALESCED = "coalesced"
+# The header's bytes for each, made once.
+CACHE_HEADERS = {level: level.encode() for level in (LOCAL, REDIS, MISS, COALESCED)}
 
 # Python's objects around one kept answer (the entry, its key, the OrderedDict's slot) cost
 # about this much, and each prediction in its list up to PREDICTION_BYTES (a pointer and a
@@ -90,22 +92,32 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
     to `sha256`): rows of numbers as their C-contiguous bytes with their dtype and shape (the
     gateway parses numbers as float32; the same bytes in another shape or dtype are another
     request), texts as the UTF-8 of their JSON list. The version's digest is in it too, so
-    two registries sharing one Redis (both with a `v3`) never read each other's answers."""
-    digest = SHA256(_version_prefix(model, version, sha256))
+    two registries sharing one Redis (both with a `v3`) never read each other's answers.
+    Everything before the input's bytes is made once per version, dtype and shape
+    (`_rows_prefix`): a miss's key is one lookup, one join and one hash."""
     if isinstance(request, np.ndarray):
-        rows = np.ascontiguousarray(request)
-        digest.update(b"rows\0%s\0%s\0" % (rows.dtype.str.encode(), str(rows.shape).encode()))
-        digest.update(rows.data)
-    else:
-        digest.update(b"texts\0")
-        digest.update(orjson.dumps(request))
-    return digest.digest()
+        prefix = _rows_prefix(model, version, sha256, request.dtype.str, request.shape)
+        return SHA256(prefix + np.ascontiguousarray(request).tobytes()).digest()
+    return SHA256(
+        _version_prefix(model, version, sha256) + b"texts\0" + orjson.dumps(request)
+    ).digest()
 
 
 @functools.lru_cache(maxsize=1024)
 def _version_prefix(model: str, version: int, sha256: str) -> bytes:
     """A key's fixed start, made once per version."""
     return b"%s\0%d\0%s\0" % (model.encode(), version, sha256.encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _rows_prefix(
+    model: str, version: int, sha256: str, dtype: str, shape: tuple[int, ...]
+) -> bytes:
+    """A rows key's start: the version's, then the rows' dtype and shape."""
+    return _version_prefix(model, version, sha256) + b"rows\0%s\0%s\0" % (
+        dtype.encode(),
+        str(shape).encode(),
+    )
 
 
 def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
@@ -116,13 +128,9 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
     )
 
 
-@dataclass(slots=True)
-class Entry:
-    model: str
-    version: int
-    answer: Answer
-    size: int
-    expires: float  # time.monotonic()
+# One kept answer: (answer, model, size in the budget, expiry on time.monotonic()). A plain
+# tuple: a miss makes one, and a tuple literal costs a fraction of a class's __init__.
+Entry = tuple[Answer, str, int, float]
 
 
 @dataclass
@@ -142,11 +150,11 @@ class LocalLevel:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        if self.clock() >= entry.expires:
+        if self.clock() >= entry[3]:
             self._drop(key, "ttl")
             return None
         self.entries.move_to_end(key)
-        return entry.answer
+        return entry[0]
 
     def put(self, key: bytes, model: str, answer: Answer, encoded_bytes: int) -> None:
         """Keep `answer` (whose predictions' JSON is `encoded_bytes` long); the least
@@ -155,26 +163,25 @@ class LocalLevel:
         size = entry_size(key, answer, encoded_bytes)
         if size > self.max_bytes:
             return
-        if key in self.entries:
+        entries = self.entries
+        if key in entries:
             self._drop(key, None)
-        self.entries[key] = Entry(
-            model, answer.version, answer, size, self.clock() + self.ttl_seconds
-        )
+        entries[key] = (answer, model, size, self.clock() + self.ttl_seconds)
         self.used_bytes += size
         while self.used_bytes > self.max_bytes:
-            self._drop(next(iter(self.entries)), "size")
+            self.used_bytes -= entries.popitem(last=False)[1][2]
+            self.evicted["size"] += 1
 
     def forget_version(self, model: str, version: int) -> int:
         """Drop every answer of a retired version (they could never be read again: keys
         name the version); returns how many."""
-        keys = [k for k, e in self.entries.items() if e.model == model and e.version == version]
+        keys = [k for k, e in self.entries.items() if e[1] == model and e[0].version == version]
         for key in keys:
             self._drop(key, "retired")
         return len(keys)
 
     def _drop(self, key: bytes, why: str | None) -> None:
-        entry = self.entries.pop(key)
-        self.used_bytes -= entry.size
+        self.used_bytes -= self.entries.pop(key)[2]
         if why is not None:
             self.evicted[why] += 1
 
@@ -214,9 +221,45 @@ class ResultCache(Collector):
         self.local = LocalLevel(settings.max_bytes, settings.ttl_seconds)
         self.second = second or SecondLevel()
         self.flights: dict[bytes, asyncio.Future[Answer]] = {}
-        # (model, level, result) -> count; model -> requests that awaited an identical one.
+        # model -> count: the local level's hits and misses (read by `collect` only, so
+        # plain ints, no metric object touched a request), Redis's, and requests that
+        # awaited an identical one.
+        self.local_hits: dict[str, int] = {}
+        self.local_misses: dict[str, int] = {}
         self.requests: dict[tuple[str, str, str], int] = {}
         self.coalesced: dict[str, int] = {}
+
+    def lookup(
+        self, model: str, version: int, sha256: str, request: np.ndarray | list[str]
+    ) -> tuple[bytes, Answer | None]:
+        """`request`'s key, and its answer by `version` if the local level holds it (counted
+        either way). Synchronous: a hit costs no await."""
+        key = cache_key(model, version, sha256, request)
+        local = self.local.get(key)
+        counts = self.local_hits if local is not None else self.local_misses
+        counts[model] = counts.get(model, 0) + 1
+        return key, local
+
+    def inline(self, key: bytes) -> bool:
+        """Whether a local miss may be computed right here, with no await between the lookup
+        and `keep`: nothing else to ask (no second level) and no identical request being
+        computed. Such a computation cannot interleave with an identical request (the event
+        loop runs nothing else meanwhile), so it needs no flight for them to await: the
+        future, its registration and its removal are only paid by computations that wait."""
+        return not self.second.configured and key not in self.flights
+
+    def keep(
+        self, key: bytes, model: str, version: int, predictions: list[int] | list[float]
+    ) -> Answer:
+        """Keep what `version` just computed for `key` (locally, and in Redis when set)."""
+        answer = Answer(version, predictions)
+        if self.second.configured:
+            encoded = orjson.dumps([version, predictions])
+            self.local.put(key, model, answer, len(encoded))
+            self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
+        else:  # no JSON made only to be measured (a classifier's label: 1-3 bytes)
+            self.local.put(key, model, answer, 0)
+        return answer
 
     async def answer(
         self,
@@ -230,13 +273,18 @@ class ResultCache(Collector):
         identical request (awaited), or computed now by `compute` and kept. Returns the answer,
         where it came from, and the model's output array when computed here (None otherwise).
         A failure of `compute` is every waiting request's failure (they sent the same bytes);
-        nothing is kept of it."""
-        key = cache_key(model, version, sha256, request)
-        local = self.local.get(key)
+        nothing is kept of it. (The gateway calls the steps itself: `lookup`, then `inline`
+        to compute a fast model's answer with no flight, else `missed`.)"""
+        key, local = self.lookup(model, version, sha256, request)
         if local is not None:
-            self._count(model, LOCAL, "hit")
             return local, LOCAL, None
-        self._count(model, LOCAL, "miss")
+        return await self.missed(key, model, version, compute)
+
+    async def missed(
+        self, key: bytes, model: str, version: int, compute: Compute
+    ) -> tuple[Answer, str, np.ndarray | None]:
+        """A local miss's answer (see `answer`): an identical request's, awaited; Redis's; or
+        computed by `compute` under a flight identical requests await."""
         flight = self.flights.get(key)
         if flight is not None:
             try:
@@ -256,13 +304,7 @@ class ResultCache(Collector):
                 flight.set_result(found)
                 return found, REDIS, None
             outputs, predictions = await compute()
-            answer = Answer(version, predictions)
-            if self.second.configured:
-                encoded = orjson.dumps([version, predictions])
-                self.local.put(key, model, answer, len(encoded))
-                self.second.put(redis_key(model, version, key), encoded, self.settings.ttl_seconds)
-            else:  # no JSON made only to be measured (a classifier's label: 1-3 bytes)
-                self.local.put(key, model, answer, 0)
+            answer = self.keep(key, model, version, predictions)
             flight.set_result(answer)
             return answer, MISS, outputs
         except BaseException as error:
@@ -308,7 +350,7 @@ class ResultCache(Collector):
     async def close(self) -> None:
         await self.second.close()
 
-    def _count(self, model: str, level: str, result: str) -> None:
+    def _count(self, model: str, level: str, result: str) -> None:  # Redis's counts
         key = (model, level, result)
         self.requests[key] = self.requests.get(key, 0) + 1
 
@@ -322,7 +364,11 @@ class ResultCache(Collector):
         for model in sorted(self.models):
             for level in (LOCAL, REDIS) if self.second.configured else (LOCAL,):
                 for result in ("hit", "miss"):
-                    count = self.requests.get((model, level, result), 0)
+                    if level == LOCAL:
+                        counts = self.local_hits if result == "hit" else self.local_misses
+                        count = counts.get(model, 0)
+                    else:
+                        count = self.requests.get((model, level, result), 0)
                     requests.add_metric([model, level, result], count)
         coalesced = CounterMetricFamily(
             "chassis_cache_coalesced",

@@ -171,6 +171,29 @@ def test_a_waiting_request_computes_itself_when_the_computing_one_is_cancelled()
     assert (answer, level) == (Answer(1, [5]), MISS)
 
 
+def test_a_miss_is_computed_inline_only_with_no_identical_flight_and_no_second_level():
+    async def scenario() -> tuple[bool, bool, bool]:
+        cache = ResultCache(CacheSettings(frozenset({"m"})))
+        release = asyncio.Event()
+
+        async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
+            await release.wait()
+            return np.array([2]), [2]
+
+        key, found = cache.lookup("m", 1, SHA, ROWS)
+        alone = found is None and cache.inline(key)
+        waiting = asyncio.create_task(cache.missed(key, "m", 1, compute))
+        await asyncio.sleep(0)  # its flight is registered: an identical request must await it
+        during = cache.inline(key)
+        release.set()
+        await waiting
+        cache.second.configured = True  # Redis is asked first (an await): never inline
+        with_redis = cache.inline(cache.lookup("m", 1, SHA, ROWS[:1])[0])
+        return alone, during, with_redis
+
+    assert asyncio.run(scenario()) == (True, False, False)
+
+
 def test_a_dead_redis_is_asked_once_per_retry_period_and_counted():
     clock = Clock()
     # Nothing listens on this loopback port: every command fails at once.
