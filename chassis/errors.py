@@ -232,6 +232,15 @@ class TextRefused(RequestError):  # noqa: N818 (reads as what happened)
         self.reason = reason
 
 
+class UpstreamUnavailable(RequestError):  # noqa: N818 (reads as what happened)
+    """The upstream gateway (edge mode, a cascade's full tier) did not answer (503) or not
+    in time (504); `outcome` is the metric's label: unreachable or timeout."""
+
+    def __init__(self, status: int, message: str, outcome: str) -> None:
+        super().__init__(status, message)
+        self.outcome = outcome
+
+
 # Why feedback is refused: the `reason` label of chassis_feedback_refused_total (see
 # chassis/serving/feedback.py).
 FeedbackReason = Literal[

@@ -32,7 +32,7 @@ import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chassis.errors import ChassisError, RegistryUnreachable
+from chassis.errors import ChassisError, RegistryUnreachable, UpstreamUnavailable
 from chassis.registry import Registry
 from chassis.serving import verified_cache
 from chassis.serving.asgi import (
@@ -50,7 +50,6 @@ from chassis.serving.metrics import _count, _created_series  # pyright: ignore[r
 from chassis.serving.upstream import (
     SERVED_BY,
     UPSTREAM,
-    UpstreamUnavailable,
     feedback_url,
     forward,
     forward_predict,

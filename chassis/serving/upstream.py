@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from chassis.errors import RequestError, SettingsError
+from chassis.errors import SettingsError, UpstreamUnavailable
 
 SERVED_BY = b"x-chassis-served-by"  # on an answer the upstream gave: "upstream"
 UPSTREAM = b"upstream"
@@ -29,15 +29,6 @@ class Forwarded(NamedTuple):
     body: bytes
     content_type: str
     version: str | None  # its x-model-version header (None: it named no version)
-
-
-class UpstreamUnavailable(RequestError):  # noqa: N818 (reads as what happened)
-    """The upstream did not answer (503) or not in time (504); `outcome` is the metric's
-    label: unreachable or timeout."""
-
-    def __init__(self, status: int, message: str, outcome: str) -> None:
-        super().__init__(status, message)
-        self.outcome = outcome
 
 
 def parse_upstream(url: str, source: str = "--upstream") -> str:

@@ -10,10 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chassis.errors import RegistryUnreachable, SettingsError
+from chassis.errors import RegistryUnreachable, SettingsError, UpstreamUnavailable
 from chassis.serving.edge import EdgeState, forward_outcome
 from chassis.serving.upstream import (
-    UpstreamUnavailable,
     feedback_url,
     forward_predict,
     parse_upstream,
