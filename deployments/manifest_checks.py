@@ -16,6 +16,8 @@ copies of it.
 import functools
 import json
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -105,6 +107,35 @@ def load_base(base: Path = BASE) -> list[Manifest]:
             if document:
                 manifests.append(Manifest(file, document))
     return manifests
+
+
+def kustomize_command() -> list[str] | None:
+    """How to run `kustomize build` here: a kustomize binary, else kubectl's built-in
+    (`kubectl kustomize`, kustomize v5 since kubectl 1.27); None when neither is installed."""
+    if (kustomize := shutil.which("kustomize")) is not None:
+        return [kustomize, "build"]
+    if (kubectl := shutil.which("kubectl")) is not None:
+        return [kubectl, "kustomize"]
+    return None
+
+
+def kustomize_build(base: Path = BASE) -> list[Manifest]:
+    """What `kubectl apply -k` would send: the base as kustomize renders it (namespace,
+    labels, images and generated ConfigMaps with their hashed names applied). Raises
+    RuntimeError naming the tool's own message when the build fails."""
+    command = kustomize_command()
+    if command is None:
+        raise RuntimeError("neither kustomize nor kubectl is installed: cannot build the base")
+    built = subprocess.run(
+        [*command, str(base)], capture_output=True, text=True, timeout=60, check=False
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} {base} failed: {built.stderr.strip()}")
+    return [
+        Manifest("kustomize build", document)
+        for document in yaml.safe_load_all(built.stdout)
+        if document
+    ]
 
 
 def unlisted_files(base: Path = BASE) -> list[str]:
@@ -626,11 +657,20 @@ def main() -> int:
     manifests = load_base()
     template = json.loads(JOB_TEMPLATE.read_text())
     found = unlisted_files() + problems(manifests) + job_template_problems(template, manifests)
+    # The rendered base too, when a kustomize is installed: what a cluster would receive.
+    built = "kustomize build: not run (neither kustomize nor kubectl installed)"
+    if kustomize_command() is not None:
+        try:
+            found += problems(kustomize_build())
+            built = "kustomize build: valid too"
+        except RuntimeError as error:
+            found.append(str(error))
     for line in found:
         print(line, file=sys.stderr)
     if not found:
         print(
-            f"deployments/kubernetes: valid for Kubernetes {KUBERNETES_VERSION}, Chassis rules pass"
+            f"deployments/kubernetes: valid for Kubernetes {KUBERNETES_VERSION}, Chassis rules "
+            f"pass; {built}"
         )
     return 1 if found else 0
 

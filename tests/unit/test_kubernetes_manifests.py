@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chassis_cli.main import build_parser
 from deployments.manifest_checks import (
     BASE,
@@ -19,7 +21,10 @@ from deployments.manifest_checks import (
     chassis_command,
     exported_metric_names,
     job_template_problems,
+    kustomize_build,
+    kustomize_command,
     load_base,
+    pod_spec,
     problems,
     unlisted_files,
 )
@@ -328,3 +333,74 @@ def test_a_placeholder_the_template_has_no_variable_for_is_named():
     job_pod(template)["priorityClassName"] = "{{ priority_class }}"
     found = job_template_problems(template, BASE_MANIFESTS)
     assert any("{{ priority_class }} is no variable" in p for p in found), found
+
+
+# ---- the base as kustomize renders it (`kubectl apply -k` sends this) ---------------------
+
+
+def built_base(base: Path = BASE) -> list[Manifest]:
+    # kubectl ships with kustomize built in (`kubectl kustomize`); this machine's image has it.
+    if kustomize_command() is None:
+        pytest.skip("neither kustomize nor kubectl is installed: nothing can build the base")
+    return kustomize_build(base)
+
+
+def test_the_kustomize_build_passes_the_schemas_and_every_chassis_rule():
+    built = built_base()
+    assert problems(built) == []
+    # Every listed resource is rendered, plus the generated job-template ConfigMap.
+    assert len(built) == len(BASE_MANIFESTS) + 1
+
+
+def test_kustomize_puts_every_resource_in_the_chassis_namespace_with_the_part_of_label():
+    for manifest in built_base():
+        metadata = manifest.document["metadata"]
+        if manifest.kind != "Namespace":
+            assert metadata.get("namespace") == "chassis", manifest.where
+        assert metadata["labels"]["app.kubernetes.io/part-of"] == "chassis", manifest.where
+
+
+def test_kustomize_gives_every_chassis_container_the_released_image():
+    images = [
+        container["image"]
+        for manifest in built_base()
+        if manifest.kind == "Deployment"
+        for container in pod_spec(manifest)["containers"]
+    ]
+    # The gateway, the webhook relay, the Prefect worker and the MLflow server: one image.
+    assert len(images) == 4
+    assert set(images) == {"registry.example.com/chassis:0.1.0"}
+
+
+def test_the_worker_mounts_the_job_template_under_its_generated_name():
+    built = built_base()
+    generated = [
+        m.name
+        for m in built
+        if m.name.startswith("chassis-prefect-job-template") and m.kind == "ConfigMap"
+    ]
+    # configMapGenerator appends a hash of the content, so a changed template rolls the worker.
+    assert len(generated) == 1 and re.fullmatch(
+        r"chassis-prefect-job-template-[a-z0-9]{10}", generated[0]
+    ), generated
+    worker = next(m for m in built if m.kind == "Deployment" and m.name == "chassis-prefect-worker")
+    mounted = {v["configMap"]["name"] for v in pod_spec(worker)["volumes"] if "configMap" in v}
+    assert generated[0] in mounted
+
+
+def test_a_base_listing_a_missing_file_fails_the_build_naming_it(tmp_path: Path):
+    base = tmp_path / "kubernetes"
+    shutil.copytree(BASE, base)
+    (base / "gateway-pdb.yaml").unlink()
+    with pytest.raises(RuntimeError, match=r"gateway-pdb\.yaml"):
+        built_base(base)
+
+
+def test_a_rule_broken_in_a_base_file_is_found_in_the_build(tmp_path: Path):
+    base = tmp_path / "kubernetes"
+    shutil.copytree(BASE, base)
+    pdb = base / "gateway-pdb.yaml"
+    pdb.write_text(pdb.read_text().replace("maxUnavailable: 1", "minAvailable: 3"))
+    only_problem(
+        problems(built_base(base)), "PodDisruptionBudget chassis-gateway", "allows no disruption"
+    )
