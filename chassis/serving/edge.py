@@ -46,7 +46,7 @@ from chassis.serving.asgi import (
     respond,
 )
 from chassis.serving.gateway import Gateway, GatewayConfig, ServedModel
-from chassis.serving.metrics import _count, _created_series  # pyright: ignore[reportPrivateUsage]
+from chassis.serving.metrics import count_into, created_series_enabled
 from chassis.serving.upstream import (
     SERVED_BY,
     UPSTREAM,
@@ -118,10 +118,10 @@ class EdgeState(Collector):
     def failed(self, name: str, error: Exception) -> None:
         """A sync of `name` failed (registry unreachable, a version refused): counted."""
         self.models.setdefault(name, ModelSync()).last_error = describe(error)
-        _count(self.sync_failures, name, 1)
+        count_into(self.sync_failures, name, 1)
 
     def count_forward(self, model: str, outcome: str) -> None:
-        _count(self.forwarded, (model, outcome), 1)
+        count_into(self.forwarded, (model, outcome), 1)
 
     def report(self) -> dict[str, object]:
         """/readyz's `edge` part: the upstream and each model's sync state."""
@@ -142,7 +142,7 @@ class EdgeState(Collector):
         }
 
     def collect(self) -> Iterator[Metric]:
-        created = _created_series()
+        created = created_series_enabled()
         last_sync = GaugeMetricFamily(
             "chassis_edge_last_sync_timestamp_seconds",
             "Edge mode: when the registry last confirmed what the model serves (Unix time; "

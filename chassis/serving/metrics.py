@@ -91,7 +91,7 @@ def code_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-def _created_series() -> bool:
+def created_series_enabled() -> bool:
     # The switch prometheus_client's own Counter and Histogram read.
     flag = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
     return flag.lower() not in ("true", "1", "t")
@@ -216,7 +216,9 @@ class RoleTally:
 K = TypeVar("K")
 
 
-def _count(tallies: dict[K, list[float]], key: K, amount: int) -> None:
+def count_into(tallies: dict[K, list[float]], key: K, amount: int) -> None:
+    """Add `amount` to a counter kept as [value, created]: the collectors' shared form (a
+    plain list, no prometheus_client Counter per label set on the hot path)."""
     tally = tallies.get(key)
     if tally is None:
         tallies[key] = [amount, time.time()]
@@ -294,10 +296,10 @@ class GatewayMetrics(Collector):
     def count_load_failure(self, model: str, version: int, check: str) -> None:
         """A version that failed to load or verify: `check` is gates (no passed, signed
         verdict), sha256 (bytes unlike their digest) or load (the store or runtime failed)."""
-        _count(self.load_failures, f"{model}\0{version}\0{check}", 1)
+        count_into(self.load_failures, f"{model}\0{version}\0{check}", 1)
 
     def count_error(self, model: str, version: str, status: str) -> None:
-        _count(self.version(model, version).errors, status, 1)
+        count_into(self.version(model, version).errors, status, 1)
 
     def set_champion_mismatch(self, model: str, mismatch: tuple[int, int, str] | None) -> None:
         """(champion alias, version served, why not followed), or None when they agree."""
@@ -325,8 +327,8 @@ class GatewayMetrics(Collector):
 
     def count_shadow(self, model: str, version: str, agreed: int, compared: int) -> None:
         shadow = self.version(model, version).shadow
-        _count(shadow, "yes", agreed)
-        _count(shadow, "no", compared - agreed)
+        count_into(shadow, "yes", agreed)
+        count_into(shadow, "no", compared - agreed)
 
     def count_differences(self, model: str, version: str, relative: list[float]) -> None:
         """A regressor's mirrored rows: each one's relative difference from the other's."""
@@ -338,7 +340,7 @@ class GatewayMetrics(Collector):
 
     def count_feedback(self, model: str, version: str, outcome: str, score: float) -> None:
         """One accepted feedback row; a regressor's `score` is its absolute error."""
-        _count(self.feedback, (model, version, outcome), 1)
+        count_into(self.feedback, (model, version, outcome), 1)
         if outcome == "scored":
             errors = self.feedback_errors.get((model, version))
             if errors is None:
@@ -348,22 +350,22 @@ class GatewayMetrics(Collector):
                 errors[1] += 1
 
     def count_feedback_refused(self, model: str, reason: str) -> None:
-        _count(self.feedback_refused, (model, reason), 1)
+        count_into(self.feedback_refused, (model, reason), 1)
 
     def count_feedback_forwarded(self, model: str, items: int) -> None:
-        _count(self.feedback_forwarded, model, items)
+        count_into(self.feedback_forwarded, model, items)
 
     def count_sanitized(self, model: str, feature: str, action: str, values: int) -> None:
-        _count(self.sanitized, (model, feature, action), values)
+        count_into(self.sanitized, (model, feature, action), values)
 
     def count_sanitization_refused(self, model: str, reason: str, rows: int) -> None:
-        _count(self.sanitization_refused, (model, reason), rows)
+        count_into(self.sanitization_refused, (model, reason), rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
-        created = _created_series()
+        created = created_series_enabled()
         requests = CounterMetricFamily(
             "chassis_requests", "Predict requests answered", labels=["model", "version", "role"]
         )
