@@ -178,7 +178,12 @@ def drift_check(
             registry, settings, model_name, champion, window, features, drift_policy
         )
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
-        encoder = load_text_encoder(registry, model_name, champion, workdir)
+        # A tabular model has no tokenizer: no task run that would only say so.
+        encoder = (
+            load_text_encoder(registry, model_name, champion, workdir)
+            if registry.reads_text(model_name, champion)
+            else None
+        )
         result = judge_drift(reference, window, features, drift_policy, html, suite, encoder)
         params = {
             "champion_version": champion,

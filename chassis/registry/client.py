@@ -124,6 +124,11 @@ class Registry:
     def fetch_version(self, name: str, version: int, destination: Path) -> VersionFiles:
         return fetch.fetch_version(self.client, name, version, destination)
 
+    @naming("reading the input kind of {name} v{version}")
+    def reads_text(self, name: str, version: int) -> bool:
+        """Whether the version is a text model (it carries a tokenizer)."""
+        return sanitization.reads_text(self.client, name, version)
+
     @naming("fetching the tokenizer of {name} v{version}")
     def fetch_text_encoder(
         self, name: str, version: int, destination: Path

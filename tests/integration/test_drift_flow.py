@@ -1,15 +1,19 @@
 """Drift checks on a real gateway's prediction log, in a real Prefect API and MLflow store."""
 
+import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
+from uuid import UUID
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import tasks.monitoring
 from chassis.drift import DriftPolicy
@@ -69,12 +73,31 @@ def push_url(tmp_path, monkeypatch):
         yield url
 
 
+def task_run_names(flow_run_id: UUID | None) -> set[str]:
+    """The task runs of one flow run, by name ("load-window test-blobs")."""
+    assert flow_run_id is not None
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        return {run.name for run in runs}
+
+    return asyncio.run(read())
+
+
 def test_calm_traffic_fires_nothing_and_drifted_traffic_fires_the_event(
     logging_gateway, tmp_path, push_url
 ):
     send(logging_gateway, specs.blob_traffic(1))
-    calm = drift_check(model_name=MODEL, window_minutes=10)
+    calm_state = drift_check(model_name=MODEL, window_minutes=10, return_state=True)
+    calm = calm_state.result()
     assert calm.verdict == "no-drift" and not calm.event_emitted
+    # A tabular model: the tokenizer task does not run at all (it would only say "none").
+    ran = task_run_names(calm_state.state_details.flow_run_id)
+    assert any(name.startswith("load-reference") for name in ran), ran
+    assert not any(name.startswith("load-text-encoder") for name in ran), ran
     group = (("instance", ""), ("job", "chassis-drift"), ("model", MODEL))
     assert calm.metrics_pushed
     assert pushed_samples(push_url, "chassis_drift_detected") == {group: 0.0}
