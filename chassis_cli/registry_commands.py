@@ -229,7 +229,7 @@ def _history(args: argparse.Namespace, context: Context) -> int:
     registry = Registry.from_settings(settings)
     records = registry.history(args.model)
     document = HistoryDocument.of(args.model, records, registry.current_aliases(args.model))
-    from chassis.tracking import MlflowLinks
+    from chassis.mlflow_links import MlflowLinks
 
     model_url = MlflowLinks.of(settings).registered_model(args.model)
     context.show(document, lambda: print_history(document, model_url))

@@ -15,13 +15,14 @@ from chassis import data as core_data
 from chassis.data import class_count
 from chassis.evaluation import METRIC_LABELS, QualityReport
 from chassis.lineage import git_commit, trained_version_tags
+from chassis.mlflow_links import MlflowLinks
 from chassis.modelspec import Dataset, ModelForm, ModelSpec
 from chassis.onnx_export import ExportedModel
 from chassis.registry import RegisteredVersion, Registry
 from chassis.registry.tags import TAG_TEXT_INPUT
 from chassis.settings import DEFAULT_SPEC, ChassisSettings
 from chassis.task import CLASSIFICATION
-from chassis.tracking import LoggedRun, MlflowLinks, Tracking
+from chassis.tracking import LoggedRun, Tracking
 from flows.run_form import described
 from flows.run_names import by_spec
 from tasks.artifacts import artifact_key, publish_markdown, publish_table

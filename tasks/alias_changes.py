@@ -7,7 +7,9 @@ from typing import Any
 from prefect.runtime import flow_run
 
 from chassis.aliases import describe_aliases
+from chassis.mlflow_links import MlflowLinks
 from chassis.registry import AliasChange
+from chassis.settings import ChassisSettings
 from tasks.artifacts import publish_markdown, publish_table
 
 
@@ -38,12 +40,16 @@ def publish_alias_change(change: AliasChange) -> None:
         rows, "alias-moves", change.name, description=f"{change.action} by {record.actor}"
     )
     evidence = "\n".join(f"- {k}: {v}" for k, v in record.evidence.items()) or "- none"
+    links = MlflowLinks.of(ChassisSettings())
+    moved = sorted({int(m[end]) for m in record.moves for end in ("from", "to") if m[end]})
+    pages = ", ".join(f"[v{v}]({links.model_version(change.name, v)})" for v in moved)
     publish_markdown(
         f"# {change.name}: {change.action} (audit #{record.sequence})\n\n"
         f"- when: {record.at}\n- who: {record.actor}\n- why: {record.reason}\n\n"
         f"## Evidence\n{evidence}\n\n"
         f"## Aliases\n- before: {describe_aliases(change.aliases_before)}\n"
-        f"- after: {describe_aliases(change.aliases_after)}\n",
+        f"- after: {describe_aliases(change.aliases_after)}\n"
+        f"- in MLflow: {pages or 'no version moved'}\n",
         "alias-change",
         change.name,
         description=f"Audit record #{record.sequence}",

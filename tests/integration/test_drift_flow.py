@@ -18,12 +18,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 import tasks.monitoring
 from chassis.drift import DriftPolicy
 from chassis.errors import DataQualityFailure, DriftInputError
+from chassis.mlflow_links import MlflowLinks
 from chassis.prediction_window import read_feedback
 from chassis.registry import tags
 from chassis.serving.embedded import free_port
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
-from chassis.tracking import MlflowLinks, Tracking
+from chassis.tracking import Tracking
 from chassis.traffic import apply_drift, replay
 from flows.monitoring import drift_check
 from flows.release import release

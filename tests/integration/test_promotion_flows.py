@@ -11,6 +11,8 @@ from prefect.settings import PREFECT_API_URL
 
 from chassis.errors import GatesFailed, IntegrityError, RegistryError, RetiredChallenger
 from chassis.gates import GatePolicy
+from chassis.mlflow_links import MlflowLinks
+from chassis.settings import ChassisSettings
 from flows.promotion import gates, promote, rollback
 from flows.release import release
 from tests.fixtures.cli import chassis
@@ -82,7 +84,12 @@ def test_release_gates_promote_rollback_round_trip(chassis_home):
     harness_ui = PREFECT_API_URL.value().removesuffix("/api")
     assert audit.evidence["flow_run"].startswith(f"{harness_ui}/runs/flow-run/")
     assert "via flow run" in audit.actor
-    assert "audit #4" in latest_artifact("alias-change-test-blobs").data
+    rolled_back = latest_artifact("alias-change-test-blobs").data
+    assert "audit #4" in rolled_back
+    # The rollback moved v2 and v1: the artifact links both versions' MLflow pages.
+    links = MlflowLinks.of(ChassisSettings())
+    assert f"[v1]({links.model_version(MODEL, 1)})" in rolled_back
+    assert f"[v2]({links.model_version(MODEL, 2)})" in rolled_back
     with pytest.raises(RegistryError, match="no `previous` version"):
         rollback(model_name=MODEL)
 

@@ -21,11 +21,11 @@ from prefect.client.schemas.filters import (
 
 import tasks.rollout
 from chassis.errors import ChassisError, GatesFailed, RolloutFailed, RolloutPaused
+from chassis.mlflow_links import MlflowLinks
 from chassis.registry import tags
 from chassis.rollout.policy import RolloutPolicy
 from chassis.serving.client import GatewayClient
 from chassis.settings import ChassisSettings
-from chassis.tracking import MlflowLinks
 from flows.release import release
 from flows.rollout import rollout
 from tests.fixtures.gateway import MODEL, GatewayProcess

@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from chassis.compression.latency import LatencyRatio
 from chassis.compression.measure import Measurement
 from chassis.compression.select import SelectionPolicy, select_candidate
+from chassis.mlflow_links import MlflowLinks
 from chassis.registry.audit import AuditRecord
-from chassis.tracking import MlflowLinks
 from chassis.traffic import TrafficReport
 from chassis_cli import display
 from chassis_cli.argtypes import aware_time

@@ -22,11 +22,12 @@ from chassis.drift_plot import (
 )
 from chassis.figures import save_png
 from chassis.markdown import PlotLinks
+from chassis.mlflow_links import MlflowLinks
 from chassis.rollout.analysis import analyze_step
 from chassis.rollout.counts import VersionCounts
 from chassis.rollout.plot import drawn_steps, rollout_figure
 from chassis.rollout.policy import RolloutPolicy
-from chassis.tracking import MlflowLinks, MonitoringRecord
+from chassis.tracking import MonitoringRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 START = datetime(2026, 12, 1, tzinfo=UTC)

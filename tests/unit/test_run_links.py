@@ -3,8 +3,9 @@ the machine-learning view."""
 
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
+from chassis.mlflow_links import MlflowLinks
 from chassis.settings import ChassisSettings
-from chassis.tracking import MlflowLinks, StoredArtifact, flow_run_url, prefect_ui_url
+from chassis.tracking import StoredArtifact, flow_run_url, prefect_ui_url
 from tasks.rollout import fleet_description
 
 
