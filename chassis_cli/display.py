@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         HistoryDocument,
         ReleaseDocument,
         TrainingDocument,
+        VersionEntry,
         VersionsDocument,
     )
 
@@ -186,7 +187,8 @@ def print_versions(document: "VersionsDocument") -> None:
         return
     table = Table(title=f"{document.model} versions")
     # In a narrow terminal every cell folds onto more lines; none is cut short ("…").
-    for column in ("version", "created (UTC)", "aliases", "run id", "onnx sha256", "spec"):
+    columns = ("version", "created (UTC)", "aliases", "run id", "onnx sha256", "spec", "cascade")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for v in document.versions:
         table.add_row(
@@ -196,8 +198,18 @@ def print_versions(document: "VersionsDocument") -> None:
             v.run_id or "-",
             v.onnx_sha256 or "-",
             v.spec or "-",
+            cascade_cell(v),
         )
     out.print(table)
+
+
+def cascade_cell(version: "VersionEntry") -> str:
+    """ "cascade of v2 -> v1, threshold 0.3000" for a cascade version, "-" for another."""
+    cascade = version.cascade
+    if cascade is None:
+        return "unreadable chassis.cascade tag" if "chassis.cascade" in version.tags else "-"
+    small = "?" if cascade.small_version is None else f"v{cascade.small_version}"
+    return f"cascade of {small} -> v{cascade.full_version}, threshold {cascade.threshold:.4f}"
 
 
 def print_gates(document: "GatesDocument") -> None:

@@ -66,6 +66,16 @@ class SpecsDocument(Document):
     specs: list[SpecEntry]
 
 
+class CascadeEntry(Document):
+    """A cascade version's tiers (its `chassis.cascade` tag)."""
+
+    # The version whose ONNX bytes it serves as its small tier (the earliest non-cascade
+    # version with the same digest); null: none is registered any more.
+    small_version: int | None
+    full_version: int
+    threshold: float
+
+
 class VersionEntry(Document):
     version: int
     created_at: str
@@ -73,6 +83,7 @@ class VersionEntry(Document):
     run_id: str
     onnx_sha256: str | None
     spec: str | None
+    cascade: CascadeEntry | None  # null: not a cascade, or its tag is unreadable
     tags: dict[str, str]
 
 
@@ -92,11 +103,39 @@ class VersionsDocument(Document):
                     run_id=str(v["run_id"]),
                     onnx_sha256=v["tags"].get("chassis.onnx_sha256"),
                     spec=v["tags"].get("chassis.spec"),
+                    cascade=cascade_entry(v, described),
                     tags=dict(v["tags"]),
                 )
                 for v in described
             ],
         )
+
+
+def cascade_entry(version: dict[str, Any], described: list[dict[str, Any]]) -> CascadeEntry | None:
+    """`version`'s tiers if it is a cascade with a readable tag. The tag names the full tier
+    only: the small tier is the version it copied the bytes of, found by their digest."""
+    from chassis.cascade.spec import CascadeSpec
+    from chassis.errors import CascadeError
+    from chassis.registry.tags import TAG_CASCADE, TAG_ONNX_SHA256
+
+    tag = version["tags"].get(TAG_CASCADE)
+    if tag is None:
+        return None
+    try:
+        spec = CascadeSpec.from_json(tag)
+    except CascadeError:
+        return None
+    digest = version["tags"].get(TAG_ONNX_SHA256)
+    same_bytes = [
+        int(v["version"])
+        for v in described
+        if TAG_CASCADE not in v["tags"] and digest and v["tags"].get(TAG_ONNX_SHA256) == digest
+    ]
+    return CascadeEntry(
+        small_version=min(same_bytes, default=None),
+        full_version=spec.full_version,
+        threshold=spec.threshold,
+    )
 
 
 def iso_utc(shown: str) -> str:

@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -964,14 +964,11 @@ class Gateway:
                 if served.encoder is None and type(run) is np.ndarray
                 else self._model_input(model, served, run)
             )
-            if served.cascade is not None:
-                answered = await self._cascade_answer(model, served, rows, role)
-            else:
-                # A fast model with nothing queued answers in this call; only the others
-                # await.
-                answered = self._answer_now(model, served, rows, role)
-                if answered is None:
-                    answered = await self._answer_queued(model, served, rows, role)
+            # A fast model with nothing queued answers in this call; only the others (and
+            # a cascade) await. `_run`, unrolled: no coroutine for an inline answer.
+            answered = self._answer_now(model, served, rows, role)
+            if answered is None:
+                answered = await self._answer_later(model, served, rows, role)
             answers, predictions = answered
             number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
@@ -1102,6 +1099,10 @@ class Gateway:
                 422, f"row {error.index} {error.problem} ({model.name} v{served.version})"
             ) from None
 
+    # Every answer of a version (live, cached, mirrored, previewed) is `_answer_now`, else
+    # `_answer_later`: the one place a cascade version answers as a cascade, so no path
+    # can answer with its small tier alone.
+
     async def _run(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
     ) -> tuple[np.ndarray, list[int] | list[float]]:
@@ -1109,12 +1110,17 @@ class Gateway:
         under `role`."""
         answered = self._answer_now(model, served, rows, role)
         if answered is None:
-            answered = await self._answer_queued(model, served, rows, role)
+            answered = await self._answer_later(model, served, rows, role)
         return answered
 
     def _answer_now(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
     ) -> tuple[np.ndarray, list[int] | list[float]] | None:
+        """The answer made in this call: a fast plain version with nothing queued; None:
+        await `_answer_later`. A cascade never answers here (its full tier may be queued or
+        upstream): the one test per request a plain version pays for cascades."""
+        if served.cascade is not None:
+            return None
         if rows.shape[1] != served.n_features:
             raise _width_error(served, rows)
         started = time.perf_counter()
@@ -1126,6 +1132,15 @@ class Gateway:
         if logits is None:
             return None
         return self._answered(model, served, role, logits, time.perf_counter() - started)
+
+    def _answer_later(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+    ) -> Coroutine[None, None, tuple[np.ndarray, list[int] | list[float]]]:
+        """The awaited answer when `_answer_now` gave none: a cascade's tiers, else the
+        version's queue. A plain function returning the coroutine: no extra one per call."""
+        if served.cascade is not None:
+            return self._cascade_answer(model, served, rows, role)
+        return self._answer_queued(model, served, rows, role)
 
     async def _answer_queued(
         self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
@@ -1230,11 +1245,20 @@ class Gateway:
         the one that had just answered live being the fast one; X, Y, X still 1.2x.)
         Warm caches matter at microseconds: a model slow enough to be queued (every batch's
         cost is recorded by the batcher) runs X, Y only, half the load its mirroring puts on
-        the machine (MiniLM: ~20 ms a call)."""
+        the machine (MiniLM: ~20 ms a call).
+
+        A cascade answers as it serves (both tiers), and is X or Y as a whole: its untimed
+        call warms both of its tiers, and its timed call records the CPU of its tiers' model
+        calls for this request (small tier on every row, full tier on the escalated ones),
+        per row: what the cascade costs, compared with the other version's one call. Only
+        when both tiers run here on the loop (`_mirrored_cascade`); a cascade escalating to
+        an upstream gateway runs X, Y only and records no CPU (the upstream's is not this
+        machine's), its queued tiers' batches being recorded by their batchers as for any
+        version."""
         first, second = (judged, reference) if self.rng.random() < 0.5 else (reference, judged)
         answers: dict[int, np.ndarray] = {}
         timed_pair = ((first, True), (second, True))
-        warm_first = first.batcher.inline and second.batcher.inline
+        warm_first = _runs_on_loop(first) and _runs_on_loop(second)
         calls = ((first, False), (second, False), *timed_pair) if warm_first else timed_pair
         try:
             # Each version reads a text through its own tokenizer. One that cannot read it
@@ -1248,11 +1272,14 @@ class Gateway:
             rows = inputs[served.version]
             try:
                 answered = self._answer_now(model, served, rows, "shadow")
-                if answered is None:  # queued: its batch's cost is recorded by the batcher
-                    answered = await self._answer_queued(model, served, rows, "shadow")
-                elif timed:
-                    series = self.metrics.version(model.name, str(served.version))
-                    series.record_cpu(len(rows), served.batcher.last_cpu)
+                if answered is not None:
+                    if timed:
+                        series = self.metrics.version(model.name, str(served.version))
+                        series.record_cpu(len(rows), served.batcher.last_cpu)
+                elif timed and served.cascade is not None:
+                    answered = await self._mirrored_cascade(model, served, rows)
+                else:  # queued: its batch's cost is recorded by the batcher
+                    answered = await self._answer_later(model, served, rows, "shadow")
             except Exception:
                 return  # counted as an error of that version; the caller has its answer
             answers[served.version] = answered[0]
@@ -1267,6 +1294,30 @@ class Gateway:
         judged.stats.shadow_compared += compared
         judged.stats.shadow_agreed += agreed
         self.metrics.count_shadow(model.name, str(judged.version), agreed, compared)
+
+    async def _mirrored_cascade(
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray
+    ) -> tuple[np.ndarray, list[int] | list[float]]:
+        """A cascade's timed mirrored answer, with its CPU per row recorded (see `_mirror`)
+        when both tiers answer inline: each tier's `last_cpu` is then this request's, as
+        nothing else runs on the loop until the answer is made."""
+        cascade = served.cascade
+        assert cascade is not None
+        small, full = served.batcher, cascade.full
+        inline = (
+            full is not None
+            and small.inline
+            and not small.queued
+            and full.inline
+            and not full.queued
+        )
+        full_calls = full.batches if full is not None else 0
+        answered = await self._cascade_answer(model, served, rows, "shadow")
+        if inline and full is not None:
+            escalated = full.batches != full_calls  # no row escalated: no full tier call
+            cpu = small.last_cpu + (full.last_cpu if escalated else 0.0)
+            self.metrics.version(model.name, str(served.version)).record_cpu(len(rows), cpu)
+        return answered
 
     # ---- feedback ----------------------------------------------------------------------
 
@@ -1804,6 +1855,15 @@ def _refusal_reason(error: TextInputError) -> str:
     if error.problem.startswith("has "):
         return "too_long"
     return "empty" if error.problem == "is empty" else "not_text"
+
+
+def _runs_on_loop(served: ServedVersion) -> bool:
+    """Whether `served` answers on the event loop when nothing is queued: a fast model, or a
+    cascade whose tiers are both fast models here (not an upstream)."""
+    cascade = served.cascade
+    if cascade is None:
+        return served.batcher.inline
+    return served.batcher.inline and cascade.full is not None and cascade.full.inline
 
 
 def _width_error(served: ServedVersion, rows: np.ndarray) -> RequestError:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chassis.errors import SettingsError
@@ -220,14 +221,18 @@ def peer_specs(text: str) -> tuple[str, ...]:
 
 
 def serving_policy_from(values: Mapping[str, Any]) -> ServingPolicy:
-    """The environment's policy with `values` (command-line options) over it; a bad value,
-    given or from the environment, is a `SettingsError` naming its variable."""
+    """The environment's policy with `values` (command-line options) over it; a bad value
+    is a `SettingsError` naming it as the user gave it: `--cache-redis-url 'foo': ...` for
+    an option, `CHASSIS_GATEWAY_CACHE_REDIS_URL 'foo': ...` for the environment."""
     try:
         # Keyword values win over the environment (pydantic-settings' source order).
         return ServingPolicy.model_validate(dict(values))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-            for e in error.errors()
-        )
-        raise SettingsError(f"invalid serving policy: {problems}") from None
+        raise SettingsError("; ".join(_problem(e, values) for e in error.errors())) from None
+
+
+def _problem(error: ErrorDetails, given: Mapping[str, Any]) -> str:
+    field = "_".join(map(str, error["loc"]))
+    source = f"--{field.replace('_', '-')}" if field in given else f"{ENV_PREFIX}{field.upper()}"
+    # A validator's ValueError comes as "Value error, <its message>": the message alone.
+    return f"{source} {error['input']!r}: {error['msg'].removeprefix('Value error, ')}"

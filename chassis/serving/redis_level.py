@@ -31,27 +31,28 @@ REDIS_UP = "cache.redis_up"
 
 
 def redis_url_problem(url: str) -> str | None:
-    """Why `url` is no Redis URL the client can use (None: it is), in words naming it."""
+    """Why `url` is no Redis URL the client can use (None: it is), in words that follow
+    it: the caller names the URL and where it was given."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return f"{url!r} is not a Redis URL: expected redis://HOST:PORT/DB, rediss://... or unix://PATH"
+        return "not a Redis URL (expected redis://HOST:PORT/DB, rediss://... or unix://PATH)"
     if parts.scheme == "unix":
-        return None if parts.path else f"{url!r} names no socket path (unix:///path/to/redis.sock)"
+        return None if parts.path else "names no socket path (unix:///path/to/redis.sock)"
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError:
-        return f"{url!r} has a port that is not a number from 1 to 65535"
+        return "has a port that is not a number from 1 to 65535"
     if not parts.hostname:
-        return f"{url!r} names no host (redis://HOST:PORT/DB)"
+        return "names no host (redis://HOST:PORT/DB)"
     db = parts.path.strip("/")
     if db and not db.isdigit():
-        return f"{url!r}: the database after the host must be a number, not {db!r}"
+        return f"the database after the host must be a number, not {db!r}"
     from redis.connection import parse_url  # pyright: ignore[reportUnknownVariableType]
 
     try:
         parse_url(url)
     except ValueError as error:
-        return f"{url!r}: {error}"
+        return str(error)
     return None
 
 

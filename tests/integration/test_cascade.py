@@ -4,10 +4,13 @@ tier is the first gateway (its upstream). Every answer must follow the rule: the
 tier's label where its calibrated confidence reaches the threshold, the full tier's
 elsewhere; the tier metrics count exactly those rows. Bad input registers nothing."""
 
+import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -17,6 +20,7 @@ from chassis.cascade.rule import cascade_answer
 from chassis.cascade.spec import CascadeSpec
 from chassis.registry.tags import TAG_CASCADE
 from chassis.runtime import create_session, run_batches
+from chassis.settings import ChassisSettings
 from tests.fixtures import specs
 from tests.fixtures.cli import chassis, chassis_in_process
 from tests.fixtures.fault_gateway import metric_sum
@@ -30,6 +34,61 @@ SPEC = "tests.fixtures.specs:good"
 def logits_of(version: int, rows: np.ndarray, workdir: Path) -> np.ndarray:
     files = home_registry().fetch_version(MODEL, version, workdir / f"v{version}")
     return run_batches(create_session(files.onnx_path), rows)
+
+
+class Tiers(NamedTuple):
+    """What each tier answers for some rows, from the registered bytes."""
+
+    expected: np.ndarray  # the cascade's labels, by the rule
+    small: np.ndarray  # the small tier's alone
+    full: np.ndarray  # the full tier's alone
+    confident: np.ndarray  # the rows the small tier answers
+
+
+def tier_labels(cascade: int, spec: CascadeSpec, rows: np.ndarray, workdir: Path) -> Tiers:
+    """CHASSIS_HOME must be the cascade's home."""
+    small_logits = logits_of(cascade, rows, workdir)  # the cascade's bytes: the small tier's
+    full_logits = logits_of(spec.full_version, rows, workdir)
+    confident = cascade_answer(small_logits, spec.temperature, spec.threshold)
+    small, full = small_logits.argmax(axis=1), full_logits.argmax(axis=1)
+    return Tiers(np.where(confident, small, full), small, full, confident)
+
+
+def predict(url: str, rows: np.ndarray, path: str = "predict") -> httpx.Response:
+    answer = httpx.post(
+        f"{url}/v1/models/{MODEL}/{path}", json={"instances": rows.tolist()}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+@contextlib.contextmanager
+def full_tier_live(
+    home: Path, cascade: int, spec: CascadeSpec, local_dir: Path
+) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """A gateway whose stable version is the cascade's full tier (made champion for the
+    test, the cascade champion again after it), and the admin headers to split it."""
+    registry = home_registry()
+    full = spec.full_version
+    registry.promote(MODEL, full, expected_champion=cascade, actor="test", reason="full live")
+    # Its own local folder: the split it commits is no other test's saved state.
+    gateway = GatewayProcess(home, env={"CHASSIS_GATEWAY_LOCAL_DIR": str(local_dir)})
+    try:
+        gateway.start()
+        yield gateway, {"Authorization": f"Bearer {ChassisSettings().admin_token()}"}
+    finally:
+        gateway.stop()
+        registry.promote(MODEL, cascade, expected_champion=full, actor="test", reason="restored")
+
+
+def set_split(gateway: GatewayProcess, auth: dict[str, str], mode: str, candidate: int) -> None:
+    answer = httpx.post(
+        f"{gateway.url}/admin/models/{MODEL}/rollout",
+        headers=auth,
+        json={"mode": mode, "candidate_version": candidate},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +132,10 @@ def test_cascade_answers_follow_the_rule_locally_and_through_an_upstream(
     home, _, cascade, spec = cascade_home
     rows = specs.blob_traffic(seed=5, rows=200)
     monkeypatch.setenv("CHASSIS_HOME", str(home))
-    small_logits = logits_of(cascade, rows, tmp_path)  # the cascade's bytes: the small tier's
-    full_logits = logits_of(spec.full_version, rows, tmp_path)
-    confident = cascade_answer(small_logits, spec.temperature, spec.threshold)
-    expected = np.where(confident, small_logits.argmax(axis=1), full_logits.argmax(axis=1))
+    expected, small, full, confident = tier_labels(cascade, spec, rows, tmp_path)
     # The rule splits these rows, and the tiers disagree somewhere: the test can tell them apart.
     assert 0 < confident.sum() < len(rows)
-    assert (small_logits.argmax(axis=1) != full_logits.argmax(axis=1)).any()
+    assert (small != full).any()
 
     cloud = GatewayProcess(home)
     cloud.start()
@@ -202,3 +258,73 @@ def test_tiers_that_do_not_fit_register_nothing(cascade_home, monkeypatch) -> No
         assert message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert home_registry().list_versions(MODEL) == before
+
+
+def test_the_result_cache_answers_with_the_cascade_on_a_miss_and_on_a_hit(
+    cascade_home, tmp_path, monkeypatch
+) -> None:
+    home, _, cascade, spec = cascade_home
+    monkeypatch.setenv("CHASSIS_HOME", str(home))
+    rows = specs.blob_traffic(seed=7, rows=200)
+    expected, small, _, confident = tier_labels(cascade, spec, rows, tmp_path)
+    assert (expected != small).any()  # the small tier alone would answer otherwise
+    gateway = GatewayProcess(
+        home,
+        env={
+            "CHASSIS_GATEWAY_CACHE_MODELS": MODEL,
+            "CHASSIS_GATEWAY_LOCAL_DIR": str(tmp_path / "gateway"),
+        },
+    )
+    try:
+        gateway.start()
+        for level in ("miss", "local"):  # computed, then the kept answer given again
+            answer = predict(gateway.url, rows)
+            assert answer.headers["x-chassis-cache"] == level
+            assert answer.json()["version"] == cascade
+            assert answer.json()["predictions"] == expected.tolist()
+        labels = {"model": MODEL, "version": str(cascade)}
+        # Computed once, by both tiers; the hit ran neither.
+        escalated = metric_sum(gateway.url, "chassis_cascade_rows_total", tier="full", **labels)
+        assert escalated == (~confident).sum()
+    finally:
+        gateway.stop()
+
+
+def test_a_shadowed_cascade_candidate_is_judged_on_the_cascades_answers(
+    cascade_home, tmp_path, monkeypatch
+) -> None:
+    home, _, cascade, spec = cascade_home
+    monkeypatch.setenv("CHASSIS_HOME", str(home))
+    rows = specs.blob_traffic(seed=8, rows=200)
+    expected, small, full, _ = tier_labels(cascade, spec, rows, tmp_path)
+    cascade_agreed = int((expected == full).sum())
+    # The count tells the cascade from its small tier alone: they agree with the full tier
+    # (the stable version here) on different numbers of rows.
+    assert cascade_agreed != int((small == full).sum())
+    with full_tier_live(home, cascade, spec, tmp_path / "gateway") as (gateway, auth):
+        set_split(gateway, auth, "shadow", cascade)
+        assert predict(gateway.url, rows).json()["version"] == spec.full_version
+        labels = {"model": MODEL, "version": str(cascade)}
+        # The mirrored run follows the answer: wait until its rows are compared.
+        deadline = time.monotonic() + 30
+        family = "chassis_shadow_comparisons_total"
+        while metric_sum(gateway.url, family, **labels) < len(rows):
+            assert time.monotonic() < deadline, "the shadow comparison never came"
+            time.sleep(0.1)
+        assert metric_sum(gateway.url, family, **labels) == len(rows)
+        assert metric_sum(gateway.url, family, agreed="yes", **labels) == cascade_agreed
+
+
+def test_a_blue_green_preview_of_a_cascade_answers_with_the_cascade(
+    cascade_home, tmp_path, monkeypatch
+) -> None:
+    home, _, cascade, spec = cascade_home
+    monkeypatch.setenv("CHASSIS_HOME", str(home))
+    rows = specs.blob_traffic(seed=9, rows=200)
+    expected, small, _, _ = tier_labels(cascade, spec, rows, tmp_path)
+    assert (expected != small).any()  # the small tier alone would answer otherwise
+    with full_tier_live(home, cascade, spec, tmp_path / "gateway") as (gateway, auth):
+        set_split(gateway, auth, "blue-green", cascade)
+        answer = predict(gateway.url, rows, "preview/predict")
+        assert answer.json()["version"] == cascade
+        assert answer.json()["predictions"] == expected.tolist()

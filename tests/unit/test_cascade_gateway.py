@@ -71,3 +71,21 @@ def test_unloading_keeps_the_full_tier_a_kept_cascade_runs_on(
     model = ServedModel("m", RolloutState(model="m", stable_version=1), {1: full, 3: cascade})
     gateway._unload_unused(model)
     assert closed == [cascade.batcher]
+
+
+def test_a_mirrored_cascade_is_compared_and_timed_as_the_cascade(tmp_path: Path) -> None:
+    unused = Registry(MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/unused.db"), "k")
+    gateway = Gateway(unused, GatewayConfig(tmp_path / "state", tmp_path / "cache"), ["m"])
+    full = ServedVersion(1, 1, "0" * 64, table(FULL), ["x"])
+    cascade = ServedVersion(3, 1, "1" * 64, table(SMALL), ["x"])
+    cascade.cascade = CascadeTier(SPEC, full.batcher, None)
+    state = RolloutState(model="m", stable_version=1, candidate_version=3, mode="shadow")
+    model = ServedModel("m", state, {1: full, 3: cascade})
+    rows = np.arange(4, dtype=np.float32)[:, None]
+    asyncio.run(gateway._mirror(model, cascade, full, rows))
+    # The cascade answers [0, 1, 1, 0], the full tier [1, 1, 0, 0]: two rows agree (the
+    # small tier alone, [0, 0, 1, 1], agrees on none).
+    assert (cascade.stats.shadow_compared, cascade.stats.shadow_agreed) == (4, 2)
+    # Both tiers ran inline: the timed call's CPU is recorded once, for the cascade.
+    assert sum(gateway.metrics.version("m", "3").cpu_buckets) == 1
+    assert sum(gateway.metrics.version("m", "1").cpu_buckets) == 1

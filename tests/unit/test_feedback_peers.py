@@ -320,7 +320,7 @@ def test_peers_are_urls_or_dns_names_and_a_bad_one_is_named():
         "http://10.0.0.7:8000",
     )
     assert peer_specs(serving_policy_from({}).peers) == ()
-    with pytest.raises(SettingsError, match=r"CHASSIS_GATEWAY_PEERS: .*'dns:replicas'"):
+    with pytest.raises(SettingsError, match=r"^--peers 'dns:replicas': .*dns:HOST:PORT"):
         serving_policy_from({"peers": "dns:replicas"})
     with pytest.raises(SettingsError, match="'replicas:8000': expected a URL"):
         serving_policy_from({"peers": "replicas:8000"})
