@@ -141,16 +141,18 @@ async def cascade_logits(
     version: str,
     rows: np.ndarray,
     deadline: float,
-    metrics: CascadeMetrics,
+    metrics: CascadeMetrics | None,
 ) -> np.ndarray:
     """The cascade's logits for `rows`: the small tier's where it is confident, the full
-    tier's elsewhere (the upstream's labels as one-hot rows: it answers labels only)."""
+    tier's elsewhere (the upstream's labels as one-hot rows: it answers labels only).
+    `metrics` None: the rows are not counted (a mirror's warm-up call)."""
     started = time.perf_counter()
     small_logits = await tier_logits(small, rows, deadline)
     answered = cascade_answer(small_logits, tier.spec.temperature, tier.spec.threshold)
     escalated = int(len(rows) - int(answered.sum()))
     split = time.perf_counter()
-    metrics.record(model, version, SMALL, len(rows) - escalated, split - started)
+    if metrics is not None:
+        metrics.record(model, version, SMALL, len(rows) - escalated, split - started)
     if escalated == 0:
         return small_logits
     merged = np.array(small_logits, dtype=np.float32, copy=True)
@@ -164,7 +166,8 @@ async def cascade_logits(
         one_hot = np.zeros((escalated, merged.shape[1]), dtype=np.float32)
         one_hot[np.arange(escalated), labels] = 1.0
         merged[~answered] = one_hot
-    metrics.record(model, version, FULL, escalated, time.perf_counter() - split)
+    if metrics is not None:
+        metrics.record(model, version, FULL, escalated, time.perf_counter() - split)
     return merged
 
 

@@ -1169,9 +1169,15 @@ class Gateway:
         return self._answered(model, served, role, logits, time.perf_counter() - started)
 
     async def _cascade_answer(
-        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+        self,
+        model: ServedModel,
+        served: ServedVersion,
+        rows: np.ndarray,
+        role: str,
+        counted: bool = True,
     ) -> tuple[np.ndarray, list[int] | list[float]]:
-        """A cascade version's answers (chassis/serving/cascade.py), measured as one."""
+        """A cascade version's answers (chassis/serving/cascade.py), measured as one.
+        `counted` False: its rows stay out of the tier counts (a mirror's warm-up call)."""
         cascade = served.cascade
         assert cascade is not None
         if rows.shape[1] != served.n_features:
@@ -1186,7 +1192,7 @@ class Gateway:
                 str(served.version),
                 rows,
                 deadline,
-                self.cascade_metrics,
+                self.cascade_metrics if counted else None,
             )
         except TimeoutError:
             self._count_error(model, served, "504")
@@ -1278,6 +1284,10 @@ class Gateway:
                         series.record_cpu(len(rows), served.batcher.last_cpu)
                 elif timed and served.cascade is not None:
                     answered = await self._mirrored_cascade(model, served, rows)
+                elif served.cascade is not None:
+                    # The warm-up call's rows are not counted: the timed call counts them,
+                    # so the rollout's escalation share rests on the rows mirrored, once.
+                    answered = await self._cascade_answer(model, served, rows, "shadow", False)
                 else:  # queued: its batch's cost is recorded by the batcher
                     answered = await self._answer_later(model, served, rows, "shadow")
             except Exception:

@@ -296,7 +296,7 @@ def test_a_shadowed_cascade_candidate_is_judged_on_the_cascades_answers(
     home, _, cascade, spec = cascade_home
     monkeypatch.setenv("CHASSIS_HOME", str(home))
     rows = specs.blob_traffic(seed=8, rows=200)
-    expected, small, full, _ = tier_labels(cascade, spec, rows, tmp_path)
+    expected, small, full, confident = tier_labels(cascade, spec, rows, tmp_path)
     cascade_agreed = int((expected == full).sum())
     # The count tells the cascade from its small tier alone: they agree with the full tier
     # (the stable version here) on different numbers of rows.
@@ -313,6 +313,12 @@ def test_a_shadowed_cascade_candidate_is_judged_on_the_cascades_answers(
             time.sleep(0.1)
         assert metric_sum(gateway.url, family, **labels) == len(rows)
         assert metric_sum(gateway.url, family, agreed="yes", **labels) == cascade_agreed
+        # Each mirrored row is counted once by tier (the mirror's warm-up call is not), so
+        # the escalation share the rollout judges rests on the rows actually compared.
+        tiers = metric_sum(gateway.url, "chassis_cascade_rows_total", **labels)
+        assert tiers == len(rows)
+        escalated = metric_sum(gateway.url, "chassis_cascade_rows_total", tier="full", **labels)
+        assert escalated == int((~confident).sum()) > 0
 
 
 def test_a_blue_green_preview_of_a_cascade_answers_with_the_cascade(
