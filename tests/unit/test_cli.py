@@ -261,9 +261,9 @@ def test_every_option_with_a_default_shows_it_in_help():
     ],
 )
 def test_new_gate_and_promotion_options_refuse_bad_values(args, message):
-    result = chassis(*args)
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, _, stderr = chassis_in_process(*args)
+    assert code == 2
+    assert message in stderr
 
 
 @pytest.mark.parametrize(
@@ -278,13 +278,12 @@ def test_new_gate_and_promotion_options_refuse_bad_values(args, message):
     ],
 )
 def test_rollout_policy_values_out_of_range_fail_before_anything_runs(
-    option, exit_code, problem, tmp_path
+    option, exit_code, problem, tmp_path, monkeypatch
 ):
-    result = chassis(
-        "rollout", "--model", "m", "--version", "2", *option, env={"CHASSIS_HOME": str(tmp_path)}
-    )
-    assert result.returncode == exit_code
-    assert problem in result.stderr
+    monkeypatch.setenv("CHASSIS_HOME", str(tmp_path))
+    code, _, stderr = chassis_in_process("rollout", "--model", "m", "--version", "2", *option)
+    assert code == exit_code
+    assert problem in stderr
     assert not (tmp_path / "mlflow.db").exists()  # no flow started, no registry touched
 
 
@@ -303,7 +302,9 @@ def test_rollout_policy_options_are_generated_from_the_policy_with_their_default
 
 
 def test_gate_options_are_generated_from_the_gate_policy_with_their_defaults():
-    blocks = option_blocks(chassis("gates", "--help").stdout)
+    code, stdout, _ = chassis_in_process("gates", "--help")
+    assert code == 0
+    blocks = option_blocks(stdout)
     recall = blocks["--per-class-recall-floor"]
     # The name the option had before it was generated still works.
     assert "--recall-floor PER_CLASS_RECALL_FLOOR" in recall
