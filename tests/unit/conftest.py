@@ -25,13 +25,6 @@ def installed_uvloop() -> ModuleType | None:
     return uvloop
 
 
-@pytest.fixture(scope="session")
-def home_without_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One CHASSIS_HOME, registered-model free, shared by the CLI tests that only ask about a
-    model it lacks: the first creates its MLflow store, the others skip that second."""
-    return tmp_path_factory.mktemp("home-without-models")
-
-
 @pytest.fixture(autouse=True)
 def no_servers(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
