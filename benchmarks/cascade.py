@@ -125,6 +125,9 @@ def bench(
     def full_only(rows: np.ndarray) -> np.ndarray:
         return first_output(full_session, {full_in: rows})
 
+    def small_only(rows: np.ndarray) -> np.ndarray:
+        return first_output(small_session, {small_in: rows})
+
     def cascade(rows: np.ndarray) -> np.ndarray:
         logits = first_output(small_session, {small_in: rows})
         answered = cascade_answer(logits, spec.temperature, spec.threshold)
@@ -139,12 +142,15 @@ def bench(
     rng = np.random.default_rng(0)
     full_times: list[float] = []
     cascade_times: list[float] = []
+    # The small tier alone, timed in the same rounds: what the cascade costs above it.
+    small_times: list[float] = []
     for _ in range(args.rounds):
         rows = x[rng.integers(0, len(x), size=args.rows_per_round)]
         timed_rows(full_only, rows[:10])  # warm both before each round's timing
         timed_rows(cascade, rows[:10])
         full_times += timed_rows(full_only, rows)
         cascade_times += timed_rows(cascade, rows)
+        small_times += timed_rows(small_only, rows)
     return {
         "model": model,
         "cascade": f"{cascade_name} ({spec.target})",
@@ -158,6 +164,7 @@ def bench(
         "small_share": float(answered.mean()),
         "full_accuracy": float((full_labels == y).mean()),
         "cascade_accuracy": float((cascade_labels == y).mean()),
+        "small_alone_mean_ratio": float(np.mean(small_times) / np.mean(full_times)),
         **latency_figures(full_times, cascade_times),
     }, TestSplit(x, y, request_rows(dataset.test, dataset))
 
@@ -395,8 +402,8 @@ def report(results: list[dict]) -> str:
         "",
         "| model | cascade (target) | small tier | full | T | threshold | ECE before -> after "
         "| val. escalated | test rows | answered by small | accuracy full -> cascade (pp) "
-        "| mean latency cascade/full | p99 latency cascade/full |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean latency cascade/full | p99 latency cascade/full | mean latency small alone/full |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         change = (r["cascade_accuracy"] - r["full_accuracy"]) * 100
@@ -408,6 +415,7 @@ def report(results: list[dict]) -> str:
             f"{r['full_accuracy']:.4f} -> {r['cascade_accuracy']:.4f} ({change:+.2f}) | "
             f"{r['mean_ratio']:.2f}x ({r['cascade_mean_ms']:.3f} vs {r['full_mean_ms']:.3f} ms)"
             f" | {r['p99_ratio']:.2f}x ({r['cascade_p99_ms']:.3f} vs {r['full_p99_ms']:.3f} ms) |"
+            f" {r['small_alone_mean_ratio']:.2f}x |"
         )
     return "\n".join(lines)
 
