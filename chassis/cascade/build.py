@@ -1,5 +1,7 @@
 """A cascade's spec from its tiers' validation logits: pure, no registry, no Prefect."""
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from chassis.cascade.calibration import expected_calibration_error, fit_temperature
@@ -10,11 +12,35 @@ from chassis.cascade.threshold import choose_threshold as choose
 from chassis.errors import CascadeError
 
 
+@dataclass(frozen=True)
+class TextReading:
+    """How a text classifier turns a text into its input row: its stored tokenizer (by its
+    sha256 tag, verified when the version is fetched) and its text-input settings."""
+
+    tokenizer_sha256: str
+    max_length: int
+    truncate: bool
+
+    def describe(self) -> str:
+        cut = ", truncating" if self.truncate else ""
+        return f"tokenizer sha256 {self.tokenizer_sha256[:12]}, max_length {self.max_length}{cut}"
+
+
 def check_tiers(
-    small: str, small_width: int, small_classes: int, full: str, full_width: int, full_classes: int
+    small: str,
+    small_width: int,
+    small_classes: int,
+    full: str,
+    full_width: int,
+    full_classes: int,
+    small_text: TextReading | None = None,
+    full_text: TextReading | None = None,
 ) -> None:
     """Both tiers read the same rows and answer from the same labels, else a CascadeError
-    naming both."""
+    naming both. Text classifiers must read a text as the same token ids: the gateway
+    tokenizes a request once, with the cascade version's (the small tier's) tokenizer, and
+    escalates those ids to the full tier."""
+    check_text_tiers(small, small_text, full, full_text)
     if small_width != full_width:
         raise CascadeError(
             f"cascade tiers read different input widths: {small} reads {small_width} "
@@ -25,6 +51,22 @@ def check_tiers(
             f"cascade tiers have different label sets: {small} answers {small_classes} "
             f"classes, {full} answers {full_classes}"
         )
+
+
+def check_text_tiers(
+    small: str, small_text: TextReading | None, full: str, full_text: TextReading | None
+) -> None:
+    if small_text == full_text:
+        return
+    if small_text is None or full_text is None:
+        reader, numbers = (small, full) if small_text is not None else (full, small)
+        raise CascadeError(
+            f"cascade tiers read different inputs: {reader} reads text, {numbers} numbers"
+        )
+    raise CascadeError(
+        f"cascade tiers read text through different tokenizers: {small} ({small_text.describe()}),"
+        f" {full} ({full_text.describe()}); both tiers must use the same tokenizer and max_length"
+    )
 
 
 def build_spec(

@@ -3,15 +3,21 @@ calibrated confidence does not clear (chassis.cascade.rule, the one rule the thr
 chosen with) go to the full tier, a locally loaded verified version or the upstream gateway
 over HTTP, and the answers are merged back in row order.
 
+A text classifier's request is tokenized once, by the cascade version (the small tier's
+tokenizer, which `chassis cascade` requires the full tier to share), and the full tier here
+runs on those token ids; the upstream is sent the escalated *texts*, since every gateway
+tokenizes what it is sent.
+
 Metrics: chassis_cascade_rows_total{model,version,tier} (rows answered by each tier) and
 chassis_cascade_tier_seconds{model,version,tier} (a summary: time each tier took for a
 request's rows; the full tier's only when the request had rows to escalate)."""
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,6 +28,7 @@ from chassis.cascade.rule import cascade_answer
 from chassis.cascade.spec import CascadeSpec
 from chassis.errors import RequestError
 from chassis.serving.batching import MicroBatcher
+from chassis.text_input import TextEncoder
 
 SMALL = "small"
 FULL = "full"
@@ -72,14 +79,15 @@ class Upstream:
         self.timeout = timeout_seconds
         self.client: httpx.AsyncClient | None = None
 
-    async def labels(self, model: str, rows: np.ndarray) -> np.ndarray:
-        """The upstream's labels for `rows`; its failure is this request's 502 (it answered
-        wrongly), 503 (unreachable) or 504 (too slow), naming it."""
+    async def labels(self, model: str, instances: Sequence[Any]) -> np.ndarray:
+        """The upstream's labels for `instances` (rows of numbers, or texts: what a client
+        sends); its failure is this request's 502 (it answered wrongly), 503 (unreachable)
+        or 504 (too slow), naming it."""
         if self.client is None:
             self.client = httpx.AsyncClient(timeout=self.timeout)
         path = f"{self.url}/v1/models/{model}/predict"
         try:
-            answer = await self.client.post(path, json={"instances": rows.tolist()})
+            answer = await self.client.post(path, json={"instances": list(instances)})
         except httpx.TimeoutException:
             raise RequestError(
                 504, f"upstream {self.url} did not answer {model}'s escalated rows in time"
@@ -98,9 +106,9 @@ class Upstream:
             predictions = np.asarray(answer.json()["predictions"], dtype=np.int64)
         except (ValueError, KeyError, TypeError):
             raise RequestError(502, f"upstream {self.url} answered {model} unreadably") from None
-        if predictions.shape != (len(rows),):
+        if predictions.shape != (len(instances),):
             raise RequestError(
-                502, f"upstream {self.url} answered {predictions.shape} for {len(rows)} rows"
+                502, f"upstream {self.url} answered {predictions.shape} for {len(instances)} rows"
             )
         return predictions
 
@@ -142,10 +150,13 @@ async def cascade_logits(
     rows: np.ndarray,
     deadline: float,
     metrics: CascadeMetrics | None,
+    texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The cascade's logits for `rows`: the small tier's where it is confident, the full
     tier's elsewhere (the upstream's labels as one-hot rows: it answers labels only).
-    `metrics` None: the rows are not counted (a mirror's warm-up call)."""
+    `metrics` None: the rows are not counted (a mirror's warm-up call). `texts`: a text
+    classifier's request, whose token ids `rows` are (the upstream is sent the escalated
+    texts)."""
     started = time.perf_counter()
     small_logits = await tier_logits(small, rows, deadline)
     answered = cascade_answer(small_logits, tier.spec.temperature, tier.spec.threshold)
@@ -160,7 +171,12 @@ async def cascade_logits(
         merged[~answered] = await tier_logits(tier.full, rows[~answered], deadline)
     else:
         assert tier.upstream is not None, "a cascade tier has a full tier or an upstream"
-        labels = await tier.upstream.labels(model, rows[~answered])
+        instances = (
+            rows[~answered].tolist()
+            if texts is None
+            else [texts[int(i)] for i in np.flatnonzero(~answered)]
+        )
+        labels = await tier.upstream.labels(model, instances)
         if labels.size and not 0 <= int(labels.min()) <= int(labels.max()) < merged.shape[1]:
             raise RequestError(502, f"upstream answered {model} with labels outside its classes")
         one_hot = np.zeros((escalated, merged.shape[1]), dtype=np.float32)
@@ -169,6 +185,14 @@ async def cascade_logits(
     if metrics is not None:
         metrics.record(model, version, FULL, escalated, time.perf_counter() - split)
     return merged
+
+
+def same_reading(cascade: TextEncoder | None, full: TextEncoder | None) -> bool:
+    """Whether the full tier reads a request as the cascade version does: both numbers, or
+    both texts through the same tokenizer and settings (token ids escalated as they are)."""
+    if cascade is None or full is None:
+        return cascade is full
+    return (cascade.tokenizer_json, cascade.settings()) == (full.tokenizer_json, full.settings())
 
 
 # Beside a cascade version's verified copy (verified_cache.version_dir): its cascade tag as

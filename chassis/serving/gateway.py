@@ -52,6 +52,7 @@ from chassis.serving.cascade import (
     cascade_logits,
     recalled_cascade,
     remember_cascade,
+    same_reading,
 )
 from chassis.serving.feedback import (
     Found,
@@ -408,15 +409,18 @@ class Gateway:
         with self._loading(model.name, version):
             served = self._recalled_or_loaded(model, version, tags, digest, refusal)
         if TAG_CASCADE in tags:
-            served.cascade = self._cascade_tier(model, version, tags[TAG_CASCADE])
+            served.cascade = self._cascade_tier(model, served, tags[TAG_CASCADE])
             directory = verified_cache.version_dir(self.config.cache_dir, model.name, version)
             remember_cascade(directory, tags[TAG_CASCADE])
         return served
 
-    def _cascade_tier(self, model: ServedModel, version: int, tag: str) -> CascadeTier:
+    def _cascade_tier(self, model: ServedModel, served: ServedVersion, tag: str) -> CascadeTier:
         """A cascade version's full tier: the upstream gateway when one is configured (the
         edge holds the small models, the cloud the full ones), else the full version loaded
-        here through the same `_verified` checks as any version; neither: not servable."""
+        here through the same `_verified` checks as any version, reading a request as the
+        cascade does (a text classifier's token ids go to it as they are); neither: not
+        servable."""
+        version = served.version
         spec = CascadeSpec.from_json(tag)
         if self.upstream is not None:
             return CascadeTier(spec, None, self.upstream, self.upstream.url)
@@ -432,6 +436,11 @@ class Gateway:
             ) from error
         if loaded.cascade is not None:
             raise NotServable(f"{model.name} v{version}'s full tier v{full} is a cascade itself")
+        if not same_reading(served.encoder, loaded.encoder):
+            raise NotServable(
+                f"{model.name} v{version}'s full tier v{full} reads its input through another "
+                "tokenizer or max_length than the cascade"
+            )
         return CascadeTier(spec, loaded.batcher, None, f"v{full} here")
 
     def _note_accuracy_gate(self, name: str, version: int, tags: dict[str, str]) -> None:
@@ -882,6 +891,8 @@ class Gateway:
         if cached is None:
             return False
         full = self._open_cached(name, spec.full_version, cached)
+        if not same_reading(served.encoder, full.encoder):
+            return False
         served.cascade = CascadeTier(spec, full.batcher, None, f"v{spec.full_version} here")
         return True
 
@@ -968,7 +979,7 @@ class Gateway:
             # a cascade) await. `_run`, unrolled: no coroutine for an inline answer.
             answered = self._answer_now(model, served, rows, role)
             if answered is None:
-                answered = await self._answer_later(model, served, rows, role)
+                answered = await self._answer_later(model, served, rows, role, run)
             answers, predictions = answered
             number = self.windows[name].add(version, predictions)
             log = self.logs.get(name)
@@ -1019,7 +1030,7 @@ class Gateway:
 
                 async def compute() -> tuple[np.ndarray, list[int] | list[float]]:
                     ready = self._model_input(model, served, run) if rows is None else rows
-                    return await self._run(model, served, ready, role)
+                    return await self._run(model, served, ready, role, run)
 
                 answer, level, outputs = await cache.missed(key, name, version, compute)
         predictions = answer.predictions
@@ -1059,7 +1070,7 @@ class Gateway:
         if model.sanitizer is not None:
             request = self._sanitized(model.sanitizer, request)
         rows = self._model_input(model, served, request)
-        _, predictions = await self._run(model, served, rows, "preview")
+        _, predictions = await self._run(model, served, rows, "preview", request)
         number = self.windows[name].add(served.version, predictions)
         return Prediction(served.version, predictions, number)
 
@@ -1104,13 +1115,18 @@ class Gateway:
     # can answer with its small tier alone.
 
     async def _run(
-        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+        self,
+        model: ServedModel,
+        served: ServedVersion,
+        rows: np.ndarray,
+        role: str,
+        request: Request | None = None,
     ) -> tuple[np.ndarray, list[int] | list[float]]:
         """Answers (array and list: labels, or a regressor's values) of `rows`, measured
-        under `role`."""
+        under `role`; `request`: what `rows` were made from (see `_cascade_answer`)."""
         answered = self._answer_now(model, served, rows, role)
         if answered is None:
-            answered = await self._answer_later(model, served, rows, role)
+            answered = await self._answer_later(model, served, rows, role, request)
         return answered
 
     def _answer_now(
@@ -1134,12 +1150,18 @@ class Gateway:
         return self._answered(model, served, role, logits, time.perf_counter() - started)
 
     def _answer_later(
-        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, role: str
+        self,
+        model: ServedModel,
+        served: ServedVersion,
+        rows: np.ndarray,
+        role: str,
+        request: Request | None = None,
     ) -> Coroutine[None, None, tuple[np.ndarray, list[int] | list[float]]]:
         """The awaited answer when `_answer_now` gave none: a cascade's tiers, else the
-        version's queue. A plain function returning the coroutine: no extra one per call."""
+        version's queue. A plain function returning the coroutine: no extra one per call.
+        `request`: what `rows` were made from (see `_cascade_answer`)."""
         if served.cascade is not None:
-            return self._cascade_answer(model, served, rows, role)
+            return self._cascade_answer(model, served, rows, role, True, request)
         return self._answer_queued(model, served, rows, role)
 
     async def _answer_queued(
@@ -1175,9 +1197,12 @@ class Gateway:
         rows: np.ndarray,
         role: str,
         counted: bool = True,
+        request: Request | None = None,
     ) -> tuple[np.ndarray, list[int] | list[float]]:
         """A cascade version's answers (chassis/serving/cascade.py), measured as one.
-        `counted` False: its rows stay out of the tier counts (a mirror's warm-up call)."""
+        `counted` False: its rows stay out of the tier counts (a mirror's warm-up call).
+        `request`: what `rows` were made from; a text classifier's texts go to an upstream
+        full tier (which tokenizes what it is sent), not their token ids."""
         cascade = served.cascade
         assert cascade is not None
         if rows.shape[1] != served.n_features:
@@ -1193,6 +1218,7 @@ class Gateway:
                 rows,
                 deadline,
                 self.cascade_metrics if counted else None,
+                request if isinstance(request, list) else None,
             )
         except TimeoutError:
             self._count_error(model, served, "504")
@@ -1283,13 +1309,15 @@ class Gateway:
                         series = self.metrics.version(model.name, str(served.version))
                         series.record_cpu(len(rows), served.batcher.last_cpu)
                 elif timed and served.cascade is not None:
-                    answered = await self._mirrored_cascade(model, served, rows)
+                    answered = await self._mirrored_cascade(model, served, rows, request)
                 elif served.cascade is not None:
                     # The warm-up call's rows are not counted: the timed call counts them,
                     # so the rollout's escalation share rests on the rows mirrored, once.
-                    answered = await self._cascade_answer(model, served, rows, "shadow", False)
+                    answered = await self._cascade_answer(
+                        model, served, rows, "shadow", False, request
+                    )
                 else:  # queued: its batch's cost is recorded by the batcher
-                    answered = await self._answer_later(model, served, rows, "shadow")
+                    answered = await self._answer_later(model, served, rows, "shadow", request)
             except Exception:
                 return  # counted as an error of that version; the caller has its answer
             answers[served.version] = answered[0]
@@ -1306,7 +1334,7 @@ class Gateway:
         self.metrics.count_shadow(model.name, str(judged.version), agreed, compared)
 
     async def _mirrored_cascade(
-        self, model: ServedModel, served: ServedVersion, rows: np.ndarray
+        self, model: ServedModel, served: ServedVersion, rows: np.ndarray, request: Request
     ) -> tuple[np.ndarray, list[int] | list[float]]:
         """A cascade's timed mirrored answer, with its CPU per row recorded (see `_mirror`)
         when both tiers answer inline: each tier's `last_cpu` is then this request's, as
@@ -1322,7 +1350,7 @@ class Gateway:
             and not full.queued
         )
         full_calls = full.batches if full is not None else 0
-        answered = await self._cascade_answer(model, served, rows, "shadow")
+        answered = await self._cascade_answer(model, served, rows, "shadow", True, request)
         if inline and full is not None:
             escalated = full.batches != full_calls  # no row escalated: no full tier call
             cpu = small.last_cpu + (full.last_cpu if escalated else 0.0)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from chassis.cascade.build import build_spec, check_tiers
+from chassis.cascade.build import TextReading, build_spec, check_tiers
 from chassis.cascade.calibration import expected_calibration_error, fit_temperature
 from chassis.cascade.rule import calibrated_confidence, cascade_answer, merged_labels
 from chassis.cascade.spec import CascadeSpec
@@ -103,6 +103,31 @@ def test_bad_targets_and_tiers_are_refused() -> None:
         CascadeError, match="label sets: small v3 answers 3 classes, full v1 answers 10"
     ):
         check_tiers("small v3", 64, 3, "full v1", 64, 10)
+
+
+def test_text_tiers_must_read_texts_through_the_same_tokenizer() -> None:
+    minilm = TextReading("ab" * 32, 64, False)
+    check_tiers("small v2", 64, 4, "full v1", 64, 4, minilm, TextReading("ab" * 32, 64, False))
+    cases = [
+        (TextReading("cd" * 32, 64, False), "tokenizer sha256 cdcdcdcdcdcd, max_length 64"),
+        (
+            TextReading("ab" * 32, 128, False),
+            "full v1 (tokenizer sha256 abababababab, max_length 128)",
+        ),
+        (TextReading("ab" * 32, 64, True), "max_length 64, truncating"),
+    ]
+    for full, named in cases:
+        with pytest.raises(CascadeError) as refused:
+            check_tiers("small v2", 64, 4, "full v1", full.max_length, 4, minilm, full)
+        message = str(refused.value)
+        assert message.startswith("cascade tiers read text through different tokenizers: ")
+        assert "small v2 (tokenizer sha256 abababababab, max_length 64)" in message
+        assert named in message and "\n" not in message
+    # A text tier and a numeric one: named before their widths are compared.
+    with pytest.raises(
+        CascadeError, match="different inputs: full v1 reads text, small v2 numbers"
+    ):
+        check_tiers("small v2", 64, 4, "full v1", 64, 4, None, minilm)
 
 
 def test_spec_round_trips_through_its_tag() -> None:
