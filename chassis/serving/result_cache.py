@@ -37,11 +37,12 @@ COALESCED = "coalesced"
 # The header's bytes for each, made once.
 CACHE_HEADERS = {level: level.encode() for level in (LOCAL, REDIS, MISS, COALESCED)}
 
-# Python's objects around one kept answer (the entry, its key, the OrderedDict's slot) cost
-# about this much, and each prediction in its list up to PREDICTION_BYTES (a pointer and a
-# float): counted, so the byte budget bounds real memory (tracemalloc over 10,000 one-row
-# answers: ~520 bytes an entry; counted: 514, and the answer's JSON too with Redis on).
-ENTRY_OVERHEAD_BYTES = 450
+# Python's objects around one kept answer (the entry's tuple, the key's bytes object, the
+# OrderedDict's slot) cost about this much besides the key's length, and each prediction up
+# to PREDICTION_BYTES (a pointer and a float): counted, so the byte budget bounds real memory
+# (tracemalloc over 10,000 answers with 32-byte keys: ~300 bytes an entry of one float, ~590
+# of ten; counted: 309 and 597, and the answer's JSON too with Redis on).
+ENTRY_OVERHEAD_BYTES = 245
 PREDICTION_BYTES = 32
 
 
@@ -128,9 +129,17 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
     )
 
 
-# One kept answer: (answer, model, size in the budget, expiry on time.monotonic()). A plain
-# tuple: a miss makes one, and a tuple literal costs a fraction of a class's __init__.
-Entry = tuple[Answer, str, int, float]
+# One kept answer: (version, model, size in the budget, expiry on time.monotonic(), then
+# each prediction). One flat tuple of atoms (no list, no Answer, no inner tuple), which
+# CPython's collector stops tracking at the first collection the entry survives, so kept
+# entries never reach the old generation. Kept as GC-tracked objects (a list, the Answer,
+# the entry: three a miss), every miss added to the count that triggers a full collection,
+# and each walks the gateway's whole heap (~175,000 tracked objects once `chassis serve` has
+# started; 0.1-0.4 s each on the loaded 2-core machine): over HTTP that was +7 us a miss in
+# collections (BENCHMARKS.md, "Result cache"). A nested tuple of predictions would be
+# untracked one collection later than the entry that holds it, so the entry one later still.
+Entry = tuple[int, str, int, float, *tuple[int | float, ...]]
+FIRST_PREDICTION = 4  # where an entry's predictions start
 
 
 @dataclass
@@ -154,7 +163,8 @@ class LocalLevel:
             self._drop(key, "ttl")
             return None
         self.entries.move_to_end(key)
-        return entry[0]
+        # A list of its own: the caller's to keep.
+        return Answer(entry[0], cast(list[int] | list[float], list(entry[FIRST_PREDICTION:])))
 
     def put(self, key: bytes, model: str, answer: Answer, encoded_bytes: int) -> None:
         """Keep `answer` (whose predictions' JSON is `encoded_bytes` long); the least
@@ -166,7 +176,8 @@ class LocalLevel:
         entries = self.entries
         if key in entries:
             self._drop(key, None)
-        entries[key] = (answer, model, size, self.clock() + self.ttl_seconds)
+        expiry = self.clock() + self.ttl_seconds
+        entries[key] = (answer.version, model, size, expiry, *answer.predictions)
         self.used_bytes += size
         while self.used_bytes > self.max_bytes:
             self.used_bytes -= entries.popitem(last=False)[1][2]
@@ -175,7 +186,7 @@ class LocalLevel:
     def forget_version(self, model: str, version: int) -> int:
         """Drop every answer of a retired version (they could never be read again: keys
         name the version); returns how many."""
-        keys = [k for k, e in self.entries.items() if e[1] == model and e[0].version == version]
+        keys = [k for k, e in self.entries.items() if e[1] == model and e[0] == version]
         for key in keys:
             self._drop(key, "retired")
         return len(keys)
