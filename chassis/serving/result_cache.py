@@ -167,7 +167,7 @@ class LocalLevel:
             return None
         self.entries.move_to_end(key)
         # A list of its own: the caller's to keep.
-        return Answer(entry[0], cast(list[int] | list[float], list(entry[FIRST_PREDICTION:])))
+        return Answer(entry[0], cast("list[int] | list[float]", list(entry[FIRST_PREDICTION:])))
 
     def put(self, key: bytes, model: str, answer: Answer, encoded_bytes: int) -> None:
         """Keep `answer` (whose predictions' JSON is `encoded_bytes` long); the least
