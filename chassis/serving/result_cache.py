@@ -137,10 +137,11 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
 # CPython's collector stops tracking at the first collection the entry survives, so kept
 # entries never reach the old generation. Kept as GC-tracked objects (a list, the Answer,
 # the entry: three a miss), every miss added to the count that triggers a full collection,
-# and each walks the gateway's whole heap (~175,000 tracked objects once `chassis serve` has
-# started; 0.1-0.4 s each on the loaded 2-core machine): over HTTP that was +7 us a miss in
-# collections (BENCHMARKS.md, "Result cache"). A nested tuple of predictions would be
-# untracked one collection later than the entry that holds it, so the entry one later still.
+# and each walks the gateway's whole heap (~175,000 tracked objects once `chassis serve`
+# has started; 0.13-0.19 s of CPU each on the 2-core machine): over HTTP that was +5-7 us a
+# miss in collections (BENCHMARKS.md, "Result cache"). A nested tuple of predictions would
+# be untracked one collection later than the entry that holds it, so the entry one later
+# still.
 Entry = tuple[int, str, int, float, *tuple[int | float, ...]]
 FIRST_PREDICTION = 4  # where an entry's predictions start
 
