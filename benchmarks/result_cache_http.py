@@ -7,8 +7,11 @@ benchmarks/access_log.py, whose process handling this reuses: on a shared machin
 per second follow the machine's load, the CPU a request costs the gateway does not. The
 model is the tiny registered one (y = x + c): the gateway's own work dominates, the worst
 case for the cache's share. `--before PATH`: a third gateway, cache on, running the code of
-another checkout (PATH), so a change is measured against what it replaces in one run.
-Run: `python benchmarks/result_cache_http.py` (Linux, wrk). Nothing here is a test.
+another checkout (PATH), so a change is measured against what it replaces in one run;
+`--again`: a second cache-off gateway, the A/A noise floor. Besides the median of the
+rounds' ratios, each gateway's CPU over all its rounds (the sum over the requests' sum):
+a full garbage collection (0.1-0.4 s here) lands in one round of several, which a median
+leaves out. Run: `python benchmarks/result_cache_http.py` (Linux, wrk). Nothing here is a test.
 """
 
 import argparse
@@ -46,10 +49,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--rounds", type=int, default=7, help="alternations")
     parser.add_argument("--before", type=Path, help="another checkout's code, cache on")
+    parser.add_argument("--again", action="store_true", help="a second gateway, cache off")
+    parser.add_argument(
+        "--first-port", type=int, default=0, help="the gateways' ports from here (0: free ones)"
+    )
     return parser.parse_args()
 
 
-def cpu_per_request(pid: int, port: int, base: int, step: int, c: int, seconds: int) -> float:
+def cpu_per_request(
+    pid: int, port: int, base: int, step: int, c: int, seconds: int
+) -> tuple[float, int]:
+    """The gateway's CPU seconds over one wrk run, and the requests it answered."""
     script = Path(tempfile.gettempdir()) / f"chassis-cache-bench-{port}.lua"
     script.write_text(SCRIPT % base)
     before = cpu_seconds(pid)
@@ -66,7 +76,7 @@ def cpu_per_request(pid: int, port: int, base: int, step: int, c: int, seconds: 
     assert "Non-2xx" not in out, out
     count = int(match.group(1))
     assert count < step, f"{count} requests overran the run's {step} distinct rows"
-    return used / count * 1e6
+    return used, count
 
 
 def cache_levels(port: int) -> str:
@@ -95,13 +105,16 @@ def main() -> None:
     home_registry().promote(MODEL, version, expected_champion=None, actor="bench", reason="bench")
     cached = {"CHASSIS_GATEWAY_CACHE_MODELS": MODEL}
     setups = {"off": (REPO, {}), "on": (REPO, cached)}
+    if args.again:
+        setups["off (again)"] = (REPO, {})
     if args.before is not None:
         setups["on (before)"] = (args.before.resolve(), cached)
     results: dict[str, list[float]] = {name: [] for name in setups}
+    totals = {name: [0.0, 0] for name in setups}  # CPU seconds, requests
     with contextlib.ExitStack() as stack:
         running: dict[str, tuple[int, int]] = {}
-        for name, (code, extra) in setups.items():
-            port = free_port()
+        for index, (name, (code, extra)) in enumerate(setups.items()):
+            port = args.first_port + index if args.first_port else free_port()
             code_env = {**env, **extra, "PYTHONPATH": str(code)}
             running[name] = (stack.enter_context(gateway(code_env, port, False)).pid, port)
         # Each run's rows start at its own base: 2**24 split between the runs.
@@ -117,23 +130,30 @@ def main() -> None:
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
                 pid, port = running[name]
-                results[name].append(
-                    cpu_per_request(pid, port, base, step, args.connections, args.seconds)
-                )
+                used, count = cpu_per_request(pid, port, base, step, args.connections, args.seconds)
+                results[name].append(used / count * 1e6)
+                totals[name][0] += used
+                totals[name][1] += count
                 base += step
         levels = {name: cache_levels(port) for name, (_, port) in running.items()}
     off = results["off"]
+    off_total = totals["off"][0] / totals["off"][1]
     print(
         f"gateway CPU per request (us), 0 % hits, wrk -t1 -c{args.connections}, "
         f"{args.seconds} s x {args.rounds} rounds"
     )
-    print("| gateway | CPU per request (median, min) | / off (median of rounds, range) |")
-    print("|---|---|---|")
+    print(
+        "| gateway | CPU per request (median, min) | / off (median of rounds, range) "
+        "| all rounds: CPU per request, / off |"
+    )
+    print("|---|---|---|---|")
     for name, values in results.items():
         ratios = [v / o for v, o in zip(values, off, strict=True)]
+        total = totals[name][0] / totals[name][1]
         print(
             f"| {name} | {median(values):.1f}, {min(values):.1f} us | {median(ratios):.3f} "
-            f"({min(ratios):.2f}-{max(ratios):.2f}) |"
+            f"({min(ratios):.2f}-{max(ratios):.2f}) | {total * 1e6:.1f} us, "
+            f"{total / off_total:.3f} |"
         )
     for name, counted in levels.items():
         print(f"{name}: local level {counted or 'off'}")

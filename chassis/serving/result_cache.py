@@ -37,11 +37,12 @@ COALESCED = "coalesced"
 # The header's bytes for each, made once.
 CACHE_HEADERS = {level: level.encode() for level in (LOCAL, REDIS, MISS, COALESCED)}
 
-# Python's objects around one kept answer (the entry, its key, the OrderedDict's slot) cost
-# about this much, and each prediction in its list up to PREDICTION_BYTES (a pointer and a
-# float): counted, so the byte budget bounds real memory (tracemalloc over 10,000 one-row
-# answers: ~520 bytes an entry; counted: 514, and the answer's JSON too with Redis on).
-ENTRY_OVERHEAD_BYTES = 450
+# Python's objects around one kept answer (the entry's tuple, the key's bytes object, the
+# OrderedDict's slot) cost about this much besides the key's length, and each prediction up
+# to PREDICTION_BYTES (a pointer and a float): counted, so the byte budget bounds real memory
+# (tracemalloc over 10,000 answers with 32-byte keys: ~300 bytes an entry of one float, ~590
+# of ten; counted: 309 and 597, and the answer's JSON too with Redis on).
+ENTRY_OVERHEAD_BYTES = 245
 PREDICTION_BYTES = 32
 
 
@@ -96,8 +97,10 @@ def cache_key(model: str, version: int, sha256: str, request: np.ndarray | list[
     Everything before the input's bytes is made once per version, dtype and shape
     (`_rows_prefix`): a miss's key is one lookup, one join and one hash."""
     if isinstance(request, np.ndarray):
-        prefix = _rows_prefix(model, version, sha256, request.dtype.str, request.shape)
-        return SHA256(prefix + np.ascontiguousarray(request).tobytes()).digest()
+        # The dtype object, not its `.str` (made anew by every read: ~0.5 us), names the
+        # prefix; `tobytes()` gives C order whatever the layout (no `ascontiguousarray`).
+        prefix = _rows_prefix(model, version, sha256, request.dtype, request.shape)
+        return SHA256(prefix + request.tobytes()).digest()
     return SHA256(
         _version_prefix(model, version, sha256) + b"texts\0" + orjson.dumps(request)
     ).digest()
@@ -111,11 +114,12 @@ def _version_prefix(model: str, version: int, sha256: str) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _rows_prefix(
-    model: str, version: int, sha256: str, dtype: str, shape: tuple[int, ...]
+    model: str, version: int, sha256: str, dtype: np.dtype, shape: tuple[int, ...]
 ) -> bytes:
-    """A rows key's start: the version's, then the rows' dtype and shape."""
+    """A rows key's start: the version's, then the rows' dtype (as `dtype.str`: "<f4")
+    and shape."""
     return _version_prefix(model, version, sha256) + b"rows\0%s\0%s\0" % (
-        dtype.encode(),
+        dtype.str.encode(),
         str(shape).encode(),
     )
 
@@ -128,9 +132,18 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
     )
 
 
-# One kept answer: (answer, model, size in the budget, expiry on time.monotonic()). A plain
-# tuple: a miss makes one, and a tuple literal costs a fraction of a class's __init__.
-Entry = tuple[Answer, str, int, float]
+# One kept answer: (version, model, size in the budget, expiry on time.monotonic(), then
+# each prediction). One flat tuple of atoms (no list, no Answer, no inner tuple), which
+# CPython's collector stops tracking at the first collection the entry survives, so kept
+# entries never reach the old generation. Kept as GC-tracked objects (a list, the Answer,
+# the entry: three a miss), every miss added to the count that triggers a full collection,
+# and each walks the gateway's whole heap (~175,000 tracked objects once `chassis serve`
+# has started; 0.13-0.19 s of CPU each on the 2-core machine): over HTTP that was +5-7 us a
+# miss in collections (BENCHMARKS.md, "Result cache"). A nested tuple of predictions would
+# be untracked one collection later than the entry that holds it, so the entry one later
+# still.
+Entry = tuple[int, str, int, float, *tuple[int | float, ...]]
+FIRST_PREDICTION = 4  # where an entry's predictions start
 
 
 @dataclass
@@ -154,7 +167,8 @@ class LocalLevel:
             self._drop(key, "ttl")
             return None
         self.entries.move_to_end(key)
-        return entry[0]
+        # A list of its own: the caller's to keep.
+        return Answer(entry[0], cast("list[int] | list[float]", list(entry[FIRST_PREDICTION:])))
 
     def put(self, key: bytes, model: str, answer: Answer, encoded_bytes: int) -> None:
         """Keep `answer` (whose predictions' JSON is `encoded_bytes` long); the least
@@ -166,7 +180,8 @@ class LocalLevel:
         entries = self.entries
         if key in entries:
             self._drop(key, None)
-        entries[key] = (answer, model, size, self.clock() + self.ttl_seconds)
+        expiry = self.clock() + self.ttl_seconds
+        entries[key] = (answer.version, model, size, expiry, *answer.predictions)
         self.used_bytes += size
         while self.used_bytes > self.max_bytes:
             self.used_bytes -= entries.popitem(last=False)[1][2]
@@ -175,7 +190,7 @@ class LocalLevel:
     def forget_version(self, model: str, version: int) -> int:
         """Drop every answer of a retired version (they could never be read again: keys
         name the version); returns how many."""
-        keys = [k for k, e in self.entries.items() if e[1] == model and e[0].version == version]
+        keys = [k for k, e in self.entries.items() if e[1] == model and e[0] == version]
         for key in keys:
             self._drop(key, "retired")
         return len(keys)

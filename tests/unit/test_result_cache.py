@@ -2,6 +2,7 @@
 Redis level's circuit breaker (against a port nothing listens on) and its URL checks."""
 
 import asyncio
+import gc
 import hashlib
 from collections.abc import Sequence
 
@@ -82,6 +83,27 @@ def test_a_retired_version_loses_its_answers_and_only_its_own():
     assert level.forget_version("m", 1) == 1
     assert level.get(old) is None
     assert level.get(new) is not None and level.get(other) is not None
+
+
+def test_kept_answers_are_left_out_of_the_garbage_collectors_walks():
+    # A miss keeps an entry for minutes: if the collector tracked it, every miss would add
+    # to what triggers a full collection of the gateway's whole heap (BENCHMARKS.md).
+    level = LocalLevel(max_bytes=1 << 20, ttl_seconds=60)
+    level.put(key(1), "m", Answer(1, [3, 1]), 0)
+    level.put(key(2), "m", Answer(1, [0.25]), 0)
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in level.entries.values())
+
+
+def test_a_hit_gives_a_list_of_its_own():
+    level = LocalLevel(max_bytes=1 << 20, ttl_seconds=60)
+    computed = [3, 1]
+    level.put(key(1), "m", Answer(1, computed), 0)
+    computed.append(9)  # the computing request's list is not the kept answer
+    first = level.get(key(1))
+    assert first is not None and first == Answer(1, [3, 1])
+    first.predictions.append(9)  # nor is one hit's list the next hit's
+    assert level.get(key(1)) == Answer(1, [3, 1])
 
 
 def test_keys_differ_by_dtype_shape_kind_version_and_digest_and_not_by_memory_layout():
