@@ -19,9 +19,10 @@ from chassis.drift_stream import (
 )
 from chassis.errors import DriftInputError
 from chassis.prediction_window import read_window
-from chassis.serving.prediction_log import PredictionLogger
+from chassis.serving.prediction_log import PREDICTION, PredictionLogger
 from chassis.settings import ChassisSettings
 from chassis.storage import BlobStore
+from chassis.task import REGRESSION
 
 MODEL = "m"
 # Four continuous columns (one heavy-tailed), one with four values and one binary: the
@@ -226,3 +227,23 @@ def test_window_summaries_merge_like_one_read():
     assert (halves.rows, halves.kept, halves.null) == (whole.rows, whole.kept, whole.null)
     assert halves.sketches["level"].distinct == whole.sketches["level"].distinct
     assert np.array_equal(halves.sketches["normal1"].counts, whole.sketches["normal1"].counts)
+
+
+def test_a_regressors_predictions_are_judged_as_one_more_column_as_detect_drift_does(store):
+    rng = np.random.default_rng(11)
+    reference = frame(table(rng, REFERENCE_ROWS, drifted=False))
+    reference[PREDICTION] = reference["normal2"] * 2
+    rows = table(rng, 5000, drifted=False)  # the features stay; the predictions move
+    predicted = rows[:, 2] * 2 + 1.0
+
+    logger = PredictionLogger(MODEL, FEATURES, store.write, task=REGRESSION)
+    logger.record(1, rows, predicted.astype(np.float64))
+    logger.flush()
+    start, end = bounds()
+    whole = read_window(store, MODEL, start, end).frame
+    evidently = detect_drift(reference, whole, FEATURES, DriftPolicy(), None, (), None, PREDICTION)
+    grids = reference_grids(reference, [*FEATURES, PREDICTION])
+    window = stream_window(store, MODEL, start, end, grids)
+    streamed = detect_drift_streamed(reference, window, FEATURES, DriftPolicy(), PREDICTION)
+    assert streamed.drifted_column_names() == evidently.drifted_column_names() == [PREDICTION]
+    assert streamed.columns[-1].score == pytest.approx(evidently.columns[-1].score, abs=1e-3)
