@@ -87,6 +87,10 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
 	$(BIN)/python benchmarks/drift.py
 
+.PHONY: bench-drift-scale
+bench-drift-scale: $(STAMP) ## the streamed drift check on 10,000,000 x 20 Parquet rows (SCALE_ROWS=...)
+	nice -n 10 $(BIN)/python benchmarks/drift.py --scale $(or $(SCALE_ROWS),10000000)
+
 .PHONY: bench-rollout
 bench-rollout: $(STAMP) ## Rollout decisions: A/A false rollbacks and detection, statistics vs the old rule, with a CPU hog (see BENCHMARKS.md)
 	$(BIN)/python benchmarks/rollout_decisions.py --output rollout_decisions.json

@@ -12,6 +12,16 @@ their dataset-level verdicts must agree. Three sides:
   judgement. Its time includes both reads.
 
 Run with `make bench-drift`.
+
+`--scale ROWS` (e.g. `nice -n 10 python benchmarks/drift.py --scale 10000000`) is the
+streamed check (chassis/drift_stream.py) on a window too large to hold: ROWS x 20 columns
+written as prediction-log Parquet files of SCALE_FILE_ROWS rows, generated one file at a
+time (never whole in memory), 4 of 20 columns shifted and one four-valued column's shares
+moved. One process times `stream_window` + `detect_drift_streamed` against a 5,000-row
+reference (the size the registry stores), with its peak RSS; another runs Evidently (through
+`detect_drift`) on a uniform sample of the window's rows kept while generating
+(SCALE_SAMPLE_ROWS), the full-precision computation the per-column decisions and the verdict
+are compared with. `--folder DIR` keeps the files there (reused when already written).
 """
 
 import json
@@ -126,7 +136,161 @@ SIDES = {
 }
 
 
+SCALE_COLUMNS = [f"c{i}" for i in range(COLUMNS - 2)] + ["level0", "level1"]
+SCALE_SHIFTED = ["c0", "c1", "c2", "c3", "level0"]
+SCALE_FILE_ROWS = 1_000_000
+SCALE_SAMPLE_ROWS = 200_000
+SCALE_REFERENCE_ROWS = 5000
+
+
+def scale_chunk(rng, rows: int, drifted: bool):
+    """`rows` x 20 float32: 18 normal columns and two with four values."""
+    import numpy as np
+
+    values = rng.standard_normal((rows, COLUMNS), dtype=np.float32)
+    values[:, -2:] = rng.integers(0, 4, (rows, 2))
+    if drifted:
+        values[:, :4] += 0.5
+        moved = rng.random(rows) < 0.3  # a third of the level0 rows say 3
+        values[moved, -2] = 3
+    return values
+
+
+def write_scale_inputs(folder: Path, rows: int) -> bool:
+    """Whether the files were written (False: the folder held them already)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from chassis.serving.prediction_log import PREDICTION, TIME, VERSION
+
+    if (folder / "done").exists() and (folder / "done").read_text() == str(rows):
+        return False
+    rng = np.random.default_rng(0)
+    reference = scale_chunk(rng, SCALE_REFERENCE_ROWS, drifted=False)
+    pd.DataFrame(reference, columns=SCALE_COLUMNS).to_parquet(folder / "reference.parquet")
+    day = folder / "log" / MODEL / f"date={time.strftime('%Y-%m-%d', time.gmtime())}"
+    day.mkdir(parents=True, exist_ok=True)
+    samples = []
+    keep = min(1.0, SCALE_SAMPLE_ROWS / rows)
+    stamp = int((time.time() - 60) * 1e6)  # a minute ago: inside the checked window
+    for number, first in enumerate(range(0, rows, SCALE_FILE_ROWS)):
+        size = min(SCALE_FILE_ROWS, rows - first)
+        values = scale_chunk(rng, size, drifted=True)
+        samples.append(values[rng.random(size) < keep])
+        arrays = [pa.array(values[:, i]) for i in range(COLUMNS)]
+        arrays += [
+            pa.array(np.zeros(size, dtype=np.int64)),
+            pa.array(np.ones(size, dtype=np.int64)),
+            pa.array(np.full(size, stamp, dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
+        ]
+        names = [*SCALE_COLUMNS, PREDICTION, VERSION, TIME]
+        pq.write_table(pa.Table.from_arrays(arrays, names=names), day / f"{number:05d}.parquet")
+    sample = pd.DataFrame(np.concatenate(samples), columns=SCALE_COLUMNS)
+    sample.to_parquet(folder / "sample.parquet")
+    (folder / "done").write_text(str(rows))
+    return True
+
+
+def run_scale(side: str, folder: Path) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from chassis.drift import DriftPolicy, detect_drift
+    from chassis.drift_stream import detect_drift_streamed, reference_grids, stream_window
+    from chassis.settings import ChassisSettings
+    from chassis.storage import BlobStore
+
+    reference = pd.read_parquet(folder / "reference.parquet")
+    policy = DriftPolicy(drift_share=0.2)
+    started = time.perf_counter()
+    if side == "streamed":
+        store = BlobStore(ChassisSettings(home=folder / "home"), str(folder / "log"))
+        end = datetime.now(UTC)
+        grids = reference_grids(reference, SCALE_COLUMNS)
+        window = stream_window(store, MODEL, end - timedelta(hours=1), end, grids)
+        result = detect_drift_streamed(reference, window, SCALE_COLUMNS, policy)
+    else:  # Evidently on the sample, every row of it
+        sample = pd.read_parquet(folder / "sample.parquet")
+        whole = policy.model_copy(update={"max_rows": len(sample)})
+        result = detect_drift(reference, sample, SCALE_COLUMNS, whole)
+    seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "side": side,
+        "rows": result.current_rows,
+        "seconds": seconds,
+        # The whole process's CPU (imports and reference read too): the busy machine's
+        # wall time is not this code's.
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "verdict": result.verdict,
+        "share": result.drifted_share,
+        "columns": {c.column: [c.method, c.score, c.drifted] for c in result.columns},
+        "notes": list(result.explanations),
+    }
+
+
+def scale(rows: int, folder: Path) -> None:
+    started = time.perf_counter()
+    written = write_scale_inputs(folder, rows)
+    generated = time.perf_counter() - started
+    origin = f"written in {generated:.0f} s" if written else "already written"
+    results = {}
+    for side in ("streamed", "sample"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--scale-side", side, str(folder)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        results[side] = json.loads(out.strip().splitlines()[-1])
+    streamed, sample = results["streamed"], results["sample"]
+    load = os.getloadavg()
+    print(
+        f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} after the run; {rows:,} rows x {COLUMNS} columns in "
+        f"{-(-rows // SCALE_FILE_ROWS)} files ({origin}), "
+        f"{len(SCALE_SHIFTED)} moved.\n"
+    )
+    print("| | rows judged | wall s | CPU s | peak MiB (process) | drifted share | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in (("streamed check, whole window", streamed), ("Evidently, sample", sample)):
+        print(
+            f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['cpu_seconds']:.0f} "
+            f"| {r['peak_mib']:.0f} "
+            f"| {r['share']:.2f} | {r['verdict']} |"
+        )
+    agree = [streamed["columns"][c][2] == sample["columns"][c][2] for c in SCALE_COLUMNS]
+    gaps = [abs(streamed["columns"][c][1] - sample["columns"][c][1]) for c in SCALE_COLUMNS]
+    drifted = sorted(c for c in SCALE_COLUMNS if streamed["columns"][c][2])
+    print(
+        f"\nper-column decisions agree: {sum(agree)} of {len(agree)}; largest score gap "
+        f"(sampling error of the sample): {max(gaps):.4f}; drifted: {', '.join(drifted)}; "
+        f"rows/s streamed: {streamed['rows'] / streamed['seconds']:,.0f}"
+    )
+    for note in streamed["notes"]:
+        print(f"note: {note}")
+    if not all(agree) or streamed["verdict"] != sample["verdict"]:
+        sys.exit("the streamed check and Evidently on the sample disagree")
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--scale-side":
+        print(json.dumps(run_scale(sys.argv[2], Path(sys.argv[3]))))
+        return
+    if len(sys.argv) >= 3 and sys.argv[1] == "--scale":
+        rows = int(sys.argv[2])
+        if len(sys.argv) == 5 and sys.argv[3] == "--folder":
+            folder = Path(sys.argv[4])
+            folder.mkdir(parents=True, exist_ok=True)
+            scale(rows, folder)
+            return
+        with tempfile.TemporaryDirectory(prefix="bench-drift-scale-") as temporary:
+            scale(rows, Path(temporary))
+        return
     if len(sys.argv) == 4 and sys.argv[1] == "--side":
         print(json.dumps(run(sys.argv[2], Path(sys.argv[3]))))
         return

@@ -16,7 +16,7 @@ had judged, and an all-infinite column a ValueError.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -285,17 +285,30 @@ def finite_rows(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
 def quality_problems(current: pd.DataFrame, features: list[str], policy: DriftPolicy) -> list[str]:
     if len(current) == 0:
         return ["the window has no rows"]
-    problems: list[str] = []
-    if len(current) < policy.min_rows:
-        problems.append(f"the window has {len(current)} rows, fewer than {policy.min_rows}")
     counts = count_non_finite(current, features)
+    return counted_problems(
+        len(current), counts, lambda: len(finite_rows(current, features)), policy
+    )
+
+
+def counted_problems(
+    rows: int, counts: Sequence[NonFinite], kept: Callable[[], int], policy: DriftPolicy
+) -> list[str]:
+    """A window's data-quality problems from its counts: `rows`, each column's non-finite
+    counts, and `kept`, the rows whose features are all finite (asked only when needed),
+    so a window summarized while streamed is judged by the same rules as a frame."""
+    if rows == 0:
+        return ["the window has no rows"]
+    problems: list[str] = []
+    if rows < policy.min_rows:
+        problems.append(f"the window has {rows} rows, fewer than {policy.min_rows}")
     problems += [p for p in (column_problem(c, policy) for c in counts) if p]
     if not problems:
-        kept = len(finite_rows(current, features))
-        if kept < policy.min_rows:  # each column passes, but together they leave too few
+        left = kept()
+        if left < policy.min_rows:  # each column passes, but together they leave too few
             problems.append(
-                f"{len(current) - kept} of {len(current)} rows have a null or infinite feature "
-                f"value; the {kept} left are fewer than {policy.min_rows}"
+                f"{rows - left} of {rows} rows have a null or infinite feature "
+                f"value; the {left} left are fewer than {policy.min_rows}"
             )
     return problems
 

@@ -60,6 +60,15 @@ class DriftPolicy(BaseModel):
         description="Statistics on a uniform random sample of at most this many rows a side.",
     )
     seed: Annotated[int, Field(ge=0)] = Field(default=0, description="Seed of that sample.")
+    # A window too large to read into memory: every row judged from per-column sketches
+    # (chassis/drift_stream.py), the same tests and verdicts as Evidently's, in bounded
+    # memory; no Evidently HTML (a per-column table instead) and no serving suite.
+    streamed: bool = Field(
+        default=False,
+        description="Read the window as a stream and judge every row from per-column "
+        "sketches, in bounded memory (Evidently's default tests; reference of over 1,000 rows; "
+        "no serving suite, no Evidently report).",
+    )
     serving_suite: SuiteAction = Field(
         default="fail",
         description="When the window breaks the model's serving suite (Great Expectations, "

@@ -27,11 +27,11 @@ class Window:
     skipped: tuple[SkippedFile, ...]
 
 
-def _days(start: datetime, end: datetime) -> list[date]:
+def window_days(start: datetime, end: datetime) -> list[date]:
     return [start.date() + timedelta(days=n) for n in range((end.date() - start.date()).days + 1)]
 
 
-def _unreadable() -> tuple[type[BaseException], ...]:
+def unreadable_errors() -> tuple[type[BaseException], ...]:
     """What reading one file may raise for that file alone: Arrow's parse errors are
     ValueError or OSError subclasses; an S3 object may be gone or forbidden (ClientError).
     An unreachable endpoint is neither and stops the check."""
@@ -52,7 +52,7 @@ def _read_file(store: "BlobStore", relative: str) -> pd.DataFrame:
     return frame
 
 
-def _reason(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
     text = " ".join(str(error).split())  # one line for tables and logs
     return f"{type(error).__name__}: {text[:200]}"
 
@@ -70,17 +70,17 @@ def read_feedback(store: "BlobStore", model: str, start: datetime, end: datetime
 
 
 def _read(store: "BlobStore", folder: str, column: str, start: datetime, end: datetime) -> Window:
-    unreadable = _unreadable()
+    unreadable = unreadable_errors()
     frames: list[pd.DataFrame] = []
     skipped: list[SkippedFile] = []
-    for day in _days(start, end):
+    for day in window_days(start, end):
         for relative in store.list(f"{folder}date={day:%Y-%m-%d}"):
             if not relative.endswith(".parquet"):
                 continue
             try:
                 frames.append(_read_file(store, relative))
             except unreadable as error:
-                skipped.append(SkippedFile(relative, _reason(error)))
+                skipped.append(SkippedFile(relative, error_reason(error)))
     if not frames:
         return Window(pd.DataFrame(), 0, tuple(skipped))
     frame = pd.concat(frames, ignore_index=True)

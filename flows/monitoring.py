@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from chassis.drift import DriftPolicy, DriftResult
 from chassis.drift_policy import window_since
-from chassis.errors import ChassisError, DataQualityFailure
+from chassis.errors import ChassisError, DataQualityFailure, DriftInputError
 from chassis.live_accuracy import VersionAccuracy
 from chassis.markdown import PlotLinks
 from chassis.registry import Registry
@@ -23,7 +23,9 @@ from tasks.monitoring import (
     check_serving_suite,
     judge_accuracy,
     judge_drift,
+    judge_streamed_drift,
     load_reference,
+    load_streamed_window,
     load_text_encoder,
     load_window,
     log_drift_report,
@@ -32,6 +34,7 @@ from tasks.monitoring import (
     push_drift_metrics,
     signal_accuracy,
     signal_drift,
+    streamed_columns,
 )
 
 
@@ -152,7 +155,10 @@ def drift_check(
     `chassis.model.accuracy-below-gate`, which the same deployment triggers on. A plot of
     drift over time (this check and the earlier ones of the model) is
     stored with the check's MLflow run and shown in the drift summary. With
-    CHASSIS_PUSHGATEWAY_URL set, a judged check's result is pushed there for Prometheus."""
+    CHASSIS_PUSHGATEWAY_URL set, a judged check's result is pushed there for Prometheus.
+    With policy streamed, the window is never held: it is read as a stream into per-column
+    sketches and every row is judged from them (chassis/drift_stream.py), with the same
+    tests and data-quality rules; no serving suite and no Evidently plots then."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -166,7 +172,9 @@ def drift_check(
     workdir = settings.home / "work" / uuid.uuid4().hex
     try:
         reference, features = load_reference(registry, model_name, champion, workdir)
-        window = load_window(settings, model_name, start, end)
+        if drift_policy.streamed and registry.reads_text(model_name, champion):
+            raise DriftInputError("a text model's window cannot be streamed (policy streamed)")
+        window = None if drift_policy.streamed else load_window(settings, model_name, start, end)
         # Judged and signalled before drift: a window unusable for the drift test (or a
         # failing serving suite) says nothing about the labels clients sent.
         live = judge_accuracy(settings, registry, model_name, start, end, drift_policy)
@@ -174,17 +182,25 @@ def drift_check(
         accuracy_emitted = below is not None and emit
         if below is not None and emit:
             signal_accuracy(model_name, below, {"window_minutes": minutes})
-        suite = check_serving_suite(
-            registry, settings, model_name, champion, window, features, drift_policy
-        )
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
-        # A tabular model has no tokenizer: no task run that would only say so.
-        encoder = (
-            load_text_encoder(registry, model_name, champion, workdir)
-            if registry.reads_text(model_name, champion)
-            else None
-        )
-        result = judge_drift(reference, window, features, drift_policy, html, suite, encoder)
+        if window is None:  # policy streamed: sketches of every row, never the rows
+            columns = streamed_columns(reference, features)
+            streamed = load_streamed_window(settings, model_name, start, end, reference, columns)
+            prediction = columns[-1] if len(columns) > len(features) else None
+            result = judge_streamed_drift(
+                reference, streamed, features, drift_policy, html, prediction
+            )
+        else:
+            suite = check_serving_suite(
+                registry, settings, model_name, champion, window, features, drift_policy
+            )
+            # A tabular model has no tokenizer: no task run that would only say so.
+            encoder = (
+                load_text_encoder(registry, model_name, champion, workdir)
+                if registry.reads_text(model_name, champion)
+                else None
+            )
+            result = judge_drift(reference, window, features, drift_policy, html, suite, encoder)
         params = {
             "champion_version": champion,
             "window_minutes": minutes,

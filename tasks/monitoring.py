@@ -13,6 +13,12 @@ from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.drift_plot import HISTORY_CHECKS, CheckPoint, check_of_record, drift_figure
 from chassis.drift_push import PUSH_JOB, push_drift
+from chassis.drift_stream import (
+    StreamedWindow,
+    detect_drift_streamed,
+    reference_grids,
+    stream_window,
+)
 from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
 from chassis.expectations import SuiteResult
@@ -88,6 +94,59 @@ def load_window(settings: ChassisSettings, model: str, start: datetime, end: dat
     for skipped in window.skipped:
         logger.warning("skipped unreadable prediction-log file %s", skipped.describe())
     return window
+
+
+@task(name="stream-window", **NO_CACHE_TASK)
+def load_streamed_window(
+    settings: ChassisSettings,
+    model: str,
+    start: datetime,
+    end: datetime,
+    reference: pd.DataFrame,
+    columns: list[str],
+) -> StreamedWindow:
+    """The window summarized as it is read (policy streamed): per-column sketches on the
+    reference's ranges, never the rows; unreadable files are named, not fatal."""
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    window = stream_window(store, model, start, end, reference_grids(reference, columns))
+    logger = get_run_logger()
+    logger.info(
+        "window %s .. %s, streamed: %d served rows from %d file(s)",
+        start,
+        end,
+        window.summary.rows,
+        window.files_read,
+    )
+    for skipped in window.skipped:
+        logger.warning("skipped unreadable prediction-log file %s", skipped.describe())
+    return window
+
+
+@task(name="judge-drift-streamed", **NO_CACHE_TASK)
+def judge_streamed_drift(
+    reference: pd.DataFrame,
+    window: StreamedWindow,
+    features: list[str],
+    policy: DriftPolicy,
+    html_path: Path,
+    prediction: str | None,
+) -> DriftResult:
+    """`judge_drift` of a streamed window. Its report is the per-column table as HTML
+    (Evidently's plots need the rows), so the monitoring run is logged as for any check."""
+    result = detect_drift_streamed(reference, window, features, policy, prediction)
+    if result.columns:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(result.summary_rows()).to_html(index=False)
+        html_path.write_text(
+            f"<h1>Streamed drift check: {result.verdict_sentence()}</h1>"
+            f"<p>{result.current_rows} rows judged from per-column sketches.</p>{table}"
+        )
+    return result
+
+
+def streamed_columns(reference: pd.DataFrame, features: list[str]) -> list[str]:
+    """The columns a streamed check summarizes: a regressor's predictions too."""
+    return [*features, PREDICTION] if PREDICTION in reference.columns else list(features)
 
 
 @task(name="check-serving-suite", **REMOTE_READ_TASK)
