@@ -30,7 +30,7 @@ from chassis.registry.audit import AliasChange, AuditRecord
 from chassis.registry.connection import mlflow_client
 from chassis.registry.failures import naming
 from chassis.registry.fetch import VersionFiles
-from chassis.registry.lock import RegistryLock
+from chassis.registry.lock import RegistryLock, lock_ttl_seconds
 from chassis.registry.registration import RegisteredVersion
 from chassis.registry.sanitization import SanitizationChange
 from chassis.rollout.record import RolloutRecord
@@ -50,6 +50,9 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: ChassisSettings) -> "Registry":
+        # A bad lock lifetime is refused before the store is opened: opening a local one
+        # creates its database, which a refused command must not leave behind.
+        lock_ttl_seconds()
         return cls(mlflow_client(settings), settings.resolved_registry_signing_key())
 
     # Registration ---------------------------------------------------------------------

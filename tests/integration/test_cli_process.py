@@ -125,6 +125,8 @@ def test_a_bad_lock_lifetime_is_refused_by_name(tmp_path):
     assert result.stderr.strip() == (
         "error: CHASSIS_LOCK_TTL_SECONDS must be a number of seconds in (0, 3600], got 'soon'"
     )
+    # Refused before the registry's store is opened: no database left behind.
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_the_cli_prints_one_error_line_for_an_unreachable_registry(tmp_path):
