@@ -53,15 +53,20 @@ def send_head_with_body(cycle: RequestResponseCycle) -> None:
             return
         if not held:
             await send(message)
-            return
-        real = cycle.transport
-        collecting = _Collecting(real)
-        cycle.transport = cast(asyncio.Transport, collecting)
-        try:
-            await send(held.pop())
-            await send(message)
-        finally:
-            cycle.transport = real
-            collecting.flush()
+        else:
+            real = cycle.transport
+            collecting = _Collecting(real)
+            cycle.transport = cast(asyncio.Transport, collecting)
+            try:
+                await send(held.pop())
+                await send(message)
+            finally:
+                cycle.transport = real
+                collecting.flush()
+        if cycle.response_complete:
+            # The cycle and this closure refer to each other: undone once the response is
+            # out, so refcounting frees the cycle at once. Left in place, every request
+            # leaves ~16 objects for the collector, which then runs every ~40 requests.
+            vars(cycle).pop("send", None)
 
     cycle.send = joined_send
