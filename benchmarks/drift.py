@@ -17,8 +17,10 @@ Run with `make bench-drift`.
 streamed check (chassis/drift_stream.py) on a window too large to hold: ROWS x 20 columns
 written as prediction-log Parquet files of SCALE_FILE_ROWS rows, generated one file at a
 time (never whole in memory), 4 of 20 columns shifted and one four-valued column's shares
-moved. One process times `stream_window` + `detect_drift_streamed` against a 5,000-row
-reference (the size the registry stores), with its peak RSS; another runs Evidently (through
+moved. One process times the streamed summary + `detect_drift_streamed` against a 5,000-row
+reference (the size the registry stores), with its peak RSS, read in 1 part, then another
+in 2 parts on 2 threads (what the flow's default task runner does with policy
+stream_parts=2; the results must be identical); another runs Evidently (through
 `detect_drift`) on a uniform sample of the window's rows kept while generating
 (SCALE_SAMPLE_ROWS), the full-precision computation the per-column decisions and the verdict
 are compared with. `--folder DIR` keeps the files there (reused when already written).
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
@@ -199,19 +202,32 @@ def run_scale(side: str, folder: Path) -> dict:
     import pandas as pd
 
     from chassis.drift import DriftPolicy, detect_drift
-    from chassis.drift_stream import detect_drift_streamed, reference_grids, stream_window
+    from chassis.drift_stream import (
+        combine,
+        detect_drift_streamed,
+        reference_grids,
+        split_files,
+        summarize_files,
+        window_files,
+    )
     from chassis.settings import ChassisSettings
     from chassis.storage import BlobStore
 
     reference = pd.read_parquet(folder / "reference.parquet")
     policy = DriftPolicy(drift_share=0.2)
     started = time.perf_counter()
-    if side == "streamed":
+    if side.startswith("streamed-"):  # streamed-N: N parts on N threads, as the flow runs them
+        parts = int(side.removeprefix("streamed-"))
         store = BlobStore(ChassisSettings(home=folder / "home"), str(folder / "log"))
         end = datetime.now(UTC)
+        start = end - timedelta(hours=1)
         grids = reference_grids(reference, SCALE_COLUMNS)
-        window = stream_window(store, MODEL, end - timedelta(hours=1), end, grids)
-        result = detect_drift_streamed(reference, window, SCALE_COLUMNS, policy)
+        groups = split_files(window_files(store, MODEL, start, end), parts)
+        with ThreadPoolExecutor(parts) as pool:
+            summaries = list(
+                pool.map(lambda files: summarize_files(store, files, start, end, grids), groups)
+            )
+        result = detect_drift_streamed(reference, combine(summaries), SCALE_COLUMNS, policy)
     else:  # Evidently on the sample, every row of it
         sample = pd.read_parquet(folder / "sample.parquet")
         whole = policy.model_copy(update={"max_rows": len(sample)})
@@ -239,7 +255,7 @@ def scale(rows: int, folder: Path) -> None:
     generated = time.perf_counter() - started
     origin = f"written in {generated:.0f} s" if written else "already written"
     results = {}
-    for side in ("streamed", "sample"):
+    for side in ("streamed-1", "streamed-2", "sample"):
         out = subprocess.run(
             [sys.executable, __file__, "--scale-side", side, str(folder)],
             capture_output=True,
@@ -247,7 +263,7 @@ def scale(rows: int, folder: Path) -> None:
             check=True,
         ).stdout
         results[side] = json.loads(out.strip().splitlines()[-1])
-    streamed, sample = results["streamed"], results["sample"]
+    streamed, two, sample = results["streamed-1"], results["streamed-2"], results["sample"]
     load = os.getloadavg()
     print(
         f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / "
@@ -257,7 +273,12 @@ def scale(rows: int, folder: Path) -> None:
     )
     print("| | rows judged | wall s | CPU s | peak MiB (process) | drifted share | verdict |")
     print("|---|---|---|---|---|---|---|")
-    for name, r in (("streamed check, whole window", streamed), ("Evidently, sample", sample)):
+    sides = (
+        ("streamed check, whole window, 1 part", streamed),
+        ("streamed check, whole window, 2 parts on 2 threads", two),
+        ("Evidently, sample", sample),
+    )
+    for name, r in sides:
         print(
             f"| {name} | {r['rows']:,} | {r['seconds']:.1f} | {r['cpu_seconds']:.0f} "
             f"| {r['peak_mib']:.0f} "
@@ -273,8 +294,11 @@ def scale(rows: int, folder: Path) -> None:
     )
     for note in streamed["notes"]:
         print(f"note: {note}")
+    print(f"2 parts / 1 part, wall: {two['seconds'] / streamed['seconds']:.2f}x")
     if not all(agree) or streamed["verdict"] != sample["verdict"]:
         sys.exit("the streamed check and Evidently on the sample disagree")
+    if two["columns"] != streamed["columns"] or two["rows"] != streamed["rows"]:
+        sys.exit("the streamed check in 2 parts differs from the one in 1 part")
 
 
 def main() -> None:

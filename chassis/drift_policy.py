@@ -69,6 +69,16 @@ class DriftPolicy(BaseModel):
         "sketches, in bounded memory (Evidently's default tests; reference of over 1,000 rows; "
         "no serving suite, no Evidently report).",
     )
+    # Each part is one task of the flow's task runner (threads by default; Dask or Ray
+    # runners spread them over machines) holding one record batch at a time, so memory
+    # grows with the parts run at once, not with the window. One by default: on a 2-core
+    # machine shared with other work, 2 parts on threads were no faster (BENCHMARKS.md).
+    stream_parts: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1,
+        description="With streamed: the window's log files are summarized in this many "
+        "tasks run by the flow's task runner, then merged (each task holds one record batch "
+        "at a time).",
+    )
     serving_suite: SuiteAction = Field(
         default="fail",
         description="When the window breaks the model's serving suite (Great Expectations, "

@@ -183,6 +183,78 @@ def _check_file_schema(schema: "pa.Schema", columns: list[str], relative: str) -
         )
 
 
+def window_files(store: "BlobStore", model: str, start: datetime, end: datetime) -> list[str]:
+    """The window's prediction-log files, day by day in order: what a streamed check reads."""
+    return [
+        relative
+        for day in window_days(start, end)
+        for relative in store.list(f"{model}/date={day:%Y-%m-%d}")
+        if relative.endswith(".parquet")
+    ]
+
+
+def summarize_files(
+    store: "BlobStore",
+    files: list[str],
+    start: datetime,
+    end: datetime,
+    grids: dict[str, Grid],
+    batch_rows: int = BATCH_ROWS,
+) -> StreamedWindow:
+    """The rows of `files` served in [start, end), summarized file by file, skipping (and
+    naming) the files that cannot be read. One part of a window: parts merge by `combine`."""
+    columns = list(grids)
+    window = _window_filter(start, end)
+    unreadable = unreadable_errors()
+    total = WindowSummary(grids)
+    files_read = 0
+    skipped: list[SkippedFile] = []
+    for relative in files:
+        try:
+            fragment = _fragment(store, relative)
+            _check_file_schema(fragment.physical_schema, columns, relative)
+            one = WindowSummary(grids)
+            for batch in fragment.to_batches(columns=columns, filter=window, batch_size=batch_rows):
+                one.add(batch)
+        except unreadable as error:
+            skipped.append(SkippedFile(relative, error_reason(error)))
+            continue
+        total.merge(one)
+        files_read += 1
+    return StreamedWindow(total, files_read, tuple(skipped))
+
+
+def split_files(files: list[str], parts: int) -> list[list[str]]:
+    """`files` in at most `parts` contiguous groups of near-equal length, none empty (one
+    empty group when there are no files, so an empty window is still judged)."""
+    if not files:
+        return [[]]
+    count = min(parts, len(files))
+    size, extra = divmod(len(files), count)
+    groups: list[list[str]] = []
+    at = 0
+    for index in range(count):
+        length = size + (1 if index < extra else 0)
+        groups.append(files[at : at + length])
+        at += length
+    return groups
+
+
+def combine(parts: list[StreamedWindow]) -> StreamedWindow:
+    """One window from parts summarized apart (on other threads, processes or machines):
+    counts and sketches add, skipped files are listed in the parts' order."""
+    if not parts:
+        raise ValueError("no parts to combine")
+    total = WindowSummary(parts[0].summary.grids)
+    for part in parts:
+        total.merge(part.summary)
+    return StreamedWindow(
+        total,
+        sum(p.files_read for p in parts),
+        tuple(s for p in parts for s in p.skipped),
+    )
+
+
 def stream_window(
     store: "BlobStore",
     model: str,
@@ -191,32 +263,9 @@ def stream_window(
     grids: dict[str, Grid],
     batch_rows: int = BATCH_ROWS,
 ) -> StreamedWindow:
-    """The rows served in [start, end), summarized file by file, skipping (and naming)
-    the files that cannot be read."""
-    columns = list(grids)
-    window = _window_filter(start, end)
-    unreadable = unreadable_errors()
-    total = WindowSummary(grids)
-    files_read = 0
-    skipped: list[SkippedFile] = []
-    for day in window_days(start, end):
-        for relative in store.list(f"{model}/date={day:%Y-%m-%d}"):
-            if not relative.endswith(".parquet"):
-                continue
-            try:
-                fragment = _fragment(store, relative)
-                _check_file_schema(fragment.physical_schema, columns, relative)
-                one = WindowSummary(grids)
-                for batch in fragment.to_batches(
-                    columns=columns, filter=window, batch_size=batch_rows
-                ):
-                    one.add(batch)
-            except unreadable as error:
-                skipped.append(SkippedFile(relative, error_reason(error)))
-                continue
-            total.merge(one)
-            files_read += 1
-    return StreamedWindow(total, files_read, tuple(skipped))
+    """The rows served in [start, end), summarized in this process, file by file."""
+    files = window_files(store, model, start, end)
+    return summarize_files(store, files, start, end, grids, batch_rows)
 
 
 def check_streamable(reference: pd.DataFrame, policy: DriftPolicy) -> None:

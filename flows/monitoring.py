@@ -25,7 +25,6 @@ from tasks.monitoring import (
     judge_drift,
     judge_streamed_drift,
     load_reference,
-    load_streamed_window,
     load_text_encoder,
     load_window,
     log_drift_report,
@@ -34,6 +33,7 @@ from tasks.monitoring import (
     push_drift_metrics,
     signal_accuracy,
     signal_drift,
+    stream_in_parts,
     streamed_columns,
 )
 
@@ -158,7 +158,10 @@ def drift_check(
     CHASSIS_PUSHGATEWAY_URL set, a judged check's result is pushed there for Prometheus.
     With policy streamed, the window is never held: it is read as a stream into per-column
     sketches and every row is judged from them (chassis/drift_stream.py), with the same
-    tests and data-quality rules; no serving suite and no Evidently plots then."""
+    tests and data-quality rules; no serving suite and no Evidently plots then. Its files
+    are read by policy stream_parts tasks on the flow's task runner (threads by default; a
+    Dask or Ray task runner, or `ProcessPoolTaskRunner`, given with `drift_check.with_options`),
+    whose summaries are merged before the verdict."""
     settings = ChassisSettings()
     registry = Registry.from_settings(settings)
     drift_policy = policy or DriftPolicy()
@@ -185,7 +188,9 @@ def drift_check(
         html = workdir / f"drift-{model_name}-{end:%Y%m%dT%H%M%S}.html"
         if window is None:  # policy streamed: sketches of every row, never the rows
             columns = streamed_columns(reference, features)
-            streamed = load_streamed_window(settings, model_name, start, end, reference, columns)
+            streamed = stream_in_parts(
+                settings, model_name, start, end, reference, columns, drift_policy.stream_parts
+            )
             prediction = columns[-1] if len(columns) > len(features) else None
             result = judge_streamed_drift(
                 reference, streamed, features, drift_policy, html, prediction

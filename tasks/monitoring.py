@@ -13,11 +13,15 @@ from chassis import expectations
 from chassis.drift import DriftPolicy, DriftResult, detect_drift
 from chassis.drift_plot import HISTORY_CHECKS, CheckPoint, check_of_record, drift_figure
 from chassis.drift_push import PUSH_JOB, push_drift
+from chassis.drift_sketch import Grid
 from chassis.drift_stream import (
     StreamedWindow,
+    combine,
     detect_drift_streamed,
     reference_grids,
-    stream_window,
+    split_files,
+    summarize_files,
+    window_files,
 )
 from chassis.drift_summary import drift_summary
 from chassis.errors import DriftInputError, RegistryError
@@ -96,24 +100,54 @@ def load_window(settings: ChassisSettings, model: str, start: datetime, end: dat
     return window
 
 
-@task(name="stream-window", **NO_CACHE_TASK)
-def load_streamed_window(
+@task(name="list-window-files", **NO_CACHE_TASK)
+def list_window_files(
+    settings: ChassisSettings, model: str, start: datetime, end: datetime
+) -> list[str]:
+    """The prediction-log files a streamed check of [start, end) reads."""
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    return window_files(store, model, start, end)
+
+
+@task(name="summarize-log-files", **NO_CACHE_TASK)
+def summarize_log_files(
+    settings: ChassisSettings,
+    files: list[str],
+    start: datetime,
+    end: datetime,
+    grids: dict[str, Grid],
+) -> StreamedWindow:
+    """One part of a streamed window: its files' rows folded into per-column sketches,
+    never held; unreadable files are named, not fatal. Its result is small (about 0.5 MiB
+    a column) and pickles, so any task runner can run the parts anywhere."""
+    store = BlobStore(settings, settings.resolved_prediction_log_root())
+    return summarize_files(store, files, start, end, grids)
+
+
+def stream_in_parts(
     settings: ChassisSettings,
     model: str,
     start: datetime,
     end: datetime,
     reference: pd.DataFrame,
     columns: list[str],
+    parts: int,
 ) -> StreamedWindow:
-    """The window summarized as it is read (policy streamed): per-column sketches on the
-    reference's ranges, never the rows; unreadable files are named, not fatal."""
-    store = BlobStore(settings, settings.resolved_prediction_log_root())
-    window = stream_window(store, model, start, end, reference_grids(reference, columns))
+    """The window summarized by `parts` tasks on the flow's task runner, then merged (policy
+    streamed): the flow's run shows one `summarize-log-files` task run per part."""
+    grids = reference_grids(reference, columns)
+    files = list_window_files(settings, model, start, end)
+    futures = [
+        summarize_log_files.submit(settings, group, start, end, grids)
+        for group in split_files(files, parts)
+    ]
+    window = combine([future.result() for future in futures])
     logger = get_run_logger()
     logger.info(
-        "window %s .. %s, streamed: %d served rows from %d file(s)",
+        "window %s .. %s, streamed in %d part(s): %d served rows from %d file(s)",
         start,
         end,
+        len(futures),
         window.summary.rows,
         window.files_read,
     )

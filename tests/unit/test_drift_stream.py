@@ -1,6 +1,7 @@
 """The streamed drift check: the same verdicts as Evidently's on the same rows, from
 per-column sketches of a prediction log read as a stream."""
 
+import pickle
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,9 +14,13 @@ from chassis.drift_sketch import GRID_BINS, WASSERSTEIN, ColumnSketch, grid_of
 from chassis.drift_stream import (
     StreamedWindow,
     WindowSummary,
+    combine,
     detect_drift_streamed,
     reference_grids,
+    split_files,
     stream_window,
+    summarize_files,
+    window_files,
 )
 from chassis.errors import DriftInputError
 from chassis.prediction_window import read_window
@@ -247,3 +252,47 @@ def test_a_regressors_predictions_are_judged_as_one_more_column_as_detect_drift_
     streamed = detect_drift_streamed(reference, window, FEATURES, DriftPolicy(), PREDICTION)
     assert streamed.drifted_column_names() == evidently.drifted_column_names() == [PREDICTION]
     assert streamed.columns[-1].score == pytest.approx(evidently.columns[-1].score, abs=1e-3)
+
+
+@pytest.mark.parametrize(("files", "parts"), [(7, 3), (3, 5), (4, 4), (1, 2), (10, 1)])
+def test_files_split_into_contiguous_near_equal_parts_none_empty(files, parts):
+    names = [f"f{i}.parquet" for i in range(files)]
+    groups = split_files(names, parts)
+    assert [n for g in groups for n in g] == names  # every file once, in order
+    assert len(groups) == min(files, parts) and all(groups)
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+
+
+def test_an_empty_window_is_one_empty_part_so_it_is_still_judged():
+    assert split_files([], 4) == [[]]
+
+
+def test_parts_summarized_apart_and_pickled_combine_to_the_one_read(store):
+    rng = np.random.default_rng(11)
+    reference = frame(table(rng, REFERENCE_ROWS, drifted=False))
+    rows = table(rng, WINDOW_ROWS, drifted=True)
+    rows[::11, 1] = np.inf
+    log(store, rows, files=5)
+    folder = store.list(MODEL)[0].rsplit("/", 1)[0]
+    store.write(f"{folder}/truncated.parquet", b"PAR1 not really")
+    start, end = bounds()
+    grids = reference_grids(reference, FEATURES)
+    whole = stream_window(store, MODEL, start, end, grids)
+    files = window_files(store, MODEL, start, end)
+    # Each part crosses a process boundary as a Dask or Ray worker's result would.
+    parts = [
+        pickle.loads(pickle.dumps(summarize_files(store, group, start, end, grids)))
+        for group in split_files(files, 3)
+    ]
+    combined = combine(parts)
+    assert (combined.files_read, combined.summary.rows) == (5, WINDOW_ROWS)
+    assert (combined.files_read, combined.summary.kept) == (whole.files_read, whole.summary.kept)
+    assert combined.summary.pos_inf == whole.summary.pos_inf
+    assert [s.path for s in combined.skipped] == [s.path for s in whole.skipped] != []
+    for column in FEATURES:
+        assert np.array_equal(
+            combined.summary.sketches[column].counts, whole.summary.sketches[column].counts
+        )
+    policy = DriftPolicy()
+    judged = detect_drift_streamed(reference, combined, FEATURES, policy)
+    assert judged == detect_drift_streamed(reference, whole, FEATURES, policy)
