@@ -63,6 +63,37 @@ def prefect_api() -> Iterator[None]:
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the controller, a worker done
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 server (moto, over HTTP on loopback) with one bucket: AWS cannot be
+    reached from here."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.fixtures.s3 import BUCKET, boto_credentials
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, **boto_credentials()).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, chassis_home: Path) -> str:
+    """The environment that points Chassis (and boto3) at the local S3 server."""
+    from tests.fixtures.s3 import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CHASSIS_S3_ENDPOINT_URL", s3_endpoint)
+    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    return s3_endpoint
+
+
 def pytest_testnodedown(node: Any, error: object) -> None:
     from tests.fixtures.fault_report import REPORT
 

@@ -1,6 +1,6 @@
-"""Artifacts on S3: a local S3 server (moto, over HTTP on loopback) stands in for AWS, which
-cannot be reached from here. Two modes: MLflow on SQLite writing straight to the bucket, and
-a real `mlflow server` process proxying artifacts to the bucket."""
+"""Artifacts on S3 (the `s3_env` fixture: moto over HTTP on loopback stands in for AWS). Two
+modes: MLflow on SQLite writing straight to the bucket, and a real `mlflow server` process
+proxying artifacts to the bucket."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,50 +15,13 @@ from chassis.storage import StorageError, list_keys
 from flows.training import train
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.registries import home_registry
-
-BUCKET = "chassis-artifacts"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
-
-
-@pytest.fixture
-def s3_env(monkeypatch, s3_endpoint, chassis_home):
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CHASSIS_S3_ENDPOINT_URL", s3_endpoint)
-    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    return s3_endpoint
+from tests.fixtures.s3 import BUCKET, boto_credentials
 
 
 def corrupt_and_expect_refusal(
     settings: ChassisSettings, model: str, version: int, tmp: Path
 ) -> None:
-    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **_boto_credentials())
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, **boto_credentials())
     key = next(
         k
         for k in list_keys(settings, f"s3://{BUCKET}/")
