@@ -83,6 +83,10 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/serving.py
 
+.PHONY: bench-text-batching
+bench-text-batching: $(MINILM_STAMP) ## The gateway on the MiniLM text classifier: batching off / greedy / held open, no wrk (see BENCHMARKS.md)
+	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/text_batching.py
+
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
 	$(BIN)/python benchmarks/drift.py
