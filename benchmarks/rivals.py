@@ -24,7 +24,10 @@ max_length, 64), ONNX Runtime with one intra-op and one inter-op thread per sess
 import those two chassis modules (numpy, onnxruntime and tokenizers only), so tokenizing
 and the session are the gateway's code, not a copy (benchmarks/rival_model.py).
 
-Configurations, each from its own documentation for a CPU model (benchmarks/rival_*.py):
+Configurations, each from its own documentation for a CPU model (benchmarks/rival_*.py;
+read in BentoML's "Workers" and "Adaptive batching" guides, Ray Serve's "Dynamic Request
+Batching" and "Performance Tuning" guides and `ray.serve.batch`'s reference, LitServe's
+"Batching", "Autoscaling" and LitServer/LitAPI references, and the installed sources):
 - gateway: `chassis serve --model M`, every feature on as in production (validation,
   Prometheus metrics, per-version stats, micro-batching max_batch 64 greedy, the prediction
   log); one process, as `chassis serve` runs. The result cache is off (its default): no
@@ -43,10 +46,15 @@ Configurations, each from its own documentation for a CPU model (benchmarks/riva
   `max_batch_size=64, batch_timeout=0` (its default, greedy like the gateway).
 So each rival runs two inference processes where the gateway runs one: that is how their
 docs scale on CPU, and the gateway has no worker setting. `--rival-workers 1` gives them
-one each. The other servers are up and idle while one is measured (Ray's ~2 GB of
-processes included: memory is not tight on this machine), per model; with `--rounds N`
-each connection count is measured N times, the order of the servers rotating every round,
-and the tables give medians and the spread of the per-round gateway/rival ratios, which a
+one each.
+
+One server at a time: in each round every server is started, warmed up (3 s at 8
+connections, discarded), watched idle for 5 s (the CPU it burns doing nothing is reported),
+measured at each connection count and stopped, with everything it started; the order of
+the servers rotates every round. Keeping all up while one is measured was tried first and
+dropped: LitServe's processes poll their queues and use over a core while idle (26 CPU
+seconds in 20 s here), which would have been taken from whichever server was measured.
+The tables give medians and the spread of the per-round gateway/rival ratios, which a
 shared machine moves less than the rates themselves. Nothing here is a test.
 """
 
@@ -57,12 +65,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+import process_tree
 import serving
 
 REPO = serving.REPO
@@ -75,6 +84,8 @@ REGISTERED = {"digits": "digits-mlp", "minilm": "text-topics"}
 TEXT_SPEC = "chassis.specs.text_topics:spec"
 # Ray starts a cluster (GCS, raylet, workers) before it serves: minutes on a busy machine.
 STARTUP_SECONDS = 600
+# How long a server is watched idle (after its warm-up) for the CPU it burns doing nothing.
+IDLE_SECONDS = 5.0
 
 # name -> connections -> one wrk result per round
 Results = dict[str, dict[int, list[dict[str, float]]]]
@@ -265,17 +276,45 @@ def rotated(names: list[str], round_number: int) -> list[str]:
 
 
 def measure(
-    urls: dict[str, str], bodies: list[str], connections: list[int], rounds: int, seconds: int
-) -> Results:
-    results: Results = {name: {c: [] for c in connections} for name in urls}
-    names = list(urls)
-    for round_number in range(rounds):
-        for c in connections:
-            for name in rotated(names, round_number):
-                point = serving.wrk(urls[name], bodies, c, seconds)
-                results[name][c].append(point)
-                print(f"round {round_number + 1} {name} c={c}: {point}", file=sys.stderr)
-    return results
+    build: "Callable[[str], Server]",
+    keys: list[str],
+    bodies: list[str],
+    args: argparse.Namespace,
+    connections: list[int],
+) -> tuple[Results, dict[str, list[float]]]:
+    """Each server alone: started, warmed, its idle CPU taken, measured at every connection
+    count, stopped; the order of the servers rotating every round. Also each server's CPU
+    use while idle (cores, one figure per round)."""
+    results: Results = {}
+    idle: dict[str, list[float]] = {}
+    for round_number in range(args.rounds):
+        for key in rotated(keys, round_number):
+            server = build(key)
+            print(f"round {round_number + 1}: starting {server.label}", file=sys.stderr)
+            with serving.running(
+                server.label,
+                server.command,
+                server.url,
+                bodies[0],
+                server.env,
+                server.cwd,
+                STARTUP_SECONDS,
+            ) as process:
+                idle.setdefault(server.label, []).append(idle_cores(process.pid))
+                for c in connections:
+                    point = serving.wrk(server.url, bodies, c, args.seconds)
+                    results.setdefault(server.label, {}).setdefault(c, []).append(point)
+                    print(
+                        f"round {round_number + 1} {server.label} c={c}: {point}", file=sys.stderr
+                    )
+    return results, idle
+
+
+def idle_cores(pid: int, seconds: float = IDLE_SECONDS) -> float:
+    """CPU the server and its processes use with no request in flight, in cores."""
+    before = process_tree.cpu_seconds(pid)
+    time.sleep(seconds)
+    return (process_tree.cpu_seconds(pid) - before) / seconds
 
 
 @dataclass(frozen=True)
@@ -343,23 +382,6 @@ def behind(results: Results, connections: list[int]) -> list[str]:
 # ---- the run -----------------------------------------------------------------------------
 
 
-def start(servers: list[Server], body: str, stack: ExitStack) -> None:
-    """Every server up (and warmed) until `stack` closes."""
-    for server in servers:
-        print(f"starting {server.label}", file=sys.stderr)
-        stack.enter_context(
-            serving.running(
-                server.label,
-                server.command,
-                server.url,
-                body,
-                server.env,
-                server.cwd,
-                STARTUP_SECONDS,
-            )
-        )
-
-
 def run(args: argparse.Namespace) -> None:
     try:
         rivals = choices(args.rivals, RIVALS, "--rivals")
@@ -391,17 +413,28 @@ def run(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-rivals-"))
     for model_key in models:
         model = prepare(model_key, home, env)
-        servers = [gateway_server(model, env)]
-        servers += [rival_server(r, model, python, args.rival_workers, scratch) for r in rivals]
-        with ExitStack() as stack:
-            start(servers, model.bodies[0], stack)
-            urls = {server.label: server.url for server in servers}
-            results = measure(urls, model.bodies, connections, args.rounds, args.seconds)
+
+        def build(key: str, model: ServedModel = model) -> Server:
+            if key == "gateway":
+                return gateway_server(model, env)
+            return rival_server(key, model, python, args.rival_workers, scratch)
+
+        results, idle = measure(build, ["gateway", *rivals], model.bodies, args, connections)
         sections.append(markdown(model, results, connections))
+        sections.append(
+            "Idle CPU (cores, after warm-up, median of rounds): "
+            + ", ".join(f"{name} {median(cores):.2f}" for name, cores in idle.items())
+            + "."
+        )
         lagging = behind(results, connections)
         if lagging:
             sections.append("Gateway not ahead: " + "; ".join(lagging) + ".")
-        report_json[model_key] = {"model": model.name, "version": model.version, **results}
+        report_json[model_key] = {
+            "model": model.name,
+            "version": model.version,
+            "results": results,
+            "idle_cores": idle,
+        }
     rounds = f"median of {args.rounds} rounds (order rotated)" if args.rounds > 1 else "1 round"
     header = (
         f"Machine: {serving.machine()}; load average {load_before:.1f} at the start, "

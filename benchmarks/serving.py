@@ -166,9 +166,11 @@ def running(
     env: dict[str, str],
     cwd: Path | None = None,
     startup_seconds: float = 180,
-) -> Iterator[None]:
-    # Its own process group: servers that fork workers (LitServe) leave them behind when
-    # only the parent is signalled; the group is this server's and nothing else's.
+) -> "Iterator[subprocess.Popen[bytes]]":
+    """The server up and warmed until the block ends; then it, and every process it
+    started (workers in groups of their own included), stopped."""
+    import process_tree
+
     process = subprocess.Popen(
         command,
         env=env,
@@ -180,18 +182,18 @@ def running(
     try:
         wait_until(url, body.encode(), startup_seconds)
         wrk(url, body, 8, 3)  # warm-up round, discarded
-        yield
+        yield process
     finally:
+        family = process_tree.identities(process_tree.descendants(process.pid)[1:])
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
             process.wait()
-        with contextlib.suppress(ProcessLookupError):  # workers slower than their parent
-            time.sleep(1)
-            os.killpg(process.pid, signal.SIGKILL)
+        time.sleep(1)  # workers told to stop by their parent, given a moment
+        process_tree.kill_all(family)
         print(f"stopped {name}", file=sys.stderr)
 
 
