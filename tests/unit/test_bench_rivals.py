@@ -7,6 +7,7 @@ import os
 import py_compile
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,25 @@ def test_the_rival_model_uses_the_gateways_session_settings(tmp_path: Path) -> N
     options = model.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
     assert model.labels(np.eye(3).tolist()) == [0, 1, 2]
+
+
+def test_process_tree_finds_and_kills_a_child_in_a_session_of_its_own() -> None:
+    """As BentoML's workers do: the child calls setsid, so only ancestry still finds it."""
+    process_tree = bench("process_tree")
+    parent = subprocess.Popen(["bash", "-c", "setsid sleep 60 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        family = process_tree.descendants(parent.pid)
+        while len(family) < 2 and time.monotonic() < deadline:  # bash starting its child
+            time.sleep(0.01)
+            family = process_tree.descendants(parent.pid)
+        assert family[0] == parent.pid and len(family) == 2
+        child = family[1]
+        assert os.getsid(child) != os.getsid(parent.pid)
+        assert process_tree.cpu_seconds(parent.pid) >= 0
+        process_tree.kill_all(process_tree.identities([child]))
+        parent.wait(timeout=10)  # bash's `wait` returns once its child is gone
+        assert child not in process_tree.descendants(os.getpid())
+    finally:
+        parent.kill()
+        parent.wait()
