@@ -87,6 +87,14 @@ bench-serving: $(STAMP) ## Gateway vs mlflow models serve vs a minimal server un
 bench-text-batching: $(MINILM_STAMP) ## The gateway on the MiniLM text classifier: batching off / greedy / held open, no wrk (see BENCHMARKS.md)
 	ORT_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/text_batching.py
 
+.PHONY: bench-serving-rivals-env bench-serving-rivals
+bench-serving-rivals-env: $(STAMP) ## The rivals' own venv (BentoML, Ray Serve, LitServe, pinned; ~/.cache/chassis-bench), never the product's
+	$(BIN)/python benchmarks/rivals_env.py
+
+bench-serving-rivals: $(MINILM_STAMP) bench-serving-rivals-env ## Gateway vs BentoML, Ray Serve and LitServe on digits and MiniLM int8 under wrk (see BENCHMARKS.md)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python benchmarks/serving.py --rivals bentoml,ray,litserve --models digits,minilm --rounds 3
+
 .PHONY: bench-drift
 bench-drift: $(STAMP) ## drift check vs plain Evidently on 1,000,000 x 20 (time, peak memory, verdicts)
 	$(BIN)/python benchmarks/drift.py

@@ -8,6 +8,10 @@ connection count, and the tables give medians and the spread of the gateway/floo
 which a machine shared with other work moves less than either rate. mlflow runs alone
 afterwards. Besides HTTP, the cost of the two ASGI apps themselves is measured in process
 (fake request messages, no server), and so is one ONNX Runtime call. Nothing here is a test.
+
+With `--rivals bentoml,ray,litserve` (`make bench-serving-rivals`) it measures instead the
+gateway against BentoML, Ray Serve and LitServe on the digits MLP and the MiniLM topic
+classifier (`--models`): see benchmarks/rivals.py.
 """
 
 import argparse
@@ -34,7 +38,7 @@ BIN = Path(sys.executable).parent
 GATEWAY, FLOOR, MLFLOW = "chassis gateway", "minimal server (floor)", "mlflow models serve"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--seconds",
@@ -54,7 +58,31 @@ def parse_args() -> argparse.Namespace:
         help="gateway/floor alternations per connection count (default 1)",
     )
     parser.add_argument("--skip-mlflow", action="store_true", help="leave mlflow out")
-    return parser.parse_args()
+    parser.add_argument(
+        "--rivals",
+        default="",
+        help="comma-separated rival servers to measure the gateway against instead of the "
+        "floor and mlflow: bentoml, ray, litserve (needs benchmarks/rivals_env.py's venv)",
+    )
+    parser.add_argument(
+        "--models",
+        default="digits,minilm",
+        help="with --rivals: comma-separated models, digits and/or minilm (default both)",
+    )
+    parser.add_argument(
+        "--rival-workers",
+        type=int,
+        default=2,
+        help="with --rivals: workers/replicas per rival (default 2, one per core)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / ".chassis" / "bench-rivals",
+        help="with --rivals: where the released models are kept between runs",
+    )
+    parser.add_argument("--json", type=Path, help="with --rivals: also write the results here")
+    return parser.parse_args(argv)
 
 
 def free_port() -> int:
@@ -78,13 +106,31 @@ def wait_until(url: str, body: bytes | None, seconds: float = 180) -> None:
     raise RuntimeError(f"{url} did not answer in {seconds} s")
 
 
-def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
+def wrk_script(body: str | list[str], script: Path) -> None:
+    """A wrk script POSTing `body`, or each of a list of bodies in turn (read from a file
+    beside the script, one a line: JSON bodies hold no raw newline, and a Lua literal could
+    not hold JSON's \\u escapes)."""
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    if isinstance(body, str):
+        lines.append(f"wrk.body = {json.dumps(body)}")
+    else:
+        bodies = script.with_suffix(".bodies")
+        bodies.write_text("".join(f"{one}\n" for one in body))
+        lines += [
+            "local bodies = {}",
+            f"for line in io.lines({json.dumps(str(bodies))}) do bodies[#bodies + 1] = line end",
+            "local next_body = 0",
+            "request = function()",
+            "  next_body = next_body % #bodies + 1",
+            "  return wrk.format(nil, nil, nil, bodies[next_body])",
+            "end",
+        ]
+    script.write_text("\n".join(lines) + "\n")
+
+
+def wrk(url: str, body: str | list[str], connections: int, seconds: float) -> dict[str, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-    )
+    wrk_script(body, script)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -92,6 +138,7 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
         check=True,
     ).stdout
     script.unlink()
+    script.with_suffix(".bodies").unlink(missing_ok=True)
 
     def millis(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -112,21 +159,41 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
 
 @contextlib.contextmanager
 def running(
-    name: str, command: list[str], url: str, body: str, env: dict[str, str]
-) -> Iterator[None]:
+    name: str,
+    command: list[str],
+    url: str,
+    body: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    startup_seconds: float = 180,
+) -> "Iterator[subprocess.Popen[bytes]]":
+    """The server up and warmed until the block ends; then it, and every process it
+    started (workers in groups of their own included), stopped."""
+    import process_tree
+
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
-        wait_until(url, body.encode())
+        wait_until(url, body.encode(), startup_seconds)
         wrk(url, body, 8, 3)  # warm-up round, discarded
-        yield
+        yield process
     finally:
-        process.send_signal(signal.SIGTERM)
+        family = process_tree.identities(process_tree.descendants(process.pid)[1:])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        time.sleep(1)  # workers told to stop by their parent, given a moment
+        process_tree.kill_all(family)
         print(f"stopped {name}", file=sys.stderr)
 
 
@@ -190,6 +257,12 @@ def app_costs(model_path: Path, body: bytes) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args()
+    if args.rivals:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import rivals
+
+        rivals.run(args)
+        return
     connections = [int(c) for c in args.connections.split(",")]
     home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     env = {
