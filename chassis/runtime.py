@@ -38,6 +38,25 @@ def first_output(
     return cast(np.ndarray, session.run(output_names, feeds)[0])
 
 
+def direct_runner(
+    session: "onnxruntime.InferenceSession", input_name: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The session's first output for rows of its input `input_name`, called without the
+    Python wrapper's per-call checks: input names listed and compared, WebGPU graph capture,
+    OrtValue ownership, a GPU provider's fallback. None applies to the gateway's calls (one
+    input, named from the session; numpy arrays; the CPU provider only), and the checks cost
+    ~2 us a call, a tenth of a one-row digits request (BENCHMARKS.md, "Serving"). A wrapper
+    that no longer keeps its compiled session as `_sess` is called as usual."""
+    output_names = [cast(str, session.get_outputs()[0].name)]
+    compiled = getattr(session, "_sess", None)
+    run = cast(Callable[..., list[object]], getattr(compiled, "run", None) or session.run)
+
+    def call(rows: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, run(output_names, {input_name: rows}, None)[0])
+
+    return call
+
+
 def onnx_input_name(model: Path) -> str:
     """The name of a model's one input: Chassis exports `features`; an imported graph has
     its own."""

@@ -124,6 +124,12 @@ def run_serve(args: argparse.Namespace, context: Context) -> int:
         http=limited_protocol(ConnectionLimits(policy.max_head_bytes, policy.read_timeout_seconds)),
         # Beyond it uvicorn answers 503 at once instead of queueing without bound.
         limit_concurrency=policy.max_connections,
+        # The client a proxy forwarded for (X-Forwarded-For) is read by the access log
+        # only: without it, uvicorn's middleware would copy every request's headers into a
+        # dict for nothing (~1 us a request). No `server: uvicorn` header: uvicorn checks
+        # every header of every response with two regular expressions.
+        proxy_headers=policy.access_log,
+        server_header=False,
         timeout_graceful_shutdown=math.ceil(policy.grace_seconds),
     )
     DrainingServer(config, app, policy.drain_seconds, policy.access_log).run()

@@ -43,15 +43,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # A connection that never completes a request is timed from its first moment.
         self.in_head = True
         self.head_bytes = 0
+        self.chunk_bytes = 0  # the size of the chunk being parsed
+        self.begun_in = 0  # the size of the chunk the current request began in
         self.refused = False  # this connection was answered 431 or 408 and is closing
+        # When the request arriving now began (event-loop time); None: none is arriving.
+        self.reading_since: float | None = self.loop.time()
         self.read_timer: asyncio.TimerHandle | None = None
-        self._arm_read_timer()
+        self._arm_read_timer(self.limits.read_timeout_seconds)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        size = len(data)
+        self.chunk_bytes = size
         if self.in_head:
-            self.head_bytes += len(data)
+            self.head_bytes += size
         super().data_received(data)
         # Still in the head after this chunk (a chunk that completes the head resets the
         # count, body bytes in it are not the head's): an oversize head is refused after at
@@ -65,13 +71,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head = True
-        self._arm_read_timer()
+        self.begun_in = self.chunk_bytes
+        # One timer per connection, not one per request (a timer made and cancelled on
+        # every request cost ~1 us): it looks at `reading_since` when it fires.
+        self.reading_since = self.loop.time()
+        if self.read_timer is None:
+            self._arm_read_timer(self.limits.read_timeout_seconds)
 
     def on_headers_complete(self) -> None:
+        head_bytes, self.head_bytes = self.head_bytes, 0
         self.in_head = False
-        self.head_bytes = 0
         # A head that arrived in one read was parsed whole before `data_received` could
-        # count it: its size is checked here, before the application sees it.
+        # count it: its size is checked here, before the application sees it. Counted
+        # exactly only when the bytes read for it could exceed the limit: the chunk it
+        # began in (`data_received` counts only the chunks read while in a head) and the
+        # ones after.
+        if head_bytes + self.begun_in <= self.limits.max_head_bytes:
+            super().on_headers_complete()
+            return
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.limits.max_head_bytes:
             self.refused = True
@@ -87,7 +104,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm_read_timer()
+        self.reading_since = None  # the timer, when it fires, lets go
         if not self.refused:
             super().on_message_complete()
 
@@ -99,11 +116,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         send_head_with_body(cycle)  # a replica killed mid-answer leaves nothing half-sent
         super()._start_asgi_task(cycle, app)
 
-    def _arm_read_timer(self) -> None:
+    def _arm_read_timer(self, seconds: float) -> None:
         self._disarm_read_timer()
-        self.read_timer = self.loop.call_later(
-            self.limits.read_timeout_seconds, self._read_timed_out
-        )
+        self.read_timer = self.loop.call_later(seconds, self._read_timed_out)
 
     def _disarm_read_timer(self) -> None:
         timer = getattr(self, "read_timer", None)
@@ -113,6 +128,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _read_timed_out(self) -> None:
         self.read_timer = None
+        since = self.reading_since
+        if since is None:
+            return  # between requests: the next one arms it again
+        remaining = since + self.limits.read_timeout_seconds - self.loop.time()
+        if remaining > 0:  # a later request than the one it was armed for
+            self._arm_read_timer(remaining)
+            return
         # uvicorn annotates `cycle` without None, but it is None until the first request.
         cycle = cast(RequestResponseCycle | None, self.cycle)
         if not self.in_head and cycle is not None and cycle.response_started:

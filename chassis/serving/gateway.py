@@ -42,7 +42,7 @@ from chassis.registry.tags import (
 from chassis.rollout import lease
 from chassis.rollout.orphans import end_orphan, this_process
 from chassis.rollout.record import RolloutRecord
-from chassis.runtime import answers_depend_on_batch, create_session, first_output
+from chassis.runtime import answers_depend_on_batch, create_session, direct_runner
 from chassis.serving import verified_cache
 from chassis.serving.batching import MicroBatcher
 from chassis.serving.cascade import (
@@ -320,11 +320,9 @@ class Gateway:
                 )
             warm_up = np.full((1, n_features), encoder.pad_id, dtype=np.int64)
 
-        # Named once here: given None, session.run lists the output names on every call.
-        output_names = [cast(str, session.get_outputs()[0].name)]
-
-        def call(rows: np.ndarray) -> np.ndarray:
-            return first_output(session, {input_name: rows}, output_names)
+        # The output named once (given None, session.run lists them on every call), and
+        # none of the wrapper's per-call checks (runtime.direct_runner).
+        call = direct_runner(session, input_name)
 
         # Dynamic int8 scales each call's activations over all its rows: a request's answer
         # would depend on the requests batched with it. Such a version takes one request a
@@ -1141,7 +1139,8 @@ class Gateway:
             raise _width_error(served, rows)
         started = time.perf_counter()
         try:
-            logits = served.batcher.answer_now(rows)
+            # A mirrored call's CPU time is recorded (`_mirror`); a live one's is not read.
+            logits = served.batcher.answer_now(rows, role == "shadow")
         except Exception:
             self._count_error(model, served)
             raise

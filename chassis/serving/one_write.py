@@ -8,6 +8,10 @@ the request elsewhere, and the client sees a broken response (the fault suite me
 rare httpx.RemoteProtocolError). Held back and joined with the body, a response is in the
 kernel whole or not at all: a replica killed before the write closes the connection with
 nothing sent, which haproxy's `retry-on empty-response` sends to another replica.
+
+The head is held by the request cycle's transport (`_HeadHeld`), not by wrapping the
+cycle's `send`: a wrapper coroutine, and an object to collect the writes, cost every
+request ~3 us (BENCHMARKS.md, "Serving").
 """
 
 import asyncio
@@ -16,57 +20,47 @@ from typing import Any, cast
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 
-class _Collecting:
-    """Stands in for the connection's transport while one send runs: what is written is
-    kept for one joined write; a close asked for meanwhile happens after it."""
+class _HeadHeld:
+    """One request cycle's transport until its response's first body bytes: the head
+    (the first write once the response has started) is held and written joined with them;
+    then the cycle gets the connection's transport back. What is written before the
+    response starts (a `100 Continue`) goes out at once."""
 
-    def __init__(self, real: asyncio.Transport) -> None:
+    __slots__ = ("cycle", "head", "real")
+
+    def __init__(self, cycle: RequestResponseCycle, real: asyncio.Transport) -> None:
+        self.cycle: RequestResponseCycle | None = cycle
         self.real = real
-        self.chunks: list[bytes] = []
-        self.close_after = False
+        self.head: bytes | None = None
 
     def write(self, data: bytes) -> None:
-        self.chunks.append(bytes(data))
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self.real.write(data)
+        elif self.head is None:
+            self.head = bytes(data)
+        else:
+            # The cycle and this object refer to each other: undone here, so refcounting
+            # frees the cycle once the request is done (a cycle left for the collector on
+            # every request made it run every ~40 requests).
+            cycle.transport = self.real
+            self.cycle = None
+            if not self.real.is_closing():
+                self.real.write(self.head + data)
 
     def close(self) -> None:
-        self.close_after = True
+        # Closed before any body (the application failed mid-answer): the held head is
+        # dropped, so the client gets nothing rather than half a response.
+        if self.cycle is not None:
+            self.cycle.transport = self.real
+            self.cycle = None
+        self.real.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-    def flush(self) -> None:
-        if self.chunks and not self.real.is_closing():
-            self.real.write(b"".join(self.chunks))
-        if self.close_after:
-            self.real.close()
-
 
 def send_head_with_body(cycle: RequestResponseCycle) -> None:
-    """Make `cycle` hold its response head until the first body message, then write both
-    at once. Set before the application runs (it reads `cycle.send` when called)."""
-    send = cycle.send
-    held: list[Any] = []
-
-    async def joined_send(message: Any) -> None:
-        if message["type"] == "http.response.start" and not cycle.response_started:
-            held.append(message)
-            return
-        if not held:
-            await send(message)
-        else:
-            real = cycle.transport
-            collecting = _Collecting(real)
-            cycle.transport = cast(asyncio.Transport, collecting)
-            try:
-                await send(held.pop())
-                await send(message)
-            finally:
-                cycle.transport = real
-                collecting.flush()
-        if cycle.response_complete:
-            # The cycle and this closure refer to each other: undone once the response is
-            # out, so refcounting frees the cycle at once. Left in place, every request
-            # leaves ~16 objects for the collector, which then runs every ~40 requests.
-            vars(cycle).pop("send", None)
-
-    cycle.send = joined_send
+    """Make `cycle` hold its response head until the first body bytes, then write both
+    at once. Set before the application runs."""
+    cycle.transport = cast(asyncio.Transport, _HeadHeld(cycle, cycle.transport))

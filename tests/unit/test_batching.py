@@ -217,3 +217,26 @@ def test_an_overloaded_model_computes_only_requests_it_can_answer_in_time():
     assert answered  # some were answered in time
     assert wasted == []  # no call spent on a request whose client was gone
     assert all(isinstance(r, TimeoutError) for r in results if not isinstance(r, np.ndarray))
+
+
+def test_preempted_live_calls_timed_on_the_clock_never_queue_a_fast_model():
+    # A live call of a fast model is timed on the clock alone (no CPU time is read for
+    # it); a call the OS preempted then looks long. Each counts at most the cap, and the
+    # next one reads CPU time again, so the model stays on the event loop.
+    preempted = [False]
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        if preempted[0]:
+            time.sleep(0.005)  # off the CPU: what a preemption looks like on the clock
+        return rows * 2
+
+    batcher = MicroBatcher(model)
+    rows = np.ones((1, 2), dtype=np.float32)
+    assert batcher.answer_now(rows, cpu=False) is not None
+    preempted[0] = True
+    inline = []
+    for _ in range(20):
+        assert batcher.answer_now(rows, cpu=False) is not None
+        inline.append(batcher.inline)
+    assert all(inline)
+    assert batcher.answer_now(rows) is not None and batcher.last_cpu < 0.005  # CPU read

@@ -2,6 +2,7 @@
 checks, the feedback route (in process, no server), its metrics and the feedback files."""
 
 import asyncio
+import gc
 import io
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,18 @@ def test_the_window_holds_at_most_its_capacity_of_requests():
         window.add(1, [number])
     assert len(window.slots) == 3
     assert sorted(kept[0] for kept in window.slots if kept) == [7, 8, 9]
+
+
+def test_kept_answers_leave_the_collector_after_one_collection():
+    # A window holds 100,000 requests by default: kept as tracked objects they reached the
+    # old generation and made every full collection walk them (a 0.2 s pause).
+    window = PredictionWindow(REPLICA, 10, 60)
+    for labels in ([3], [1, 2], [0.5]):
+        window.add(1, labels)
+    gc.collect()
+    kept = [slot for slot in window.slots if slot is not None]
+    assert len(kept) == 3 and not any(gc.is_tracked(slot) for slot in kept)
+    assert window.find(f"{REPLICA}-1-1").prediction == 2
 
 
 def test_feedback_marks_are_forgotten_once_their_requests_leave_the_window():
