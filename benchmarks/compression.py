@@ -404,11 +404,11 @@ def main() -> None:
     parser.add_argument("--minilm-b32-rounds", type=int, default=9)
     parser.add_argument("--minilm-b32-runs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="quantize-step timing rounds")
-    parser.add_argument("--student-steps", type=int, default=1200)
+    parser.add_argument("--student-steps", type=int, default=600)
     parser.add_argument(
         "--extra-sentences",
         type=int,
-        default=10_000,
+        default=5_000,
         help="distillation sentences from installed packages' docstrings",
     )
     parser.add_argument("--held-out", type=int, default=256)
