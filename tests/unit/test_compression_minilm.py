@@ -67,7 +67,9 @@ def test_length_batches_group_similar_lengths_and_keep_every_sentence():
     # Grouped by length, fewer of the positions the student runs through are padding.
     assert real / padded > 1.2 * real / sum(mask.size for mask in in_order)
     again = minilm.length_batches(tokenizer, sentences, batch_size=8)
-    assert all((x["input_ids"] == y["input_ids"]).all() for x, y in zip(batches, again, strict=True))
+    assert all(
+        (x["input_ids"] == y["input_ids"]).all() for x, y in zip(batches, again, strict=True)
+    )
 
 
 def test_split_unsqueezes_keeps_what_the_graph_computes():
