@@ -167,6 +167,21 @@ def _warmup_then_linear_decay(steps: int, warmup_fraction: float) -> Callable[[i
     return factor
 
 
+def token_state_loss(
+    student: torch.Tensor, teacher: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Squared error of every real token's state, relative to the teacher's mean square;
+    states are [batch, tokens, width] or [layers, batch, tokens, width] (one relative error
+    per layer, summed, so a layer with large activations does not drown the others)."""
+    if student.dim() == 3:
+        student, teacher = student.unsqueeze(0), teacher.unsqueeze(0)
+    mask = attention_mask.unsqueeze(-1).to(student.dtype)
+    squared = ((student - teacher) ** 2 * mask).sum(dim=(1, 2, 3))
+    per_layer = squared / (mask.sum() * student.shape[-1])
+    scale = (teacher**2 * mask).sum(dim=(1, 2, 3)) / (mask.sum() * teacher.shape[-1])
+    return (per_layer / scale.clamp(min=1e-12)).sum()
+
+
 def distill_embeddings(
     teacher: nn.Module,
     student: nn.Module,
@@ -223,10 +238,7 @@ def distill_embeddings(
                 with torch.no_grad():
                     target, teacher_tokens = token_states(teacher, batch)
                 predicted, student_tokens = token_states(student, batch)
-                mask = batch[mask_key].unsqueeze(-1).to(student_tokens.dtype)
-                squared = ((student_tokens - teacher_tokens) ** 2 * mask).sum()
-                token_loss = squared / (mask.sum() * student_tokens.shape[-1])
-                token_loss = token_loss / teacher_tokens.pow(2).mean().clamp(min=1e-12)
+                token_loss = token_state_loss(student_tokens, teacher_tokens, batch[mask_key])
             loss = (1.0 - functional.cosine_similarity(predicted, target, dim=1)).mean()
             loss = loss + mse_weight * functional.mse_loss(predicted, target) * predicted.shape[1]
             if token_loss is not None:

@@ -7,11 +7,15 @@ sentence-transformers computes them. Quality of a compressed model is the cosine
 of its embeddings to the fp32 model's on held-out sentences.
 
 The export is written so ONNX Runtime's transformer optimizer can fuse it (see
-`export_embedder`); the int8 candidate is quantized from that fused graph (`fuse_for_int8`).
+`export_embedder`); the int8 candidate is quantized from that fused graph (`fuse_for_int8`),
+every weight in int8: keeping the first feed-forward down-projection in float bought mean
+cosine 0.9925 -> 0.9941 but cost 3.97x -> 3.69x smaller, below the 3.9x size target
+(BENCHMARKS.md).
 
 Text comes from docstrings in the source of Python's standard library, read with `ast`
 (nothing is imported or executed), and split into train and held-out sentences by a hash of
-the text, so the split is the same on every machine with the same Python.
+the text, so the split is the same on every machine with the same Python. Distillation may
+add docstrings of the installed packages (`package_sentences`), training side only.
 """
 
 import ast
@@ -19,10 +23,11 @@ import contextlib
 import copy
 import hashlib
 import logging
+import random
 import re
 import sysconfig
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +47,8 @@ HELD_OUT_EVERY = 5  # one sentence in five is held out
 NUM_HEADS = 12
 HIDDEN_SIZE = 384
 FUSABLE_ATTENTION = "chassis-onnx-fusable"
+# The teacher layers the distilled student keeps (see `build_student`).
+STUDENT_LAYERS = (0, 4, 5)
 
 
 def model_directory() -> Path:
@@ -156,7 +163,9 @@ def load_teacher() -> SentenceEmbedder:
     return SentenceEmbedder(encoder).eval()
 
 
-def build_student(teacher: SentenceEmbedder, keep_layers: tuple[int, ...] = (0, 4, 5)) -> nn.Module:
+def build_student(
+    teacher: SentenceEmbedder, keep_layers: tuple[int, ...] = STUDENT_LAYERS
+) -> nn.Module:
     """A shallower copy of the teacher: the chosen transformer layers, teacher-initialized.
 
     The default keeps the first and the last two layers: before any training its embeddings
@@ -182,26 +191,35 @@ def token_states(
     return module.embed_with_tokens(batch["input_ids"], batch["attention_mask"])
 
 
-def int8_keep_float(path: Path) -> tuple[str, ...]:
-    """The nodes to leave in float when quantizing an exported (or fused) embedder to int8.
+def layer_states(
+    keep_layers: tuple[int, ...] = STUDENT_LAYERS,
+) -> Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]:
+    """`token_states` that also match intermediate layers, for a student from `build_student`.
 
-    The first layer's feed-forward down-projection (the first MatMul whose weight is
-    [intermediate, hidden]) takes the GELU output, whose few large values make one dynamic
-    int8 scale coarse for all the rest. Keeping just that one MatMul in float raised mean
-    cosine from 0.9925 to 0.9942 (min 0.9845 -> 0.9883) on held-out sentences, for 3.89x ->
-    3.61x smaller; keeping more of them costs more size than the target allows.
+    Returns (embedding, hidden states [layers, batch, tokens, 384]): for the student, the
+    output of each of its layers; for the teacher, the outputs of the layers the student
+    kept (`keep_layers`), so student layer i learns to stand for teacher layers up to
+    `keep_layers[i]`. The last entry is the last hidden state, as in `token_states`.
     """
-    import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "MatMul" or len(node.input) < 2:
-            continue
-        shape = shapes.get(node.input[1])
-        if shape is not None and len(shape) == 2 and shape[0] > shape[1]:
-            return (node.name,)
-    return ()
+    def states(
+        module: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(module, SentenceEmbedder):
+            raise SpecError(f"layer_states needs a SentenceEmbedder, got {type(module).__name__}")
+        mask = batch["attention_mask"]
+        output = module.encoder(
+            input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True
+        )
+        # hidden_states[0] is the embedding layer's output, [i + 1] layer i's.
+        hidden = output.hidden_states
+        if len(hidden) - 1 == len(keep_layers):
+            chosen = hidden[1:]
+        else:
+            chosen = tuple(hidden[i + 1] for i in keep_layers)
+        return pool_and_normalize(output.last_hidden_state, mask), torch.stack(chosen)
+
+    return states
 
 
 def fuse_for_int8(source: Path, destination: Path) -> dict[str, int]:
@@ -224,6 +242,26 @@ def tokenize(
         return_tensors="np",
     )
     return {name: encoded[name].astype(np.int64) for name in INPUT_NAMES}
+
+
+def length_batches(
+    tokenizer: Any, sentences: list[str], batch_size: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Training batches of sentences of similar token length, in a seeded random order.
+
+    Each batch is padded to its longest sentence, so grouping by length spares the student
+    most of the padding it would otherwise run through (docstring paragraphs run from about
+    8 to 128 tokens); shuffling the batches keeps lengths from drifting over training.
+    """
+    encoded = tokenizer(sentences, truncation=True, max_length=SEQUENCE_LENGTH)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    order = sorted(range(len(sentences)), key=lambda i: (lengths[i], i))
+    groups = [
+        [sentences[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order), batch_size)
+    ]
+    random.Random(seed).shuffle(groups)
+    return [tokenize(tokenizer, group, length=None) for group in groups]
 
 
 def export_embedder(module: nn.Module, destination: Path) -> Path:
@@ -327,6 +365,30 @@ def training_sentences(corpus: Corpus) -> list[str]:
             if digest % HELD_OUT_EVERY != 0:
                 found.append(sentence)
     return found
+
+
+def package_sentences(corpus: Corpus, limit: int, known: Iterable[str] = ()) -> list[str]:
+    """Up to `limit` more training sentences: docstrings of the installed third-party
+    packages (this interpreter's site-packages, files in sorted order), on the training
+    side of the same hash split, never one of `corpus`'s sentences nor of `known`.
+
+    Parsing is the cost (about 90 files a second on one core), so the walk stops at
+    `limit`; which sentences come depends on what is installed, the held-out set does not.
+    """
+    site = Path(sysconfig.get_paths()["purelib"])
+    seen = set(corpus.train) | set(corpus.held_out) | set(known)
+    found: list[str] = []
+    for path in sorted(site.rglob("*.py")):
+        if len(found) >= limit:
+            break
+        for sentence in docstring_sentences(path.read_text(encoding="utf-8", errors="ignore")):
+            if sentence in seen:
+                continue
+            seen.add(sentence)
+            digest = int(hashlib.sha256(sentence.encode()).hexdigest()[:8], 16)
+            if digest % HELD_OUT_EVERY != 0:
+                found.append(sentence)
+    return found[:limit]
 
 
 @dataclass(frozen=True)
