@@ -139,9 +139,9 @@ def entry_size(key: bytes, answer: Answer, encoded_bytes: int) -> int:
 # the entry: three a miss), every miss added to the count that triggers a full collection,
 # and each walks the gateway's whole heap (~175,000 tracked objects once `chassis serve`
 # has started; 0.13-0.19 s of CPU each on the 2-core machine): over HTTP that was +5-7 us a
-# miss in collections (docs/benchmark-history.md, "Result cache"). A nested tuple of predictions would
-# be untracked one collection later than the entry that holds it, so the entry one later
-# still.
+# miss in collections (docs/benchmark-history.md, "Result cache"). A nested tuple of
+# predictions would be untracked one collection later than the entry that holds it, so the
+# entry one later still.
 Entry = tuple[int, str, int, float, *tuple[int | float, ...]]
 FIRST_PREDICTION = 4  # where an entry's predictions start
 
