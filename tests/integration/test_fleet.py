@@ -140,7 +140,11 @@ def test_a_canary_across_the_fleet_promotes_and_every_replica_serves_the_champio
 
 def test_a_replica_killed_mid_rollout_rejoins_at_the_committed_generation(fleet):
     result: dict[str, object] = {}
-    slow = POLICY.model_copy(update={"min_requests": 6000, "step_seconds": 60})
+    # The killed replica restarts while the rollout waits for every replica to serve the
+    # next generation: a start on a busy machine (imports, verified download) can take
+    # longer than the default 30 s wait, and the rollout would then pause, safely, which is
+    # not what this test is about.
+    slow = POLICY.model_copy(update={"min_requests": 6000, "step_seconds": 60, "sync_seconds": 180})
 
     def run() -> None:
         try:
