@@ -66,23 +66,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--models",
-        default="digits,minilm",
+        default=None,
         help="with --rivals: comma-separated models, digits and/or minilm (default both)",
     )
     parser.add_argument(
         "--rival-workers",
         type=int,
-        default=2,
+        default=None,
         help="with --rivals: workers/replicas per rival (default 2, one per core)",
     )
     parser.add_argument(
         "--workdir",
         type=Path,
-        default=REPO / ".chassis" / "bench-rivals",
+        default=None,
         help="with --rivals: where the released models are kept between runs",
     )
     parser.add_argument("--json", type=Path, help="with --rivals: also write the results here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    rivals_only = {"--models": args.models, "--rival-workers": args.rival_workers}
+    rivals_only |= {"--workdir": args.workdir, "--json": args.json}
+    given = [name for name, value in rivals_only.items() if value is not None]
+    if given and not args.rivals:
+        # Ignoring them would run the whole floor/mlflow benchmark the user did not ask for.
+        parser.error(f"{', '.join(given)} only apply with --rivals")
+    args.models = args.models or "digits,minilm"
+    args.rival_workers = 2 if args.rival_workers is None else args.rival_workers
+    args.workdir = args.workdir or REPO / ".chassis" / "bench-rivals"
+    return args
 
 
 def free_port() -> int:

@@ -191,3 +191,15 @@ def test_process_tree_finds_and_kills_a_child_in_a_session_of_its_own() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--models", "minilm"], ["--rival-workers", "1"], ["--json", "x.json"]]
+)
+def test_rival_options_without_rivals_are_refused_not_ignored(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench("serving").parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"{argv[0]} only apply with --rivals" in capsys.readouterr().err
